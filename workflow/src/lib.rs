@@ -4,3 +4,6 @@
 pub mod value;
 
 pub use value::{Kind, Object, Value};
+pub mod commands;
+pub mod envfile;
+pub mod matrix;

@@ -1,0 +1,336 @@
+//! `strategy.matrix` expansion: the cross product of the vectors, minus `exclude`, plus
+//! `include`, exactly as GitHub's MatrixBuilder orders and names the resulting jobs.
+//!
+//! The caller hands over already-evaluated values: a matrix that still contains an
+//! expression is deferred until the job's `needs` have finished, and is not expanded here.
+
+use crate::value::{eq_ignore_case, Object, Value};
+
+/// GitHub refuses a matrix that would create more jobs than this.
+pub const MAX_LEGS: usize = 256;
+
+/// The cross product is walked before `exclude` can shrink it, so an absurd product (say 30
+/// vectors of 10 values) would hang the expander long before the leg limit could be checked.
+/// No real matrix needs a million combinations to end up with at most 256 jobs.
+pub const MAX_CROSS_PRODUCT: usize = 1 << 20;
+
+/// Nested matrix values are compared leaf by leaf; recursion stops here so hostile input
+/// cannot overflow the stack.
+const MAX_VALUE_DEPTH: usize = 64;
+
+/// GitHub truncates job display names to this many UTF-16 code units.
+const MAX_DISPLAY_NAME: usize = 100;
+
+/// One job created by the matrix.
+#[derive(Debug, Clone)]
+pub struct MatrixLeg {
+    /// The `matrix` context of this job, keys in creation order.
+    pub context: Object,
+    /// The values shown in the job's display name, `build (v1, v2)`.
+    pub display_segments: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatrixError {
+    #[error("Matrix vector '{0}' does not contain any values")]
+    EmptyVector(String),
+    #[error("Matrix vector '{0}' must be a sequence of values")]
+    NotASequence(String),
+    #[error("Matrix must define at least one vector")]
+    NoVectors,
+    #[error("Matrix '{0}' must be a sequence of mappings")]
+    NotAListOfMappings(&'static str),
+    #[error("Matrix {0} entry must be a mapping")]
+    EntryNotAMapping(&'static str),
+    #[error("Matrix {0} entry must not be empty: give at least one key")]
+    EmptyEntry(&'static str),
+    #[error("Matrix exclude key '{0}' does not match any key within the matrix")]
+    UnknownExcludeKey(String),
+    #[error("Matrix produces {0} jobs; GitHub allows at most {MAX_LEGS}: add exclusions or split the job")]
+    TooManyLegs(usize),
+    #[error("Matrix cross product has {0} combinations before exclusions; kiln expands at most {MAX_CROSS_PRODUCT}: reduce the vectors")]
+    CrossProductTooLarge(usize),
+    #[error("Matrix value nested more than {MAX_VALUE_DEPTH} levels deep")]
+    TooDeep,
+}
+
+/// Expands a `strategy.matrix` mapping into its jobs, in the order GitHub creates them.
+pub fn expand(matrix: &Object) -> Result<Vec<MatrixLeg>, MatrixError> {
+    let mut vectors: Vec<(&str, &[Value])> = Vec::new();
+    let mut includes: &[Value] = &[];
+    let mut excludes: &[Value] = &[];
+    for (key, value) in matrix.iter() {
+        match key.as_str() {
+            "include" => includes = entry_list(value, "include")?,
+            "exclude" => excludes = entry_list(value, "exclude")?,
+            _ => {
+                let Value::Array(items) = value else {
+                    return Err(MatrixError::NotASequence(key.clone()));
+                };
+                if items.is_empty() {
+                    return Err(MatrixError::EmptyVector(key.clone()));
+                }
+                vectors.push((key.as_str(), items.as_slice()));
+            }
+        }
+    }
+    if vectors.is_empty() && includes.is_empty() {
+        return Err(MatrixError::NoVectors);
+    }
+
+    let is_vector = |name: &str| vectors.iter().any(|(v, _)| eq_ignore_case(v, name));
+    let excludes = excludes
+        .iter()
+        .map(|entry| {
+            let entry = entry_object(entry, "exclude")?;
+            if let Some((bad, _)) = entry.iter().find(|(k, _)| !is_vector(k)) {
+                return Err(MatrixError::UnknownExcludeKey(bad.clone()));
+            }
+            leaves(entry)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let includes = includes
+        .iter()
+        .map(|entry| IncludeEntry::split(entry_object(entry, "include")?, &is_vector))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut legs = Vec::new();
+    let mut included = vec![false; includes.len()];
+    if !vectors.is_empty() {
+        let total = cross_product_size(&vectors)?;
+        for product_index in 0..total {
+            let combination = combination_at(&vectors, product_index);
+            if excludes.iter().any(|pattern| matches_leaves(&combination, pattern)) {
+                continue;
+            }
+            if legs.len() == MAX_LEGS {
+                return Err(MatrixError::TooManyLegs(count_legs(
+                    &vectors, &excludes, &includes, total,
+                )));
+            }
+            // Segments come from the vector values only, before include extras are merged.
+            let display_segments = display_segments(&combination)?;
+            let mut context = combination;
+            for (entry, matched) in includes.iter().zip(included.iter_mut()) {
+                if matches_leaves(&context, &entry.filter) {
+                    *matched = true;
+                    for (key, value) in &entry.extras {
+                        insert_ignore_case(&mut context, key, value.clone());
+                    }
+                }
+            }
+            legs.push(MatrixLeg { context, display_segments });
+        }
+    }
+    // Includes that matched nothing become jobs of their own, exactly as written.
+    for (entry, matched) in includes.iter().zip(included) {
+        if matched {
+            continue;
+        }
+        if legs.len() == MAX_LEGS {
+            let total = if vectors.is_empty() { 0 } else { cross_product_size(&vectors)? };
+            return Err(MatrixError::TooManyLegs(count_legs(
+                &vectors, &excludes, &includes, total,
+            )));
+        }
+        let context = entry.original.clone();
+        let display_segments = display_segments(&context)?;
+        legs.push(MatrixLeg { context, display_segments });
+    }
+    Ok(legs)
+}
+
+/// GitHub's job display name: `name (v1, v2)`, or the bare name without segments, cut to
+/// 100 UTF-16 code units with a trailing `...`.
+pub fn display_name(job_name: &str, segments: &[String]) -> String {
+    let name = if segments.iter().all(|s| s.is_empty()) {
+        job_name.to_string()
+    } else {
+        let shown: Vec<&str> =
+            segments.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+        format!("{job_name} ({})", shown.join(", "))
+    };
+    if name.encode_utf16().count() <= MAX_DISPLAY_NAME {
+        return name;
+    }
+    let mut kept = String::new();
+    let mut units = 0;
+    for c in name.chars() {
+        // Never split a surrogate pair: a character that does not fit whole is left out.
+        if units + c.len_utf16() > MAX_DISPLAY_NAME - 3 {
+            break;
+        }
+        units += c.len_utf16();
+        kept.push(c);
+    }
+    kept.push_str("...");
+    kept
+}
+
+/// An `include` entry split into the keys that select combinations (original vector names)
+/// and the keys it adds to them.
+struct IncludeEntry {
+    original: Object,
+    filter: Vec<(Vec<Value>, Value)>,
+    extras: Vec<(String, Value)>,
+}
+
+impl IncludeEntry {
+    fn split(entry: &Object, is_vector: &dyn Fn(&str) -> bool) -> Result<Self, MatrixError> {
+        let mut filter_object = Object::new();
+        let mut extras = Vec::new();
+        for (key, value) in entry.iter() {
+            if is_vector(key) {
+                filter_object.insert(key.clone(), value.clone());
+            } else {
+                extras.push((key.clone(), value.clone()));
+            }
+        }
+        Ok(IncludeEntry { original: entry.clone(), filter: leaves(&filter_object)?, extras })
+    }
+}
+
+fn entry_list<'a>(value: &'a Value, section: &'static str) -> Result<&'a [Value], MatrixError> {
+    match value {
+        Value::Array(items) => Ok(items.as_slice()),
+        _ => Err(MatrixError::NotAListOfMappings(section)),
+    }
+}
+
+fn entry_object<'a>(entry: &'a Value, section: &'static str) -> Result<&'a Object, MatrixError> {
+    let Value::Object(object) = entry else {
+        return Err(MatrixError::EntryNotAMapping(section));
+    };
+    if object.is_empty() {
+        return Err(MatrixError::EmptyEntry(section));
+    }
+    Ok(object)
+}
+
+fn cross_product_size(vectors: &[(&str, &[Value])]) -> Result<usize, MatrixError> {
+    let mut total: usize = 1;
+    for (_, items) in vectors {
+        total = total.saturating_mul(items.len());
+    }
+    if total > MAX_CROSS_PRODUCT {
+        return Err(MatrixError::CrossProductTooLarge(total));
+    }
+    Ok(total)
+}
+
+/// The combination at `product_index`: the first vector varies slowest, so each vector's
+/// block size is the product of the lengths of the vectors after it.
+fn combination_at(vectors: &[(&str, &[Value])], product_index: usize) -> Object {
+    let mut combination = Object::new();
+    let mut block = 1usize;
+    let mut picks = vec![0usize; vectors.len()];
+    for (slot, (_, items)) in picks.iter_mut().zip(vectors).rev() {
+        *slot = (product_index / block) % items.len();
+        block *= items.len();
+    }
+    for ((name, items), pick) in vectors.iter().zip(picks) {
+        combination.insert(*name, items[pick].clone());
+    }
+    combination
+}
+
+/// Flattens a pattern into `(path, literal)` pairs: every primitive leaf with the keys or
+/// indexes that lead to it. An empty nested mapping or sequence has no leaves.
+fn leaves(pattern: &Object) -> Result<Vec<(Vec<Value>, Value)>, MatrixError> {
+    let mut out = Vec::new();
+    let mut path = Vec::new();
+    for (key, value) in pattern.iter() {
+        path.push(Value::string(key.as_str()));
+        collect_leaves(value, &mut path, &mut out)?;
+        path.pop();
+    }
+    Ok(out)
+}
+
+fn collect_leaves(
+    value: &Value,
+    path: &mut Vec<Value>,
+    out: &mut Vec<(Vec<Value>, Value)>,
+) -> Result<(), MatrixError> {
+    if path.len() > MAX_VALUE_DEPTH {
+        return Err(MatrixError::TooDeep);
+    }
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object.iter() {
+                path.push(Value::string(key.as_str()));
+                collect_leaves(child, path, out)?;
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (index, child) in items.iter().enumerate() {
+                path.push(Value::Number(index as f64));
+                collect_leaves(child, path, out)?;
+                path.pop();
+            }
+        }
+        leaf => out.push((path.clone(), leaf.clone())),
+    }
+    Ok(())
+}
+
+/// `matrix[path] == literal` for every leaf, with expression indexing (a missing key is
+/// null) and loose equality, so `'A'` matches `'a'` and `null` matches `''`.
+fn matches_leaves(combination: &Object, pattern: &[(Vec<Value>, Value)]) -> bool {
+    pattern.iter().all(|(path, literal)| {
+        let mut keys = path.iter();
+        let Some(Value::String(first)) = keys.next() else {
+            return false;
+        };
+        let mut current = combination.get(first).cloned().unwrap_or(Value::Null);
+        for key in keys {
+            current = current.index(key);
+        }
+        current.loose_eq(literal)
+    })
+}
+
+fn display_segments(combination: &Object) -> Result<Vec<String>, MatrixError> {
+    let mut segments = Vec::new();
+    for (_, leaf) in leaves(combination)? {
+        // GitHub's JobNameBuilder skips empty segments, so null and '' never show.
+        let text = leaf.to_display_string();
+        if !text.is_empty() {
+            segments.push(text);
+        }
+    }
+    Ok(segments)
+}
+
+/// Include extras overwrite earlier extras whatever their case, keeping the first spelling.
+fn insert_ignore_case(object: &mut Object, key: &str, value: Value) {
+    if let Some(slot) = object.entries.iter_mut().find(|(k, _)| eq_ignore_case(k, key)).map(|(_, v)| v)
+    {
+        *slot = value;
+    } else {
+        object.insert(key, value);
+    }
+}
+
+/// The full job count for the over-limit error, computed without building the legs.
+fn count_legs(
+    vectors: &[(&str, &[Value])],
+    excludes: &[Vec<(Vec<Value>, Value)>],
+    includes: &[IncludeEntry],
+    total: usize,
+) -> usize {
+    let mut matched = vec![false; includes.len()];
+    let mut count = 0;
+    for product_index in 0..total {
+        let combination = combination_at(vectors, product_index);
+        if excludes.iter().any(|pattern| matches_leaves(&combination, pattern)) {
+            continue;
+        }
+        count += 1;
+        for (entry, hit) in includes.iter().zip(matched.iter_mut()) {
+            *hit = *hit || matches_leaves(&combination, &entry.filter);
+        }
+    }
+    count + matched.iter().filter(|hit| !**hit).count()
+}
