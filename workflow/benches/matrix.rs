@@ -8,7 +8,11 @@ use kiln_workflow::{Object, Value};
 use std::hint::black_box;
 
 fn vector(prefix: &str) -> Value {
-    Value::array((0..4).map(|i| Value::string(format!("{prefix}{i}"))).collect())
+    Value::array(
+        (0..4)
+            .map(|i| Value::string(format!("{prefix}{i}")))
+            .collect(),
+    )
 }
 
 fn entry(pairs: &[(&str, Value)]) -> Value {
@@ -36,7 +40,10 @@ fn limit_matrix() -> Object {
         entry(&[("timeout", Value::Number(30.0))]),
     ];
     includes.extend((0..16).map(|i| {
-        entry(&[("os", Value::string(format!("extra{i}"))), ("arch", Value::string("arm64"))])
+        entry(&[
+            ("os", Value::string(format!("extra{i}"))),
+            ("arch", Value::string("arm64")),
+        ])
     }));
     matrix.insert("include", Value::array(includes));
     matrix
@@ -45,8 +52,14 @@ fn limit_matrix() -> Object {
 fn bench_expand(c: &mut Criterion) {
     let matrix = limit_matrix();
     let legs = expand(&matrix).map(|legs| legs.len());
-    assert_eq!(legs, Ok(MAX_LEGS), "the benchmark matrix must sit exactly at the limit");
-    c.bench_function("expand 256-leg matrix", |b| b.iter(|| expand(black_box(&matrix))));
+    assert_eq!(
+        legs,
+        Ok(MAX_LEGS),
+        "the benchmark matrix must sit exactly at the limit"
+    );
+    c.bench_function("expand 256-leg matrix", |b| {
+        b.iter(|| expand(black_box(&matrix)))
+    });
 }
 
 criterion_group!(benches, bench_expand);

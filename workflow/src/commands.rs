@@ -48,7 +48,11 @@ impl Command {
     }
 
     fn set_property(&mut self, key: &str, value: String) {
-        match self.properties.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
+        match self
+            .properties
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
             Some((_, slot)) => *slot = value,
             None => {
                 self.properties.insert(key.to_string(), value);
@@ -65,13 +69,18 @@ impl Command {
 /// not a command, including a well-formed command with an unknown name.
 pub fn parse_command_line(line: &str) -> Option<Command> {
     parse_command_line_with(line, |name| {
-        REGISTERED_COMMANDS.iter().any(|known| known.eq_ignore_ascii_case(name))
+        REGISTERED_COMMANDS
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(name))
     })
 }
 
 /// Like [`parse_command_line`], with the caller deciding which names are commands (the
 /// `stop-commands` token becomes one while commands are paused).
-pub fn parse_command_line_with(line: &str, is_registered: impl Fn(&str) -> bool) -> Option<Command> {
+pub fn parse_command_line_with(
+    line: &str,
+    is_registered: impl Fn(&str) -> bool,
+) -> Option<Command> {
     parse_v2(line, &is_registered).or_else(|| parse_legacy(line, &is_registered))
 }
 
@@ -114,7 +123,11 @@ fn named_command(info: &str, is_registered: &dyn Fn(&str) -> bool) -> Option<Com
     if name.is_empty() || !is_registered(name) {
         return None;
     }
-    Some(Command { name: name.to_lowercase(), properties: IndexMap::new(), data: String::new() })
+    Some(Command {
+        name: name.to_lowercase(),
+        properties: IndexMap::new(),
+        data: String::new(),
+    })
 }
 
 /// Splits `key=value` the way .NET's `Split('=', 2, RemoveEmptyEntries)` does: empty pieces
@@ -131,10 +144,20 @@ type Escapes = &'static [(&'static str, char)];
 /// `%25` is decoded last by the runner; decoding left to right gives the same result because
 /// no other replacement produces a `%`.
 const DATA_ESCAPES: Escapes = &[("%0D", '\r'), ("%0A", '\n'), ("%25", '%')];
-const PROPERTY_ESCAPES: Escapes =
-    &[("%0D", '\r'), ("%0A", '\n'), ("%3A", ':'), ("%2C", ','), ("%25", '%')];
-const LEGACY_ESCAPES: Escapes =
-    &[("%3B", ';'), ("%0D", '\r'), ("%0A", '\n'), ("%5D", ']'), ("%25", '%')];
+const PROPERTY_ESCAPES: Escapes = &[
+    ("%0D", '\r'),
+    ("%0A", '\n'),
+    ("%3A", ':'),
+    ("%2C", ','),
+    ("%25", '%'),
+];
+const LEGACY_ESCAPES: Escapes = &[
+    ("%3B", ';'),
+    ("%0D", '\r'),
+    ("%0A", '\n'),
+    ("%5D", ']'),
+    ("%25", '%'),
+];
 
 fn unescape(text: &str, escapes: Escapes) -> String {
     let mut out = String::with_capacity(text.len());
@@ -214,7 +237,12 @@ pub fn annotation_from(cmd: &Command) -> Option<Annotation> {
     };
     let mut props = cmd.clone();
     normalise_positions(&mut props);
-    let number = |key: &str| props.property(key).and_then(parse_int).and_then(|n| u32::try_from(n).ok());
+    let number = |key: &str| {
+        props
+            .property(key)
+            .and_then(parse_int)
+            .and_then(|n| u32::try_from(n).ok())
+    };
     Some(Annotation {
         level,
         message: cmd.data.clone(),
@@ -359,7 +387,9 @@ impl StopCommands {
         let token = command.data;
         let unsafe_token = token.is_empty()
             || token.eq_ignore_ascii_case("pause-logging")
-            || REGISTERED_COMMANDS.iter().any(|known| known.eq_ignore_ascii_case(&token));
+            || REGISTERED_COMMANDS
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(&token));
         if unsafe_token && !self.allow_unsafe_tokens {
             return Err(StopTokenError::Unsafe);
         }
@@ -387,7 +417,11 @@ mod tests {
     #[test]
     fn escaping_round_trips() {
         let text = "50% done:\r\nnext, a,b";
-        let line = format!("::error title={}::{}", escape_property(text), escape_data(text));
+        let line = format!(
+            "::error title={}::{}",
+            escape_property(text),
+            escape_data(text)
+        );
         let parsed = cmd(&line);
         assert_eq!(parsed.data, text);
         assert_eq!(parsed.property("TITLE"), Some(text));
@@ -396,8 +430,11 @@ mod tests {
     #[test]
     fn property_pairs_follow_dotnet_split() {
         let parsed = cmd("::error a==b,=c=d,e=,=f,g=h=i::");
-        let got: Vec<(&str, &str)> =
-            parsed.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let got: Vec<(&str, &str)> = parsed
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(got, vec![("a", "b"), ("c", "d"), ("g", "h=i")]);
     }
 
@@ -409,8 +446,22 @@ mod tests {
     fn annotation_positions_are_normalised() {
         let a = annotation("::warning file=a.rs,line=3,col=2,endColumn=5,title=T::msg");
         assert_eq!(
-            (a.level, a.file.as_deref(), a.line, a.col, a.end_column, a.title.as_deref()),
-            (AnnotationLevel::Warning, Some("a.rs"), Some(3), Some(2), Some(5), Some("T"))
+            (
+                a.level,
+                a.file.as_deref(),
+                a.line,
+                a.col,
+                a.end_column,
+                a.title.as_deref()
+            ),
+            (
+                AnnotationLevel::Warning,
+                Some("a.rs"),
+                Some(3),
+                Some(2),
+                Some(5),
+                Some("T")
+            )
         );
         assert_eq!(a.message, "msg");
 
@@ -420,15 +471,24 @@ mod tests {
 
         // Columns are dropped across several lines.
         let a = annotation("::error line=1,endLine=3,col=1,endColumn=2::m");
-        assert_eq!((a.line, a.end_line, a.col, a.end_column), (Some(1), Some(3), None, None));
+        assert_eq!(
+            (a.line, a.end_line, a.col, a.end_column),
+            (Some(1), Some(3), None, None)
+        );
 
         // endLine before line drops both lines.
         let a = annotation("::notice line=5,endLine=2::m");
-        assert_eq!((a.level, a.line, a.end_line), (AnnotationLevel::Notice, None, None));
+        assert_eq!(
+            (a.level, a.line, a.end_line),
+            (AnnotationLevel::Notice, None, None)
+        );
 
         // endLine alone becomes the line; endColumn alone becomes the column.
         let a = annotation("::error endLine=7,endColumn=3::m");
-        assert_eq!((a.line, a.end_line, a.col, a.end_column), (Some(7), Some(7), Some(3), Some(3)));
+        assert_eq!(
+            (a.line, a.end_line, a.col, a.end_column),
+            (Some(7), Some(7), Some(3), Some(3))
+        );
 
         // endColumn before col drops both columns; non-numbers are absent.
         let a = annotation("::error line=2,col=9,endColumn=4::m");
@@ -441,7 +501,10 @@ mod tests {
 
     #[test]
     fn add_mask_masks_each_line_too() {
-        assert_eq!(mask_values("a\nb\r\nc\n\nb"), vec!["a\nb\r\nc\n\nb", "a", "b", "c"]);
+        assert_eq!(
+            mask_values("a\nb\r\nc\n\nb"),
+            vec!["a\nb\r\nc\n\nb", "a", "b", "c"]
+        );
         assert_eq!(mask_values("single"), vec!["single"]);
         assert!(mask_values("  \n ").is_empty());
     }
@@ -449,13 +512,25 @@ mod tests {
     #[test]
     fn stop_commands_pause_until_the_token() {
         let mut state = StopCommands::new();
-        assert_eq!(state.process("::stop-commands::s3cr3t-token"), Ok(LineKind::Paused));
+        assert_eq!(
+            state.process("::stop-commands::s3cr3t-token"),
+            Ok(LineKind::Paused)
+        );
         assert!(state.is_paused());
-        assert_eq!(state.process("::error::not a command now"), Ok(LineKind::Output));
-        assert_eq!(state.process("::stop-commands::other"), Ok(LineKind::Output));
+        assert_eq!(
+            state.process("::error::not a command now"),
+            Ok(LineKind::Output)
+        );
+        assert_eq!(
+            state.process("::stop-commands::other"),
+            Ok(LineKind::Output)
+        );
         assert_eq!(state.process("  ::S3CR3T-TOKEN::"), Ok(LineKind::Resumed));
         assert!(!state.is_paused());
-        assert!(matches!(state.process("::error::now it is"), Ok(LineKind::Command(_))));
+        assert!(matches!(
+            state.process("::error::now it is"),
+            Ok(LineKind::Command(_))
+        ));
         assert_eq!(state.process("plain output"), Ok(LineKind::Output));
     }
 
@@ -469,8 +544,14 @@ mod tests {
             );
             assert!(!state.is_paused());
         }
-        let mut lenient = StopCommands { allow_unsafe_tokens: true, ..StopCommands::new() };
-        assert_eq!(lenient.process("::stop-commands::warning"), Ok(LineKind::Paused));
+        let mut lenient = StopCommands {
+            allow_unsafe_tokens: true,
+            ..StopCommands::new()
+        };
+        assert_eq!(
+            lenient.process("::stop-commands::warning"),
+            Ok(LineKind::Paused)
+        );
         assert_eq!(lenient.process("::warning::"), Ok(LineKind::Resumed));
     }
 }

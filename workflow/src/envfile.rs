@@ -53,7 +53,11 @@ pub fn parse_env_file_with(
     endings: LineEndings,
 ) -> Result<Vec<(String, String)>, EnvFileError> {
     let text = content.strip_prefix('\u{feff}').unwrap_or(content);
-    let mut lines = Lines { text, pos: 0, endings };
+    let mut lines = Lines {
+        text,
+        pos: 0,
+        endings,
+    };
     let mut pairs = Vec::new();
     while let Some(line) = lines.next_line() {
         if line.text.is_empty() {
@@ -92,8 +96,14 @@ fn read_heredoc<'a>(lines: &mut Lines<'a>, delimiter: &str) -> Result<&'a str, E
             return Err(EnvFileError::DelimiterNotFound(delimiter.to_string()));
         };
         if line.text == delimiter {
-            let end = line.start.saturating_sub(line_break_before(lines, line.start));
-            return Ok(if end > start { &lines.text[start..end] } else { "" });
+            let end = line
+                .start
+                .saturating_sub(line_break_before(lines, line.start));
+            return Ok(if end > start {
+                &lines.text[start..end]
+            } else {
+                ""
+            });
         }
         if !line.ended_by_newline {
             return Err(EnvFileError::MissingFinalNewline);
@@ -134,21 +144,32 @@ impl<'a> Lines<'a> {
         let rest = &self.text[start..];
         let Some(lf) = rest.find('\n') else {
             self.pos = self.text.len();
-            return Some(Line { text: rest, start, ended_by_newline: false });
+            return Some(Line {
+                text: rest,
+                start,
+                ended_by_newline: false,
+            });
         };
         let mut end = lf;
         if self.endings == LineEndings::CrLfOrLf && rest[..lf].ends_with('\r') {
             end = lf - 1;
         }
         self.pos = start + lf + 1;
-        Some(Line { text: &rest[..end], start, ended_by_newline: true })
+        Some(Line {
+            text: &rest[..end],
+            start,
+            ended_by_newline: true,
+        })
     }
 }
 
 /// Refuses the names `GITHUB_ENV` may not set. The runner compares them ignoring case, and
 /// reports the refusal as an error annotation without failing the step.
 pub fn check_env_name(name: &str) -> Result<(), EnvFileError> {
-    match BLOCKED_ENV_NAMES.iter().find(|blocked| blocked.eq_ignore_ascii_case(name)) {
+    match BLOCKED_ENV_NAMES
+        .iter()
+        .find(|blocked| blocked.eq_ignore_ascii_case(name))
+    {
         Some(blocked) => Err(EnvFileError::BlockedName((*blocked).to_string())),
         None => Ok(()),
     }
@@ -182,7 +203,9 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -206,15 +229,30 @@ mod tests {
             parse_env_file_with("B<<EOF\nx\r\nEOF\r\n", LineEndings::Lf),
             Err(EnvFileError::DelimiterNotFound("EOF".into()))
         );
-        assert_eq!(parse_env_file_with("A=1\r\n", LineEndings::Lf), Ok(pairs(&[("A", "1\r")])));
+        assert_eq!(
+            parse_env_file_with("A=1\r\n", LineEndings::Lf),
+            Ok(pairs(&[("A", "1\r")]))
+        );
     }
 
     #[test]
     fn empty_names_and_delimiters_are_errors() {
-        assert_eq!(parse_env_file("=abc"), Err(EnvFileError::EmptyName("=abc".into())));
-        assert_eq!(parse_env_file("<<EOF\nx\nEOF"), Err(EnvFileError::EmptyHeredocPart("<<EOF".into())));
-        assert_eq!(parse_env_file("A<<"), Err(EnvFileError::EmptyHeredocPart("A<<".into())));
-        assert_eq!(parse_env_file("JUSTTEXT"), Err(EnvFileError::InvalidFormat("JUSTTEXT".into())));
+        assert_eq!(
+            parse_env_file("=abc"),
+            Err(EnvFileError::EmptyName("=abc".into()))
+        );
+        assert_eq!(
+            parse_env_file("<<EOF\nx\nEOF"),
+            Err(EnvFileError::EmptyHeredocPart("<<EOF".into()))
+        );
+        assert_eq!(
+            parse_env_file("A<<"),
+            Err(EnvFileError::EmptyHeredocPart("A<<".into()))
+        );
+        assert_eq!(
+            parse_env_file("JUSTTEXT"),
+            Err(EnvFileError::InvalidFormat("JUSTTEXT".into()))
+        );
     }
 
     #[test]

@@ -100,7 +100,10 @@ pub fn expand(matrix: &Object) -> Result<Vec<MatrixLeg>, MatrixError> {
         let total = cross_product_size(&vectors)?;
         for product_index in 0..total {
             let combination = combination_at(&vectors, product_index);
-            if excludes.iter().any(|pattern| matches_leaves(&combination, pattern)) {
+            if excludes
+                .iter()
+                .any(|pattern| matches_leaves(&combination, pattern))
+            {
                 continue;
             }
             if legs.len() == MAX_LEGS {
@@ -119,7 +122,10 @@ pub fn expand(matrix: &Object) -> Result<Vec<MatrixLeg>, MatrixError> {
                     }
                 }
             }
-            legs.push(MatrixLeg { context, display_segments });
+            legs.push(MatrixLeg {
+                context,
+                display_segments,
+            });
         }
     }
     // Includes that matched nothing become jobs of their own, exactly as written.
@@ -128,14 +134,21 @@ pub fn expand(matrix: &Object) -> Result<Vec<MatrixLeg>, MatrixError> {
             continue;
         }
         if legs.len() == MAX_LEGS {
-            let total = if vectors.is_empty() { 0 } else { cross_product_size(&vectors)? };
+            let total = if vectors.is_empty() {
+                0
+            } else {
+                cross_product_size(&vectors)?
+            };
             return Err(MatrixError::TooManyLegs(count_legs(
                 &vectors, &excludes, &includes, total,
             )));
         }
         let context = entry.original.clone();
         let display_segments = display_segments(&context)?;
-        legs.push(MatrixLeg { context, display_segments });
+        legs.push(MatrixLeg {
+            context,
+            display_segments,
+        });
     }
     Ok(legs)
 }
@@ -146,8 +159,11 @@ pub fn display_name(job_name: &str, segments: &[String]) -> String {
     let name = if segments.iter().all(|s| s.is_empty()) {
         job_name.to_string()
     } else {
-        let shown: Vec<&str> =
-            segments.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+        let shown: Vec<&str> = segments
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .collect();
         format!("{job_name} ({})", shown.join(", "))
     };
     if name.encode_utf16().count() <= MAX_DISPLAY_NAME {
@@ -186,7 +202,11 @@ impl IncludeEntry {
                 extras.push((key.clone(), value.clone()));
             }
         }
-        Ok(IncludeEntry { original: entry.clone(), filter: leaves(&filter_object)?, extras })
+        Ok(IncludeEntry {
+            original: entry.clone(),
+            filter: leaves(&filter_object)?,
+            extras,
+        })
     }
 }
 
@@ -305,7 +325,11 @@ fn display_segments(combination: &Object) -> Result<Vec<String>, MatrixError> {
 
 /// Include extras overwrite earlier extras whatever their case, keeping the first spelling.
 fn insert_ignore_case(object: &mut Object, key: &str, value: Value) {
-    if let Some(slot) = object.entries.iter_mut().find(|(k, _)| eq_ignore_case(k, key)).map(|(_, v)| v)
+    if let Some(slot) = object
+        .entries
+        .iter_mut()
+        .find(|(k, _)| eq_ignore_case(k, key))
+        .map(|(_, v)| v)
     {
         *slot = value;
     } else {
@@ -324,7 +348,10 @@ fn count_legs(
     let mut count = 0;
     for product_index in 0..total {
         let combination = combination_at(vectors, product_index);
-        if excludes.iter().any(|pattern| matches_leaves(&combination, pattern)) {
+        if excludes
+            .iter()
+            .any(|pattern| matches_leaves(&combination, pattern))
+        {
             continue;
         }
         count += 1;
@@ -333,4 +360,154 @@ fn count_legs(
         }
     }
     count + matched.iter().filter(|hit| !**hit).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Value {
+        Value::array(items.iter().map(|s| Value::string(*s)).collect())
+    }
+
+    fn object(pairs: Vec<(&str, Value)>) -> Object {
+        let mut object = Object::new();
+        for (key, value) in pairs {
+            object.insert(key, value);
+        }
+        object
+    }
+
+    #[test]
+    fn display_name_joins_segments_and_truncates_to_100() {
+        assert_eq!(display_name("build", &[]), "build");
+        let segments = vec!["linux".to_string(), "1.5".to_string()];
+        assert_eq!(display_name("build", &segments), "build (linux, 1.5)");
+        let long = vec!["x".repeat(200)];
+        let name = display_name("build", &long);
+        assert_eq!(name.len(), 100);
+        assert!(name.starts_with("build (xxx") && name.ends_with("xx..."));
+        // A character outside the BMP counts as two units and is never cut in half.
+        let wide = vec!["😀".repeat(60)];
+        let name = display_name("b", &wide);
+        assert!(name.ends_with("..."));
+        assert!(name.encode_utf16().count() <= 100);
+    }
+
+    #[test]
+    fn more_than_256_legs_is_an_error_naming_the_count() {
+        let digits: Vec<String> = (0..17).map(|i| i.to_string()).collect();
+        let digits: Vec<&str> = digits.iter().map(String::as_str).collect();
+        let matrix = object(vec![("a", strings(&digits)), ("b", strings(&digits))]);
+        assert_eq!(
+            expand(&matrix).map(|l| l.len()),
+            Err(MatrixError::TooManyLegs(289))
+        );
+
+        let matrix = object(vec![
+            ("a", strings(&digits[..16])),
+            ("b", strings(&digits[..16])),
+        ]);
+        assert_eq!(expand(&matrix).map(|l| l.len()), Ok(256));
+
+        // Appended includes count too.
+        let extra = Value::array(vec![Value::object(object(vec![(
+            "a",
+            Value::string("new"),
+        )]))]);
+        let matrix = object(vec![
+            ("a", strings(&digits[..16])),
+            ("b", strings(&digits[..16])),
+            ("include", extra),
+        ]);
+        assert_eq!(
+            expand(&matrix).map(|l| l.len()),
+            Err(MatrixError::TooManyLegs(257))
+        );
+    }
+
+    #[test]
+    fn huge_cross_products_are_refused_before_iterating() {
+        let ten: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let ten: Vec<&str> = ten.iter().map(String::as_str).collect();
+        let names: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
+        let matrix = object(names.iter().map(|n| (n.as_str(), strings(&ten))).collect());
+        assert_eq!(
+            expand(&matrix).map(|l| l.len()),
+            Err(MatrixError::CrossProductTooLarge(usize::MAX))
+        );
+    }
+
+    #[test]
+    fn malformed_matrices_are_errors() {
+        let scalar = object(vec![("os", Value::string("linux"))]);
+        assert_eq!(
+            expand(&scalar).err(),
+            Some(MatrixError::NotASequence("os".into()))
+        );
+
+        let empty_include = object(vec![
+            ("os", strings(&["linux"])),
+            ("include", Value::array(vec![Value::object(Object::new())])),
+        ]);
+        assert_eq!(
+            expand(&empty_include).err(),
+            Some(MatrixError::EmptyEntry("include"))
+        );
+
+        let empty_exclude = object(vec![
+            ("os", strings(&["linux"])),
+            ("exclude", Value::array(vec![Value::object(Object::new())])),
+        ]);
+        assert_eq!(
+            expand(&empty_exclude).err(),
+            Some(MatrixError::EmptyEntry("exclude"))
+        );
+
+        let bad_include = object(vec![("include", Value::string("x"))]);
+        assert_eq!(
+            expand(&bad_include).err(),
+            Some(MatrixError::NotAListOfMappings("include"))
+        );
+
+        let bad_entry = object(vec![("include", strings(&["x"]))]);
+        assert_eq!(
+            expand(&bad_entry).err(),
+            Some(MatrixError::EntryNotAMapping("include"))
+        );
+
+        let only_empty_include = object(vec![("include", Value::array(Vec::new()))]);
+        assert_eq!(
+            expand(&only_empty_include).err(),
+            Some(MatrixError::NoVectors)
+        );
+    }
+
+    #[test]
+    fn deeply_nested_values_stop_at_the_depth_limit() {
+        let mut deep = Value::string("leaf");
+        for _ in 0..200 {
+            deep = Value::array(vec![deep]);
+        }
+        let matrix = object(vec![("v", Value::array(vec![deep]))]);
+        assert_eq!(expand(&matrix).err(), Some(MatrixError::TooDeep));
+    }
+
+    #[test]
+    fn exclude_compares_nested_sequences_by_index() {
+        let cfg = |tag: &str| Value::object(object(vec![("tags", strings(&[tag, "x"]))]));
+        let matrix = object(vec![
+            ("cfg", Value::array(vec![cfg("a"), cfg("b")])),
+            (
+                "exclude",
+                Value::array(vec![Value::object(object(vec![(
+                    "CFG",
+                    Value::object(object(vec![("tags", strings(&["B"]))])),
+                )]))]),
+            ),
+        ]);
+        let legs = expand(&matrix).unwrap_or_default();
+        assert_eq!(legs.len(), 1);
+        assert_eq!(legs[0].display_segments, vec!["a", "x"]);
+    }
 }

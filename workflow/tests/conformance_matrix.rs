@@ -17,7 +17,9 @@ fn main() {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let data: Json = serde_json::from_str(&text).expect("matrix-cases.json is valid JSON");
-    let cases = data["cases"].as_array().expect("matrix-cases.json has a `cases` array");
+    let cases = data["cases"]
+        .as_array()
+        .expect("matrix-cases.json has a `cases` array");
 
     let mut tally = support::Tally::new("matrix");
     for case in cases {
@@ -68,14 +70,19 @@ fn compare_legs(legs: &[MatrixLeg], expected: &Json) -> Result<(), String> {
         .map(|list| list.iter().map(Json::to_string).collect())
         .unwrap_or_default();
     if got != want {
-        return Err(format!("combinations differ:\n  got  {got:?}\n  want {want:?}"));
+        return Err(format!(
+            "combinations differ:\n  got  {got:?}\n  want {want:?}"
+        ));
     }
     let got_segments: Vec<&Vec<String>> = legs.iter().map(|leg| &leg.display_segments).collect();
     let want_segments: Vec<Vec<String>> =
         serde_json::from_value(expected["display_segments"].clone())
             .map_err(|e| format!("bad display_segments in data: {e}"))?;
     if got_segments.len() != want_segments.len()
-        || got_segments.iter().zip(&want_segments).any(|(g, w)| *g != w)
+        || got_segments
+            .iter()
+            .zip(&want_segments)
+            .any(|(g, w)| *g != w)
     {
         return Err(format!(
             "display segments differ:\n  got  {got_segments:?}\n  want {want_segments:?}"

@@ -10,7 +10,11 @@ use kiln_workflow::envfile::{check_env_name, parse_env_file_with, LineEndings};
 use serde_json::Value as Json;
 
 /// Case counts per section; a section with fewer cases means the data was damaged.
-const SECTIONS: &[(&str, usize)] = &[("env_file", 14), ("output_file", 12), ("workflow_commands", 13)];
+const SECTIONS: &[(&str, usize)] = &[
+    ("env_file", 14),
+    ("output_file", 12),
+    ("workflow_commands", 13),
+];
 
 fn main() {
     let path = support::conformance_dir().join("runner-extra.json");
@@ -20,7 +24,10 @@ fn main() {
 
     let mut all_passed = true;
     for (section, minimum) in SECTIONS {
-        let cases = data[section].as_array().map(Vec::as_slice).unwrap_or_default();
+        let cases = data[section]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let mut tally = support::Tally::new(section);
         for (index, case) in cases.iter().enumerate() {
             let name = case["name"].as_str().map_or_else(
@@ -51,8 +58,12 @@ fn run_file_case(case: &Json, is_env: bool) -> Result<(), String> {
     if let Some(wanted) = case["error_contains"].as_str() {
         return match parsed {
             Err(error) if error.to_string().contains(wanted) => Ok(()),
-            Err(error) => Err(format!("expected error containing `{wanted}`, got `{error}`")),
-            Ok(pairs) => Err(format!("expected error containing `{wanted}`, got {pairs:?}")),
+            Err(error) => Err(format!(
+                "expected error containing `{wanted}`, got `{error}`"
+            )),
+            Ok(pairs) => Err(format!(
+                "expected error containing `{wanted}`, got {pairs:?}"
+            )),
         };
     }
     let pairs = parsed.map_err(|e| format!("unexpected error `{e}`"))?;
@@ -65,7 +76,9 @@ fn run_file_case(case: &Json, is_env: bool) -> Result<(), String> {
         }
         applied.insert(name, Json::String(value));
     }
-    let expected = case["expected"].as_object().ok_or("case has no `expected` mapping")?;
+    let expected = case["expected"]
+        .as_object()
+        .ok_or("case has no `expected` mapping")?;
     if &applied != expected {
         return Err(format!("got {applied:?}, want {expected:?}"));
     }
@@ -82,7 +95,11 @@ fn run_command_case(case: &Json) -> Result<(), String> {
     let parsed = parse_command_line_with(line, |name| name.eq_ignore_ascii_case("do-something"));
     let should_parse = case["parsed"].as_bool().ok_or("case has no `parsed`")?;
     let Some(command) = parsed else {
-        return if should_parse { Err("not parsed".into()) } else { Ok(()) };
+        return if should_parse {
+            Err("not parsed".into())
+        } else {
+            Ok(())
+        };
     };
     if !should_parse {
         return Err(format!("parsed as {command:?}, expected no command"));
@@ -90,15 +107,20 @@ fn run_command_case(case: &Json) -> Result<(), String> {
     let want_properties: Vec<(String, String)> = case["properties"]
         .as_object()
         .map(|props| {
-            props.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect()
+            props
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
         })
         .unwrap_or_default();
-    let got_properties: Vec<(String, String)> =
-        command.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let got_properties: Vec<(String, String)> = command
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let want_name = case["command"].as_str().unwrap_or("");
     let want_data = case["data"].as_str().unwrap_or("");
-    if command.name != want_name || got_properties != want_properties || command.data != want_data
-    {
+    if command.name != want_name || got_properties != want_properties || command.data != want_data {
         return Err(format!(
             "got {:?} {got_properties:?} {:?}, want {want_name:?} {want_properties:?} {want_data:?}",
             command.name, command.data
