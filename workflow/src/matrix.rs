@@ -5,6 +5,7 @@
 //! expression is deferred until the job's `needs` have finished, and is not expanded here.
 
 use crate::value::{eq_ignore_case, Object, Value};
+use indexmap::IndexMap;
 
 /// GitHub refuses a matrix that would create more jobs than this.
 pub const MAX_LEGS: usize = 256;
@@ -78,55 +79,66 @@ pub fn expand(matrix: &Object) -> Result<Vec<MatrixLeg>, MatrixError> {
         return Err(MatrixError::NoVectors);
     }
 
-    let is_vector = |name: &str| vectors.iter().any(|(v, _)| eq_ignore_case(v, name));
     let excludes = excludes
         .iter()
         .map(|entry| {
             let entry = entry_object(entry, "exclude")?;
-            if let Some((bad, _)) = entry.iter().find(|(k, _)| !is_vector(k)) {
-                return Err(MatrixError::UnknownExcludeKey(bad.clone()));
+            let mut leaves = Vec::new();
+            for (key, value) in entry.iter() {
+                let vector = vector_index(&vectors, key)
+                    .ok_or_else(|| MatrixError::UnknownExcludeKey(key.clone()))?;
+                collect_leaves(vector, value, &mut Vec::new(), &mut leaves)?;
             }
-            leaves(entry)
+            Ok(leaves)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, MatrixError>>()?;
     let includes = includes
         .iter()
-        .map(|entry| IncludeEntry::split(entry_object(entry, "include")?, &is_vector))
+        .map(|entry| IncludeEntry::split(entry_object(entry, "include")?, &vectors))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let most_extras = includes
+        .iter()
+        .map(|entry| entry.extras.len())
+        .sum::<usize>();
     let mut legs = Vec::new();
     let mut included = vec![false; includes.len()];
-    if !vectors.is_empty() {
-        let total = cross_product_size(&vectors)?;
-        for product_index in 0..total {
-            let combination = combination_at(&vectors, product_index);
-            if excludes
-                .iter()
-                .any(|pattern| matches_leaves(&combination, pattern))
-            {
-                continue;
-            }
-            if legs.len() == MAX_LEGS {
-                return Err(MatrixError::TooManyLegs(count_legs(
-                    &vectors, &excludes, &includes, total,
-                )));
-            }
-            // Segments come from the vector values only, before include extras are merged.
-            let display_segments = display_segments(&combination)?;
-            let mut context = combination;
-            for (entry, matched) in includes.iter().zip(included.iter_mut()) {
-                if matches_leaves(&context, &entry.filter) {
-                    *matched = true;
-                    for (key, value) in &entry.extras {
-                        insert_ignore_case(&mut context, key, value.clone());
-                    }
+    let total = cross_product_size(&vectors)?;
+    let mut picks = vec![0usize; vectors.len()];
+    for product_index in 0..total {
+        set_picks(&vectors, product_index, &mut picks);
+        if excludes
+            .iter()
+            .any(|pattern| matches(pattern, &vectors, &picks))
+        {
+            continue;
+        }
+        if legs.len() == MAX_LEGS {
+            return Err(MatrixError::TooManyLegs(count_legs(
+                &vectors, &excludes, &includes,
+            )));
+        }
+        let mut context = Object {
+            entries: IndexMap::with_capacity(vectors.len() + most_extras),
+            case_sensitive: false,
+        };
+        for ((name, items), pick) in vectors.iter().zip(&picks) {
+            context.insert(*name, items[*pick].clone());
+        }
+        // Segments come from the vector values only, before include extras are merged.
+        let display_segments = display_segments(&context)?;
+        for (entry, matched) in includes.iter().zip(included.iter_mut()) {
+            if matches(&entry.filter, &vectors, &picks) {
+                *matched = true;
+                for (key, value) in &entry.extras {
+                    insert_ignore_case(&mut context, key, value.clone());
                 }
             }
-            legs.push(MatrixLeg {
-                context,
-                display_segments,
-            });
         }
+        legs.push(MatrixLeg {
+            context,
+            display_segments,
+        });
     }
     // Includes that matched nothing become jobs of their own, exactly as written.
     for (entry, matched) in includes.iter().zip(included) {
@@ -134,13 +146,8 @@ pub fn expand(matrix: &Object) -> Result<Vec<MatrixLeg>, MatrixError> {
             continue;
         }
         if legs.len() == MAX_LEGS {
-            let total = if vectors.is_empty() {
-                0
-            } else {
-                cross_product_size(&vectors)?
-            };
             return Err(MatrixError::TooManyLegs(count_legs(
-                &vectors, &excludes, &includes, total,
+                &vectors, &excludes, &includes,
             )));
         }
         let context = entry.original.clone();
@@ -183,31 +190,47 @@ pub fn display_name(job_name: &str, segments: &[String]) -> String {
     kept
 }
 
-/// An `include` entry split into the keys that select combinations (original vector names)
-/// and the keys it adds to them.
+/// The vectors in key order: name and values.
+type Vectors<'a> = [(&'a str, &'a [Value])];
+
+/// One leaf of an exclude entry or include filter: `matrix[vector][path...] == literal`.
+struct Leaf {
+    vector: usize,
+    path: Vec<Value>,
+    literal: Value,
+}
+
+/// An `include` entry split into the leaves that select combinations (under original
+/// vector names) and the keys it adds to them.
 struct IncludeEntry {
     original: Object,
-    filter: Vec<(Vec<Value>, Value)>,
+    filter: Vec<Leaf>,
     extras: Vec<(String, Value)>,
 }
 
 impl IncludeEntry {
-    fn split(entry: &Object, is_vector: &dyn Fn(&str) -> bool) -> Result<Self, MatrixError> {
-        let mut filter_object = Object::new();
+    fn split(entry: &Object, vectors: &Vectors<'_>) -> Result<Self, MatrixError> {
+        let mut filter = Vec::new();
         let mut extras = Vec::new();
         for (key, value) in entry.iter() {
-            if is_vector(key) {
-                filter_object.insert(key.clone(), value.clone());
-            } else {
-                extras.push((key.clone(), value.clone()));
+            match vector_index(vectors, key) {
+                Some(vector) => collect_leaves(vector, value, &mut Vec::new(), &mut filter)?,
+                None => extras.push((key.clone(), value.clone())),
             }
         }
         Ok(IncludeEntry {
             original: entry.clone(),
-            filter: leaves(&filter_object)?,
+            filter,
             extras,
         })
     }
+}
+
+/// Include and exclude keys name vectors ignoring case.
+fn vector_index(vectors: &Vectors<'_>, key: &str) -> Option<usize> {
+    vectors
+        .iter()
+        .position(|(name, _)| eq_ignore_case(name, key))
 }
 
 fn entry_list<'a>(value: &'a Value, section: &'static str) -> Result<&'a [Value], MatrixError> {
@@ -227,136 +250,149 @@ fn entry_object<'a>(entry: &'a Value, section: &'static str) -> Result<&'a Objec
     Ok(object)
 }
 
-fn cross_product_size(vectors: &[(&str, &[Value])]) -> Result<usize, MatrixError> {
-    let mut total: usize = 1;
-    for (_, items) in vectors {
-        total = total.saturating_mul(items.len());
+/// The number of cross-product combinations; none without vectors (an include-only matrix).
+fn cross_product_size(vectors: &Vectors<'_>) -> Result<usize, MatrixError> {
+    if vectors.is_empty() {
+        return Ok(0);
     }
+    let total = vectors.iter().fold(1usize, |total, (_, items)| {
+        total.saturating_mul(items.len())
+    });
     if total > MAX_CROSS_PRODUCT {
         return Err(MatrixError::CrossProductTooLarge(total));
     }
     Ok(total)
 }
 
-/// The combination at `product_index`: the first vector varies slowest, so each vector's
-/// block size is the product of the lengths of the vectors after it.
-fn combination_at(vectors: &[(&str, &[Value])], product_index: usize) -> Object {
-    let mut combination = Object::new();
+/// Which value of each vector the combination at `product_index` takes: the first vector
+/// varies slowest, so each vector's block size is the product of the lengths after it.
+fn set_picks(vectors: &Vectors<'_>, product_index: usize, picks: &mut [usize]) {
     let mut block = 1usize;
-    let mut picks = vec![0usize; vectors.len()];
     for (slot, (_, items)) in picks.iter_mut().zip(vectors).rev() {
         *slot = (product_index / block) % items.len();
-        block *= items.len();
+        block = block.saturating_mul(items.len());
     }
-    for ((name, items), pick) in vectors.iter().zip(picks) {
-        combination.insert(*name, items[pick].clone());
-    }
-    combination
 }
 
-/// Flattens a pattern into `(path, literal)` pairs: every primitive leaf with the keys or
-/// indexes that lead to it. An empty nested mapping or sequence has no leaves.
-fn leaves(pattern: &Object) -> Result<Vec<(Vec<Value>, Value)>, MatrixError> {
-    let mut out = Vec::new();
-    let mut path = Vec::new();
-    for (key, value) in pattern.iter() {
-        path.push(Value::string(key.as_str()));
-        collect_leaves(value, &mut path, &mut out)?;
-        path.pop();
-    }
-    Ok(out)
-}
-
+/// Flattens a pattern value into leaves: every primitive with the keys or indexes that lead
+/// to it. An empty nested mapping or sequence has no leaves, so it matches anything.
 fn collect_leaves(
+    vector: usize,
     value: &Value,
     path: &mut Vec<Value>,
-    out: &mut Vec<(Vec<Value>, Value)>,
+    out: &mut Vec<Leaf>,
 ) -> Result<(), MatrixError> {
-    if path.len() > MAX_VALUE_DEPTH {
+    if path.len() >= MAX_VALUE_DEPTH {
         return Err(MatrixError::TooDeep);
     }
     match value {
         Value::Object(object) => {
             for (key, child) in object.iter() {
                 path.push(Value::string(key.as_str()));
-                collect_leaves(child, path, out)?;
+                collect_leaves(vector, child, path, out)?;
                 path.pop();
             }
         }
         Value::Array(items) => {
             for (index, child) in items.iter().enumerate() {
                 path.push(Value::Number(index as f64));
-                collect_leaves(child, path, out)?;
+                collect_leaves(vector, child, path, out)?;
                 path.pop();
             }
         }
-        leaf => out.push((path.clone(), leaf.clone())),
+        leaf => out.push(Leaf {
+            vector,
+            path: path.clone(),
+            literal: leaf.clone(),
+        }),
     }
     Ok(())
 }
 
 /// `matrix[path] == literal` for every leaf, with expression indexing (a missing key is
 /// null) and loose equality, so `'A'` matches `'a'` and `null` matches `''`.
-fn matches_leaves(combination: &Object, pattern: &[(Vec<Value>, Value)]) -> bool {
-    pattern.iter().all(|(path, literal)| {
-        let mut keys = path.iter();
-        let Some(Value::String(first)) = keys.next() else {
-            return false;
-        };
-        let mut current = combination.get(first).cloned().unwrap_or(Value::Null);
-        for key in keys {
-            current = current.index(key);
+fn matches(pattern: &[Leaf], vectors: &Vectors<'_>, picks: &[usize]) -> bool {
+    pattern.iter().all(|leaf| {
+        let value = &vectors[leaf.vector].1[picks[leaf.vector]];
+        match leaf.path.split_first() {
+            None => value.loose_eq(&leaf.literal),
+            Some((first, rest)) => rest
+                .iter()
+                .fold(value.index(first), |current, key| current.index(key))
+                .loose_eq(&leaf.literal),
         }
-        current.loose_eq(literal)
     })
 }
 
 fn display_segments(combination: &Object) -> Result<Vec<String>, MatrixError> {
     let mut segments = Vec::new();
-    for (_, leaf) in leaves(combination)? {
-        // GitHub's JobNameBuilder skips empty segments, so null and '' never show.
-        let text = leaf.to_display_string();
-        if !text.is_empty() {
-            segments.push(text);
-        }
+    for (_, value) in combination.iter() {
+        push_segments(value, 1, &mut segments)?;
     }
     Ok(segments)
 }
 
+/// Primitive leaves in order, depth first. Walked without building paths: this runs once
+/// per job, while patterns are flattened once per matrix.
+fn push_segments(
+    value: &Value,
+    depth: usize,
+    segments: &mut Vec<String>,
+) -> Result<(), MatrixError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(MatrixError::TooDeep);
+    }
+    match value {
+        Value::Object(object) => {
+            for (_, child) in object.iter() {
+                push_segments(child, depth + 1, segments)?;
+            }
+        }
+        Value::Array(items) => {
+            for child in items.iter() {
+                push_segments(child, depth + 1, segments)?;
+            }
+        }
+        leaf => {
+            // GitHub's JobNameBuilder skips empty segments, so null and '' never show.
+            let text = leaf.to_display_string();
+            if !text.is_empty() {
+                segments.push(text);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Include extras overwrite earlier extras whatever their case, keeping the first spelling.
 fn insert_ignore_case(object: &mut Object, key: &str, value: Value) {
-    if let Some(slot) = object
-        .entries
-        .iter_mut()
-        .find(|(k, _)| eq_ignore_case(k, key))
-        .map(|(_, v)| v)
-    {
-        *slot = value;
-    } else {
-        object.insert(key, value);
+    let existing = match object.entries.get_index_of(key) {
+        Some(index) => Some(index),
+        None => object.entries.keys().position(|k| eq_ignore_case(k, key)),
+    };
+    match existing {
+        Some(index) => object.entries[index] = value,
+        None => object.insert(key, value),
     }
 }
 
 /// The full job count for the over-limit error, computed without building the legs.
-fn count_legs(
-    vectors: &[(&str, &[Value])],
-    excludes: &[Vec<(Vec<Value>, Value)>],
-    includes: &[IncludeEntry],
-    total: usize,
-) -> usize {
+fn count_legs(vectors: &Vectors<'_>, excludes: &[Vec<Leaf>], includes: &[IncludeEntry]) -> usize {
+    let total = cross_product_size(vectors).unwrap_or(0);
+    let mut picks = vec![0usize; vectors.len()];
     let mut matched = vec![false; includes.len()];
     let mut count = 0;
     for product_index in 0..total {
-        let combination = combination_at(vectors, product_index);
+        set_picks(vectors, product_index, &mut picks);
         if excludes
             .iter()
-            .any(|pattern| matches_leaves(&combination, pattern))
+            .any(|pattern| matches(pattern, vectors, &picks))
         {
             continue;
         }
         count += 1;
         for (entry, hit) in includes.iter().zip(matched.iter_mut()) {
-            *hit = *hit || matches_leaves(&combination, &entry.filter);
+            *hit = *hit || matches(&entry.filter, vectors, &picks);
         }
     }
     count + matched.iter().filter(|hit| !**hit).count()
