@@ -15,6 +15,11 @@ pub const MAX_LEGS: usize = 256;
 /// No real matrix needs a million combinations to end up with at most 256 jobs.
 pub const MAX_CROSS_PRODUCT: usize = 1 << 20;
 
+/// Every combination is compared with every exclude and include leaf. Capping the product
+/// bounds the time a hostile matrix can take (a million combinations against thousands of
+/// excludes would otherwise run for minutes); real matrices stay far below it.
+pub const MAX_COMPARISONS: usize = 1 << 26;
+
 /// Nested matrix values are compared leaf by leaf; recursion stops here so hostile input
 /// cannot overflow the stack.
 const MAX_VALUE_DEPTH: usize = 64;
@@ -51,6 +56,8 @@ pub enum MatrixError {
     TooManyLegs(usize),
     #[error("Matrix cross product has {0} combinations before exclusions; kiln expands at most {MAX_CROSS_PRODUCT}: reduce the vectors")]
     CrossProductTooLarge(usize),
+    #[error("Matrix needs {0} include/exclude comparisons; kiln allows at most {MAX_COMPARISONS}: use fewer vectors or entries")]
+    TooManyComparisons(usize),
     #[error("Matrix value nested more than {MAX_VALUE_DEPTH} levels deep")]
     TooDeep,
 }
@@ -104,6 +111,15 @@ pub fn expand(matrix: &Object) -> Result<Vec<MatrixLeg>, MatrixError> {
     let mut legs = Vec::new();
     let mut included = vec![false; includes.len()];
     let total = cross_product_size(&vectors)?;
+    let leaves_per_combination = excludes.iter().map(Vec::len).sum::<usize>()
+        + includes
+            .iter()
+            .map(|entry| entry.filter.len())
+            .sum::<usize>();
+    let comparisons = total.saturating_mul(leaves_per_combination);
+    if comparisons > MAX_COMPARISONS {
+        return Err(MatrixError::TooManyComparisons(comparisons));
+    }
     let mut picks = vec![0usize; vectors.len()];
     for product_index in 0..total {
         set_picks(&vectors, product_index, &mut picks);
@@ -471,6 +487,25 @@ mod tests {
         assert_eq!(
             expand(&matrix).map(|l| l.len()),
             Err(MatrixError::CrossProductTooLarge(usize::MAX))
+        );
+    }
+
+    #[test]
+    fn too_many_comparisons_are_refused_before_iterating() {
+        let values: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let exclude = |v: &str| Value::object(object(vec![("a", Value::string(v))]));
+        let matrix = object(vec![
+            ("a", strings(&values)),
+            ("b", strings(&values)),
+            (
+                "exclude",
+                Value::array(values.iter().map(|v| exclude(v)).collect()),
+            ),
+        ]);
+        assert_eq!(
+            expand(&matrix).map(|l| l.len()),
+            Err(MatrixError::TooManyComparisons(1_000_000_000))
         );
     }
 
