@@ -179,6 +179,10 @@ pub fn expand(matrix: &Object) -> Result<Vec<MatrixLeg>, MatrixError> {
 /// GitHub's job display name: `name (v1, v2)`, or the bare name without segments, cut to
 /// 100 UTF-16 code units with a trailing `...`.
 pub fn display_name(job_name: &str, segments: &[String]) -> String {
+    // GitHub gives a job without a name no display name at all, segments or not.
+    if job_name.is_empty() {
+        return String::new();
+    }
     let name = if segments.iter().all(|s| s.is_empty()) {
         job_name.to_string()
     } else {
@@ -433,6 +437,7 @@ mod tests {
     #[test]
     fn display_name_joins_segments_and_truncates_to_100() {
         assert_eq!(display_name("build", &[]), "build");
+        assert_eq!(display_name("", &["x".to_string()]), "");
         let segments = vec!["linux".to_string(), "1.5".to_string()];
         assert_eq!(display_name("build", &segments), "build (linux, 1.5)");
         let long = vec!["x".repeat(200)];
