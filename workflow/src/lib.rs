@@ -4,3 +4,5 @@
 pub mod value;
 
 pub use value::{Kind, Object, Value};
+pub mod diag;
+pub mod yaml;
