@@ -6,3 +6,4 @@ pub mod value;
 pub use value::{Kind, Object, Value};
 pub mod diag;
 pub mod yaml;
+pub mod model;
