@@ -39,6 +39,9 @@ pub struct Trigger {
     pub paths_ignore: Option<Vec<Spanned<String>>>,
     /// `workflow_run.workflows`.
     pub workflows: Vec<Spanned<String>>,
+    /// `image_version.names` and `image_version.versions`.
+    pub names: Vec<Spanned<String>>,
+    pub versions: Vec<Spanned<String>>,
     /// `schedule`: one cron per entry.
     pub crons: Vec<Spanned<String>>,
     /// `workflow_dispatch` and `workflow_call` inputs.
@@ -252,6 +255,8 @@ pub struct Step {
     pub env: Pairs<Template>,
     pub continue_on_error: Option<MaybeExpr<bool>>,
     pub timeout_minutes: Option<MaybeExpr<f64>>,
+    /// `background: true` (experimental background steps).
+    pub background: bool,
     pub pos: Pos,
 }
 
@@ -259,4 +264,9 @@ pub struct Step {
 pub enum StepAction {
     Run { run: Template, shell: Option<Template>, working_directory: Option<Template> },
     Uses { uses: Spanned<String>, with: Pairs<Param> },
+    /// Waits for the named background steps.
+    Wait(Vec<Spanned<String>>),
+    WaitAll,
+    Cancel(Spanned<String>),
+    Parallel(Vec<Step>),
 }
