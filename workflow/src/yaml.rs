@@ -165,6 +165,36 @@ const CORE: &str = "tag:yaml.org,2002:";
 
 /// Reads the first document of `source`.
 pub fn parse(source: &str, limits: Limits) -> Document {
+    let mut document = parse_once(source, limits);
+    // GitHub's YAML reader takes `]#` or `}#` as the start of a comment where YAML 1.2 wants a
+    // space first; accept the same files by inserting that space and reading again.
+    let mut patched = source.to_string();
+    for _ in 0..MAX_COMMENT_FIXES {
+        let Some(at) = glued_comment(&document, &patched) else { break };
+        patched.insert(at, ' ');
+        let retry = parse_once(&patched, limits);
+        if retry.root.is_none() && retry.errors == document.errors {
+            break;
+        }
+        document = retry;
+    }
+    document
+}
+
+const MAX_COMMENT_FIXES: usize = 16;
+const GLUED_COMMENT: &str = "YAML syntax error: comments must be separated from other tokens by whitespace";
+
+/// The byte offset of a `#` glued to a flow indicator that made reading fail, if that is why.
+fn glued_comment(document: &Document, source: &str) -> Option<usize> {
+    let error = document.errors.first().filter(|e| e.message == GLUED_COMMENT)?;
+    let pos = error.pos?;
+    let line = source.split('\n').nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
+    let line_start = source.split('\n').take(usize::try_from(pos.line).ok()? - 1).map(|l| l.len() + 1).sum::<usize>();
+    let hash = line.char_indices().find(|(i, c)| *c == '#' && *i > 0 && matches!(line.as_bytes()[i - 1], b']' | b'}'))?;
+    Some(line_start + hash.0)
+}
+
+fn parse_once(source: &str, limits: Limits) -> Document {
     let mut errors = Vec::new();
     if source.chars().count() > limits.max_file_size {
         errors.push(YamlError {
@@ -199,6 +229,11 @@ pub fn parse(source: &str, limits: Limits) -> Document {
             }
             Event::Scalar(value, style, anchor, tag) => {
                 check_anchor(source, &span, anchor, &mut errors);
+                let pos = if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+                    block_indicator(source, pos).unwrap_or(pos)
+                } else {
+                    pos
+                };
                 scalar_node(&value, style, tag.as_deref(), pos, &mut errors)
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
@@ -267,6 +302,29 @@ fn check_anchor(source: &str, span: &Span, anchor: usize, errors: &mut Vec<YamlE
     errors.push(YamlError { message: format!("Anchors are not currently supported. Remove the anchor '{name}'"), pos: None });
 }
 
+/// GitHub places a block scalar at its `|` or `>` indicator, while the parser reports where its
+/// content starts: the indicator ends the last non-blank line above the content.
+fn block_indicator(source: &str, content: Pos) -> Option<Pos> {
+    let content_line = usize::try_from(content.line).ok()?;
+    let lines: Vec<&str> = source.lines().take(content_line).collect();
+    let (index, line) = lines
+        .iter()
+        .enumerate()
+        .take(content_line.saturating_sub(1))
+        .rev()
+        .find(|(_, l)| !l.trim().is_empty())?;
+    let without_comment = match line.find(" #") {
+        Some(at) => &line[..at],
+        None => line,
+    };
+    let indicator = without_comment.trim_end().trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
+    if !(indicator.ends_with('|') || indicator.ends_with('>')) {
+        return None;
+    }
+    let col = indicator.chars().count();
+    Some(Pos { line: u32::try_from(index + 1).ok()?, col: u32::try_from(col).ok()? })
+}
+
 fn tag_name(tag: &Tag) -> String {
     if tag.handle == "!!" {
         format!("{CORE}{}", tag.suffix)
@@ -297,6 +355,8 @@ fn style_name(style: Style) -> &'static str {
 
 fn scalar_node(value: &str, style: ScalarStyle, tag: Option<&Tag>, pos: Pos, errors: &mut Vec<YamlError>) -> Node {
     let style = style_of(style);
+    // An empty plain scalar (`key:` with nothing after) sits just after the colon for GitHub.
+    let pos = if style == Style::Plain && value.is_empty() { Pos { col: pos.col.saturating_add(1), ..pos } } else { pos };
     let resolved = match tag {
         None if style == Style::Plain => resolve_plain(value),
         None => Resolved::String,

@@ -250,7 +250,10 @@ fn check_runner_group(r: &mut Reader, group: &Template) {
     let Some((prefix, name)) = group.raw.split_once('/') else { return };
     if name.is_empty() {
         r.error(group.pos, format!("Invalid runs-on group name '{}'.", group.raw));
-    } else if !prefix.eq_ignore_ascii_case("organization") && !prefix.eq_ignore_ascii_case("enterprise") {
+        return;
+    }
+    let known_prefix = ["org", "organization", "ent", "enterprise"].iter().any(|p| prefix.eq_ignore_ascii_case(p));
+    if !known_prefix || name.contains('/') {
         r.error(
             group.pos,
             format!(

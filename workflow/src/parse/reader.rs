@@ -8,6 +8,8 @@ use crate::diag::{did_you_mean, Diagnostic};
 use crate::model::{Condition, MaybeExpr, Pairs, Param, Spanned, Template};
 use crate::yaml::{Node, NodeKind, Pos, Resolved};
 
+const MAX_EXPRESSION_LENGTH: usize = 21_000;
+
 /// Collects the diagnostics of one file while it is read.
 pub struct Reader<'f> {
     pub file: &'f str,
@@ -154,6 +156,11 @@ impl<'f> Reader<'f> {
                             ok = false;
                         }
                     }
+                }
+                if embedded && raw.len() > MAX_EXPRESSION_LENGTH {
+                    // Text around expressions becomes one format() expression, bounded like any other.
+                    self.error(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
+                    ok = false;
                 }
                 ok.then(|| Template { raw: raw.to_string(), pos, segments })
             }

@@ -257,14 +257,14 @@ fn check_inputs(file: &str, call: &crate::model::ReusableCall, callee: &Workflow
     }
 }
 
-/// Jobs in the run: a call job counts as the jobs of its callee.
+/// Jobs in the run: a call job counts itself and the jobs of its callee.
 pub fn count_jobs(workflow: &Workflow) -> usize {
     workflow.jobs.iter().map(job_count).sum()
 }
 
 fn job_count(job: &Job) -> usize {
     match &job.kind {
-        JobKind::Call(call) => call.callee.as_deref().map_or(1, count_jobs),
+        JobKind::Call(call) => 1 + call.callee.as_deref().map_or(0, count_jobs),
         JobKind::Steps(_) => 1,
     }
 }
