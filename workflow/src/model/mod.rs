@@ -7,6 +7,7 @@ mod workflow;
 pub use action::*;
 pub use workflow::*;
 
+pub use crate::expr::template::Segment;
 use crate::value::Value;
 use crate::yaml::Pos;
 
@@ -23,14 +24,6 @@ impl<T> Spanned<T> {
     }
 }
 
-/// One piece of a string that may hold `${{ }}` expressions.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Segment {
-    Literal(String),
-    /// The expression source between `${{` and `}}`, trimmed.
-    Expr(String),
-}
-
 /// A string value that may hold expressions: the raw text, where it was, and its segments,
 /// so evaluation does not have to split it again.
 #[derive(Debug, Clone)]
@@ -44,18 +37,18 @@ impl Template {
     /// A template with no expressions (defaults we fill in, like a job's display name).
     pub fn literal(text: impl Into<String>, pos: Pos) -> Template {
         let raw = text.into();
-        let segments = if raw.is_empty() { Vec::new() } else { vec![Segment::Literal(raw.clone())] };
+        let segments = vec![Segment::Literal(raw.clone())];
         Template { raw, pos, segments }
     }
 
     pub fn has_expressions(&self) -> bool {
-        self.segments.iter().any(|s| matches!(s, Segment::Expr(_)))
+        self.segments.iter().any(|s| matches!(s, Segment::Expression { .. }))
     }
 
     /// The expression when the whole value is one `${{ }}` (its result keeps its type).
     pub fn single_expression(&self) -> Option<&str> {
         match self.segments.as_slice() {
-            [Segment::Expr(e)] => Some(e),
+            [Segment::Expression { source, .. }] => Some(source),
             _ => None,
         }
     }

@@ -1,99 +1,51 @@
-//! The one place the parser checks `${{ }}` expressions. Splitting and parsing belong to the
-//! expression engine (`crate::expr`); this module adapts its results to the parser's needs.
+//! The one place the parser checks `${{ }}` expressions, adapting the expression engine
+//! (`crate::expr`) to the parser: contexts per key, GitHub's messages, directives.
 
 use super::contexts::KeyContext;
-use crate::model::Segment;
+use crate::expr::template::{self, Segment};
+use crate::expr::{self, Allowed, FunctionSig};
 
-const NOT_CLOSED: &str =
-    "The expression is not closed. An unescaped ${{ sequence was found, but the closing }} sequence was not found.";
-const DIRECTIVES: &[&str] = &["insert"];
+fn allowed(context: &KeyContext) -> Allowed {
+    Allowed::new(
+        context.named_values.iter().map(|n| (*n).to_string()).collect(),
+        context.functions.iter().map(|f| FunctionSig::new(f.name, f.min_args, f.max_args)).collect(),
+    )
+}
 
-/// Splits a scalar into literal text and expressions.
+/// Splits a scalar into literal text and expressions, with GitHub's messages on failure.
 pub fn split(raw: &str) -> Result<Vec<Segment>, String> {
-    let mut segments = Vec::new();
-    let mut rest = raw;
-    while let Some(start) = rest.find("${{") {
-        if start > 0 {
-            segments.push(Segment::Literal(rest[..start].to_string()));
-        }
-        let body = &rest[start + 3..];
-        let end = closing_braces(body).ok_or_else(|| NOT_CLOSED.to_string())?;
-        let source = body[..end].trim();
-        if source.is_empty() {
-            return Err("An expression was expected".into());
-        }
-        segments.push(Segment::Expr(source.to_string()));
-        rest = &body[end + 2..];
-    }
-    if !rest.is_empty() {
-        segments.push(Segment::Literal(rest.to_string()));
-    }
-    Ok(segments)
+    template::split(raw).map_err(|e| e.to_string())
 }
 
-/// The byte offset of the `}}` closing an expression, skipping `}}` inside string literals.
-fn closing_braces(body: &str) -> Option<usize> {
-    let bytes = body.as_bytes();
-    let mut in_string = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' => in_string = !in_string,
-            b'}' if !in_string && bytes.get(i + 1) == Some(&b'}') => return Some(i),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
-/// Checks one expression against the key's contexts. `embedded` is true when the expression
-/// is part of a longer string, where directives are not allowed.
-pub fn check(source: &str, embedded: bool, _context: &KeyContext) -> Result<(), String> {
-    if let Some(directive) = DIRECTIVES.iter().find(|d| source == **d) {
-        if embedded {
-            return Err(format!(
-                "The directive '{directive}' is not allowed in this context. Directives are not supported for \
-                 expressions that are embedded within a string. Directives are only supported when the entire \
-                 value is an expression."
-            ));
-        }
-        return Ok(());
-    }
-    Ok(())
-}
-
-/// The expression an `if:` value stands for: a bare expression, the inside of a single
-/// `${{ }}`, or a `format()` joining text and expressions.
-pub fn condition_source(raw: &str) -> Result<String, String> {
-    if !raw.contains("${{") {
-        return Ok(raw.trim().to_string());
-    }
-    let segments = split(raw)?;
-    if let [Segment::Expr(source)] = segments.as_slice() {
-        return Ok(source.clone());
-    }
-    let mut pattern = String::new();
-    let mut args = Vec::new();
-    for segment in &segments {
-        match segment {
-            Segment::Literal(text) => {
-                pattern.push_str(&text.replace('\'', "''").replace('{', "{{").replace('}', "}}"));
+/// Checks the expressions of a split scalar against the key's contexts; one message per
+/// problem. Directives (`${{ insert }}`) are only allowed as the whole value.
+pub fn check_segments(segments: &[Segment], context: &KeyContext) -> Vec<String> {
+    let embedded = segments.len() > 1;
+    let mut allowed_set = None;
+    let mut problems = Vec::new();
+    for segment in segments {
+        let Segment::Expression { source, .. } = segment else { continue };
+        if segment.is_insert_directive() {
+            if embedded {
+                problems.push(
+                    "The directive 'insert' is not allowed in this context. Directives are not supported for \
+                     expressions that are embedded within a string. Directives are only supported when the entire \
+                     value is an expression."
+                        .to_string(),
+                );
             }
-            Segment::Expr(source) => {
-                pattern.push_str(&format!("{{{}}}", args.len()));
-                args.push(source.clone());
-            }
+            continue;
+        }
+        let allowed_set = allowed_set.get_or_insert_with(|| allowed(context));
+        if let Err(error) = expr::parse(source, allowed_set) {
+            problems.push(error.to_string());
         }
     }
-    Ok(format!("format('{pattern}', {})", args.join(", ")))
+    problems
 }
 
-/// Adds the implicit `success() &&` when the condition calls no status function.
-pub fn rewrite_condition(source: &str, context: &KeyContext) -> Result<String, String> {
-    check(source, false, context)?;
-    if source.trim().is_empty() {
-        return Ok("success()".into());
-    }
-    Ok(format!("success() && ({source})"))
+/// The expression an `if:` value stands for, rewritten with the implicit `success() &&`.
+pub fn condition(raw: &str, context: &KeyContext) -> Result<String, String> {
+    let source = template::condition_source(raw).map_err(|e| e.to_string())?;
+    template::rewrite_condition(&source, &allowed(context)).map_err(|e| e.to_string())
 }

@@ -147,17 +147,12 @@ impl<'f> Reader<'f> {
         }
         match expressions::split(raw) {
             Ok(segments) => {
-                let mut ok = true;
-                let embedded = segments.len() > 1;
-                for segment in &segments {
-                    if let crate::model::Segment::Expr(source) = segment {
-                        if let Err(message) = expressions::check(source, embedded, context) {
-                            self.error(pos, message);
-                            ok = false;
-                        }
-                    }
+                let problems = expressions::check_segments(&segments, context);
+                let mut ok = problems.is_empty();
+                for message in problems {
+                    self.error(pos, message);
                 }
-                if embedded && raw.len() > MAX_EXPRESSION_LENGTH {
+                if segments.len() > 1 && raw.len() > MAX_EXPRESSION_LENGTH {
                     // Text around expressions becomes one format() expression, bounded like any other.
                     self.error(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
                     ok = false;
@@ -297,18 +292,11 @@ impl<'f> Reader<'f> {
                 return Condition { raw: String::new(), expression: "success()".into(), pos: node.pos };
             }
         };
-        let expression = match expressions::condition_source(&raw) {
-            Ok(source) => source,
+        match expressions::condition(&raw, context) {
+            Ok(expression) => Condition { raw, expression, pos: node.pos },
             Err(message) => {
                 self.error(node.pos, message);
-                return Condition { raw, expression: "success()".into(), pos: node.pos };
-            }
-        };
-        match expressions::rewrite_condition(&expression, context) {
-            Ok(rewritten) => Condition { raw, expression: rewritten, pos: node.pos },
-            Err(message) => {
-                self.error(node.pos, message);
-                Condition { raw, expression, pos: node.pos }
+                Condition { raw, expression: "success()".into(), pos: node.pos }
             }
         }
     }
