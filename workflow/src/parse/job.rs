@@ -297,7 +297,7 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
                 }
             }
             "options" => container.options = r.template(value, context),
-            "env" => container.env = r.string_pairs(value, context),
+            "env" => container.env = r.string_pairs(value, &contexts::STRING_RUNNER),
             "ports" => container.ports = non_empty_templates(r, value, context),
             "volumes" => container.volumes = non_empty_templates(r, value, context),
             _ => container.credentials = read_credentials(r, value),

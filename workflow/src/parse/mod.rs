@@ -78,13 +78,13 @@ pub fn parse_workflow(file_name: &str, content: &str) -> ParseResult<Workflow> {
 }
 
 pub fn parse_workflow_with(file_name: &str, content: &str, options: &ParseOptions) -> ParseResult<Workflow> {
-    let (value, mut diagnostics) = read_workflow_file(file_name, content, options);
+    let (value, mut diagnostics, size) = read_workflow_file(file_name, content, options);
     let Some(mut workflow) = value else { return ParseResult { value: None, diagnostics } };
     if diagnostics.iter().any(Diagnostic::is_error) {
         return ParseResult { value: Some(workflow), diagnostics };
     }
     if options.resolver.is_some() {
-        reusable::resolve_calls(file_name, &mut workflow, options, &mut diagnostics);
+        reusable::resolve_calls(file_name, &mut workflow, size, options, &mut diagnostics);
     }
     let jobs = reusable::count_jobs(&workflow);
     if jobs > options.max_jobs {
@@ -97,8 +97,12 @@ pub fn parse_workflow_with(file_name: &str, content: &str, options: &ParseOption
     ParseResult { value: Some(workflow), diagnostics }
 }
 
-/// One file: YAML, then the model, without following calls.
-fn read_workflow_file(file_name: &str, content: &str, options: &ParseOptions) -> (Option<Workflow>, Vec<Diagnostic>) {
+/// One file: YAML, then the model, without following calls; also the file's accounted size.
+fn read_workflow_file(
+    file_name: &str,
+    content: &str,
+    options: &ParseOptions,
+) -> (Option<Workflow>, Vec<Diagnostic>, usize) {
     let limits = Limits { max_depth: options.max_depth, max_file_size: options.max_file_size };
     let document = yaml::parse(content, limits);
     let mut reader = Reader::new(file_name);
@@ -109,15 +113,16 @@ fn read_workflow_file(file_name: &str, content: &str, options: &ParseOptions) ->
         if document.errors.is_empty() {
             reader.diags.push(Diagnostic::error(file_name, None, "The workflow file is empty"));
         }
-        return (None, reader.diags);
+        return (None, reader.diags, 0);
     };
     if !document.errors.is_empty() {
-        return (None, reader.diags);
+        return (None, reader.diags, 0);
     }
-    if reusable::result_size(&root) > options.max_result_size {
+    let size = reusable::result_size(&root, file_name);
+    if size > options.max_result_size {
         reader.diags.push(Diagnostic::error(file_name, None, "Maximum object size exceeded"));
-        return (None, reader.diags);
+        return (None, reader.diags, size);
     }
     let workflow = workflow::read_workflow(&mut reader, &root);
-    (workflow, reader.diags)
+    (workflow, reader.diags, size)
 }

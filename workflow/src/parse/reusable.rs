@@ -5,7 +5,7 @@ use super::{read_workflow_file, ParseOptions};
 use crate::diag::Diagnostic;
 use crate::model::{CallSecrets, InputType, Job, JobKind, PermissionLevel, Permissions, Workflow};
 use crate::value::Value;
-use crate::yaml::{Node, NodeKind, Pos};
+use crate::yaml::{Node, NodeKind, Pos, Resolved};
 
 /// The repository's default `GITHUB_TOKEN` permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +87,18 @@ struct CallContext<'o, 'a> {
 }
 
 /// Loads every called workflow (recursively) and checks each call.
-pub fn resolve_calls(file: &str, workflow: &mut Workflow, options: &ParseOptions, diags: &mut Vec<Diagnostic>) {
+pub fn resolve_calls(
+    file: &str,
+    workflow: &mut Workflow,
+    caller_size: usize,
+    options: &ParseOptions,
+    diags: &mut Vec<Diagnostic>,
+) {
     let allowed_default = workflow
         .permissions
         .as_ref()
         .map_or_else(|| Grant::from_policy(options.permissions_policy), Grant::from_permissions);
-    let mut ctx = CallContext { options, size: 0 };
+    let mut ctx = CallContext { options, size: caller_size };
     resolve_level(file, workflow, &allowed_default, 0, &mut ctx, diags);
 }
 
@@ -125,8 +131,16 @@ fn resolve_level(
             diags.push(Diagnostic::error(file, Some(call.uses.pos), format!("Unable to find reusable workflow '{uses}'")));
             continue;
         };
-        ctx.size = ctx.size.saturating_add(content.len());
-        let (callee, callee_diags) = read_workflow_file(&callee_file, &content, ctx.options);
+        let (callee, callee_diags, size) = read_workflow_file(&callee_file, &content, ctx.options);
+        ctx.size = ctx.size.saturating_add(size);
+        if ctx.size > ctx.options.max_result_size {
+            diags.push(Diagnostic::error(
+                file,
+                Some(call.uses.pos),
+                format!("Error from called workflow {uses}: Maximum object size exceeded"),
+            ));
+            return;
+        }
         let failed = callee_diags.iter().any(Diagnostic::is_error);
         for d in callee_diags {
             if d.line == 0 {
@@ -269,23 +283,28 @@ fn job_count(job: &Job) -> usize {
     }
 }
 
-/// An estimate of the memory the parsed template takes, as GitHub bounds it.
-pub fn result_size(root: &Node) -> usize {
-    let mut size = 0usize;
+/// The memory GitHub accounts for a parsed file, which its size limit bounds: a fixed
+/// object size per node, plus string storage (UTF-16) for strings and the file name.
+pub fn result_size(root: &Node, file_name: &str) -> usize {
+    const OBJECT: usize = 24;
+    const STRING_OVERHEAD: usize = 26;
+    let string_bytes = |s: &str| STRING_OVERHEAD + 2 * s.encode_utf16().count();
+    let mut size = string_bytes(file_name);
     let mut stack = vec![root];
     while let Some(node) = stack.pop() {
         size = size.saturating_add(match &node.kind {
-            NodeKind::Scalar { value, .. } => 24 + value.len() * 2,
+            NodeKind::Scalar { value, resolved: Resolved::String, .. } => OBJECT + string_bytes(value),
+            NodeKind::Scalar { .. } => OBJECT,
             NodeKind::Sequence(items) => {
                 stack.extend(items.iter());
-                24
+                OBJECT
             }
             NodeKind::Mapping(pairs) => {
                 for (k, v) in pairs {
                     stack.push(k);
                     stack.push(v);
                 }
-                24
+                OBJECT
             }
         });
     }
