@@ -167,7 +167,7 @@ fn read_strategy(r: &mut Reader, node: &Node) -> Option<Strategy> {
 
 fn read_matrix(r: &mut Reader, node: &Node) -> Option<Matrix> {
     if let Some(template) = r.whole_expression(node, &contexts::STRATEGY) {
-        return Some(Matrix::Expr(template));
+        return template.map(Matrix::Expr);
     }
     let pairs = r.mapping(node)?;
     let mut ok = true;
@@ -236,7 +236,7 @@ fn read_runs_on(r: &mut Reader, node: &Node) -> Option<RunsOn> {
         }
         _ => {
             if let Some(template) = r.whole_expression(node, context) {
-                return Some(RunsOn::Expr(template));
+                return template.map(RunsOn::Expr);
             }
             Some(RunsOn::Labels(r.templates(node, context)))
         }
@@ -326,7 +326,7 @@ fn non_empty_templates(r: &mut Reader, node: &Node, context: &KeyContext) -> Vec
 
 fn read_credentials(r: &mut Reader, node: &Node) -> Option<Credentials> {
     let context = &contexts::CONTAINER_CREDENTIALS;
-    if let Some(_whole) = r.whole_expression(node, context) {
+    if r.whole_expression(node, context).is_some() {
         return None;
     }
     let pairs = r.mapping(node)?;

@@ -189,7 +189,7 @@ impl<'f> Reader<'f> {
     /// A string-to-string mapping such as `env` (null, booleans and numbers are coerced).
     pub fn string_pairs(&mut self, node: &Node, context: &KeyContext) -> Pairs<Template> {
         if let Some(whole) = self.whole_expression(node, context) {
-            return vec![(Spanned::new(String::new(), node.pos), whole)];
+            return whole.map(|w| vec![(Spanned::new(String::new(), node.pos), w)]).unwrap_or_default();
         }
         let Some(pairs) = self.mapping_or_null(node) else { return Vec::new() };
         let mut out = Vec::new();
@@ -235,15 +235,15 @@ impl<'f> Reader<'f> {
         }
     }
 
-    /// When the whole node is one `${{ }}` expression, its template (checked).
-    pub fn whole_expression(&mut self, node: &Node, context: &KeyContext) -> Option<Template> {
+    /// `Some` when the whole node is one `${{ }}` expression: its checked template, or `None`
+    /// inside when the expression has errors (already reported).
+    pub fn whole_expression(&mut self, node: &Node, context: &KeyContext) -> Option<Option<Template>> {
         let raw = node.as_str()?;
-        let trimmed = raw.trim();
-        if !(trimmed.starts_with("${{") && trimmed.ends_with("}}")) {
+        let segments = expressions::split(raw).ok()?;
+        if !matches!(segments.as_slice(), [crate::model::Segment::Expression { .. }]) {
             return None;
         }
-        let template = self.template(node, context)?;
-        template.single_expression().is_some().then_some(template)
+        Some(self.template(node, context))
     }
 
     /// A boolean written literally or as an expression.
