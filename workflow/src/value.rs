@@ -33,7 +33,10 @@ impl Object {
     }
 
     pub fn case_sensitive() -> Self {
-        Object { entries: IndexMap::new(), case_sensitive: true }
+        Object {
+            entries: IndexMap::new(),
+            case_sensitive: true,
+        }
     }
 
     pub fn insert(&mut self, key: impl Into<String>, value: Value) {
@@ -173,9 +176,10 @@ impl Value {
             }
             Value::Object(obj) => match key {
                 Value::String(s) => obj.get(s).cloned().unwrap_or(Value::Null),
-                other if other.is_primitive() => {
-                    obj.get(&other.to_display_string()).cloned().unwrap_or(Value::Null)
-                }
+                other if other.is_primitive() => obj
+                    .get(&other.to_display_string())
+                    .cloned()
+                    .unwrap_or(Value::Null),
                 _ => Value::Null,
             },
             _ => Value::Null,
@@ -298,12 +302,16 @@ pub fn parse_number(s: &str) -> f64 {
     }
     if let Some(hex) = t.strip_prefix("0x") {
         if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return i32::from_str_radix(hex, 16).map(f64::from).unwrap_or(f64::NAN);
+            return i32::from_str_radix(hex, 16)
+                .map(f64::from)
+                .unwrap_or(f64::NAN);
         }
     }
     if let Some(oct) = t.strip_prefix("0o") {
         if !oct.is_empty() && oct.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            return i32::from_str_radix(oct, 8).map(f64::from).unwrap_or(f64::NAN);
+            return i32::from_str_radix(oct, 8)
+                .map(f64::from)
+                .unwrap_or(f64::NAN);
         }
     }
     match t {
@@ -365,7 +373,11 @@ pub fn format_number(n: f64) -> String {
         return "NaN".into();
     }
     if n.is_infinite() {
-        return if n > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if n > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if n == 0.0 {
         return "0".into();
@@ -424,7 +436,10 @@ mod tests {
         assert_eq!(format_number(0.1), "0.1");
         assert_eq!(format_number(0.00001), "0.00001");
         assert_eq!(format_number(0.000001), "1E-06");
-        assert_eq!(format_number(12345678901234567890.0), "1.23456789012346E+19");
+        assert_eq!(
+            format_number(12345678901234567890.0),
+            "1.23456789012346E+19"
+        );
         assert_eq!(format_number(100000000000000.0), "100000000000000");
         assert_eq!(format_number(1e15), "1E+15");
         assert_eq!(format_number(-2.5), "-2.5");

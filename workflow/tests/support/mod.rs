@@ -32,7 +32,11 @@ pub struct Tally {
 
 impl Tally {
     pub fn new(suite: &str) -> Self {
-        Tally { suite: suite.to_string(), passed: 0, failures: Vec::new() }
+        Tally {
+            suite: suite.to_string(),
+            passed: 0,
+            failures: Vec::new(),
+        }
     }
 
     pub fn record(&mut self, name: impl Into<String>, outcome: Result<(), String>) {
@@ -52,12 +56,22 @@ impl Tally {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance");
         let _ = std::fs::create_dir_all(&dir);
         let log = dir.join(format!("{}.log", self.suite));
-        let mut text = format!("{}: {} passed, {} failed\n", self.suite, self.passed, self.failed());
+        let mut text = format!(
+            "{}: {} passed, {} failed\n",
+            self.suite,
+            self.passed,
+            self.failed()
+        );
         for (name, reason) in &self.failures {
             let _ = writeln!(text, "FAIL {name}: {reason}");
         }
         let _ = std::fs::write(&log, &text);
-        println!("{}: {} passed, {} failed", self.suite, self.passed, self.failed());
+        println!(
+            "{}: {} passed, {} failed",
+            self.suite,
+            self.passed,
+            self.failed()
+        );
         if !self.failures.is_empty() {
             println!("  failures listed in {}", log.display());
         }

@@ -1,0 +1,303 @@
+//! The reading primitives every part of the parser shares: type checks with GitHub's messages,
+//! unknown keys with did-you-mean, and scalars turned into templates with their expressions
+//! checked against the key's allowed contexts.
+
+use super::contexts::KeyContext;
+use super::expressions;
+use crate::diag::{did_you_mean, Diagnostic};
+use crate::model::{Condition, MaybeExpr, Pairs, Param, Spanned, Template};
+use crate::yaml::{Node, NodeKind, Pos, Resolved};
+
+const MAX_EXPRESSION_LENGTH: usize = 21_000;
+
+/// Collects the diagnostics of one file while it is read.
+pub struct Reader<'f> {
+    pub file: &'f str,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl<'f> Reader<'f> {
+    pub fn new(file: &'f str) -> Self {
+        Reader { file, diags: Vec::new() }
+    }
+
+    pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diags.push(Diagnostic::error(self.file, Some(pos), message));
+    }
+
+    pub fn error_with_hint(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
+        self.diags.push(Diagnostic::error(self.file, Some(pos), message).with_hint(hint));
+    }
+
+    /// GitHub's message for a node of the wrong shape.
+    pub fn unexpected(&mut self, node: &Node) {
+        let message = match &node.kind {
+            NodeKind::Scalar { value, .. } if value.contains("${{") => {
+                "A template expression is not allowed in this context".to_string()
+            }
+            NodeKind::Scalar { .. } => format!("Unexpected value '{}'", node.as_str().unwrap_or_default()),
+            NodeKind::Sequence(_) => "A sequence was not expected".to_string(),
+            NodeKind::Mapping(_) => "A mapping was not expected".to_string(),
+        };
+        self.error(node.pos, message);
+    }
+
+    pub fn mapping<'n>(&mut self, node: &'n Node) -> Option<&'n [(Node, Node)]> {
+        let pairs = node.as_mapping();
+        if pairs.is_none() {
+            self.unexpected(node);
+        }
+        pairs
+    }
+
+    /// A mapping, where an empty (null) value counts as an empty mapping.
+    pub fn mapping_or_null<'n>(&mut self, node: &'n Node) -> Option<&'n [(Node, Node)]> {
+        if node.is_null() {
+            return Some(&[]);
+        }
+        self.mapping(node)
+    }
+
+    pub fn sequence<'n>(&mut self, node: &'n Node) -> Option<&'n [Node]> {
+        let items = node.as_sequence();
+        if items.is_none() {
+            self.unexpected(node);
+        }
+        items
+    }
+
+    /// The pairs of a mapping with literal keys, reporting keys outside `allowed` (with the
+    /// closest allowed key as a hint) and keys written as expressions.
+    pub fn known_keys<'n>(&mut self, pairs: &'n [(Node, Node)], allowed: &[&'n str]) -> Vec<(&'n str, &'n Node, &'n Node)> {
+        let mut known = Vec::new();
+        for (key, value) in pairs {
+            let Some(name) = self.key(key) else { continue };
+            match allowed.iter().find(|a| a.eq_ignore_ascii_case(name)) {
+                Some(canonical) => known.push((*canonical, key, value)),
+                None => self.unknown_key(key.pos, name, allowed),
+            }
+        }
+        known
+    }
+
+    pub fn unknown_key(&mut self, pos: Pos, name: &str, allowed: &[&str]) {
+        let message = format!("Unexpected value '{name}'");
+        match did_you_mean(name, allowed.iter().copied()) {
+            Some(suggestion) => self.error_with_hint(pos, message, format!("did you mean `{suggestion}`?")),
+            None => self.error(pos, message),
+        }
+    }
+
+    /// A mapping key as a string; expressions are not allowed in keys.
+    pub fn key<'n>(&mut self, key: &'n Node) -> Option<&'n str> {
+        let text = key.as_str()?;
+        if text.contains("${{") {
+            self.error(key.pos, "A template expression is not allowed in this context");
+            return None;
+        }
+        Some(text)
+    }
+
+    /// A scalar taken as a string with no expressions allowed.
+    pub fn literal(&mut self, node: &Node) -> Option<Spanned<String>> {
+        match node.as_str() {
+            Some(text) if !text.contains("${{") => Some(Spanned::new(text.to_string(), node.pos)),
+            _ => {
+                self.unexpected(node);
+                None
+            }
+        }
+    }
+
+    /// A non-empty literal string (GitHub's `non-empty-string`).
+    pub fn non_empty_literal(&mut self, node: &Node) -> Option<Spanned<String>> {
+        let text = self.literal(node)?;
+        if text.value.is_empty() {
+            self.unexpected(node);
+            return None;
+        }
+        Some(text)
+    }
+
+    /// A literal boolean.
+    pub fn literal_bool(&mut self, node: &Node) -> Option<bool> {
+        match node.resolved() {
+            Some(Resolved::Bool(b)) => Some(b),
+            _ => {
+                self.unexpected(node);
+                None
+            }
+        }
+    }
+
+    /// A scalar that may contain expressions using the given contexts.
+    pub fn template(&mut self, node: &Node, context: &KeyContext) -> Option<Template> {
+        let Some(raw) = node.as_str() else {
+            self.unexpected(node);
+            return None;
+        };
+        self.template_text(raw, node.pos, context)
+    }
+
+    /// Checks a raw string: splitting, directives, and each expression against `context`.
+    pub fn template_text(&mut self, raw: &str, pos: Pos, context: &KeyContext) -> Option<Template> {
+        if !context.allows_expressions() && raw.contains("${{") {
+            self.error(pos, "A template expression is not allowed in this context");
+            return None;
+        }
+        match expressions::split(raw) {
+            Ok(segments) => {
+                let problems = expressions::check_segments(&segments, context);
+                let mut ok = problems.is_empty();
+                for message in problems {
+                    self.error(pos, message);
+                }
+                if segments.len() > 1 && raw.len() > MAX_EXPRESSION_LENGTH {
+                    // Text around expressions becomes one format() expression, bounded like any other.
+                    self.error(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
+                    ok = false;
+                }
+                ok.then(|| Template { raw: raw.to_string(), pos, segments })
+            }
+            Err(message) => {
+                self.error(pos, message);
+                None
+            }
+        }
+    }
+
+    /// A string or a sequence of strings, each possibly with expressions.
+    pub fn templates(&mut self, node: &Node, context: &KeyContext) -> Vec<Template> {
+        match &node.kind {
+            NodeKind::Sequence(items) => items.iter().filter_map(|item| self.template(item, context)).collect(),
+            _ => self.template(node, context).into_iter().collect(),
+        }
+    }
+
+    /// A string or a sequence of literal strings (event filters, `needs`).
+    pub fn literal_list(&mut self, node: &Node) -> Vec<Spanned<String>> {
+        match &node.kind {
+            NodeKind::Sequence(items) => items.iter().filter_map(|item| self.literal(item)).collect(),
+            NodeKind::Mapping(_) => {
+                self.unexpected(node);
+                Vec::new()
+            }
+            NodeKind::Scalar { .. } => self.literal(node).into_iter().collect(),
+        }
+    }
+
+    /// A string-to-string mapping such as `env` (null, booleans and numbers are coerced).
+    pub fn string_pairs(&mut self, node: &Node, context: &KeyContext) -> Pairs<Template> {
+        if let Some(whole) = self.whole_expression(node, context) {
+            return whole.map(|w| vec![(Spanned::new(String::new(), node.pos), w)]).unwrap_or_default();
+        }
+        let Some(pairs) = self.mapping_or_null(node) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (key, value) in pairs {
+            let Some(name) = key.as_str() else { continue };
+            if name.contains("${{") {
+                // `${{ insert }}` style keys are evaluated at run time; only check them.
+                let _ = self.template(key, context);
+                continue;
+            }
+            if let Some(template) = self.template(value, context) {
+                out.push((Spanned::new(name.to_string(), key.pos), template));
+            }
+        }
+        out
+    }
+
+    /// A mapping of inputs keeping YAML types (`with:`): strings become templates.
+    pub fn params(&mut self, node: &Node, context: &KeyContext) -> Pairs<Param> {
+        let Some(pairs) = self.mapping_or_null(node) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (key, value) in pairs {
+            let Some(name) = self.key(key) else { continue };
+            if let Some(param) = self.param(value, context) {
+                out.push((Spanned::new(name.to_string(), key.pos), param));
+            }
+        }
+        out
+    }
+
+    pub fn param(&mut self, node: &Node, context: &KeyContext) -> Option<Param> {
+        match &node.kind {
+            NodeKind::Scalar { resolved: Resolved::String, .. } => {
+                let template = self.template(node, context)?;
+                let value = node.to_value();
+                Some(Param { value, template: template.has_expressions().then_some(template), pos: node.pos })
+            }
+            NodeKind::Scalar { .. } => Some(Param { value: node.to_value(), template: None, pos: node.pos }),
+            _ => {
+                self.unexpected(node);
+                None
+            }
+        }
+    }
+
+    /// `Some` when the whole node is one `${{ }}` expression: its checked template, or `None`
+    /// inside when the expression has errors (already reported).
+    pub fn whole_expression(&mut self, node: &Node, context: &KeyContext) -> Option<Option<Template>> {
+        let raw = node.as_str()?;
+        let segments = expressions::split(raw).ok()?;
+        if !matches!(segments.as_slice(), [crate::model::Segment::Expression { .. }]) {
+            return None;
+        }
+        Some(self.template(node, context))
+    }
+
+    /// A boolean written literally or as an expression.
+    pub fn bool_or_expr(&mut self, node: &Node, context: &KeyContext) -> Option<MaybeExpr<bool>> {
+        if let Some(Resolved::Bool(b)) = node.resolved() {
+            return Some(MaybeExpr::Literal(Spanned::new(b, node.pos)));
+        }
+        self.expr_only(node, context)
+    }
+
+    /// A number written literally or as an expression.
+    pub fn number_or_expr(&mut self, node: &Node, context: &KeyContext) -> Option<MaybeExpr<f64>> {
+        if let Some(Resolved::Number(n)) = node.resolved() {
+            return Some(MaybeExpr::Literal(Spanned::new(n, node.pos)));
+        }
+        self.expr_only(node, context)
+    }
+
+    /// A value that must be a single whole expression because its literal form has another
+    /// type; anything else is reported as an unexpected value.
+    fn expr_only<T>(&mut self, node: &Node, context: &KeyContext) -> Option<MaybeExpr<T>> {
+        let raw = node.as_str();
+        if raw.is_some_and(|r| r.contains("${{")) {
+            let template = self.template(node, context)?;
+            if template.single_expression().is_some() {
+                return Some(MaybeExpr::Expr(template));
+            }
+            // Text around the expression makes a string, never a boolean or number.
+            self.unexpected(node);
+            return None;
+        }
+        self.unexpected(node);
+        None
+    }
+
+    /// An `if:` condition: bare expression or `${{ }}`, rewritten with the implicit `success()`.
+    pub fn condition(&mut self, node: Option<&Node>, context: &KeyContext, default_pos: Pos) -> Condition {
+        let Some(node) = node else {
+            return Condition { raw: String::new(), expression: "success()".into(), pos: default_pos };
+        };
+        let raw = match &node.kind {
+            NodeKind::Scalar { resolved: Resolved::Bool(b), .. } => b.to_string(),
+            NodeKind::Scalar { .. } => node.as_str().unwrap_or_default().to_string(),
+            _ => {
+                self.unexpected(node);
+                return Condition { raw: String::new(), expression: "success()".into(), pos: node.pos };
+            }
+        };
+        match expressions::condition(&raw, context) {
+            Ok(expression) => Condition { raw, expression, pos: node.pos },
+            Err(message) => {
+                self.error(node.pos, message);
+                Condition { raw, expression: "success()".into(), pos: node.pos }
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Reusable workflows: loading callees through the resolver, checking the caller's `with` and
+//! `secrets` against the callee's `on.workflow_call`, nesting depth and token permissions.
+
+use super::{read_workflow_file, ParseOptions};
+use crate::diag::Diagnostic;
+use crate::model::{CallSecrets, InputType, Job, JobKind, PermissionLevel, Permissions, Workflow};
+use crate::value::Value;
+use crate::yaml::{Node, NodeKind, Pos, Resolved};
+
+/// The repository's default `GITHUB_TOKEN` permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionsPolicy {
+    /// `contents: read` and `packages: read`, nothing else.
+    LimitedRead,
+    /// Write on every scope.
+    Write,
+}
+
+/// The scopes `read-all` and `write-all` expand to, in the order GitHub lists them.
+const SHORTHAND_SCOPES: &[&str] = &[
+    "actions",
+    "checks",
+    "contents",
+    "deployments",
+    "discussions",
+    "issues",
+    "packages",
+    "pages",
+    "pull-requests",
+    "repository-projects",
+    "statuses",
+    "security-events",
+    "id-token",
+];
+
+/// Effective levels per scope; scopes not listed are `none`.
+#[derive(Debug, Clone)]
+struct Grant(Vec<(String, PermissionLevel)>);
+
+impl Grant {
+    fn level(&self, scope: &str) -> PermissionLevel {
+        self.0.iter().find(|(s, _)| s == scope).map_or(PermissionLevel::None, |(_, l)| *l)
+    }
+
+    fn from_permissions(permissions: &Permissions) -> Grant {
+        let all = |level| Grant(SHORTHAND_SCOPES.iter().map(|s| (s.to_string(), level)).collect());
+        match permissions {
+            Permissions::ReadAll(_) => all(PermissionLevel::Read),
+            Permissions::WriteAll(_) => all(PermissionLevel::Write),
+            Permissions::Scopes(scopes, _) => Grant(scopes.iter().map(|(s, l)| (s.value.clone(), *l)).collect()),
+        }
+    }
+
+    fn from_policy(policy: PermissionsPolicy) -> Grant {
+        match policy {
+            PermissionsPolicy::LimitedRead => Grant(vec![
+                ("contents".into(), PermissionLevel::Read),
+                ("packages".into(), PermissionLevel::Read),
+            ]),
+            PermissionsPolicy::Write => {
+                Grant(SHORTHAND_SCOPES.iter().map(|s| (s.to_string(), PermissionLevel::Write)).collect())
+            }
+        }
+    }
+
+    /// The scopes `request` asks more of than `self` allows: "requested" and "allowed" lists.
+    fn excess(&self, request: &Grant) -> Option<(String, String)> {
+        let mut order: Vec<&str> = SHORTHAND_SCOPES.to_vec();
+        let mut extra: Vec<&str> =
+            request.0.iter().map(|(s, _)| s.as_str()).filter(|s| !SHORTHAND_SCOPES.contains(s)).collect();
+        extra.sort_unstable();
+        order.extend(extra);
+        let exceeded: Vec<&str> = order.into_iter().filter(|s| request.level(s) > self.level(s)).collect();
+        if exceeded.is_empty() {
+            return None;
+        }
+        let list = |grant: &Grant| {
+            exceeded.iter().map(|s| format!("{s}: {}", grant.level(s).name())).collect::<Vec<_>>().join(", ")
+        };
+        Some((list(request), list(self)))
+    }
+}
+
+struct CallContext<'o, 'a> {
+    options: &'o ParseOptions<'a>,
+    size: usize,
+}
+
+/// Loads every called workflow (recursively) and checks each call.
+pub fn resolve_calls(
+    file: &str,
+    workflow: &mut Workflow,
+    caller_size: usize,
+    options: &ParseOptions,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let allowed_default = workflow
+        .permissions
+        .as_ref()
+        .map_or_else(|| Grant::from_policy(options.permissions_policy), Grant::from_permissions);
+    let mut ctx = CallContext { options, size: caller_size };
+    resolve_level(file, workflow, &allowed_default, 0, &mut ctx, diags);
+}
+
+fn resolve_level(
+    file: &str,
+    workflow: &mut Workflow,
+    workflow_grant: &Grant,
+    depth: usize,
+    ctx: &mut CallContext,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for job in &mut workflow.jobs {
+        let job_id_pos = job.id.pos;
+        let grant = job.permissions.as_ref().map_or_else(|| workflow_grant.clone(), Grant::from_permissions);
+        let JobKind::Call(call) = &mut job.kind else { continue };
+        if call.uses.value.is_empty() {
+            continue;
+        }
+        if depth + 1 > ctx.options.max_nested_reusable_depth {
+            diags.push(Diagnostic::error(
+                file,
+                Some(call.uses.pos),
+                format!("Nested reusable workflow depth exceeded {}.", ctx.options.max_nested_reusable_depth),
+            ));
+            return;
+        }
+        let Some(resolver) = ctx.options.resolver else { return };
+        let uses = call.uses.value.clone();
+        let Some((callee_file, content)) = resolver(&uses) else {
+            diags.push(Diagnostic::error(file, Some(call.uses.pos), format!("Unable to find reusable workflow '{uses}'")));
+            continue;
+        };
+        let (callee, callee_diags, size) = read_workflow_file(&callee_file, &content, ctx.options);
+        ctx.size = ctx.size.saturating_add(size);
+        if ctx.size > ctx.options.max_result_size {
+            diags.push(Diagnostic::error(
+                file,
+                Some(call.uses.pos),
+                format!("Error from called workflow {uses}: Maximum object size exceeded"),
+            ));
+            return;
+        }
+        let failed = callee_diags.iter().any(Diagnostic::is_error);
+        for d in callee_diags {
+            if d.line == 0 {
+                // Whole-file problems of the callee are reported at the call.
+                diags.push(Diagnostic::error(
+                    file,
+                    Some(call.uses.pos),
+                    format!("Error from called workflow {uses}: {}", d.message),
+                ));
+            } else {
+                diags.push(d);
+            }
+        }
+        let Some(mut callee) = callee else { continue };
+        if failed {
+            continue;
+        }
+        check_inputs(file, call, &callee, diags);
+        let callee_grant = check_permissions(file, job_id_pos, &uses, &grant, &callee, diags);
+        resolve_level(&callee_file, &mut callee, &callee_grant, depth + 1, ctx, diags);
+        call.callee = Some(Box::new(callee));
+    }
+}
+
+fn check_permissions(
+    file: &str,
+    pos: Pos,
+    uses: &str,
+    allowed: &Grant,
+    callee: &Workflow,
+    diags: &mut Vec<Diagnostic>,
+) -> Grant {
+    let prefix = format!("Error calling workflow '{uses}'.");
+    let callee_grant = match &callee.permissions {
+        Some(permissions) => {
+            let requested = Grant::from_permissions(permissions);
+            if let Some((wanted, only)) = allowed.excess(&requested) {
+                diags.push(Diagnostic::error(
+                    file,
+                    Some(pos),
+                    format!("{prefix} The workflow '{uses}' is requesting '{wanted}', but is only allowed '{only}'."),
+                ));
+            }
+            requested
+        }
+        None => allowed.clone(),
+    };
+    for job in &callee.jobs {
+        let Some(permissions) = &job.permissions else { continue };
+        let requested = Grant::from_permissions(permissions);
+        if let Some((wanted, only)) = allowed.excess(&requested) {
+            let name = job.name.as_ref().map_or(job.id.value.as_str(), |n| n.raw.as_str());
+            diags.push(Diagnostic::error(
+                file,
+                Some(pos),
+                format!("{prefix} The nested job '{name}' is requesting '{wanted}', but is only allowed '{only}'."),
+            ));
+        }
+    }
+    callee_grant
+}
+
+fn check_inputs(file: &str, call: &crate::model::ReusableCall, callee: &Workflow, diags: &mut Vec<Diagnostic>) {
+    let Some(trigger) = callee.workflow_call() else {
+        diags.push(Diagnostic::error(
+            file,
+            Some(call.uses.pos),
+            format!("The workflow '{}' is not callable: it has no `on: workflow_call`", call.uses.value),
+        ));
+        return;
+    };
+    for (name, param) in &call.with {
+        let Some(input) = trigger.inputs.iter().find(|i| i.name.value.eq_ignore_ascii_case(&name.value)) else {
+            diags.push(Diagnostic::error(
+                file,
+                Some(param.pos),
+                format!("Invalid input, {} is not defined in the referenced workflow.", name.value),
+            ));
+            continue;
+        };
+        if param.template.is_some() {
+            continue;
+        }
+        let fits = match input.input_type {
+            InputType::Boolean => matches!(param.value, Value::Bool(_)),
+            InputType::Number => matches!(param.value, Value::Number(_)),
+            _ => true,
+        };
+        if !fits {
+            diags.push(Diagnostic::error(
+                file,
+                Some(param.pos),
+                format!("Unexpected value '{}'", param.value.to_display_string()),
+            ));
+        }
+    }
+    for input in trigger.inputs.iter().filter(|i| i.required && i.default.is_none()) {
+        if !call.with.iter().any(|(n, _)| n.value.eq_ignore_ascii_case(&input.name.value)) {
+            diags.push(Diagnostic::error(
+                file,
+                Some(call.uses.pos),
+                format!("Input {} is required, but not provided while calling.", input.name.value),
+            ));
+        }
+    }
+    let provided = match &call.secrets {
+        CallSecrets::Inherit(_) => return,
+        CallSecrets::None => &Vec::new(),
+        CallSecrets::Map(pairs) => pairs,
+    };
+    for (name, value) in provided {
+        if !trigger.secrets.iter().any(|s| s.name.value.eq_ignore_ascii_case(&name.value)) {
+            diags.push(Diagnostic::error(
+                file,
+                Some(value.pos),
+                format!("Invalid secret, {} is not defined in the referenced workflow.", name.value),
+            ));
+        }
+    }
+    for secret in trigger.secrets.iter().filter(|s| s.required) {
+        if !provided.iter().any(|(n, _)| n.value.eq_ignore_ascii_case(&secret.name.value)) {
+            diags.push(Diagnostic::error(
+                file,
+                Some(call.uses.pos),
+                format!("Secret {} is required, but not provided while calling.", secret.name.value),
+            ));
+        }
+    }
+}
+
+/// Jobs in the run: a call job counts itself and the jobs of its callee.
+pub fn count_jobs(workflow: &Workflow) -> usize {
+    workflow.jobs.iter().map(job_count).sum()
+}
+
+fn job_count(job: &Job) -> usize {
+    match &job.kind {
+        JobKind::Call(call) => 1 + call.callee.as_deref().map_or(0, count_jobs),
+        JobKind::Steps(_) => 1,
+    }
+}
+
+/// The memory GitHub accounts for a parsed file, which its size limit bounds: a fixed
+/// object size per node, plus string storage (UTF-16) for strings and the file name.
+pub fn result_size(root: &Node, file_name: &str) -> usize {
+    const OBJECT: usize = 24;
+    const STRING_OVERHEAD: usize = 26;
+    let string_bytes = |s: &str| STRING_OVERHEAD + 2 * s.encode_utf16().count();
+    let mut size = string_bytes(file_name);
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        size = size.saturating_add(match &node.kind {
+            NodeKind::Scalar { value, resolved: Resolved::String, .. } => OBJECT + string_bytes(value),
+            NodeKind::Scalar { .. } => OBJECT,
+            NodeKind::Sequence(items) => {
+                stack.extend(items.iter());
+                OBJECT
+            }
+            NodeKind::Mapping(pairs) => {
+                for (k, v) in pairs {
+                    stack.push(k);
+                    stack.push(v);
+                }
+                OBJECT
+            }
+        });
+    }
+    size
+}

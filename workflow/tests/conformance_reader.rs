@@ -1,0 +1,119 @@
+//! GitHub's workflow-parser reader cases: every file whose expected output has errors must
+//! yield an error on each expected line (and column), or with the expected text when GitHub
+//! gives no position; every other file must parse without errors.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+
+use kiln_workflow::yaml::{self, Limits, Node};
+use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions, PermissionsPolicy};
+
+/// The pass count reached; fewer is a regression.
+const BAR: usize = 195;
+
+struct Case {
+    options: Option<Node>,
+    workflow: String,
+    callees: HashMap<String, String>,
+    expected: serde_json::Value,
+}
+
+fn split_case(text: &str) -> Result<Case, String> {
+    let docs: Vec<&str> = text.split("\n---\n").collect();
+    if docs.len() < 3 {
+        return Err(format!("expected at least 3 documents, found {}", docs.len()));
+    }
+    let expected = serde_json::from_str(docs[docs.len() - 1].trim()).map_err(|e| format!("expected JSON: {e}"))?;
+    let mut callees = HashMap::new();
+    for pair in docs[2..docs.len() - 1].chunks(2) {
+        if let [reference, content] = pair {
+            callees.insert(reference.trim().to_string(), content.to_string());
+        }
+    }
+    Ok(Case { options: yaml::parse(docs[0], Limits::default()).root, workflow: docs[1].to_string(), callees, expected })
+}
+
+fn option_number(options: &Option<Node>, key: &str) -> Option<usize> {
+    options.as_ref()?.get(key)?.as_str()?.parse().ok()
+}
+
+/// `(Line: L, Col: C)` in a message, when there is one.
+fn position(message: &str) -> Option<(u32, u32)> {
+    let start = message.find("(Line: ")? + "(Line: ".len();
+    let rest = &message[start..];
+    let (line, rest) = rest.split_once(", Col: ")?;
+    let (col, _) = rest.split_once(')')?;
+    Some((line.trim().parse().ok()?, col.trim().parse().ok()?))
+}
+
+fn run_case(name: &str, text: &str) -> Result<(), String> {
+    let case = split_case(text)?;
+    let file = format!(".github/workflows/{name}");
+    let resolver = |reference: &str| case.callees.get(reference).map(|content| (reference.to_string(), content.clone()));
+    let defaults = ParseOptions::default();
+    let options = ParseOptions {
+        resolver: Some(&resolver),
+        max_jobs: option_number(&case.options, "max-job-limit").unwrap_or(defaults.max_jobs),
+        max_depth: option_number(&case.options, "max-depth").unwrap_or(defaults.max_depth),
+        max_file_size: option_number(&case.options, "max-file-size").unwrap_or(defaults.max_file_size),
+        max_result_size: option_number(&case.options, "max-result-size").unwrap_or(defaults.max_result_size),
+        max_nested_reusable_depth: option_number(&case.options, "max-nested-reusable-workflows-depth")
+            .unwrap_or(defaults.max_nested_reusable_depth),
+        permissions_policy: match case.options.as_ref().and_then(|o| o.get("permissions-policy")?.as_str()) {
+            Some("Write") => PermissionsPolicy::Write,
+            _ => PermissionsPolicy::LimitedRead,
+        },
+    };
+    let result = parse_workflow_with(&file, &case.workflow, &options);
+    let errors: Vec<&Diagnostic> = result.errors().collect();
+    let show = |errors: &[&Diagnostic]| errors.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" | ");
+    let Some(expected) = case.expected.get("errors").and_then(|e| e.as_array()) else {
+        return if errors.is_empty() { Ok(()) } else { Err(format!("unexpected errors: {}", show(&errors))) };
+    };
+    let mut missing = Vec::new();
+    for entry in expected {
+        let message = entry.get("Message").and_then(|m| m.as_str()).unwrap_or_default();
+        let found = match position(message) {
+            Some((line, col)) => errors.iter().any(|d| d.line == line && d.col == col),
+            None => {
+                let text = message.strip_prefix(&format!("{file}: ")).unwrap_or(message);
+                errors.iter().any(|d| d.message.contains(text) || text.contains(&d.message))
+            }
+        };
+        if !found {
+            missing.push(message.to_string());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("missing {missing:?}; got: {}", show(&errors)))
+    }
+}
+
+fn main() {
+    let dir = support::conformance_dir().join("languageservices/workflow-parser/testdata/reader");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    entries.sort();
+    let mut tally = support::Tally::new("reader");
+    for path in &entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let outcome = match std::fs::read_to_string(path) {
+            Ok(text) => run_case(&name, &text),
+            Err(e) => Err(format!("unreadable: {e}")),
+        };
+        tally.record(name, outcome);
+    }
+    tally.report();
+    if tally.passed < BAR {
+        eprintln!("reader: {} passed, below the bar of {BAR}", tally.passed);
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,61 @@
+//! The pinning rule, and arbitrary input never panicking.
+
+use kiln_workflow::{parse_action, parse_workflow, unpinned_uses, Severity};
+
+#[test]
+fn remote_uses_must_be_pinned_to_a_commit() {
+    let content = "\
+on: push
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/cache@0123456789abcdef0123456789abcdef01234567
+      - uses: ./local/action
+      - uses: docker://alpine:3
+      - uses: org/repo/path@main
+  b:
+    uses: org/workflows/.github/workflows/x.yml@v1
+";
+    let result = parse_workflow("ci.yml", content);
+    assert!(!result.has_errors(), "{:?}", result.diagnostics);
+    let workflow = result.value.expect("workflow");
+    let found = unpinned_uses(&workflow, "ci.yml");
+    let lines: Vec<u32> = found.iter().map(|d| d.line).collect();
+    assert_eq!(lines, [6, 10, 12]);
+    assert!(found.iter().all(|d| d.severity == Severity::Warning && d.hint.is_some()));
+    assert_eq!(found[0].message, "'actions/checkout@v4' is not pinned to a full commit SHA");
+}
+
+/// A small deterministic generator, so the test needs no extra crates.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn garbage_never_panics() {
+    let pieces = [
+        "on:", " push", "\n", "jobs:", "  a:", "    runs-on: x", "    steps:", "      - run: ", "${{", "}}", "[", "]",
+        "{", "}", "&a ", "*a", "!!int ", "'", "\"", "- ", ": ", "needs: [a, b]", "uses: x@y", "|", ">", "#", "\t",
+        "\u{feff}", "é", "matrix:", "if: ", "secrets.x", "---\n", "...",
+    ];
+    let mut rng = Lcg(7);
+    for _ in 0..3000 {
+        let len = (rng.next() % 40) as usize;
+        let text: String = (0..len).map(|_| pieces[(rng.next() as usize) % pieces.len()]).collect();
+        let _ = parse_workflow("fuzz.yml", &text);
+        let _ = parse_action("action.yml", &text);
+    }
+    let deep = "a: ".repeat(10_000) + "b";
+    assert!(parse_workflow("deep.yml", &deep).has_errors());
+    let nested = "[".repeat(100_000);
+    assert!(parse_workflow("nested.yml", &nested).has_errors());
+    assert!(parse_workflow("empty.yml", "").has_errors());
+    assert!(parse_workflow("bytes.yml", "\u{0}\u{1}\u{7f}").has_errors());
+}
