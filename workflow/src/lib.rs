@@ -1,19 +1,22 @@
 //! kiln-workflow: the GitHub Actions workflow language. Pure: no async runtime and no I/O
-//! beyond reading the files it is given.
+//! beyond reading the files it is given (workflow files, and the workspace for hashFiles).
 
-pub mod expr;
-pub mod value;
-
-pub use value::{Kind, Object, Value};
 pub mod commands;
-pub mod envfile;
-pub mod matrix;
 pub mod diag;
-pub mod yaml;
+pub mod envfile;
+pub mod expr;
+pub mod matrix;
 pub mod model;
 pub mod parse;
 pub mod pinning;
+pub mod status;
+pub mod value;
+pub mod yaml;
 
 pub use diag::{Diagnostic, Severity};
-pub use parse::{parse_action, parse_workflow, parse_workflow_with, ParseOptions, ParseResult, PermissionsPolicy};
+pub use parse::{
+    parse_action, parse_workflow, parse_workflow_with, ParseOptions, ParseResult, PermissionsPolicy,
+};
 pub use pinning::unpinned_uses;
+pub use status::Conclusion;
+pub use value::{Kind, Object, Value};
