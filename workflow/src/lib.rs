@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod diag;
 pub mod envfile;
+pub mod eval;
 pub mod expr;
 pub mod matrix;
 pub mod model;

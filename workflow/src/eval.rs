@@ -1,0 +1,159 @@
+//! Evaluating the values a parsed workflow keeps as templates: `${{ }}` strings, `if:`
+//! conditions, typed values (`MaybeExpr`, `Param`) and data with templates nested inside
+//! (matrices, `with:`). The parser has already checked which contexts each key may use, so
+//! evaluation accepts every context name and lets the caller's [`EvalContext`] decide what
+//! each one holds.
+
+use crate::expr::{self, template, Allowed, EvalContext, ExprError};
+use crate::model::{Condition, MaybeExpr, Param, Template};
+use crate::value::{Object, Value};
+use std::sync::{Arc, OnceLock};
+
+/// Every context name GitHub defines; keys that allow fewer were rejected at parse time.
+pub const ALL_CONTEXTS: [&str; 12] = [
+    "github", "inputs", "vars", "needs", "strategy", "matrix", "secrets", "steps", "job", "runner",
+    "env", "jobs",
+];
+
+fn allowed() -> &'static Allowed {
+    static ALLOWED: OnceLock<Allowed> = OnceLock::new();
+    ALLOWED.get_or_init(|| Allowed::everything(ALL_CONTEXTS))
+}
+
+/// Evaluates one expression source (the text inside `${{ }}`).
+pub fn evaluate_expression(source: &str, ctx: &dyn EvalContext) -> Result<Value, ExprError> {
+    expr::parse(source, allowed())?.evaluate(ctx)
+}
+
+/// A template's value: a literal string as is; a single `${{ expr }}` keeps the expression's
+/// type; text mixed with expressions becomes a string, as GitHub's `format()` rewrite does.
+pub fn evaluate_template(t: &Template, ctx: &dyn EvalContext) -> Result<Value, ExprError> {
+    match template::to_expression_source(&t.segments) {
+        None => Ok(Value::string(t.raw.as_str())),
+        Some(source) => evaluate_expression(&source, ctx),
+    }
+}
+
+/// A template's value as the string GitHub would put in an env var or a `with:` input.
+pub fn evaluate_to_string(t: &Template, ctx: &dyn EvalContext) -> Result<String, ExprError> {
+    Ok(evaluate_template(t, ctx)?.to_display_string())
+}
+
+/// An `if:` condition (already rewritten with the implicit `success() &&`), as a boolean.
+pub fn evaluate_condition(c: &Condition, ctx: &dyn EvalContext) -> Result<bool, ExprError> {
+    Ok(evaluate_expression(&c.expression, ctx)?.is_truthy())
+}
+
+/// `continue-on-error`, `fail-fast` and the like: a literal boolean, or an expression whose
+/// result is taken by truthiness.
+pub fn evaluate_bool(v: &MaybeExpr<bool>, ctx: &dyn EvalContext) -> Result<bool, ExprError> {
+    match v {
+        MaybeExpr::Literal(b) => Ok(b.value),
+        MaybeExpr::Expr(t) => Ok(evaluate_template(t, ctx)?.is_truthy()),
+    }
+}
+
+/// `timeout-minutes`, `max-parallel`: a literal number, or an expression converted with
+/// GitHub's number coercion (NaN when it does not convert; the caller decides what that means).
+pub fn evaluate_number(v: &MaybeExpr<f64>, ctx: &dyn EvalContext) -> Result<f64, ExprError> {
+    match v {
+        MaybeExpr::Literal(n) => Ok(n.value),
+        MaybeExpr::Expr(t) => Ok(evaluate_template(t, ctx)?.to_number()),
+    }
+}
+
+/// A typed parameter (`with:` value, input default): its template when it has one, else its
+/// YAML value with any templates nested in it evaluated.
+pub fn evaluate_param(p: &Param, ctx: &dyn EvalContext) -> Result<Value, ExprError> {
+    match &p.template {
+        Some(t) => evaluate_template(t, ctx),
+        None => evaluate_nested(&p.value, ctx),
+    }
+}
+
+/// True if a value holds `${{` anywhere (a matrix that must wait for its inputs).
+pub fn contains_template(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("${{"),
+        Value::Array(items) => items.iter().any(contains_template),
+        Value::Object(obj) => obj.iter().any(|(k, v)| k.contains("${{") || contains_template(v)),
+        _ => false,
+    }
+}
+
+/// Evaluates every string with `${{ }}` inside a value (matrix vectors, nested `with:` data).
+/// A string that is exactly one expression takes that expression's value and type, so
+/// `${{ fromJSON(needs.a.outputs.list) }}` becomes an array.
+pub fn evaluate_nested(v: &Value, ctx: &dyn EvalContext) -> Result<Value, ExprError> {
+    match v {
+        Value::String(s) if s.contains("${{") => {
+            let segments = template::split(s).map_err(|e| ExprError {
+                kind: expr::ErrorKind::Parsing,
+                message: e.to_string(),
+                position: Some(e.offset()),
+            })?;
+            match template::to_expression_source(&segments) {
+                None => Ok(v.clone()),
+                Some(source) => evaluate_expression(&source, ctx),
+            }
+        }
+        Value::Array(items) => {
+            if !items.iter().any(contains_template) {
+                return Ok(v.clone());
+            }
+            let evaluated: Result<Vec<Value>, ExprError> =
+                items.iter().map(|item| evaluate_nested(item, ctx)).collect();
+            Ok(Value::Array(Arc::new(evaluated?)))
+        }
+        Value::Object(obj) => {
+            if !contains_template(v) {
+                return Ok(v.clone());
+            }
+            let mut out = Object { entries: Default::default(), case_sensitive: obj.case_sensitive };
+            for (key, item) in obj.iter() {
+                out.insert(key.clone(), evaluate_nested(item, ctx)?);
+            }
+            Ok(Value::object(out))
+        }
+        _ => Ok(v.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::{JobStatus, SimpleContext};
+    use crate::yaml::Pos;
+
+    fn ctx() -> SimpleContext {
+        SimpleContext::from_json(
+            &serde_json::json!({"matrix": {"os": "linux", "n": 3}, "needs": {"a": {"outputs": {"list": "[1,2]"}}}}),
+            JobStatus::Success,
+        )
+    }
+
+    fn template(raw: &str) -> Template {
+        Template { raw: raw.to_string(), pos: Pos::default(), segments: template::split(raw).unwrap() }
+    }
+
+    #[test]
+    fn single_expression_keeps_its_type() {
+        let v = evaluate_template(&template("${{ matrix.n }}"), &ctx()).unwrap();
+        assert_eq!(v.kind(), crate::Kind::Number);
+        let v = evaluate_template(&template("os-${{ matrix.os }}-${{ matrix.n }}"), &ctx()).unwrap();
+        assert_eq!(v.to_display_string(), "os-linux-3");
+        let v = evaluate_template(&template("plain"), &ctx()).unwrap();
+        assert_eq!(v.to_display_string(), "plain");
+    }
+
+    #[test]
+    fn nested_templates_are_evaluated_in_place() {
+        let data = Value::from_json(&serde_json::json!({
+            "n": "${{ fromJSON(needs.a.outputs.list) }}",
+            "fixed": [1, "two"]
+        }));
+        assert!(contains_template(&data));
+        let out = evaluate_nested(&data, &ctx()).unwrap();
+        assert_eq!(out.to_json(), serde_json::json!({"n": [1, 2], "fixed": [1, "two"]}));
+    }
+}
