@@ -10,6 +10,7 @@ pub mod matrix;
 pub mod model;
 pub mod parse;
 pub mod pinning;
+pub mod plan;
 pub mod status;
 pub mod value;
 pub mod yaml;

@@ -44,6 +44,8 @@ pub enum MatrixError {
     NotASequence(String),
     #[error("Matrix must define at least one vector")]
     NoVectors,
+    #[error("strategy.matrix must be a mapping of vectors, but it evaluated to a {0}")]
+    NotAMapping(&'static str),
     #[error("Matrix '{0}' must be a sequence of mappings")]
     NotAListOfMappings(&'static str),
     #[error("Matrix {0} entry must be a mapping")]
