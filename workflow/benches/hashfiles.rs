@@ -33,8 +33,11 @@ fn generate(root: &Path) {
             for index in 0..50 {
                 let extension = if index % 5 == 0 { "json" } else { "rs" };
                 let length = (bytes.next() % 8193) as usize;
-                fs::write(directory.join(format!("file{index:02}.{extension}")), bytes.fill(length))
-                    .expect("write the bench tree");
+                fs::write(
+                    directory.join(format!("file{index:02}.{extension}")),
+                    bytes.fill(length),
+                )
+                .expect("write the bench tree");
             }
         }
     }
@@ -46,11 +49,17 @@ fn bench(c: &mut Criterion) {
     let options = HashFilesOptions::default();
     let cases: [(&str, Vec<String>); 2] = [
         ("walk_and_hash_all_2000_files", vec!["**".to_string()]),
-        ("match_json_without_one_package", vec!["**/*.json".to_string(), "!pkg3/**".to_string()]),
+        (
+            "match_json_without_one_package",
+            vec!["**/*.json".to_string(), "!pkg3/**".to_string()],
+        ),
     ];
     for (name, patterns) in &cases {
         c.bench_function(name, |b| {
-            b.iter(|| hash_files_with(black_box(tree.path()), black_box(patterns), &options).expect("hashes"))
+            b.iter(|| {
+                hash_files_with(black_box(tree.path()), black_box(patterns), &options)
+                    .expect("hashes")
+            })
         });
     }
 }

@@ -30,7 +30,9 @@ fn run() -> Result<(), String> {
             Some("--threads") => {
                 args.next();
                 let count = args.peek().ok_or(USAGE)?;
-                options.threads = count.parse().map_err(|_| format!("--threads wants a number, got '{count}'"))?;
+                options.threads = count
+                    .parse()
+                    .map_err(|_| format!("--threads wants a number, got '{count}'"))?;
             }
             _ => break,
         }
@@ -39,12 +41,16 @@ fn run() -> Result<(), String> {
     let workspace = PathBuf::from(args.next().ok_or(USAGE)?);
     let patterns: Vec<String> = args.collect();
     if list {
-        let real = std::fs::canonicalize(&workspace).map_err(|e| format!("{}: {e}", workspace.display()))?;
+        let real = std::fs::canonicalize(&workspace)
+            .map_err(|e| format!("{}: {e}", workspace.display()))?;
         for file in matched_files(&workspace, &patterns, &options).map_err(|e| e.to_string())? {
             println!("{}", file.strip_prefix(&real).unwrap_or(&file).display());
         }
     } else {
-        println!("{}", hash_files_with(&workspace, &patterns, &options).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            hash_files_with(&workspace, &patterns, &options).map_err(|e| e.to_string())?
+        );
     }
     Ok(())
 }

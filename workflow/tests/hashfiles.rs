@@ -1,7 +1,9 @@
 //! hashFiles() against the vectors GitHub's runner produced (cache-protocol research §6.4),
 //! plus the glob, ordering, symlink and error rules behind them.
 
-use kiln_workflow::hashfiles::{hash_files, hash_files_with, matched_files, HashFilesError, HashFilesOptions};
+use kiln_workflow::hashfiles::{
+    hash_files, hash_files_with, matched_files, HashFilesError, HashFilesOptions,
+};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -62,12 +64,20 @@ fn args(patterns: &[&str]) -> Vec<String> {
 
 /// The matched files relative to the workspace's real path.
 fn listed(workspace: &Path, patterns: &[&str], follow: bool) -> Vec<String> {
-    let options = HashFilesOptions { follow_symbolic_links: follow, threads: 2 };
+    let options = HashFilesOptions {
+        follow_symbolic_links: follow,
+        threads: 2,
+    };
     let real = fs::canonicalize(workspace).expect("workspace exists");
     matched_files(workspace, &args(patterns), &options)
         .expect("hashFiles succeeds")
         .iter()
-        .map(|path| path.strip_prefix(&real).expect("under the workspace").to_string_lossy().into_owned())
+        .map(|path| {
+            path.strip_prefix(&real)
+                .expect("under the workspace")
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect()
 }
 
@@ -84,27 +94,57 @@ fn expected_digest(contents: &[&[u8]]) -> String {
     for content in contents {
         combined.update(Sha256::digest(content));
     }
-    combined.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    combined
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
 fn github_vectors_order_and_digest() {
     let tree = vector_tree();
     let cases: &[(&[&str], &[&str], &str)] = &[
-        (&["a.txt"], &["a.txt"], "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42"),
+        (
+            &["a.txt"],
+            &["a.txt"],
+            "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42",
+        ),
         (
             &["**/*.txt"],
-            &[".hid/h.txt", "B.txt", "a.txt", "b/c.txt", "b.txt", "src/Z.txt", "src/_u.txt", "src/a10.txt", "src/a9.txt"],
+            &[
+                ".hid/h.txt",
+                "B.txt",
+                "a.txt",
+                "b/c.txt",
+                "b.txt",
+                "src/Z.txt",
+                "src/_u.txt",
+                "src/a10.txt",
+                "src/a9.txt",
+            ],
             "656150b8798487d77464956d32aa42ead996e8589c46d748cf96844d12c0f36c",
         ),
         (
             &["src"],
-            &["src/Z.txt", "src/_u.txt", "src/a10.txt", "src/a9.txt", "src/sub/y.json", "src/x.json"],
+            &[
+                "src/Z.txt",
+                "src/_u.txt",
+                "src/a10.txt",
+                "src/a9.txt",
+                "src/sub/y.json",
+                "src/x.json",
+            ],
             "caeea1b9a160d24e5e5591dfd9c4993bec3a9aab02e35e0abc29b007baee7e1e",
         ),
         (
             &["**/*.json"],
-            &["node_modules/x/package-lock.json", "package-lock.json", "src/sub/y.json", "src/x.json"],
+            &[
+                "node_modules/x/package-lock.json",
+                "package-lock.json",
+                "src/sub/y.json",
+                "src/x.json",
+            ],
             "fadb23c74f1df4fd0c26a41c724ae787784d26be03830c7d0583f45d299a4f43",
         ),
         (
@@ -114,27 +154,63 @@ fn github_vectors_order_and_digest() {
         ),
         (
             &["src/**", "b/**"],
-            &["src/Z.txt", "src/_u.txt", "src/a10.txt", "src/a9.txt", "src/sub/y.json", "src/x.json", "b/c.txt"],
+            &[
+                "src/Z.txt",
+                "src/_u.txt",
+                "src/a10.txt",
+                "src/a9.txt",
+                "src/sub/y.json",
+                "src/x.json",
+                "b/c.txt",
+            ],
             "0b46456cc9c087bff186f20e6f60dc084fdee2049fb337a89fe15461c689b026",
         ),
         (
             &["b/**", "src/**"],
-            &["b/c.txt", "src/Z.txt", "src/_u.txt", "src/a10.txt", "src/a9.txt", "src/sub/y.json", "src/x.json"],
+            &[
+                "b/c.txt",
+                "src/Z.txt",
+                "src/_u.txt",
+                "src/a10.txt",
+                "src/a9.txt",
+                "src/sub/y.json",
+                "src/x.json",
+            ],
             "f9d8707cf21083be6056c620e6d42cb8c004804ea3e19b5d186577ccaaed99c5",
         ),
         (&["*"], ALL_FILES, ALL_FILES_DIGEST),
-        (&["src/a?.txt"], &["src/a9.txt"], "9823a2989686ae381368f8f461f09a146f65b9a60c33592ca9613bcebe9abce0"),
-        (&[".hid/*"], &[".hid/h.txt"], "0482c58b0485e24065d49f615d61d3df8584e1c2517e810ddf161f7876b4b923"),
+        (
+            &["src/a?.txt"],
+            &["src/a9.txt"],
+            "9823a2989686ae381368f8f461f09a146f65b9a60c33592ca9613bcebe9abce0",
+        ),
+        (
+            &[".hid/*"],
+            &[".hid/h.txt"],
+            "0482c58b0485e24065d49f615d61d3df8584e1c2517e810ddf161f7876b4b923",
+        ),
         (&["nomatch*"], &[], ""),
         (&["**/{a,b}.txt"], &[], ""),
         (&["*.TXT"], &[], ""),
     ];
     let contents: std::collections::HashMap<&str, &str> = TREE.iter().copied().collect();
     for (patterns, files, hash) in cases {
-        assert_eq!(listed(tree.path(), patterns, false), *files, "order for {patterns:?}");
-        assert_eq!(digest(tree.path(), patterns), *hash, "digest for {patterns:?}");
+        assert_eq!(
+            listed(tree.path(), patterns, false),
+            *files,
+            "order for {patterns:?}"
+        );
+        assert_eq!(
+            digest(tree.path(), patterns),
+            *hash,
+            "digest for {patterns:?}"
+        );
         let bytes: Vec<&[u8]> = files.iter().map(|f| contents[f].as_bytes()).collect();
-        assert_eq!(expected_digest(&bytes), *hash, "independent digest for {patterns:?}");
+        assert_eq!(
+            expected_digest(&bytes),
+            *hash,
+            "independent digest for {patterns:?}"
+        );
     }
 }
 
@@ -142,8 +218,16 @@ fn github_vectors_order_and_digest() {
 fn dot_and_globstar_equal_star() {
     let tree = vector_tree();
     for patterns in [&["."][..], &["**"], &["./"], &["./**"]] {
-        assert_eq!(listed(tree.path(), patterns, false), ALL_FILES, "{patterns:?}");
-        assert_eq!(digest(tree.path(), patterns), ALL_FILES_DIGEST, "{patterns:?}");
+        assert_eq!(
+            listed(tree.path(), patterns, false),
+            ALL_FILES,
+            "{patterns:?}"
+        );
+        assert_eq!(
+            digest(tree.path(), patterns),
+            ALL_FILES_DIGEST,
+            "{patterns:?}"
+        );
     }
 }
 
@@ -151,8 +235,14 @@ fn dot_and_globstar_equal_star() {
 fn digest_is_independent_of_thread_count() {
     let tree = vector_tree();
     for threads in [0, 1, 2, 7, 64] {
-        let options = HashFilesOptions { follow_symbolic_links: false, threads };
-        assert_eq!(hash_files_with(tree.path(), &args(&["**"]), &options).expect("hashes"), ALL_FILES_DIGEST);
+        let options = HashFilesOptions {
+            follow_symbolic_links: false,
+            threads,
+        };
+        assert_eq!(
+            hash_files_with(tree.path(), &args(&["**"]), &options).expect("hashes"),
+            ALL_FILES_DIGEST
+        );
     }
 }
 
@@ -161,12 +251,23 @@ fn parent_relative_patterns_fail() {
     let tree = vector_tree();
     for bad in ["../x", "src/../a.txt", "src/./x.json", "!"] {
         let error = hash_files(tree.path(), &args(&[bad])).expect_err(bad);
-        assert!(matches!(&error, HashFilesError::InvalidPattern { pattern, .. } if pattern == bad), "{bad}: {error}");
+        assert!(
+            matches!(&error, HashFilesError::InvalidPattern { pattern, .. } if pattern == bad),
+            "{bad}: {error}"
+        );
     }
-    let message = hash_files(tree.path(), &args(&["../x"])).expect_err("fails").to_string();
-    assert!(message.contains("Relative pathing '.' and '..' is not allowed"), "{message}");
+    let message = hash_files(tree.path(), &args(&["../x"]))
+        .expect_err("fails")
+        .to_string();
+    assert!(
+        message.contains("Relative pathing '.' and '..' is not allowed"),
+        "{message}"
+    );
     // A leading `./` is fine.
-    assert_eq!(digest(tree.path(), &["./a.txt"]), "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42");
+    assert_eq!(
+        digest(tree.path(), &["./a.txt"]),
+        "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42"
+    );
 }
 
 fn symlink_tree() -> TempDir {
@@ -182,16 +283,24 @@ fn broken_symlink_fails_without_follow_and_is_skipped_with_it() {
     symlink("missing.txt", tree.path().join("dangling")).expect("broken link");
     let error = hash_files(tree.path(), &args(&["*"])).expect_err("broken link fails");
     match &error {
-        HashFilesError::BrokenSymlink { path } => assert!(path.ends_with("dangling"), "{}", path.display()),
+        HashFilesError::BrokenSymlink { path } => {
+            assert!(path.ends_with("dangling"), "{}", path.display())
+        }
         other => panic!("expected BrokenSymlink, got {other}"),
     }
     assert!(error.to_string().contains("--follow-symbolic-links"));
     // Not matched: no error.
-    assert_eq!(digest(tree.path(), &["a.txt"]), "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42");
+    assert_eq!(
+        digest(tree.path(), &["a.txt"]),
+        "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42"
+    );
     // Excluded by a later negation: no error either.
     assert_eq!(digest(tree.path(), &["*", "!dangling"]), ALL_FILES_DIGEST);
     let follow = args(&["--follow-symbolic-links", "*"]);
-    assert_eq!(hash_files(tree.path(), &follow).expect("skips it"), ALL_FILES_DIGEST);
+    assert_eq!(
+        hash_files(tree.path(), &follow).expect("skips it"),
+        ALL_FILES_DIGEST
+    );
 }
 
 #[test]
@@ -204,12 +313,22 @@ fn symlinked_directory_descended_only_when_following() {
     assert_eq!(plain, expected);
     assert_eq!(listed(tree.path(), &["**/x.json"], false), ["src/x.json"]);
     // Matching the directory link itself hashes nothing (it is a directory once followed).
-    assert_eq!(listed(tree.path(), &["linkdir"], false), Vec::<String>::new());
+    assert_eq!(
+        listed(tree.path(), &["linkdir"], false),
+        Vec::<String>::new()
+    );
     assert_eq!(digest(tree.path(), &["linkdir"]), "");
 
     // Following: the same file is reached twice, through both paths.
-    assert_eq!(listed(tree.path(), &["**/x.json"], true), ["linkdir/x.json", "src/x.json"]);
-    let followed = hash_files(tree.path(), &args(&["--follow-symbolic-links", "**/x.json"])).expect("hashes");
+    assert_eq!(
+        listed(tree.path(), &["**/x.json"], true),
+        ["linkdir/x.json", "src/x.json"]
+    );
+    let followed = hash_files(
+        tree.path(),
+        &args(&["--follow-symbolic-links", "**/x.json"]),
+    )
+    .expect("hashes");
     assert_eq!(followed, expected_digest(&[b"x", b"x"]));
     assert_eq!(listed(tree.path(), &["linkdir"], true).len(), 6);
 }
@@ -222,7 +341,12 @@ fn symlink_cycles_end_when_following() {
     // `b/up` resolves to the workspace, which is not on the chain of directories being
     // walked, so it is descended; `b/up/b` resolves to `b`, which is, so it is dropped.
     let mut expected = vec!["b/c.txt".to_string()];
-    expected.extend(ALL_FILES.iter().filter(|f| !f.starts_with("b/")).map(|f| format!("b/up/{f}")));
+    expected.extend(
+        ALL_FILES
+            .iter()
+            .filter(|f| !f.starts_with("b/"))
+            .map(|f| format!("b/up/{f}")),
+    );
     assert_eq!(files, expected);
 }
 
@@ -231,12 +355,26 @@ fn absolute_paths_outside_the_workspace_are_ignored() {
     let tree = vector_tree();
     let elsewhere = tempfile::tempdir().expect("temp dir");
     fs::write(elsewhere.path().join("outside.txt"), "o").expect("write");
-    let outside = elsewhere.path().join("outside.txt").to_string_lossy().into_owned();
+    let outside = elsewhere
+        .path()
+        .join("outside.txt")
+        .to_string_lossy()
+        .into_owned();
     assert_eq!(digest(tree.path(), &[&outside]), "");
-    assert_eq!(digest(tree.path(), &[&outside, "a.txt"]), "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42");
+    assert_eq!(
+        digest(tree.path(), &[&outside, "a.txt"]),
+        "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42"
+    );
     // An absolute pattern inside the workspace counts.
-    let inside = fs::canonicalize(tree.path()).expect("real").join("a.txt").to_string_lossy().into_owned();
-    assert_eq!(digest(tree.path(), &[&inside]), "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42");
+    let inside = fs::canonicalize(tree.path())
+        .expect("real")
+        .join("a.txt")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        digest(tree.path(), &[&inside]),
+        "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42"
+    );
 }
 
 #[test]
@@ -256,7 +394,10 @@ fn workspace_spelled_through_a_symlink_is_resolved() {
 fn comment_and_blank_lines_are_skipped() {
     let tree = vector_tree();
     let a_txt = "1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42";
-    assert_eq!(digest(tree.path(), &["# a comment\n\n   \n  a.txt  \n#src"]), a_txt);
+    assert_eq!(
+        digest(tree.path(), &["# a comment\n\n   \n  a.txt  \n#src"]),
+        a_txt
+    );
     assert_eq!(digest(tree.path(), &["", "#**", "a.txt"]), a_txt);
     assert_eq!(digest(tree.path(), &["#*"]), "");
 }
@@ -267,14 +408,21 @@ fn negation_applies_in_pattern_order() {
     // A later positive pattern re-adds what an earlier negation removed.
     assert_eq!(listed(tree.path(), &["!src/**", "**"], false), ALL_FILES);
     assert_eq!(digest(tree.path(), &["!src/**", "**"]), ALL_FILES_DIGEST);
-    let without_src: Vec<&str> = ALL_FILES.iter().copied().filter(|f| !f.starts_with("src/")).collect();
+    let without_src: Vec<&str> = ALL_FILES
+        .iter()
+        .copied()
+        .filter(|f| !f.starts_with("src/"))
+        .collect();
     assert_eq!(listed(tree.path(), &["**", "!src/**"], false), without_src);
     // `!!` negates twice; spaces after `!` are trimmed.
-    assert_eq!(listed(tree.path(), &["**/*.json", "! !src/x.json", "!  **/node_modules"], false), [
-        "package-lock.json",
-        "src/sub/y.json",
-        "src/x.json"
-    ]);
+    assert_eq!(
+        listed(
+            tree.path(),
+            &["**/*.json", "! !src/x.json", "!  **/node_modules"],
+            false
+        ),
+        ["package-lock.json", "src/sub/y.json", "src/x.json"]
+    );
 }
 
 #[test]
@@ -284,9 +432,15 @@ fn nested_roots_walk_once_in_global_order() {
     let backward = listed(tree.path(), &["**/y.json", "**/x.json"], false);
     assert_eq!(forward, ["src/sub/y.json", "src/x.json"]);
     assert_eq!(backward, forward);
-    assert_eq!(digest(tree.path(), &["**/x.json", "**/y.json"]), digest(tree.path(), &["**/y.json", "**/x.json"]));
+    assert_eq!(
+        digest(tree.path(), &["**/x.json", "**/y.json"]),
+        digest(tree.path(), &["**/y.json", "**/x.json"])
+    );
     // A root under another root is dropped: `src/sub` is walked as part of `src`.
-    assert_eq!(listed(tree.path(), &["src/sub/*", "src/*.json"], false), ["src/sub/y.json", "src/x.json"]);
+    assert_eq!(
+        listed(tree.path(), &["src/sub/*", "src/*.json"], false),
+        ["src/sub/y.json", "src/x.json"]
+    );
 }
 
 #[test]
@@ -295,7 +449,10 @@ fn braces_are_literal() {
     fs::write(tree.path().join("{a,b}.txt"), "brace").expect("write");
     assert_eq!(listed(tree.path(), &["{a,b}.txt"], false), ["{a,b}.txt"]);
     assert_eq!(listed(tree.path(), &["**/{a,b}.txt"], false), ["{a,b}.txt"]);
-    assert_eq!(digest(tree.path(), &["{a,b}.txt"]), expected_digest(&[b"brace"]));
+    assert_eq!(
+        digest(tree.path(), &["{a,b}.txt"]),
+        expected_digest(&[b"brace"])
+    );
 }
 
 #[test]
@@ -311,18 +468,24 @@ fn dotfiles_are_matched_by_wildcards() {
 #[test]
 fn trailing_slash_matches_directories_and_their_files() {
     let tree = vector_tree();
-    assert_eq!(listed(tree.path(), &["src/sub/"], false), ["src/sub/y.json"]);
-    assert_eq!(listed(tree.path(), &["*/"], false), [
-        ".hid/h.txt",
-        "b/c.txt",
-        "node_modules/x/package-lock.json",
-        "src/Z.txt",
-        "src/_u.txt",
-        "src/a10.txt",
-        "src/a9.txt",
-        "src/sub/y.json",
-        "src/x.json"
-    ]);
+    assert_eq!(
+        listed(tree.path(), &["src/sub/"], false),
+        ["src/sub/y.json"]
+    );
+    assert_eq!(
+        listed(tree.path(), &["*/"], false),
+        [
+            ".hid/h.txt",
+            "b/c.txt",
+            "node_modules/x/package-lock.json",
+            "src/Z.txt",
+            "src/_u.txt",
+            "src/a10.txt",
+            "src/a9.txt",
+            "src/sub/y.json",
+            "src/x.json"
+        ]
+    );
     // A file named with a trailing slash is not a directory: nothing.
     assert_eq!(digest(tree.path(), &["a.txt/"]), "");
 }
@@ -330,10 +493,18 @@ fn trailing_slash_matches_directories_and_their_files() {
 #[test]
 fn follow_option_is_case_insensitive_and_only_first() {
     let tree = symlink_tree();
-    let upper = hash_files(tree.path(), &args(&["--FOLLOW-Symbolic-LINKS", "**/x.json"])).expect("accepted");
+    let upper = hash_files(
+        tree.path(),
+        &args(&["--FOLLOW-Symbolic-LINKS", "**/x.json"]),
+    )
+    .expect("accepted");
     assert_eq!(upper, expected_digest(&[b"x", b"x"]));
     // Later arguments are patterns, even when they look like options.
-    let later = hash_files(tree.path(), &args(&["**/x.json", "--follow-symbolic-links"])).expect("a pattern");
+    let later = hash_files(
+        tree.path(),
+        &args(&["**/x.json", "--follow-symbolic-links"]),
+    )
+    .expect("a pattern");
     assert_eq!(later, expected_digest(&[b"x"]));
 }
 
@@ -341,22 +512,37 @@ fn follow_option_is_case_insensitive_and_only_first() {
 fn unknown_option_fails() {
     let tree = vector_tree();
     let error = hash_files(tree.path(), &args(&["--bogus", "a.txt"])).expect_err("invalid option");
-    assert!(matches!(&error, HashFilesError::InvalidGlobOption { option } if option == "--bogus"), "{error}");
+    assert!(
+        matches!(&error, HashFilesError::InvalidGlobOption { option } if option == "--bogus"),
+        "{error}"
+    );
     assert!(error.to_string().contains("--follow-symbolic-links"));
 }
 
 #[test]
 fn classes_escapes_and_strcmp_order() {
     let tree = vector_tree();
-    assert_eq!(listed(tree.path(), &["src/a[0-9]*.txt"], false), ["src/a10.txt", "src/a9.txt"]);
+    assert_eq!(
+        listed(tree.path(), &["src/a[0-9]*.txt"], false),
+        ["src/a10.txt", "src/a9.txt"]
+    );
     // `sub` matches too, and its implicit `/**` sibling takes its files.
-    assert_eq!(listed(tree.path(), &["src/[!a]*"], false), ["src/Z.txt", "src/_u.txt", "src/sub/y.json", "src/x.json"]);
-    assert_eq!(listed(tree.path(), &["[ab].txt"], false), ["a.txt", "b.txt"]);
+    assert_eq!(
+        listed(tree.path(), &["src/[!a]*"], false),
+        ["src/Z.txt", "src/_u.txt", "src/sub/y.json", "src/x.json"]
+    );
+    assert_eq!(
+        listed(tree.path(), &["[ab].txt"], false),
+        ["a.txt", "b.txt"]
+    );
     fs::write(tree.path().join("star*.txt"), "s").expect("write");
     fs::write(tree.path().join("starx.txt"), "x").expect("write");
     assert_eq!(listed(tree.path(), &["star\\*.txt"], false), ["star*.txt"]);
     assert_eq!(listed(tree.path(), &["star[*].txt"], false), ["star*.txt"]);
-    assert_eq!(listed(tree.path(), &["star*.txt"], false), ["star*.txt", "starx.txt"]);
+    assert_eq!(
+        listed(tree.path(), &["star*.txt"], false),
+        ["star*.txt", "starx.txt"]
+    );
 }
 
 #[test]
@@ -379,8 +565,14 @@ fn workspace_must_exist() {
 fn named_pipes_are_refused_not_read() {
     let tree = vector_tree();
     let fifo = tree.path().join("pipe");
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
     assert!(status.success());
     let error = hash_files(tree.path(), &args(&["pipe"])).expect_err("a pipe");
-    assert!(matches!(&error, HashFilesError::NotRegularFile { kind, .. } if *kind == "a named pipe"), "{error}");
+    assert!(
+        matches!(&error, HashFilesError::NotRegularFile { kind, .. } if *kind == "a named pipe"),
+        "{error}"
+    );
 }

@@ -20,19 +20,34 @@ pub(crate) type FileDigest = [u8; 32];
 
 /// The digest of each file, in order, or the error of the earliest file that failed (the
 /// one GitHub, hashing sequentially, would report).
-pub(crate) fn digest_files(files: &[String], threads: usize, deadline: Instant) -> Result<Vec<FileDigest>, HashFilesError> {
+pub(crate) fn digest_files(
+    files: &[String],
+    threads: usize,
+    deadline: Instant,
+) -> Result<Vec<FileDigest>, HashFilesError> {
     let workers = threads.clamp(1, files.len().max(1));
     let next_index = AtomicUsize::new(0);
     let earliest_failure = AtomicUsize::new(usize::MAX);
-    let queue = Queue { files, next_index: &next_index, earliest_failure: &earliest_failure, deadline };
+    let queue = Queue {
+        files,
+        next_index: &next_index,
+        earliest_failure: &earliest_failure,
+        deadline,
+    };
     let batches: Vec<Batch> = if workers == 1 {
         vec![queue.drain()]
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| queue.drain())).collect();
+            let handles: Vec<_> = (0..workers)
+                .map(|_| scope.spawn(|| queue.drain()))
+                .collect();
             handles
                 .into_iter()
-                .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
                 .collect()
         })
     };
@@ -44,7 +59,10 @@ pub(crate) fn digest_files(files: &[String], threads: usize, deadline: Instant) 
             digests[index] = digest;
         }
         if let Some((index, error)) = batch.failure {
-            if failure.as_ref().is_none_or(|(earliest, _)| index < *earliest) {
+            if failure
+                .as_ref()
+                .is_none_or(|(earliest, _)| index < *earliest)
+            {
                 failure = Some((index, error));
             }
         }
@@ -64,7 +82,11 @@ pub(crate) fn combine(digests: &[FileDigest]) -> String {
     for digest in digests {
         combined.update(digest);
     }
-    combined.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+    combined
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Files handed out by a shared index, so a few large files do not leave a worker idle.
@@ -83,7 +105,10 @@ struct Batch {
 impl Queue<'_> {
     fn drain(&self) -> Batch {
         let mut buffer = vec![0u8; READ_CHUNK];
-        let mut batch = Batch { digests: Vec::new(), failure: None };
+        let mut batch = Batch {
+            digests: Vec::new(),
+            failure: None,
+        };
         let mut handled = 0usize;
         loop {
             let index = self.next_index.fetch_add(1, Ordering::Relaxed);
@@ -92,11 +117,14 @@ impl Queue<'_> {
                 return batch;
             }
             handled += 1;
-            let outcome = if handled % DEADLINE_CHECK_INTERVAL == 0 && Instant::now() > self.deadline {
-                Err(HashFilesError::TimedOut { seconds: super::GITHUB_TIMEOUT.as_secs() })
-            } else {
-                digest_file(&self.files[index], &mut buffer, self.deadline)
-            };
+            let outcome =
+                if handled % DEADLINE_CHECK_INTERVAL == 0 && Instant::now() > self.deadline {
+                    Err(HashFilesError::TimedOut {
+                        seconds: super::GITHUB_TIMEOUT.as_secs(),
+                    })
+                } else {
+                    digest_file(&self.files[index], &mut buffer, self.deadline)
+                };
             match outcome {
                 Ok(digest) => batch.digests.push((index, digest)),
                 Err(error) => {
@@ -109,8 +137,16 @@ impl Queue<'_> {
     }
 }
 
-fn digest_file(path: &str, buffer: &mut [u8], deadline: Instant) -> Result<FileDigest, HashFilesError> {
-    let failed = |action, source| HashFilesError::Io { action, path: PathBuf::from(path), source };
+fn digest_file(
+    path: &str,
+    buffer: &mut [u8],
+    deadline: Instant,
+) -> Result<FileDigest, HashFilesError> {
+    let failed = |action, source| HashFilesError::Io {
+        action,
+        path: PathBuf::from(path),
+        source,
+    };
     let mut file = File::open(path).map_err(|source| failed("open", source))?;
     let mut hasher = Sha256::new();
     loop {
@@ -122,7 +158,9 @@ fn digest_file(path: &str, buffer: &mut [u8], deadline: Instant) -> Result<FileD
         };
         hasher.update(&buffer[..read]);
         if read == buffer.len() && Instant::now() > deadline {
-            return Err(HashFilesError::TimedOut { seconds: super::GITHUB_TIMEOUT.as_secs() });
+            return Err(HashFilesError::TimedOut {
+                seconds: super::GITHUB_TIMEOUT.as_secs(),
+            });
         }
     }
     Ok(hasher.finalize().into())

@@ -45,7 +45,10 @@ pub(crate) struct Class {
 
 impl Class {
     fn contains(&self, unit: u16) -> bool {
-        let inside = self.ranges.iter().any(|&(low, high)| low <= unit && unit <= high);
+        let inside = self
+            .ranges
+            .iter()
+            .any(|&(low, high)| low <= unit && unit <= high);
         inside != self.negated
     }
 }
@@ -132,76 +135,78 @@ fn parse(pattern: &[u16], depth: usize) -> Result<Parsed, TooManyUnclosedClasses
     let mut class_units: Vec<ClassUnit> = Vec::new();
 
     for (i, &c) in pattern.iter().enumerate() {
-        if escaping && is_regex_special(c) {
-            push_unit(&mut tokens, &mut class_units, in_class, ClassUnit::Escaped(c));
+        // The one character this iteration copies into the regex (or the class), if any.
+        let emitted = if escaping && is_regex_special(c) {
             escaping = false;
-            continue;
-        }
-        match char::from_u32(u32::from(c)) {
-            Some('\\') => escaping = true,
-            // Quirk kept on purpose: this branch leaves `escaping` set, so in `\@*` the `*`
-            // is still escaped.
-            Some(sc @ ('?' | '*' | '+' | '@' | '!')) => {
-                if in_class {
-                    let raw = if sc == '!' && i == class_start + 1 { unit('^') } else { c };
-                    class_units.push(ClassUnit::Raw(raw));
-                } else if sc == '*' {
-                    tokens.push(Token::Star);
-                    has_magic = true;
-                } else if sc == '?' {
-                    tokens.push(Token::AnyUnit);
-                    has_magic = true;
-                } else {
-                    tokens.push(Token::Unit(c));
+            Some(ClassUnit::Escaped(c))
+        } else {
+            match char::from_u32(u32::from(c)) {
+                Some('\\') => {
+                    escaping = true;
+                    None
                 }
-            }
-            Some('(') => push_unit(&mut tokens, &mut class_units, in_class, ClassUnit::Raw(c)),
-            Some(')') => push_unit(&mut tokens, &mut class_units, in_class, ClassUnit::Escaped(c)),
-            Some('|') => {
-                push_unit(&mut tokens, &mut class_units, in_class, ClassUnit::Escaped(c));
-                escaping = false;
-            }
-            Some('[') => {
-                if in_class {
-                    class_units.push(ClassUnit::Escaped(c));
-                } else {
+                // Quirk kept on purpose: this branch leaves `escaping` set, so in `\@*` the
+                // `*` is still escaped.
+                Some(sc @ ('?' | '*' | '+' | '@' | '!')) if !in_class => {
+                    match sc {
+                        '*' => tokens.push(Token::Star),
+                        '?' => tokens.push(Token::AnyUnit),
+                        _ => tokens.push(Token::Unit(c)),
+                    }
+                    has_magic |= matches!(sc, '*' | '?');
+                    None
+                }
+                Some('!') if i == class_start + 1 => Some(ClassUnit::Raw(unit('^'))),
+                Some('?' | '*' | '+' | '@' | '!' | '(') => Some(ClassUnit::Raw(c)),
+                Some(')') => Some(ClassUnit::Escaped(c)),
+                Some('|') => {
+                    escaping = false;
+                    Some(ClassUnit::Escaped(c))
+                }
+                // A `]` outside a class, or first in one, is a plain character.
+                Some(']') if !in_class || i == class_start + 1 => Some(ClassUnit::Escaped(c)),
+                Some('[') if !in_class => {
                     in_class = true;
                     class_start = i;
                     class_units.clear();
+                    None
+                }
+                Some('[') => Some(ClassUnit::Escaped(c)),
+                Some(']') => {
+                    in_class = false;
+                    let source = &pattern[class_start + 1..i];
+                    if is_valid_js_class(source) {
+                        has_magic = true;
+                        match build_class(&class_units) {
+                            Some(class) => tokens.push(Token::Class(class)),
+                            None => invalid_regex = true,
+                        }
+                    } else {
+                        // Not a class after all: a literal `[`, the contents as a glob, a `]`.
+                        let inner = parse(source, depth + 1)?;
+                        tokens.push(Token::Unit(unit('[')));
+                        tokens.extend(inner.tokens);
+                        tokens.push(Token::Unit(unit(']')));
+                        has_magic |= inner.has_magic;
+                        invalid_regex |= inner.invalid_regex;
+                    }
+                    None
+                }
+                _ => {
+                    let plain = escaping || !is_regex_special(c) || c == unit('^');
+                    escaping = false;
+                    Some(if plain {
+                        ClassUnit::Raw(c)
+                    } else {
+                        ClassUnit::Escaped(c)
+                    })
                 }
             }
-            Some(']') if !in_class || i == class_start + 1 => {
-                push_unit(&mut tokens, &mut class_units, in_class, ClassUnit::Escaped(c));
-                escaping = false;
-            }
-            Some(']') => {
-                in_class = false;
-                let source = &pattern[class_start + 1..i];
-                if !is_valid_js_class(source) {
-                    // Not a class after all: a literal `[`, the contents as a glob, a `]`.
-                    let inner = parse(source, depth + 1)?;
-                    tokens.push(Token::Unit(unit('[')));
-                    tokens.extend(inner.tokens);
-                    tokens.push(Token::Unit(unit(']')));
-                    has_magic |= inner.has_magic;
-                    invalid_regex |= inner.invalid_regex;
-                    continue;
-                }
-                has_magic = true;
-                match build_class(&class_units) {
-                    Some(class) => tokens.push(Token::Class(class)),
-                    None => invalid_regex = true,
-                }
-            }
-            _ => {
-                let member = if escaping || !is_regex_special(c) || c == unit('^') {
-                    ClassUnit::Raw(c)
-                } else {
-                    ClassUnit::Escaped(c)
-                };
-                escaping = false;
-                push_unit(&mut tokens, &mut class_units, in_class, member);
-            }
+        };
+        match emitted {
+            Some(member) if in_class => class_units.push(member),
+            Some(member) => tokens.push(Token::Unit(member.unit())),
+            None => {}
         }
     }
 
@@ -219,15 +224,11 @@ fn parse(pattern: &[u16], depth: usize) -> Result<Parsed, TooManyUnclosedClasses
     if !tokens.is_empty() && has_magic {
         tokens.insert(0, Token::NonEmptyAhead);
     }
-    Ok(Parsed { tokens, has_magic, invalid_regex })
-}
-
-fn push_unit(tokens: &mut Vec<Token>, class_units: &mut Vec<ClassUnit>, in_class: bool, member: ClassUnit) {
-    if in_class {
-        class_units.push(member);
-    } else {
-        tokens.push(Token::Unit(member.unit()));
-    }
+    Ok(Parsed {
+        tokens,
+        has_magic,
+        invalid_regex,
+    })
 }
 
 /// The bracket expression minimatch emits, as JavaScript reads it; `None` when JavaScript
@@ -294,7 +295,10 @@ fn is_valid_js_class(source: &[u16]) -> bool {
                 Some(value) => return Some((Atom::Unit(value), at + 6)),
                 None => escaped,
             },
-            Some('c') => match source.get(at + 2).and_then(|&u| char::from_u32(u32::from(u))) {
+            Some('c') => match source
+                .get(at + 2)
+                .and_then(|&u| char::from_u32(u32::from(u)))
+            {
                 Some(letter) if letter.is_ascii_alphanumeric() || letter == '_' => {
                     return Some((Atom::Unit((letter as u16) % 32), at + 3));
                 }
@@ -307,7 +311,9 @@ fn is_valid_js_class(source: &[u16]) -> bool {
                 let mut end = at + 2;
                 while end < source.len() && end < at + 4 {
                     match char::from_u32(u32::from(source[end])) {
-                        Some(o @ '0'..='7') if value * 8 + (u32::from(o) - u32::from('0')) <= 0o377 => {
+                        Some(o @ '0'..='7')
+                            if value * 8 + (u32::from(o) - u32::from('0')) <= 0o377 =>
+                        {
                             value = value * 8 + (u32::from(o) - u32::from('0'));
                             end += 1;
                         }
@@ -323,9 +329,13 @@ fn is_valid_js_class(source: &[u16]) -> bool {
 
     let mut i = usize::from(source.first() == Some(&unit('^')));
     while i < source.len() {
-        let Some((low, next)) = atom(source, i) else { return false };
+        let Some((low, next)) = atom(source, i) else {
+            return false;
+        };
         if next + 1 < source.len() && source[next] == unit('-') {
-            let Some((high, after)) = atom(source, next + 1) else { return false };
+            let Some((high, after)) = atom(source, next + 1) else {
+                return false;
+            };
             if let (Atom::Unit(low), Atom::Unit(high)) = (&low, &high) {
                 if low > high {
                     return false;
@@ -360,7 +370,12 @@ fn glob_unescape(segment: &str) -> String {
 
 /// Runs a glob segment's token program against one path segment (as UTF-16 units), as a
 /// set-of-states NFA: linear in the name, whatever the number of stars.
-fn tokens_match(tokens: &[Token], name: &[u16], states: &mut Vec<bool>, next: &mut Vec<bool>) -> bool {
+fn tokens_match(
+    tokens: &[Token],
+    name: &[u16],
+    states: &mut Vec<bool>,
+    next: &mut Vec<bool>,
+) -> bool {
     let count = tokens.len();
     states.clear();
     states.resize(count + 1, false);
@@ -433,7 +448,12 @@ fn segment_hits(segment: &Segment, name: &str, scratch: &mut Scratch) -> bool {
         Segment::Glob(tokens) => {
             scratch.units.clear();
             scratch.units.extend(name.encode_utf16());
-            tokens_match(tokens, &scratch.units, &mut scratch.states, &mut scratch.next_states)
+            tokens_match(
+                tokens,
+                &scratch.units,
+                &mut scratch.states,
+                &mut scratch.next_states,
+            )
         }
         Segment::Never => false,
         Segment::Globstar => true,
@@ -447,7 +467,12 @@ fn segment_hits(segment: &Segment, name: &str, scratch: &mut Scratch) -> bool {
 ///   leaves at least one file segment, and in partial mode succeeds anyway once it runs out;
 /// - file exhausted first: only a partial match; pattern exhausted first: only when a
 ///   single empty segment (a trailing slash) is left.
-pub(crate) fn match_one(file: &[&str], pattern: &[Segment], partial: bool, scratch: &mut Scratch) -> bool {
+pub(crate) fn match_one(
+    file: &[&str],
+    pattern: &[Segment],
+    partial: bool,
+    scratch: &mut Scratch,
+) -> bool {
     let file_len = file.len();
     let mut below = std::mem::take(&mut scratch.below);
     let mut here = std::mem::take(&mut scratch.here);
@@ -511,7 +536,9 @@ mod tests {
     #[test]
     fn literal_fallbacks() {
         // Braces and extglob characters are plain text with nobrace/noext.
-        assert!(matches!(compile_segment("{a,b}.txt"), Ok(Segment::Literal(s)) if s == "{a,b}.txt"));
+        assert!(
+            matches!(compile_segment("{a,b}.txt"), Ok(Segment::Literal(s)) if s == "{a,b}.txt")
+        );
         assert!(matches!(compile_segment("+(a)"), Ok(Segment::Literal(s)) if s == "+(a)"));
         // An unclosed class and an out-of-order range are literal text.
         assert!(matches!(compile_segment("[ab"), Ok(Segment::Literal(s)) if s == "[ab"));
@@ -533,20 +560,43 @@ mod tests {
     #[test]
     fn runaway_unclosed_classes_are_refused() {
         let segment = "[".repeat(100) + "*";
-        assert_eq!(compile_segment(&segment).err(), Some(TooManyUnclosedClasses));
+        assert_eq!(
+            compile_segment(&segment).err(),
+            Some(TooManyUnclosedClasses)
+        );
     }
 
     #[test]
     fn match_one_globstar_rules() {
-        let pattern: Vec<Segment> = ["", "ws", "**"].iter().map(|s| compile_segment(s).expect("compiles")).collect();
+        let pattern: Vec<Segment> = ["", "ws", "**"]
+            .iter()
+            .map(|s| compile_segment(s).expect("compiles"))
+            .collect();
         let mut scratch = Scratch::default();
         assert!(!match_one(&["", "ws"], &pattern, false, &mut scratch));
         assert!(match_one(&["", "ws", ""], &pattern, false, &mut scratch));
-        assert!(match_one(&["", "ws", "a", "b"], &pattern, false, &mut scratch));
-        let inner: Vec<Segment> =
-            ["", "ws", "**", "x.json"].iter().map(|s| compile_segment(s).expect("compiles")).collect();
-        assert!(match_one(&["", "ws", "x.json"], &inner, false, &mut scratch));
-        assert!(match_one(&["", "ws", "a", "b", "x.json"], &inner, false, &mut scratch));
+        assert!(match_one(
+            &["", "ws", "a", "b"],
+            &pattern,
+            false,
+            &mut scratch
+        ));
+        let inner: Vec<Segment> = ["", "ws", "**", "x.json"]
+            .iter()
+            .map(|s| compile_segment(s).expect("compiles"))
+            .collect();
+        assert!(match_one(
+            &["", "ws", "x.json"],
+            &inner,
+            false,
+            &mut scratch
+        ));
+        assert!(match_one(
+            &["", "ws", "a", "b", "x.json"],
+            &inner,
+            false,
+            &mut scratch
+        ));
         assert!(!match_one(&["", "ws", "a"], &inner, false, &mut scratch));
         assert!(match_one(&["", "ws", "a"], &inner, true, &mut scratch));
         assert!(!match_one(&["", "other"], &inner, true, &mut scratch));

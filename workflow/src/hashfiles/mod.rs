@@ -33,9 +33,16 @@ pub enum HashFilesError {
     #[error("invalid hashFiles() pattern '{pattern}': {reason}")]
     InvalidPattern { pattern: String, reason: String },
     #[error("hashFiles() cannot use the workspace '{}': {source}", path.display())]
-    Workspace { path: PathBuf, source: std::io::Error },
+    Workspace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("hashFiles() could not {action} '{}': {source}; fix its permissions or exclude it with a '!' pattern", path.display())]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "hashFiles() matched '{}', a broken symbolic link, and fails on it as GitHub's runner does: fix or remove \
          the link, exclude it with a '!' pattern, or pass '--follow-symbolic-links' to skip broken links",
@@ -77,7 +84,11 @@ pub fn hash_files(workspace: &Path, args: &[String]) -> Result<String, HashFiles
 }
 
 /// [`hash_files`] with explicit options.
-pub fn hash_files_with(workspace: &Path, args: &[String], options: &HashFilesOptions) -> Result<String, HashFilesError> {
+pub fn hash_files_with(
+    workspace: &Path,
+    args: &[String],
+    options: &HashFilesOptions,
+) -> Result<String, HashFilesError> {
     let deadline = Instant::now() + GITHUB_TIMEOUT;
     let prepared = Prepared::new(workspace, args, options)?;
     let outcome = prepared.walk(deadline);
@@ -94,7 +105,11 @@ pub fn hash_files_with(workspace: &Path, args: &[String], options: &HashFilesOpt
 
 /// The files hashFiles() would hash, in GitHub's order, as absolute paths under the
 /// workspace's real path (useful for `kiln hash-files --list` and for tests).
-pub fn matched_files(workspace: &Path, args: &[String], options: &HashFilesOptions) -> Result<Vec<PathBuf>, HashFilesError> {
+pub fn matched_files(
+    workspace: &Path,
+    args: &[String],
+    options: &HashFilesOptions,
+) -> Result<Vec<PathBuf>, HashFilesError> {
     let prepared = Prepared::new(workspace, args, options)?;
     let outcome = prepared.walk(Instant::now() + GITHUB_TIMEOUT);
     match outcome.error {
@@ -111,13 +126,24 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(workspace: &Path, args: &[String], options: &HashFilesOptions) -> Result<Prepared, HashFilesError> {
+    fn new(
+        workspace: &Path,
+        args: &[String],
+        options: &HashFilesOptions,
+    ) -> Result<Prepared, HashFilesError> {
         let (follow_option, lines) = split_arguments(args)?;
         let cwd = real_workspace(workspace)?;
         let home = std::env::var("HOME").ok().filter(|home| !home.is_empty());
-        let roots = pattern::Roots { cwd: &cwd, home: home.as_deref() };
+        let roots = pattern::Roots {
+            cwd: &cwd,
+            home: home.as_deref(),
+        };
         let patterns = pattern::parse_patterns(&lines, &roots)?;
-        Ok(Prepared { cwd, patterns, follow_symbolic_links: follow_option || options.follow_symbolic_links })
+        Ok(Prepared {
+            cwd,
+            patterns,
+            follow_symbolic_links: follow_option || options.follow_symbolic_links,
+        })
     }
 
     fn walk(&self, deadline: Instant) -> walk::WalkOutcome {
@@ -141,7 +167,9 @@ fn split_arguments(args: &[String]) -> Result<(bool, String), HashFilesError> {
                 follow = true;
                 continue;
             }
-            return Err(HashFilesError::InvalidGlobOption { option: argument.clone() });
+            return Err(HashFilesError::InvalidGlobOption {
+                option: argument.clone(),
+            });
         }
         patterns.push(argument);
     }
@@ -150,12 +178,21 @@ fn split_arguments(args: &[String]) -> Result<(bool, String), HashFilesError> {
 
 /// The workspace as the runner's node process sees it (`process.cwd()`): symlinks resolved.
 fn real_workspace(workspace: &Path) -> Result<String, HashFilesError> {
-    let failed = |source| HashFilesError::Workspace { path: workspace.to_path_buf(), source };
+    let failed = |source| HashFilesError::Workspace {
+        path: workspace.to_path_buf(),
+        source,
+    };
     let real = std::fs::canonicalize(workspace).map_err(failed)?;
     if !real.is_dir() {
-        return Err(failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is not a directory")));
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a directory",
+        )));
     }
     real.into_os_string().into_string().map_err(|_| {
-        failed(std::io::Error::new(std::io::ErrorKind::InvalidData, "its real path is not valid UTF-8"))
+        failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "its real path is not valid UTF-8",
+        ))
     })
 }

@@ -42,17 +42,27 @@ pub(crate) struct Roots<'a> {
 /// `DefaultGlobber.create` plus the implicit-descendant expansion of `globGenerator`: one
 /// pattern per non-empty, non-comment line, each followed by `<pattern>/**` unless it
 /// already ends in `**` (or it ends with a separator).
-pub(crate) fn parse_patterns(lines: &str, roots: &Roots<'_>) -> Result<Vec<Pattern>, HashFilesError> {
+pub(crate) fn parse_patterns(
+    lines: &str,
+    roots: &Roots<'_>,
+) -> Result<Vec<Pattern>, HashFilesError> {
     let mut patterns = Vec::new();
     for line in lines.split('\n').map(js_trim) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let pattern = Pattern::from_line(line, roots)?;
-        let implicit = if pattern.trailing_separator || pattern.segments.last().map(String::as_str) != Some("**") {
+        let implicit = if pattern.trailing_separator
+            || pattern.segments.last().map(String::as_str) != Some("**")
+        {
             let mut segments = pattern.segments.clone();
             segments.push("**".to_string());
-            Some(Pattern::rooted(pattern.negate, true, &join_segments(&segments), line)?)
+            Some(Pattern::rooted(
+                pattern.negate,
+                true,
+                &join_segments(&segments),
+                line,
+            )?)
         } else {
             None
         };
@@ -76,11 +86,22 @@ impl Pattern {
 
     /// The `Pattern` constructor once the pattern is absolute. `line` is the user's text,
     /// for error messages.
-    fn rooted(negate: bool, is_implicit: bool, rooted: &str, line: &str) -> Result<Pattern, HashFilesError> {
-        let segments: Vec<String> = path_segments(rooted).into_iter().map(str::to_string).collect();
+    fn rooted(
+        negate: bool,
+        is_implicit: bool,
+        rooted: &str,
+        line: &str,
+    ) -> Result<Pattern, HashFilesError> {
+        let segments: Vec<String> = path_segments(rooted)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         let trailing_separator = normalize_separators(rooted).ends_with('/');
-        let search_segments: Vec<String> =
-            segments.iter().map(|s| literal_of(s)).take_while(|literal| !literal.is_empty()).collect();
+        let search_segments: Vec<String> = segments
+            .iter()
+            .map(|s| literal_of(s))
+            .take_while(|literal| !literal.is_empty())
+            .collect();
         let search_path = join_segments(&search_segments);
 
         // minimatch trims the pattern it is given and splits it on runs of `/`.
@@ -92,15 +113,31 @@ impl Pattern {
             .split('/')
             .map(glob::compile_segment)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| invalid(line, "it has too many nested unclosed '[' to evaluate; escape them as '\\['".to_string()))?;
-        Ok(Pattern { negate, is_implicit, trailing_separator, segments, search_path, matcher })
+            .map_err(|_| {
+                invalid(
+                    line,
+                    "it has too many nested unclosed '[' to evaluate; escape them as '\\['"
+                        .to_string(),
+                )
+            })?;
+        Ok(Pattern {
+            negate,
+            is_implicit,
+            trailing_separator,
+            segments,
+            search_path,
+            matcher,
+        })
     }
 
     /// `Pattern.match`: a pattern ending in `**` also matches the directory it starts from,
     /// through minimatch matching `dir/` (but not for the implicit `/**` sibling).
     fn match_kind(&self, path_segments: &[&str], scratch: &mut Scratch) -> MatchKind {
         let is_root = path_segments.len() == 2 && path_segments.iter().all(|s| s.is_empty());
-        let hit = if self.segments.last().map(String::as_str) == Some("**") && !self.is_implicit && !is_root {
+        let hit = if self.segments.last().map(String::as_str) == Some("**")
+            && !self.is_implicit
+            && !is_root
+        {
             let mut with_slash = Vec::with_capacity(path_segments.len() + 1);
             with_slash.extend_from_slice(path_segments);
             with_slash.push("");
@@ -124,7 +161,11 @@ impl Pattern {
 }
 
 /// `patternHelper.match`: negated patterns only take away what earlier patterns matched.
-pub(crate) fn match_all(patterns: &[Pattern], path_segments: &[&str], scratch: &mut Scratch) -> MatchKind {
+pub(crate) fn match_all(
+    patterns: &[Pattern],
+    path_segments: &[&str],
+    scratch: &mut Scratch,
+) -> MatchKind {
     patterns.iter().fold(MATCH_NONE, |result, pattern| {
         let kind = pattern.match_kind(path_segments, scratch);
         if pattern.negate {
@@ -136,15 +177,24 @@ pub(crate) fn match_all(patterns: &[Pattern], path_segments: &[&str], scratch: &
 }
 
 /// `patternHelper.partialMatch`: only positive patterns lead the walk into a directory.
-pub(crate) fn partial_match_any(patterns: &[Pattern], path_segments: &[&str], scratch: &mut Scratch) -> bool {
-    patterns.iter().any(|p| !p.negate && p.partial_match(path_segments, scratch))
+pub(crate) fn partial_match_any(
+    patterns: &[Pattern],
+    path_segments: &[&str],
+    scratch: &mut Scratch,
+) -> bool {
+    patterns
+        .iter()
+        .any(|p| !p.negate && p.partial_match(path_segments, scratch))
 }
 
 /// `patternHelper.getSearchPaths`: the positive patterns' search paths in first-appearance
 /// order, without duplicates and without any that lies under another candidate.
 pub(crate) fn search_paths(patterns: &[Pattern]) -> Vec<String> {
     let positive: Vec<&Pattern> = patterns.iter().filter(|p| !p.negate).collect();
-    let mut included: HashMap<&str, bool> = positive.iter().map(|p| (p.search_path.as_str(), false)).collect();
+    let mut included: HashMap<&str, bool> = positive
+        .iter()
+        .map(|p| (p.search_path.as_str(), false))
+        .collect();
     let mut result = Vec::new();
     for pattern in positive {
         let key = pattern.search_path.as_str();
@@ -171,7 +221,10 @@ pub(crate) fn search_paths(patterns: &[Pattern]) -> Vec<String> {
 }
 
 fn invalid(line: &str, reason: impl Into<String>) -> HashFilesError {
-    HashFilesError::InvalidPattern { pattern: line.to_string(), reason: reason.into() }
+    HashFilesError::InvalidPattern {
+        pattern: line.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// `Pattern.fixupPattern`: validation, then rooting `.`, `~` and relative patterns.
@@ -179,8 +232,11 @@ fn fixup_pattern(pattern: &str, roots: &Roots<'_>) -> Result<String, String> {
     if pattern.is_empty() {
         return Err("the pattern is empty after its '!' negations".to_string());
     }
-    let relative_pathing =
-        path_segments(&normalize_separators(pattern)).iter().map(|s| literal_of(s)).enumerate().any(|(i, s)| (s == "." && i > 0) || s == "..");
+    let relative_pathing = path_segments(&normalize_separators(pattern))
+        .iter()
+        .map(|s| literal_of(s))
+        .enumerate()
+        .any(|(i, s)| (s == "." && i > 0) || s == "..");
     if relative_pathing {
         return Err("Relative pathing '.' and '..' is not allowed (hashFiles() only looks inside the workspace; name the files from the workspace root)".to_string());
     }
@@ -190,7 +246,9 @@ fn fixup_pattern(pattern: &str, roots: &Roots<'_>) -> Result<String, String> {
     } else if pattern == "~" || pattern.starts_with("~/") {
         let home = roots.home.ok_or("it starts with '~' but HOME is not set")?;
         if !home.starts_with('/') {
-            return Err(format!("it starts with '~' but HOME ('{home}') is not an absolute path"));
+            return Err(format!(
+                "it starts with '~' but HOME ('{home}') is not an absolute path"
+            ));
         }
         format!("{}{}", glob_escape(home), &pattern[1..])
     } else if pattern.starts_with('/') {
@@ -212,7 +270,14 @@ pub(crate) fn glob_escape(path: &str) -> String {
         match c {
             // `[` only needs escaping when a `]` follows it (after at least one character)
             // within the same segment.
-            '[' if chars[i + 1..].iter().take_while(|&&n| n != '/').skip(1).any(|&n| n == ']') => out.push_str("[[]"),
+            '[' if chars[i + 1..]
+                .iter()
+                .take_while(|&&n| n != '/')
+                .skip(1)
+                .any(|&n| n == ']') =>
+            {
+                out.push_str("[[]")
+            }
             '?' => out.push_str("[?]"),
             '*' => out.push_str("[*]"),
             _ => out.push(c),
@@ -334,20 +399,14 @@ pub(crate) fn js_trim(text: &str) -> &str {
     fn is_js_whitespace(c: char) -> bool {
         matches!(
             c,
-            '\t' | '\n'
-                | '\u{b}'
-                | '\u{c}'
-                | '\r'
-                | ' '
-                | '\u{a0}'
-                | '\u{1680}'
-                | '\u{2000}'..='\u{200a}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202f}'
-                | '\u{205f}'
-                | '\u{3000}'
-                | '\u{feff}'
+            '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+                ..='\u{200a}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202f}'
+                    | '\u{205f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
         )
     }
     text.trim_matches(is_js_whitespace)
@@ -357,7 +416,10 @@ pub(crate) fn js_trim(text: &str) -> &str {
 mod tests {
     use super::*;
 
-    const ROOTS: Roots<'static> = Roots { cwd: "/ws", home: Some("/home/me") };
+    const ROOTS: Roots<'static> = Roots {
+        cwd: "/ws",
+        home: Some("/home/me"),
+    };
 
     fn parsed(lines: &str) -> Vec<Pattern> {
         parse_patterns(lines, &ROOTS).expect("valid patterns")
@@ -377,7 +439,19 @@ mod tests {
     fn rooting_and_search_paths() {
         let patterns = parsed("src/**/*.json\n ! src/gen \n#comment\n\n./b/\n~/x");
         let searched: Vec<&str> = patterns.iter().map(|p| p.search_path.as_str()).collect();
-        assert_eq!(searched, ["/ws/src", "/ws/src", "/ws/src/gen", "/ws/src/gen", "/ws/b", "/ws/b", "/home/me/x", "/home/me/x"]);
+        assert_eq!(
+            searched,
+            [
+                "/ws/src",
+                "/ws/src",
+                "/ws/src/gen",
+                "/ws/src/gen",
+                "/ws/b",
+                "/ws/b",
+                "/home/me/x",
+                "/home/me/x"
+            ]
+        );
         assert!(!patterns[0].negate && patterns[1].is_implicit);
         assert!(patterns[2].negate && patterns[3].negate && patterns[3].is_implicit);
         assert!(patterns[4].trailing_separator && !patterns[5].trailing_separator);
@@ -386,7 +460,10 @@ mod tests {
 
     #[test]
     fn ancestors_win_over_descendant_roots() {
-        assert_eq!(search_paths(&parsed("src/a/**\nsrc\nb/**")), ["/ws/src", "/ws/b"]);
+        assert_eq!(
+            search_paths(&parsed("src/a/**\nsrc\nb/**")),
+            ["/ws/src", "/ws/b"]
+        );
     }
 
     #[test]

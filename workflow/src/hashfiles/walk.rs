@@ -71,7 +71,13 @@ fn walk_into(settings: &WalkSettings<'_>, files: &mut Vec<String>) -> Result<(),
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(source) => return Err(io_error("inspect", &root, source)),
         }
-        stack.push(Pending { path: root, level: 1, entry_type: None, mangled_name: false, parent_real_path: None });
+        stack.push(Pending {
+            path: root,
+            level: 1,
+            entry_type: None,
+            mangled_name: false,
+            parent_real_path: None,
+        });
     }
     // Roots are taken in first-appearance order.
     stack.reverse();
@@ -82,14 +88,20 @@ fn walk_into(settings: &WalkSettings<'_>, files: &mut Vec<String>) -> Result<(),
     while let Some(item) = stack.pop() {
         visited += 1;
         if visited % DEADLINE_CHECK_INTERVAL == 0 && Instant::now() > settings.deadline {
-            return Err(HashFilesError::TimedOut { seconds: super::GITHUB_TIMEOUT.as_secs() });
+            return Err(HashFilesError::TimedOut {
+                seconds: super::GITHUB_TIMEOUT.as_secs(),
+            });
         }
         let segments: Vec<&str> = item.path.split('/').collect();
         let kind = pattern::match_all(settings.patterns, &segments, &mut scratch);
-        if kind == MATCH_NONE && !pattern::partial_match_any(settings.patterns, &segments, &mut scratch) {
+        if kind == MATCH_NONE
+            && !pattern::partial_match_any(settings.patterns, &segments, &mut scratch)
+        {
             continue;
         }
-        let Some(found) = inspect(&item, follow)? else { continue };
+        let Some(found) = inspect(&item, follow)? else {
+            continue;
+        };
         match found {
             Found::Directory => {
                 // A matched directory is yielded too, but hashFiles skips directories.
@@ -117,11 +129,20 @@ fn walk_into(settings: &WalkSettings<'_>, files: &mut Vec<String>) -> Result<(),
                 Ok(target) if target.is_file() => files.push(item.path),
                 Ok(target) => return Err(special_file(&item.path, &target.file_type())),
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    return Err(HashFilesError::BrokenSymlink { path: PathBuf::from(item.path) });
+                    return Err(HashFilesError::BrokenSymlink {
+                        path: PathBuf::from(item.path),
+                    });
                 }
-                Err(source) => return Err(io_error("follow the symbolic link", &item.path, source)),
+                Err(source) => {
+                    return Err(io_error("follow the symbolic link", &item.path, source))
+                }
             },
-            Found::Special(kind) => return Err(HashFilesError::NotRegularFile { path: PathBuf::from(item.path), kind }),
+            Found::Special(kind) => {
+                return Err(HashFilesError::NotRegularFile {
+                    path: PathBuf::from(item.path),
+                    kind,
+                })
+            }
         }
     }
     Ok(())
@@ -134,12 +155,18 @@ fn inspect(item: &Pending, follow: bool) -> Result<Option<Found>, HashFilesError
         if follow {
             return Ok(None);
         }
-        return Err(HashFilesError::InvalidFileName { path: PathBuf::from(&item.path) });
+        return Err(HashFilesError::InvalidFileName {
+            path: PathBuf::from(&item.path),
+        });
     }
     let file_type = match item.entry_type {
         Some(file_type) if !(follow && file_type.is_symlink()) => file_type,
         _ => {
-            let metadata = if follow { fs::metadata(&item.path) } else { fs::symlink_metadata(&item.path) };
+            let metadata = if follow {
+                fs::metadata(&item.path)
+            } else {
+                fs::symlink_metadata(&item.path)
+            };
             match metadata {
                 Ok(metadata) => metadata.file_type(),
                 Err(error) if follow && error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -167,15 +194,23 @@ fn real_path_of(item: &Pending) -> Result<Rc<str>, HashFilesError> {
         let separator = if parent.ends_with('/') { "" } else { "/" };
         return Ok(Rc::from(format!("{parent}{separator}{name}")));
     }
-    let real = fs::canonicalize(&item.path).map_err(|source| io_error("resolve", &item.path, source))?;
+    let real =
+        fs::canonicalize(&item.path).map_err(|source| io_error("resolve", &item.path, source))?;
     match real.into_os_string().into_string() {
         Ok(real) => Ok(Rc::from(real)),
-        Err(_) => Err(HashFilesError::InvalidFileName { path: PathBuf::from(&item.path) }),
+        Err(_) => Err(HashFilesError::InvalidFileName {
+            path: PathBuf::from(&item.path),
+        }),
     }
 }
 
-fn push_children(item: &Pending, real_path: Option<Rc<str>>, stack: &mut Vec<Pending>) -> Result<(), HashFilesError> {
-    let listing = fs::read_dir(&item.path).map_err(|source| io_error("read the directory", &item.path, source))?;
+fn push_children(
+    item: &Pending,
+    real_path: Option<Rc<str>>,
+    stack: &mut Vec<Pending>,
+) -> Result<(), HashFilesError> {
+    let listing = fs::read_dir(&item.path)
+        .map_err(|source| io_error("read the directory", &item.path, source))?;
     let mut children = Vec::new();
     for entry in listing {
         let entry = entry.map_err(|source| io_error("read the directory", &item.path, source))?;
@@ -216,9 +251,16 @@ fn special_kind(file_type: &FileType) -> &'static str {
 }
 
 fn special_file(path: &str, file_type: &FileType) -> HashFilesError {
-    HashFilesError::NotRegularFile { path: PathBuf::from(path), kind: special_kind(file_type) }
+    HashFilesError::NotRegularFile {
+        path: PathBuf::from(path),
+        kind: special_kind(file_type),
+    }
 }
 
 fn io_error(action: &'static str, path: &str, source: io::Error) -> HashFilesError {
-    HashFilesError::Io { action, path: PathBuf::from(path), source }
+    HashFilesError::Io {
+        action,
+        path: PathBuf::from(path),
+        source,
+    }
 }
