@@ -576,3 +576,45 @@ fn named_pipes_are_refused_not_read() {
         "{error}"
     );
 }
+
+#[test]
+fn non_utf8_names_fail_when_matched_like_node() {
+    use std::os::unix::ffi::OsStrExt;
+    let tree = vector_tree();
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff.bin");
+    fs::write(tree.path().join(name), "bad").expect("write");
+    // Node sees the name with U+FFFD, so its lstat fails: an error without following links...
+    let error = hash_files(tree.path(), &args(&["*.bin"])).expect_err("mangled name");
+    assert!(
+        matches!(error, HashFilesError::InvalidFileName { .. }),
+        "{error}"
+    );
+    // ...nothing at all when following them (a failing stat is a broken link, omitted)...
+    assert_eq!(
+        hash_files(tree.path(), &args(&["--follow-symbolic-links", "*.bin"])).expect("skipped"),
+        ""
+    );
+    // ...and no trouble when no pattern reaches it.
+    assert_eq!(
+        listed(tree.path(), &["a.txt", "src/x.json"], false),
+        ["a.txt", "src/x.json"]
+    );
+}
+
+#[test]
+fn symlink_loops_fail_when_matched() {
+    let tree = vector_tree();
+    symlink("loop2", tree.path().join("loop1")).expect("link");
+    symlink("loop1", tree.path().join("loop2")).expect("link");
+    for patterns in [&["loop*"][..], &["--follow-symbolic-links", "loop*"]] {
+        let error = hash_files(tree.path(), &args(patterns)).expect_err("ELOOP");
+        assert!(
+            matches!(error, HashFilesError::Io { .. }),
+            "{patterns:?}: {error}"
+        );
+    }
+    assert_eq!(
+        digest(tree.path(), &["src"]),
+        "caeea1b9a160d24e5e5591dfd9c4993bec3a9aab02e35e0abc29b007baee7e1e"
+    );
+}

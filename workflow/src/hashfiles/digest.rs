@@ -13,6 +13,10 @@ use std::time::Instant;
 /// few syscalls.
 const READ_CHUNK: usize = 128 * 1024;
 
+/// More threads than this cannot help (hashing is memory- and syscall-bound) and a huge
+/// request must not spawn a thread per file.
+const MAX_THREADS: usize = 256;
+
 /// How often (in files) a worker looks at the clock.
 const DEADLINE_CHECK_INTERVAL: usize = 64;
 
@@ -25,7 +29,7 @@ pub(crate) fn digest_files(
     threads: usize,
     deadline: Instant,
 ) -> Result<Vec<FileDigest>, HashFilesError> {
-    let workers = threads.clamp(1, files.len().max(1));
+    let workers = threads.min(MAX_THREADS).clamp(1, files.len().max(1));
     let next_index = AtomicUsize::new(0);
     let earliest_failure = AtomicUsize::new(usize::MAX);
     let queue = Queue {
