@@ -6,6 +6,7 @@ pub mod diag;
 pub mod envfile;
 pub mod eval;
 pub mod expr;
+pub mod hashfiles;
 pub mod matrix;
 pub mod model;
 pub mod parse;
