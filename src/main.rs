@@ -1,4 +1,44 @@
-fn main() {
-    eprintln!("kiln: no commands yet");
-    std::process::exit(2);
+//! The `kiln` command line. Thin by design: every command parses its flags, calls a library
+//! crate, and renders the result. Behaviour lives in the crates so tests and other front ends
+//! share it.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Run GitHub Actions workflows on your own machines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check workflow files and report every problem as file:line:col.
+    Validate(cmd::validate::Args),
+    /// Show the job graph a workflow would run: stages, matrix legs, needs.
+    Plan(cmd::plan::Args),
+    /// Evaluate one expression (or a batch) the way GitHub does.
+    Expr(cmd::expr::Args),
+    /// Print what hashFiles() gives for the patterns.
+    HashFiles(cmd::hash_files::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
+        Command::Expr(args) => cmd::expr::run(args),
+        Command::HashFiles(args) => cmd::hash_files::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kiln: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
 }

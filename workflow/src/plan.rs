@@ -234,12 +234,27 @@ fn runs_on_labels(job: &Job, ctx: &dyn EvalContext) -> Vec<String> {
     }
 }
 
+/// True when `job_id` is the job `need` names, or one of the jobs of the workflow it calls.
+pub fn satisfies_need(job_id: &str, need: &str) -> bool {
+    job_id.eq_ignore_ascii_case(need)
+        || (job_id.as_bytes().get(need.len()) == Some(&b'/')
+            && job_id.get(..need.len()).is_some_and(|head| head.eq_ignore_ascii_case(need)))
+}
+
 /// Longest-path layering: a job's stage is one more than its latest need's. Unknown needs
 /// were reported by the parser and are ignored here.
 fn assign_stages(jobs: &mut [PlannedJob]) -> Result<(), PlanError> {
+    // A need names a job, or a job that calls a reusable workflow: then it waits for every
+    // job of the callee (ids `caller/...`).
     let mut by_id: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
-        by_id.entry(job.id.to_ascii_lowercase()).or_default().push(i);
+        let id = job.id.to_ascii_lowercase();
+        let mut prefix = id.as_str();
+        by_id.entry(id.clone()).or_default().push(i);
+        while let Some((caller, _)) = prefix.rsplit_once('/') {
+            by_id.entry(caller.to_string()).or_default().push(i);
+            prefix = caller;
+        }
     }
     let mut stage: Vec<Option<usize>> = vec![None; jobs.len()];
     // Each pass settles at least one more job in an acyclic graph, so `len + 1` passes suffice;
@@ -310,6 +325,14 @@ mod tests {
         assert!(p.jobs[1].matrix_deferred);
         assert_eq!(p.jobs[1].name, "use");
         assert_eq!(p.jobs[1].stage, 1);
+    }
+
+    #[test]
+    fn dependants_of_a_reusable_call_wait_for_all_its_jobs() {
+        assert!(satisfies_need("server/build", "server"));
+        assert!(satisfies_need("Server", "server"));
+        assert!(!satisfies_need("serverx/build", "server"));
+        assert!(!satisfies_need("server", "server/build"));
     }
 
     #[test]

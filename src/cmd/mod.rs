@@ -1,0 +1,5 @@
+pub mod expr;
+pub mod hash_files;
+pub mod plan;
+pub mod validate;
+mod workflow_files;
