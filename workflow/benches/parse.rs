@@ -8,11 +8,22 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use kiln_workflow::{parse_workflow_with, ParseOptions};
 
 fn generated_workflow(jobs: usize) -> String {
-    let mut text = String::from("name: big\non:\n  push:\n    branches: [main]\nenv:\n  GLOBAL: ${{ github.sha }}\njobs:\n");
+    let mut text = String::from(
+        "name: big\non:\n  push:\n    branches: [main]\nenv:\n  GLOBAL: ${{ github.sha }}\njobs:\n",
+    );
     for i in 0..jobs {
         let _ = writeln!(text, "  job_{i}:");
         if i > 0 {
-            let _ = writeln!(text, "    needs: [job_{}{}]", i - 1, if i > 1 { format!(", job_{}", i / 2) } else { String::new() });
+            let _ = writeln!(
+                text,
+                "    needs: [job_{}{}]",
+                i - 1,
+                if i > 1 {
+                    format!(", job_{}", i / 2)
+                } else {
+                    String::new()
+                }
+            );
         }
         let _ = write!(
             text,
@@ -46,10 +57,19 @@ fn generated_workflow(jobs: usize) -> String {
 fn bench(c: &mut Criterion) {
     let content = generated_workflow(1000);
     // GitHub caps a run at 256 jobs; the benchmark measures the parser, not that limit.
-    let options = ParseOptions { max_jobs: 1000, ..ParseOptions::default() };
+    let options = ParseOptions {
+        max_jobs: 1000,
+        ..ParseOptions::default()
+    };
     let result = parse_workflow_with("big.yml", &content, &options);
-    assert!(!result.has_errors(), "the generated workflow is valid: {:?}", result.diagnostics.first());
-    c.bench_function("parse_workflow 1000 jobs", |b| b.iter(|| parse_workflow_with("big.yml", black_box(&content), &options)));
+    assert!(
+        !result.has_errors(),
+        "the generated workflow is valid: {:?}",
+        result.diagnostics.first()
+    );
+    c.bench_function("parse_workflow 1000 jobs", |b| {
+        b.iter(|| parse_workflow_with("big.yml", black_box(&content), &options))
+    });
 }
 
 criterion_group!(benches, bench);

@@ -6,11 +6,13 @@ pub mod value;
 
 pub use value::{Kind, Object, Value};
 pub mod diag;
-pub mod yaml;
 pub mod model;
 pub mod parse;
 pub mod pinning;
+pub mod yaml;
 
 pub use diag::{Diagnostic, Severity};
-pub use parse::{parse_action, parse_workflow, parse_workflow_with, ParseOptions, ParseResult, PermissionsPolicy};
+pub use parse::{
+    parse_action, parse_workflow, parse_workflow_with, ParseOptions, ParseResult, PermissionsPolicy,
+};
 pub use pinning::unpinned_uses;

@@ -23,16 +23,25 @@ struct Case {
 fn split_case(text: &str) -> Result<Case, String> {
     let docs: Vec<&str> = text.split("\n---\n").collect();
     if docs.len() < 3 {
-        return Err(format!("expected at least 3 documents, found {}", docs.len()));
+        return Err(format!(
+            "expected at least 3 documents, found {}",
+            docs.len()
+        ));
     }
-    let expected = serde_json::from_str(docs[docs.len() - 1].trim()).map_err(|e| format!("expected JSON: {e}"))?;
+    let expected = serde_json::from_str(docs[docs.len() - 1].trim())
+        .map_err(|e| format!("expected JSON: {e}"))?;
     let mut callees = HashMap::new();
     for pair in docs[2..docs.len() - 1].chunks(2) {
         if let [reference, content] = pair {
             callees.insert(reference.trim().to_string(), content.to_string());
         }
     }
-    Ok(Case { options: yaml::parse(docs[0], Limits::default()).root, workflow: docs[1].to_string(), callees, expected })
+    Ok(Case {
+        options: yaml::parse(docs[0], Limits::default()).root,
+        workflow: docs[1].to_string(),
+        callees,
+        expected,
+    })
 }
 
 fn option_number(options: &Option<Node>, key: &str) -> Option<usize> {
@@ -51,35 +60,65 @@ fn position(message: &str) -> Option<(u32, u32)> {
 fn run_case(name: &str, text: &str) -> Result<(), String> {
     let case = split_case(text)?;
     let file = format!(".github/workflows/{name}");
-    let resolver = |reference: &str| case.callees.get(reference).map(|content| (reference.to_string(), content.clone()));
+    let resolver = |reference: &str| {
+        case.callees
+            .get(reference)
+            .map(|content| (reference.to_string(), content.clone()))
+    };
     let defaults = ParseOptions::default();
     let options = ParseOptions {
         resolver: Some(&resolver),
         max_jobs: option_number(&case.options, "max-job-limit").unwrap_or(defaults.max_jobs),
         max_depth: option_number(&case.options, "max-depth").unwrap_or(defaults.max_depth),
-        max_file_size: option_number(&case.options, "max-file-size").unwrap_or(defaults.max_file_size),
-        max_result_size: option_number(&case.options, "max-result-size").unwrap_or(defaults.max_result_size),
-        max_nested_reusable_depth: option_number(&case.options, "max-nested-reusable-workflows-depth")
-            .unwrap_or(defaults.max_nested_reusable_depth),
-        permissions_policy: match case.options.as_ref().and_then(|o| o.get("permissions-policy")?.as_str()) {
+        max_file_size: option_number(&case.options, "max-file-size")
+            .unwrap_or(defaults.max_file_size),
+        max_result_size: option_number(&case.options, "max-result-size")
+            .unwrap_or(defaults.max_result_size),
+        max_nested_reusable_depth: option_number(
+            &case.options,
+            "max-nested-reusable-workflows-depth",
+        )
+        .unwrap_or(defaults.max_nested_reusable_depth),
+        permissions_policy: match case
+            .options
+            .as_ref()
+            .and_then(|o| o.get("permissions-policy")?.as_str())
+        {
             Some("Write") => PermissionsPolicy::Write,
             _ => PermissionsPolicy::LimitedRead,
         },
     };
     let result = parse_workflow_with(&file, &case.workflow, &options);
     let errors: Vec<&Diagnostic> = result.errors().collect();
-    let show = |errors: &[&Diagnostic]| errors.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" | ");
+    let show = |errors: &[&Diagnostic]| {
+        errors
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
     let Some(expected) = case.expected.get("errors").and_then(|e| e.as_array()) else {
-        return if errors.is_empty() { Ok(()) } else { Err(format!("unexpected errors: {}", show(&errors))) };
+        return if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("unexpected errors: {}", show(&errors)))
+        };
     };
     let mut missing = Vec::new();
     for entry in expected {
-        let message = entry.get("Message").and_then(|m| m.as_str()).unwrap_or_default();
+        let message = entry
+            .get("Message")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
         let found = match position(message) {
             Some((line, col)) => errors.iter().any(|d| d.line == line && d.col == col),
             None => {
-                let text = message.strip_prefix(&format!("{file}: ")).unwrap_or(message);
-                errors.iter().any(|d| d.message.contains(text) || text.contains(&d.message))
+                let text = message
+                    .strip_prefix(&format!("{file}: "))
+                    .unwrap_or(message);
+                errors
+                    .iter()
+                    .any(|d| d.message.contains(text) || text.contains(&d.message))
             }
         };
         if !found {
@@ -104,7 +143,11 @@ fn main() {
     entries.sort();
     let mut tally = support::Tally::new("reader");
     for path in &entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let outcome = match std::fs::read_to_string(path) {
             Ok(text) => run_case(&name, &text),
             Err(e) => Err(format!("unreadable: {e}")),

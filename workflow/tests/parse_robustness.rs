@@ -24,8 +24,13 @@ jobs:
     let found = unpinned_uses(&workflow, "ci.yml");
     let lines: Vec<u32> = found.iter().map(|d| d.line).collect();
     assert_eq!(lines, [6, 10, 12]);
-    assert!(found.iter().all(|d| d.severity == Severity::Warning && d.hint.is_some()));
-    assert_eq!(found[0].message, "'actions/checkout@v4' is not pinned to a full commit SHA");
+    assert!(found
+        .iter()
+        .all(|d| d.severity == Severity::Warning && d.hint.is_some()));
+    assert_eq!(
+        found[0].message,
+        "'actions/checkout@v4' is not pinned to a full commit SHA"
+    );
 }
 
 /// A small deterministic generator, so the test needs no extra crates.
@@ -33,7 +38,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -41,14 +49,47 @@ impl Lcg {
 #[test]
 fn garbage_never_panics() {
     let pieces = [
-        "on:", " push", "\n", "jobs:", "  a:", "    runs-on: x", "    steps:", "      - run: ", "${{", "}}", "[", "]",
-        "{", "}", "&a ", "*a", "!!int ", "'", "\"", "- ", ": ", "needs: [a, b]", "uses: x@y", "|", ">", "#", "\t",
-        "\u{feff}", "é", "matrix:", "if: ", "secrets.x", "---\n", "...",
+        "on:",
+        " push",
+        "\n",
+        "jobs:",
+        "  a:",
+        "    runs-on: x",
+        "    steps:",
+        "      - run: ",
+        "${{",
+        "}}",
+        "[",
+        "]",
+        "{",
+        "}",
+        "&a ",
+        "*a",
+        "!!int ",
+        "'",
+        "\"",
+        "- ",
+        ": ",
+        "needs: [a, b]",
+        "uses: x@y",
+        "|",
+        ">",
+        "#",
+        "\t",
+        "\u{feff}",
+        "é",
+        "matrix:",
+        "if: ",
+        "secrets.x",
+        "---\n",
+        "...",
     ];
     let mut rng = Lcg(7);
     for _ in 0..3000 {
         let len = (rng.next() % 40) as usize;
-        let text: String = (0..len).map(|_| pieces[(rng.next() as usize) % pieces.len()]).collect();
+        let text: String = (0..len)
+            .map(|_| pieces[(rng.next() as usize) % pieces.len()])
+            .collect();
         let _ = parse_workflow("fuzz.yml", &text);
         let _ = parse_action("action.yml", &text);
     }

@@ -17,7 +17,9 @@ pub struct Workflow {
 
 impl Workflow {
     pub fn job(&self, id: &str) -> Option<&Job> {
-        self.jobs.iter().find(|j| j.id.value.eq_ignore_ascii_case(id))
+        self.jobs
+            .iter()
+            .find(|j| j.id.value.eq_ignore_ascii_case(id))
     }
 
     /// The `on.workflow_call` trigger, when this workflow can be called.
@@ -108,7 +110,10 @@ pub struct RunDefaults {
 pub enum Concurrency {
     /// `concurrency: group-name` or a whole-value expression.
     Group(Template),
-    Mapping { group: Template, cancel_in_progress: Option<MaybeExpr<bool>> },
+    Mapping {
+        group: Template,
+        cancel_in_progress: Option<MaybeExpr<bool>>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -171,7 +176,9 @@ pub struct Job {
 impl Job {
     /// The display name: `name:` when given, else the job id.
     pub fn display_name(&self) -> Template {
-        self.name.clone().unwrap_or_else(|| Template::literal(self.id.value.clone(), self.id.pos))
+        self.name
+            .clone()
+            .unwrap_or_else(|| Template::literal(self.id.value.clone(), self.id.pos))
     }
 }
 
@@ -201,7 +208,10 @@ pub enum CallSecrets {
 #[derive(Debug, Clone)]
 pub enum RunsOn {
     Labels(Vec<Template>),
-    Group { group: Option<Template>, labels: Vec<Template> },
+    Group {
+        group: Option<Template>,
+        labels: Vec<Template>,
+    },
     Expr(Template),
 }
 
@@ -262,8 +272,15 @@ pub struct Step {
 
 #[derive(Debug, Clone)]
 pub enum StepAction {
-    Run { run: Template, shell: Option<Template>, working_directory: Option<Template> },
-    Uses { uses: Spanned<String>, with: Pairs<Param> },
+    Run {
+        run: Template,
+        shell: Option<Template>,
+        working_directory: Option<Template>,
+    },
+    Uses {
+        uses: Spanned<String>,
+        with: Pairs<Param>,
+    },
     /// Waits for the named background steps.
     Wait(Vec<Spanned<String>>),
     WaitAll,

@@ -7,8 +7,16 @@ use crate::expr::{self, Allowed, FunctionSig};
 
 fn allowed(context: &KeyContext) -> Allowed {
     Allowed::new(
-        context.named_values.iter().map(|n| (*n).to_string()).collect(),
-        context.functions.iter().map(|f| FunctionSig::new(f.name, f.min_args, f.max_args)).collect(),
+        context
+            .named_values
+            .iter()
+            .map(|n| (*n).to_string())
+            .collect(),
+        context
+            .functions
+            .iter()
+            .map(|f| FunctionSig::new(f.name, f.min_args, f.max_args))
+            .collect(),
     )
 }
 
@@ -24,7 +32,9 @@ pub fn check_segments(segments: &[Segment], context: &KeyContext) -> Vec<String>
     let mut allowed_set = None;
     let mut problems = Vec::new();
     for segment in segments {
-        let Segment::Expression { source, .. } = segment else { continue };
+        let Segment::Expression { source, .. } = segment else {
+            continue;
+        };
         if segment.is_insert_directive() {
             if embedded {
                 problems.push(

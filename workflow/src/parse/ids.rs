@@ -12,11 +12,16 @@ const MAX_ID_LENGTH: usize = 100;
 pub fn check_identifier(r: &mut Reader, id: &Spanned<String>) -> bool {
     let value = id.value.as_str();
     if value.starts_with("__") {
-        r.error(id.pos, format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."));
+        r.error(
+            id.pos,
+            format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."),
+        );
         return false;
     }
     let mut chars = value.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !first_ok || !rest_ok || value.chars().count() >= MAX_ID_LENGTH {
         r.error(
@@ -61,7 +66,11 @@ impl IdScope {
 
 /// `needs` that name no job, a graph without a start, and every edge that closes a cycle.
 pub fn check_job_graph(r: &mut Reader, jobs: &[Job], jobs_pos: Pos) {
-    let index: HashMap<String, usize> = jobs.iter().enumerate().map(|(i, j)| (j.id.value.to_ascii_lowercase(), i)).collect();
+    let index: HashMap<String, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id.value.to_ascii_lowercase(), i))
+        .collect();
     let mut edges: Vec<Vec<(usize, &Spanned<String>)>> = vec![Vec::new(); jobs.len()];
     for (i, job) in jobs.iter().enumerate() {
         for need in &job.needs {
@@ -69,14 +78,20 @@ pub fn check_job_graph(r: &mut Reader, jobs: &[Job], jobs_pos: Pos) {
                 Some(&target) => edges[i].push((target, need)),
                 None => r.error(
                     need.pos,
-                    format!("Job '{}' depends on unknown job '{}'.", job.id.value, need.value),
+                    format!(
+                        "Job '{}' depends on unknown job '{}'.",
+                        job.id.value, need.value
+                    ),
                 ),
             }
         }
     }
     if !jobs.iter().any(|j| j.needs.is_empty()) {
         let pos = jobs.first().map_or(jobs_pos, |j| j.id.pos);
-        r.error(pos, "The workflow must contain at least one job with no dependencies.");
+        r.error(
+            pos,
+            "The workflow must contain at least one job with no dependencies.",
+        );
         return;
     }
     if is_acyclic(&edges) {

@@ -27,7 +27,15 @@ pub const WORKFLOW_STEPS: StepContexts = StepContexts {
     name: contexts::STEP_NAME,
 };
 
-const COMMON_KEYS: &[&str] = &["name", "id", "if", "continue-on-error", "timeout-minutes", "env", "background"];
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "id",
+    "if",
+    "continue-on-error",
+    "timeout-minutes",
+    "env",
+    "background",
+];
 const RUN_KEYS: &[&str] = &["run", "working-directory", "shell"];
 const USES_KEYS: &[&str] = &["uses", "with"];
 const CONTROL_KEYS: &[&str] = &["wait", "wait-all", "cancel", "parallel"];
@@ -39,9 +47,14 @@ pub fn read_steps(r: &mut Reader, node: &Node) -> Vec<Step> {
 }
 
 pub fn read_steps_with(r: &mut Reader, node: &Node, contexts: &StepContexts) -> Vec<Step> {
-    let Some(items) = r.sequence(node) else { return Vec::new() };
+    let Some(items) = r.sequence(node) else {
+        return Vec::new();
+    };
     let mut scope = IdScope::default();
-    let steps: Vec<Step> = items.iter().filter_map(|item| read_step(r, item, contexts, &mut scope)).collect();
+    let steps: Vec<Step> = items
+        .iter()
+        .filter_map(|item| read_step(r, item, contexts, &mut scope))
+        .collect();
     assign_generated_ids(steps, &mut scope)
 }
 
@@ -54,7 +67,11 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
         id: None,
         effective_id: String::new(),
         name: None,
-        condition: Condition { raw: String::new(), expression: "success()".into(), pos: node.pos },
+        condition: Condition {
+            raw: String::new(),
+            expression: "success()".into(),
+            pos: node.pos,
+        },
         action: StepAction::WaitAll,
         env: Vec::new(),
         continue_on_error: None,
@@ -89,11 +106,19 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             "background" => step.background = r.literal_bool(value).unwrap_or(false),
             "run" => {
                 if has("uses") {
-                    r.error_with_hint(key_node.pos, "Unexpected value 'run'", "a step has either `run` or `uses`, not both");
+                    r.error_with_hint(
+                        key_node.pos,
+                        "Unexpected value 'run'",
+                        "a step has either `run` or `uses`, not both",
+                    );
                 }
                 run = r.template(value, &ctx.string);
             }
-            "shell" => shell = r.non_empty_literal(value).map(|s| crate::model::Template::literal(s.value, s.pos)),
+            "shell" => {
+                shell = r
+                    .non_empty_literal(value)
+                    .map(|s| crate::model::Template::literal(s.value, s.pos))
+            }
             "working-directory" => {
                 if value.as_str() == Some("") {
                     r.unexpected(value);
@@ -114,13 +139,22 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             _ => {
                 let mut inner = IdScope::default();
                 let items = r.sequence(value).unwrap_or_default();
-                let steps = items.iter().filter_map(|item| read_step(r, item, ctx, &mut inner)).collect();
-                control = Some(StepAction::Parallel(assign_generated_ids(steps, &mut inner)));
+                let steps = items
+                    .iter()
+                    .filter_map(|item| read_step(r, item, ctx, &mut inner))
+                    .collect();
+                control = Some(StepAction::Parallel(assign_generated_ids(
+                    steps, &mut inner,
+                )));
             }
         }
     }
     step.action = if has("run") {
-        StepAction::Run { run: run?, shell, working_directory }
+        StepAction::Run {
+            run: run?,
+            shell,
+            working_directory,
+        }
     } else if has("uses") {
         let uses = uses?;
         check_uses(r, &uses);
@@ -154,12 +188,18 @@ fn check_uses(r: &mut Reader, uses: &Spanned<String>) {
             let mut parts = path.split('/');
             let owner = parts.next().unwrap_or_default();
             let repo = parts.next().unwrap_or_default();
-            !owner.is_empty() && !repo.is_empty() && !git_ref.is_empty() && parts.all(|p| !p.is_empty())
+            !owner.is_empty()
+                && !repo.is_empty()
+                && !git_ref.is_empty()
+                && parts.all(|p| !p.is_empty())
         }
         None => false,
     };
     if !valid {
-        r.error(uses.pos, format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{value}'"));
+        r.error(
+            uses.pos,
+            format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{value}'"),
+        );
     }
 }
 
@@ -192,7 +232,15 @@ fn generated_uses_id(uses: &str) -> String {
     } else {
         uses.split_once('@').map_or(uses, |(path, _)| path)
     };
-    let sanitized: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let sanitized: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("__{sanitized}").chars().take(100).collect()
 }
