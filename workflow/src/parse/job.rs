@@ -342,12 +342,9 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
     ) {
         match key {
             "image" => {
-                if value.as_str() == Some("") {
-                    r.unexpected(value);
-                    has_image = true;
-                } else if let Some(image) = r.template(value, context) {
+                has_image = true;
+                if let Some(image) = r.non_empty_template(value, context) {
                     container.image = image;
-                    has_image = true;
                 }
             }
             "options" => container.options = r.template(value, context),
@@ -359,9 +356,9 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
     }
     if !has_image {
         r.error(node.pos, "Container image cannot be empty");
-        return None;
     }
-    Some(container)
+    // An empty or invalid image has been reported; there is no container to run.
+    (!container.image.raw.is_empty()).then_some(container)
 }
 
 fn non_empty_templates(r: &mut Reader, node: &Node, context: &KeyContext) -> Vec<Template> {
@@ -370,13 +367,7 @@ fn non_empty_templates(r: &mut Reader, node: &Node, context: &KeyContext) -> Vec
     };
     items
         .iter()
-        .filter_map(|item| {
-            if item.as_str() == Some("") {
-                r.unexpected(item);
-                return None;
-            }
-            r.template(item, context)
-        })
+        .filter_map(|item| r.non_empty_template(item, context))
         .collect()
 }
 
@@ -391,12 +382,7 @@ fn read_credentials(r: &mut Reader, node: &Node) -> Option<Credentials> {
         password: None,
     };
     for (key, _, value) in r.known_keys(pairs, &["username", "password"]) {
-        let template = if value.as_str() == Some("") {
-            r.unexpected(value);
-            None
-        } else {
-            r.template(value, context)
-        };
+        let template = r.non_empty_template(value, context);
         match key {
             "username" => credentials.username = template,
             _ => credentials.password = template,

@@ -2,8 +2,16 @@
 
 use super::contexts;
 use super::reader::Reader;
-use crate::model::{CallOutput, CallSecret, InputDef, InputType, Param, Spanned, Trigger};
-use crate::yaml::{Node, NodeKind, Resolved};
+use crate::model::{CallOutput, CallSecret, InputDef, InputType, Spanned, Trigger};
+use crate::yaml::{Node, NodeKind};
+
+const PULL_REQUEST_FILTERS: &[&str] = &[
+    "types",
+    "branches",
+    "branches-ignore",
+    "paths",
+    "paths-ignore",
+];
 
 /// The configuration keys each known event accepts (events not listed take none).
 const EVENTS: &[(&str, &[&str])] = &[
@@ -29,29 +37,11 @@ const EVENTS: &[(&str, &[&str])] = &[
     ("project_card", &["types"]),
     ("project_column", &["types"]),
     ("public", &[]),
-    (
-        "pull_request",
-        &[
-            "types",
-            "branches",
-            "branches-ignore",
-            "paths",
-            "paths-ignore",
-        ],
-    ),
+    ("pull_request", PULL_REQUEST_FILTERS),
     ("pull_request_comment", &["types"]),
     ("pull_request_review", &["types"]),
     ("pull_request_review_comment", &["types"]),
-    (
-        "pull_request_target",
-        &[
-            "types",
-            "branches",
-            "branches-ignore",
-            "paths",
-            "paths-ignore",
-        ],
-    ),
+    ("pull_request_target", PULL_REQUEST_FILTERS),
     (
         "push",
         &[
@@ -221,7 +211,7 @@ fn read_dispatch(r: &mut Reader, node: &Node, trigger: &mut Trigger) {
                     }
                 }
                 "required" => input.required = r.literal_bool(value).unwrap_or(false),
-                "default" => input.default = literal_param(r, value),
+                "default" => input.default = r.param(value, &contexts::NONE),
                 _ => {
                     if let Some(items) = r.sequence(value) {
                         input.options = items
@@ -252,29 +242,6 @@ fn input_type(r: &mut Reader, node: &Node, allowed: &[&str]) -> Option<InputType
         r.unexpected(node);
     }
     found
-}
-
-/// An input default: a string, boolean or number scalar with no expressions.
-fn literal_param(r: &mut Reader, node: &Node) -> Option<Param> {
-    match &node.kind {
-        NodeKind::Scalar {
-            resolved: Resolved::String,
-            ..
-        } => r.literal(node).map(|_| Param {
-            value: node.to_value(),
-            template: None,
-            pos: node.pos,
-        }),
-        NodeKind::Scalar { .. } => Some(Param {
-            value: node.to_value(),
-            template: None,
-            pos: node.pos,
-        }),
-        _ => {
-            r.unexpected(node);
-            None
-        }
-    }
 }
 
 fn read_call(r: &mut Reader, node: &Node, trigger: &mut Trigger) {

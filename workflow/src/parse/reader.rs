@@ -194,6 +194,15 @@ impl<'f> Reader<'f> {
         }
     }
 
+    /// A template that may not be empty (GitHub's `non-empty-string` with a context).
+    pub fn non_empty_template(&mut self, node: &Node, context: &KeyContext) -> Option<Template> {
+        if node.as_str() == Some("") {
+            self.unexpected(node);
+            return None;
+        }
+        self.template(node, context)
+    }
+
     /// A string or a sequence of strings, each possibly with expressions.
     pub fn templates(&mut self, node: &Node, context: &KeyContext) -> Vec<Template> {
         match &node.kind {

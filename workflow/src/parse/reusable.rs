@@ -275,30 +275,31 @@ fn check_inputs(
         ));
         return;
     };
+    let input_names: Vec<&str> = trigger
+        .inputs
+        .iter()
+        .map(|i| i.name.value.as_str())
+        .collect();
+    let with: Vec<(&str, Pos)> = call
+        .with
+        .iter()
+        .map(|(n, p)| (n.value.as_str(), p.pos))
+        .collect();
+    report_undefined(file, "input", &with, &input_names, diags);
     for (name, param) in &call.with {
         let Some(input) = trigger
             .inputs
             .iter()
             .find(|i| i.name.value.eq_ignore_ascii_case(&name.value))
         else {
-            diags.push(Diagnostic::error(
-                file,
-                Some(param.pos),
-                format!(
-                    "Invalid input, {} is not defined in the referenced workflow.",
-                    name.value
-                ),
-            ));
             continue;
         };
-        if param.template.is_some() {
-            continue;
-        }
-        let fits = match input.input_type {
-            InputType::Boolean => matches!(param.value, Value::Bool(_)),
-            InputType::Number => matches!(param.value, Value::Number(_)),
-            _ => true,
-        };
+        let fits = param.template.is_some()
+            || match input.input_type {
+                InputType::Boolean => matches!(param.value, Value::Bool(_)),
+                InputType::Number => matches!(param.value, Value::Number(_)),
+                _ => true,
+            };
         if !fits {
             diags.push(Diagnostic::error(
                 file,
@@ -307,59 +308,70 @@ fn check_inputs(
             ));
         }
     }
-    for input in trigger
+    let required: Vec<&str> = trigger
         .inputs
         .iter()
         .filter(|i| i.required && i.default.is_none())
-    {
-        if !call
-            .with
-            .iter()
-            .any(|(n, _)| n.value.eq_ignore_ascii_case(&input.name.value))
-        {
-            diags.push(Diagnostic::error(
-                file,
-                Some(call.uses.pos),
-                format!(
-                    "Input {} is required, but not provided while calling.",
-                    input.name.value
-                ),
-            ));
-        }
-    }
-    let provided = match &call.secrets {
+        .map(|i| i.name.value.as_str())
+        .collect();
+    report_missing(file, "Input", &required, &with, call.uses.pos, diags);
+    let secrets: Vec<(&str, Pos)> = match &call.secrets {
         CallSecrets::Inherit(_) => return,
-        CallSecrets::None => &Vec::new(),
-        CallSecrets::Map(pairs) => pairs,
-    };
-    for (name, value) in provided {
-        if !trigger
-            .secrets
+        CallSecrets::None => Vec::new(),
+        CallSecrets::Map(pairs) => pairs
             .iter()
-            .any(|s| s.name.value.eq_ignore_ascii_case(&name.value))
-        {
+            .map(|(n, t)| (n.value.as_str(), t.pos))
+            .collect(),
+    };
+    let secret_names: Vec<&str> = trigger
+        .secrets
+        .iter()
+        .map(|s| s.name.value.as_str())
+        .collect();
+    report_undefined(file, "secret", &secrets, &secret_names, diags);
+    let required: Vec<&str> = trigger
+        .secrets
+        .iter()
+        .filter(|s| s.required)
+        .map(|s| s.name.value.as_str())
+        .collect();
+    report_missing(file, "Secret", &required, &secrets, call.uses.pos, diags);
+}
+
+/// Values passed (`with:` or `secrets:`) that the callee does not declare.
+fn report_undefined(
+    file: &str,
+    kind: &str,
+    provided: &[(&str, Pos)],
+    declared: &[&str],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (name, pos) in provided {
+        if !declared.iter().any(|d| d.eq_ignore_ascii_case(name)) {
             diags.push(Diagnostic::error(
                 file,
-                Some(value.pos),
-                format!(
-                    "Invalid secret, {} is not defined in the referenced workflow.",
-                    name.value
-                ),
+                Some(*pos),
+                format!("Invalid {kind}, {name} is not defined in the referenced workflow."),
             ));
         }
     }
-    for secret in trigger.secrets.iter().filter(|s| s.required) {
-        if !provided
-            .iter()
-            .any(|(n, _)| n.value.eq_ignore_ascii_case(&secret.name.value))
-        {
+}
+
+/// Required inputs or secrets of the callee that the call does not pass.
+fn report_missing(
+    file: &str,
+    kind: &str,
+    required: &[&str],
+    provided: &[(&str, Pos)],
+    call: Pos,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for name in required {
+        if !provided.iter().any(|(p, _)| p.eq_ignore_ascii_case(name)) {
             diags.push(Diagnostic::error(
                 file,
-                Some(call.uses.pos),
-                format!(
-                    "Secret {} is required, but not provided while calling.",
-                    secret.name.value
-                ),
+                Some(call),
+                format!("{kind} {name} is required, but not provided while calling."),
             ));
         }
     }

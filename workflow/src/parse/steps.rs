@@ -119,13 +119,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
                     .non_empty_literal(value)
                     .map(|s| crate::model::Template::literal(s.value, s.pos))
             }
-            "working-directory" => {
-                if value.as_str() == Some("") {
-                    r.unexpected(value);
-                } else {
-                    working_directory = r.template(value, &ctx.string);
-                }
-            }
+            "working-directory" => working_directory = r.non_empty_template(value, &ctx.string),
             "uses" => uses = r.non_empty_literal(value),
             "with" => with = r.params(value, &ctx.with),
             "wait" => control = Some(StepAction::Wait(r.literal_list(value))),

@@ -90,11 +90,7 @@ pub fn read_concurrency(r: &mut Reader, node: &Node, context: &KeyContext) -> Op
         match key {
             "group" => {
                 has_group = true;
-                if value.as_str() == Some("") {
-                    r.unexpected(value);
-                } else {
-                    group = r.template(value, context);
-                }
+                group = r.non_empty_template(value, context);
             }
             "cancel-in-progress" => cancel_in_progress = r.bool_or_expr(value, context),
             _ => {
@@ -123,12 +119,7 @@ pub fn read_defaults(r: &mut Reader, node: &Node, context: &KeyContext) -> Optio
             continue;
         };
         for (key, _, value) in r.known_keys(run_pairs, &["shell", "working-directory"]) {
-            let template = if value.as_str() == Some("") {
-                r.unexpected(value);
-                None
-            } else {
-                r.template(value, context)
-            };
+            let template = r.non_empty_template(value, context);
             match key {
                 "shell" => defaults.shell = template,
                 _ => defaults.working_directory = template,
