@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use kiln_workflow::yaml::{self, Limits};
 use kiln_workflow::{parse_workflow_with, ParseOptions};
 
 fn generated_workflow(jobs: usize) -> String {
@@ -72,5 +73,13 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The YAML tree alone, to see how the total splits between reading and validating.
+fn bench_yaml(c: &mut Criterion) {
+    let content = generated_workflow(1000);
+    c.bench_function("yaml tree 1000 jobs", |b| {
+        b.iter(|| yaml::parse(black_box(&content), Limits::default()))
+    });
+}
+
+criterion_group!(benches, bench, bench_yaml);
 criterion_main!(benches);

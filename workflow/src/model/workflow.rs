@@ -85,6 +85,20 @@ pub struct InputDef {
     pub options: Vec<String>,
 }
 
+impl InputDef {
+    /// An optional string input without description or default, as GitHub assumes.
+    pub fn new(name: Spanned<String>) -> Self {
+        InputDef {
+            name,
+            description: None,
+            required: false,
+            input_type: InputType::String,
+            default: None,
+            options: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CallOutput {
     pub name: Spanned<String>,

@@ -187,14 +187,7 @@ fn read_dispatch(r: &mut Reader, node: &Node, trigger: &mut Trigger) {
         let Some(name) = r.non_empty_literal(name) else {
             continue;
         };
-        let mut input = InputDef {
-            name,
-            description: None,
-            required: false,
-            input_type: InputType::String,
-            default: None,
-            options: Vec::new(),
-        };
+        let mut input = InputDef::new(name);
         let Some(def_pairs) = r.mapping_or_null(def) else {
             continue;
         };
@@ -267,14 +260,7 @@ fn read_call(r: &mut Reader, node: &Node, trigger: &mut Trigger) {
 
 fn read_call_input(r: &mut Reader, name: Spanned<String>, def: &Node) -> Option<InputDef> {
     let pairs = r.mapping(def)?;
-    let mut input = InputDef {
-        name,
-        description: None,
-        required: false,
-        input_type: InputType::String,
-        default: None,
-        options: Vec::new(),
-    };
+    let mut input = InputDef::new(name);
     let mut has_type = false;
     for (key, _, value) in r.known_keys(pairs, &["description", "type", "required", "default"]) {
         match key {
