@@ -210,3 +210,25 @@ fn resolver_loads_and_checks_callees() {
         ["Secret token is required, but not provided while calling."]
     );
 }
+
+#[test]
+fn non_string_scalars_become_strings_as_github_formats_them() {
+    let content = "on: push\nenv:\n  none: ~\n  yes: true\n  hex: 0x10\n  big: !!float 1587106672383762434\n  inf: .inf\n  on: on\njobs:\n  a:\n    runs-on: x\n    steps: [{run: a}]\n";
+    let workflow = parse_workflow("env.yml", content).value.expect("workflow");
+    let env: Vec<(&str, &str)> = workflow
+        .env
+        .iter()
+        .map(|(k, v)| (k.value.as_str(), v.raw.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("none", ""),
+            ("yes", "true"),
+            ("hex", "16"),
+            ("big", "1.58710667238376E+18"),
+            ("inf", "Infinity"),
+            ("on", "on")
+        ]
+    );
+}

@@ -153,11 +153,22 @@ impl<'f> Reader<'f> {
 
     /// A scalar that may contain expressions using the given contexts.
     pub fn template(&mut self, node: &Node, context: &KeyContext) -> Option<Template> {
-        let Some(raw) = node.as_str() else {
-            self.unexpected(node);
-            return None;
-        };
-        self.template_text(raw, node.pos, context)
+        match &node.kind {
+            NodeKind::Scalar {
+                value,
+                resolved: Resolved::String,
+                ..
+            } => self.template_text(value, node.pos, context),
+            // Null, booleans and numbers become strings as GitHub formats them (`1e3` -> `1000`).
+            NodeKind::Scalar { .. } => Some(Template::literal(
+                node.to_value().to_display_string(),
+                node.pos,
+            )),
+            _ => {
+                self.unexpected(node);
+                None
+            }
+        }
     }
 
     /// Checks a raw string: splitting, directives, and each expression against `context`.
