@@ -1,12 +1,14 @@
 //! GitHub's workflow-parser reader cases: every file whose expected output has errors must
 //! yield an error on each expected line (and column), or with the expected text when GitHub
-//! gives no position; every other file must parse without errors.
+//! gives no position; every other file must parse without errors, with the job ids, names and
+//! conditions and the step ids and conditions GitHub's parsed template shows.
 
 #[path = "support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
 
+use kiln_workflow::model::{JobKind, Workflow};
 use kiln_workflow::yaml::{self, Limits, Node};
 use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions, PermissionsPolicy};
 
@@ -98,11 +100,14 @@ fn run_case(name: &str, text: &str) -> Result<(), String> {
             .join(" | ")
     };
     let Some(expected) = case.expected.get("errors").and_then(|e| e.as_array()) else {
-        return if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("unexpected errors: {}", show(&errors)))
-        };
+        if !errors.is_empty() {
+            return Err(format!("unexpected errors: {}", show(&errors)));
+        }
+        let workflow = result
+            .value
+            .as_ref()
+            .ok_or("no workflow despite no errors")?;
+        return compare_jobs(workflow, &case.expected);
     };
     let mut missing = Vec::new();
     for entry in expected {
@@ -130,6 +135,77 @@ fn run_case(name: &str, text: &str) -> Result<(), String> {
     } else {
         Err(format!("missing {missing:?}; got: {}", show(&errors)))
     }
+}
+
+/// For files GitHub parses, the jobs' ids, names and conditions and their steps' ids and
+/// conditions must be the ones GitHub's parsed template shows.
+fn compare_jobs(workflow: &Workflow, expected: &serde_json::Value) -> Result<(), String> {
+    let Some(jobs) = expected.get("jobs").and_then(|j| j.as_array()) else {
+        return Ok(());
+    };
+    let ours: Vec<&str> = workflow.jobs.iter().map(|j| j.id.value.as_str()).collect();
+    let theirs: Vec<&str> = jobs.iter().filter_map(|j| literal(&j["id"])).collect();
+    if ours != theirs {
+        return Err(format!("job ids {ours:?}, expected {theirs:?}"));
+    }
+    for (job, want) in workflow.jobs.iter().zip(jobs) {
+        let id = &job.id.value;
+        if let Some((line, col)) = source_position(&want["id"]) {
+            if (job.id.pos.line, job.id.pos.col) != (line, col) {
+                return Err(format!(
+                    "job {id}: at {}, expected {line}:{col}",
+                    job.id.pos
+                ));
+            }
+        }
+        if let Some(name) = literal(&want["name"]) {
+            let display = job.display_name();
+            if display.raw != name && !display.has_expressions() {
+                return Err(format!(
+                    "job {id}: name {:?}, expected {name:?}",
+                    display.raw
+                ));
+            }
+        }
+        if let Some(condition) = want["if"]["expr"].as_str() {
+            if job.condition.expression != condition {
+                return Err(format!(
+                    "job {id}: if {:?}, expected {condition:?}",
+                    job.condition.expression
+                ));
+            }
+        }
+        let (JobKind::Steps(steps), Some(want_steps)) = (&job.kind, want["steps"].as_array())
+        else {
+            continue;
+        };
+        let ours: Vec<&str> = steps.iter().map(|s| s.effective_id.as_str()).collect();
+        let theirs: Vec<&str> = want_steps.iter().filter_map(|s| s["id"].as_str()).collect();
+        if ours != theirs {
+            return Err(format!("job {id}: step ids {ours:?}, expected {theirs:?}"));
+        }
+        for (step, want_step) in steps.iter().zip(want_steps) {
+            if let Some(condition) = want_step["if"]["expr"].as_str() {
+                if step.condition.expression != condition {
+                    return Err(format!(
+                        "job {id} step {}: if {:?}, expected {condition:?}",
+                        step.effective_id, step.condition.expression
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A literal in GitHub's template JSON: a plain string, or `{lit, line, col}` with source info.
+fn literal(value: &serde_json::Value) -> Option<&str> {
+    value.as_str().or_else(|| value.get("lit")?.as_str())
+}
+
+fn source_position(value: &serde_json::Value) -> Option<(u32, u32)> {
+    let number = |key: &str| value.get(key)?.as_u64().and_then(|n| u32::try_from(n).ok());
+    Some((number("line")?, number("col")?))
 }
 
 fn main() {
