@@ -100,3 +100,40 @@ fn garbage_never_panics() {
     assert!(parse_workflow("empty.yml", "").has_errors());
     assert!(parse_workflow("bytes.yml", "\u{0}\u{1}\u{7f}").has_errors());
 }
+
+#[test]
+fn a_workflow_calling_itself_stops_at_the_nesting_limit() {
+    let content =
+        "on: workflow_call\njobs:\n  again:\n    uses: me/repo/.github/workflows/self.yml@v1\n";
+    let resolver = |uses: &str| Some((uses.to_string(), content.to_string()));
+    for max in [3, usize::MAX] {
+        let options = kiln_workflow::ParseOptions {
+            resolver: Some(&resolver),
+            max_nested_reusable_depth: max,
+            ..kiln_workflow::ParseOptions::default()
+        };
+        let result = kiln_workflow::parse_workflow_with("self.yml", content, &options);
+        let messages: Vec<&str> = result.errors().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].starts_with("Nested reusable workflow depth exceeded"),
+            "{messages:?}"
+        );
+    }
+}
+
+#[test]
+fn workflows_calling_each_other_twice_do_not_fan_out() {
+    let content = "on: workflow_call\njobs:\n  a:\n    uses: me/repo/.github/workflows/self.yml@v1\n  b:\n    uses: me/repo/.github/workflows/self.yml@v1\n";
+    let resolver = |uses: &str| Some((uses.to_string(), content.to_string()));
+    let options = kiln_workflow::ParseOptions {
+        resolver: Some(&resolver),
+        max_nested_reusable_depth: usize::MAX,
+        max_result_size: usize::MAX,
+        ..kiln_workflow::ParseOptions::default()
+    };
+    let result = kiln_workflow::parse_workflow_with("self.yml", content, &options);
+    assert!(result
+        .errors()
+        .any(|d| d.message == "The workflow may not contain more than 256 jobs"));
+}

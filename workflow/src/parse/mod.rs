@@ -49,7 +49,8 @@ impl Default for ParseOptions<'_> {
             max_depth: 50,
             max_file_size: 1024 * 1024,
             max_result_size: 10 * 1024 * 1024,
-            max_nested_reusable_depth: 4,
+            // GitHub allows ten levels of workflows, the caller included.
+            max_nested_reusable_depth: 10,
             permissions_policy: PermissionsPolicy::LimitedRead,
         }
     }

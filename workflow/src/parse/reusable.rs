@@ -107,9 +107,13 @@ impl Grant {
     }
 }
 
+const MAX_NESTING: usize = 64;
+const MAX_LOADS: usize = 10_000;
+
 struct CallContext<'o, 'a> {
     options: &'o ParseOptions<'a>,
     size: usize,
+    loads: usize,
 }
 
 /// Loads every called workflow (recursively) and checks each call.
@@ -127,6 +131,7 @@ pub fn resolve_calls(
     let mut ctx = CallContext {
         options,
         size: caller_size,
+        loads: 0,
     };
     resolve_level(file, workflow, &allowed_default, 0, &mut ctx, diags);
 }
@@ -151,15 +156,20 @@ fn resolve_level(
         if call.uses.value.is_empty() {
             continue;
         }
-        if depth + 1 > ctx.options.max_nested_reusable_depth {
+        // Recursion is bounded even if a caller asks for no limit and a workflow calls itself.
+        let max_depth = ctx.options.max_nested_reusable_depth.min(MAX_NESTING);
+        if depth + 1 > max_depth {
             diags.push(Diagnostic::error(
                 file,
                 Some(call.uses.pos),
-                format!(
-                    "Nested reusable workflow depth exceeded {}.",
-                    ctx.options.max_nested_reusable_depth
-                ),
+                format!("Nested reusable workflow depth exceeded {max_depth}."),
             ));
+            return;
+        }
+        // Every load adds at least one job, so more loads than jobs allowed already fails the
+        // job limit; stopping here keeps workflows that call each other from fanning out.
+        ctx.loads += 1;
+        if ctx.loads > ctx.options.max_jobs.min(MAX_LOADS) {
             return;
         }
         let Some(resolver) = ctx.options.resolver else {
