@@ -137,3 +137,48 @@ fn workflows_calling_each_other_twice_do_not_fan_out() {
         .errors()
         .any(|d| d.message == "The workflow may not contain more than 256 jobs"));
 }
+
+/// The fuzz seeds, each cut, spliced and with characters swapped, must parse without panics.
+#[test]
+fn mutated_seed_corpus_never_panics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/workflow");
+    let mut seeds: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .collect();
+    seeds.sort();
+    assert!(
+        seeds.len() >= 30,
+        "the seed corpus has {} files",
+        seeds.len()
+    );
+    let swaps = [
+        ':', '-', ' ', '\n', '[', '{', '$', '\'', '"', '#', '&', '!', '|',
+    ];
+    let mut rng = Lcg(11);
+    for seed in &seeds {
+        let _ = parse_workflow("seed.yml", seed);
+        let _ = parse_action("action.yml", seed);
+        let chars: Vec<char> = seed.chars().collect();
+        for _ in 0..40 {
+            let mut mutated = chars.clone();
+            let at = (rng.next() as usize) % mutated.len().max(1);
+            match rng.next() % 3 {
+                0 => mutated.truncate(at),
+                1 => mutated.insert(
+                    at.min(mutated.len()),
+                    swaps[(rng.next() as usize) % swaps.len()],
+                ),
+                _ => {
+                    if at < mutated.len() {
+                        mutated[at] = swaps[(rng.next() as usize) % swaps.len()];
+                    }
+                }
+            }
+            let text: String = mutated.into_iter().collect();
+            let _ = parse_workflow("seed.yml", &text);
+            let _ = parse_action("action.yml", &text);
+        }
+    }
+}
