@@ -5,6 +5,7 @@
 //! `line:col` GitHub would print, and because GitHub's rules (no anchors, case-insensitive
 //! duplicate keys, `yes`/`on` are strings) differ from what general YAML loaders do.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -186,7 +187,9 @@ fn pos_of(span: &Span) -> Pos {
 
 enum Frame {
     Sequence(Vec<Node>, Pos),
-    Mapping(Vec<(Node, Node)>, Pos, Option<Node>),
+    /// The pairs so far, the mapping's position, a key waiting for its value, and the keys
+    /// seen (lower-cased: GitHub compares keys case-insensitively).
+    Mapping(Vec<(Node, Node)>, Pos, Option<Node>, HashSet<String>),
 }
 
 const CORE: &str = "tag:yaml.org,2002:";
@@ -309,7 +312,7 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 stack.push(if is_seq {
                     Frame::Sequence(Vec::new(), pos)
                 } else {
-                    Frame::Mapping(Vec::new(), pos, None)
+                    Frame::Mapping(Vec::new(), pos, None, HashSet::new())
                 });
                 continue;
             }
@@ -321,7 +324,7 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 _ => break,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Mapping(pairs, start, _)) => Node {
+                Some(Frame::Mapping(pairs, start, _, _)) => Node {
                     kind: NodeKind::Mapping(pairs),
                     pos: start,
                 },
@@ -333,7 +336,7 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 root = Some(node);
             }
             Some(Frame::Sequence(items, _)) => items.push(node),
-            Some(Frame::Mapping(pairs, _, pending)) => match pending.take() {
+            Some(Frame::Mapping(pairs, _, pending, seen)) => match pending.take() {
                 None => {
                     if !matches!(node.kind, NodeKind::Scalar { .. }) {
                         errors.push(YamlError {
@@ -345,10 +348,7 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 }
                 Some(key) => {
                     let name = key.as_str().unwrap_or_default();
-                    if pairs
-                        .iter()
-                        .any(|(k, _)| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(name)))
-                    {
+                    if !seen.insert(name.to_ascii_lowercase()) {
                         errors.push(YamlError {
                             message: format!("'{name}' is already defined"),
                             pos: Some(key.pos),

@@ -182,3 +182,41 @@ fn mutated_seed_corpus_never_panics() {
         }
     }
 }
+
+/// Inputs as large as the file-size limit allows stay linear: many keys, steps and a long
+/// dependency cycle.
+#[test]
+fn large_inputs_stay_fast() {
+    let started = std::time::Instant::now();
+    let mut steps = String::from("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n");
+    steps.push_str(&"      - run: echo\n".repeat(20_000));
+    let result = parse_workflow("steps.yml", &steps);
+    assert!(!result.has_errors());
+    let mut env = String::from("on: push\nenv:\n");
+    for i in 0..20_000 {
+        env.push_str(&format!("  K{i}: v\n"));
+    }
+    env.push_str("jobs:\n  a:\n    runs-on: x\n    steps: [{run: a}]\n");
+    assert!(!parse_workflow("env.yml", &env).has_errors());
+    let mut cycle =
+        String::from("on: push\njobs:\n  start:\n    runs-on: x\n    steps: [{run: a}]\n");
+    for i in 0..5_000 {
+        let next = (i + 1) % 5_000;
+        cycle.push_str(&format!(
+            "  j{i}:\n    needs: j{next}\n    runs-on: x\n    steps: [{{run: a}}]\n"
+        ));
+    }
+    let result = parse_workflow("cycle.yml", &cycle);
+    assert_eq!(
+        result
+            .errors()
+            .filter(|d| d.message.contains("creates a cycle"))
+            .count(),
+        5_000
+    );
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -1,6 +1,6 @@
 //! Job and step identifiers: their format, uniqueness, and the job dependency graph.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use super::reader::Reader;
 use crate::model::{Job, Spanned};
@@ -40,6 +40,8 @@ pub fn check_identifier(r: &mut Reader, id: &Spanned<String>) -> bool {
 #[derive(Default)]
 pub struct IdScope {
     used: HashSet<String>,
+    /// The next suffix to try per generated base, so many `__run` steps stay linear.
+    next_suffix: HashMap<String, usize>,
 }
 
 impl IdScope {
@@ -53,14 +55,16 @@ impl IdScope {
         if self.claim(base) {
             return base.to_string();
         }
-        // Bounded: each candidate is new unless claimed, and there are finitely many claims.
-        for n in 2..=self.used.len() + 2 {
+        let mut n = self.next_suffix.get(base).copied().unwrap_or(2);
+        // Bounded: each failed candidate is an id already claimed, and claims are finite.
+        loop {
             let candidate = format!("{base}_{n}");
+            n += 1;
             if self.claim(&candidate) {
+                self.next_suffix.insert(base.to_string(), n);
                 return candidate;
             }
         }
-        base.to_string()
     }
 }
 
@@ -94,12 +98,10 @@ pub fn check_job_graph(r: &mut Reader, jobs: &[Job], jobs_pos: Pos) {
         );
         return;
     }
-    if is_acyclic(&edges) {
-        return;
-    }
+    let components = strongly_connected(&edges);
     for (from, targets) in edges.iter().enumerate() {
         for (to, need) in targets {
-            if reaches(&edges, *to, from) {
+            if components[from] == components[*to] {
                 r.error(
                     need.pos,
                     format!(
@@ -112,40 +114,52 @@ pub fn check_job_graph(r: &mut Reader, jobs: &[Job], jobs_pos: Pos) {
     }
 }
 
-/// Kahn's algorithm: the graph is acyclic when every node can be ordered.
-fn is_acyclic(edges: &[Vec<(usize, &Spanned<String>)>]) -> bool {
-    let mut pending: Vec<usize> = edges.iter().map(Vec::len).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); edges.len()];
-    for (from, targets) in edges.iter().enumerate() {
-        for (to, _) in targets {
-            dependents[*to].push(from);
+/// The strongly connected component of each node (Kosaraju, iterative so that deep graphs
+/// cannot overflow the stack): an edge closes a cycle exactly when both ends share one.
+fn strongly_connected(edges: &[Vec<(usize, &Spanned<String>)>]) -> Vec<usize> {
+    let n = edges.len();
+    let mut order = Vec::with_capacity(n);
+    let mut visited = vec![false; n];
+    for start in 0..n {
+        if visited[start] {
+            continue;
         }
-    }
-    let mut ready: VecDeque<usize> = (0..edges.len()).filter(|&i| pending[i] == 0).collect();
-    let mut ordered = 0;
-    while let Some(node) = ready.pop_front() {
-        ordered += 1;
-        for &dependent in &dependents[node] {
-            pending[dependent] -= 1;
-            if pending[dependent] == 0 {
-                ready.push_back(dependent);
+        visited[start] = true;
+        let mut stack = vec![(start, 0usize)];
+        while let Some((node, next)) = stack.last_mut() {
+            if let Some((target, _)) = edges[*node].get(*next) {
+                *next += 1;
+                if !visited[*target] {
+                    visited[*target] = true;
+                    stack.push((*target, 0));
+                }
+            } else {
+                order.push(*node);
+                stack.pop();
             }
         }
     }
-    ordered == edges.len()
-}
-
-fn reaches(edges: &[Vec<(usize, &Spanned<String>)>], from: usize, to: usize) -> bool {
-    let mut seen = vec![false; edges.len()];
-    let mut queue = VecDeque::from([from]);
-    while let Some(node) = queue.pop_front() {
-        if node == to {
-            return true;
+    let mut reverse: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (from, targets) in edges.iter().enumerate() {
+        for (to, _) in targets {
+            reverse[*to].push(from);
         }
-        if std::mem::replace(&mut seen[node], true) {
+    }
+    let mut component = vec![usize::MAX; n];
+    for (id, &root) in order.iter().rev().enumerate() {
+        if component[root] != usize::MAX {
             continue;
         }
-        queue.extend(edges[node].iter().map(|(t, _)| *t));
+        component[root] = id;
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            for &source in &reverse[node] {
+                if component[source] == usize::MAX {
+                    component[source] = id;
+                    stack.push(source);
+                }
+            }
+        }
     }
-    false
+    component
 }
