@@ -122,3 +122,18 @@ fn diagnostics_serialize_for_json_output() {
     assert_eq!(json["severity"], "error");
     assert_eq!(json["line"], 1);
 }
+
+#[test]
+fn background_step_references_are_checked() {
+    let content = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - id: server\n        run: serve\n        background: true\n      - wait: [server, nowhere]\n      - id: me\n        cancel: me\n      - wait-all: false\n";
+    let found = errors(content);
+    let messages: Vec<(u32, &str)> = found.iter().map(|d| (d.line, d.message.as_str())).collect();
+    assert_eq!(
+        messages,
+        [
+            (9, "Step references unknown step ID 'nowhere'"),
+            (11, "Step 'me' cannot reference itself"),
+            (12, "The value of 'wait-all' must be true or omitted"),
+        ]
+    );
+}

@@ -232,3 +232,27 @@ fn non_string_scalars_become_strings_as_github_formats_them() {
         ]
     );
 }
+
+#[test]
+fn generated_ids_follow_githubs_rules() {
+    let content = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: org/repo/sub/dir@v1\n      - uses: ./local\n      - uses: docker://ghcr.io/o/i:1\n      - uses: org/repo/sub/other@v2\n      - id: __run_x_ok\n        run: a\n";
+    let result = parse_workflow("ids.yml", content);
+    let JobKind::Steps(steps) = &result.value.expect("workflow").jobs[0].kind else {
+        panic!("steps")
+    };
+    let ids: Vec<&str> = steps.iter().map(|s| s.effective_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "__org_repo",
+            "__self",
+            "__ghcr_io_o_i_1",
+            "__org_repo_2",
+            "__run_x_ok"
+        ]
+    );
+    assert_eq!(
+        result.diagnostics[0].message,
+        "The identifier '__run_x_ok' is invalid. IDs starting with '__' are reserved."
+    );
+}

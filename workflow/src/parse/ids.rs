@@ -11,13 +11,6 @@ const MAX_ID_LENGTH: usize = 100;
 /// Reports an invalid job or step id; returns whether it is valid.
 pub fn check_identifier(r: &mut Reader, id: &Spanned<String>) -> bool {
     let value = id.value.as_str();
-    if value.starts_with("__") {
-        r.error(
-            id.pos,
-            format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."),
-        );
-        return false;
-    }
     let mut chars = value.chars();
     let first_ok = chars
         .next()
@@ -30,6 +23,13 @@ pub fn check_identifier(r: &mut Reader, id: &Spanned<String>) -> bool {
                 "The identifier '{value}' is invalid. IDs may only contain alphanumeric characters, '_', and '-'. \
                  IDs must start with a letter or '_' and and must be less than {MAX_ID_LENGTH} characters."
             ),
+        );
+        return false;
+    }
+    if value.starts_with("__") {
+        r.error(
+            id.pos,
+            format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."),
         );
         return false;
     }
@@ -50,21 +50,31 @@ impl IdScope {
         self.used.insert(id.to_ascii_lowercase())
     }
 
-    /// `base`, or `base_2`, `base_3`, ... whichever is free first; claims it.
+    /// `base`, or `base_2`, `base_3`, ... whichever is free first, each cut so that the id
+    /// stays under the length limit; claims it.
     pub fn unique(&mut self, base: &str) -> String {
-        if self.claim(base) {
-            return base.to_string();
+        let fitted = |suffix: &str| -> String {
+            let room = MAX_ID_LENGTH.saturating_sub(suffix.len());
+            base.chars().take(room).chain(suffix.chars()).collect()
+        };
+        let first = fitted("");
+        if self.claim(&first) {
+            return first;
         }
         let mut n = self.next_suffix.get(base).copied().unwrap_or(2);
         // Bounded: each failed candidate is an id already claimed, and claims are finite.
         loop {
-            let candidate = format!("{base}_{n}");
+            let candidate = fitted(&format!("_{n}"));
             n += 1;
             if self.claim(&candidate) {
                 self.next_suffix.insert(base.to_string(), n);
                 return candidate;
             }
         }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.used.contains(&id.to_ascii_lowercase())
     }
 }
 

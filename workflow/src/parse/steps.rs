@@ -122,14 +122,25 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             "working-directory" => working_directory = r.non_empty_template(value, &ctx.string),
             "uses" => uses = r.non_empty_literal(value),
             "with" => with = r.params(value, &ctx.with),
-            "wait" => control = Some(StepAction::Wait(r.literal_list(value))),
+            "wait" => {
+                let targets = r.literal_list(value);
+                for target in &targets {
+                    check_step_reference(r, scope, target, step.id.as_ref());
+                }
+                control = Some(StepAction::Wait(targets));
+            }
             "wait-all" => {
-                if !value.is_null() {
-                    let _ = r.literal_bool(value);
+                if !value.is_null() && r.literal_bool(value) == Some(false) {
+                    r.error(value.pos, "The value of 'wait-all' must be true or omitted");
                 }
                 control = Some(StepAction::WaitAll);
             }
-            "cancel" => control = r.non_empty_literal(value).map(StepAction::Cancel),
+            "cancel" => {
+                if let Some(target) = r.non_empty_literal(value) {
+                    check_step_reference(r, scope, &target, step.id.as_ref());
+                    control = Some(StepAction::Cancel(target));
+                }
+            }
             _ => {
                 let mut inner = IdScope::default();
                 let items = r.sequence(value).unwrap_or_default();
@@ -169,6 +180,32 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
         return None;
     };
     Some(step)
+}
+
+/// `wait` and `cancel` name an earlier step of this job by its id.
+fn check_step_reference(
+    r: &mut Reader,
+    scope: &IdScope,
+    target: &Spanned<String>,
+    own: Option<&Spanned<String>>,
+) {
+    let value = target.value.as_str();
+    if value.starts_with("__") {
+        r.error(
+            target.pos,
+            format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."),
+        );
+    } else if let Some(own) = own.filter(|own| own.value.eq_ignore_ascii_case(value)) {
+        r.error(
+            target.pos,
+            format!("Step '{}' cannot reference itself", own.value),
+        );
+    } else if !scope.contains(value) {
+        r.error(
+            target.pos,
+            format!("Step references unknown step ID '{value}'"),
+        );
+    }
 }
 
 /// `uses:` must name `{owner}/{repo}[/path]@ref`, a `./local` path or a `docker://` image.
@@ -218,14 +255,30 @@ fn assign_generated_ids(mut steps: Vec<Step>, scope: &mut IdScope) -> Vec<Step> 
     steps
 }
 
+/// What a `uses:` step's generated id is made of: the image for `docker://`, `self` for a
+/// local action, `owner/repo` for a repository action, or nothing when the reference is
+/// malformed (the step then counts as a `run`).
 fn generated_uses_id(uses: &str) -> String {
     let name = if let Some(image) = uses.strip_prefix("docker://") {
-        image
+        image.to_string()
     } else if uses.starts_with("./") || uses.starts_with(".\\") {
-        "self"
+        "self".to_string()
     } else {
-        uses.split_once('@').map_or(uses, |(path, _)| path)
+        match uses.split('@').collect::<Vec<_>>().as_slice() {
+            [path, git_ref] if !git_ref.is_empty() => {
+                let segments: Vec<&str> =
+                    path.split(['/', '\\']).filter(|s| !s.is_empty()).collect();
+                match segments.as_slice() {
+                    [owner, repo, ..] => format!("{owner}/{repo}"),
+                    _ => String::new(),
+                }
+            }
+            _ => String::new(),
+        }
     };
+    if name.is_empty() {
+        return "__run".to_string();
+    }
     let sanitized: String = name
         .chars()
         .map(|c| {
@@ -236,5 +289,5 @@ fn generated_uses_id(uses: &str) -> String {
             }
         })
         .collect();
-    format!("__{sanitized}").chars().take(100).collect()
+    format!("__{sanitized}")
 }
