@@ -2,6 +2,7 @@
 
 mod action;
 pub mod contexts;
+mod cron;
 mod expressions;
 mod ids;
 mod job;

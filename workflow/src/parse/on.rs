@@ -1,6 +1,7 @@
 //! `on:`: the events that trigger a workflow, in string, sequence and mapping forms.
 
 use super::contexts;
+use super::cron::{is_valid_cron, INVALID_CRON};
 use super::reader::Reader;
 use crate::model::{CallOutput, CallSecret, InputDef, InputType, Spanned, Trigger};
 use crate::yaml::{Node, NodeKind};
@@ -158,7 +159,14 @@ fn read_schedule(r: &mut Reader, node: &Node) -> Vec<Spanned<String>> {
         };
         let known = r.known_keys(pairs, &["cron", "timezone"]);
         match known.iter().find(|(k, _, _)| *k == "cron") {
-            Some((_, _, value)) => crons.extend(r.non_empty_literal(value)),
+            Some((_, _, value)) => {
+                if let Some(cron) = r.non_empty_literal(value) {
+                    if !is_valid_cron(&cron.value) {
+                        r.error(cron.pos, INVALID_CRON);
+                    }
+                    crons.push(cron);
+                }
+            }
             None => r.error(item.pos, "Required property is missing: cron"),
         }
         if let Some((_, _, tz)) = known.iter().find(|(k, _, _)| *k == "timezone") {
