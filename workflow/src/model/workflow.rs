@@ -188,11 +188,12 @@ pub struct Job {
 }
 
 impl Job {
-    /// The display name: `name:` when given, else the job id.
+    /// The display name: `name:` when given and not empty, else the job id.
     pub fn display_name(&self) -> Template {
-        self.name
-            .clone()
-            .unwrap_or_else(|| Template::literal(self.id.value.clone(), self.id.pos))
+        match &self.name {
+            Some(name) if !name.raw.is_empty() => name.clone(),
+            _ => Template::literal(self.id.value.clone(), self.id.pos),
+        }
     }
 }
 

@@ -354,11 +354,28 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
             _ => container.credentials = read_credentials(r, value),
         }
     }
-    if !has_image {
+    // With expressions the image may come from elsewhere at run time, as GitHub allows.
+    if !has_image && !contains_expression(node) {
         r.error(node.pos, "Container image cannot be empty");
     }
     // An empty or invalid image has been reported; there is no container to run.
     (!container.image.raw.is_empty()).then_some(container)
+}
+
+fn contains_expression(node: &Node) -> bool {
+    let mut stack = vec![node];
+    while let Some(node) = stack.pop() {
+        match &node.kind {
+            NodeKind::Scalar { value, .. } => {
+                if value.contains("${{") {
+                    return true;
+                }
+            }
+            NodeKind::Sequence(items) => stack.extend(items),
+            NodeKind::Mapping(pairs) => stack.extend(pairs.iter().flat_map(|(k, v)| [k, v])),
+        }
+    }
+    false
 }
 
 fn non_empty_templates(r: &mut Reader, node: &Node, context: &KeyContext) -> Vec<Template> {
