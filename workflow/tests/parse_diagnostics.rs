@@ -137,3 +137,19 @@ fn background_step_references_are_checked() {
         ]
     );
 }
+
+#[test]
+fn dispatch_inputs_and_crons_are_checked() {
+    let content = "on:\n  schedule:\n    - cron: '61 * * * *'\n  workflow_dispatch:\n    inputs:\n      pick:\n        type: choice\n      flag:\n        type: boolean\n        default: maybe\n      text:\n        options: [a]\njobs:\n  a:\n    runs-on: x\n    steps: [{run: a}]\n";
+    let found = errors(content);
+    let messages: Vec<(u32, &str)> = found.iter().map(|d| (d.line, d.message.as_str())).collect();
+    assert_eq!(
+        messages,
+        [
+            (3, "Invalid cron expression. Expected format: '* * * * *' (minute hour day month weekday)"),
+            (7, "Missing 'options' for choice input"),
+            (10, "Unexpected value 'maybe'"),
+            (12, "Input type is not 'choice', but 'options' is defined"),
+        ]
+    );
+}

@@ -224,7 +224,31 @@ fn read_dispatch(r: &mut Reader, node: &Node, trigger: &mut Trigger) {
                 }
             }
         }
+        check_dispatch_input(r, &input, def, def_pairs);
         trigger.inputs.push(input);
+    }
+}
+
+/// `choice` inputs need options and only they may have them; a boolean's default is a boolean.
+fn check_dispatch_input(r: &mut Reader, input: &InputDef, def: &Node, pairs: &[(Node, Node)]) {
+    let has_options = pairs.iter().any(|(k, _)| k.as_str() == Some("options"));
+    if input.input_type == InputType::Choice && input.options.is_empty() {
+        r.error(def.pos, "Missing 'options' for choice input");
+    } else if input.input_type != InputType::Choice && has_options {
+        r.error(
+            def.pos,
+            "Input type is not 'choice', but 'options' is defined",
+        );
+    }
+    if let Some(default) = &input.default {
+        if input.input_type == InputType::Boolean
+            && !matches!(default.value, crate::value::Value::Bool(_))
+        {
+            r.error(
+                default.pos,
+                format!("Unexpected value '{}'", default.value.to_display_string()),
+            );
+        }
     }
 }
 
