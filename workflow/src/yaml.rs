@@ -187,9 +187,14 @@ fn pos_of(span: &Span) -> Pos {
 
 enum Frame {
     Sequence(Vec<Node>, Pos),
-    /// The pairs so far, the mapping's position, a key waiting for its value, and the keys
-    /// seen (lower-cased: GitHub compares keys case-insensitively).
-    Mapping(Vec<(Node, Node)>, Pos, Option<Node>, HashSet<String>),
+    /// The pairs so far, the mapping's position, a key waiting for its value, and, once the
+    /// mapping is large, the keys seen (lower-cased: GitHub compares keys case-insensitively).
+    Mapping(
+        Vec<(Node, Node)>,
+        Pos,
+        Option<Node>,
+        Option<HashSet<String>>,
+    ),
 }
 
 const CORE: &str = "tag:yaml.org,2002:";
@@ -312,7 +317,7 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 stack.push(if is_seq {
                     Frame::Sequence(Vec::new(), pos)
                 } else {
-                    Frame::Mapping(Vec::new(), pos, None, HashSet::new())
+                    Frame::Mapping(Vec::new(), pos, None, None)
                 });
                 continue;
             }
@@ -348,7 +353,7 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 }
                 Some(key) => {
                     let name = key.as_str().unwrap_or_default();
-                    if !seen.insert(name.to_ascii_lowercase()) {
+                    if is_duplicate_key(pairs, seen, name) {
                         errors.push(YamlError {
                             message: format!("'{name}' is already defined"),
                             pos: Some(key.pos),
@@ -361,6 +366,31 @@ fn parse_once(source: &str, limits: Limits) -> Document {
         }
     }
     Document { root, errors }
+}
+
+/// Small mappings are searched directly; large ones get an index so that a mapping with
+/// many keys stays linear.
+fn is_duplicate_key(
+    pairs: &[(Node, Node)],
+    index: &mut Option<HashSet<String>>,
+    name: &str,
+) -> bool {
+    const INDEX_FROM: usize = 16;
+    if index.is_none() && pairs.len() >= INDEX_FROM {
+        *index = Some(
+            pairs
+                .iter()
+                .filter_map(|(k, _)| k.as_str())
+                .map(str::to_ascii_lowercase)
+                .collect(),
+        );
+    }
+    match index {
+        Some(seen) => !seen.insert(name.to_ascii_lowercase()),
+        None => pairs
+            .iter()
+            .any(|(k, _)| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(name))),
+    }
 }
 
 fn check_anchor(source: &str, span: &Span, anchor: usize, errors: &mut Vec<YamlError>) {

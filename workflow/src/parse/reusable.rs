@@ -404,7 +404,14 @@ fn job_count(job: &Job) -> usize {
 pub fn result_size(root: &Node, file_name: &str) -> usize {
     const OBJECT: usize = 24;
     const STRING_OVERHEAD: usize = 26;
-    let string_bytes = |s: &str| STRING_OVERHEAD + 2 * s.encode_utf16().count();
+    let utf16_len = |s: &str| {
+        if s.is_ascii() {
+            s.len()
+        } else {
+            s.encode_utf16().count()
+        }
+    };
+    let string_bytes = |s: &str| STRING_OVERHEAD + 2 * utf16_len(s);
     let mut size = string_bytes(file_name);
     let mut stack = vec![root];
     while let Some(node) = stack.pop() {
