@@ -5,6 +5,7 @@
 //! `line:col` GitHub would print, and because GitHub's rules (no anchors, case-insensitive
 //! duplicate keys, `yes`/`on` are strings) differ from what general YAML loaders do.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -293,7 +294,7 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 } else {
                     pos
                 };
-                scalar_node(&value, style, tag.as_deref(), pos, &mut errors)
+                scalar_node(value, style, tag.as_deref(), pos, &mut errors)
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                 check_anchor(source, &span, anchor, &mut errors);
@@ -472,7 +473,7 @@ fn style_name(style: Style) -> &'static str {
 }
 
 fn scalar_node(
-    value: &str,
+    value: Cow<'_, str>,
     style: ScalarStyle,
     tag: Option<&Tag>,
     pos: Pos,
@@ -489,13 +490,13 @@ fn scalar_node(
         pos
     };
     let resolved = match tag {
-        None if style == Style::Plain => resolve_plain(value),
+        None if style == Style::Plain => resolve_plain(&value),
         None => Resolved::String,
-        Some(tag) => resolve_tagged(value, style, &tag_name(tag), pos, errors),
+        Some(tag) => resolve_tagged(&value, style, &tag_name(tag), pos, errors),
     };
     Node {
         kind: NodeKind::Scalar {
-            value: value.to_string(),
+            value: value.into_owned(),
             style,
             resolved,
         },
