@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 #[path = "../../fuzz/common/expression.rs"]
 mod expression;
 
+#[path = "../../fuzz/common/workflow.rs"]
+mod workflow;
+
 fn corpus_files(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/corpus")
@@ -26,6 +29,15 @@ fn expression_corpus_replays_without_panicking() {
     for file in corpus_files("expression") {
         let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let outcome = std::panic::catch_unwind(|| expression::run(&data));
+        assert!(outcome.is_ok(), "fuzz case {} panicked", file.display());
+    }
+}
+
+#[test]
+fn workflow_corpus_replays_without_panicking() {
+    for file in corpus_files("workflow") {
+        let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let outcome = std::panic::catch_unwind(|| workflow::run(&data));
         assert!(outcome.is_ok(), "fuzz case {} panicked", file.display());
     }
 }
