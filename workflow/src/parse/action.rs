@@ -24,14 +24,7 @@ const NODE_VERSIONS: &[&str] = &["node12", "node16", "node20", "node24"];
 
 pub fn parse_action(file_name: &str, content: &str) -> ParseResult<Action> {
     let document = yaml::parse(content, Limits::default());
-    let mut r = Reader::new(file_name);
-    for error in &document.errors {
-        r.diags.push(Diagnostic::error(
-            file_name,
-            error.pos,
-            error.message.clone(),
-        ));
-    }
+    let mut r = Reader::with_yaml_errors(file_name, &document);
     let value = match (&document.root, document.errors.is_empty()) {
         (Some(root), true) => read_action(&mut r, root),
         (None, true) => {

@@ -128,14 +128,7 @@ fn read_workflow_file(
         max_file_size: options.max_file_size,
     };
     let document = yaml::parse(content, limits);
-    let mut reader = Reader::new(file_name);
-    for error in &document.errors {
-        reader.diags.push(Diagnostic::error(
-            file_name,
-            error.pos,
-            error.message.clone(),
-        ));
-    }
+    let mut reader = Reader::with_yaml_errors(file_name, &document);
     let Some(root) = document.root else {
         if document.errors.is_empty() {
             reader.diags.push(Diagnostic::error(

@@ -17,11 +17,14 @@ pub struct Reader<'f> {
 }
 
 impl<'f> Reader<'f> {
-    pub fn new(file: &'f str) -> Self {
-        Reader {
-            file,
-            diags: Vec::new(),
-        }
+    /// A reader that starts with the YAML problems of `document` (whole-file ones unpositioned).
+    pub fn with_yaml_errors(file: &'f str, document: &crate::yaml::Document) -> Self {
+        let diags = document
+            .errors
+            .iter()
+            .map(|e| Diagnostic::error(file, e.pos, e.message.clone()))
+            .collect();
+        Reader { file, diags }
     }
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
