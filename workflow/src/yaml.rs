@@ -246,6 +246,7 @@ fn glued_comment(document: &Document, source: &str) -> Option<usize> {
 }
 
 fn parse_once(source: &str, limits: Limits) -> Document {
+    let total_chars = source.chars().count();
     let mut errors = Vec::new();
     if source.chars().count() > limits.max_file_size {
         errors.push(YamlError {
@@ -287,9 +288,19 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 });
                 Node::scalar("", pos)
             }
-            Event::Scalar(value, style, anchor, tag) => {
+            Event::Scalar(mut value, style, anchor, tag) => {
                 check_anchor(source, &span, anchor, &mut errors);
-                let pos = if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+                let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
+                // A block scalar that runs to the end of a file without a final newline has
+                // no line break to keep; the parser adds one anyway, GitHub does not.
+                if block
+                    && !source.ends_with('\n')
+                    && value.ends_with('\n')
+                    && span.end.index() >= total_chars
+                {
+                    value.to_mut().pop();
+                }
+                let pos = if block {
                     block_indicator(source, pos).unwrap_or(pos)
                 } else {
                     pos
@@ -664,6 +675,15 @@ mod tests {
         assert_eq!(resolve_plain("~"), Resolved::Null);
         assert_eq!(resolve_plain("2001-12-14"), Resolved::String);
         assert_eq!(resolve_plain("1.2.3"), Resolved::String);
+    }
+
+    #[test]
+    fn block_scalar_at_end_of_file() {
+        let root = |text: &str| parse(text, Limits::default()).root.expect("root");
+        let value = |node: Node| node.get("run").and_then(|n| n.as_str().map(str::to_string));
+        assert_eq!(value(root("run: |\n  a\n  b")).as_deref(), Some("a\nb"));
+        assert_eq!(value(root("run: |\n  a\n  b\n")).as_deref(), Some("a\nb\n"));
+        assert_eq!(value(root("run: |\n  a\nx: 1")).as_deref(), Some("a\n"));
     }
 
     #[test]

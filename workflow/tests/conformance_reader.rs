@@ -1,14 +1,16 @@
 //! GitHub's workflow-parser reader cases: every file whose expected output has errors must
 //! yield an error on each expected line (and column), or with the expected text when GitHub
-//! gives no position; every other file must parse without errors, with the job ids, names and
-//! conditions and the step ids and conditions GitHub's parsed template shows.
+//! gives no position; every other file must parse without errors, with the job ids (and their
+//! positions where given), names and conditions, and the step ids, conditions, names, `run`
+//! text (or the expression it makes) and `uses` that GitHub's parsed template shows.
 
 #[path = "support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
 
-use kiln_workflow::model::{JobKind, Workflow};
+use kiln_workflow::expr::template::to_expression_source;
+use kiln_workflow::model::{JobKind, Segment, StepAction, Template, Workflow};
 use kiln_workflow::yaml::{self, Limits, Node};
 use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions, PermissionsPolicy};
 
@@ -185,6 +187,35 @@ fn compare_jobs(workflow: &Workflow, expected: &serde_json::Value) -> Result<(),
             return Err(format!("job {id}: step ids {ours:?}, expected {theirs:?}"));
         }
         for (step, want_step) in steps.iter().zip(want_steps) {
+            match &step.action {
+                StepAction::Run { run, .. } => {
+                    if let Some(problem) = compare_template(run, &want_step["run"]) {
+                        return Err(format!(
+                            "job {id} step {}: run {problem}",
+                            step.effective_id
+                        ));
+                    }
+                }
+                StepAction::Uses { uses, .. } => {
+                    if literal(&want_step["uses"]) != Some(uses.value.as_str()) {
+                        return Err(format!(
+                            "job {id} step {}: uses {:?}, expected {}",
+                            step.effective_id, uses.value, want_step["uses"]
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if let Some(name) = &step.name {
+                if let Some(problem) = compare_template(name, &want_step["name"]) {
+                    return Err(format!(
+                        "job {id} step {}: name {problem}",
+                        step.effective_id
+                    ));
+                }
+            }
+        }
+        for (step, want_step) in steps.iter().zip(want_steps) {
             if let Some(condition) = want_step["if"]["expr"].as_str() {
                 if step.condition.expression != condition {
                     return Err(format!(
@@ -196,6 +227,25 @@ fn compare_jobs(workflow: &Workflow, expected: &serde_json::Value) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// A scalar of GitHub's template JSON against our template: literal text, or the expression
+/// the text and `${{ }}` parts make together.
+fn compare_template(ours: &Template, theirs: &serde_json::Value) -> Option<String> {
+    if let Some(text) = literal(theirs) {
+        let value: String = ours
+            .segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Literal(text) => text.as_str(),
+                Segment::Expression { .. } => "\u{0}",
+            })
+            .collect();
+        return (value != text).then(|| format!("{value:?}, expected {text:?}"));
+    }
+    let expected = theirs.get("expr")?.as_str()?;
+    let source = to_expression_source(&ours.segments);
+    (source.as_deref() != Some(expected)).then(|| format!("{source:?}, expected {expected:?}"))
 }
 
 /// A literal in GitHub's template JSON: a plain string, or `{lit, line, col}` with source info.
