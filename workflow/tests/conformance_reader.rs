@@ -196,13 +196,13 @@ fn compare_jobs(workflow: &Workflow, expected: &serde_json::Value) -> Result<(),
                         ));
                     }
                 }
-                StepAction::Uses { uses, .. } => {
-                    if literal(&want_step["uses"]) != Some(uses.value.as_str()) {
-                        return Err(format!(
-                            "job {id} step {}: uses {:?}, expected {}",
-                            step.effective_id, uses.value, want_step["uses"]
-                        ));
-                    }
+                StepAction::Uses { uses, .. }
+                    if literal(&want_step["uses"]) != Some(uses.value.as_str()) =>
+                {
+                    return Err(format!(
+                        "job {id} step {}: uses {:?}, expected {}",
+                        step.effective_id, uses.value, want_step["uses"]
+                    ));
                 }
                 _ => {}
             }
