@@ -49,7 +49,10 @@ impl Diagnostic {
     }
 
     pub fn warning(file: &str, pos: Option<Pos>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(file, pos, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(file, pos, message)
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Diagnostic {
@@ -62,7 +65,10 @@ impl Diagnostic {
     }
 
     pub fn pos(&self) -> Option<Pos> {
-        (self.line > 0).then_some(Pos { line: self.line, col: self.col })
+        (self.line > 0).then_some(Pos {
+            line: self.line,
+            col: self.col,
+        })
     }
 }
 
@@ -70,7 +76,11 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.col, self.severity, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.file, self.line, self.col, self.severity, self.message
+            )?;
         } else {
             write!(f, "{}: {}: {}", self.file, self.severity, self.message)?;
         }
@@ -99,12 +109,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The closest allowed key to `found`, if it is close enough to be a plausible typo
 /// (`runs_on` -> `runs-on`, `runn` -> `run`).
-pub fn did_you_mean<'a>(found: &str, allowed: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    found: &str,
+    allowed: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let normalized = found.replace('_', "-");
     let limit = (found.chars().count() / 3).clamp(1, 3);
     allowed
         .into_iter()
-        .map(|candidate| (edit_distance(&normalized, candidate).min(edit_distance(found, candidate)), candidate))
+        .map(|candidate| {
+            (
+                edit_distance(&normalized, candidate).min(edit_distance(found, candidate)),
+                candidate,
+            )
+        })
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
@@ -116,7 +134,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(did_you_mean("runs_on", ["runs-on", "needs", "steps"]), Some("runs-on"));
+        assert_eq!(
+            did_you_mean("runs_on", ["runs-on", "needs", "steps"]),
+            Some("runs-on")
+        );
         assert_eq!(did_you_mean("runn", ["run", "uses", "with"]), Some("run"));
         assert_eq!(did_you_mean("zzzzzz", ["run", "uses"]), None);
     }

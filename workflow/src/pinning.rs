@@ -29,7 +29,11 @@ fn check_steps(steps: &[Step], file: &str, found: &mut Vec<Diagnostic>) {
 
 fn check(uses: &Spanned<String>, file: &str, found: &mut Vec<Diagnostic>) {
     let value = uses.value.as_str();
-    if value.is_empty() || value.starts_with("./") || value.starts_with(".\\") || value.starts_with("docker://") {
+    if value.is_empty()
+        || value.starts_with("./")
+        || value.starts_with(".\\")
+        || value.starts_with("docker://")
+    {
         return;
     }
     let git_ref = value.rsplit_once('@').map_or("", |(_, r)| r);

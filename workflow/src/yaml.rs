@@ -5,6 +5,8 @@
 //! `line:col` GitHub would print, and because GitHub's rules (no anchors, case-insensitive
 //! duplicate keys, `yes`/`on` are strings) differ from what general YAML loaders do.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -47,7 +49,11 @@ pub enum Resolved {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
-    Scalar { value: String, style: Style, resolved: Resolved },
+    Scalar {
+        value: String,
+        style: Style,
+        resolved: Resolved,
+    },
     Sequence(Vec<Node>),
     Mapping(Vec<(Node, Node)>),
 }
@@ -60,21 +66,37 @@ pub struct Node {
 
 impl Node {
     pub fn scalar(value: impl Into<String>, pos: Pos) -> Node {
-        Node { kind: NodeKind::Scalar { value: value.into(), style: Style::Plain, resolved: Resolved::String }, pos }
+        Node {
+            kind: NodeKind::Scalar {
+                value: value.into(),
+                style: Style::Plain,
+                resolved: Resolved::String,
+            },
+            pos,
+        }
     }
 
     /// The scalar's text as GitHub converts it to a string: null becomes `""`, booleans and
     /// numbers keep their source spelling except canonical forms below.
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
-            NodeKind::Scalar { resolved: Resolved::Null, .. } => Some(""),
+            NodeKind::Scalar {
+                resolved: Resolved::Null,
+                ..
+            } => Some(""),
             NodeKind::Scalar { value, .. } => Some(value),
             _ => None,
         }
     }
 
     pub fn is_null(&self) -> bool {
-        matches!(self.kind, NodeKind::Scalar { resolved: Resolved::Null, .. })
+        matches!(
+            self.kind,
+            NodeKind::Scalar {
+                resolved: Resolved::Null,
+                ..
+            }
+        )
     }
 
     pub fn resolved(&self) -> Option<Resolved> {
@@ -100,13 +122,18 @@ impl Node {
 
     /// The value under `key` in a mapping (keys compare case-insensitively, as GitHub does).
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_mapping()?.iter().find(|(k, _)| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(key))).map(|(_, v)| v)
+        self.as_mapping()?
+            .iter()
+            .find(|(k, _)| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(key)))
+            .map(|(_, v)| v)
     }
 
     /// Converts to an expression value keeping YAML types; mappings keep key order.
     pub fn to_value(&self) -> Value {
         match &self.kind {
-            NodeKind::Scalar { value, resolved, .. } => match resolved {
+            NodeKind::Scalar {
+                value, resolved, ..
+            } => match resolved {
                 Resolved::Null => Value::Null,
                 Resolved::Bool(b) => Value::Bool(*b),
                 Resolved::Number(n) => Value::Number(*n),
@@ -133,7 +160,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: 50, max_file_size: 1024 * 1024 }
+        Limits {
+            max_depth: 50,
+            max_file_size: 1024 * 1024,
+        }
     }
 }
 
@@ -158,7 +188,14 @@ fn pos_of(span: &Span) -> Pos {
 
 enum Frame {
     Sequence(Vec<Node>, Pos),
-    Mapping(Vec<(Node, Node)>, Pos, Option<Node>),
+    /// The pairs so far, the mapping's position, a key waiting for its value, and, once the
+    /// mapping is large, the keys seen (lower-cased: GitHub compares keys case-insensitively).
+    Mapping(
+        Vec<(Node, Node)>,
+        Pos,
+        Option<Node>,
+        Option<HashSet<String>>,
+    ),
 }
 
 const CORE: &str = "tag:yaml.org,2002:";
@@ -170,7 +207,9 @@ pub fn parse(source: &str, limits: Limits) -> Document {
     // space first; accept the same files by inserting that space and reading again.
     let mut patched = source.to_string();
     for _ in 0..MAX_COMMENT_FIXES {
-        let Some(at) = glued_comment(&document, &patched) else { break };
+        let Some(at) = glued_comment(&document, &patched) else {
+            break;
+        };
         patched.insert(at, ' ');
         let retry = parse_once(&patched, limits);
         if retry.root.is_none() && retry.errors == document.errors {
@@ -182,23 +221,39 @@ pub fn parse(source: &str, limits: Limits) -> Document {
 }
 
 const MAX_COMMENT_FIXES: usize = 16;
-const GLUED_COMMENT: &str = "YAML syntax error: comments must be separated from other tokens by whitespace";
+const GLUED_COMMENT: &str =
+    "YAML syntax error: comments must be separated from other tokens by whitespace";
 
 /// The byte offset of a `#` glued to a flow indicator that made reading fail, if that is why.
 fn glued_comment(document: &Document, source: &str) -> Option<usize> {
-    let error = document.errors.first().filter(|e| e.message == GLUED_COMMENT)?;
+    let error = document
+        .errors
+        .first()
+        .filter(|e| e.message == GLUED_COMMENT)?;
     let pos = error.pos?;
-    let line = source.split('\n').nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
-    let line_start = source.split('\n').take(usize::try_from(pos.line).ok()? - 1).map(|l| l.len() + 1).sum::<usize>();
-    let hash = line.char_indices().find(|(i, c)| *c == '#' && *i > 0 && matches!(line.as_bytes()[i - 1], b']' | b'}'))?;
+    let line = source
+        .split('\n')
+        .nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
+    let line_start = source
+        .split('\n')
+        .take(usize::try_from(pos.line).ok()? - 1)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    let hash = line
+        .char_indices()
+        .find(|(i, c)| *c == '#' && *i > 0 && matches!(line.as_bytes()[i - 1], b']' | b'}'))?;
     Some(line_start + hash.0)
 }
 
 fn parse_once(source: &str, limits: Limits) -> Document {
+    let total_chars = source.chars().count();
     let mut errors = Vec::new();
     if source.chars().count() > limits.max_file_size {
         errors.push(YamlError {
-            message: format!("The maximum file size of {} characters has been exceeded", limits.max_file_size),
+            message: format!(
+                "The maximum file size of {} characters has been exceeded",
+                limits.max_file_size
+            ),
             pos: None,
         });
         return Document { root: None, errors };
@@ -214,7 +269,10 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                     line: u32::try_from(marker.line()).unwrap_or(u32::MAX),
                     col: u32::try_from(marker.col().saturating_add(1)).unwrap_or(u32::MAX),
                 };
-                errors.push(YamlError { message: format!("YAML syntax error: {}", e.info()), pos: Some(pos) });
+                errors.push(YamlError {
+                    message: format!("YAML syntax error: {}", e.info()),
+                    pos: Some(pos),
+                });
                 return Document { root: None, errors };
             }
         };
@@ -224,40 +282,69 @@ fn parse_once(source: &str, limits: Limits) -> Document {
             // Only the first document counts, as for GitHub.
             Event::DocumentEnd | Event::StreamEnd => break,
             Event::Alias(_) => {
-                errors.push(YamlError { message: "Aliases are not currently supported".into(), pos: Some(pos) });
+                errors.push(YamlError {
+                    message: "Aliases are not currently supported".into(),
+                    pos: Some(pos),
+                });
                 Node::scalar("", pos)
             }
-            Event::Scalar(value, style, anchor, tag) => {
+            Event::Scalar(mut value, style, anchor, tag) => {
                 check_anchor(source, &span, anchor, &mut errors);
-                let pos = if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+                let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
+                // A block scalar that runs to the end of a file without a final newline has
+                // no line break to keep; the parser adds one anyway, GitHub does not.
+                if block
+                    && !source.ends_with('\n')
+                    && value.ends_with('\n')
+                    && span.end.index() >= total_chars
+                {
+                    value.to_mut().pop();
+                }
+                let pos = if block {
                     block_indicator(source, pos).unwrap_or(pos)
                 } else {
                     pos
                 };
-                scalar_node(&value, style, tag.as_deref(), pos, &mut errors)
+                scalar_node(value, style, tag.as_deref(), pos, &mut errors)
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                 check_anchor(source, &span, anchor, &mut errors);
                 if let Some(tag) = tag.as_deref() {
                     let name = tag_name(tag);
                     if name != format!("{CORE}seq") && name != format!("{CORE}map") {
-                        errors.push(YamlError { message: format!("Unexpected tag '{name}'"), pos: None });
+                        errors.push(YamlError {
+                            message: format!("Unexpected tag '{name}'"),
+                            pos: None,
+                        });
                     }
                 }
                 if stack.len() >= limits.max_depth {
-                    errors.push(YamlError { message: "Maximum object depth exceeded".into(), pos: None });
+                    errors.push(YamlError {
+                        message: "Maximum object depth exceeded".into(),
+                        pos: None,
+                    });
                     return Document { root: None, errors };
                 }
                 let is_seq = matches!(event, Event::SequenceStart(..));
-                stack.push(if is_seq { Frame::Sequence(Vec::new(), pos) } else { Frame::Mapping(Vec::new(), pos, None) });
+                stack.push(if is_seq {
+                    Frame::Sequence(Vec::new(), pos)
+                } else {
+                    Frame::Mapping(Vec::new(), pos, None, None)
+                });
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Sequence(items, start)) => Node { kind: NodeKind::Sequence(items), pos: start },
+                Some(Frame::Sequence(items, start)) => Node {
+                    kind: NodeKind::Sequence(items),
+                    pos: start,
+                },
                 _ => break,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Mapping(pairs, start, _)) => Node { kind: NodeKind::Mapping(pairs), pos: start },
+                Some(Frame::Mapping(pairs, start, _, _)) => Node {
+                    kind: NodeKind::Mapping(pairs),
+                    pos: start,
+                },
                 _ => break,
             },
         };
@@ -266,17 +353,23 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 root = Some(node);
             }
             Some(Frame::Sequence(items, _)) => items.push(node),
-            Some(Frame::Mapping(pairs, _, pending)) => match pending.take() {
+            Some(Frame::Mapping(pairs, _, pending, seen)) => match pending.take() {
                 None => {
                     if !matches!(node.kind, NodeKind::Scalar { .. }) {
-                        errors.push(YamlError { message: "A mapping key must be a scalar".into(), pos: Some(node.pos) });
+                        errors.push(YamlError {
+                            message: "A mapping key must be a scalar".into(),
+                            pos: Some(node.pos),
+                        });
                     }
                     *pending = Some(node);
                 }
                 Some(key) => {
                     let name = key.as_str().unwrap_or_default();
-                    if pairs.iter().any(|(k, _)| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(name))) {
-                        errors.push(YamlError { message: format!("'{name}' is already defined"), pos: Some(key.pos) });
+                    if is_duplicate_key(pairs, seen, name) {
+                        errors.push(YamlError {
+                            message: format!("'{name}' is already defined"),
+                            pos: Some(key.pos),
+                        });
                     } else {
                         pairs.push((key, node));
                     }
@@ -285,6 +378,31 @@ fn parse_once(source: &str, limits: Limits) -> Document {
         }
     }
     Document { root, errors }
+}
+
+/// Small mappings are searched directly; large ones get an index so that a mapping with
+/// many keys stays linear.
+fn is_duplicate_key(
+    pairs: &[(Node, Node)],
+    index: &mut Option<HashSet<String>>,
+    name: &str,
+) -> bool {
+    const INDEX_FROM: usize = 16;
+    if index.is_none() && pairs.len() >= INDEX_FROM {
+        *index = Some(
+            pairs
+                .iter()
+                .filter_map(|(k, _)| k.as_str())
+                .map(str::to_ascii_lowercase)
+                .collect(),
+        );
+    }
+    match index {
+        Some(seen) => !seen.insert(name.to_ascii_lowercase()),
+        None => pairs
+            .iter()
+            .any(|(k, _)| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(name))),
+    }
 }
 
 fn check_anchor(source: &str, span: &Span, anchor: usize, errors: &mut Vec<YamlError>) {
@@ -297,9 +415,16 @@ fn check_anchor(source: &str, span: &Span, anchor: usize, errors: &mut Vec<YamlE
         .nth(span.start.index())
         .and_then(|(i, _)| source.get(i..))
         .and_then(|rest| rest.strip_prefix('&'))
-        .map(|rest| rest.chars().take_while(|c| !c.is_whitespace() && !",[]{}".contains(*c)).collect::<String>())
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| !c.is_whitespace() && !",[]{}".contains(*c))
+                .collect::<String>()
+        })
         .unwrap_or_default();
-    errors.push(YamlError { message: format!("Anchors are not currently supported. Remove the anchor '{name}'"), pos: None });
+    errors.push(YamlError {
+        message: format!("Anchors are not currently supported. Remove the anchor '{name}'"),
+        pos: None,
+    });
 }
 
 /// GitHub places a block scalar at its `|` or `>` indicator, while the parser reports where its
@@ -317,12 +442,17 @@ fn block_indicator(source: &str, content: Pos) -> Option<Pos> {
         Some(at) => &line[..at],
         None => line,
     };
-    let indicator = without_comment.trim_end().trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
+    let indicator = without_comment
+        .trim_end()
+        .trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
     if !(indicator.ends_with('|') || indicator.ends_with('>')) {
         return None;
     }
     let col = indicator.chars().count();
-    Some(Pos { line: u32::try_from(index + 1).ok()?, col: u32::try_from(col).ok()? })
+    Some(Pos {
+        line: u32::try_from(index + 1).ok()?,
+        col: u32::try_from(col).ok()?,
+    })
 }
 
 fn tag_name(tag: &Tag) -> String {
@@ -353,28 +483,60 @@ fn style_name(style: Style) -> &'static str {
     }
 }
 
-fn scalar_node(value: &str, style: ScalarStyle, tag: Option<&Tag>, pos: Pos, errors: &mut Vec<YamlError>) -> Node {
+fn scalar_node(
+    value: Cow<'_, str>,
+    style: ScalarStyle,
+    tag: Option<&Tag>,
+    pos: Pos,
+    errors: &mut Vec<YamlError>,
+) -> Node {
     let style = style_of(style);
     // An empty plain scalar (`key:` with nothing after) sits just after the colon for GitHub.
-    let pos = if style == Style::Plain && value.is_empty() { Pos { col: pos.col.saturating_add(1), ..pos } } else { pos };
-    let resolved = match tag {
-        None if style == Style::Plain => resolve_plain(value),
-        None => Resolved::String,
-        Some(tag) => resolve_tagged(value, style, &tag_name(tag), pos, errors),
+    let pos = if style == Style::Plain && value.is_empty() {
+        Pos {
+            col: pos.col.saturating_add(1),
+            ..pos
+        }
+    } else {
+        pos
     };
-    Node { kind: NodeKind::Scalar { value: value.to_string(), style, resolved }, pos }
+    let resolved = match tag {
+        None if style == Style::Plain => resolve_plain(&value),
+        None => Resolved::String,
+        Some(tag) => resolve_tagged(&value, style, &tag_name(tag), pos, errors),
+    };
+    Node {
+        kind: NodeKind::Scalar {
+            value: value.into_owned(),
+            style,
+            resolved,
+        },
+        pos,
+    }
 }
 
-fn resolve_tagged(value: &str, style: Style, name: &str, pos: Pos, errors: &mut Vec<YamlError>) -> Resolved {
+fn resolve_tagged(
+    value: &str,
+    style: Style,
+    name: &str,
+    pos: Pos,
+    errors: &mut Vec<YamlError>,
+) -> Resolved {
     let Some(short) = name.strip_prefix(CORE) else {
-        errors.push(YamlError { message: format!("Unexpected tag '{name}'"), pos: None });
+        errors.push(YamlError {
+            message: format!("Unexpected tag '{name}'"),
+            pos: None,
+        });
         return Resolved::String;
     };
     if short == "str" {
         return Resolved::String;
     }
     if !matches!(short, "null" | "bool" | "int" | "float") {
-        errors.push(YamlError { message: format!("Unexpected tag '{name}'"), pos: None });
+        errors.push(YamlError {
+            message: format!("Unexpected tag '{name}'"),
+            pos: None,
+        });
         return Resolved::String;
     }
     if style != Style::Plain {
@@ -393,7 +555,9 @@ fn resolve_tagged(value: &str, style: Style, name: &str, pos: Pos, errors: &mut 
     let fits = matches!(
         (short, resolved),
         ("null", Resolved::Null) | ("bool", Resolved::Bool(_)) | ("float", Resolved::Number(_))
-    ) || (short == "int" && matches!(resolved, Resolved::Number(_)) && parse_int(value).is_some());
+    ) || (short == "int"
+        && matches!(resolved, Resolved::Number(_))
+        && parse_int(value).is_some());
     if !fits {
         errors.push(YamlError {
             message: format!(
@@ -429,7 +593,12 @@ fn parse_int(value: &str) -> Option<f64> {
         if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
             return None;
         }
-        Some(digits.chars().filter_map(|c| c.to_digit(radix)).fold(0.0, |acc, d| acc * f64::from(radix) + f64::from(d)))
+        Some(
+            digits
+                .chars()
+                .filter_map(|c| c.to_digit(radix))
+                .fold(0.0, |acc, d| acc * f64::from(radix) + f64::from(d)),
+        )
     };
     if let Some(hex) = value.strip_prefix("0x") {
         return digits_to_f64(hex, 16);
@@ -455,7 +624,11 @@ fn parse_float(value: &str) -> Option<f64> {
         _ => (false, value),
     };
     if matches!(body, ".inf" | ".Inf" | ".INF") {
-        return Some(if negative { f64::NEG_INFINITY } else { f64::INFINITY });
+        return Some(if negative {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        });
     }
     if matches!(value, ".nan" | ".NaN" | ".NAN") {
         return Some(f64::NAN);
@@ -470,7 +643,10 @@ fn parse_float(value: &str) -> Option<f64> {
         None => (mantissa, ""),
     };
     let all_digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
-    if int_part.is_empty() && frac_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
+    if int_part.is_empty() && frac_part.is_empty()
+        || !all_digits(int_part)
+        || !all_digits(frac_part)
+    {
         return None;
     }
     if let Some(exp) = exponent {
@@ -479,7 +655,9 @@ fn parse_float(value: &str) -> Option<f64> {
             return None;
         }
     }
-    body.parse::<f64>().ok().map(|n| if negative { -n } else { n })
+    body.parse::<f64>()
+        .ok()
+        .map(|n| if negative { -n } else { n })
 }
 
 #[cfg(test)]
@@ -500,12 +678,24 @@ mod tests {
     }
 
     #[test]
+    fn block_scalar_at_end_of_file() {
+        let root = |text: &str| parse(text, Limits::default()).root.expect("root");
+        let value = |node: Node| node.get("run").and_then(|n| n.as_str().map(str::to_string));
+        assert_eq!(value(root("run: |\n  a\n  b")).as_deref(), Some("a\nb"));
+        assert_eq!(value(root("run: |\n  a\n  b\n")).as_deref(), Some("a\nb\n"));
+        assert_eq!(value(root("run: |\n  a\nx: 1")).as_deref(), Some("a\n"));
+    }
+
+    #[test]
     fn positions_and_duplicates() {
         let doc = parse("a: 1\nb:\n  c: x\na: 2\n", Limits::default());
         assert_eq!(doc.errors.len(), 1);
         assert_eq!(doc.errors[0].message, "'a' is already defined");
         assert_eq!(doc.errors[0].pos, Some(Pos { line: 4, col: 1 }));
         let root = doc.root.expect("root");
-        assert_eq!(root.get("b").and_then(|b| b.get("c")).map(|c| c.pos), Some(Pos { line: 3, col: 6 }));
+        assert_eq!(
+            root.get("b").and_then(|b| b.get("c")).map(|c| c.pos),
+            Some(Pos { line: 3, col: 6 })
+        );
     }
 }

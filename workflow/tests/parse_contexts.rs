@@ -9,15 +9,23 @@ use std::collections::BTreeSet;
 use kiln_workflow::parse::contexts::{self, KeyContext};
 
 fn schema(name: &str) -> serde_json::Value {
-    let path = support::conformance_dir().join("languageservices/workflow-parser/src").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let path = support::conformance_dir()
+        .join("languageservices/workflow-parser/src")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
 fn ours(context: &KeyContext) -> BTreeSet<String> {
-    let mut entries: BTreeSet<String> = context.named_values.iter().map(|n| n.to_string()).collect();
+    let mut entries: BTreeSet<String> =
+        context.named_values.iter().map(|n| n.to_string()).collect();
     for f in context.functions {
-        let max = if f.max_args == usize::MAX { "MAX".to_string() } else { f.max_args.to_string() };
+        let max = if f.max_args == usize::MAX {
+            "MAX".to_string()
+        } else {
+            f.max_args.to_string()
+        };
         entries.insert(format!("{}({},{max})", f.name, f.min_args));
     }
     entries
@@ -29,7 +37,13 @@ fn schema_contexts(schema: &serde_json::Value) -> Vec<(String, BTreeSet<String>)
         .iter()
         .filter_map(|(name, def)| {
             let entries = def.get("context")?.as_array()?;
-            Some((name.clone(), entries.iter().filter_map(|e| e.as_str().map(str::to_string)).collect()))
+            Some((
+                name.clone(),
+                entries
+                    .iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect(),
+            ))
         })
         .collect()
 }
@@ -42,7 +56,11 @@ fn cross_check(file: &str, table: &[KeyContext]) {
             .iter()
             .find(|c| c.definition == definition)
             .unwrap_or_else(|| panic!("{file}: no table for definition '{definition}'"));
-        assert_eq!(&ours(context), expected, "{file}: contexts of '{definition}' differ");
+        assert_eq!(
+            &ours(context),
+            expected,
+            "{file}: contexts of '{definition}' differ"
+        );
     }
     for context in table {
         assert!(

@@ -80,14 +80,28 @@ fn parse() -> Workflow {
 fn triggers_and_workflow_keys() {
     let workflow = parse();
     assert_eq!(workflow.name.as_ref().map(|n| n.value.as_str()), Some("CI"));
-    assert!(workflow.run_name.as_ref().is_some_and(|t| t.has_expressions()));
+    assert!(workflow
+        .run_name
+        .as_ref()
+        .is_some_and(|t| t.has_expressions()));
     let events: Vec<&str> = workflow.on.iter().map(|t| t.event.value.as_str()).collect();
-    assert_eq!(events, ["push", "pull_request", "schedule", "workflow_dispatch"]);
-    assert_eq!(workflow.on[0].branches.as_ref().map(|b| b[0].value.as_str()), Some("main"));
+    assert_eq!(
+        events,
+        ["push", "pull_request", "schedule", "workflow_dispatch"]
+    );
+    assert_eq!(
+        workflow.on[0]
+            .branches
+            .as_ref()
+            .map(|b| b[0].value.as_str()),
+        Some("main")
+    );
     assert_eq!(workflow.on[1].types.len(), 2);
     assert_eq!(workflow.on[2].crons[0].value, "0 3 * * *");
     assert_eq!(workflow.on[3].inputs[0].options, ["low", "high"]);
-    assert!(matches!(&workflow.permissions, Some(Permissions::Scopes(scopes, _)) if scopes.len() == 1));
+    assert!(
+        matches!(&workflow.permissions, Some(Permissions::Scopes(scopes, _)) if scopes.len() == 1)
+    );
     assert!(matches!(
         &workflow.concurrency,
         Some(Concurrency::Mapping { cancel_in_progress: Some(MaybeExpr::Literal(b)), .. }) if b.value
@@ -104,12 +118,20 @@ fn jobs_keep_matrix_container_services_and_positions() {
     assert_eq!(test.condition.expression, "success()");
     let strategy = test.strategy.as_ref().expect("strategy");
     assert!(matches!(strategy.fail_fast, Some(MaybeExpr::Literal(ref b)) if !b.value));
-    let Some(Matrix::Mapping { value, .. }) = &strategy.matrix else { panic!("matrix mapping") };
-    let Value::Object(matrix) = value else { panic!("object") };
+    let Some(Matrix::Mapping { value, .. }) = &strategy.matrix else {
+        panic!("matrix mapping")
+    };
+    let Value::Object(matrix) = value else {
+        panic!("object")
+    };
     let keys: Vec<&String> = matrix.iter().map(|(k, _)| k).collect();
     assert_eq!(keys, ["os", "node", "include"]);
-    assert!(matches!(matrix.get("node"), Some(Value::Array(items)) if matches!(items[0], Value::Number(n) if n == 18.0)));
-    assert!(matches!(&test.runs_on, Some(RunsOn::Expr(t)) if t.single_expression() == Some("matrix.os")));
+    assert!(
+        matches!(matrix.get("node"), Some(Value::Array(items)) if matches!(items[0], Value::Number(n) if n == 18.0))
+    );
+    assert!(
+        matches!(&test.runs_on, Some(RunsOn::Expr(t)) if t.single_expression() == Some("matrix.os"))
+    );
     let container = test.container.as_ref().expect("container");
     assert_eq!(container.image.raw, "node:20");
     assert_eq!(test.services[0].0.value, "redis");
@@ -119,16 +141,33 @@ fn jobs_keep_matrix_container_services_and_positions() {
 #[test]
 fn steps_have_generated_ids_conditions_and_typed_inputs() {
     let workflow = parse();
-    let JobKind::Steps(steps) = &workflow.job("test").expect("job").kind else { panic!("steps job") };
+    let JobKind::Steps(steps) = &workflow.job("test").expect("job").kind else {
+        panic!("steps job")
+    };
     let ids: Vec<&str> = steps.iter().map(|s| s.effective_id.as_str()).collect();
-    assert_eq!(ids, ["__actions_checkout", "__run", "__run_2", "__actions_setup-node"]);
-    assert_eq!(steps[2].condition.expression, "success() && (matrix.node == 20)");
+    assert_eq!(
+        ids,
+        [
+            "__actions_checkout",
+            "__run",
+            "__run_2",
+            "__actions_setup-node"
+        ]
+    );
+    assert_eq!(
+        steps[2].condition.expression,
+        "success() && (matrix.node == 20)"
+    );
     assert_eq!(steps[2].condition.pos, Pos { line: 49, col: 13 });
-    let StepAction::Uses { with, .. } = &steps[3].action else { panic!("uses step") };
+    let StepAction::Uses { with, .. } = &steps[3].action else {
+        panic!("uses step")
+    };
     assert!(with[0].1.template.is_some());
     assert!(matches!(with[1].1.value, Value::String(ref s) if &**s == "npm"));
     assert!(matches!(with[2].1.value, Value::Bool(true)));
-    let StepAction::Run { shell, .. } = &steps[1].action else { panic!("run step") };
+    let StepAction::Run { shell, .. } = &steps[1].action else {
+        panic!("run step")
+    };
     assert_eq!(shell.as_ref().map(|s| s.raw.as_str()), Some("bash"));
 }
 
@@ -137,7 +176,9 @@ fn reusable_job_with_inherited_secrets() {
     let workflow = parse();
     let deploy = workflow.job("deploy").expect("job deploy");
     assert_eq!(deploy.needs[0].value, "test");
-    let JobKind::Call(call) = &deploy.kind else { panic!("call job") };
+    let JobKind::Call(call) = &deploy.kind else {
+        panic!("call job")
+    };
     assert_eq!(call.uses.value, "./.github/workflows/deploy.yml");
     assert!(matches!(call.secrets, CallSecrets::Inherit(_)));
     assert!(call.callee.is_none(), "no resolver, no callee");
@@ -146,16 +187,72 @@ fn reusable_job_with_inherited_secrets() {
 #[test]
 fn resolver_loads_and_checks_callees() {
     let callee = "on:\n  workflow_call:\n    inputs:\n      environment:\n        type: string\n        required: true\n    secrets:\n      token:\n        required: true\njobs:\n  go:\n    runs-on: x\n    steps: [{run: a}]\n";
-    let resolver = |uses: &str| (uses == "./.github/workflows/deploy.yml").then(|| (uses.to_string(), callee.to_string()));
-    let options = ParseOptions { resolver: Some(&resolver), ..ParseOptions::default() };
+    let resolver = |uses: &str| {
+        (uses == "./.github/workflows/deploy.yml").then(|| (uses.to_string(), callee.to_string()))
+    };
+    let options = ParseOptions {
+        resolver: Some(&resolver),
+        ..ParseOptions::default()
+    };
     let result = parse_workflow_with("ci.yml", CI, &options);
     assert!(!result.has_errors(), "{:?}", result.diagnostics);
     let workflow = result.value.expect("workflow");
-    let JobKind::Call(call) = &workflow.job("deploy").expect("job").kind else { panic!("call job") };
+    let JobKind::Call(call) = &workflow.job("deploy").expect("job").kind else {
+        panic!("call job")
+    };
     assert_eq!(call.callee.as_ref().map(|c| c.jobs.len()), Some(1));
 
     let missing = CI.replace("    secrets: inherit\n", "");
     let result = parse_workflow_with("ci.yml", &missing, &options);
     let messages: Vec<&str> = result.errors().map(|d| d.message.as_str()).collect();
-    assert_eq!(messages, ["Secret token is required, but not provided while calling."]);
+    assert_eq!(
+        messages,
+        ["Secret token is required, but not provided while calling."]
+    );
+}
+
+#[test]
+fn non_string_scalars_become_strings_as_github_formats_them() {
+    let content = "on: push\nenv:\n  none: ~\n  yes: true\n  hex: 0x10\n  big: !!float 1587106672383762434\n  inf: .inf\n  on: on\njobs:\n  a:\n    runs-on: x\n    steps: [{run: a}]\n";
+    let workflow = parse_workflow("env.yml", content).value.expect("workflow");
+    let env: Vec<(&str, &str)> = workflow
+        .env
+        .iter()
+        .map(|(k, v)| (k.value.as_str(), v.raw.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("none", ""),
+            ("yes", "true"),
+            ("hex", "16"),
+            ("big", "1.58710667238376E+18"),
+            ("inf", "Infinity"),
+            ("on", "on")
+        ]
+    );
+}
+
+#[test]
+fn generated_ids_follow_githubs_rules() {
+    let content = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: org/repo/sub/dir@v1\n      - uses: ./local\n      - uses: docker://ghcr.io/o/i:1\n      - uses: org/repo/sub/other@v2\n      - id: __run_x_ok\n        run: a\n";
+    let result = parse_workflow("ids.yml", content);
+    let JobKind::Steps(steps) = &result.value.expect("workflow").jobs[0].kind else {
+        panic!("steps")
+    };
+    let ids: Vec<&str> = steps.iter().map(|s| s.effective_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "__org_repo",
+            "__self",
+            "__ghcr_io_o_i_1",
+            "__org_repo_2",
+            "__run_x_ok"
+        ]
+    );
+    assert_eq!(
+        result.diagnostics[0].message,
+        "The identifier '__run_x_ok' is invalid. IDs starting with '__' are reserved."
+    );
 }

@@ -156,21 +156,34 @@ impl Evaluator<'_> {
         let value = match function {
             Function::Case => return self.case(args),
             Function::Builtin(builtin) => {
-                let values = self.eval_all(args)?;
-                self.builtin(*builtin, &values)?
+                self.with_args(args, |this, values| this.builtin(*builtin, values))?
             }
-            Function::Extension(name) => {
-                let values = self.eval_all(args)?;
-                self.ctx
-                    .call(name, &values)
-                    .map_err(ExprError::evaluation)?
-            }
+            Function::Extension(name) => self.with_args(args, |this, values| {
+                this.ctx.call(name, values).map_err(ExprError::evaluation)
+            })?,
         };
         Ok(Evaluated::plain(value))
     }
 
-    fn eval_all(&mut self, args: &[Node]) -> Result<Vec<Value>, ExprError> {
-        args.iter().map(|a| Ok(self.eval(a)?.value)).collect()
+    /// Evaluates call arguments, on the stack for the usual one to three, so that a typical
+    /// condition evaluates without touching the allocator.
+    fn with_args<R>(
+        &mut self,
+        args: &[Node],
+        then: impl FnOnce(&mut Self, &[Value]) -> Result<R, ExprError>,
+    ) -> Result<R, ExprError> {
+        if args.len() <= 3 {
+            let mut values = [Value::Null, Value::Null, Value::Null];
+            for (slot, arg) in values.iter_mut().zip(args) {
+                *slot = self.eval(arg)?.value;
+            }
+            return then(self, &values[..args.len()]);
+        }
+        let values = args
+            .iter()
+            .map(|a| Ok(self.eval(a)?.value))
+            .collect::<Result<Vec<_>, ExprError>>()?;
+        then(self, &values)
     }
 
     /// Arity was checked at parse time, so the arguments are there.

@@ -239,3 +239,6 @@ impl Expr {
             .is_some_and(parser::Node::calls_status_function)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -198,3 +198,7 @@ pub fn rewrite_condition(source: &str, allowed: &Allowed) -> Result<String, Expr
         Ok(format!("success() && ({source})"))
     }
 }
+
+#[cfg(test)]
+#[path = "template_tests.rs"]
+mod tests;

@@ -33,7 +33,9 @@ pub struct ActionOutput {
 
 #[derive(Debug, Clone)]
 pub enum Runs {
-    Composite { steps: Vec<Step> },
+    Composite {
+        steps: Vec<Step>,
+    },
     Docker(DockerRuns),
     /// `node12`, `node16`, `node20`, `node24`: `using` keeps which.
     Node(NodeRuns),

@@ -42,7 +42,9 @@ impl Template {
     }
 
     pub fn has_expressions(&self) -> bool {
-        self.segments.iter().any(|s| matches!(s, Segment::Expression { .. }))
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Expression { .. }))
     }
 
     /// The expression when the whole value is one `${{ }}` (its result keeps its type).

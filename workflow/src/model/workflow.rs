@@ -17,7 +17,9 @@ pub struct Workflow {
 
 impl Workflow {
     pub fn job(&self, id: &str) -> Option<&Job> {
-        self.jobs.iter().find(|j| j.id.value.eq_ignore_ascii_case(id))
+        self.jobs
+            .iter()
+            .find(|j| j.id.value.eq_ignore_ascii_case(id))
     }
 
     /// The `on.workflow_call` trigger, when this workflow can be called.
@@ -83,6 +85,20 @@ pub struct InputDef {
     pub options: Vec<String>,
 }
 
+impl InputDef {
+    /// An optional string input without description or default, as GitHub assumes.
+    pub fn new(name: Spanned<String>) -> Self {
+        InputDef {
+            name,
+            description: None,
+            required: false,
+            input_type: InputType::String,
+            default: None,
+            options: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CallOutput {
     pub name: Spanned<String>,
@@ -108,7 +124,10 @@ pub struct RunDefaults {
 pub enum Concurrency {
     /// `concurrency: group-name` or a whole-value expression.
     Group(Template),
-    Mapping { group: Template, cancel_in_progress: Option<MaybeExpr<bool>> },
+    Mapping {
+        group: Template,
+        cancel_in_progress: Option<MaybeExpr<bool>>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -169,9 +188,12 @@ pub struct Job {
 }
 
 impl Job {
-    /// The display name: `name:` when given, else the job id.
+    /// The display name: `name:` when given and not empty, else the job id.
     pub fn display_name(&self) -> Template {
-        self.name.clone().unwrap_or_else(|| Template::literal(self.id.value.clone(), self.id.pos))
+        match &self.name {
+            Some(name) if !name.raw.is_empty() => name.clone(),
+            _ => Template::literal(self.id.value.clone(), self.id.pos),
+        }
     }
 }
 
@@ -201,7 +223,10 @@ pub enum CallSecrets {
 #[derive(Debug, Clone)]
 pub enum RunsOn {
     Labels(Vec<Template>),
-    Group { group: Option<Template>, labels: Vec<Template> },
+    Group {
+        group: Option<Template>,
+        labels: Vec<Template>,
+    },
     Expr(Template),
 }
 
@@ -262,8 +287,15 @@ pub struct Step {
 
 #[derive(Debug, Clone)]
 pub enum StepAction {
-    Run { run: Template, shell: Option<Template>, working_directory: Option<Template> },
-    Uses { uses: Spanned<String>, with: Pairs<Param> },
+    Run {
+        run: Template,
+        shell: Option<Template>,
+        working_directory: Option<Template>,
+    },
+    Uses {
+        uses: Spanned<String>,
+        with: Pairs<Param>,
+    },
     /// Waits for the named background steps.
     Wait(Vec<Spanned<String>>),
     WaitAll,

@@ -5,7 +5,9 @@ use super::reader::Reader;
 use super::steps::{read_steps_with, StepContexts};
 use super::ParseResult;
 use crate::diag::Diagnostic;
-use crate::model::{Action, ActionInput, ActionOutput, Branding, DockerRuns, NodeRuns, Runs, Spanned};
+use crate::model::{
+    Action, ActionInput, ActionOutput, Branding, DockerRuns, NodeRuns, Runs, Spanned,
+};
 use crate::yaml::{self, Limits, Node};
 
 const COMPOSITE_STEPS: StepContexts = StepContexts {
@@ -22,19 +24,23 @@ const NODE_VERSIONS: &[&str] = &["node12", "node16", "node20", "node24"];
 
 pub fn parse_action(file_name: &str, content: &str) -> ParseResult<Action> {
     let document = yaml::parse(content, Limits::default());
-    let mut r = Reader::new(file_name);
-    for error in &document.errors {
-        r.diags.push(Diagnostic::error(file_name, error.pos, error.message.clone()));
-    }
+    let mut r = Reader::with_yaml_errors(file_name, &document);
     let value = match (&document.root, document.errors.is_empty()) {
         (Some(root), true) => read_action(&mut r, root),
         (None, true) => {
-            r.diags.push(Diagnostic::error(file_name, None, "The action file is empty"));
+            r.diags.push(Diagnostic::error(
+                file_name,
+                None,
+                "The action file is empty",
+            ));
             None
         }
         _ => None,
     };
-    ParseResult { value, diagnostics: r.diags }
+    ParseResult {
+        value,
+        diagnostics: r.diags,
+    }
 }
 
 fn read_action(r: &mut Reader, root: &Node) -> Option<Action> {
@@ -50,9 +56,23 @@ fn read_action(r: &mut Reader, root: &Node) -> Option<Action> {
         pos: root.pos,
     };
     let mut has_runs = false;
-    let known = r.known_keys(pairs, &["name", "description", "author", "inputs", "outputs", "runs", "branding"]);
+    let known = r.known_keys(
+        pairs,
+        &[
+            "name",
+            "description",
+            "author",
+            "inputs",
+            "outputs",
+            "runs",
+            "branding",
+        ],
+    );
     // Outputs map to step outputs only in composite actions, so `runs` is read first.
-    let using = known.iter().find(|(k, _, _)| *k == "runs").and_then(|(_, _, runs)| runs.get("using")?.as_str());
+    let using = known
+        .iter()
+        .find(|(k, _, _)| *k == "runs")
+        .and_then(|(_, _, runs)| runs.get("using")?.as_str());
     let composite = using == Some("composite");
     for (key, _, value) in known {
         match key {
@@ -78,17 +98,36 @@ fn read_action(r: &mut Reader, root: &Node) -> Option<Action> {
 }
 
 fn read_inputs(r: &mut Reader, node: &Node) -> Vec<ActionInput> {
-    let Some(pairs) = r.mapping_or_null(node) else { return Vec::new() };
+    let Some(pairs) = r.mapping_or_null(node) else {
+        return Vec::new();
+    };
     let mut inputs = Vec::new();
     for (name, def) in pairs {
-        let Some(name) = r.non_empty_literal(name) else { continue };
-        let mut input = ActionInput { name, description: None, required: false, default: None, deprecation_message: None };
-        let Some(def_pairs) = r.mapping_or_null(def) else { continue };
-        for (key, _, value) in r.known_keys(def_pairs, &["description", "required", "default", "deprecationMessage"]) {
+        let Some(name) = r.non_empty_literal(name) else {
+            continue;
+        };
+        let mut input = ActionInput {
+            name,
+            description: None,
+            required: false,
+            default: None,
+            deprecation_message: None,
+        };
+        let Some(def_pairs) = r.mapping_or_null(def) else {
+            continue;
+        };
+        for (key, _, value) in r.known_keys(
+            def_pairs,
+            &["description", "required", "default", "deprecationMessage"],
+        ) {
             match key {
                 "description" => input.description = r.literal(value).map(|s| s.value),
                 // Many published actions write `required: 'true'`; the runner reads it as a string.
-                "required" => input.required = value.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true")),
+                "required" => {
+                    input.required = value
+                        .as_str()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("true"))
+                }
                 "default" => input.default = r.template(value, &contexts::ACTION_INPUT_DEFAULT),
                 _ => input.deprecation_message = r.literal(value).map(|s| s.value),
             }
@@ -99,13 +138,27 @@ fn read_inputs(r: &mut Reader, node: &Node) -> Vec<ActionInput> {
 }
 
 fn read_outputs(r: &mut Reader, node: &Node, composite: bool) -> Vec<ActionOutput> {
-    let Some(pairs) = r.mapping_or_null(node) else { return Vec::new() };
+    let Some(pairs) = r.mapping_or_null(node) else {
+        return Vec::new();
+    };
     let mut outputs = Vec::new();
     for (name, def) in pairs {
-        let Some(name) = r.non_empty_literal(name) else { continue };
-        let mut output = ActionOutput { name, description: None, value: None };
-        let Some(def_pairs) = r.mapping_or_null(def) else { continue };
-        let allowed: &[&str] = if composite { &["description", "value"] } else { &["description"] };
+        let Some(name) = r.non_empty_literal(name) else {
+            continue;
+        };
+        let mut output = ActionOutput {
+            name,
+            description: None,
+            value: None,
+        };
+        let Some(def_pairs) = r.mapping_or_null(def) else {
+            continue;
+        };
+        let allowed: &[&str] = if composite {
+            &["description", "value"]
+        } else {
+            &["description"]
+        };
         for (key, _, value) in r.known_keys(def_pairs, allowed) {
             match key {
                 "description" => output.description = r.literal(value).map(|s| s.value),
@@ -130,12 +183,17 @@ fn read_runs(r: &mut Reader, node: &Node) -> Option<Runs> {
     match using.value.as_str() {
         "composite" => {
             let known = r.known_keys(pairs, &["using", "steps"]);
-            let steps = known.iter().find(|(k, _, _)| *k == "steps").map(|(_, _, v)| *v);
+            let steps = known
+                .iter()
+                .find(|(k, _, _)| *k == "steps")
+                .map(|(_, _, v)| *v);
             let Some(steps) = steps else {
                 r.error(node.pos, "Required property is missing: steps");
                 return None;
             };
-            Some(Runs::Composite { steps: read_steps_with(r, steps, &COMPOSITE_STEPS) })
+            Some(Runs::Composite {
+                steps: read_steps_with(r, steps, &COMPOSITE_STEPS),
+            })
         }
         "docker" => read_docker(r, node, pairs),
         version if NODE_VERSIONS.contains(&version) => read_node(r, node, pairs, using.clone()),
@@ -150,13 +208,26 @@ fn read_runs(r: &mut Reader, node: &Node) -> Option<Runs> {
     }
 }
 
-fn template_key(r: &mut Reader, value: &Node, context: &KeyContext) -> Option<crate::model::Template> {
+fn template_key(
+    r: &mut Reader,
+    value: &Node,
+    context: &KeyContext,
+) -> Option<crate::model::Template> {
     r.template(value, context)
 }
 
 fn read_docker(r: &mut Reader, node: &Node, pairs: &[(Node, Node)]) -> Option<Runs> {
-    let allowed =
-        &["using", "image", "entrypoint", "args", "env", "pre-entrypoint", "post-entrypoint", "pre-if", "post-if"];
+    let allowed = &[
+        "using",
+        "image",
+        "entrypoint",
+        "args",
+        "env",
+        "pre-entrypoint",
+        "post-entrypoint",
+        "pre-if",
+        "post-if",
+    ];
     let mut image = None;
     let mut docker = DockerRuns {
         image: Spanned::new(String::new(), node.pos),
@@ -175,7 +246,10 @@ fn read_docker(r: &mut Reader, node: &Node, pairs: &[(Node, Node)]) -> Option<Ru
             "entrypoint" => docker.entrypoint = template_key(r, value, context),
             "args" => {
                 if let Some(items) = r.sequence(value) {
-                    docker.args = items.iter().filter_map(|item| r.template(item, context)).collect();
+                    docker.args = items
+                        .iter()
+                        .filter_map(|item| r.template(item, context))
+                        .collect();
                 }
             }
             "env" => docker.env = r.string_pairs(value, &contexts::ACTION_CONTAINER_ENV),
@@ -203,7 +277,12 @@ fn run_condition(r: &mut Reader, value: &Node) -> Option<String> {
     Some(condition.expression)
 }
 
-fn read_node(r: &mut Reader, node: &Node, pairs: &[(Node, Node)], using: Spanned<String>) -> Option<Runs> {
+fn read_node(
+    r: &mut Reader,
+    node: &Node,
+    pairs: &[(Node, Node)],
+    using: Spanned<String>,
+) -> Option<Runs> {
     let mut runs = NodeRuns {
         using,
         main: Spanned::new(String::new(), node.pos),
@@ -213,7 +292,10 @@ fn read_node(r: &mut Reader, node: &Node, pairs: &[(Node, Node)], using: Spanned
         post_if: None,
     };
     let mut has_main = false;
-    for (key, _, value) in r.known_keys(pairs, &["using", "main", "pre", "post", "pre-if", "post-if"]) {
+    for (key, _, value) in r.known_keys(
+        pairs,
+        &["using", "main", "pre", "post", "pre-if", "post-if"],
+    ) {
         match key {
             "main" => {
                 if let Some(main) = r.non_empty_literal(value) {
@@ -237,7 +319,10 @@ fn read_node(r: &mut Reader, node: &Node, pairs: &[(Node, Node)], using: Spanned
 
 fn read_branding(r: &mut Reader, node: &Node) -> Option<Branding> {
     let pairs = r.mapping(node)?;
-    let mut branding = Branding { icon: None, color: None };
+    let mut branding = Branding {
+        icon: None,
+        color: None,
+    };
     for (key, _, value) in r.known_keys(pairs, &["icon", "color"]) {
         let text = r.literal(value).map(|s| s.value);
         match key {

@@ -27,10 +27,18 @@ impl KeyContext {
 }
 
 /// For keys where any `${{ }}` is an error.
-pub const NONE: KeyContext = KeyContext { definition: "", named_values: &[], functions: &[] };
+pub const NONE: KeyContext = KeyContext {
+    definition: "",
+    named_values: &[],
+    functions: &[],
+};
 
 const fn f(name: &'static str, min_args: usize, max_args: usize) -> Function {
-    Function { name, min_args, max_args }
+    Function {
+        name,
+        min_args,
+        max_args,
+    }
 }
 
 const ANY: usize = usize::MAX;
@@ -40,22 +48,49 @@ const WITH_JOBS: &[&str] = &["github", "inputs", "vars", "jobs"];
 const WITH_SECRETS: &[&str] = &["github", "inputs", "vars", "secrets"];
 const WITH_NEEDS: &[&str] = &["github", "inputs", "vars", "needs"];
 const WITH_MATRIX: &[&str] = &["github", "inputs", "vars", "needs", "strategy", "matrix"];
-const WITH_MATRIX_SECRETS: &[&str] = &["github", "inputs", "vars", "needs", "strategy", "matrix", "secrets"];
-const JOB_DEFAULTS: &[&str] = &["github", "inputs", "vars", "strategy", "matrix", "needs", "env"];
+const WITH_MATRIX_SECRETS: &[&str] = &[
+    "github", "inputs", "vars", "needs", "strategy", "matrix", "secrets",
+];
+const JOB_DEFAULTS: &[&str] = &[
+    "github", "inputs", "vars", "strategy", "matrix", "needs", "env",
+];
 const CREDENTIALS: &[&str] = &["github", "inputs", "vars", "secrets", "env"];
-const RUNNER: &[&str] =
-    &["github", "inputs", "vars", "needs", "strategy", "matrix", "secrets", "steps", "job", "runner", "env"];
-const RUNNER_NO_SECRETS: &[&str] =
-    &["github", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env"];
-const STEP_IF_RESULT: &[&str] = &["github", "inputs", "vars", "strategy", "matrix", "steps", "job", "runner", "env"];
+const RUNNER: &[&str] = &[
+    "github", "inputs", "vars", "needs", "strategy", "matrix", "secrets", "steps", "job", "runner",
+    "env",
+];
+const RUNNER_NO_SECRETS: &[&str] = &[
+    "github", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env",
+];
+const STEP_IF_RESULT: &[&str] = &[
+    "github", "inputs", "vars", "strategy", "matrix", "steps", "job", "runner", "env",
+];
 
-const JOB_STATUS: &[Function] = &[f("always", 0, 0), f("failure", 0, ANY), f("cancelled", 0, 0), f("success", 0, ANY)];
+const JOB_STATUS: &[Function] = &[
+    f("always", 0, 0),
+    f("failure", 0, ANY),
+    f("cancelled", 0, 0),
+    f("success", 0, ANY),
+];
 const HASH_FILES: &[Function] = &[f("hashFiles", 1, 255)];
-const STEP_STATUS: &[Function] =
-    &[f("always", 0, 0), f("failure", 0, 0), f("cancelled", 0, 0), f("success", 0, 0), f("hashFiles", 1, 255)];
+const STEP_STATUS: &[Function] = &[
+    f("always", 0, 0),
+    f("failure", 0, 0),
+    f("cancelled", 0, 0),
+    f("success", 0, 0),
+    f("hashFiles", 1, 255),
+];
 
-const fn ctx(definition: &'static str, named_values: &'static [&'static str], functions: &'static [Function]) -> KeyContext {
-    KeyContext { definition, named_values, functions }
+const fn ctx(
+    definition: &'static str,
+    named_values: &'static [&'static str],
+    functions: &'static [Function],
+) -> KeyContext {
+    KeyContext {
+        definition,
+        named_values,
+        functions,
+    }
 }
 
 pub const RUN_NAME: KeyContext = ctx("run-name", BASE, &[]);
@@ -93,12 +128,18 @@ pub const NUMBER_STEPS: KeyContext = ctx("number-steps-context", RUNNER, HASH_FI
 pub const STRING_STEPS: KeyContext = ctx("string-steps-context", RUNNER, HASH_FILES);
 pub const STEP_IF: KeyContext = ctx("step-if", RUNNER_NO_SECRETS, STEP_STATUS);
 pub const STEP_IF_RESULT_CTX: KeyContext = ctx("step-if-result", STEP_IF_RESULT, STEP_STATUS);
-pub const CONTAINER_CREDENTIALS: KeyContext = ctx("container-registry-credentials", CREDENTIALS, &[]);
-pub const SCALAR_NEEDS_SECRETS: KeyContext = ctx("scalar-needs-context-with-secrets", &[
-    "github", "inputs", "vars", "needs", "secrets", "strategy", "matrix",
-], &[]);
+pub const CONTAINER_CREDENTIALS: KeyContext =
+    ctx("container-registry-credentials", CREDENTIALS, &[]);
+pub const SCALAR_NEEDS_SECRETS: KeyContext = ctx(
+    "scalar-needs-context-with-secrets",
+    &[
+        "github", "inputs", "vars", "needs", "secrets", "strategy", "matrix",
+    ],
+    &[],
+);
 pub const STRING_RUNNER: KeyContext = ctx("string-runner-context", RUNNER, &[]);
-pub const STRING_RUNNER_NO_SECRETS: KeyContext = ctx("string-runner-context-no-secrets", RUNNER_NO_SECRETS, &[]);
+pub const STRING_RUNNER_NO_SECRETS: KeyContext =
+    ctx("string-runner-context-no-secrets", RUNNER_NO_SECRETS, &[]);
 
 /// Every table above, for the cross-check against the schema.
 pub const ALL: &[KeyContext] = &[
@@ -143,19 +184,36 @@ pub const ALL: &[KeyContext] = &[
     STRING_RUNNER_NO_SECRETS,
 ];
 
-const ACTION_STEP_VALUES: &[&str] = &["github", "inputs", "strategy", "matrix", "steps", "job", "runner", "env"];
-const ACTION_STATUS: &[Function] =
-    &[f("always", 0, 0), f("success", 0, 0), f("failure", 0, 0), f("cancelled", 0, 0), f("hashFiles", 1, 255)];
+const ACTION_STEP_VALUES: &[&str] = &[
+    "github", "inputs", "strategy", "matrix", "steps", "job", "runner", "env",
+];
+const ACTION_STATUS: &[Function] = &[
+    f("always", 0, 0),
+    f("success", 0, 0),
+    f("failure", 0, 0),
+    f("cancelled", 0, 0),
+    f("hashFiles", 1, 255),
+];
 
-pub const ACTION_INPUT_DEFAULT: KeyContext =
-    ctx("input-default-context", &["github", "strategy", "matrix", "job", "runner"], HASH_FILES);
+pub const ACTION_INPUT_DEFAULT: KeyContext = ctx(
+    "input-default-context",
+    &["github", "strategy", "matrix", "job", "runner"],
+    HASH_FILES,
+);
 pub const ACTION_OUTPUT_VALUE: KeyContext = ctx("output-value", ACTION_STEP_VALUES, &[]);
-pub const ACTION_RUNS_IF: KeyContext =
-    ctx("runs-if", &["runner", "github", "job", "strategy", "matrix", "env", "inputs"], ACTION_STATUS);
+pub const ACTION_RUNS_IF: KeyContext = ctx(
+    "runs-if",
+    &[
+        "runner", "github", "job", "strategy", "matrix", "env", "inputs",
+    ],
+    ACTION_STATUS,
+);
 pub const ACTION_CONTAINER: KeyContext = ctx("container-runs-context", &["inputs"], &[]);
 pub const ACTION_CONTAINER_ENV: KeyContext = ctx("container-runs-env", &["inputs"], &[]);
-pub const ACTION_STEP_STRING: KeyContext = ctx("string-steps-context", ACTION_STEP_VALUES, HASH_FILES);
-pub const ACTION_STEP_BOOLEAN: KeyContext = ctx("boolean-steps-context", ACTION_STEP_VALUES, HASH_FILES);
+pub const ACTION_STEP_STRING: KeyContext =
+    ctx("string-steps-context", ACTION_STEP_VALUES, HASH_FILES);
+pub const ACTION_STEP_BOOLEAN: KeyContext =
+    ctx("boolean-steps-context", ACTION_STEP_VALUES, HASH_FILES);
 pub const ACTION_STEP_ENV: KeyContext = ctx("step-env", ACTION_STEP_VALUES, HASH_FILES);
 pub const ACTION_STEP_WITH: KeyContext = ctx("step-with", ACTION_STEP_VALUES, HASH_FILES);
 pub const ACTION_STEP_IF: KeyContext = ctx("step-if", ACTION_STEP_VALUES, STEP_STATUS);

@@ -1,15 +1,51 @@
 //! The one place the parser checks `${{ }}` expressions, adapting the expression engine
 //! (`crate::expr`) to the parser: contexts per key, GitHub's messages, directives.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use super::contexts::KeyContext;
 use crate::expr::template::{self, Segment};
 use crate::expr::{self, Allowed, FunctionSig};
 
-fn allowed(context: &KeyContext) -> Allowed {
+fn build_allowed(context: &KeyContext) -> Allowed {
     Allowed::new(
-        context.named_values.iter().map(|n| (*n).to_string()).collect(),
-        context.functions.iter().map(|f| FunctionSig::new(f.name, f.min_args, f.max_args)).collect(),
+        context
+            .named_values
+            .iter()
+            .map(|n| (*n).to_string())
+            .collect(),
+        context
+            .functions
+            .iter()
+            .map(|f| FunctionSig::new(f.name, f.min_args, f.max_args))
+            .collect(),
     )
+}
+
+thread_local! {
+    /// The expression engine's form of each key context, built once per thread: every
+    /// template with an expression needs one.
+    static ALLOWED: RefCell<Vec<(KeyContext, Rc<Allowed>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn allowed(context: &KeyContext) -> Rc<Allowed> {
+    ALLOWED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        // Tables are constants, so the same table is the same slices; the name tells apart
+        // the few that share them.
+        let same = |known: &KeyContext| {
+            known.definition == context.definition
+                && std::ptr::eq(known.named_values, context.named_values)
+                && std::ptr::eq(known.functions, context.functions)
+        };
+        if let Some((_, allowed)) = cache.iter().find(|(known, _)| same(known)) {
+            return Rc::clone(allowed);
+        }
+        let allowed = Rc::new(build_allowed(context));
+        cache.push((*context, Rc::clone(&allowed)));
+        allowed
+    })
 }
 
 /// Splits a scalar into literal text and expressions, with GitHub's messages on failure.
@@ -24,7 +60,9 @@ pub fn check_segments(segments: &[Segment], context: &KeyContext) -> Vec<String>
     let mut allowed_set = None;
     let mut problems = Vec::new();
     for segment in segments {
-        let Segment::Expression { source, .. } = segment else { continue };
+        let Segment::Expression { source, .. } = segment else {
+            continue;
+        };
         if segment.is_insert_directive() {
             if embedded {
                 problems.push(

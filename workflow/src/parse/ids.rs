@@ -1,6 +1,6 @@
 //! Job and step identifiers: their format, uniqueness, and the job dependency graph.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use super::reader::Reader;
 use crate::model::{Job, Spanned};
@@ -11,12 +11,10 @@ const MAX_ID_LENGTH: usize = 100;
 /// Reports an invalid job or step id; returns whether it is valid.
 pub fn check_identifier(r: &mut Reader, id: &Spanned<String>) -> bool {
     let value = id.value.as_str();
-    if value.starts_with("__") {
-        r.error(id.pos, format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."));
-        return false;
-    }
     let mut chars = value.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !first_ok || !rest_ok || value.chars().count() >= MAX_ID_LENGTH {
         r.error(
@@ -28,6 +26,13 @@ pub fn check_identifier(r: &mut Reader, id: &Spanned<String>) -> bool {
         );
         return false;
     }
+    if value.starts_with("__") {
+        r.error(
+            id.pos,
+            format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."),
+        );
+        return false;
+    }
     true
 }
 
@@ -35,6 +40,8 @@ pub fn check_identifier(r: &mut Reader, id: &Spanned<String>) -> bool {
 #[derive(Default)]
 pub struct IdScope {
     used: HashSet<String>,
+    /// The next suffix to try per generated base, so many `__run` steps stay linear.
+    next_suffix: HashMap<String, usize>,
 }
 
 impl IdScope {
@@ -43,25 +50,41 @@ impl IdScope {
         self.used.insert(id.to_ascii_lowercase())
     }
 
-    /// `base`, or `base_2`, `base_3`, ... whichever is free first; claims it.
+    /// `base`, or `base_2`, `base_3`, ... whichever is free first, each cut so that the id
+    /// stays under the length limit; claims it.
     pub fn unique(&mut self, base: &str) -> String {
-        if self.claim(base) {
-            return base.to_string();
+        let fitted = |suffix: &str| -> String {
+            let room = MAX_ID_LENGTH.saturating_sub(suffix.len());
+            base.chars().take(room).chain(suffix.chars()).collect()
+        };
+        let first = fitted("");
+        if self.claim(&first) {
+            return first;
         }
-        // Bounded: each candidate is new unless claimed, and there are finitely many claims.
-        for n in 2..=self.used.len() + 2 {
-            let candidate = format!("{base}_{n}");
+        let mut n = self.next_suffix.get(base).copied().unwrap_or(2);
+        // Bounded: each failed candidate is an id already claimed, and claims are finite.
+        loop {
+            let candidate = fitted(&format!("_{n}"));
+            n += 1;
             if self.claim(&candidate) {
+                self.next_suffix.insert(base.to_string(), n);
                 return candidate;
             }
         }
-        base.to_string()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.used.contains(&id.to_ascii_lowercase())
     }
 }
 
 /// `needs` that name no job, a graph without a start, and every edge that closes a cycle.
 pub fn check_job_graph(r: &mut Reader, jobs: &[Job], jobs_pos: Pos) {
-    let index: HashMap<String, usize> = jobs.iter().enumerate().map(|(i, j)| (j.id.value.to_ascii_lowercase(), i)).collect();
+    let index: HashMap<String, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id.value.to_ascii_lowercase(), i))
+        .collect();
     let mut edges: Vec<Vec<(usize, &Spanned<String>)>> = vec![Vec::new(); jobs.len()];
     for (i, job) in jobs.iter().enumerate() {
         for need in &job.needs {
@@ -69,22 +92,26 @@ pub fn check_job_graph(r: &mut Reader, jobs: &[Job], jobs_pos: Pos) {
                 Some(&target) => edges[i].push((target, need)),
                 None => r.error(
                     need.pos,
-                    format!("Job '{}' depends on unknown job '{}'.", job.id.value, need.value),
+                    format!(
+                        "Job '{}' depends on unknown job '{}'.",
+                        job.id.value, need.value
+                    ),
                 ),
             }
         }
     }
     if !jobs.iter().any(|j| j.needs.is_empty()) {
         let pos = jobs.first().map_or(jobs_pos, |j| j.id.pos);
-        r.error(pos, "The workflow must contain at least one job with no dependencies.");
+        r.error(
+            pos,
+            "The workflow must contain at least one job with no dependencies.",
+        );
         return;
     }
-    if is_acyclic(&edges) {
-        return;
-    }
+    let components = strongly_connected(&edges);
     for (from, targets) in edges.iter().enumerate() {
         for (to, need) in targets {
-            if reaches(&edges, *to, from) {
+            if components[from] == components[*to] {
                 r.error(
                     need.pos,
                     format!(
@@ -97,40 +124,52 @@ pub fn check_job_graph(r: &mut Reader, jobs: &[Job], jobs_pos: Pos) {
     }
 }
 
-/// Kahn's algorithm: the graph is acyclic when every node can be ordered.
-fn is_acyclic(edges: &[Vec<(usize, &Spanned<String>)>]) -> bool {
-    let mut pending: Vec<usize> = edges.iter().map(Vec::len).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); edges.len()];
-    for (from, targets) in edges.iter().enumerate() {
-        for (to, _) in targets {
-            dependents[*to].push(from);
+/// The strongly connected component of each node (Kosaraju, iterative so that deep graphs
+/// cannot overflow the stack): an edge closes a cycle exactly when both ends share one.
+fn strongly_connected(edges: &[Vec<(usize, &Spanned<String>)>]) -> Vec<usize> {
+    let n = edges.len();
+    let mut order = Vec::with_capacity(n);
+    let mut visited = vec![false; n];
+    for start in 0..n {
+        if visited[start] {
+            continue;
         }
-    }
-    let mut ready: VecDeque<usize> = (0..edges.len()).filter(|&i| pending[i] == 0).collect();
-    let mut ordered = 0;
-    while let Some(node) = ready.pop_front() {
-        ordered += 1;
-        for &dependent in &dependents[node] {
-            pending[dependent] -= 1;
-            if pending[dependent] == 0 {
-                ready.push_back(dependent);
+        visited[start] = true;
+        let mut stack = vec![(start, 0usize)];
+        while let Some((node, next)) = stack.last_mut() {
+            if let Some((target, _)) = edges[*node].get(*next) {
+                *next += 1;
+                if !visited[*target] {
+                    visited[*target] = true;
+                    stack.push((*target, 0));
+                }
+            } else {
+                order.push(*node);
+                stack.pop();
             }
         }
     }
-    ordered == edges.len()
-}
-
-fn reaches(edges: &[Vec<(usize, &Spanned<String>)>], from: usize, to: usize) -> bool {
-    let mut seen = vec![false; edges.len()];
-    let mut queue = VecDeque::from([from]);
-    while let Some(node) = queue.pop_front() {
-        if node == to {
-            return true;
+    let mut reverse: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (from, targets) in edges.iter().enumerate() {
+        for (to, _) in targets {
+            reverse[*to].push(from);
         }
-        if std::mem::replace(&mut seen[node], true) {
+    }
+    let mut component = vec![usize::MAX; n];
+    for (id, &root) in order.iter().rev().enumerate() {
+        if component[root] != usize::MAX {
             continue;
         }
-        queue.extend(edges[node].iter().map(|(t, _)| *t));
+        component[root] = id;
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            for &source in &reverse[node] {
+                if component[source] == usize::MAX {
+                    component[source] = id;
+                    stack.push(source);
+                }
+            }
+        }
     }
-    false
+    component
 }

@@ -5,8 +5,8 @@ use super::reader::Reader;
 use super::steps::read_steps;
 use super::workflow::{read_concurrency, read_defaults, read_permissions};
 use crate::model::{
-    CallSecrets, Container, Credentials, Environment, Job, JobKind, Matrix, ReusableCall, RunsOn, Spanned, Strategy,
-    Template,
+    CallSecrets, Container, Credentials, Environment, Job, JobKind, Matrix, ReusableCall, RunsOn,
+    Spanned, Strategy, Template,
 };
 use crate::yaml::{Node, NodeKind};
 
@@ -30,17 +30,31 @@ const STEP_JOB_KEYS: &[&str] = &[
     "steps",
     "snapshot",
 ];
-const CALL_JOB_KEYS: &[&str] =
-    &["name", "uses", "with", "secrets", "needs", "if", "permissions", "concurrency", "strategy"];
+const CALL_JOB_KEYS: &[&str] = &[
+    "name",
+    "uses",
+    "with",
+    "secrets",
+    "needs",
+    "if",
+    "permissions",
+    "concurrency",
+    "strategy",
+];
 
 pub fn read_job(r: &mut Reader, id: Spanned<String>, node: &Node) -> Option<Job> {
     let pairs = r.mapping(node)?;
     let has = |key: &str| pairs.iter().any(|(k, _)| k.as_str() == Some(key));
-    let only_step_keys = pairs
-        .iter()
-        .any(|(k, _)| k.as_str().is_some_and(|k| STEP_JOB_KEYS.contains(&k) && !CALL_JOB_KEYS.contains(&k)));
+    let only_step_keys = pairs.iter().any(|(k, _)| {
+        k.as_str()
+            .is_some_and(|k| STEP_JOB_KEYS.contains(&k) && !CALL_JOB_KEYS.contains(&k))
+    });
     let is_call = has("uses") && !only_step_keys;
-    let allowed = if is_call { CALL_JOB_KEYS } else { STEP_JOB_KEYS };
+    let allowed = if is_call {
+        CALL_JOB_KEYS
+    } else {
+        STEP_JOB_KEYS
+    };
     let mut job = Job {
         id: id.clone(),
         name: None,
@@ -70,22 +84,34 @@ pub fn read_job(r: &mut Reader, id: Spanned<String>, node: &Node) -> Option<Job>
     };
     for (key, _, value) in r.known_keys(pairs, allowed) {
         match key {
-            "needs" => job.needs = r.literal_list(value).into_iter().filter(|n| check_non_empty(r, n)).collect(),
+            "needs" => {
+                job.needs = r
+                    .literal_list(value)
+                    .into_iter()
+                    .filter(|n| check_non_empty(r, n))
+                    .collect()
+            }
             "if" => job.condition = r.condition(Some(value), &contexts::JOB_IF, value.pos),
             "strategy" => job.strategy = read_strategy(r, value),
             "name" => job.name = r.template(value, &contexts::STRING_STRATEGY),
             "runs-on" => job.runs_on = read_runs_on(r, value),
-            "timeout-minutes" => job.timeout_minutes = r.number_or_expr(value, &contexts::NUMBER_STRATEGY),
+            "timeout-minutes" => {
+                job.timeout_minutes = r.number_or_expr(value, &contexts::NUMBER_STRATEGY)
+            }
             "cancel-timeout-minutes" => {
                 job.cancel_timeout_minutes = r.number_or_expr(value, &contexts::NUMBER_STRATEGY);
             }
-            "continue-on-error" => job.continue_on_error = r.bool_or_expr(value, &contexts::BOOLEAN_STRATEGY),
+            "continue-on-error" => {
+                job.continue_on_error = r.bool_or_expr(value, &contexts::BOOLEAN_STRATEGY)
+            }
             "container" => job.container = read_container(r, value, &contexts::CONTAINER),
             "services" => job.services = read_services(r, value),
             "env" => job.env = r.string_pairs(value, &contexts::JOB_ENV),
             "environment" => job.environment = read_environment(r, value),
             "permissions" => job.permissions = read_permissions(r, value),
-            "concurrency" => job.concurrency = read_concurrency(r, value, &contexts::JOB_CONCURRENCY),
+            "concurrency" => {
+                job.concurrency = read_concurrency(r, value, &contexts::JOB_CONCURRENCY)
+            }
             "outputs" => job.outputs = r.string_pairs(value, &contexts::STRING_RUNNER),
             "defaults" => job.defaults = read_defaults(r, value, &contexts::JOB_DEFAULTS_RUN),
             "steps" => job.kind = JobKind::Steps(read_steps(r, value)),
@@ -151,10 +177,20 @@ fn read_snapshot(r: &mut Reader, node: &Node) {
 
 fn read_strategy(r: &mut Reader, node: &Node) -> Option<Strategy> {
     if r.whole_expression(node, &contexts::STRATEGY).is_some() {
-        return Some(Strategy { matrix: None, fail_fast: None, max_parallel: None, pos: node.pos });
+        return Some(Strategy {
+            matrix: None,
+            fail_fast: None,
+            max_parallel: None,
+            pos: node.pos,
+        });
     }
     let pairs = r.mapping(node)?;
-    let mut strategy = Strategy { matrix: None, fail_fast: None, max_parallel: None, pos: node.pos };
+    let mut strategy = Strategy {
+        matrix: None,
+        fail_fast: None,
+        max_parallel: None,
+        pos: node.pos,
+    };
     for (key, _, value) in r.known_keys(pairs, &["fail-fast", "max-parallel", "matrix"]) {
         match key {
             "fail-fast" => strategy.fail_fast = r.bool_or_expr(value, &contexts::STRATEGY),
@@ -189,7 +225,10 @@ fn read_matrix(r: &mut Reader, node: &Node) -> Option<Matrix> {
             },
             _ => match r.sequence(value) {
                 Some([]) => {
-                    r.error(value.pos, format!("Matrix vector '{name}' does not contain any values"));
+                    r.error(
+                        value.pos,
+                        format!("Matrix vector '{name}' does not contain any values"),
+                    );
                     false
                 }
                 Some(items) => {
@@ -200,7 +239,10 @@ fn read_matrix(r: &mut Reader, node: &Node) -> Option<Matrix> {
             },
         };
     }
-    ok.then(|| Matrix::Mapping { node: node.clone(), value: node.to_value() })
+    ok.then(|| Matrix::Mapping {
+        node: node.clone(),
+        value: node.to_value(),
+    })
 }
 
 /// Expressions anywhere inside matrix values are checked with the strategy contexts.
@@ -211,7 +253,9 @@ fn check_matrix_values(r: &mut Reader, node: &Node) {
         }
         NodeKind::Scalar { .. } => {}
         NodeKind::Sequence(items) => items.iter().for_each(|item| check_matrix_values(r, item)),
-        NodeKind::Mapping(pairs) => pairs.iter().for_each(|(_, value)| check_matrix_values(r, value)),
+        NodeKind::Mapping(pairs) => pairs
+            .iter()
+            .for_each(|(_, value)| check_matrix_values(r, value)),
     }
 }
 
@@ -247,12 +291,19 @@ fn check_runner_group(r: &mut Reader, group: &Template) {
     if group.has_expressions() {
         return;
     }
-    let Some((prefix, name)) = group.raw.split_once('/') else { return };
+    let Some((prefix, name)) = group.raw.split_once('/') else {
+        return;
+    };
     if name.is_empty() {
-        r.error(group.pos, format!("Invalid runs-on group name '{}'.", group.raw));
+        r.error(
+            group.pos,
+            format!("Invalid runs-on group name '{}'.", group.raw),
+        );
         return;
     }
-    let known_prefix = ["org", "organization", "ent", "enterprise"].iter().any(|p| prefix.eq_ignore_ascii_case(p));
+    let known_prefix = ["org", "organization", "ent", "enterprise"]
+        .iter()
+        .any(|p| prefix.eq_ignore_ascii_case(p));
     if !known_prefix || name.contains('/') {
         r.error(
             group.pos,
@@ -285,15 +336,15 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
     let pairs = r.mapping(node)?;
     let mut container = empty(Template::literal("", node.pos));
     let mut has_image = false;
-    for (key, _, value) in r.known_keys(pairs, &["image", "options", "env", "ports", "volumes", "credentials"]) {
+    for (key, _, value) in r.known_keys(
+        pairs,
+        &["image", "options", "env", "ports", "volumes", "credentials"],
+    ) {
         match key {
             "image" => {
-                if value.as_str() == Some("") {
-                    r.unexpected(value);
-                    has_image = true;
-                } else if let Some(image) = r.template(value, context) {
+                has_image = true;
+                if let Some(image) = r.non_empty_template(value, context) {
                     container.image = image;
-                    has_image = true;
                 }
             }
             "options" => container.options = r.template(value, context),
@@ -303,24 +354,37 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
             _ => container.credentials = read_credentials(r, value),
         }
     }
-    if !has_image {
+    // With expressions the image may come from elsewhere at run time, as GitHub allows.
+    if !has_image && !contains_expression(node) {
         r.error(node.pos, "Container image cannot be empty");
-        return None;
     }
-    Some(container)
+    // An empty or invalid image has been reported; there is no container to run.
+    (!container.image.raw.is_empty()).then_some(container)
+}
+
+fn contains_expression(node: &Node) -> bool {
+    let mut stack = vec![node];
+    while let Some(node) = stack.pop() {
+        match &node.kind {
+            NodeKind::Scalar { value, .. } => {
+                if value.contains("${{") {
+                    return true;
+                }
+            }
+            NodeKind::Sequence(items) => stack.extend(items),
+            NodeKind::Mapping(pairs) => stack.extend(pairs.iter().flat_map(|(k, v)| [k, v])),
+        }
+    }
+    false
 }
 
 fn non_empty_templates(r: &mut Reader, node: &Node, context: &KeyContext) -> Vec<Template> {
-    let Some(items) = r.sequence(node) else { return Vec::new() };
+    let Some(items) = r.sequence(node) else {
+        return Vec::new();
+    };
     items
         .iter()
-        .filter_map(|item| {
-            if item.as_str() == Some("") {
-                r.unexpected(item);
-                return None;
-            }
-            r.template(item, context)
-        })
+        .filter_map(|item| r.non_empty_template(item, context))
         .collect()
 }
 
@@ -330,14 +394,12 @@ fn read_credentials(r: &mut Reader, node: &Node) -> Option<Credentials> {
         return None;
     }
     let pairs = r.mapping(node)?;
-    let mut credentials = Credentials { username: None, password: None };
+    let mut credentials = Credentials {
+        username: None,
+        password: None,
+    };
     for (key, _, value) in r.known_keys(pairs, &["username", "password"]) {
-        let template = if value.as_str() == Some("") {
-            r.unexpected(value);
-            None
-        } else {
-            r.template(value, context)
-        };
+        let template = r.non_empty_template(value, context);
         match key {
             "username" => credentials.username = template,
             _ => credentials.password = template,
@@ -350,10 +412,14 @@ fn read_services(r: &mut Reader, node: &Node) -> Vec<(Spanned<String>, Container
     if r.whole_expression(node, &contexts::SERVICES).is_some() {
         return Vec::new();
     }
-    let Some(pairs) = r.mapping(node) else { return Vec::new() };
+    let Some(pairs) = r.mapping(node) else {
+        return Vec::new();
+    };
     let mut services = Vec::new();
     for (key, value) in pairs {
-        let Some(name) = r.non_empty_literal(key) else { continue };
+        let Some(name) = r.non_empty_literal(key) else {
+            continue;
+        };
         if let Some(container) = read_container(r, value, &contexts::SERVICES_CONTAINER) {
             services.push((name, container));
         }

@@ -2,6 +2,7 @@
 
 mod action;
 pub mod contexts;
+mod cron;
 mod expressions;
 mod ids;
 mod job;
@@ -49,7 +50,8 @@ impl Default for ParseOptions<'_> {
             max_depth: 50,
             max_file_size: 1024 * 1024,
             max_result_size: 10 * 1024 * 1024,
-            max_nested_reusable_depth: 4,
+            // GitHub allows ten levels of workflows, the caller included.
+            max_nested_reusable_depth: 10,
             permissions_policy: PermissionsPolicy::LimitedRead,
         }
     }
@@ -77,11 +79,23 @@ pub fn parse_workflow(file_name: &str, content: &str) -> ParseResult<Workflow> {
     parse_workflow_with(file_name, content, &ParseOptions::default())
 }
 
-pub fn parse_workflow_with(file_name: &str, content: &str, options: &ParseOptions) -> ParseResult<Workflow> {
+pub fn parse_workflow_with(
+    file_name: &str,
+    content: &str,
+    options: &ParseOptions,
+) -> ParseResult<Workflow> {
     let (value, mut diagnostics, size) = read_workflow_file(file_name, content, options);
-    let Some(mut workflow) = value else { return ParseResult { value: None, diagnostics } };
+    let Some(mut workflow) = value else {
+        return ParseResult {
+            value: None,
+            diagnostics,
+        };
+    };
     if diagnostics.iter().any(Diagnostic::is_error) {
-        return ParseResult { value: Some(workflow), diagnostics };
+        return ParseResult {
+            value: Some(workflow),
+            diagnostics,
+        };
     }
     if options.resolver.is_some() {
         reusable::resolve_calls(file_name, &mut workflow, size, options, &mut diagnostics);
@@ -91,10 +105,16 @@ pub fn parse_workflow_with(file_name: &str, content: &str, options: &ParseOption
         diagnostics.push(Diagnostic::error(
             file_name,
             None,
-            format!("The workflow may not contain more than {} jobs", options.max_jobs),
+            format!(
+                "The workflow may not contain more than {} jobs",
+                options.max_jobs
+            ),
         ));
     }
-    ParseResult { value: Some(workflow), diagnostics }
+    ParseResult {
+        value: Some(workflow),
+        diagnostics,
+    }
 }
 
 /// One file: YAML, then the model, without following calls; also the file's accounted size.
@@ -103,15 +123,19 @@ fn read_workflow_file(
     content: &str,
     options: &ParseOptions,
 ) -> (Option<Workflow>, Vec<Diagnostic>, usize) {
-    let limits = Limits { max_depth: options.max_depth, max_file_size: options.max_file_size };
+    let limits = Limits {
+        max_depth: options.max_depth,
+        max_file_size: options.max_file_size,
+    };
     let document = yaml::parse(content, limits);
-    let mut reader = Reader::new(file_name);
-    for error in &document.errors {
-        reader.diags.push(Diagnostic::error(file_name, error.pos, error.message.clone()));
-    }
+    let mut reader = Reader::with_yaml_errors(file_name, &document);
     let Some(root) = document.root else {
         if document.errors.is_empty() {
-            reader.diags.push(Diagnostic::error(file_name, None, "The workflow file is empty"));
+            reader.diags.push(Diagnostic::error(
+                file_name,
+                None,
+                "The workflow file is empty",
+            ));
         }
         return (None, reader.diags, 0);
     };
@@ -120,7 +144,11 @@ fn read_workflow_file(
     }
     let size = reusable::result_size(&root, file_name);
     if size > options.max_result_size {
-        reader.diags.push(Diagnostic::error(file_name, None, "Maximum object size exceeded"));
+        reader.diags.push(Diagnostic::error(
+            file_name,
+            None,
+            "Maximum object size exceeded",
+        ));
         return (None, reader.diags, size);
     }
     let workflow = workflow::read_workflow(&mut reader, &root);

@@ -1,9 +1,18 @@
 //! `on:`: the events that trigger a workflow, in string, sequence and mapping forms.
 
 use super::contexts;
+use super::cron::{is_valid_cron, INVALID_CRON};
 use super::reader::Reader;
-use crate::model::{CallOutput, CallSecret, InputDef, InputType, Param, Spanned, Trigger};
-use crate::yaml::{Node, NodeKind, Resolved};
+use crate::model::{CallOutput, CallSecret, InputDef, InputType, Spanned, Trigger};
+use crate::yaml::{Node, NodeKind};
+
+const PULL_REQUEST_FILTERS: &[&str] = &[
+    "types",
+    "branches",
+    "branches-ignore",
+    "paths",
+    "paths-ignore",
+];
 
 /// The configuration keys each known event accepts (events not listed take none).
 const EVENTS: &[(&str, &[&str])] = &[
@@ -29,24 +38,44 @@ const EVENTS: &[(&str, &[&str])] = &[
     ("project_card", &["types"]),
     ("project_column", &["types"]),
     ("public", &[]),
-    ("pull_request", &["types", "branches", "branches-ignore", "paths", "paths-ignore"]),
+    ("pull_request", PULL_REQUEST_FILTERS),
     ("pull_request_comment", &["types"]),
     ("pull_request_review", &["types"]),
     ("pull_request_review_comment", &["types"]),
-    ("pull_request_target", &["types", "branches", "branches-ignore", "paths", "paths-ignore"]),
-    ("push", &["branches", "branches-ignore", "tags", "tags-ignore", "paths", "paths-ignore"]),
+    ("pull_request_target", PULL_REQUEST_FILTERS),
+    (
+        "push",
+        &[
+            "branches",
+            "branches-ignore",
+            "tags",
+            "tags-ignore",
+            "paths",
+            "paths-ignore",
+        ],
+    ),
     ("registry_package", &["types"]),
     ("release", &["types"]),
     ("repository_dispatch", &["types"]),
     ("status", &[]),
     ("watch", &["types"]),
-    ("workflow_run", &["types", "workflows", "branches", "branches-ignore"]),
+    (
+        "workflow_run",
+        &["types", "workflows", "branches", "branches-ignore"],
+    ),
 ];
 
 pub fn read_on(r: &mut Reader, node: &Node) -> Vec<Trigger> {
     match &node.kind {
-        NodeKind::Scalar { .. } => r.literal(node).map(|event| vec![plain_trigger(event)]).unwrap_or_default(),
-        NodeKind::Sequence(items) => items.iter().filter_map(|item| r.literal(item)).map(plain_trigger).collect(),
+        NodeKind::Scalar { .. } => r
+            .literal(node)
+            .map(|event| vec![plain_trigger(event)])
+            .unwrap_or_default(),
+        NodeKind::Sequence(items) => items
+            .iter()
+            .filter_map(|item| r.literal(item))
+            .map(plain_trigger)
+            .collect(),
         NodeKind::Mapping(pairs) => {
             let mut triggers = Vec::new();
             for (key, value) in pairs {
@@ -62,7 +91,10 @@ pub fn read_on(r: &mut Reader, node: &Node) -> Vec<Trigger> {
 }
 
 fn plain_trigger(event: Spanned<String>) -> Trigger {
-    Trigger { event, ..Trigger::default() }
+    Trigger {
+        event,
+        ..Trigger::default()
+    }
 }
 
 fn read_event(r: &mut Reader, event: Spanned<String>, value: &Node) -> Option<Trigger> {
@@ -108,19 +140,33 @@ fn read_event(r: &mut Reader, event: Spanned<String>, value: &Node) -> Option<Tr
 /// A string or sequence of non-empty strings.
 fn non_empty_list(r: &mut Reader, node: &Node) -> Vec<Spanned<String>> {
     match &node.kind {
-        NodeKind::Sequence(items) => items.iter().filter_map(|item| r.non_empty_literal(item)).collect(),
+        NodeKind::Sequence(items) => items
+            .iter()
+            .filter_map(|item| r.non_empty_literal(item))
+            .collect(),
         _ => r.non_empty_literal(node).into_iter().collect(),
     }
 }
 
 fn read_schedule(r: &mut Reader, node: &Node) -> Vec<Spanned<String>> {
-    let Some(items) = r.sequence(node) else { return Vec::new() };
+    let Some(items) = r.sequence(node) else {
+        return Vec::new();
+    };
     let mut crons = Vec::new();
     for item in items {
-        let Some(pairs) = r.mapping(item) else { continue };
+        let Some(pairs) = r.mapping(item) else {
+            continue;
+        };
         let known = r.known_keys(pairs, &["cron", "timezone"]);
         match known.iter().find(|(k, _, _)| *k == "cron") {
-            Some((_, _, value)) => crons.extend(r.non_empty_literal(value)),
+            Some((_, _, value)) => {
+                if let Some(cron) = r.non_empty_literal(value) {
+                    if !is_valid_cron(&cron.value) {
+                        r.error(cron.pos, INVALID_CRON);
+                    }
+                    crons.push(cron);
+                }
+            }
             None => r.error(item.pos, "Required property is missing: cron"),
         }
         if let Some((_, _, tz)) = known.iter().find(|(k, _, _)| *k == "timezone") {
@@ -131,25 +177,32 @@ fn read_schedule(r: &mut Reader, node: &Node) -> Vec<Spanned<String>> {
 }
 
 fn read_dispatch(r: &mut Reader, node: &Node, trigger: &mut Trigger) {
-    let Some(pairs) = r.mapping_or_null(node) else { return };
+    let Some(pairs) = r.mapping_or_null(node) else {
+        return;
+    };
     // GitHub ignores unknown keys here unless the inputs are declared, when the whole
     // mapping is validated strictly.
-    let inputs = pairs.iter().find(|(k, _)| k.as_str() == Some("inputs")).map(|(_, v)| v);
+    let inputs = pairs
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("inputs"))
+        .map(|(_, v)| v);
     let Some(inputs) = inputs else { return };
     let _ = r.known_keys(pairs, &["inputs"]);
-    let Some(inputs) = r.mapping_or_null(inputs) else { return };
+    let Some(inputs) = r.mapping_or_null(inputs) else {
+        return;
+    };
     for (name, def) in inputs {
-        let Some(name) = r.non_empty_literal(name) else { continue };
-        let mut input = InputDef {
-            name,
-            description: None,
-            required: false,
-            input_type: InputType::String,
-            default: None,
-            options: Vec::new(),
+        let Some(name) = r.non_empty_literal(name) else {
+            continue;
         };
-        let Some(def_pairs) = r.mapping_or_null(def) else { continue };
-        for (key, _, value) in r.known_keys(def_pairs, &["description", "type", "required", "default", "options"]) {
+        let mut input = InputDef::new(name);
+        let Some(def_pairs) = r.mapping_or_null(def) else {
+            continue;
+        };
+        for (key, _, value) in r.known_keys(
+            def_pairs,
+            &["description", "type", "required", "default", "options"],
+        ) {
             match key {
                 "description" => input.description = r.literal(value).map(|s| s.value),
                 "type" => {
@@ -159,15 +212,43 @@ fn read_dispatch(r: &mut Reader, node: &Node, trigger: &mut Trigger) {
                     }
                 }
                 "required" => input.required = r.literal_bool(value).unwrap_or(false),
-                "default" => input.default = literal_param(r, value),
+                "default" => input.default = r.param(value, &contexts::NONE),
                 _ => {
                     if let Some(items) = r.sequence(value) {
-                        input.options = items.iter().filter_map(|i| r.literal(i)).map(|s| s.value).collect();
+                        input.options = items
+                            .iter()
+                            .filter_map(|i| r.literal(i))
+                            .map(|s| s.value)
+                            .collect();
                     }
                 }
             }
         }
+        check_dispatch_input(r, &input, def, def_pairs);
         trigger.inputs.push(input);
+    }
+}
+
+/// `choice` inputs need options and only they may have them; a boolean's default is a boolean.
+fn check_dispatch_input(r: &mut Reader, input: &InputDef, def: &Node, pairs: &[(Node, Node)]) {
+    let has_options = pairs.iter().any(|(k, _)| k.as_str() == Some("options"));
+    if input.input_type == InputType::Choice && input.options.is_empty() {
+        r.error(def.pos, "Missing 'options' for choice input");
+    } else if input.input_type != InputType::Choice && has_options {
+        r.error(
+            def.pos,
+            "Input type is not 'choice', but 'options' is defined",
+        );
+    }
+    if let Some(default) = &input.default {
+        if input.input_type == InputType::Boolean
+            && !matches!(default.value, crate::value::Value::Bool(_))
+        {
+            r.error(
+                default.pos,
+                format!("Unexpected value '{}'", default.value.to_display_string()),
+            );
+        }
     }
 }
 
@@ -188,26 +269,18 @@ fn input_type(r: &mut Reader, node: &Node, allowed: &[&str]) -> Option<InputType
     found
 }
 
-/// An input default: a string, boolean or number scalar with no expressions.
-fn literal_param(r: &mut Reader, node: &Node) -> Option<Param> {
-    match &node.kind {
-        NodeKind::Scalar { resolved: Resolved::String, .. } => {
-            r.literal(node).map(|_| Param { value: node.to_value(), template: None, pos: node.pos })
-        }
-        NodeKind::Scalar { .. } => Some(Param { value: node.to_value(), template: None, pos: node.pos }),
-        _ => {
-            r.unexpected(node);
-            None
-        }
-    }
-}
-
 fn read_call(r: &mut Reader, node: &Node, trigger: &mut Trigger) {
-    let Some(pairs) = r.mapping_or_null(node) else { return };
+    let Some(pairs) = r.mapping_or_null(node) else {
+        return;
+    };
     for (key, _, value) in r.known_keys(pairs, &["inputs", "secrets", "outputs"]) {
-        let Some(entries) = r.mapping_or_null(value) else { continue };
+        let Some(entries) = r.mapping_or_null(value) else {
+            continue;
+        };
         for (name, def) in entries {
-            let Some(name) = r.non_empty_literal(name) else { continue };
+            let Some(name) = r.non_empty_literal(name) else {
+                continue;
+            };
             match key {
                 "inputs" => trigger.inputs.extend(read_call_input(r, name, def)),
                 "secrets" => trigger.secrets.extend(read_call_secret(r, name, def)),
@@ -219,8 +292,7 @@ fn read_call(r: &mut Reader, node: &Node, trigger: &mut Trigger) {
 
 fn read_call_input(r: &mut Reader, name: Spanned<String>, def: &Node) -> Option<InputDef> {
     let pairs = r.mapping(def)?;
-    let mut input =
-        InputDef { name, description: None, required: false, input_type: InputType::String, default: None, options: Vec::new() };
+    let mut input = InputDef::new(name);
     let mut has_type = false;
     for (key, _, value) in r.known_keys(pairs, &["description", "type", "required", "default"]) {
         match key {
@@ -243,7 +315,11 @@ fn read_call_input(r: &mut Reader, name: Spanned<String>, def: &Node) -> Option<
 
 fn read_call_secret(r: &mut Reader, name: Spanned<String>, def: &Node) -> Option<CallSecret> {
     let pairs = r.mapping_or_null(def)?;
-    let mut secret = CallSecret { name, description: None, required: false };
+    let mut secret = CallSecret {
+        name,
+        description: None,
+        required: false,
+    };
     for (key, _, value) in r.known_keys(pairs, &["description", "required"]) {
         match key {
             "description" => secret.description = r.literal(value).map(|s| s.value),
@@ -264,7 +340,11 @@ fn read_call_output(r: &mut Reader, name: Spanned<String>, def: &Node) -> Option
         }
     }
     match value {
-        Some(value) => value.map(|value| CallOutput { name, description, value }),
+        Some(value) => value.map(|value| CallOutput {
+            name,
+            description,
+            value,
+        }),
         None => {
             r.error(def.pos, "Required property is missing: value");
             None

@@ -17,16 +17,29 @@ pub struct Reader<'f> {
 }
 
 impl<'f> Reader<'f> {
-    pub fn new(file: &'f str) -> Self {
-        Reader { file, diags: Vec::new() }
+    /// A reader that starts with the YAML problems of `document` (whole-file ones unpositioned).
+    pub fn with_yaml_errors(file: &'f str, document: &crate::yaml::Document) -> Self {
+        let diags = document
+            .errors
+            .iter()
+            .map(|e| Diagnostic::error(file, e.pos, e.message.clone()))
+            .collect();
+        Reader { file, diags }
     }
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
-        self.diags.push(Diagnostic::error(self.file, Some(pos), message));
+        self.diags
+            .push(Diagnostic::error(self.file, Some(pos), message));
     }
 
-    pub fn error_with_hint(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
-        self.diags.push(Diagnostic::error(self.file, Some(pos), message).with_hint(hint));
+    pub fn error_with_hint(
+        &mut self,
+        pos: Pos,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.diags
+            .push(Diagnostic::error(self.file, Some(pos), message).with_hint(hint));
     }
 
     /// GitHub's message for a node of the wrong shape.
@@ -35,7 +48,9 @@ impl<'f> Reader<'f> {
             NodeKind::Scalar { value, .. } if value.contains("${{") => {
                 "A template expression is not allowed in this context".to_string()
             }
-            NodeKind::Scalar { .. } => format!("Unexpected value '{}'", node.as_str().unwrap_or_default()),
+            NodeKind::Scalar { .. } => {
+                format!("Unexpected value '{}'", node.as_str().unwrap_or_default())
+            }
             NodeKind::Sequence(_) => "A sequence was not expected".to_string(),
             NodeKind::Mapping(_) => "A mapping was not expected".to_string(),
         };
@@ -68,7 +83,11 @@ impl<'f> Reader<'f> {
 
     /// The pairs of a mapping with literal keys, reporting keys outside `allowed` (with the
     /// closest allowed key as a hint) and keys written as expressions.
-    pub fn known_keys<'n>(&mut self, pairs: &'n [(Node, Node)], allowed: &[&'n str]) -> Vec<(&'n str, &'n Node, &'n Node)> {
+    pub fn known_keys<'n>(
+        &mut self,
+        pairs: &'n [(Node, Node)],
+        allowed: &[&'n str],
+    ) -> Vec<(&'n str, &'n Node, &'n Node)> {
         let mut known = Vec::new();
         for (key, value) in pairs {
             let Some(name) = self.key(key) else { continue };
@@ -83,7 +102,9 @@ impl<'f> Reader<'f> {
     pub fn unknown_key(&mut self, pos: Pos, name: &str, allowed: &[&str]) {
         let message = format!("Unexpected value '{name}'");
         match did_you_mean(name, allowed.iter().copied()) {
-            Some(suggestion) => self.error_with_hint(pos, message, format!("did you mean `{suggestion}`?")),
+            Some(suggestion) => {
+                self.error_with_hint(pos, message, format!("did you mean `{suggestion}`?"))
+            }
             None => self.error(pos, message),
         }
     }
@@ -92,7 +113,10 @@ impl<'f> Reader<'f> {
     pub fn key<'n>(&mut self, key: &'n Node) -> Option<&'n str> {
         let text = key.as_str()?;
         if text.contains("${{") {
-            self.error(key.pos, "A template expression is not allowed in this context");
+            self.error(
+                key.pos,
+                "A template expression is not allowed in this context",
+            );
             return None;
         }
         Some(text)
@@ -132,11 +156,22 @@ impl<'f> Reader<'f> {
 
     /// A scalar that may contain expressions using the given contexts.
     pub fn template(&mut self, node: &Node, context: &KeyContext) -> Option<Template> {
-        let Some(raw) = node.as_str() else {
-            self.unexpected(node);
-            return None;
-        };
-        self.template_text(raw, node.pos, context)
+        match &node.kind {
+            NodeKind::Scalar {
+                value,
+                resolved: Resolved::String,
+                ..
+            } => self.template_text(value, node.pos, context),
+            // Null, booleans and numbers become strings as GitHub formats them (`1e3` -> `1000`).
+            NodeKind::Scalar { .. } => Some(Template::literal(
+                node.to_value().to_display_string(),
+                node.pos,
+            )),
+            _ => {
+                self.unexpected(node);
+                None
+            }
+        }
     }
 
     /// Checks a raw string: splitting, directives, and each expression against `context`.
@@ -154,10 +189,17 @@ impl<'f> Reader<'f> {
                 }
                 if segments.len() > 1 && raw.len() > MAX_EXPRESSION_LENGTH {
                     // Text around expressions becomes one format() expression, bounded like any other.
-                    self.error(pos, format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"));
+                    self.error(
+                        pos,
+                        format!("Exceeded max expression length {MAX_EXPRESSION_LENGTH}"),
+                    );
                     ok = false;
                 }
-                ok.then(|| Template { raw: raw.to_string(), pos, segments })
+                ok.then(|| Template {
+                    raw: raw.to_string(),
+                    pos,
+                    segments,
+                })
             }
             Err(message) => {
                 self.error(pos, message);
@@ -166,10 +208,22 @@ impl<'f> Reader<'f> {
         }
     }
 
+    /// A template that may not be empty (GitHub's `non-empty-string` with a context).
+    pub fn non_empty_template(&mut self, node: &Node, context: &KeyContext) -> Option<Template> {
+        if node.as_str() == Some("") {
+            self.unexpected(node);
+            return None;
+        }
+        self.template(node, context)
+    }
+
     /// A string or a sequence of strings, each possibly with expressions.
     pub fn templates(&mut self, node: &Node, context: &KeyContext) -> Vec<Template> {
         match &node.kind {
-            NodeKind::Sequence(items) => items.iter().filter_map(|item| self.template(item, context)).collect(),
+            NodeKind::Sequence(items) => items
+                .iter()
+                .filter_map(|item| self.template(item, context))
+                .collect(),
             _ => self.template(node, context).into_iter().collect(),
         }
     }
@@ -177,7 +231,9 @@ impl<'f> Reader<'f> {
     /// A string or a sequence of literal strings (event filters, `needs`).
     pub fn literal_list(&mut self, node: &Node) -> Vec<Spanned<String>> {
         match &node.kind {
-            NodeKind::Sequence(items) => items.iter().filter_map(|item| self.literal(item)).collect(),
+            NodeKind::Sequence(items) => {
+                items.iter().filter_map(|item| self.literal(item)).collect()
+            }
             NodeKind::Mapping(_) => {
                 self.unexpected(node);
                 Vec::new()
@@ -189,9 +245,13 @@ impl<'f> Reader<'f> {
     /// A string-to-string mapping such as `env` (null, booleans and numbers are coerced).
     pub fn string_pairs(&mut self, node: &Node, context: &KeyContext) -> Pairs<Template> {
         if let Some(whole) = self.whole_expression(node, context) {
-            return whole.map(|w| vec![(Spanned::new(String::new(), node.pos), w)]).unwrap_or_default();
+            return whole
+                .map(|w| vec![(Spanned::new(String::new(), node.pos), w)])
+                .unwrap_or_default();
         }
-        let Some(pairs) = self.mapping_or_null(node) else { return Vec::new() };
+        let Some(pairs) = self.mapping_or_null(node) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for (key, value) in pairs {
             let Some(name) = key.as_str() else { continue };
@@ -209,7 +269,9 @@ impl<'f> Reader<'f> {
 
     /// A mapping of inputs keeping YAML types (`with:`): strings become templates.
     pub fn params(&mut self, node: &Node, context: &KeyContext) -> Pairs<Param> {
-        let Some(pairs) = self.mapping_or_null(node) else { return Vec::new() };
+        let Some(pairs) = self.mapping_or_null(node) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for (key, value) in pairs {
             let Some(name) = self.key(key) else { continue };
@@ -222,12 +284,23 @@ impl<'f> Reader<'f> {
 
     pub fn param(&mut self, node: &Node, context: &KeyContext) -> Option<Param> {
         match &node.kind {
-            NodeKind::Scalar { resolved: Resolved::String, .. } => {
+            NodeKind::Scalar {
+                resolved: Resolved::String,
+                ..
+            } => {
                 let template = self.template(node, context)?;
                 let value = node.to_value();
-                Some(Param { value, template: template.has_expressions().then_some(template), pos: node.pos })
+                Some(Param {
+                    value,
+                    template: template.has_expressions().then_some(template),
+                    pos: node.pos,
+                })
             }
-            NodeKind::Scalar { .. } => Some(Param { value: node.to_value(), template: None, pos: node.pos }),
+            NodeKind::Scalar { .. } => Some(Param {
+                value: node.to_value(),
+                template: None,
+                pos: node.pos,
+            }),
             _ => {
                 self.unexpected(node);
                 None
@@ -237,10 +310,17 @@ impl<'f> Reader<'f> {
 
     /// `Some` when the whole node is one `${{ }}` expression: its checked template, or `None`
     /// inside when the expression has errors (already reported).
-    pub fn whole_expression(&mut self, node: &Node, context: &KeyContext) -> Option<Option<Template>> {
+    pub fn whole_expression(
+        &mut self,
+        node: &Node,
+        context: &KeyContext,
+    ) -> Option<Option<Template>> {
         let raw = node.as_str()?;
         let segments = expressions::split(raw).ok()?;
-        if !matches!(segments.as_slice(), [crate::model::Segment::Expression { .. }]) {
+        if !matches!(
+            segments.as_slice(),
+            [crate::model::Segment::Expression { .. }]
+        ) {
             return None;
         }
         Some(self.template(node, context))
@@ -280,23 +360,47 @@ impl<'f> Reader<'f> {
     }
 
     /// An `if:` condition: bare expression or `${{ }}`, rewritten with the implicit `success()`.
-    pub fn condition(&mut self, node: Option<&Node>, context: &KeyContext, default_pos: Pos) -> Condition {
+    pub fn condition(
+        &mut self,
+        node: Option<&Node>,
+        context: &KeyContext,
+        default_pos: Pos,
+    ) -> Condition {
         let Some(node) = node else {
-            return Condition { raw: String::new(), expression: "success()".into(), pos: default_pos };
+            return Condition {
+                raw: String::new(),
+                expression: "success()".into(),
+                pos: default_pos,
+            };
         };
         let raw = match &node.kind {
-            NodeKind::Scalar { resolved: Resolved::Bool(b), .. } => b.to_string(),
+            NodeKind::Scalar {
+                resolved: Resolved::Bool(b),
+                ..
+            } => b.to_string(),
             NodeKind::Scalar { .. } => node.as_str().unwrap_or_default().to_string(),
             _ => {
                 self.unexpected(node);
-                return Condition { raw: String::new(), expression: "success()".into(), pos: node.pos };
+                return Condition {
+                    raw: String::new(),
+                    expression: "success()".into(),
+                    pos: node.pos,
+                };
             }
         };
         match expressions::condition(&raw, context) {
-            Ok(expression) => Condition { raw, expression, pos: node.pos },
+            Ok(expression) => Condition {
+                raw,
+                expression,
+                pos: node.pos,
+            },
             Err(message) => {
                 self.error(node.pos, message);
-                Condition { raw, expression: "success()".into(), pos: node.pos }
+                Condition {
+                    raw,
+                    expression: "success()".into(),
+                    pos: node.pos,
+                }
             }
         }
     }

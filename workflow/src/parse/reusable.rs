@@ -39,15 +39,27 @@ struct Grant(Vec<(String, PermissionLevel)>);
 
 impl Grant {
     fn level(&self, scope: &str) -> PermissionLevel {
-        self.0.iter().find(|(s, _)| s == scope).map_or(PermissionLevel::None, |(_, l)| *l)
+        self.0
+            .iter()
+            .find(|(s, _)| s == scope)
+            .map_or(PermissionLevel::None, |(_, l)| *l)
     }
 
     fn from_permissions(permissions: &Permissions) -> Grant {
-        let all = |level| Grant(SHORTHAND_SCOPES.iter().map(|s| (s.to_string(), level)).collect());
+        let all = |level| {
+            Grant(
+                SHORTHAND_SCOPES
+                    .iter()
+                    .map(|s| (s.to_string(), level))
+                    .collect(),
+            )
+        };
         match permissions {
             Permissions::ReadAll(_) => all(PermissionLevel::Read),
             Permissions::WriteAll(_) => all(PermissionLevel::Write),
-            Permissions::Scopes(scopes, _) => Grant(scopes.iter().map(|(s, l)| (s.value.clone(), *l)).collect()),
+            Permissions::Scopes(scopes, _) => {
+                Grant(scopes.iter().map(|(s, l)| (s.value.clone(), *l)).collect())
+            }
         }
     }
 
@@ -57,33 +69,51 @@ impl Grant {
                 ("contents".into(), PermissionLevel::Read),
                 ("packages".into(), PermissionLevel::Read),
             ]),
-            PermissionsPolicy::Write => {
-                Grant(SHORTHAND_SCOPES.iter().map(|s| (s.to_string(), PermissionLevel::Write)).collect())
-            }
+            PermissionsPolicy::Write => Grant(
+                SHORTHAND_SCOPES
+                    .iter()
+                    .map(|s| (s.to_string(), PermissionLevel::Write))
+                    .collect(),
+            ),
         }
     }
 
     /// The scopes `request` asks more of than `self` allows: "requested" and "allowed" lists.
     fn excess(&self, request: &Grant) -> Option<(String, String)> {
         let mut order: Vec<&str> = SHORTHAND_SCOPES.to_vec();
-        let mut extra: Vec<&str> =
-            request.0.iter().map(|(s, _)| s.as_str()).filter(|s| !SHORTHAND_SCOPES.contains(s)).collect();
+        let mut extra: Vec<&str> = request
+            .0
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .filter(|s| !SHORTHAND_SCOPES.contains(s))
+            .collect();
         extra.sort_unstable();
         order.extend(extra);
-        let exceeded: Vec<&str> = order.into_iter().filter(|s| request.level(s) > self.level(s)).collect();
+        let exceeded: Vec<&str> = order
+            .into_iter()
+            .filter(|s| request.level(s) > self.level(s))
+            .collect();
         if exceeded.is_empty() {
             return None;
         }
         let list = |grant: &Grant| {
-            exceeded.iter().map(|s| format!("{s}: {}", grant.level(s).name())).collect::<Vec<_>>().join(", ")
+            exceeded
+                .iter()
+                .map(|s| format!("{s}: {}", grant.level(s).name()))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         Some((list(request), list(self)))
     }
 }
 
+const MAX_NESTING: usize = 64;
+const MAX_LOADS: usize = 10_000;
+
 struct CallContext<'o, 'a> {
     options: &'o ParseOptions<'a>,
     size: usize,
+    loads: usize,
 }
 
 /// Loads every called workflow (recursively) and checks each call.
@@ -94,11 +124,15 @@ pub fn resolve_calls(
     options: &ParseOptions,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let allowed_default = workflow
-        .permissions
-        .as_ref()
-        .map_or_else(|| Grant::from_policy(options.permissions_policy), Grant::from_permissions);
-    let mut ctx = CallContext { options, size: caller_size };
+    let allowed_default = workflow.permissions.as_ref().map_or_else(
+        || Grant::from_policy(options.permissions_policy),
+        Grant::from_permissions,
+    );
+    let mut ctx = CallContext {
+        options,
+        size: caller_size,
+        loads: 0,
+    };
     resolve_level(file, workflow, &allowed_default, 0, &mut ctx, diags);
 }
 
@@ -112,23 +146,42 @@ fn resolve_level(
 ) {
     for job in &mut workflow.jobs {
         let job_id_pos = job.id.pos;
-        let grant = job.permissions.as_ref().map_or_else(|| workflow_grant.clone(), Grant::from_permissions);
-        let JobKind::Call(call) = &mut job.kind else { continue };
+        let grant = job
+            .permissions
+            .as_ref()
+            .map_or_else(|| workflow_grant.clone(), Grant::from_permissions);
+        let JobKind::Call(call) = &mut job.kind else {
+            continue;
+        };
         if call.uses.value.is_empty() {
             continue;
         }
-        if depth + 1 > ctx.options.max_nested_reusable_depth {
+        // Recursion is bounded even if a caller asks for no limit and a workflow calls itself.
+        let max_depth = ctx.options.max_nested_reusable_depth.min(MAX_NESTING);
+        if depth + 1 > max_depth {
             diags.push(Diagnostic::error(
                 file,
                 Some(call.uses.pos),
-                format!("Nested reusable workflow depth exceeded {}.", ctx.options.max_nested_reusable_depth),
+                format!("Nested reusable workflow depth exceeded {max_depth}."),
             ));
             return;
         }
-        let Some(resolver) = ctx.options.resolver else { return };
+        // Every load adds at least one job, so more loads than jobs allowed already fails the
+        // job limit; stopping here keeps workflows that call each other from fanning out.
+        ctx.loads += 1;
+        if ctx.loads > ctx.options.max_jobs.min(MAX_LOADS) {
+            return;
+        }
+        let Some(resolver) = ctx.options.resolver else {
+            return;
+        };
         let uses = call.uses.value.clone();
         let Some((callee_file, content)) = resolver(&uses) else {
-            diags.push(Diagnostic::error(file, Some(call.uses.pos), format!("Unable to find reusable workflow '{uses}'")));
+            diags.push(Diagnostic::error(
+                file,
+                Some(call.uses.pos),
+                format!("Unable to find reusable workflow '{uses}'"),
+            ));
             continue;
         };
         let (callee, callee_diags, size) = read_workflow_file(&callee_file, &content, ctx.options);
@@ -160,7 +213,14 @@ fn resolve_level(
         }
         check_inputs(file, call, &callee, diags);
         let callee_grant = check_permissions(file, job_id_pos, &uses, &grant, &callee, diags);
-        resolve_level(&callee_file, &mut callee, &callee_grant, depth + 1, ctx, diags);
+        resolve_level(
+            &callee_file,
+            &mut callee,
+            &callee_grant,
+            depth + 1,
+            ctx,
+            diags,
+        );
         call.callee = Some(Box::new(callee));
     }
 }
@@ -189,10 +249,15 @@ fn check_permissions(
         None => allowed.clone(),
     };
     for job in &callee.jobs {
-        let Some(permissions) = &job.permissions else { continue };
+        let Some(permissions) = &job.permissions else {
+            continue;
+        };
         let requested = Grant::from_permissions(permissions);
         if let Some((wanted, only)) = allowed.excess(&requested) {
-            let name = job.name.as_ref().map_or(job.id.value.as_str(), |n| n.raw.as_str());
+            let name = job
+                .name
+                .as_ref()
+                .map_or(job.id.value.as_str(), |n| n.raw.as_str());
             diags.push(Diagnostic::error(
                 file,
                 Some(pos),
@@ -203,32 +268,48 @@ fn check_permissions(
     callee_grant
 }
 
-fn check_inputs(file: &str, call: &crate::model::ReusableCall, callee: &Workflow, diags: &mut Vec<Diagnostic>) {
+fn check_inputs(
+    file: &str,
+    call: &crate::model::ReusableCall,
+    callee: &Workflow,
+    diags: &mut Vec<Diagnostic>,
+) {
     let Some(trigger) = callee.workflow_call() else {
         diags.push(Diagnostic::error(
             file,
             Some(call.uses.pos),
-            format!("The workflow '{}' is not callable: it has no `on: workflow_call`", call.uses.value),
+            format!(
+                "The workflow '{}' is not callable: it has no `on: workflow_call`",
+                call.uses.value
+            ),
         ));
         return;
     };
+    let input_names: Vec<&str> = trigger
+        .inputs
+        .iter()
+        .map(|i| i.name.value.as_str())
+        .collect();
+    let with: Vec<(&str, Pos)> = call
+        .with
+        .iter()
+        .map(|(n, p)| (n.value.as_str(), p.pos))
+        .collect();
+    report_undefined(file, "input", &with, &input_names, diags);
     for (name, param) in &call.with {
-        let Some(input) = trigger.inputs.iter().find(|i| i.name.value.eq_ignore_ascii_case(&name.value)) else {
-            diags.push(Diagnostic::error(
-                file,
-                Some(param.pos),
-                format!("Invalid input, {} is not defined in the referenced workflow.", name.value),
-            ));
+        let Some(input) = trigger
+            .inputs
+            .iter()
+            .find(|i| i.name.value.eq_ignore_ascii_case(&name.value))
+        else {
             continue;
         };
-        if param.template.is_some() {
-            continue;
-        }
-        let fits = match input.input_type {
-            InputType::Boolean => matches!(param.value, Value::Bool(_)),
-            InputType::Number => matches!(param.value, Value::Number(_)),
-            _ => true,
-        };
+        let fits = param.template.is_some()
+            || match input.input_type {
+                InputType::Boolean => matches!(param.value, Value::Bool(_)),
+                InputType::Number => matches!(param.value, Value::Number(_)),
+                _ => true,
+            };
         if !fits {
             diags.push(Diagnostic::error(
                 file,
@@ -237,35 +318,70 @@ fn check_inputs(file: &str, call: &crate::model::ReusableCall, callee: &Workflow
             ));
         }
     }
-    for input in trigger.inputs.iter().filter(|i| i.required && i.default.is_none()) {
-        if !call.with.iter().any(|(n, _)| n.value.eq_ignore_ascii_case(&input.name.value)) {
-            diags.push(Diagnostic::error(
-                file,
-                Some(call.uses.pos),
-                format!("Input {} is required, but not provided while calling.", input.name.value),
-            ));
-        }
-    }
-    let provided = match &call.secrets {
+    let required: Vec<&str> = trigger
+        .inputs
+        .iter()
+        .filter(|i| i.required && i.default.is_none())
+        .map(|i| i.name.value.as_str())
+        .collect();
+    report_missing(file, "Input", &required, &with, call.uses.pos, diags);
+    let secrets: Vec<(&str, Pos)> = match &call.secrets {
         CallSecrets::Inherit(_) => return,
-        CallSecrets::None => &Vec::new(),
-        CallSecrets::Map(pairs) => pairs,
+        CallSecrets::None => Vec::new(),
+        CallSecrets::Map(pairs) => pairs
+            .iter()
+            .map(|(n, t)| (n.value.as_str(), t.pos))
+            .collect(),
     };
-    for (name, value) in provided {
-        if !trigger.secrets.iter().any(|s| s.name.value.eq_ignore_ascii_case(&name.value)) {
+    let secret_names: Vec<&str> = trigger
+        .secrets
+        .iter()
+        .map(|s| s.name.value.as_str())
+        .collect();
+    report_undefined(file, "secret", &secrets, &secret_names, diags);
+    let required: Vec<&str> = trigger
+        .secrets
+        .iter()
+        .filter(|s| s.required)
+        .map(|s| s.name.value.as_str())
+        .collect();
+    report_missing(file, "Secret", &required, &secrets, call.uses.pos, diags);
+}
+
+/// Values passed (`with:` or `secrets:`) that the callee does not declare.
+fn report_undefined(
+    file: &str,
+    kind: &str,
+    provided: &[(&str, Pos)],
+    declared: &[&str],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (name, pos) in provided {
+        if !declared.iter().any(|d| d.eq_ignore_ascii_case(name)) {
             diags.push(Diagnostic::error(
                 file,
-                Some(value.pos),
-                format!("Invalid secret, {} is not defined in the referenced workflow.", name.value),
+                Some(*pos),
+                format!("Invalid {kind}, {name} is not defined in the referenced workflow."),
             ));
         }
     }
-    for secret in trigger.secrets.iter().filter(|s| s.required) {
-        if !provided.iter().any(|(n, _)| n.value.eq_ignore_ascii_case(&secret.name.value)) {
+}
+
+/// Required inputs or secrets of the callee that the call does not pass.
+fn report_missing(
+    file: &str,
+    kind: &str,
+    required: &[&str],
+    provided: &[(&str, Pos)],
+    call: Pos,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for name in required {
+        if !provided.iter().any(|(p, _)| p.eq_ignore_ascii_case(name)) {
             diags.push(Diagnostic::error(
                 file,
-                Some(call.uses.pos),
-                format!("Secret {} is required, but not provided while calling.", secret.name.value),
+                Some(call),
+                format!("{kind} {name} is required, but not provided while calling."),
             ));
         }
     }
@@ -288,12 +404,23 @@ fn job_count(job: &Job) -> usize {
 pub fn result_size(root: &Node, file_name: &str) -> usize {
     const OBJECT: usize = 24;
     const STRING_OVERHEAD: usize = 26;
-    let string_bytes = |s: &str| STRING_OVERHEAD + 2 * s.encode_utf16().count();
+    let utf16_len = |s: &str| {
+        if s.is_ascii() {
+            s.len()
+        } else {
+            s.encode_utf16().count()
+        }
+    };
+    let string_bytes = |s: &str| STRING_OVERHEAD + 2 * utf16_len(s);
     let mut size = string_bytes(file_name);
     let mut stack = vec![root];
     while let Some(node) = stack.pop() {
         size = size.saturating_add(match &node.kind {
-            NodeKind::Scalar { value, resolved: Resolved::String, .. } => OBJECT + string_bytes(value),
+            NodeKind::Scalar {
+                value,
+                resolved: Resolved::String,
+                ..
+            } => OBJECT + string_bytes(value),
             NodeKind::Scalar { .. } => OBJECT,
             NodeKind::Sequence(items) => {
                 stack.extend(items.iter());

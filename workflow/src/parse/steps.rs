@@ -27,7 +27,15 @@ pub const WORKFLOW_STEPS: StepContexts = StepContexts {
     name: contexts::STEP_NAME,
 };
 
-const COMMON_KEYS: &[&str] = &["name", "id", "if", "continue-on-error", "timeout-minutes", "env", "background"];
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "id",
+    "if",
+    "continue-on-error",
+    "timeout-minutes",
+    "env",
+    "background",
+];
 const RUN_KEYS: &[&str] = &["run", "working-directory", "shell"];
 const USES_KEYS: &[&str] = &["uses", "with"];
 const CONTROL_KEYS: &[&str] = &["wait", "wait-all", "cancel", "parallel"];
@@ -39,9 +47,14 @@ pub fn read_steps(r: &mut Reader, node: &Node) -> Vec<Step> {
 }
 
 pub fn read_steps_with(r: &mut Reader, node: &Node, contexts: &StepContexts) -> Vec<Step> {
-    let Some(items) = r.sequence(node) else { return Vec::new() };
+    let Some(items) = r.sequence(node) else {
+        return Vec::new();
+    };
     let mut scope = IdScope::default();
-    let steps: Vec<Step> = items.iter().filter_map(|item| read_step(r, item, contexts, &mut scope)).collect();
+    let steps: Vec<Step> = items
+        .iter()
+        .filter_map(|item| read_step(r, item, contexts, &mut scope))
+        .collect();
     assign_generated_ids(steps, &mut scope)
 }
 
@@ -54,7 +67,11 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
         id: None,
         effective_id: String::new(),
         name: None,
-        condition: Condition { raw: String::new(), expression: "success()".into(), pos: node.pos },
+        condition: Condition {
+            raw: String::new(),
+            expression: "success()".into(),
+            pos: node.pos,
+        },
         action: StepAction::WaitAll,
         env: Vec::new(),
         continue_on_error: None,
@@ -89,38 +106,60 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             "background" => step.background = r.literal_bool(value).unwrap_or(false),
             "run" => {
                 if has("uses") {
-                    r.error_with_hint(key_node.pos, "Unexpected value 'run'", "a step has either `run` or `uses`, not both");
+                    r.error_with_hint(
+                        key_node.pos,
+                        "Unexpected value 'run'",
+                        "a step has either `run` or `uses`, not both",
+                    );
                 }
                 run = r.template(value, &ctx.string);
             }
-            "shell" => shell = r.non_empty_literal(value).map(|s| crate::model::Template::literal(s.value, s.pos)),
-            "working-directory" => {
-                if value.as_str() == Some("") {
-                    r.unexpected(value);
-                } else {
-                    working_directory = r.template(value, &ctx.string);
-                }
+            "shell" => {
+                shell = r
+                    .non_empty_literal(value)
+                    .map(|s| crate::model::Template::literal(s.value, s.pos))
             }
+            "working-directory" => working_directory = r.non_empty_template(value, &ctx.string),
             "uses" => uses = r.non_empty_literal(value),
             "with" => with = r.params(value, &ctx.with),
-            "wait" => control = Some(StepAction::Wait(r.literal_list(value))),
+            "wait" => {
+                let targets = r.literal_list(value);
+                for target in &targets {
+                    check_step_reference(r, scope, target, step.id.as_ref());
+                }
+                control = Some(StepAction::Wait(targets));
+            }
             "wait-all" => {
-                if !value.is_null() {
-                    let _ = r.literal_bool(value);
+                if !value.is_null() && r.literal_bool(value) == Some(false) {
+                    r.error(value.pos, "The value of 'wait-all' must be true or omitted");
                 }
                 control = Some(StepAction::WaitAll);
             }
-            "cancel" => control = r.non_empty_literal(value).map(StepAction::Cancel),
+            "cancel" => {
+                if let Some(target) = r.non_empty_literal(value) {
+                    check_step_reference(r, scope, &target, step.id.as_ref());
+                    control = Some(StepAction::Cancel(target));
+                }
+            }
             _ => {
                 let mut inner = IdScope::default();
                 let items = r.sequence(value).unwrap_or_default();
-                let steps = items.iter().filter_map(|item| read_step(r, item, ctx, &mut inner)).collect();
-                control = Some(StepAction::Parallel(assign_generated_ids(steps, &mut inner)));
+                let steps = items
+                    .iter()
+                    .filter_map(|item| read_step(r, item, ctx, &mut inner))
+                    .collect();
+                control = Some(StepAction::Parallel(assign_generated_ids(
+                    steps, &mut inner,
+                )));
             }
         }
     }
     step.action = if has("run") {
-        StepAction::Run { run: run?, shell, working_directory }
+        StepAction::Run {
+            run: run?,
+            shell,
+            working_directory,
+        }
     } else if has("uses") {
         let uses = uses?;
         check_uses(r, &uses);
@@ -143,6 +182,32 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
     Some(step)
 }
 
+/// `wait` and `cancel` name an earlier step of this job by its id.
+fn check_step_reference(
+    r: &mut Reader,
+    scope: &IdScope,
+    target: &Spanned<String>,
+    own: Option<&Spanned<String>>,
+) {
+    let value = target.value.as_str();
+    if value.starts_with("__") {
+        r.error(
+            target.pos,
+            format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."),
+        );
+    } else if let Some(own) = own.filter(|own| own.value.eq_ignore_ascii_case(value)) {
+        r.error(
+            target.pos,
+            format!("Step '{}' cannot reference itself", own.value),
+        );
+    } else if !scope.contains(value) {
+        r.error(
+            target.pos,
+            format!("Step references unknown step ID '{value}'"),
+        );
+    }
+}
+
 /// `uses:` must name `{owner}/{repo}[/path]@ref`, a `./local` path or a `docker://` image.
 fn check_uses(r: &mut Reader, uses: &Spanned<String>) {
     let value = uses.value.as_str();
@@ -154,12 +219,18 @@ fn check_uses(r: &mut Reader, uses: &Spanned<String>) {
             let mut parts = path.split('/');
             let owner = parts.next().unwrap_or_default();
             let repo = parts.next().unwrap_or_default();
-            !owner.is_empty() && !repo.is_empty() && !git_ref.is_empty() && parts.all(|p| !p.is_empty())
+            !owner.is_empty()
+                && !repo.is_empty()
+                && !git_ref.is_empty()
+                && parts.all(|p| !p.is_empty())
         }
         None => false,
     };
     if !valid {
-        r.error(uses.pos, format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{value}'"));
+        r.error(
+            uses.pos,
+            format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{value}'"),
+        );
     }
 }
 
@@ -184,15 +255,39 @@ fn assign_generated_ids(mut steps: Vec<Step>, scope: &mut IdScope) -> Vec<Step> 
     steps
 }
 
+/// What a `uses:` step's generated id is made of: the image for `docker://`, `self` for a
+/// local action, `owner/repo` for a repository action, or nothing when the reference is
+/// malformed (the step then counts as a `run`).
 fn generated_uses_id(uses: &str) -> String {
     let name = if let Some(image) = uses.strip_prefix("docker://") {
-        image
+        image.to_string()
     } else if uses.starts_with("./") || uses.starts_with(".\\") {
-        "self"
+        "self".to_string()
     } else {
-        uses.split_once('@').map_or(uses, |(path, _)| path)
+        match uses.split('@').collect::<Vec<_>>().as_slice() {
+            [path, git_ref] if !git_ref.is_empty() => {
+                let segments: Vec<&str> =
+                    path.split(['/', '\\']).filter(|s| !s.is_empty()).collect();
+                match segments.as_slice() {
+                    [owner, repo, ..] => format!("{owner}/{repo}"),
+                    _ => String::new(),
+                }
+            }
+            _ => String::new(),
+        }
     };
-    let sanitized: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("__{sanitized}").chars().take(100).collect()
+    if name.is_empty() {
+        return "__run".to_string();
+    }
+    let sanitized: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("__{sanitized}")
 }

@@ -9,7 +9,17 @@ use super::reader::Reader;
 use crate::model::{Concurrency, PermissionLevel, Permissions, RunDefaults, Spanned, Workflow};
 use crate::yaml::{Node, NodeKind};
 
-const ROOT_KEYS: &[&str] = &["on", "name", "description", "run-name", "defaults", "env", "permissions", "concurrency", "jobs"];
+const ROOT_KEYS: &[&str] = &[
+    "on",
+    "name",
+    "description",
+    "run-name",
+    "defaults",
+    "env",
+    "permissions",
+    "concurrency",
+    "jobs",
+];
 
 pub fn read_workflow(r: &mut Reader, root: &Node) -> Option<Workflow> {
     let pairs = r.mapping(root)?;
@@ -36,7 +46,9 @@ pub fn read_workflow(r: &mut Reader, root: &Node) -> Option<Workflow> {
             "defaults" => workflow.defaults = read_defaults(r, value, &contexts::NONE),
             "env" => workflow.env = r.string_pairs(value, &contexts::WORKFLOW_ENV),
             "permissions" => workflow.permissions = read_permissions(r, value),
-            "concurrency" => workflow.concurrency = read_concurrency(r, value, &contexts::WORKFLOW_CONCURRENCY),
+            "concurrency" => {
+                workflow.concurrency = read_concurrency(r, value, &contexts::WORKFLOW_CONCURRENCY)
+            }
             _ => {
                 has_jobs = true;
                 read_jobs(r, value, &mut workflow);
@@ -78,11 +90,7 @@ pub fn read_concurrency(r: &mut Reader, node: &Node, context: &KeyContext) -> Op
         match key {
             "group" => {
                 has_group = true;
-                if value.as_str() == Some("") {
-                    r.unexpected(value);
-                } else {
-                    group = r.template(value, context);
-                }
+                group = r.non_empty_template(value, context);
             }
             "cancel-in-progress" => cancel_in_progress = r.bool_or_expr(value, context),
             _ => {
@@ -97,21 +105,21 @@ pub fn read_concurrency(r: &mut Reader, node: &Node, context: &KeyContext) -> Op
     if !has_group {
         r.error(node.pos, "Required property is missing: group");
     }
-    Some(Concurrency::Mapping { group: group?, cancel_in_progress })
+    Some(Concurrency::Mapping {
+        group: group?,
+        cancel_in_progress,
+    })
 }
 
 pub fn read_defaults(r: &mut Reader, node: &Node, context: &KeyContext) -> Option<RunDefaults> {
     let pairs = r.mapping(node)?;
     let mut defaults = RunDefaults::default();
     for (_, _, run) in r.known_keys(pairs, &["run"]) {
-        let Some(run_pairs) = r.mapping(run) else { continue };
+        let Some(run_pairs) = r.mapping(run) else {
+            continue;
+        };
         for (key, _, value) in r.known_keys(run_pairs, &["shell", "working-directory"]) {
-            let template = if value.as_str() == Some("") {
-                r.unexpected(value);
-                None
-            } else {
-                r.template(value, context)
-            };
+            let template = r.non_empty_template(value, context);
             match key {
                 "shell" => defaults.shell = template,
                 _ => defaults.working_directory = template,
@@ -165,7 +173,10 @@ pub fn read_permissions(r: &mut Reader, node: &Node) -> Option<Permissions> {
     let names: Vec<&str> = scope_names().collect();
     let mut scopes = Vec::new();
     for (scope, key, value) in r.known_keys(pairs, &names) {
-        let allowed = SCOPES.iter().find(|(name, _)| *name == scope).map_or(ANY_LEVEL, |(_, levels)| *levels);
+        let allowed = SCOPES
+            .iter()
+            .find(|(name, _)| *name == scope)
+            .map_or(ANY_LEVEL, |(_, levels)| *levels);
         let level = match value.as_str() {
             Some(level) if allowed.contains(&level) => level,
             _ => {
