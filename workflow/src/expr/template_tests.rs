@@ -48,9 +48,13 @@ fn step_if() -> Allowed {
     ])
 }
 
-fn condition(scalar: &str, allowed: &Allowed) -> String {
-    let source = condition_source(scalar).expect("template splits");
-    rewrite_condition(&source, allowed).expect("condition parses")
+/// Each `(if: scalar, condition GitHub stored)` pair.
+fn assert_conditions(allowed: &Allowed, cases: &[(&str, &str)]) {
+    for (scalar, expected) in cases {
+        let source = condition_source(scalar).expect("template splits");
+        let rewritten = rewrite_condition(&source, allowed).expect("condition parses");
+        assert_eq!(rewritten, *expected, "if: {scalar}");
+    }
 }
 
 #[test]
@@ -187,9 +191,7 @@ fn rewrites_job_conditions_like_job_if_yml() {
         ),
         ("false", "success() && (false)"),
     ];
-    for (scalar, expected) in cases {
-        assert_eq!(condition(scalar, &allowed), expected, "if: {scalar}");
-    }
+    assert_conditions(&allowed, &cases);
 }
 
 /// The `if:` values of reader/step-if.yml.
@@ -231,9 +233,7 @@ fn rewrites_step_conditions_like_step_if_yml() {
             "always() && fromJSON(env.time) == 5",
         ),
     ];
-    for (scalar, expected) in cases {
-        assert_eq!(condition(scalar, &allowed), expected, "if: {scalar}");
-    }
+    assert_conditions(&allowed, &cases);
 }
 
 #[test]
