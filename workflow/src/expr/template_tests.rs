@@ -155,6 +155,23 @@ fn several_segments_become_a_format_call() {
 fn insert_directive_is_recognised() {
     assert!(split("${{ insert }}").unwrap()[0].is_insert_directive());
     assert!(!split("${{ inserts }}").unwrap()[0].is_insert_directive());
+    // reader/errors-insert.yml
+    let err = split("This is a bad ${{ insert }}").unwrap_err();
+    assert_eq!(err, TemplateError::EmbeddedDirective { offset: 14 });
+    assert!(err
+        .to_string()
+        .starts_with("The directive 'insert' is not allowed in this context."));
+    assert!(matches!(
+        split("${{ insert }} are bad"),
+        Err(TemplateError::EmbeddedDirective { .. })
+    ));
+    assert_eq!(
+        split("${{ insert x }}").unwrap_err(),
+        TemplateError::DirectiveParameters {
+            offset: 0,
+            count: 1
+        }
+    );
 }
 
 /// The `if:` values of reader/job-if.yml and the conditions GitHub's parser produced.
