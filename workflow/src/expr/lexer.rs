@@ -108,30 +108,9 @@ impl<'s> Lexer<'s> {
                     }
                 }
                 '-' | '+' => self.number(start)?,
-                '!' => {
-                    let kind = if self.eat('=') {
-                        TokenKind::NotEqual
-                    } else {
-                        TokenKind::Bang
-                    };
-                    self.push(kind, start);
-                }
-                '<' => {
-                    let kind = if self.eat('=') {
-                        TokenKind::LessEqual
-                    } else {
-                        TokenKind::Less
-                    };
-                    self.push(kind, start);
-                }
-                '>' => {
-                    let kind = if self.eat('=') {
-                        TokenKind::GreaterEqual
-                    } else {
-                        TokenKind::Greater
-                    };
-                    self.push(kind, start);
-                }
+                '!' => self.maybe_equals(TokenKind::NotEqual, TokenKind::Bang, start),
+                '<' => self.maybe_equals(TokenKind::LessEqual, TokenKind::Less, start),
+                '>' => self.maybe_equals(TokenKind::GreaterEqual, TokenKind::Greater, start),
                 '=' => self.doubled('=', TokenKind::Equal, start)?,
                 '&' => self.doubled('&', TokenKind::And, start)?,
                 '|' => self.doubled('|', TokenKind::Or, start)?,
@@ -173,6 +152,12 @@ impl<'s> Lexer<'s> {
             start,
             self.source,
         )
+    }
+
+    /// `!=`/`!`, `<=`/`<`, `>=`/`>`.
+    fn maybe_equals(&mut self, with_equals: TokenKind, alone: TokenKind, start: usize) {
+        let kind = if self.eat('=') { with_equals } else { alone };
+        self.push(kind, start);
     }
 
     /// `==`, `&&`, `||`: a single `=`, `&` or `|` is an error naming the word it starts.

@@ -213,31 +213,32 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Node, ExprError> {
-        let first = self.and()?;
-        if !self.check(&TokenKind::Or) {
-            return Ok(first);
-        }
-        self.descend()?;
-        let mut args = vec![first];
-        while self.eat(&TokenKind::Or) {
-            args.push(self.and()?);
-        }
-        self.depth -= 1;
-        Ok(Node::Or(args))
+        self.logical_chain(Self::and, TokenKind::Or, Node::Or)
     }
 
     fn and(&mut self) -> Result<Node, ExprError> {
-        let first = self.equality()?;
-        if !self.check(&TokenKind::And) {
+        self.logical_chain(Self::equality, TokenKind::And, Node::And)
+    }
+
+    /// `a && b && c` is one n-ary node, one level deep however long the chain, as on GitHub
+    /// (a 60-term `||` is fine; 50 nested ones are not).
+    fn logical_chain(
+        &mut self,
+        operand: fn(&mut Self) -> Result<Node, ExprError>,
+        operator: TokenKind,
+        build: fn(Vec<Node>) -> Node,
+    ) -> Result<Node, ExprError> {
+        let first = operand(self)?;
+        if !self.check(&operator) {
             return Ok(first);
         }
         self.descend()?;
         let mut args = vec![first];
-        while self.eat(&TokenKind::And) {
-            args.push(self.equality()?);
+        while self.eat(&operator) {
+            args.push(operand(self)?);
         }
         self.depth -= 1;
-        Ok(Node::And(args))
+        Ok(build(args))
     }
 
     fn equality(&mut self) -> Result<Node, ExprError> {

@@ -35,12 +35,21 @@ pub enum TemplateError {
     NotClosed { offset: usize },
     #[error("An expression was expected")]
     Empty { offset: usize },
+    #[error(
+        "The directive 'insert' is not allowed in this context. Directives are not supported for expressions that are embedded within a string. Directives are only supported when the entire value is an expression."
+    )]
+    EmbeddedDirective { offset: usize },
+    #[error("Exactly 0 parameter(s) were expected following the directive 'insert'. Actual parameter count: {count}")]
+    DirectiveParameters { offset: usize, count: usize },
 }
 
 impl TemplateError {
     pub fn offset(&self) -> usize {
         match self {
-            TemplateError::NotClosed { offset } | TemplateError::Empty { offset } => *offset,
+            TemplateError::NotClosed { offset }
+            | TemplateError::Empty { offset }
+            | TemplateError::EmbeddedDirective { offset }
+            | TemplateError::DirectiveParameters { offset, .. } => *offset,
         }
     }
 }
@@ -83,6 +92,8 @@ pub fn split(scalar: &str) -> Result<Vec<Segment>, TemplateError> {
             return Err(TemplateError::Empty { offset: next_open });
         }
         let leading = body.len() - body.trim_start().len();
+        let whole_value = next_open == 0 && close + 2 == scalar.len();
+        check_directive(trimmed, whole_value, next_open)?;
         segments.push(Segment::Expression {
             source: trimmed.to_string(),
             offset: body_start + leading,
@@ -104,6 +115,24 @@ pub fn split(scalar: &str) -> Result<Vec<Segment>, TemplateError> {
         }
     }
     Ok(segments)
+}
+
+/// `insert` must stand alone, both inside its braces and as the whole value.
+fn check_directive(trimmed: &str, whole_value: bool, offset: usize) -> Result<(), TemplateError> {
+    let Some(rest) = trimmed.strip_prefix("insert") else {
+        return Ok(());
+    };
+    if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
+        return Ok(());
+    }
+    let count = rest.split_whitespace().count();
+    if count != 0 {
+        return Err(TemplateError::DirectiveParameters { offset, count });
+    }
+    if !whole_value {
+        return Err(TemplateError::EmbeddedDirective { offset });
+    }
+    Ok(())
 }
 
 fn push_literal(segments: &mut Vec<Segment>, text: &str) {

@@ -48,9 +48,13 @@ fn step_if() -> Allowed {
     ])
 }
 
-fn condition(scalar: &str, allowed: &Allowed) -> String {
-    let source = condition_source(scalar).expect("template splits");
-    rewrite_condition(&source, allowed).expect("condition parses")
+/// Each `(if: scalar, condition GitHub stored)` pair.
+fn assert_conditions(allowed: &Allowed, cases: &[(&str, &str)]) {
+    for (scalar, expected) in cases {
+        let source = condition_source(scalar).expect("template splits");
+        let rewritten = rewrite_condition(&source, allowed).expect("condition parses");
+        assert_eq!(rewritten, *expected, "if: {scalar}");
+    }
 }
 
 #[test]
@@ -151,6 +155,23 @@ fn several_segments_become_a_format_call() {
 fn insert_directive_is_recognised() {
     assert!(split("${{ insert }}").unwrap()[0].is_insert_directive());
     assert!(!split("${{ inserts }}").unwrap()[0].is_insert_directive());
+    // reader/errors-insert.yml
+    let err = split("This is a bad ${{ insert }}").unwrap_err();
+    assert_eq!(err, TemplateError::EmbeddedDirective { offset: 14 });
+    assert!(err
+        .to_string()
+        .starts_with("The directive 'insert' is not allowed in this context."));
+    assert!(matches!(
+        split("${{ insert }} are bad"),
+        Err(TemplateError::EmbeddedDirective { .. })
+    ));
+    assert_eq!(
+        split("${{ insert x }}").unwrap_err(),
+        TemplateError::DirectiveParameters {
+            offset: 0,
+            count: 1
+        }
+    );
 }
 
 /// The `if:` values of reader/job-if.yml and the conditions GitHub's parser produced.
@@ -187,9 +208,7 @@ fn rewrites_job_conditions_like_job_if_yml() {
         ),
         ("false", "success() && (false)"),
     ];
-    for (scalar, expected) in cases {
-        assert_eq!(condition(scalar, &allowed), expected, "if: {scalar}");
-    }
+    assert_conditions(&allowed, &cases);
 }
 
 /// The `if:` values of reader/step-if.yml.
@@ -231,9 +250,7 @@ fn rewrites_step_conditions_like_step_if_yml() {
             "always() && fromJSON(env.time) == 5",
         ),
     ];
-    for (scalar, expected) in cases {
-        assert_eq!(condition(scalar, &allowed), expected, "if: {scalar}");
-    }
+    assert_conditions(&allowed, &cases);
 }
 
 #[test]

@@ -253,3 +253,39 @@ fn empty_expression_is_null() {
     assert!(matches!(eval("").unwrap(), Value::Null));
     assert!(matches!(eval("  \n ").unwrap(), Value::Null));
 }
+
+#[test]
+fn parsed_expressions_and_errors_can_cross_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Expr>();
+    shareable::<ExprError>();
+    shareable::<Allowed>();
+    shareable::<SimpleContext>();
+}
+
+#[test]
+fn messages_match_the_workflow_reader_data() {
+    let allowed = Allowed::everything(["github"]);
+    // reader/errors-unclosed-tokens.yml
+    let err = parse("contains('a', 'b'", &allowed).unwrap_err();
+    assert_eq!(
+        err.message,
+        "Unexpected end of expression: ''b''. Located at position 15 within expression: contains('a', 'b'"
+    );
+    // reader/errors-expressions.yml
+    let err = parse("\"0xFZ\"", &allowed).unwrap_err();
+    assert_eq!(
+        err.message,
+        "Unexpected symbol: '\"0xFZ\"'. Located at position 1 within expression: \"0xFZ\""
+    );
+    let err = parse("withJson()", &allowed).unwrap_err();
+    assert_eq!(
+        err.message,
+        "Unrecognized function: 'withJson'. Located at position 1 within expression: withJson()"
+    );
+    let err = parse("foo\"", &allowed).unwrap_err();
+    assert_eq!(
+        err.message,
+        "Unexpected symbol: 'foo\"'. Located at position 1 within expression: foo\""
+    );
+}
