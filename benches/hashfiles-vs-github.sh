@@ -109,16 +109,45 @@ awkward_patterns = [["**"], ["--follow-symbolic-links", "**"], ["src/**"], ["src
     ["--follow-symbolic-links", "*.bin"], ["bad*"], ["b*"], ["a.txt", "!src/dangling", "src/*"], ["loop*"],
     ["--follow-symbolic-links", "loop*"], ["*.txt"], ["a.txt", "src/x.json"], ["--follow-symbolic-links", "src/**"]]
 
-# Random pattern lists from glob-heavy pieces (fixed seed), for the corners of minimatch's parser.
+# Random pattern lists (fixed seed) for the corners of minimatch's parser: half free-form
+# from glob-heavy pieces, half real paths of the tree with characters turned into globs.
 import random
 rng = random.Random(4242)
 pieces = ["*", "?", "[", "]", "!", "^", "\\", "-", "a", "b", "x", "1", ".", "/", "**", "src", "sub", "txt", "json",
           "{", "}", ",", "(", ")", "|", "+", "@", "#", " ", "ü", "😀", "[a-z]", "[!a]", "[z-a]", "\\*"]
-for _ in range(200):
-    count = rng.randint(1, 2)
-    clean_patterns.append(["".join(rng.choice(pieces) for _ in range(rng.randint(1, 7))) for _ in range(count)])
+real_paths = sorted(os.path.relpath(os.path.join(d, f), clean) for d, _, fs in os.walk(clean) for f in fs)
 
-agree = differ = 0
+def globbed(path):
+    out = []
+    for c in path:
+        roll = rng.random()
+        if c == "/" and roll < 0.15:
+            out.append("/**/")
+        elif c == "/":
+            out.append(c)
+        elif roll < 0.08:
+            out.append("?")
+        elif roll < 0.16:
+            out.append("*")
+        elif roll < 0.22:
+            out.append(f"[{c}]")
+        elif roll < 0.26:
+            out.append(f"[!{c}]")
+        elif roll < 0.30:
+            out.append("\\" + c)
+        else:
+            out.append(c)
+    return "".join(out)
+
+for _ in range(100):
+    clean_patterns.append(["".join(rng.choice(pieces) for _ in range(rng.randint(1, 7))) for _ in range(rng.randint(1, 2))])
+for _ in range(100):
+    chosen = [globbed(rng.choice(real_paths)) for _ in range(rng.randint(1, 3))]
+    if len(chosen) > 1 and rng.random() < 0.5:
+        chosen[rng.randrange(len(chosen))] = "!" + chosen[-1]
+    clean_patterns.append(chosen)
+
+agree = differ = matched = failed_both = 0
 for ws, pattern_lists in ((clean, clean_patterns), (awkward, awkward_patterns)):
     for args in pattern_lists:
         run = subprocess.run(["node", os.path.join(cache, "reference.js"), json.dumps(args)], cwd=ws, env=env,
@@ -133,11 +162,14 @@ for ws, pattern_lists in ((clean, clean_patterns), (awkward, awkward_patterns)):
             kiln = {"files": [f for f in listing.stdout.split("\n") if f], "digest": digest.stdout.strip()}
         if ("error" in github and "error" in kiln) or github == kiln:
             agree += 1
+            matched += bool(github.get("files"))
+            failed_both += "error" in github
         else:
             differ += 1
             print("DIFFERS", json.dumps(args, ensure_ascii=False))
             print("  github", json.dumps(github, ensure_ascii=False)[:400])
             print("  kiln  ", json.dumps(kiln, ensure_ascii=False)[:400])
+print(f"({matched} pattern lists matched files, {failed_both} failed on both sides)")
 print(f"hashfiles-vs-github: {agree} passed, {differ} failed")
 sys.exit(1 if differ else 0)
 PY
