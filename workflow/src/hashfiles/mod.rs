@@ -5,9 +5,11 @@
 //! Linux and macOS only. On Windows GitHub matches case-insensitively, lists directories in
 //! NTFS order and splits patterns on `\r\n`; none of that is reproduced here.
 //!
-//! Deliberate differences, all on inputs where GitHub fails or hangs anyway: named pipes,
-//! sockets and devices are an error instead of being read; a pattern segment with more than
-//! 32 nested unclosed `[` is refused instead of being re-parsed in quadratic time.
+//! Deliberate differences: a matched named pipe, socket or device is an error (GitHub blocks
+//! on a pipe until its 120 s timeout, fails on a socket, and reads a device, which can be
+//! endless); a pattern segment with more than 32 nested unclosed `[` is refused instead of
+//! being re-parsed in quadratic time; `~` is `$HOME` only (Node falls back to the password
+//! database when it is unset).
 
 mod digest;
 mod glob;
