@@ -3,7 +3,7 @@
 //! in another server (the scheduler), or run it alone with [`serve`].
 
 mod download;
-mod native;
+pub mod native;
 mod v1;
 mod v2;
 

@@ -101,6 +101,7 @@ pub(super) fn routes() -> Router<Arc<CacheService>> {
         .route("/native/v1/uploads/{id}/missing", post(missing))
         .route("/native/v1/uploads/{id}/chunks/{digest}", put(put_chunk))
         .route("/native/v1/uploads/{id}/commit", post(commit))
+        .route("/native/v1/uploads/{id}/abort", post(abort))
         .route("/native/v1/chunks/{digest}", get(get_chunk))
         .layer(DefaultBodyLimit::disable())
 }
@@ -220,6 +221,13 @@ async fn commit(
     let store = Arc::clone(&svc.store);
     blocking(move || store.commit_native(id, req.size, &chunks, &meta)).await?;
     Ok(Json(CommitResponse { entry_id: id }).into_response())
+}
+
+async fn abort(State(svc): State<Arc<CacheService>>, Path(id): Path<u64>, headers: HeaderMap) -> Result<Response, JsonError> {
+    writable(&svc, &headers, id)?;
+    let store = Arc::clone(&svc.store);
+    blocking(move || store.abandon(id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn get_chunk(
