@@ -294,10 +294,11 @@ impl CacheStore {
                     ),
                 });
             }
+            // Drop bytes past `size` (a retried, longer Put Blob may have left some).
+            arch.file.set_len(size).map_err(|e| CacheError::io("truncate", &arch.path, e))?;
             (arch.path.clone(), state.uploaded)
         };
         let file = File::open(&path).map_err(|e| CacheError::io("open upload", &path, e))?;
-        file.set_len(size).map_err(|e| CacheError::io("truncate", &path, e))?;
         let mut manifest = Vec::new();
         let mut dedup_saved = 0u64;
         let chunker = fastcdc::v2020::StreamCDC::new(BufReader::with_capacity(1 << 20, file), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
