@@ -23,6 +23,6 @@ pub mod token;
 pub mod unpack;
 
 pub use error::{CacheError, Result};
-pub use http::{serve, CacheService, ServiceConfig};
+pub use http::{serve, serve_until_interrupted, CacheService, ServiceConfig};
 pub use store::{CacheStore, StoreConfig};
 pub use token::{Access, Secret, TokenRequest};

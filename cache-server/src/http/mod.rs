@@ -329,3 +329,27 @@ fn lookup_keys(primary: &str, restore: impl IntoIterator<Item = String>) -> Resu
     }
     Ok(keys)
 }
+
+/// Runs the service on its own runtime until Ctrl-C (SIGINT), for `kiln cache serve`.
+/// `on_ready` receives the bound address once the port is open.
+pub fn serve_until_interrupted(
+    service: Arc<CacheService>,
+    listen: &str,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CacheError::io("start the runtime for", listen, e))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| CacheError::io("listen on", listen, e))?;
+        let addr = listener.local_addr().map_err(|e| CacheError::io("listen on", listen, e))?;
+        on_ready(addr);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        serve(listener, service, shutdown).await
+    })
+}
