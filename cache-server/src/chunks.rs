@@ -55,7 +55,10 @@ pub fn decode_chunk(encoded: &[u8], digest: &Digest) -> Result<Vec<u8>> {
         other => return Err(corrupt(format!("unknown codec tag {other}"))),
     };
     if raw.len() > CHUNK_MAX as usize {
-        return Err(corrupt(format!("{} bytes exceed the chunk limit", raw.len())));
+        return Err(corrupt(format!(
+            "{} bytes exceed the chunk limit",
+            raw.len()
+        )));
     }
     let actual = Digest::of(&raw);
     if actual != *digest {
@@ -145,7 +148,10 @@ impl ChunkStore {
     /// Makes renames in the shard directories durable. Called once per commit rather than per
     /// chunk because a directory fsync costs as much as the chunk write itself.
     pub fn sync_dirs(&self, digests: impl IntoIterator<Item = Digest>) -> Result<()> {
-        let mut shards: Vec<String> = digests.into_iter().map(|d| d.to_hex()[..2].to_string()).collect();
+        let mut shards: Vec<String> = digests
+            .into_iter()
+            .map(|d| d.to_hex()[..2].to_string())
+            .collect();
         shards.sort();
         shards.dedup();
         for shard in shards {
@@ -227,6 +233,9 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x40;
         fs::write(&path, bytes).unwrap();
-        assert!(matches!(store.read_raw(&d), Err(CacheError::CorruptChunk { .. })));
+        assert!(matches!(
+            store.read_raw(&d),
+            Err(CacheError::CorruptChunk { .. })
+        ));
     }
 }

@@ -129,8 +129,14 @@ mod tests {
     #[test]
     fn chunk_list_round_trip() {
         let list = vec![
-            ChunkRef { digest: Digest::of(b"a"), len: 1 },
-            ChunkRef { digest: Digest::of(b"bb"), len: 2 },
+            ChunkRef {
+                digest: Digest::of(b"a"),
+                len: 1,
+            },
+            ChunkRef {
+                digest: Digest::of(b"bb"),
+                len: 2,
+            },
         ];
         assert_eq!(decode_chunk_list(&encode_chunk_list(&list)).unwrap(), list);
         assert!(decode_chunk_list(&[0u8; 35]).is_err());

@@ -88,8 +88,7 @@ CREATE TABLE IF NOT EXISTS chunks(
     digest BLOB PRIMARY KEY, stored INTEGER NOT NULL, raw INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
-const ENTRY_COLUMNS: &str =
-    "id, repo, scope, key, version, kind, size, chunks, meta, created_at";
+const ENTRY_COLUMNS: &str = "id, repo, scope, key, version, kind, size, chunks, meta, created_at";
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(EntryRecord, Vec<u8>)> {
     let chunks: Option<Vec<u8>> = row.get(7)?;
@@ -126,11 +125,7 @@ impl Index {
 
     /// Creates an uncommitted entry; fails with `AlreadyExists` if the triple is taken, whether
     /// committed or still uploading (entries are write-once).
-    pub fn reserve(
-        &mut self,
-        res: &Reservation,
-        now_ms: i64,
-    ) -> Result<u64> {
+    pub fn reserve(&mut self, res: &Reservation, now_ms: i64) -> Result<u64> {
         let inserted = self.conn.execute(
             "INSERT OR IGNORE INTO entries(repo, scope, key, key_folded, version, kind, created_at, last_access)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
@@ -169,8 +164,9 @@ impl Index {
     pub fn pin(&mut self, entry_id: u64, digests: &[Digest]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut stmt =
-                tx.prepare_cached("INSERT OR IGNORE INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)",
+            )?;
             for d in digests {
                 stmt.execute(params![entry_id as i64, &d.0[..]])?;
             }
@@ -181,7 +177,9 @@ impl Index {
 
     /// The subset of `digests` already stored.
     pub fn known_chunks(&self, digests: &[Digest]) -> Result<HashSet<Digest>> {
-        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
         let mut known = HashSet::new();
         for d in digests {
             if stmt.exists(params![&d.0[..]])? {
@@ -221,7 +219,10 @@ impl Index {
                     return Err(CacheError::MissingChunk(d.to_hex()));
                 }
             }
-            tx.execute("DELETE FROM entry_chunks WHERE entry_id = ?1", params![id as i64])?;
+            tx.execute(
+                "DELETE FROM entry_chunks WHERE entry_id = ?1",
+                params![id as i64],
+            )?;
             let mut pin =
                 tx.prepare_cached("INSERT INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)")?;
             for d in &unique {
@@ -243,9 +244,15 @@ impl Index {
     /// Drops an uncommitted reservation and its pins.
     pub fn abandon(&mut self, id: u64) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let n = tx.execute("DELETE FROM entries WHERE id = ?1 AND committed = 0", params![id as i64])?;
+        let n = tx.execute(
+            "DELETE FROM entries WHERE id = ?1 AND committed = 0",
+            params![id as i64],
+        )?;
         if n == 1 {
-            tx.execute("DELETE FROM entry_chunks WHERE entry_id = ?1", params![id as i64])?;
+            tx.execute(
+                "DELETE FROM entry_chunks WHERE entry_id = ?1",
+                params![id as i64],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -264,7 +271,9 @@ impl Index {
     }
 
     pub fn reservation_ids(&self) -> Result<Vec<u64>> {
-        let mut stmt = self.conn.prepare("SELECT id FROM entries WHERE committed = 0")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM entries WHERE committed = 0")?;
         let ids = stmt
             .query_map([], |r| r.get::<_, i64>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -369,7 +378,10 @@ impl Index {
             tx.execute("DELETE FROM entries WHERE id = ?1", params![id])?;
             tx.execute("DELETE FROM entry_chunks WHERE entry_id = ?1", params![id])?;
         }
-        tx.execute("DELETE FROM chunks WHERE digest = ?1", params![&digest.0[..]])?;
+        tx.execute(
+            "DELETE FROM chunks WHERE digest = ?1",
+            params![&digest.0[..]],
+        )?;
         tx.commit()?;
         Ok(ids.len())
     }
@@ -393,9 +405,11 @@ impl Index {
     /// Deletes the least recently used committed entry, keeping at least one. Returns false when
     /// there was nothing to delete.
     pub fn evict_least_recently_used(&mut self) -> Result<bool> {
-        let committed: i64 =
-            self.conn
-                .query_row("SELECT COUNT(*) FROM entries WHERE committed = 1", [], |r| r.get(0))?;
+        let committed: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM entries WHERE committed = 1",
+            [],
+            |r| r.get(0),
+        )?;
         if committed <= 1 {
             return Ok(false);
         }
@@ -431,17 +445,23 @@ impl Index {
 
     /// Total stored (compressed) bytes of all chunks.
     pub fn stored_bytes(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(SUM(stored), 0) FROM chunks", [], |r| r.get(0))?;
+        let n: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(SUM(stored), 0) FROM chunks", [], |r| {
+                    r.get(0)
+                })?;
         Ok(n as u64)
     }
 
     pub fn counts(&self) -> Result<(u64, u64)> {
-        let entries: i64 =
-            self.conn
-                .query_row("SELECT COUNT(*) FROM entries WHERE committed = 1", [], |r| r.get(0))?;
-        let chunks: i64 = self.conn.query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0))?;
+        let entries: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM entries WHERE committed = 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let chunks: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0))?;
         Ok((entries as u64, chunks as u64))
     }
 }

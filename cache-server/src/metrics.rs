@@ -87,12 +87,24 @@ impl Metrics {
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         const NAMES: [(&str, &str); 6] = [
-            ("kiln_cache_exact_hits_total", "Lookups that hit the primary key exactly."),
-            ("kiln_cache_restore_key_hits_total", "Lookups that hit a prefix or a restore key."),
+            (
+                "kiln_cache_exact_hits_total",
+                "Lookups that hit the primary key exactly.",
+            ),
+            (
+                "kiln_cache_restore_key_hits_total",
+                "Lookups that hit a prefix or a restore key.",
+            ),
             ("kiln_cache_misses_total", "Lookups that found nothing."),
-            ("kiln_cache_bytes_served_total", "Entry bytes sent to clients."),
+            (
+                "kiln_cache_bytes_served_total",
+                "Entry bytes sent to clients.",
+            ),
             ("kiln_cache_bytes_uploaded_total", "Bytes clients uploaded."),
-            ("kiln_cache_bytes_dedup_saved_total", "Bytes not stored or sent because their chunks already existed."),
+            (
+                "kiln_cache_bytes_dedup_saved_total",
+                "Bytes not stored or sent because their chunks already existed.",
+            ),
         ];
         let mut out = String::new();
         for (i, (name, help)) in NAMES.iter().enumerate() {
@@ -117,7 +129,9 @@ impl Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -129,7 +143,9 @@ mod tests {
         let m = Metrics::default();
         m.add("o/r", "refs/heads/\"x\"", Counter::Miss, 2);
         let text = m.render(Some((1, 2, 3)));
-        assert!(text.contains("kiln_cache_misses_total{repository=\"o/r\",scope=\"refs/heads/\\\"x\\\"\"} 2"));
+        assert!(text.contains(
+            "kiln_cache_misses_total{repository=\"o/r\",scope=\"refs/heads/\\\"x\\\"\"} 2"
+        ));
         assert!(text.contains("kiln_cache_stored_bytes 3"));
     }
 }

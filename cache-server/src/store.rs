@@ -102,7 +102,8 @@ impl CacheStore {
     /// Opens (or creates) the store. Uploads that were in flight when a previous server died are
     /// discarded here: their reservations vanish, so the same key can be saved again.
     pub fn open(cfg: StoreConfig) -> Result<Self> {
-        fs::create_dir_all(&cfg.data_dir).map_err(|e| CacheError::io("create", &cfg.data_dir, e))?;
+        fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| CacheError::io("create", &cfg.data_dir, e))?;
         let chunks = ChunkStore::open(&cfg.data_dir)?;
         let mut index = Index::open(&cfg.data_dir.join("index.sqlite"))?;
         index.drop_all_reservations()?;
@@ -177,7 +178,10 @@ impl CacheStore {
         self.uploads.iter().find_map(|u| {
             let state = lock(u.value());
             let r = &state.reservation;
-            (r.repo == repo && r.scope == scope && r.version == version && crate::index::fold_key(&r.key) == folded)
+            (r.repo == repo
+                && r.scope == scope
+                && r.version == version
+                && crate::index::fold_key(&r.key) == folded)
                 .then_some(*u.key())
         })
     }
@@ -209,7 +213,10 @@ impl CacheStore {
         let (file, path) = {
             let mut state = lock(&upload);
             state.last_activity = Instant::now();
-            let arch = state.archive.as_mut().ok_or(CacheError::UnknownUpload(id))?;
+            let arch = state
+                .archive
+                .as_mut()
+                .ok_or(CacheError::UnknownUpload(id))?;
             (Arc::clone(&arch.file), arch.path.clone())
         };
         file.write_all_at(data, offset)
@@ -227,7 +234,9 @@ impl CacheStore {
     /// is what SDK retries expect.
     pub fn put_block(&self, id: u64, block_id: &str, data: &[u8]) -> Result<()> {
         if block_id.is_empty() || block_id.len() > 1024 {
-            return Err(CacheError::BadRequest("block id must be 1 to 1024 characters".into()));
+            return Err(CacheError::BadRequest(
+                "block id must be 1 to 1024 characters".into(),
+            ));
         }
         self.check_bounds(0, data.len() as u64)?;
         let upload = self.upload(id)?;
@@ -238,11 +247,15 @@ impl CacheStore {
         let mut state = lock(&upload);
         state.last_activity = Instant::now();
         state.uploaded += data.len() as u64;
-        let arch = state.archive.as_mut().ok_or(CacheError::UnknownUpload(id))?;
+        let arch = state
+            .archive
+            .as_mut()
+            .ok_or(CacheError::UnknownUpload(id))?;
         if arch.blocks.len() >= 100_000 && !arch.blocks.contains_key(block_id) {
             return Err(CacheError::TooLarge("more than 100000 blocks".into()));
         }
-        arch.blocks.insert(block_id.to_string(), (path, data.len() as u64));
+        arch.blocks
+            .insert(block_id.to_string(), (path, data.len() as u64));
         Ok(())
     }
 
@@ -251,7 +264,10 @@ impl CacheStore {
         let upload = self.upload(id)?;
         let (file, path, parts) = {
             let state = lock(&upload);
-            let arch = state.archive.as_ref().ok_or(CacheError::UnknownUpload(id))?;
+            let arch = state
+                .archive
+                .as_ref()
+                .ok_or(CacheError::UnknownUpload(id))?;
             let mut parts = Vec::with_capacity(block_ids.len());
             for b in block_ids {
                 let (p, len) = arch.blocks.get(b).ok_or_else(|| {
@@ -269,7 +285,8 @@ impl CacheStore {
                 .map_err(|e| CacheError::io("write upload", &path, e))?;
             offset += len;
         }
-        file.set_len(offset).map_err(|e| CacheError::io("truncate", &path, e))?;
+        file.set_len(offset)
+            .map_err(|e| CacheError::io("truncate", &path, e))?;
         let mut state = lock(&upload);
         if let Some(arch) = state.archive.as_mut() {
             arch.received = RangeSet::default();
@@ -283,7 +300,10 @@ impl CacheStore {
         let upload = self.upload(id)?;
         let (path, uploaded) = {
             let state = lock(&upload);
-            let arch = state.archive.as_ref().ok_or(CacheError::UnknownUpload(id))?;
+            let arch = state
+                .archive
+                .as_ref()
+                .ok_or(CacheError::UnknownUpload(id))?;
             if !arch.received.covers(0, size) || arch.received.end() != size {
                 return Err(CacheError::IncompleteUpload {
                     id,
@@ -295,23 +315,38 @@ impl CacheStore {
                 });
             }
             // Drop bytes past `size` (a retried, longer Put Blob may have left some).
-            arch.file.set_len(size).map_err(|e| CacheError::io("truncate", &arch.path, e))?;
+            arch.file
+                .set_len(size)
+                .map_err(|e| CacheError::io("truncate", &arch.path, e))?;
             (arch.path.clone(), state.uploaded)
         };
         let file = File::open(&path).map_err(|e| CacheError::io("open upload", &path, e))?;
         let mut manifest = Vec::new();
         let mut dedup_saved = 0u64;
-        let chunker = fastcdc::v2020::StreamCDC::new(BufReader::with_capacity(1 << 20, file), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+        let chunker = fastcdc::v2020::StreamCDC::new(
+            BufReader::with_capacity(1 << 20, file),
+            CHUNK_MIN,
+            CHUNK_AVG,
+            CHUNK_MAX,
+        );
         for chunk in chunker {
-            let chunk = chunk.map_err(|e| CacheError::io("read upload", &path, std::io::Error::other(e.to_string())))?;
+            let chunk = chunk.map_err(|e| {
+                CacheError::io("read upload", &path, std::io::Error::other(e.to_string()))
+            })?;
             let digest = Digest::of(&chunk.data);
             if self.store_chunk_for(id, &digest, &chunk.data)? {
                 dedup_saved += chunk.data.len() as u64;
             }
-            manifest.push(ChunkRef { digest, len: chunk.data.len() as u32 });
+            manifest.push(ChunkRef {
+                digest,
+                len: chunk.data.len() as u32,
+            });
         }
         self.commit(id, size, &manifest, &[])?;
-        Ok(UploadStats { uploaded, dedup_saved })
+        Ok(UploadStats {
+            uploaded,
+            dedup_saved,
+        })
     }
 
     /// Pins and stores one chunk of an upload. Returns true when it was already stored.
@@ -381,7 +416,11 @@ impl CacheStore {
                 missing.push(c.digest);
             }
         }
-        Ok(NativeReservation { id, missing, dedup_saved })
+        Ok(NativeReservation {
+            id,
+            missing,
+            dedup_saved,
+        })
     }
 
     /// Stores one encoded chunk sent by a native client, after verifying it.
@@ -398,9 +437,17 @@ impl CacheStore {
     }
 
     /// Commits a native tree entry: `chunks` is the content stream, `meta` the client's listing.
-    pub fn commit_native(&self, id: u64, size: u64, chunks: &[ChunkRef], meta: &[u8]) -> Result<u64> {
+    pub fn commit_native(
+        &self,
+        id: u64,
+        size: u64,
+        chunks: &[ChunkRef],
+        meta: &[u8],
+    ) -> Result<u64> {
         if meta.len() > MAX_META_BYTES {
-            return Err(CacheError::TooLarge(format!("tree listing over {MAX_META_BYTES} bytes")));
+            return Err(CacheError::TooLarge(format!(
+                "tree listing over {MAX_META_BYTES} bytes"
+            )));
         }
         let sum: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
         if sum != size {

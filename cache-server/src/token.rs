@@ -30,7 +30,9 @@ impl std::fmt::Debug for Secret {
 impl Secret {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < 16 {
-            return Err(CacheError::BadToken("signing secret must be at least 16 bytes".into()));
+            return Err(CacheError::BadToken(
+                "signing secret must be at least 16 bytes".into(),
+            ));
         }
         Ok(Secret(bytes.to_vec()))
     }
@@ -41,11 +43,14 @@ impl Secret {
         match std::fs::read(&path) {
             Ok(bytes) => Secret::from_bytes(bytes.trim_ascii()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).map_err(|e| CacheError::io("create", data_dir, e))?;
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|e| CacheError::io("create", data_dir, e))?;
                 let mut raw = [0u8; 32];
                 let urandom = Path::new("/dev/urandom");
-                let mut f = std::fs::File::open(urandom).map_err(|e| CacheError::io("open", urandom, e))?;
-                std::io::Read::read_exact(&mut f, &mut raw).map_err(|e| CacheError::io("read", urandom, e))?;
+                let mut f =
+                    std::fs::File::open(urandom).map_err(|e| CacheError::io("open", urandom, e))?;
+                std::io::Read::read_exact(&mut f, &mut raw)
+                    .map_err(|e| CacheError::io("read", urandom, e))?;
                 let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
                 let tmp = data_dir.join("token.key.tmp");
                 std::fs::write(&tmp, &hex).map_err(|e| CacheError::io("write", &tmp, e))?;
@@ -83,20 +88,27 @@ impl Secret {
 
     pub fn check_url(&self, purpose: &str, id: u64, expires: u64, sig: &str) -> Result<()> {
         if unix_now() > expires {
-            return Err(CacheError::Forbidden("the signed URL has expired; look the entry up again".into()));
+            return Err(CacheError::Forbidden(
+                "the signed URL has expired; look the entry up again".into(),
+            ));
         }
         let tag = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| CacheError::Forbidden("the URL signature is not base64url".into()))?;
         if !self.verify(format!("{purpose}:{id}:{expires}").as_bytes(), &tag) {
-            return Err(CacheError::Forbidden("the URL signature does not match".into()));
+            return Err(CacheError::Forbidden(
+                "the URL signature does not match".into(),
+            ));
         }
         Ok(())
     }
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,9 +152,9 @@ impl Access {
 
     /// The write scope, or a refusal that says why.
     pub fn require_write(&self) -> Result<&str> {
-        self.write_scope
-            .as_deref()
-            .ok_or_else(|| CacheError::Forbidden("cache write denied: token has no writable scopes".into()))
+        self.write_scope.as_deref().ok_or_else(|| {
+            CacheError::Forbidden("cache write denied: token has no writable scopes".into())
+        })
     }
 }
 
@@ -167,17 +179,26 @@ fn normalise_ref(r: &str) -> String {
 /// Mints a token: write (unless read-only) and read on the job's own ref, read on the base ref.
 pub fn mint(secret: &Secret, req: &TokenRequest) -> Result<String> {
     if req.repo.is_empty() || req.git_ref.is_empty() {
-        return Err(CacheError::BadRequest("a token needs a repository and a ref".into()));
+        return Err(CacheError::BadRequest(
+            "a token needs a repository and a ref".into(),
+        ));
     }
     let own = normalise_ref(&req.git_ref);
     let mut grants = vec![ScopeGrant {
         scope: own.clone(),
-        permission: if req.read_only { PERMISSION_READ } else { PERMISSION_READ | PERMISSION_WRITE },
+        permission: if req.read_only {
+            PERMISSION_READ
+        } else {
+            PERMISSION_READ | PERMISSION_WRITE
+        },
     }];
     if let Some(base) = &req.base_ref {
         let base = normalise_ref(base);
         if base != own {
-            grants.push(ScopeGrant { scope: base, permission: PERMISSION_READ });
+            grants.push(ScopeGrant {
+                scope: base,
+                permission: PERMISSION_READ,
+            });
         }
     }
     let now = unix_now();
@@ -190,7 +211,8 @@ pub fn mint(secret: &Secret, req: &TokenRequest) -> Result<String> {
         scp: "Actions.Results:kiln:kiln".into(),
     };
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).map_err(|e| CacheError::BadRequest(e.to_string()))?);
+    let body = URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&claims).map_err(|e| CacheError::BadRequest(e.to_string()))?);
     let signing_input = format!("{header}.{body}");
     let sig = URL_SAFE_NO_PAD.encode(secret.mac(signing_input.as_bytes()));
     Ok(format!("{signing_input}.{sig}"))
@@ -205,14 +227,20 @@ pub fn verify(secret: &Secret, token: &str) -> Result<Access> {
         return Err(CacheError::BadToken("token is too long".into()));
     }
     let mut parts = token.split('.');
-    let (Some(header), Some(body), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(CacheError::BadToken("not a JWT (expected three dot-separated parts)".into()));
+    let (Some(header), Some(body), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(CacheError::BadToken(
+            "not a JWT (expected three dot-separated parts)".into(),
+        ));
     };
     let tag = URL_SAFE_NO_PAD
         .decode(sig)
         .map_err(|_| CacheError::BadToken("signature is not base64url".into()))?;
     if !secret.verify(format!("{header}.{body}").as_bytes(), &tag) {
-        return Err(CacheError::BadToken("signature does not match this server's key".into()));
+        return Err(CacheError::BadToken(
+            "signature does not match this server's key".into(),
+        ));
     }
     let header: serde_json::Value = URL_SAFE_NO_PAD
         .decode(header)
@@ -220,13 +248,19 @@ pub fn verify(secret: &Secret, token: &str) -> Result<Access> {
         .and_then(|h| serde_json::from_slice(&h).ok())
         .ok_or_else(|| CacheError::BadToken("header is not base64url JSON".into()))?;
     if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
-        return Err(CacheError::BadToken("only HS256 tokens are accepted".into()));
+        return Err(CacheError::BadToken(
+            "only HS256 tokens are accepted".into(),
+        ));
     }
     let claims: Claims = URL_SAFE_NO_PAD
         .decode(body)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| CacheError::BadToken("claims are not base64url JSON with repository, ac, exp, nbf".into()))?;
+        .ok_or_else(|| {
+            CacheError::BadToken(
+                "claims are not base64url JSON with repository, ac, exp, nbf".into(),
+            )
+        })?;
     let now = unix_now();
     if now >= claims.exp {
         return Err(CacheError::BadToken("token has expired".into()));
@@ -236,12 +270,18 @@ pub fn verify(secret: &Secret, token: &str) -> Result<Access> {
     }
     let grants: Vec<ScopeGrant> = serde_json::from_str(&claims.ac)
         .map_err(|_| CacheError::BadToken("the ac claim is not a JSON list of scopes".into()))?;
-    let mut access = Access { repo: claims.repository, read_scopes: Vec::new(), write_scope: None };
+    let mut access = Access {
+        repo: claims.repository,
+        read_scopes: Vec::new(),
+        write_scope: None,
+    };
     for g in grants {
         if g.permission & PERMISSION_WRITE != 0 && access.write_scope.is_none() {
             access.write_scope = Some(g.scope.clone());
         }
-        if g.permission & (PERMISSION_READ | PERMISSION_WRITE) != 0 && !access.read_scopes.contains(&g.scope) {
+        if g.permission & (PERMISSION_READ | PERMISSION_WRITE) != 0
+            && !access.read_scopes.contains(&g.scope)
+        {
             access.read_scopes.push(g.scope);
         }
     }
@@ -258,18 +298,26 @@ mod tests {
 
     #[test]
     fn pull_request_token_reads_base_writes_own() {
-        let t = mint(&secret(), &TokenRequest {
-            repo: "o/r".into(),
-            git_ref: "refs/pull/5/merge".into(),
-            base_ref: Some("dev".into()),
-            read_only: false,
-            ttl: Duration::from_secs(60),
-        })
+        let t = mint(
+            &secret(),
+            &TokenRequest {
+                repo: "o/r".into(),
+                git_ref: "refs/pull/5/merge".into(),
+                base_ref: Some("dev".into()),
+                read_only: false,
+                ttl: Duration::from_secs(60),
+            },
+        )
         .unwrap();
-        let a = verify(&secret(), &t).unwrap().with_default_branch("refs/heads/main");
+        let a = verify(&secret(), &t)
+            .unwrap()
+            .with_default_branch("refs/heads/main");
         assert_eq!(a.repo, "o/r");
         assert_eq!(a.write_scope.as_deref(), Some("refs/pull/5/merge"));
-        assert_eq!(a.read_scopes, vec!["refs/pull/5/merge", "refs/heads/dev", "refs/heads/main"]);
+        assert_eq!(
+            a.read_scopes,
+            vec!["refs/pull/5/merge", "refs/heads/dev", "refs/heads/main"]
+        );
     }
 
     #[test]
@@ -291,8 +339,18 @@ mod tests {
         assert!(verify(&secret(), &forged).is_err());
         assert!(verify(&secret(), "a.b").is_err());
         assert!(verify(&secret(), "").is_err());
-        let expired = mint(&secret(), &TokenRequest { ttl: Duration::ZERO, ..req }).unwrap();
-        assert!(matches!(verify(&secret(), &expired), Err(CacheError::BadToken(_))));
+        let expired = mint(
+            &secret(),
+            &TokenRequest {
+                ttl: Duration::ZERO,
+                ..req
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            verify(&secret(), &expired),
+            Err(CacheError::BadToken(_))
+        ));
     }
 
     #[test]
@@ -303,6 +361,13 @@ mod tests {
         assert!(s.check_url("dl", 7, exp, &sig).is_ok());
         assert!(s.check_url("dl", 8, exp, &sig).is_err());
         assert!(s.check_url("ul", 7, exp, &sig).is_err());
-        assert!(s.check_url("dl", 7, unix_now() - 1, &s.sign_url("dl", 7, unix_now() - 1)).is_err());
+        assert!(s
+            .check_url(
+                "dl",
+                7,
+                unix_now() - 1,
+                &s.sign_url("dl", 7, unix_now() - 1)
+            )
+            .is_err());
     }
 }

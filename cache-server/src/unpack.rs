@@ -12,7 +12,10 @@ use std::path::{Component, Path, PathBuf};
 const MAX_ENTRIES: usize = 10_000_000;
 
 fn refuse(entry: &str, reason: impl Into<String>) -> CacheError {
-    CacheError::UnsafeArchiveEntry { entry: entry.to_string(), reason: reason.into() }
+    CacheError::UnsafeArchiveEntry {
+        entry: entry.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// Checks a relative entry path and returns it normalised (no `.` components, no trailing
@@ -39,7 +42,13 @@ pub fn safe_relative(entry: &str) -> Result<PathBuf> {
 /// Checks that a symlink at `link` (relative to the target) with `target` stays inside.
 pub fn check_symlink_target(entry: &str, link: &Path, target: &Path) -> Result<()> {
     if target.is_absolute() {
-        return Err(refuse(entry, format!("the symlink points to the absolute path {}", target.display())));
+        return Err(refuse(
+            entry,
+            format!(
+                "the symlink points to the absolute path {}",
+                target.display()
+            ),
+        ));
     }
     let mut depth: i64 = link.components().count() as i64 - 1;
     for comp in target.components() {
@@ -52,7 +61,13 @@ pub fn check_symlink_target(entry: &str, link: &Path, target: &Path) -> Result<(
             }
         }
         if depth < 0 {
-            return Err(refuse(entry, format!("the symlink points outside the target ({})", target.display())));
+            return Err(refuse(
+                entry,
+                format!(
+                    "the symlink points outside the target ({})",
+                    target.display()
+                ),
+            ));
         }
     }
     Ok(())
@@ -76,7 +91,10 @@ impl LinkGuard {
                 break;
             }
             if self.links.contains(a) {
-                return Err(refuse(entry, format!("the path goes through the symlink {}", a.display())));
+                return Err(refuse(
+                    entry,
+                    format!("the path goes through the symlink {}", a.display()),
+                ));
             }
             ancestor = a.parent();
         }
@@ -120,7 +138,10 @@ pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
         .map_err(|e| CacheError::io("read archive", target, e))?;
     for (n, entry) in entries.enumerate() {
         if n >= MAX_ENTRIES {
-            return Err(refuse("", format!("the archive has more than {MAX_ENTRIES} entries")));
+            return Err(refuse(
+                "",
+                format!("the archive has more than {MAX_ENTRIES} entries"),
+            ));
         }
         let mut entry = entry.map_err(|e| CacheError::io("read archive entry in", target, e))?;
         let raw_path = entry
@@ -144,7 +165,10 @@ pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if rel.as_os_str().is_empty() {
-                    return Err(refuse(&raw_path, "a file cannot replace the target directory"));
+                    return Err(refuse(
+                        &raw_path,
+                        "a file cannot replace the target directory",
+                    ));
                 }
                 clear_path(&dest)?;
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
@@ -162,7 +186,10 @@ pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
                     .ok_or_else(|| refuse(&raw_path, "the symlink has no target"))?
                     .into_owned();
                 if rel.as_os_str().is_empty() {
-                    return Err(refuse(&raw_path, "a symlink cannot replace the target directory"));
+                    return Err(refuse(
+                        &raw_path,
+                        "a symlink cannot replace the target directory",
+                    ));
                 }
                 check_symlink_target(&raw_path, &rel, &link_target)?;
                 clear_path(&dest)?;
@@ -180,16 +207,27 @@ pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
                     .into_owned();
                 let source_rel = safe_relative(&link_target)?;
                 if !regular.contains(&source_rel) {
-                    return Err(refuse(&raw_path, format!("the hard link target {link_target:?} is not a file extracted earlier")));
+                    return Err(refuse(
+                        &raw_path,
+                        format!(
+                            "the hard link target {link_target:?} is not a file extracted earlier"
+                        ),
+                    ));
                 }
                 clear_path(&dest)?;
                 fs::hard_link(target.join(&source_rel), &dest)
                     .map_err(|e| CacheError::io("create hard link", &dest, e))?;
                 stats.files += 1;
             }
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {}
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
             other => {
-                return Err(refuse(&raw_path, format!("entries of type {other:?} (devices, fifos) are not restored")));
+                return Err(refuse(
+                    &raw_path,
+                    format!("entries of type {other:?} (devices, fifos) are not restored"),
+                ));
             }
         }
     }
@@ -250,40 +288,61 @@ mod tests {
     #[test]
     fn refuses_escapes() {
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("dotdot", tar_with(|b| {
-                let mut h = header(tar::EntryType::Regular, 1);
-                raw_name(&mut h, "../evil");
-                b.append(&h, &b"x"[..]).unwrap();
-            })),
-            ("absolute", tar_with(|b| {
-                let mut h = header(tar::EntryType::Regular, 1);
-                raw_name(&mut h, "/tmp/evil");
-                b.append(&h, &b"x"[..]).unwrap();
-            })),
-            ("symlink out", tar_with(|b| {
-                let mut l = header(tar::EntryType::Symlink, 0);
-                b.append_link(&mut l, "up", "../../etc").unwrap();
-            })),
-            ("through symlink", tar_with(|b| {
-                let mut l = header(tar::EntryType::Symlink, 0);
-                b.append_link(&mut l, "sub", ".").unwrap();
-                let mut h = header(tar::EntryType::Regular, 1);
-                b.append_data(&mut h, "sub/x", &b"x"[..]).unwrap();
-            })),
-            ("device", tar_with(|b| {
-                let mut h = header(tar::EntryType::Char, 0);
-                b.append_data(&mut h, "dev", &b""[..]).unwrap();
-            })),
-            ("hardlink out", tar_with(|b| {
-                let mut h = header(tar::EntryType::Link, 0);
-                b.append_link(&mut h, "hl", "/etc/passwd").unwrap();
-            })),
+            (
+                "dotdot",
+                tar_with(|b| {
+                    let mut h = header(tar::EntryType::Regular, 1);
+                    raw_name(&mut h, "../evil");
+                    b.append(&h, &b"x"[..]).unwrap();
+                }),
+            ),
+            (
+                "absolute",
+                tar_with(|b| {
+                    let mut h = header(tar::EntryType::Regular, 1);
+                    raw_name(&mut h, "/tmp/evil");
+                    b.append(&h, &b"x"[..]).unwrap();
+                }),
+            ),
+            (
+                "symlink out",
+                tar_with(|b| {
+                    let mut l = header(tar::EntryType::Symlink, 0);
+                    b.append_link(&mut l, "up", "../../etc").unwrap();
+                }),
+            ),
+            (
+                "through symlink",
+                tar_with(|b| {
+                    let mut l = header(tar::EntryType::Symlink, 0);
+                    b.append_link(&mut l, "sub", ".").unwrap();
+                    let mut h = header(tar::EntryType::Regular, 1);
+                    b.append_data(&mut h, "sub/x", &b"x"[..]).unwrap();
+                }),
+            ),
+            (
+                "device",
+                tar_with(|b| {
+                    let mut h = header(tar::EntryType::Char, 0);
+                    b.append_data(&mut h, "dev", &b""[..]).unwrap();
+                }),
+            ),
+            (
+                "hardlink out",
+                tar_with(|b| {
+                    let mut h = header(tar::EntryType::Link, 0);
+                    b.append_link(&mut h, "hl", "/etc/passwd").unwrap();
+                }),
+            ),
         ];
         for (name, data) in cases {
             let dir = tempfile::tempdir().unwrap();
             let target = dir.path().join("t");
             let err = unpack_tar(&data[..], &target).expect_err(name);
-            assert!(matches!(err, CacheError::UnsafeArchiveEntry { .. }), "{name}: {err}");
+            assert!(
+                matches!(err, CacheError::UnsafeArchiveEntry { .. }),
+                "{name}: {err}"
+            );
             assert!(!dir.path().join("evil").exists());
         }
     }

@@ -10,7 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn child_server(data: &str) -> ! {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let service = CacheService::open(ServiceConfig::new(data)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -28,8 +32,14 @@ fn spawn(data: &Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("PORT ").unwrap_or_else(|| panic!("child said {line:?}")).to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .unwrap_or_else(|| panic!("child said {line:?}"))
+        .to_string();
     (child, format!("http://127.0.0.1:{port}"))
 }
 
@@ -56,7 +66,10 @@ fn patch(base: &str, token: &str, id: u64, start: usize, data: &[u8]) -> u16 {
     agent()
         .patch(&format!("{base}/_apis/artifactcache/caches/{id}"))
         .header("Authorization", &format!("Bearer {token}"))
-        .header("Content-Range", &format!("bytes {start}-{}/*", start + data.len() - 1))
+        .header(
+            "Content-Range",
+            &format!("bytes {start}-{}/*", start + data.len() - 1),
+        )
         .content_type("application/octet-stream")
         .send(data)
         .unwrap()
@@ -66,7 +79,9 @@ fn patch(base: &str, token: &str, id: u64, start: usize, data: &[u8]) -> u16 {
 
 fn lookup(base: &str, token: &str) -> (u16, String) {
     let mut r = agent()
-        .get(&format!("{base}/_apis/artifactcache/cache?keys=k&version=v"))
+        .get(&format!(
+            "{base}/_apis/artifactcache/cache?keys=k&version=v"
+        ))
         .header("Authorization", &format!("Bearer {token}"))
         .call()
         .unwrap();
@@ -74,16 +89,26 @@ fn lookup(base: &str, token: &str) -> (u16, String) {
 }
 
 fn cache_id(body: &str) -> u64 {
-    serde_json::from_str::<serde_json::Value>(body).unwrap()["cacheId"].as_u64().unwrap()
+    serde_json::from_str::<serde_json::Value>(body).unwrap()["cacheId"]
+        .as_u64()
+        .unwrap()
 }
 
 fn scenario() -> Result<(), String> {
     let data = tempfile::tempdir().unwrap();
-    let payload: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let payload: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let (mut child, base) = spawn(data.path());
     let token = mint(
         &Secret::load_or_create(data.path()).unwrap(),
-        &TokenRequest { repo: "o/r".into(), git_ref: "main".into(), base_ref: None, read_only: false, ttl: Duration::from_secs(600) },
+        &TokenRequest {
+            repo: "o/r".into(),
+            git_ref: "main".into(),
+            base_ref: None,
+            read_only: false,
+            ttl: Duration::from_secs(600),
+        },
     )
     .unwrap();
     let (status, body) = reserve(&base, &token);
@@ -101,14 +126,20 @@ fn scenario() -> Result<(), String> {
     let result = (|| {
         let (status, _) = lookup(&base, &token);
         if status != 204 {
-            return Err(format!("after the kill the half-uploaded entry must be invisible, lookup gave {status}"));
+            return Err(format!(
+                "after the kill the half-uploaded entry must be invisible, lookup gave {status}"
+            ));
         }
         let (status, body) = reserve(&base, &token);
         if status != 200 {
-            return Err(format!("the key must be reservable again after a restart: {status} {body}"));
+            return Err(format!(
+                "the key must be reservable again after a restart: {status} {body}"
+            ));
         }
         let id = cache_id(&body);
-        if patch(&base, &token, id, 1_000_000, &payload[1_000_000..]) != 204 || patch(&base, &token, id, 0, &payload[..1_000_000]) != 204 {
+        if patch(&base, &token, id, 1_000_000, &payload[1_000_000..]) != 204
+            || patch(&base, &token, id, 0, &payload[..1_000_000]) != 204
+        {
             return Err("upload after restart failed".into());
         }
         let status = agent()
@@ -123,11 +154,26 @@ fn scenario() -> Result<(), String> {
             return Err(format!("commit after restart: {status}"));
         }
         let (status, body) = lookup(&base, &token);
-        let url = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["archiveLocation"].as_str().map(str::to_string));
-        let Some(url) = url.filter(|_| status == 200) else { return Err(format!("lookup after commit: {status} {body}")) };
-        let got = agent().get(&url).call().unwrap().body_mut().with_config().limit(10 << 20).read_to_vec().unwrap();
+        let url = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["archiveLocation"].as_str().map(str::to_string));
+        let Some(url) = url.filter(|_| status == 200) else {
+            return Err(format!("lookup after commit: {status} {body}"));
+        };
+        let got = agent()
+            .get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .with_config()
+            .limit(10 << 20)
+            .read_to_vec()
+            .unwrap();
         if got != payload {
-            return Err(format!("downloaded {} bytes that differ from the upload", got.len()));
+            return Err(format!(
+                "downloaded {} bytes that differ from the upload",
+                got.len()
+            ));
         }
         Ok(())
     })();

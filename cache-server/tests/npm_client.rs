@@ -25,7 +25,9 @@ fn require_node() {
         "node is not installed: install Node.js 20+, then run `cd tests/npm && npm ci`"
     );
     assert!(
-        npm_dir().join("node_modules/@actions/cache/package.json").is_file(),
+        npm_dir()
+            .join("node_modules/@actions/cache/package.json")
+            .is_file(),
         "the npm client is missing: run `cd tests/npm && npm ci`"
     );
 }
@@ -67,14 +69,24 @@ impl Job<'_> {
         let line = stdout
             .lines()
             .find_map(|l| l.strip_prefix("KILN_RESULT "))
-            .unwrap_or_else(|| panic!("no result from node: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-        (serde_json::from_str(line).unwrap(), format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no result from node: {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        (
+            serde_json::from_str(line).unwrap(),
+            format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        )
     }
 
     fn save(&self, key: &str) -> i64 {
         let (v, log) = self.run_logged(&["save", key]);
         eprintln!("save {key}:\n{log}");
-        v["cacheId"].as_i64().unwrap_or_else(|| panic!("save {key}: {v}\n{log}"))
+        v["cacheId"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("save {key}: {v}\n{log}"))
     }
 
     fn restore(&self, key: &str, restore_keys: &[&str]) -> Option<String> {
@@ -111,17 +123,42 @@ fn scenario(api: Api, big: bool) {
     let main = job(&server, api, "refs/heads/main", root.path(), "main");
     let payload = bytes(7, if big { 129 << 20 } else { 3 << 20 });
     write(&main.workspace.join("data/blob.bin"), &payload);
-    write(&main.workspace.join("data/small.txt"), b"hello from the cache");
+    write(
+        &main.workspace.join("data/small.txt"),
+        b"hello from the cache",
+    );
 
     let id = main.save("npm-Key-1");
-    assert!(id > 0, "{api:?}: cache id {id}: {}", main.run_logged(&["save", "diagnose"]).1);
-    assert_eq!(main.save("npm-key-1"), -1, "{api:?}: a second save of the same key conflicts");
+    assert!(
+        id > 0,
+        "{api:?}: cache id {id}: {}",
+        main.run_logged(&["save", "diagnose"]).1
+    );
+    assert_eq!(
+        main.save("npm-key-1"),
+        -1,
+        "{api:?}: a second save of the same key conflicts"
+    );
 
     let fresh = job(&server, api, "refs/heads/main", root.path(), "fresh");
-    assert_eq!(fresh.restore("npm-Key-1", &[]).as_deref(), Some("npm-Key-1"));
-    assert_eq!(std::fs::read(fresh.workspace.join("data/blob.bin")).unwrap(), payload);
-    assert_eq!(std::fs::read(fresh.workspace.join("data/small.txt")).unwrap(), b"hello from the cache");
-    assert_eq!(fresh.restore("npm-key-2", &["npm-other-", "NPM-key-"]).as_deref(), Some("npm-Key-1"));
+    assert_eq!(
+        fresh.restore("npm-Key-1", &[]).as_deref(),
+        Some("npm-Key-1")
+    );
+    assert_eq!(
+        std::fs::read(fresh.workspace.join("data/blob.bin")).unwrap(),
+        payload
+    );
+    assert_eq!(
+        std::fs::read(fresh.workspace.join("data/small.txt")).unwrap(),
+        b"hello from the cache"
+    );
+    assert_eq!(
+        fresh
+            .restore("npm-key-2", &["npm-other-", "NPM-key-"])
+            .as_deref(),
+        Some("npm-Key-1")
+    );
     assert_eq!(fresh.restore("absent", &["nothing-"]), None);
 
     // Scope isolation: a feature branch's entry is invisible to a sibling branch.
@@ -130,8 +167,15 @@ fn scenario(api: Api, big: bool) {
     assert!(feature.save("feat-key") > 0);
     let sibling = job(&server, api, "refs/heads/sibling", root.path(), "sibling");
     assert_eq!(sibling.restore("feat-key", &[]), None);
-    assert_eq!(feature.restore("feat-key", &[]).as_deref(), Some("feat-key"));
-    assert_eq!(sibling.restore("npm-Key-1", &[]).as_deref(), Some("npm-Key-1"), "default branch is readable");
+    assert_eq!(
+        feature.restore("feat-key", &[]).as_deref(),
+        Some("feat-key")
+    );
+    assert_eq!(
+        sibling.restore("npm-Key-1", &[]).as_deref(),
+        Some("npm-Key-1"),
+        "default branch is readable"
+    );
 }
 
 #[test]

@@ -97,9 +97,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let Some((repo, branch)) = pair.split_once('=') else {
             bail!("--default-branch {pair:?} must be REPO=BRANCH");
         };
-        cfg.default_branches.insert(repo.to_string(), branch.to_string());
+        cfg.default_branches
+            .insert(repo.to_string(), branch.to_string());
     }
-    let service = CacheService::open(cfg).with_context(|| format!("opening the cache in {}", data.display()))?;
+    let service = CacheService::open(cfg)
+        .with_context(|| format!("opening the cache in {}", data.display()))?;
     let shown = data.display().to_string();
     kiln_cache::serve_until_interrupted(service, &a.listen, |addr| {
         eprintln!("kiln cache server on http://{addr}/ (data in {shown})");
@@ -120,7 +122,13 @@ fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("reading the signing key in {}", data.display()))?;
     let token = kiln_cache::token::mint(
         &secret,
-        &TokenRequest { repo: a.repo, git_ref: a.git_ref, base_ref: a.base_ref, read_only: a.read_only, ttl: a.ttl },
+        &TokenRequest {
+            repo: a.repo,
+            git_ref: a.git_ref,
+            base_ref: a.base_ref,
+            read_only: a.read_only,
+            ttl: a.ttl,
+        },
     )?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
@@ -131,7 +139,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a size like 20GiB"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 20GiB"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -142,9 +152,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// `90s`, `30m`, `6h`, `2d`.
@@ -152,7 +167,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration like 6h"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 6h"))?;
     let secs = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -160,7 +177,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         other => return Err(format!("unknown duration unit {other:?} (use s, m, h, d)")),
     };
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long"))
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[cfg(test)]

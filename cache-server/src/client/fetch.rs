@@ -21,7 +21,9 @@ pub(super) struct OrderedFetch {
 
 impl OrderedFetch {
     pub(super) fn start(client: &CacheClient, chunks: &[ChunkRef], wanted: &[bool]) -> Self {
-        let order: Vec<usize> = (0..chunks.len()).filter(|&i| wanted.get(i).copied().unwrap_or(true)).collect();
+        let order: Vec<usize> = (0..chunks.len())
+            .filter(|&i| wanted.get(i).copied().unwrap_or(true))
+            .collect();
         let window = (client.concurrency * 2).max(2);
         let (permit_tx, permit_rx) = sync_channel::<()>(window);
         for _ in 0..window {
@@ -48,10 +50,16 @@ impl OrderedFetch {
                         return;
                     }
                     let slot = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&index) = order.get(slot) else { return };
+                    let Some(&index) = order.get(slot) else {
+                        return;
+                    };
                     let result = client.fetch_chunk(&chunks[index].digest).and_then(|data| {
                         if data.len() != chunks[index].len as usize {
-                            Err(CacheError::Protocol(format!("chunk {index} has {} bytes, the manifest says {}", data.len(), chunks[index].len)))
+                            Err(CacheError::Protocol(format!(
+                                "chunk {index} has {} bytes, the manifest says {}",
+                                data.len(),
+                                chunks[index].len
+                            )))
                         } else {
                             Ok(data)
                         }
@@ -62,7 +70,14 @@ impl OrderedFetch {
                 })
             })
             .collect();
-        OrderedFetch { results: result_rx, permits: permit_tx, pending: BTreeMap::new(), order, position: 0, workers }
+        OrderedFetch {
+            results: result_rx,
+            permits: permit_tx,
+            pending: BTreeMap::new(),
+            order,
+            position: 0,
+            workers,
+        }
     }
 }
 
@@ -83,7 +98,10 @@ impl Iterator for OrderedFetch {
                 }
                 Err(_) => {
                     self.position = self.order.len();
-                    return Some((want, Err(CacheError::Task("chunk download threads stopped".into()))));
+                    return Some((
+                        want,
+                        Err(CacheError::Task("chunk download threads stopped".into())),
+                    ));
                 }
             }
         }

@@ -24,7 +24,10 @@ fn has_wildcard(seg: &str) -> bool {
 impl Pattern {
     /// Parses one line relative to `workspace`, expanding a leading `~` to `home`.
     pub fn parse(line: &str, workspace: &Path, home: Option<&Path>) -> Result<Self> {
-        let bad = |reason: &str| CacheError::BadPattern { pattern: line.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| CacheError::BadPattern {
+            pattern: line.to_string(),
+            reason: reason.to_string(),
+        };
         let trimmed = line.trim();
         let (negated, body) = match trimmed.strip_prefix('!') {
             Some(rest) => (true, rest.trim()),
@@ -62,7 +65,12 @@ impl Pattern {
         for s in segments.iter().take_while(|s| !has_wildcard(s)) {
             root.push(s);
         }
-        Ok(Pattern { negated, root, segments, original: format!("{}{}", if negated { "!" } else { "" }, body) })
+        Ok(Pattern {
+            negated,
+            root,
+            segments,
+            original: format!("{}{}", if negated { "!" } else { "" }, body),
+        })
     }
 
     pub fn is_literal(&self) -> bool {
@@ -88,7 +96,9 @@ fn match_segments(pattern: &[String], path: &[&str]) -> bool {
             table[i][j] = if pattern[i] == "**" {
                 table[i + 1][j] || (j < s && table[i][j + 1])
             } else {
-                j < s && match_segment(pattern[i].as_bytes(), path[j].as_bytes()) && table[i + 1][j + 1]
+                j < s
+                    && match_segment(pattern[i].as_bytes(), path[j].as_bytes())
+                    && table[i + 1][j + 1]
             };
         }
     }
@@ -176,7 +186,11 @@ fn match_class(pat: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
 }
 
 /// Parses every non-empty, non-comment line of a `path:` input.
-pub fn parse_patterns(lines: &[String], workspace: &Path, home: Option<&Path>) -> Result<Vec<Pattern>> {
+pub fn parse_patterns(
+    lines: &[String],
+    workspace: &Path,
+    home: Option<&Path>,
+) -> Result<Vec<Pattern>> {
     let mut out = Vec::new();
     for line in lines.iter().flat_map(|l| l.lines()) {
         let t = line.trim();
@@ -186,7 +200,10 @@ pub fn parse_patterns(lines: &[String], workspace: &Path, home: Option<&Path>) -
         out.push(Pattern::parse(t, workspace, home)?);
     }
     if !out.iter().any(|p| !p.negated) {
-        return Err(CacheError::BadPattern { pattern: lines.join("\n"), reason: "no path to cache (only exclusions or nothing)".into() });
+        return Err(CacheError::BadPattern {
+            pattern: lines.join("\n"),
+            reason: "no path to cache (only exclusions or nothing)".into(),
+        });
     }
     Ok(out)
 }

@@ -21,7 +21,11 @@ pub use save::{SaveOutcome, SaveRequest, SaveStats};
 /// The cache `version` for a kiln tree entry: sha256 of the `path:` lines and a salt, so kiln's
 /// entries never collide with `actions/cache` archives that use the same key.
 pub fn tree_version(paths: &[String]) -> String {
-    let mut parts: Vec<&str> = paths.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+    let mut parts: Vec<&str> = paths
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
     parts.push("kiln-tree-1");
     hex(&Sha256::digest(parts.join("|").as_bytes()))
 }
@@ -78,14 +82,41 @@ impl CacheClient {
     }
 
     /// Sends a request and returns the status and body; transport failures become errors.
-    fn exchange(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<(u16, Vec<u8>)> {
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(u16, Vec<u8>)> {
         let url = self.url(path);
         let fail = |e: ureq::Error| CacheError::Http(format!("{method} {url}: {e}"));
         let mut resp = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &self.auth()).call().map_err(fail)?,
-            ("PUT", Some((ct, b))) => self.agent.put(&url).header("Authorization", &self.auth()).content_type(ct).send(b).map_err(fail)?,
-            (_, Some((ct, b))) => self.agent.post(&url).header("Authorization", &self.auth()).content_type(ct).send(b).map_err(fail)?,
-            (_, None) => self.agent.post(&url).header("Authorization", &self.auth()).send_empty().map_err(fail)?,
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", &self.auth())
+                .call()
+                .map_err(fail)?,
+            ("PUT", Some((ct, b))) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &self.auth())
+                .content_type(ct)
+                .send(b)
+                .map_err(fail)?,
+            (_, Some((ct, b))) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.auth())
+                .content_type(ct)
+                .send(b)
+                .map_err(fail)?,
+            (_, None) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.auth())
+                .send_empty()
+                .map_err(fail)?,
         };
         let status = resp.status().as_u16();
         let mut bytes = Vec::new();
@@ -94,11 +125,17 @@ impl CacheClient {
             .limit(MAX_RESPONSE)
             .reader()
             .read_to_end(&mut bytes)
-            .map_err(|e| CacheError::Http(format!("{method} {url}: reading the response failed: {e}")))?;
+            .map_err(|e| {
+                CacheError::Http(format!("{method} {url}: reading the response failed: {e}"))
+            })?;
         Ok((status, bytes))
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
         let payload = serde_json::to_vec(body).map_err(|e| CacheError::Protocol(e.to_string()))?;
         let (status, bytes) = self.exchange("POST", path, Some(("application/json", &payload)))?;
         if !(200..300).contains(&status) {
@@ -108,12 +145,22 @@ impl CacheClient {
     }
 
     fn lookup(&self, keys: &[String], version: &str) -> Result<LookupResponse> {
-        self.json("/native/v1/lookup", &LookupRequest { keys: keys.to_vec(), version: version.to_string() })
+        self.json(
+            "/native/v1/lookup",
+            &LookupRequest {
+                keys: keys.to_vec(),
+                version: version.to_string(),
+            },
+        )
     }
 
     /// Fetches one chunk and checks it against its digest.
     fn fetch_chunk(&self, digest: &crate::digest::Digest) -> Result<Vec<u8>> {
-        let (status, bytes) = self.exchange("GET", &format!("/native/v1/chunks/{}", digest.to_hex()), None)?;
+        let (status, bytes) = self.exchange(
+            "GET",
+            &format!("/native/v1/chunks/{}", digest.to_hex()),
+            None,
+        )?;
         if status != 200 {
             return Err(status_error(status, &bytes));
         }
@@ -125,7 +172,11 @@ impl CacheClient {
 fn status_error(status: u16, body: &[u8]) -> CacheError {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
     CacheError::ServerStatus { status, message }
 }

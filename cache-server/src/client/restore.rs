@@ -101,23 +101,29 @@ fn create_file(dest: &Path, mode: u32, exists: bool) -> Result<File> {
 
 fn finish_file(file: &File, dest: &Path, mtime: Option<std::time::SystemTime>) -> Result<()> {
     if let Some(t) = mtime {
-        file.set_modified(t).map_err(|e| CacheError::io("set mtime of", dest, e))?;
+        file.set_modified(t)
+            .map_err(|e| CacheError::io("set mtime of", dest, e))?;
     }
     Ok(())
 }
 
 fn write_job(job: WriteJob) -> Result<()> {
     let mut f = create_file(&job.dest, job.mode, job.exists)?;
-    f.write_all(&job.data).map_err(|e| CacheError::io("write", &job.dest, e))?;
+    f.write_all(&job.data)
+        .map_err(|e| CacheError::io("write", &job.dest, e))?;
     finish_file(&f, &job.dest, job.mtime)
 }
 
 fn same_content(path: &Path, size: u64, expected: &[u8; 32]) -> bool {
-    let Ok(meta) = fs::symlink_metadata(path) else { return false };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
     if !meta.is_file() || meta.len() != size {
         return false;
     }
-    let Ok(mut f) = File::open(path) else { return false };
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -133,15 +139,30 @@ fn same_content(path: &Path, size: u64, expected: &[u8; 32]) -> bool {
 }
 
 fn is_corruption(e: &CacheError) -> bool {
-    matches!(e, CacheError::ServerStatus { status: 410, .. } | CacheError::CorruptChunk { .. })
+    matches!(
+        e,
+        CacheError::ServerStatus { status: 410, .. } | CacheError::CorruptChunk { .. }
+    )
 }
 
 impl CacheClient {
     pub fn restore(&self, req: &RestoreRequest) -> Result<RestoreOutcome> {
-        let patterns = parse_patterns(&req.paths, &req.context.workspace, req.context.home.as_deref())?;
-        let version = req.version.clone().unwrap_or_else(|| super::tree_version(&req.paths));
+        let patterns = parse_patterns(
+            &req.paths,
+            &req.context.workspace,
+            req.context.home.as_deref(),
+        )?;
+        let version = req
+            .version
+            .clone()
+            .unwrap_or_else(|| super::tree_version(&req.paths));
         let mut keys = vec![req.key.clone()];
-        keys.extend(req.restore_keys.iter().filter(|k| !k.trim().is_empty()).cloned());
+        keys.extend(
+            req.restore_keys
+                .iter()
+                .filter(|k| !k.trim().is_empty())
+                .cloned(),
+        );
         let hit = self.lookup(&keys, &version)?;
         if !hit.hit {
             return Ok(RestoreOutcome::Miss);
@@ -149,7 +170,11 @@ impl CacheClient {
         let exact = hit.exact;
         let matched_key = hit.key.clone();
         if req.lookup_only {
-            return Ok(RestoreOutcome::Hit { matched_key, exact, stats: RestoreStats::default() });
+            return Ok(RestoreOutcome::Hit {
+                matched_key,
+                exact,
+                stats: RestoreStats::default(),
+            });
         }
         let chunks = to_refs(&hit.chunks)?;
         let result = if hit.kind == "archive" {
@@ -162,7 +187,11 @@ impl CacheClient {
             self.restore_tree(&listing, &chunks, &tree::roots(&patterns))
         };
         match result {
-            Ok(stats) => Ok(RestoreOutcome::Hit { matched_key, exact, stats }),
+            Ok(stats) => Ok(RestoreOutcome::Hit {
+                matched_key,
+                exact,
+                stats,
+            }),
             Err(e) if is_corruption(&e) => Ok(RestoreOutcome::Corrupt(e.to_string())),
             Err(e) => Err(e),
         }
@@ -214,7 +243,12 @@ impl CacheClient {
             return Err(e);
         }
         let s = result?;
-        Ok(RestoreStats { files_written: s.files, files_skipped: 0, bytes_written: s.bytes, chunks_fetched: chunks.len() as u64 })
+        Ok(RestoreStats {
+            files_written: s.files,
+            files_skipped: 0,
+            bytes_written: s.bytes,
+            chunks_fetched: chunks.len() as u64,
+        })
     }
 
     /// Checks the whole listing before touching the disk: roots exist, paths stay inside their
@@ -223,19 +257,33 @@ impl CacheClient {
         let mut guards: HashMap<u32, LinkGuard> = HashMap::new();
         let mut dests = Vec::with_capacity(listing.len());
         for e in listing {
-            let root = roots.get(e.root as usize).ok_or_else(|| CacheError::UnsafeArchiveEntry {
-                entry: e.rel.clone(),
-                reason: format!("it names path pattern {} but only {} are given", e.root, roots.len()),
-            })?;
+            let root =
+                roots
+                    .get(e.root as usize)
+                    .ok_or_else(|| CacheError::UnsafeArchiveEntry {
+                        entry: e.rel.clone(),
+                        reason: format!(
+                            "it names path pattern {} but only {} are given",
+                            e.root,
+                            roots.len()
+                        ),
+                    })?;
             let rel = safe_relative(&e.rel)?;
             if e.kind == Kind::Symlink {
                 if rel.as_os_str().is_empty() {
-                    return Err(CacheError::UnsafeArchiveEntry { entry: root.display().to_string(), reason: "a cached path that is itself a symlink is not restored".into() });
+                    return Err(CacheError::UnsafeArchiveEntry {
+                        entry: root.display().to_string(),
+                        reason: "a cached path that is itself a symlink is not restored".into(),
+                    });
                 }
                 check_symlink_target(&e.rel, &rel, Path::new(&e.link))?;
                 guards.entry(e.root).or_default().add(rel.clone());
             }
-            dests.push(if rel.as_os_str().is_empty() { root.clone() } else { root.join(&rel) });
+            dests.push(if rel.as_os_str().is_empty() {
+                root.clone()
+            } else {
+                root.join(&rel)
+            });
         }
         for e in listing {
             if let Some(g) = guards.get(&e.root) {
@@ -245,12 +293,23 @@ impl CacheClient {
         Ok(dests)
     }
 
-    fn restore_tree(&self, listing: &[TreeEntry], chunks: &[ChunkRef], roots: &[PathBuf]) -> Result<RestoreStats> {
+    fn restore_tree(
+        &self,
+        listing: &[TreeEntry],
+        chunks: &[ChunkRef],
+        roots: &[PathBuf],
+    ) -> Result<RestoreStats> {
         let dests = Self::plan_tree(listing, roots)?;
         let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-        let listed: u64 = listing.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
+        let listed: u64 = listing
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| e.size)
+            .sum();
         if total != listed {
-            return Err(CacheError::Protocol(format!("entry holds {total} bytes but its listing {listed}")));
+            return Err(CacheError::Protocol(format!(
+                "entry holds {total} bytes but its listing {listed}"
+            )));
         }
         let mut stats = RestoreStats::default();
         let mut made_dirs: HashSet<PathBuf> = HashSet::new();
@@ -269,7 +328,8 @@ impl CacheClient {
                 Kind::File => {
                     if let Some(parent) = dest.parent() {
                         if !made_dirs.contains(parent) {
-                            fs::create_dir_all(parent).map_err(|e| CacheError::io("create", parent, e))?;
+                            fs::create_dir_all(parent)
+                                .map_err(|e| CacheError::io("create", parent, e))?;
                             made_dirs.insert(parent.to_path_buf());
                         }
                     }
@@ -278,7 +338,15 @@ impl CacheClient {
                     let mtime = u64::try_from(e.mtime_secs)
                         .ok()
                         .map(|s| UNIX_EPOCH + Duration::new(s, e.mtime_nanos));
-                    files.push(FilePlan { dest: dest.clone(), start: offset, size: e.size, mode: e.mode, mtime, skip, exists });
+                    files.push(FilePlan {
+                        dest: dest.clone(),
+                        start: offset,
+                        size: e.size,
+                        mode: e.mode,
+                        mtime,
+                        skip,
+                        exists,
+                    });
                     offset += e.size;
                 }
                 Kind::Symlink => {}
@@ -292,7 +360,8 @@ impl CacheClient {
                     fs::remove_dir_all(dest).map_err(|err| CacheError::io("replace", dest, err))?;
                 }
                 clear_path(dest)?;
-                std::os::unix::fs::symlink(&e.link, dest).map_err(|err| CacheError::io("create symlink", dest, err))?;
+                std::os::unix::fs::symlink(&e.link, dest)
+                    .map_err(|err| CacheError::io("create symlink", dest, err))?;
             }
         }
         for (e, dest) in listing.iter().zip(&dests).rev() {
@@ -304,7 +373,12 @@ impl CacheClient {
         Ok(stats)
     }
 
-    fn write_files(&self, files: &[FilePlan], chunks: &[ChunkRef], stats: &mut RestoreStats) -> Result<()> {
+    fn write_files(
+        &self,
+        files: &[FilePlan],
+        chunks: &[ChunkRef],
+        stats: &mut RestoreStats,
+    ) -> Result<()> {
         let mut chunk_starts = Vec::with_capacity(chunks.len());
         let mut pos = 0u64;
         for c in chunks {
@@ -343,8 +417,14 @@ impl CacheClient {
             .collect();
         let mut produce = || -> Result<()> {
             for f in files.iter().filter(|f| !f.skip && f.size == 0) {
-                tx.send(WriteJob { dest: f.dest.clone(), data: Vec::new(), mode: f.mode, mtime: f.mtime, exists: f.exists })
-                    .map_err(|_| CacheError::Task("file writers stopped".into()))?;
+                tx.send(WriteJob {
+                    dest: f.dest.clone(),
+                    data: Vec::new(),
+                    mode: f.mode,
+                    mtime: f.mtime,
+                    exists: f.exists,
+                })
+                .map_err(|_| CacheError::Task("file writers stopped".into()))?;
                 stats.files_written += 1;
             }
             let streamed: Vec<&FilePlan> = files.iter().filter(|f| f.size > 0).collect();
@@ -371,22 +451,32 @@ impl CacheClient {
                         let piece = &data[lo..hi];
                         let sink = match sinks.entry(fi) {
                             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(v) => v.insert(if f.size <= INLINE_FILE {
-                                Sink::Buffer(Vec::with_capacity(f.size as usize))
-                            } else {
-                                Sink::Direct(create_file(&f.dest, f.mode, f.exists)?)
-                            }),
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(if f.size <= INLINE_FILE {
+                                    Sink::Buffer(Vec::with_capacity(f.size as usize))
+                                } else {
+                                    Sink::Direct(create_file(&f.dest, f.mode, f.exists)?)
+                                })
+                            }
                         };
                         match sink {
                             Sink::Buffer(b) => b.extend_from_slice(piece),
-                            Sink::Direct(file) => file.write_all(piece).map_err(|e| CacheError::io("write", &f.dest, e))?,
+                            Sink::Direct(file) => file
+                                .write_all(piece)
+                                .map_err(|e| CacheError::io("write", &f.dest, e))?,
                         }
                         if complete {
                             stats.files_written += 1;
                             stats.bytes_written += f.size;
                             match sinks.remove(&fi) {
                                 Some(Sink::Buffer(data)) => tx
-                                    .send(WriteJob { dest: f.dest.clone(), data, mode: f.mode, mtime: f.mtime, exists: f.exists })
+                                    .send(WriteJob {
+                                        dest: f.dest.clone(),
+                                        data,
+                                        mode: f.mode,
+                                        mtime: f.mtime,
+                                        exists: f.exists,
+                                    })
                                     .map_err(|_| CacheError::Task("file writers stopped".into()))?,
                                 Some(Sink::Direct(file)) => finish_file(&file, &f.dest, f.mtime)?,
                                 None => {}
@@ -401,7 +491,9 @@ impl CacheClient {
                 }
             }
             if !sinks.is_empty() {
-                return Err(CacheError::Protocol("the entry ended before every file was complete".into()));
+                return Err(CacheError::Protocol(
+                    "the entry ended before every file was complete".into(),
+                ));
             }
             Ok(())
         };

@@ -66,7 +66,10 @@ impl Read for ConcatReader {
             if let Some((file, remaining, hasher)) = &mut self.current {
                 if *remaining == 0 {
                     let digest = *hasher.finalize().as_bytes();
-                    self.hashes.lock().map_err(|_| io::Error::other("hash list poisoned"))?.push(digest);
+                    self.hashes
+                        .lock()
+                        .map_err(|_| io::Error::other("hash list poisoned"))?
+                        .push(digest);
                     self.current = None;
                     continue;
                 }
@@ -74,14 +77,20 @@ impl Read for ConcatReader {
                 let n = file.read(&mut buf[..want])?;
                 if n == 0 {
                     let path = &self.files[self.next - 1].0;
-                    return Err(io::Error::other(format!("{} shrank while it was being saved", path.display())));
+                    return Err(io::Error::other(format!(
+                        "{} shrank while it was being saved",
+                        path.display()
+                    )));
                 }
                 hasher.update(&buf[..n]);
                 *remaining -= n as u64;
                 return Ok(n);
             }
-            let Some((path, size)) = self.files.get(self.next) else { return Ok(0) };
-            let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let Some((path, size)) = self.files.get(self.next) else {
+                return Ok(0);
+            };
+            let file = File::open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             self.current = Some((file, *size, blake3::Hasher::new()));
             self.next += 1;
         }
@@ -98,15 +107,29 @@ impl CacheClient {
     /// Saves the paths under `key`. Returns `AlreadyExists`/`Denied` rather than failing for the
     /// two refusals a job must tolerate.
     pub fn save(&self, req: &SaveRequest) -> Result<SaveOutcome> {
-        let patterns = parse_patterns(&req.paths, &req.context.workspace, req.context.home.as_deref())?;
+        let patterns = parse_patterns(
+            &req.paths,
+            &req.context.workspace,
+            req.context.home.as_deref(),
+        )?;
         let mut entries = tree::walk(&patterns)?;
         if entries.is_empty() {
             return Ok(SaveOutcome::NothingToSave);
         }
-        let version = req.version.clone().unwrap_or_else(|| super::tree_version(&req.paths));
-        let payload = serde_json::to_vec(&ReserveRequest { key: req.key.clone(), version })
-            .map_err(|e| CacheError::Protocol(e.to_string()))?;
-        let (status, body) = self.exchange("POST", "/native/v1/reserve", Some(("application/json", &payload)))?;
+        let version = req
+            .version
+            .clone()
+            .unwrap_or_else(|| super::tree_version(&req.paths));
+        let payload = serde_json::to_vec(&ReserveRequest {
+            key: req.key.clone(),
+            version,
+        })
+        .map_err(|e| CacheError::Protocol(e.to_string()))?;
+        let (status, body) = self.exchange(
+            "POST",
+            "/native/v1/reserve",
+            Some(("application/json", &payload)),
+        )?;
         match status {
             200..=299 => {}
             409 => return Ok(SaveOutcome::AlreadyExists),
@@ -126,19 +149,36 @@ impl CacheClient {
         }
     }
 
-    fn upload_tree(&self, id: u64, patterns: &[super::glob::Pattern], entries: &mut [TreeEntry]) -> Result<SaveStats> {
+    fn upload_tree(
+        &self,
+        id: u64,
+        patterns: &[super::glob::Pattern],
+        entries: &mut [TreeEntry],
+    ) -> Result<SaveStats> {
         let roots = tree::roots(patterns);
         let files: Vec<(PathBuf, u64)> = entries
             .iter()
             .filter(|e| e.kind == Kind::File)
             .map(|e| {
                 let root = &roots[e.root as usize];
-                (if e.rel.is_empty() { root.clone() } else { root.join(&e.rel) }, e.size)
+                (
+                    if e.rel.is_empty() {
+                        root.clone()
+                    } else {
+                        root.join(&e.rel)
+                    },
+                    e.size,
+                )
             })
             .collect();
         let total: u64 = files.iter().map(|f| f.1).sum();
         let hashes = Arc::new(Mutex::new(Vec::with_capacity(files.len())));
-        let reader = ConcatReader { files, next: 0, current: None, hashes: Arc::clone(&hashes) };
+        let reader = ConcatReader {
+            files,
+            next: 0,
+            current: None,
+            hashes: Arc::clone(&hashes),
+        };
         let (tx, rx) = sync_channel::<CutChunk>(self.concurrency * 2);
         let producer = std::thread::spawn(move || -> Result<()> {
             let chunker = fastcdc::v2020::StreamCDC::new(reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
@@ -148,7 +188,13 @@ impl CacheClient {
                     path: PathBuf::from("saved files"),
                     source: io::Error::other(e.to_string()),
                 })?;
-                if tx.send(CutChunk { seq, data: chunk.data }).is_err() {
+                if tx
+                    .send(CutChunk {
+                        seq,
+                        data: chunk.data,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -160,8 +206,13 @@ impl CacheClient {
         let uploaded_bytes = Arc::new(AtomicU64::new(0));
         let workers: Vec<_> = (0..self.concurrency.max(1))
             .map(|_| {
-                let (client, rx, results, uc, ub) =
-                    (self.clone(), Arc::clone(&rx), Arc::clone(&results), Arc::clone(&uploaded_chunks), Arc::clone(&uploaded_bytes));
+                let (client, rx, results, uc, ub) = (
+                    self.clone(),
+                    Arc::clone(&rx),
+                    Arc::clone(&results),
+                    Arc::clone(&uploaded_chunks),
+                    Arc::clone(&uploaded_bytes),
+                );
                 std::thread::spawn(move || client.upload_worker(id, &rx, &results, &uc, &ub))
             })
             .collect();
@@ -190,20 +241,39 @@ impl CacheClient {
         if let Some(e) = first_error {
             return Err(e);
         }
-        let mut results = std::mem::take(&mut *results.lock().map_err(|_| CacheError::Task("results poisoned".into()))?);
+        let mut results = std::mem::take(
+            &mut *results
+                .lock()
+                .map_err(|_| CacheError::Task("results poisoned".into()))?,
+        );
         results.sort_by_key(|r| r.0);
         let chunks: Vec<ChunkRef> = results.into_iter().map(|r| r.1).collect();
-        let hashes = std::mem::take(&mut *hashes.lock().map_err(|_| CacheError::Task("hashes poisoned".into()))?);
-        for (e, h) in entries.iter_mut().filter(|e| e.kind == Kind::File).zip(hashes) {
+        let hashes = std::mem::take(
+            &mut *hashes
+                .lock()
+                .map_err(|_| CacheError::Task("hashes poisoned".into()))?,
+        );
+        for (e, h) in entries
+            .iter_mut()
+            .filter(|e| e.kind == Kind::File)
+            .zip(hashes)
+        {
             e.blake3 = h;
         }
         let meta = tree::encode(entries)?;
         let commit = CommitRequest {
             size: total,
-            chunks: chunks.iter().map(|c| WireChunk { d: c.digest.to_hex(), n: c.len }).collect(),
+            chunks: chunks
+                .iter()
+                .map(|c| WireChunk {
+                    d: c.digest.to_hex(),
+                    n: c.len,
+                })
+                .collect(),
             meta: STANDARD.encode(meta),
         };
-        let done: CommitResponse = self.json(&format!("/native/v1/uploads/{id}/commit"), &commit)?;
+        let done: CommitResponse =
+            self.json(&format!("/native/v1/uploads/{id}/commit"), &commit)?;
         Ok(SaveStats {
             entry_id: done.entry_id,
             files: entries.iter().filter(|e| e.kind == Kind::File).count() as u64,
@@ -226,7 +296,9 @@ impl CacheClient {
         const BATCH: usize = 8;
         loop {
             let batch: Vec<CutChunk> = {
-                let rx = rx.lock().map_err(|_| CacheError::Task("chunk queue poisoned".into()))?;
+                let rx = rx
+                    .lock()
+                    .map_err(|_| CacheError::Task("chunk queue poisoned".into()))?;
                 let Ok(first) = rx.recv() else { return Ok(()) };
                 let mut batch = vec![first];
                 while batch.len() < BATCH {
@@ -239,11 +311,24 @@ impl CacheClient {
             };
             let refs: Vec<ChunkRef> = batch
                 .iter()
-                .map(|c| ChunkRef { digest: Digest::of(&c.data), len: c.data.len() as u32 })
+                .map(|c| ChunkRef {
+                    digest: Digest::of(&c.data),
+                    len: c.data.len() as u32,
+                })
                 .collect();
-            let ask = MissingRequest { chunks: refs.iter().map(|c| WireChunk { d: c.digest.to_hex(), n: c.len }).collect() };
-            let answer: MissingResponse = self.json(&format!("/native/v1/uploads/{id}/missing"), &ask)?;
-            let mut missing: std::collections::HashSet<String> = answer.missing.into_iter().collect();
+            let ask = MissingRequest {
+                chunks: refs
+                    .iter()
+                    .map(|c| WireChunk {
+                        d: c.digest.to_hex(),
+                        n: c.len,
+                    })
+                    .collect(),
+            };
+            let answer: MissingResponse =
+                self.json(&format!("/native/v1/uploads/{id}/missing"), &ask)?;
+            let mut missing: std::collections::HashSet<String> =
+                answer.missing.into_iter().collect();
             for (chunk, r) in batch.iter().zip(&refs) {
                 let hex = r.digest.to_hex();
                 // remove(): a chunk repeated within the batch travels once.
@@ -262,7 +347,9 @@ impl CacheClient {
                 uploaded_chunks.fetch_add(1, Ordering::Relaxed);
                 uploaded_bytes.fetch_add(encoded.len() as u64, Ordering::Relaxed);
             }
-            let mut out = results.lock().map_err(|_| CacheError::Task("results poisoned".into()))?;
+            let mut out = results
+                .lock()
+                .map_err(|_| CacheError::Task("results poisoned".into()))?;
             out.extend(batch.iter().map(|c| c.seq).zip(refs));
         }
     }

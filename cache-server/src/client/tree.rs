@@ -38,7 +38,11 @@ const MAGIC: &[u8; 4] = b"KLT1";
 
 /// Positive patterns' roots, in pattern order (negated patterns get no root).
 pub fn roots(patterns: &[Pattern]) -> Vec<PathBuf> {
-    patterns.iter().filter(|p| !p.negated).map(|p| p.root.clone()).collect()
+    patterns
+        .iter()
+        .filter(|p| !p.negated)
+        .map(|p| p.root.clone())
+        .collect()
 }
 
 /// Walks the roots and lists what the patterns select. Directories are listed before their
@@ -77,7 +81,11 @@ pub fn walk(patterns: &[Pattern]) -> Result<Vec<TreeEntry>> {
                     let m = fs::symlink_metadata(&p).map_err(|e| CacheError::io("stat", &p, e))?;
                     children.push((p, m));
                 }
-                children.sort_by(|a, b| b.0.as_os_str().as_encoded_bytes().cmp(a.0.as_os_str().as_encoded_bytes()));
+                children.sort_by(|a, b| {
+                    b.0.as_os_str()
+                        .as_encoded_bytes()
+                        .cmp(a.0.as_os_str().as_encoded_bytes())
+                });
                 stack.extend(children);
             }
         }
@@ -86,7 +94,8 @@ pub fn walk(patterns: &[Pattern]) -> Result<Vec<TreeEntry>> {
 }
 
 fn entry_for(roots: &[PathBuf], path: &Path, meta: &fs::Metadata) -> Result<Option<TreeEntry>> {
-    let Some((root_index, root)) = roots.iter().enumerate().find(|(_, r)| path.starts_with(r)) else {
+    let Some((root_index, root)) = roots.iter().enumerate().find(|(_, r)| path.starts_with(r))
+    else {
         return Ok(None);
     };
     let rel = path
@@ -139,7 +148,8 @@ pub fn encode(entries: &[TreeEntry]) -> Result<Vec<u8>> {
         put_str(&mut out, &e.rel);
         put_str(&mut out, &e.link);
     }
-    zstd::bulk::compress(&out, 3).map_err(|e| CacheError::Protocol(format!("compressing the tree listing failed: {e}")))
+    zstd::bulk::compress(&out, 3)
+        .map_err(|e| CacheError::Protocol(format!("compressing the tree listing failed: {e}")))
 }
 
 struct Cursor<'a> {
@@ -162,7 +172,8 @@ impl<'a> Cursor<'a> {
     }
     fn string(&mut self) -> Result<String> {
         let n = u32::from_le_bytes(self.array()?) as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| CacheError::Protocol("tree listing has a non-UTF-8 path".into()))
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| CacheError::Protocol("tree listing has a non-UTF-8 path".into()))
     }
 }
 
@@ -170,13 +181,20 @@ impl<'a> Cursor<'a> {
 pub fn decode(compressed: &[u8]) -> Result<Vec<TreeEntry>> {
     let data = zstd::bulk::decompress(compressed, MAX_LISTING_BYTES)
         .map_err(|e| CacheError::Protocol(format!("tree listing does not decompress: {e}")))?;
-    let mut c = Cursor { data: &data, pos: 0 };
+    let mut c = Cursor {
+        data: &data,
+        pos: 0,
+    };
     if c.take(4)? != MAGIC {
-        return Err(CacheError::Protocol("tree listing has an unknown format".into()));
+        return Err(CacheError::Protocol(
+            "tree listing has an unknown format".into(),
+        ));
     }
     let count = u64::from_le_bytes(c.array()?);
     if count > MAX_ENTRIES {
-        return Err(CacheError::Protocol(format!("tree listing claims {count} entries")));
+        return Err(CacheError::Protocol(format!(
+            "tree listing claims {count} entries"
+        )));
     }
     let mut entries = Vec::with_capacity((count as usize).min(data.len() / 64 + 1));
     for _ in 0..count {
@@ -184,7 +202,11 @@ pub fn decode(compressed: &[u8]) -> Result<Vec<TreeEntry>> {
             0 => Kind::File,
             1 => Kind::Dir,
             2 => Kind::Symlink,
-            k => return Err(CacheError::Protocol(format!("tree listing has unknown entry kind {k}"))),
+            k => {
+                return Err(CacheError::Protocol(format!(
+                    "tree listing has unknown entry kind {k}"
+                )))
+            }
         };
         entries.push(TreeEntry {
             kind,

@@ -28,7 +28,11 @@ struct Signed {
 impl CacheService {
     pub(super) fn download_url(&self, headers: &HeaderMap, id: u64) -> String {
         let exp = self.url_expiry();
-        format!("{}/dl/{id}?exp={exp}&sig={}", self.base_url(headers), self.secret.sign_url("dl", id, exp))
+        format!(
+            "{}/dl/{id}?exp={exp}&sig={}",
+            self.base_url(headers),
+            self.secret.sign_url("dl", id, exp)
+        )
     }
 }
 
@@ -53,7 +57,9 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, CacheError>
         }
     };
     if start >= end || start >= size {
-        return Err(CacheError::BadRequest(format!("range {value:?} is outside the {size}-byte entry")));
+        return Err(CacheError::BadRequest(format!(
+            "range {value:?} is outside the {size}-byte entry"
+        )));
     }
     Ok(Some((start, end)))
 }
@@ -71,7 +77,12 @@ async fn download(
     let store = Arc::clone(&svc.store);
     let entry = match blocking(move || store.entry(id)).await {
         Ok(Some(e)) => e,
-        Ok(None) => return JsonError(CacheError::BadRequest(format!("entry {id} does not exist (it may have been evicted)"))).into_response(),
+        Ok(None) => {
+            return JsonError(CacheError::BadRequest(format!(
+                "entry {id} does not exist (it may have been evicted)"
+            )))
+            .into_response()
+        }
         Err(e) => return JsonError(e).into_response(),
     };
     let range_header = headers
@@ -90,7 +101,11 @@ async fn download(
     };
     let (start, end) = range.unwrap_or((0, entry.size));
     let mut builder = Response::builder()
-        .status(if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK })
+        .status(if range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        })
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes")
@@ -99,21 +114,30 @@ async fn download(
         .header("x-ms-version", "2025-01-05")
         .header("x-ms-request-id", request_id());
     if range.is_some() {
-        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{}", end - 1, entry.size));
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{}", end - 1, entry.size),
+        );
     }
     if method == Method::HEAD {
-        return builder.body(Body::empty()).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        return builder
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
-    svc.metrics.add(&entry.repo, &entry.scope, Counter::BytesServed, end - start);
+    svc.metrics
+        .add(&entry.repo, &entry.scope, Counter::BytesServed, end - start);
     let body = stream_entry(Arc::clone(&svc), entry, start, end);
-    builder.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    builder
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// A unique-enough request id for the Azure SDKs, which only need it to be present.
 pub(super) fn request_id() -> HeaderValue {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    HeaderValue::from_str(&format!("00000000-0000-4000-8000-{n:012x}")).unwrap_or(HeaderValue::from_static("0"))
+    HeaderValue::from_str(&format!("00000000-0000-4000-8000-{n:012x}"))
+        .unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Streams bytes `[start, end)` of an entry. Up to four chunks are read and verified ahead on
@@ -140,12 +164,20 @@ fn stream_entry(svc: Arc<CacheService>, entry: EntryRecord, start: u64, end: u64
                     store.read_chunk(&digest).and_then(|raw| {
                         raw.get(lo..hi)
                             .map(|s| Bytes::copy_from_slice(s))
-                            .ok_or_else(|| CacheError::CorruptChunk { digest: digest.to_hex(), reason: "shorter than the manifest says".into() })
+                            .ok_or_else(|| CacheError::CorruptChunk {
+                                digest: digest.to_hex(),
+                                reason: "shorter than the manifest says".into(),
+                            })
                     })
                 }));
             }
-            let Some(next) = pending.pop_front() else { break };
-            let item = next.await.map_err(|e| CacheError::Task(e.to_string())).and_then(|r| r);
+            let Some(next) = pending.pop_front() else {
+                break;
+            };
+            let item = next
+                .await
+                .map_err(|e| CacheError::Task(e.to_string()))
+                .and_then(|r| r);
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
                 break;

@@ -70,7 +70,12 @@ impl CacheService {
 
     pub fn open_with_secret(cfg: ServiceConfig, secret: Secret) -> Result<Arc<Self>> {
         let store = Arc::new(CacheStore::open(cfg.store.clone())?);
-        Ok(Arc::new(CacheService { store, secret, metrics: Metrics::default(), cfg }))
+        Ok(Arc::new(CacheService {
+            store,
+            secret,
+            metrics: Metrics::default(),
+            cfg,
+        }))
     }
 
     pub fn store(&self) -> &Arc<CacheStore> {
@@ -104,7 +109,9 @@ impl CacheService {
         let value = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| CacheError::BadToken("the Authorization: Bearer header is missing".into()))?;
+            .ok_or_else(|| {
+                CacheError::BadToken("the Authorization: Bearer header is missing".into())
+            })?;
         let tok = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -115,8 +122,11 @@ impl CacheService {
             .default_branches
             .get(&access.repo)
             .unwrap_or(&self.cfg.default_branch);
-        let default_ref =
-            if branch.starts_with("refs/") { branch.clone() } else { format!("refs/heads/{branch}") };
+        let default_ref = if branch.starts_with("refs/") {
+            branch.clone()
+        } else {
+            format!("refs/heads/{branch}")
+        };
         Ok(access.with_default_branch(&default_ref))
     }
 
@@ -159,16 +169,17 @@ async fn stream_into_upload(
     let mut buf: Vec<u8> = Vec::with_capacity(BATCH.min(max as usize + 1));
     let mut total = 0u64;
     loop {
-        let frame = body
-            .frame()
-            .await
-            .transpose()
-            .map_err(|e| CacheError::BadRequest(format!("failed to read the request body: {e}")))?;
+        let frame =
+            body.frame().await.transpose().map_err(|e| {
+                CacheError::BadRequest(format!("failed to read the request body: {e}"))
+            })?;
         let done = frame.is_none();
         if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
             total += data.len() as u64;
             if total > max {
-                return Err(CacheError::TooLarge(format!("body exceeds the declared {max} bytes")));
+                return Err(CacheError::TooLarge(format!(
+                    "body exceeds the declared {max} bytes"
+                )));
             }
             buf.extend_from_slice(&data);
         }
@@ -187,9 +198,9 @@ async fn stream_into_upload(
 
 /// Reads a whole body of at most `max` bytes.
 async fn read_body(body: Body, max: usize) -> Result<Bytes> {
-    axum::body::to_bytes(body, max)
-        .await
-        .map_err(|e| CacheError::TooLarge(format!("request body over {max} bytes or unreadable: {e}")))
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        CacheError::TooLarge(format!("request body over {max} bytes or unreadable: {e}"))
+    })
 }
 
 fn status_of(err: &CacheError) -> StatusCode {
@@ -238,7 +249,9 @@ impl IntoResponse for JsonError {
     }
 }
 
-async fn metrics_text(axum::extract::State(svc): axum::extract::State<Arc<CacheService>>) -> Response {
+async fn metrics_text(
+    axum::extract::State(svc): axum::extract::State<Arc<CacheService>>,
+) -> Response {
     let store = Arc::clone(&svc.store);
     let totals = blocking(move || store.totals()).await.ok();
     (
@@ -308,7 +321,9 @@ fn validate_key(key: &str) -> Result<()> {
 
 fn validate_version(version: &str) -> Result<()> {
     if version.is_empty() || version.len() > 512 {
-        return Err(CacheError::BadRequest("version must be 1 to 512 characters".into()));
+        return Err(CacheError::BadRequest(
+            "version must be 1 to 512 characters".into(),
+        ));
     }
     Ok(())
 }
@@ -322,7 +337,10 @@ fn lookup_keys(primary: &str, restore: impl IntoIterator<Item = String>) -> Resu
         }
     }
     if keys.len() > 10 {
-        return Err(CacheError::BadRequest(format!("{} keys given; at most 10 are allowed", keys.len())));
+        return Err(CacheError::BadRequest(format!(
+            "{} keys given; at most 10 are allowed",
+            keys.len()
+        )));
     }
     for k in &keys {
         validate_key(k)?;
@@ -345,7 +363,9 @@ pub fn serve_until_interrupted(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| CacheError::io("listen on", listen, e))?;
-        let addr = listener.local_addr().map_err(|e| CacheError::io("listen on", listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CacheError::io("listen on", listen, e))?;
         on_ready(addr);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;

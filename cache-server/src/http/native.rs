@@ -1,12 +1,14 @@
 //! The native API for kiln runners: the client names the chunks of what it saves, the server
 //! answers which are missing, only those travel; restores fetch verified chunks in parallel.
 
-use super::{blocking, lookup_keys, read_body, validate_key, validate_version, CacheService, JsonError};
+use super::{
+    blocking, lookup_keys, read_body, validate_key, validate_version, CacheService, JsonError,
+};
+use crate::chunks::MAX_ENCODED_CHUNK;
 use crate::digest::{ChunkRef, Digest};
 use crate::error::CacheError;
 use crate::index::{EntryKind, MatchKind, Reservation};
 use crate::metrics::Counter;
-use crate::chunks::MAX_ENCODED_CHUNK;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -111,9 +113,16 @@ pub(crate) fn to_refs(chunks: &[WireChunk]) -> Result<Vec<ChunkRef>, CacheError>
         .iter()
         .map(|c| {
             if c.n == 0 || c.n > crate::chunks::CHUNK_MAX {
-                return Err(CacheError::BadRequest(format!("chunk length {} is outside 1..={}", c.n, crate::chunks::CHUNK_MAX)));
+                return Err(CacheError::BadRequest(format!(
+                    "chunk length {} is outside 1..={}",
+                    c.n,
+                    crate::chunks::CHUNK_MAX
+                )));
             }
-            Ok(ChunkRef { digest: Digest::from_hex(&c.d)?, len: c.n })
+            Ok(ChunkRef {
+                digest: Digest::from_hex(&c.d)?,
+                len: c.n,
+            })
         })
         .collect()
 }
@@ -122,12 +131,18 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CacheError> {
     serde_json::from_slice(body).map_err(|e| CacheError::BadRequest(format!("invalid JSON: {e}")))
 }
 
-async fn lookup(State(svc): State<Arc<CacheService>>, headers: HeaderMap, body: Body) -> Result<Response, JsonError> {
+async fn lookup(
+    State(svc): State<Arc<CacheService>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, JsonError> {
     let access = svc.access(&headers)?;
     let req: LookupRequest = parse(&read_body(body, 1 << 20).await?)?;
     validate_version(&req.version)?;
     let mut it = req.keys.into_iter();
-    let primary = it.next().ok_or_else(|| CacheError::BadRequest("at least one key is needed".into()))?;
+    let primary = it
+        .next()
+        .ok_or_else(|| CacheError::BadRequest("at least one key is needed".into()))?;
     let keys = lookup_keys(&primary, it)?;
     let store = Arc::clone(&svc.store);
     let (repo, scopes, version) = (access.repo.clone(), access.read_scopes.clone(), req.version);
@@ -138,7 +153,16 @@ async fn lookup(State(svc): State<Arc<CacheService>>, headers: HeaderMap, body: 
         return Ok(Json(LookupResponse::default()).into_response());
     };
     let exact = kind == MatchKind::Exact;
-    svc.metrics.add(&access.repo, &own_scope, if exact { Counter::ExactHit } else { Counter::RestoreKeyHit }, 1);
+    svc.metrics.add(
+        &access.repo,
+        &own_scope,
+        if exact {
+            Counter::ExactHit
+        } else {
+            Counter::RestoreKeyHit
+        },
+        1,
+    );
     let resp = LookupResponse {
         hit: true,
         entry_id: entry.id,
@@ -146,19 +170,36 @@ async fn lookup(State(svc): State<Arc<CacheService>>, headers: HeaderMap, body: 
         exact,
         kind: entry.kind.as_str().to_string(),
         size: entry.size,
-        chunks: entry.chunks.iter().map(|c| WireChunk { d: c.digest.to_hex(), n: c.len }).collect(),
+        chunks: entry
+            .chunks
+            .iter()
+            .map(|c| WireChunk {
+                d: c.digest.to_hex(),
+                n: c.len,
+            })
+            .collect(),
         meta: STANDARD.encode(&entry.meta),
     };
     Ok(Json(resp).into_response())
 }
 
-async fn reserve(State(svc): State<Arc<CacheService>>, headers: HeaderMap, body: Body) -> Result<Response, JsonError> {
+async fn reserve(
+    State(svc): State<Arc<CacheService>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, JsonError> {
     let access = svc.access(&headers)?;
     let scope = access.require_write()?.to_string();
     let req: ReserveRequest = parse(&read_body(body, 1 << 20).await?)?;
     validate_key(&req.key)?;
     validate_version(&req.version)?;
-    let res = Reservation { repo: access.repo, scope, key: req.key, version: req.version, kind: EntryKind::Tree };
+    let res = Reservation {
+        repo: access.repo,
+        scope,
+        key: req.key,
+        version: req.version,
+        kind: EntryKind::Tree,
+    };
     let store = Arc::clone(&svc.store);
     let upload_id = blocking(move || store.reserve_native(res)).await?;
     Ok(Json(ReserveResponse { upload_id }).into_response())
@@ -175,8 +216,16 @@ async fn missing(
     let chunks = to_refs(&req.chunks)?;
     let store = Arc::clone(&svc.store);
     let r = blocking(move || store.missing_chunks(id, &chunks)).await?;
-    svc.metrics.add(&res.repo, &res.scope, Counter::BytesDedupSaved, r.dedup_saved);
-    Ok(Json(MissingResponse { missing: r.missing.iter().map(Digest::to_hex).collect() }).into_response())
+    svc.metrics.add(
+        &res.repo,
+        &res.scope,
+        Counter::BytesDedupSaved,
+        r.dedup_saved,
+    );
+    Ok(Json(MissingResponse {
+        missing: r.missing.iter().map(Digest::to_hex).collect(),
+    })
+    .into_response())
 }
 
 /// Checks the token may write upload `id`.
@@ -185,7 +234,9 @@ fn writable(svc: &CacheService, headers: &HeaderMap, id: u64) -> Result<Reservat
     let scope = access.require_write()?;
     let res = svc.store.reservation(id)?;
     if res.repo != access.repo || res.scope != scope {
-        return Err(CacheError::Forbidden(format!("upload {id} belongs to another repository or scope")));
+        return Err(CacheError::Forbidden(format!(
+            "upload {id} belongs to another repository or scope"
+        )));
     }
     Ok(res)
 }
@@ -202,7 +253,8 @@ async fn put_chunk(
     let n = data.len() as u64;
     let store = Arc::clone(&svc.store);
     blocking(move || store.put_native_chunk(id, &digest, &data)).await?;
-    svc.metrics.add(&res.repo, &res.scope, Counter::BytesUploaded, n);
+    svc.metrics
+        .add(&res.repo, &res.scope, Counter::BytesUploaded, n);
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -223,7 +275,11 @@ async fn commit(
     Ok(Json(CommitResponse { entry_id: id }).into_response())
 }
 
-async fn abort(State(svc): State<Arc<CacheService>>, Path(id): Path<u64>, headers: HeaderMap) -> Result<Response, JsonError> {
+async fn abort(
+    State(svc): State<Arc<CacheService>>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Result<Response, JsonError> {
     writable(&svc, &headers, id)?;
     let store = Arc::clone(&svc.store);
     blocking(move || store.abandon(id)).await?;
@@ -240,6 +296,15 @@ async fn get_chunk(
     let store = Arc::clone(&svc.store);
     let encoded = blocking(move || store.read_chunk_encoded(&digest)).await?;
     let scope = access.read_scopes.first().cloned().unwrap_or_default();
-    svc.metrics.add(&access.repo, &scope, Counter::BytesServed, encoded.len() as u64);
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], encoded).into_response())
+    svc.metrics.add(
+        &access.repo,
+        &scope,
+        Counter::BytesServed,
+        encoded.len() as u64,
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        encoded,
+    )
+        .into_response())
 }

@@ -1,7 +1,9 @@
 //! GitHub cache API v1 (`_apis/artifactcache/`), as `@actions/cache` (GHES mode), act and
 //! go-actions-cache speak it. Miss is 204, conflict 409, chunks arrive as parallel PATCHes.
 
-use super::{blocking, lookup_keys, stream_into_upload, validate_key, validate_version, CacheService};
+use super::{
+    blocking, lookup_keys, stream_into_upload, validate_key, validate_version, CacheService,
+};
 use crate::error::CacheError;
 use crate::index::{EntryKind, MatchKind, Reservation};
 use crate::metrics::Counter;
@@ -23,7 +25,12 @@ pub(super) fn routes() -> Router<Arc<CacheService>> {
     Router::new()
         .route("/cache", get(lookup))
         .route("/caches", get(list).post(reserve))
-        .route("/caches/{id}", post(commit).patch(upload).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/caches/{id}",
+            post(commit)
+                .patch(upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/clean", post(|| async { StatusCode::OK }))
 }
 
@@ -44,7 +51,11 @@ impl IntoResponse for V1Error {
             _ => "ArtifactCacheException",
         };
         let message = match &self.0 {
-            CacheError::AlreadyExists { scope, key, version } => {
+            CacheError::AlreadyExists {
+                scope,
+                key,
+                version,
+            } => {
                 format!("Cache already exists. Scope: {scope}, Key: {key}, Version: {version}")
             }
             other => other.to_string(),
@@ -75,7 +86,11 @@ async fn lookup(
     let primary = parts.next().unwrap_or_default();
     let keys = lookup_keys(&primary, parts)?;
     let store = Arc::clone(&svc.store);
-    let (repo, scopes, version) = (access.repo.clone(), access.read_scopes.clone(), q.version.clone());
+    let (repo, scopes, version) = (
+        access.repo.clone(),
+        access.read_scopes.clone(),
+        q.version.clone(),
+    );
     let hit = blocking(move || store.lookup(&repo, &scopes, &keys, &version, false)).await?;
     let own_scope = access.read_scopes.first().cloned().unwrap_or_default();
     match hit {
@@ -84,7 +99,11 @@ async fn lookup(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Some((entry, kind)) => {
-            let counter = if kind == MatchKind::Exact { Counter::ExactHit } else { Counter::RestoreKeyHit };
+            let counter = if kind == MatchKind::Exact {
+                Counter::ExactHit
+            } else {
+                Counter::RestoreKeyHit
+            };
             svc.metrics.add(&access.repo, &own_scope, counter, 1);
             let body = json!({
                 "cacheKey": entry.key,
@@ -145,7 +164,13 @@ async fn reserve(
             .into());
         }
     }
-    let res = Reservation { repo: access.repo, scope, key: body.key, version: body.version, kind: EntryKind::Archive };
+    let res = Reservation {
+        repo: access.repo,
+        scope,
+        key: body.key,
+        version: body.version,
+        kind: EntryKind::Archive,
+    };
     let store = Arc::clone(&svc.store);
     let id = blocking(move || store.reserve_archive(res)).await?;
     Ok(Json(json!({ "cacheId": id })).into_response())
@@ -164,7 +189,9 @@ async fn writable(svc: &Arc<CacheService>, headers: &HeaderMap, id: u64) -> Resu
     let scope = access.require_write()?;
     let res = svc.store.reservation(id)?;
     if res.repo != access.repo || res.scope != scope {
-        return Err(CacheError::Forbidden(format!("cache {id} belongs to another repository or scope")));
+        return Err(CacheError::Forbidden(format!(
+            "cache {id} belongs to another repository or scope"
+        )));
     }
     Ok(())
 }
@@ -172,7 +199,10 @@ async fn writable(svc: &Arc<CacheService>, headers: &HeaderMap, id: u64) -> Resu
 /// `Content-Range: bytes start-end/*`.
 fn content_range(headers: &HeaderMap) -> Result<(u64, u64), CacheError> {
     let bad = || CacheError::BadRequest("Content-Range must be `bytes <start>-<end>/*`".into());
-    let v = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
+    let v = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(bad)?;
     let spec = v.trim().strip_prefix("bytes ").ok_or_else(bad)?;
     let (range, _total) = spec.split_once('/').ok_or_else(bad)?;
     let (a, b) = range.split_once('-').ok_or_else(bad)?;
@@ -195,11 +225,16 @@ async fn upload(
     let (start, end) = content_range(&headers)?;
     let len = end - start;
     if len > MAX_PATCH {
-        return Err(CacheError::TooLarge(format!("a chunk may be at most {MAX_PATCH} bytes")).into());
+        return Err(
+            CacheError::TooLarge(format!("a chunk may be at most {MAX_PATCH} bytes")).into(),
+        );
     }
     let got = stream_into_upload(&svc.store, id, start, body, len).await?;
     if got != len {
-        return Err(CacheError::BadRequest(format!("Content-Range announces {len} bytes, body had {got}")).into());
+        return Err(CacheError::BadRequest(format!(
+            "Content-Range announces {len} bytes, body had {got}"
+        ))
+        .into());
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -223,8 +258,18 @@ async fn commit(
     let res = svc.store.reservation(id)?;
     let store = Arc::clone(&svc.store);
     let stats = blocking(move || store.finalize_archive(id, body.size as u64)).await?;
-    svc.metrics.add(&res.repo, &res.scope, Counter::BytesUploaded, stats.uploaded);
-    svc.metrics.add(&res.repo, &res.scope, Counter::BytesDedupSaved, stats.dedup_saved);
+    svc.metrics.add(
+        &res.repo,
+        &res.scope,
+        Counter::BytesUploaded,
+        stats.uploaded,
+    );
+    svc.metrics.add(
+        &res.repo,
+        &res.scope,
+        Counter::BytesDedupSaved,
+        stats.dedup_saved,
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -242,7 +287,12 @@ pub(super) fn rfc3339(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", tod / 3600, tod % 3600 / 60, tod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
 }
 
 #[cfg(test)]

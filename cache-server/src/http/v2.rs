@@ -2,7 +2,10 @@
 //! `signed_upload_url` points to (Put Blob, Put Block, Put Block List).
 
 use super::download::request_id;
-use super::{blocking, lookup_keys, read_body, stream_into_upload, validate_key, validate_version, CacheService, JsonError};
+use super::{
+    blocking, lookup_keys, read_body, stream_into_upload, validate_key, validate_version,
+    CacheService, JsonError,
+};
 use crate::error::CacheError;
 use crate::index::{EntryKind, MatchKind, Reservation};
 use crate::metrics::Counter;
@@ -26,7 +29,10 @@ const MAX_TWIRP_BODY: usize = 1 << 20;
 pub(super) fn routes() -> Router<Arc<CacheService>> {
     Router::new()
         .route(&format!("{SERVICE}/{{method}}"), post(twirp))
-        .route("/blob/{account}/{container}/{id}", put(blob_put).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/blob/{account}/{container}/{id}",
+            put(blob_put).layer(DefaultBodyLimit::disable()),
+        )
 }
 
 /// int64 fields arrive as JSON strings from the toolkit and as numbers from Go clients.
@@ -66,7 +72,8 @@ struct DownloadReq {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CacheError> {
-    serde_json::from_slice(body).map_err(|e| CacheError::BadRequest(format!("request JSON does not match the method: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| CacheError::BadRequest(format!("request JSON does not match the method: {e}")))
 }
 
 async fn twirp(
@@ -86,7 +93,13 @@ async fn twirp(
             let Some(scope) = access.write_scope.clone() else {
                 return Ok(Json(json!({"ok": false, "message": "cache write denied: token has no writable scopes"})).into_response());
             };
-            let res = Reservation { repo: access.repo, scope, key: req.key, version: req.version, kind: EntryKind::Archive };
+            let res = Reservation {
+                repo: access.repo,
+                scope,
+                key: req.key,
+                version: req.version,
+                kind: EntryKind::Archive,
+            };
             let store = Arc::clone(&svc.store);
             let id = blocking(move || store.reserve_archive(res)).await?;
             let exp = svc.url_expiry();
@@ -101,16 +114,27 @@ async fn twirp(
             let req: FinalizeReq = parse(&body)?;
             let scope = access.require_write()?.to_string();
             if req.size_bytes < 0 {
-                return Err(CacheError::BadRequest("size_bytes must not be negative".into()).into());
+                return Err(
+                    CacheError::BadRequest("size_bytes must not be negative".into()).into(),
+                );
             }
-            let Some(id) = svc.store.find_upload(&access.repo, &scope, &req.key, &req.version) else {
+            let Some(id) = svc
+                .store
+                .find_upload(&access.repo, &scope, &req.key, &req.version)
+            else {
                 return Ok(Json(json!({"ok": false, "message": format!("no upload in progress for key {:?}; create the entry first", req.key)})).into_response());
             };
             let store = Arc::clone(&svc.store);
             let size = req.size_bytes as u64;
             let stats = blocking(move || store.finalize_archive(id, size)).await?;
-            svc.metrics.add(&access.repo, &scope, Counter::BytesUploaded, stats.uploaded);
-            svc.metrics.add(&access.repo, &scope, Counter::BytesDedupSaved, stats.dedup_saved);
+            svc.metrics
+                .add(&access.repo, &scope, Counter::BytesUploaded, stats.uploaded);
+            svc.metrics.add(
+                &access.repo,
+                &scope,
+                Counter::BytesDedupSaved,
+                stats.dedup_saved,
+            );
             Ok(Json(json!({"ok": true, "entry_id": id.to_string()})).into_response())
         }
         "GetCacheEntryDownloadURL" => {
@@ -118,8 +142,13 @@ async fn twirp(
             validate_version(&req.version)?;
             let keys = lookup_keys(&req.key, req.restore_keys)?;
             let store = Arc::clone(&svc.store);
-            let (repo, scopes, version) = (access.repo.clone(), access.read_scopes.clone(), req.version.clone());
-            let hit = blocking(move || store.lookup(&repo, &scopes, &keys, &version, false)).await?;
+            let (repo, scopes, version) = (
+                access.repo.clone(),
+                access.read_scopes.clone(),
+                req.version.clone(),
+            );
+            let hit =
+                blocking(move || store.lookup(&repo, &scopes, &keys, &version, false)).await?;
             let own_scope = access.read_scopes.first().cloned().unwrap_or_default();
             match hit {
                 None => {
@@ -127,7 +156,11 @@ async fn twirp(
                     Ok(Json(json!({"ok": false})).into_response())
                 }
                 Some((entry, kind)) => {
-                    let counter = if kind == MatchKind::Exact { Counter::ExactHit } else { Counter::RestoreKeyHit };
+                    let counter = if kind == MatchKind::Exact {
+                        Counter::ExactHit
+                    } else {
+                        Counter::RestoreKeyHit
+                    };
                     svc.metrics.add(&access.repo, &own_scope, counter, 1);
                     Ok(Json(json!({
                         "ok": true,
@@ -138,7 +171,9 @@ async fn twirp(
                 }
             }
         }
-        other => Err(CacheError::BadRequest(format!("unknown CacheService method {other:?}")).into()),
+        other => {
+            Err(CacheError::BadRequest(format!("unknown CacheService method {other:?}")).into())
+        }
     }
 }
 
@@ -154,9 +189,21 @@ impl From<CacheError> for BlobError {
 impl IntoResponse for BlobError {
     fn into_response(self) -> Response {
         let status = super::status_of(&self.0);
-        let msg = self.0.to_string().replace('&', "&amp;").replace('<', "&lt;");
+        let msg = self
+            .0
+            .to_string()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;");
         let body = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>InvalidInput</Code><Message>{msg}</Message></Error>");
-        (status, [("x-ms-request-id", request_id()), ("content-type", HeaderValue::from_static("application/xml"))], body).into_response()
+        (
+            status,
+            [
+                ("x-ms-request-id", request_id()),
+                ("content-type", HeaderValue::from_static("application/xml")),
+            ],
+            body,
+        )
+            .into_response()
     }
 }
 
@@ -166,8 +213,14 @@ fn created() -> Response {
     h.insert("x-ms-request-id", request_id());
     h.insert("x-ms-version", HeaderValue::from_static("2025-01-05"));
     h.insert("etag", HeaderValue::from_static("\"0x8DC0000000000000\""));
-    h.insert("last-modified", HeaderValue::from_static("Thu, 01 Jan 2026 00:00:00 GMT"));
-    h.insert("x-ms-request-server-encrypted", HeaderValue::from_static("false"));
+    h.insert(
+        "last-modified",
+        HeaderValue::from_static("Thu, 01 Jan 2026 00:00:00 GMT"),
+    );
+    h.insert(
+        "x-ms-request-server-encrypted",
+        HeaderValue::from_static("false"),
+    );
     resp
 }
 
@@ -182,15 +235,17 @@ fn parse_block_list(xml: &str) -> Result<Vec<String>, CacheError> {
         rest = &rest[close + 1..];
         if matches!(tag, "Latest" | "Committed" | "Uncommitted") {
             let end_tag = format!("</{tag}>");
-            let end = rest
-                .find(&end_tag)
-                .ok_or_else(|| CacheError::BadRequest(format!("block list has an unclosed <{tag}>")))?;
+            let end = rest.find(&end_tag).ok_or_else(|| {
+                CacheError::BadRequest(format!("block list has an unclosed <{tag}>"))
+            })?;
             ids.push(rest[..end].trim().to_string());
             rest = &rest[end + end_tag.len()..];
         }
     }
     if ids.is_empty() && !xml.contains("<BlockList") {
-        return Err(CacheError::BadRequest("body is not a BlockList document".into()));
+        return Err(CacheError::BadRequest(
+            "body is not a BlockList document".into(),
+        ));
     }
     Ok(ids)
 }
@@ -210,7 +265,10 @@ async fn blob_put(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BLOB_BODY) {
-        return Err(CacheError::TooLarge(format!("blob bodies are limited to {MAX_BLOB_BODY} bytes")).into());
+        return Err(CacheError::TooLarge(format!(
+            "blob bodies are limited to {MAX_BLOB_BODY} bytes"
+        ))
+        .into());
     }
     match q.get("comp").map(String::as_str) {
         None => {
@@ -236,7 +294,9 @@ async fn blob_put(
             blocking(move || store.commit_block_list(id, &ids)).await?;
             Ok(created())
         }
-        Some(other) => Err(CacheError::BadRequest(format!("unsupported blob operation comp={other}")).into()),
+        Some(other) => {
+            Err(CacheError::BadRequest(format!("unsupported blob operation comp={other}")).into())
+        }
     }
 }
 
@@ -250,6 +310,9 @@ mod tests {
         assert_eq!(parse_block_list(xml).unwrap(), vec!["b", "a", "c"]);
         assert!(parse_block_list("<BlockList><Latest>x</BlockList>").is_err());
         assert!(parse_block_list("garbage").is_err());
-        assert_eq!(parse_block_list("<BlockList></BlockList>").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_block_list("<BlockList></BlockList>").unwrap(),
+            Vec::<String>::new()
+        );
     }
 }

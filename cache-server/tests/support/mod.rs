@@ -24,13 +24,19 @@ impl TestServer {
             .build()
             .unwrap();
         let service = CacheService::open(cfg).unwrap();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let svc = Arc::clone(&service);
         runtime.spawn(async move {
             let _ = kiln_cache::serve(listener, svc, std::future::pending()).await;
         });
-        TestServer { url, service, runtime: Some(runtime) }
+        TestServer {
+            url,
+            service,
+            runtime: Some(runtime),
+        }
     }
 
     pub fn token(&self, repo: &str, git_ref: &str, base: Option<&str>, read_only: bool) -> String {
