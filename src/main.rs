@@ -24,6 +24,8 @@ enum Command {
     Expr(cmd::expr::Args),
     /// Print what hashFiles() gives for the patterns.
     HashFiles(cmd::hash_files::Args),
+    /// Run the content-addressed cache server, or mint tokens for it.
+    Cache(cmd::cache::CacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => cmd::plan::run(args),
         Command::Expr(args) => cmd::expr::run(args),
         Command::HashFiles(args) => cmd::hash_files::run(args),
+        Command::Cache(args) => cmd::cache::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,3 +1,4 @@
+pub mod cache;
 pub mod expr;
 pub mod hash_files;
 pub mod plan;

@@ -1,0 +1,516 @@
+//! Restore: look the keys up, then fetch verified chunks in parallel and write files with a pool
+//! of writer threads (file creation, not bandwidth, dominates on real filesystems). Files that
+//! already exist with the same size and blake3 are left alone and their chunks not fetched.
+
+use super::fetch::OrderedFetch;
+use super::glob::parse_patterns;
+use super::tree::{self, Kind, TreeEntry};
+use super::{CacheClient, PathContext};
+use crate::digest::ChunkRef;
+use crate::error::{CacheError, Result};
+use crate::http::native::to_refs;
+use crate::unpack::{check_symlink_target, clear_path, safe_relative, LinkGuard};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    pub key: String,
+    pub restore_keys: Vec<String>,
+    pub paths: Vec<String>,
+    pub context: PathContext,
+    /// Defaults to [`super::tree_version`] of `paths`.
+    pub version: Option<String>,
+    /// Only check whether an entry exists (`lookup-only`).
+    pub lookup_only: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub files_written: u64,
+    /// Files already present with the same content.
+    pub files_skipped: u64,
+    pub bytes_written: u64,
+    pub chunks_fetched: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    Miss,
+    Hit {
+        /// The key of the entry found, in its original case.
+        matched_key: String,
+        /// `cache-hit`: the primary key matched exactly (case-insensitively).
+        exact: bool,
+        stats: RestoreStats,
+    },
+    /// The entry's data was corrupt on the server, which dropped it: treat as a miss. Files
+    /// written before the corruption was found hold only verified bytes.
+    Corrupt(String),
+}
+
+/// Files up to this size are assembled in memory and handed to the writer pool whole.
+const INLINE_FILE: u64 = 1 << 20;
+const WRITER_THREADS: usize = 8;
+
+struct FilePlan {
+    dest: PathBuf,
+    start: u64,
+    size: u64,
+    mode: u32,
+    mtime: Option<std::time::SystemTime>,
+    skip: bool,
+    exists: bool,
+}
+
+impl FilePlan {
+    fn end(&self) -> u64 {
+        self.start + self.size
+    }
+}
+
+struct WriteJob {
+    dest: PathBuf,
+    data: Vec<u8>,
+    mode: u32,
+    mtime: Option<std::time::SystemTime>,
+    exists: bool,
+}
+
+fn create_file(dest: &Path, mode: u32, exists: bool) -> Result<File> {
+    if exists {
+        // Replace, never write through: the old path may be a symlink.
+        clear_path(dest)?;
+    }
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode | 0o600)
+        .open(dest)
+        .map_err(|e| CacheError::io("create", dest, e))
+}
+
+fn finish_file(file: &File, dest: &Path, mtime: Option<std::time::SystemTime>) -> Result<()> {
+    if let Some(t) = mtime {
+        file.set_modified(t)
+            .map_err(|e| CacheError::io("set mtime of", dest, e))?;
+    }
+    Ok(())
+}
+
+fn write_job(job: WriteJob) -> Result<()> {
+    let mut f = create_file(&job.dest, job.mode, job.exists)?;
+    f.write_all(&job.data)
+        .map_err(|e| CacheError::io("write", &job.dest, e))?;
+    finish_file(&f, &job.dest, job.mtime)
+}
+
+fn same_content(path: &Path, size: u64, expected: &[u8; 32]) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() != size {
+        return false;
+    }
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(_) => return false,
+        }
+    }
+    hasher.finalize().as_bytes() == expected
+}
+
+fn is_corruption(e: &CacheError) -> bool {
+    matches!(
+        e,
+        CacheError::ServerStatus { status: 410, .. } | CacheError::CorruptChunk { .. }
+    )
+}
+
+impl CacheClient {
+    pub fn restore(&self, req: &RestoreRequest) -> Result<RestoreOutcome> {
+        let patterns = parse_patterns(
+            &req.paths,
+            &req.context.workspace,
+            req.context.home.as_deref(),
+        )?;
+        let version = req
+            .version
+            .clone()
+            .unwrap_or_else(|| super::tree_version(&req.paths));
+        let mut keys = vec![req.key.clone()];
+        keys.extend(
+            req.restore_keys
+                .iter()
+                .filter(|k| !k.trim().is_empty())
+                .cloned(),
+        );
+        let hit = self.lookup(&keys, &version)?;
+        if !hit.hit {
+            return Ok(RestoreOutcome::Miss);
+        }
+        let exact = hit.exact;
+        let matched_key = hit.key.clone();
+        if req.lookup_only {
+            return Ok(RestoreOutcome::Hit {
+                matched_key,
+                exact,
+                stats: RestoreStats::default(),
+            });
+        }
+        let chunks = to_refs(&hit.chunks)?;
+        let result = if hit.kind == "archive" {
+            self.restore_archive(&chunks, &req.context.workspace)
+        } else {
+            let meta = STANDARD
+                .decode(hit.meta.as_bytes())
+                .map_err(|_| CacheError::Protocol("tree listing is not base64".into()))?;
+            let listing = tree::decode(&meta)?;
+            self.restore_tree(&listing, &chunks, &tree::roots(&patterns))
+        };
+        match result {
+            Ok(stats) => Ok(RestoreOutcome::Hit {
+                matched_key,
+                exact,
+                stats,
+            }),
+            Err(e) if is_corruption(&e) => Ok(RestoreOutcome::Corrupt(e.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Entries saved by stock `actions/cache` (tar + zstd, paths relative to the workspace).
+    fn restore_archive(&self, chunks: &[ChunkRef], workspace: &Path) -> Result<RestoreStats> {
+        struct ChunkReader {
+            fetch: OrderedFetch,
+            current: Vec<u8>,
+            pos: usize,
+            error: Arc<Mutex<Option<CacheError>>>,
+        }
+        impl Read for ChunkReader {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                while self.pos == self.current.len() {
+                    match self.fetch.next() {
+                        None => return Ok(0),
+                        Some((_, Ok(data))) => {
+                            self.current = data;
+                            self.pos = 0;
+                        }
+                        Some((_, Err(e))) => {
+                            let msg = e.to_string();
+                            if let Ok(mut slot) = self.error.lock() {
+                                *slot = Some(e);
+                            }
+                            return Err(std::io::Error::other(msg));
+                        }
+                    }
+                }
+                let n = buf.len().min(self.current.len() - self.pos);
+                buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+                self.pos += n;
+                Ok(n)
+            }
+        }
+        let error = Arc::new(Mutex::new(None));
+        let reader = ChunkReader {
+            fetch: OrderedFetch::start(self, chunks, &vec![true; chunks.len()]),
+            current: Vec::new(),
+            pos: 0,
+            error: Arc::clone(&error),
+        };
+        let decoder = zstd::stream::read::Decoder::new(reader)
+            .map_err(|e| CacheError::Protocol(format!("archive is not zstd: {e}")))?;
+        let result = crate::unpack::unpack_tar(decoder, workspace);
+        if let Some(e) = error.lock().ok().and_then(|mut s| s.take()) {
+            return Err(e);
+        }
+        let s = result?;
+        Ok(RestoreStats {
+            files_written: s.files,
+            files_skipped: 0,
+            bytes_written: s.bytes,
+            chunks_fetched: chunks.len() as u64,
+        })
+    }
+
+    /// Checks the whole listing before touching the disk: roots exist, paths stay inside their
+    /// root, nothing is written through a symlink of the entry, symlinks point inside.
+    fn plan_tree(listing: &[TreeEntry], roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let mut guards: HashMap<u32, LinkGuard> = HashMap::new();
+        let mut dests = Vec::with_capacity(listing.len());
+        for e in listing {
+            let root =
+                roots
+                    .get(e.root as usize)
+                    .ok_or_else(|| CacheError::UnsafeArchiveEntry {
+                        entry: e.rel.clone(),
+                        reason: format!(
+                            "it names path pattern {} but only {} are given",
+                            e.root,
+                            roots.len()
+                        ),
+                    })?;
+            let rel = safe_relative(&e.rel)?;
+            if e.kind == Kind::Symlink {
+                if rel.as_os_str().is_empty() {
+                    return Err(CacheError::UnsafeArchiveEntry {
+                        entry: root.display().to_string(),
+                        reason: "a cached path that is itself a symlink is not restored".into(),
+                    });
+                }
+                check_symlink_target(&e.rel, &rel, Path::new(&e.link))?;
+                guards.entry(e.root).or_default().add(rel.clone());
+            }
+            dests.push(if rel.as_os_str().is_empty() {
+                root.clone()
+            } else {
+                root.join(&rel)
+            });
+        }
+        for e in listing {
+            if let Some(g) = guards.get(&e.root) {
+                g.check(&e.rel, &safe_relative(&e.rel)?)?;
+            }
+        }
+        Ok(dests)
+    }
+
+    fn restore_tree(
+        &self,
+        listing: &[TreeEntry],
+        chunks: &[ChunkRef],
+        roots: &[PathBuf],
+    ) -> Result<RestoreStats> {
+        let dests = Self::plan_tree(listing, roots)?;
+        let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        let listed: u64 = listing
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| e.size)
+            .sum();
+        if total != listed {
+            return Err(CacheError::Protocol(format!(
+                "entry holds {total} bytes but its listing {listed}"
+            )));
+        }
+        let mut stats = RestoreStats::default();
+        let mut made_dirs: HashSet<PathBuf> = HashSet::new();
+        let mut files = Vec::new();
+        let mut offset = 0u64;
+        for (e, dest) in listing.iter().zip(&dests) {
+            match e.kind {
+                Kind::Dir => {
+                    if made_dirs.insert(dest.clone()) {
+                        if fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
+                            clear_path(dest)?;
+                        }
+                        fs::create_dir_all(dest).map_err(|e| CacheError::io("create", dest, e))?;
+                    }
+                }
+                Kind::File => {
+                    if let Some(parent) = dest.parent() {
+                        if !made_dirs.contains(parent) {
+                            fs::create_dir_all(parent)
+                                .map_err(|e| CacheError::io("create", parent, e))?;
+                            made_dirs.insert(parent.to_path_buf());
+                        }
+                    }
+                    let exists = fs::symlink_metadata(dest).is_ok();
+                    let skip = exists && same_content(dest, e.size, &e.blake3);
+                    let mtime = u64::try_from(e.mtime_secs)
+                        .ok()
+                        .map(|s| UNIX_EPOCH + Duration::new(s, e.mtime_nanos));
+                    files.push(FilePlan {
+                        dest: dest.clone(),
+                        start: offset,
+                        size: e.size,
+                        mode: e.mode,
+                        mtime,
+                        skip,
+                        exists,
+                    });
+                    offset += e.size;
+                }
+                Kind::Symlink => {}
+            }
+        }
+        stats.files_skipped = files.iter().filter(|f| f.skip).count() as u64;
+        self.write_files(&files, chunks, &mut stats)?;
+        for (e, dest) in listing.iter().zip(&dests) {
+            if e.kind == Kind::Symlink {
+                if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(dest).map_err(|err| CacheError::io("replace", dest, err))?;
+                }
+                clear_path(dest)?;
+                std::os::unix::fs::symlink(&e.link, dest)
+                    .map_err(|err| CacheError::io("create symlink", dest, err))?;
+            }
+        }
+        for (e, dest) in listing.iter().zip(&dests).rev() {
+            if e.kind == Kind::Dir {
+                fs::set_permissions(dest, fs::Permissions::from_mode(e.mode | 0o700))
+                    .map_err(|err| CacheError::io("set mode of", dest, err))?;
+            }
+        }
+        Ok(stats)
+    }
+
+    fn write_files(
+        &self,
+        files: &[FilePlan],
+        chunks: &[ChunkRef],
+        stats: &mut RestoreStats,
+    ) -> Result<()> {
+        let mut chunk_starts = Vec::with_capacity(chunks.len());
+        let mut pos = 0u64;
+        for c in chunks {
+            chunk_starts.push(pos);
+            pos += u64::from(c.len);
+        }
+        // A chunk is needed when any file that is written overlaps it.
+        let mut wanted = vec![false; chunks.len()];
+        let mut ci = 0usize;
+        for f in files.iter().filter(|f| !f.skip && f.size > 0) {
+            while ci < chunks.len() && chunk_starts[ci] + u64::from(chunks[ci].len) <= f.start {
+                ci += 1;
+            }
+            let mut k = ci;
+            while k < chunks.len() && chunk_starts[k] < f.end() {
+                wanted[k] = true;
+                k += 1;
+            }
+        }
+        let (tx, rx) = sync_channel::<WriteJob>(64);
+        let rx = Arc::new(Mutex::new(rx));
+        let writers: Vec<_> = (0..WRITER_THREADS)
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                std::thread::spawn(move || -> Result<()> {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return Err(CacheError::Task("writer queue poisoned".into())),
+                        };
+                        let Ok(job) = job else { return Ok(()) };
+                        write_job(job)?;
+                    }
+                })
+            })
+            .collect();
+        let mut produce = || -> Result<()> {
+            for f in files.iter().filter(|f| !f.skip && f.size == 0) {
+                tx.send(WriteJob {
+                    dest: f.dest.clone(),
+                    data: Vec::new(),
+                    mode: f.mode,
+                    mtime: f.mtime,
+                    exists: f.exists,
+                })
+                .map_err(|_| CacheError::Task("file writers stopped".into()))?;
+                stats.files_written += 1;
+            }
+            let streamed: Vec<&FilePlan> = files.iter().filter(|f| f.size > 0).collect();
+            enum Sink {
+                Buffer(Vec<u8>),
+                Direct(File),
+            }
+            let mut sinks: HashMap<usize, Sink> = HashMap::new();
+            let mut fi = 0usize;
+            for (index, data) in OrderedFetch::start(self, chunks, &wanted) {
+                let data = data?;
+                stats.chunks_fetched += 1;
+                let c_start = chunk_starts[index];
+                let c_end = c_start + data.len() as u64;
+                while fi < streamed.len() && streamed[fi].end() <= c_start {
+                    fi += 1;
+                }
+                while fi < streamed.len() && streamed[fi].start < c_end {
+                    let f = streamed[fi];
+                    let complete = f.end() <= c_end;
+                    if !f.skip {
+                        let lo = (f.start.max(c_start) - c_start) as usize;
+                        let hi = (f.end().min(c_end) - c_start) as usize;
+                        let piece = &data[lo..hi];
+                        let sink = match sinks.entry(fi) {
+                            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(if f.size <= INLINE_FILE {
+                                    Sink::Buffer(Vec::with_capacity(f.size as usize))
+                                } else {
+                                    Sink::Direct(create_file(&f.dest, f.mode, f.exists)?)
+                                })
+                            }
+                        };
+                        match sink {
+                            Sink::Buffer(b) => b.extend_from_slice(piece),
+                            Sink::Direct(file) => file
+                                .write_all(piece)
+                                .map_err(|e| CacheError::io("write", &f.dest, e))?,
+                        }
+                        if complete {
+                            stats.files_written += 1;
+                            stats.bytes_written += f.size;
+                            match sinks.remove(&fi) {
+                                Some(Sink::Buffer(data)) => tx
+                                    .send(WriteJob {
+                                        dest: f.dest.clone(),
+                                        data,
+                                        mode: f.mode,
+                                        mtime: f.mtime,
+                                        exists: f.exists,
+                                    })
+                                    .map_err(|_| CacheError::Task("file writers stopped".into()))?,
+                                Some(Sink::Direct(file)) => finish_file(&file, &f.dest, f.mtime)?,
+                                None => {}
+                            }
+                        }
+                    }
+                    if complete {
+                        fi += 1;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            if !sinks.is_empty() {
+                return Err(CacheError::Protocol(
+                    "the entry ended before every file was complete".into(),
+                ));
+            }
+            Ok(())
+        };
+        let produced = produce();
+        drop(tx);
+        let mut first_error = produced.err();
+        for w in writers {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(CacheError::Task("a file writer panicked".into()));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,256 @@
+//! The tree listing stored with a native entry: every file, directory and symlink under the
+//! `path:` roots, in a deterministic order, with mode, mtime, size and blake3 of each file. File
+//! contents are the concatenation, in listing order, that the entry's chunks cut up.
+
+use super::glob::{selected, Pattern};
+use crate::error::{CacheError, Result};
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File = 0,
+    Dir = 1,
+    Symlink = 2,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    pub kind: Kind,
+    /// Index of the `path:` pattern whose root this entry is under.
+    pub root: u32,
+    /// Path below that root, `/`-separated; empty for the root itself.
+    pub rel: String,
+    pub mode: u32,
+    pub mtime_secs: i64,
+    pub mtime_nanos: u32,
+    pub size: u64,
+    pub blake3: [u8; 32],
+    pub link: String,
+}
+
+/// Limits that keep a hostile listing from exhausting memory.
+const MAX_ENTRIES: u64 = 10_000_000;
+const MAX_LISTING_BYTES: usize = 1 << 30;
+const MAGIC: &[u8; 4] = b"KLT1";
+
+/// Positive patterns' roots, in pattern order (negated patterns get no root).
+pub fn roots(patterns: &[Pattern]) -> Vec<PathBuf> {
+    patterns
+        .iter()
+        .filter(|p| !p.negated)
+        .map(|p| p.root.clone())
+        .collect()
+}
+
+/// Walks the roots and lists what the patterns select. Directories are listed before their
+/// contents and children in byte order, so the same tree always gives the same stream.
+pub fn walk(patterns: &[Pattern]) -> Result<Vec<TreeEntry>> {
+    let roots = roots(patterns);
+    let mut entries = Vec::new();
+    let mut walked: Vec<&PathBuf> = Vec::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    for root in &roots {
+        if walked.iter().any(|w| root.starts_with(w)) {
+            continue;
+        }
+        walked.push(root);
+        let meta = match fs::symlink_metadata(root) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        let mut stack = vec![(root.clone(), meta)];
+        while let Some((path, meta)) = stack.pop() {
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let is_dir = meta.is_dir();
+            if selected(patterns, &path) {
+                if let Some(e) = entry_for(&roots, &path, &meta)? {
+                    entries.push(e);
+                }
+            }
+            if is_dir {
+                let mut children: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+                let rd = fs::read_dir(&path).map_err(|e| CacheError::io("list", &path, e))?;
+                for child in rd {
+                    let child = child.map_err(|e| CacheError::io("list", &path, e))?;
+                    let p = child.path();
+                    let m = fs::symlink_metadata(&p).map_err(|e| CacheError::io("stat", &p, e))?;
+                    children.push((p, m));
+                }
+                children.sort_by(|a, b| {
+                    b.0.as_os_str()
+                        .as_encoded_bytes()
+                        .cmp(a.0.as_os_str().as_encoded_bytes())
+                });
+                stack.extend(children);
+            }
+        }
+    }
+    Ok(entries)
+}
+
+fn entry_for(roots: &[PathBuf], path: &Path, meta: &fs::Metadata) -> Result<Option<TreeEntry>> {
+    let Some((root_index, root)) = roots.iter().enumerate().find(|(_, r)| path.starts_with(r))
+    else {
+        return Ok(None);
+    };
+    let rel = path
+        .strip_prefix(root)
+        .map(|r| r.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ft = meta.file_type();
+    let (kind, link) = if ft.is_symlink() {
+        let target = fs::read_link(path).map_err(|e| CacheError::io("read link", path, e))?;
+        (Kind::Symlink, target.to_string_lossy().into_owned())
+    } else if ft.is_dir() {
+        (Kind::Dir, String::new())
+    } else if ft.is_file() {
+        (Kind::File, String::new())
+    } else {
+        // Sockets, fifos and devices are not cache content.
+        return Ok(None);
+    };
+    Ok(Some(TreeEntry {
+        kind,
+        root: root_index as u32,
+        rel,
+        mode: meta.permissions().mode() & 0o7777,
+        mtime_secs: meta.mtime(),
+        mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        size: if kind == Kind::File { meta.len() } else { 0 },
+        blake3: [0; 32],
+        link,
+    }))
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Serialises and compresses a listing.
+pub fn encode(entries: &[TreeEntry]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(entries.len() * 96 + 16);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for e in entries {
+        out.push(e.kind as u8);
+        out.extend_from_slice(&e.root.to_le_bytes());
+        out.extend_from_slice(&e.mode.to_le_bytes());
+        out.extend_from_slice(&e.mtime_secs.to_le_bytes());
+        out.extend_from_slice(&e.mtime_nanos.to_le_bytes());
+        out.extend_from_slice(&e.size.to_le_bytes());
+        out.extend_from_slice(&e.blake3);
+        put_str(&mut out, &e.rel);
+        put_str(&mut out, &e.link);
+    }
+    zstd::bulk::compress(&out, 3)
+        .map_err(|e| CacheError::Protocol(format!("compressing the tree listing failed: {e}")))
+}
+
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
+        let end = end.ok_or_else(|| CacheError::Protocol("tree listing is truncated".into()))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn string(&mut self) -> Result<String> {
+        let n = u32::from_le_bytes(self.array()?) as usize;
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| CacheError::Protocol("tree listing has a non-UTF-8 path".into()))
+    }
+}
+
+/// Decompresses and parses a listing; every length is checked against the data.
+pub fn decode(compressed: &[u8]) -> Result<Vec<TreeEntry>> {
+    let data = zstd::bulk::decompress(compressed, MAX_LISTING_BYTES)
+        .map_err(|e| CacheError::Protocol(format!("tree listing does not decompress: {e}")))?;
+    let mut c = Cursor {
+        data: &data,
+        pos: 0,
+    };
+    if c.take(4)? != MAGIC {
+        return Err(CacheError::Protocol(
+            "tree listing has an unknown format".into(),
+        ));
+    }
+    let count = u64::from_le_bytes(c.array()?);
+    if count > MAX_ENTRIES {
+        return Err(CacheError::Protocol(format!(
+            "tree listing claims {count} entries"
+        )));
+    }
+    let mut entries = Vec::with_capacity((count as usize).min(data.len() / 64 + 1));
+    for _ in 0..count {
+        let kind = match c.take(1)?[0] {
+            0 => Kind::File,
+            1 => Kind::Dir,
+            2 => Kind::Symlink,
+            k => {
+                return Err(CacheError::Protocol(format!(
+                    "tree listing has unknown entry kind {k}"
+                )))
+            }
+        };
+        entries.push(TreeEntry {
+            kind,
+            root: u32::from_le_bytes(c.array()?),
+            mode: u32::from_le_bytes(c.array()?) & 0o7777,
+            mtime_secs: i64::from_le_bytes(c.array()?),
+            mtime_nanos: u32::from_le_bytes(c.array()?).min(999_999_999),
+            size: u64::from_le_bytes(c.array()?),
+            blake3: c.array()?,
+            rel: c.string()?,
+            link: c.string()?,
+        });
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_round_trip_and_garbage() {
+        let e = TreeEntry {
+            kind: Kind::Symlink,
+            root: 1,
+            rel: "a/b".into(),
+            mode: 0o755,
+            mtime_secs: -5,
+            mtime_nanos: 7,
+            size: 0,
+            blake3: [3; 32],
+            link: "../c".into(),
+        };
+        let enc = encode(std::slice::from_ref(&e)).unwrap();
+        assert_eq!(decode(&enc).unwrap(), vec![e]);
+        assert!(decode(b"junk").is_err());
+        let truncated = zstd::bulk::compress(&enc_raw_prefix(), 1).unwrap();
+        assert!(decode(&truncated).is_err());
+    }
+
+    fn enc_raw_prefix() -> Vec<u8> {
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&5u64.to_le_bytes());
+        v.push(0);
+        v
+    }
+}

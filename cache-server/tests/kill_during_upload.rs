@@ -1,0 +1,196 @@
+//! A server killed (SIGKILL) during an upload leaves no visible partial entry, and after a
+//! restart the same key can be uploaded again. The test binary re-executes itself as the
+//! server child (KILN_CACHE_CHILD_DATA set), so a real process dies, not a thread.
+
+use kiln_cache::token::{mint, Secret, TokenRequest};
+use kiln_cache::{CacheService, ServiceConfig};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn child_server(data: &str) -> ! {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let service = CacheService::open(ServiceConfig::new(data)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("PORT {}", listener.local_addr().unwrap().port());
+        std::io::stdout().flush().unwrap();
+        let _ = kiln_cache::serve(listener, service, std::future::pending()).await;
+    });
+    std::process::exit(0)
+}
+
+fn spawn(data: &Path) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("KILN_CACHE_CHILD_DATA", data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .unwrap_or_else(|| panic!("child said {line:?}"))
+        .to_string();
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build(),
+    )
+}
+
+fn reserve(base: &str, token: &str) -> (u16, String) {
+    let mut r = agent()
+        .post(&format!("{base}/_apis/artifactcache/caches"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .content_type("application/json")
+        .send(r#"{"key":"k","version":"v","cacheSize":2000000}"#)
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+fn patch(base: &str, token: &str, id: u64, start: usize, data: &[u8]) -> u16 {
+    agent()
+        .patch(&format!("{base}/_apis/artifactcache/caches/{id}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header(
+            "Content-Range",
+            &format!("bytes {start}-{}/*", start + data.len() - 1),
+        )
+        .content_type("application/octet-stream")
+        .send(data)
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn lookup(base: &str, token: &str) -> (u16, String) {
+    let mut r = agent()
+        .get(&format!(
+            "{base}/_apis/artifactcache/cache?keys=k&version=v"
+        ))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+fn cache_id(body: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(body).unwrap()["cacheId"]
+        .as_u64()
+        .unwrap()
+}
+
+fn scenario() -> Result<(), String> {
+    let data = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (mut child, base) = spawn(data.path());
+    let token = mint(
+        &Secret::load_or_create(data.path()).unwrap(),
+        &TokenRequest {
+            repo: "o/r".into(),
+            git_ref: "main".into(),
+            base_ref: None,
+            read_only: false,
+            ttl: Duration::from_secs(600),
+        },
+    )
+    .unwrap();
+    let (status, body) = reserve(&base, &token);
+    if status != 200 {
+        return Err(format!("first reserve: {status} {body}"));
+    }
+    let id = cache_id(&body);
+    if patch(&base, &token, id, 0, &payload[..1_000_000]) != 204 {
+        return Err("first half upload failed".into());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, base) = spawn(data.path());
+    let result = (|| {
+        let (status, _) = lookup(&base, &token);
+        if status != 204 {
+            return Err(format!(
+                "after the kill the half-uploaded entry must be invisible, lookup gave {status}"
+            ));
+        }
+        let (status, body) = reserve(&base, &token);
+        if status != 200 {
+            return Err(format!(
+                "the key must be reservable again after a restart: {status} {body}"
+            ));
+        }
+        let id = cache_id(&body);
+        if patch(&base, &token, id, 1_000_000, &payload[1_000_000..]) != 204
+            || patch(&base, &token, id, 0, &payload[..1_000_000]) != 204
+        {
+            return Err("upload after restart failed".into());
+        }
+        let status = agent()
+            .post(&format!("{base}/_apis/artifactcache/caches/{id}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .content_type("application/json")
+            .send(r#"{"size":2000000}"#)
+            .unwrap()
+            .status()
+            .as_u16();
+        if status != 204 {
+            return Err(format!("commit after restart: {status}"));
+        }
+        let (status, body) = lookup(&base, &token);
+        let url = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["archiveLocation"].as_str().map(str::to_string));
+        let Some(url) = url.filter(|_| status == 200) else {
+            return Err(format!("lookup after commit: {status} {body}"));
+        };
+        let got = agent()
+            .get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .with_config()
+            .limit(10 << 20)
+            .read_to_vec()
+            .unwrap();
+        if got != payload {
+            return Err(format!(
+                "downloaded {} bytes that differ from the upload",
+                got.len()
+            ));
+        }
+        Ok(())
+    })();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    result
+}
+
+fn main() {
+    if let Ok(data) = std::env::var("KILN_CACHE_CHILD_DATA") {
+        child_server(&data);
+    }
+    match scenario() {
+        Ok(()) => println!("kill_during_upload: 1 passed, 0 failed"),
+        Err(e) => {
+            println!("kill_during_upload: 0 passed, 1 failed\n{e}");
+            std::process::exit(1);
+        }
+    }
+}

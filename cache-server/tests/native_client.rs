@@ -1,0 +1,423 @@
+//! The native client against a real server on loopback: round trip, matching, scopes, dedup,
+//! corruption, eviction and garbage collection.
+
+mod support;
+
+use kiln_cache::client::{
+    CacheClient, PathContext, RestoreOutcome, RestoreRequest, SaveOutcome, SaveRequest,
+};
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use support::{bytes, write, TestServer};
+
+fn ctx(ws: &Path) -> PathContext {
+    PathContext {
+        workspace: ws.to_path_buf(),
+        home: Some(ws.join("home")),
+    }
+}
+
+fn save(client: &CacheClient, ws: &Path, key: &str, paths: &[&str]) -> SaveOutcome {
+    client
+        .save(&SaveRequest {
+            key: key.into(),
+            paths: paths.iter().map(|s| s.to_string()).collect(),
+            context: ctx(ws),
+            version: None,
+        })
+        .unwrap()
+}
+
+fn restore(
+    client: &CacheClient,
+    ws: &Path,
+    key: &str,
+    restore_keys: &[&str],
+    paths: &[&str],
+) -> RestoreOutcome {
+    client
+        .restore(&RestoreRequest {
+            key: key.into(),
+            restore_keys: restore_keys.iter().map(|s| s.to_string()).collect(),
+            paths: paths.iter().map(|s| s.to_string()).collect(),
+            context: ctx(ws),
+            version: None,
+            lookup_only: false,
+        })
+        .unwrap()
+}
+
+fn make_tree(ws: &Path) {
+    write(&ws.join("target/a.txt"), b"alpha");
+    write(&ws.join("target/sub/b.bin"), &bytes(1, 3 << 20));
+    write(&ws.join("target/sub/empty"), b"");
+    write(&ws.join("target/skip/no.txt"), b"excluded");
+    write(&ws.join("home/.npm/c.json"), b"{}");
+    std::os::unix::fs::symlink("a.txt", ws.join("target/link")).unwrap();
+}
+
+const PATHS: &[&str] = &["target", "!target/skip", "~/.npm"];
+
+#[test]
+fn round_trip_matching_and_write_once() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path());
+    let client = CacheClient::new(&server.url, &server.token("o/r", "main", None, false));
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path());
+    let SaveOutcome::Saved(stats) = save(&client, src.path(), "Linux-deps-abc", PATHS) else {
+        panic!("not saved")
+    };
+    assert_eq!(stats.files, 4);
+    assert_eq!(
+        save(&client, src.path(), "linux-DEPS-abc", PATHS),
+        SaveOutcome::AlreadyExists
+    );
+
+    let dst = tempfile::tempdir().unwrap();
+    match restore(&client, dst.path(), "linux-deps-ABC", &[], PATHS) {
+        RestoreOutcome::Hit {
+            matched_key,
+            exact,
+            stats,
+        } => {
+            assert_eq!(matched_key, "Linux-deps-abc");
+            assert!(exact);
+            assert_eq!(stats.files_written, 4);
+        }
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    let d = dst.path();
+    assert_eq!(fs::read(d.join("target/a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        fs::read(d.join("target/sub/b.bin")).unwrap(),
+        bytes(1, 3 << 20)
+    );
+    assert_eq!(fs::read(d.join("target/sub/empty")).unwrap(), b"");
+    assert_eq!(
+        fs::read_link(d.join("target/link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert_eq!(fs::read(d.join("home/.npm/c.json")).unwrap(), b"{}");
+    assert!(!d.join("target/skip").exists());
+
+    // Restoring again skips every file already present with the same content.
+    match restore(&client, dst.path(), "Linux-deps-abc", &[], PATHS) {
+        RestoreOutcome::Hit { stats, .. } => {
+            assert_eq!(stats.files_skipped, 4);
+            assert_eq!(stats.chunks_fetched, 0);
+        }
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    // Prefix of the primary key, then restore keys; a different version (paths) misses.
+    match restore(
+        &client,
+        dst.path(),
+        "Linux-deps-zzz",
+        &["nomatch-", "linux-deps-"],
+        PATHS,
+    ) {
+        RestoreOutcome::Hit {
+            matched_key, exact, ..
+        } => {
+            assert_eq!(matched_key, "Linux-deps-abc");
+            assert!(!exact);
+        }
+        other => panic!("expected a restore-key hit, got {other:?}"),
+    }
+    assert_eq!(
+        restore(&client, dst.path(), "Linux-deps-abc", &[], &["target"]),
+        RestoreOutcome::Miss
+    );
+    assert_eq!(
+        restore(&client, dst.path(), "other", &["x-"], PATHS),
+        RestoreOutcome::Miss
+    );
+    let metrics = server.service.metrics().render(None);
+    assert!(
+        metrics.contains(
+            "kiln_cache_exact_hits_total{repository=\"o/r\",scope=\"refs/heads/main\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_cache_misses_total{repository=\"o/r\",scope=\"refs/heads/main\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn scopes_are_isolated_and_tokens_enforced() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path());
+    let src = tempfile::tempdir().unwrap();
+    make_tree(src.path());
+    let feature = CacheClient::new(&server.url, &server.token("o/r", "feature", None, false));
+    let other = CacheClient::new(&server.url, &server.token("o/r", "other", None, false));
+    let main = CacheClient::new(&server.url, &server.token("o/r", "main", None, false));
+    let pr = CacheClient::new(
+        &server.url,
+        &server.token("o/r", "refs/pull/5/merge", Some("feature"), false),
+    );
+    let foreign = CacheClient::new(&server.url, &server.token("x/y", "main", None, false));
+    assert!(matches!(
+        save(&feature, src.path(), "k", PATHS),
+        SaveOutcome::Saved(_)
+    ));
+    let dst = tempfile::tempdir().unwrap();
+    assert_eq!(
+        restore(&other, dst.path(), "k", &[], PATHS),
+        RestoreOutcome::Miss
+    );
+    assert_eq!(
+        restore(&main, dst.path(), "k", &[], PATHS),
+        RestoreOutcome::Miss
+    );
+    assert_eq!(
+        restore(&foreign, dst.path(), "k", &[], PATHS),
+        RestoreOutcome::Miss
+    );
+    assert!(matches!(
+        restore(&pr, dst.path(), "k", &[], PATHS),
+        RestoreOutcome::Hit { .. }
+    ));
+    // The default branch is readable from every ref, and the same key in two scopes coexists.
+    assert!(matches!(
+        save(&main, src.path(), "m", PATHS),
+        SaveOutcome::Saved(_)
+    ));
+    assert!(matches!(
+        restore(&other, dst.path(), "m", &[], PATHS),
+        RestoreOutcome::Hit { .. }
+    ));
+    assert!(matches!(
+        save(&other, src.path(), "k", PATHS),
+        SaveOutcome::Saved(_)
+    ));
+    let read_only = CacheClient::new(&server.url, &server.token("o/r", "main", None, true));
+    assert!(matches!(
+        save(&read_only, src.path(), "ro", PATHS),
+        SaveOutcome::Denied(_)
+    ));
+    let forged = CacheClient::new(&server.url, "not.a.token");
+    assert!(forged
+        .restore(&RestoreRequest {
+            key: "k".into(),
+            restore_keys: vec![],
+            paths: vec!["target".into()],
+            context: ctx(dst.path()),
+            version: None,
+            lookup_only: true
+        })
+        .is_err());
+}
+
+#[test]
+fn second_save_after_one_file_change_uploads_about_one_chunk() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path());
+    let client = CacheClient::new(&server.url, &server.token("o/r", "main", None, false));
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..200u64 {
+        write(
+            &src.path().join(format!("deps/f{i:03}.bin")),
+            &bytes(i, 4096 + (i as usize * 977) % 60_000),
+        );
+    }
+    for i in 0..3u64 {
+        write(
+            &src.path().join(format!("deps/big{i}.bin")),
+            &bytes(1000 + i, 8 << 20),
+        );
+    }
+    let SaveOutcome::Saved(first) = save(&client, src.path(), "k1", &["deps"]) else {
+        panic!()
+    };
+    write(&src.path().join("deps/f100.bin"), &bytes(9999, 5000));
+    let SaveOutcome::Saved(second) = save(&client, src.path(), "k2", &["deps"]) else {
+        panic!()
+    };
+    assert!(first.bytes > 24 << 20);
+    assert!(second.chunks_uploaded <= 2, "{second:?}");
+    assert!(second.bytes_uploaded <= 2 * 4 << 20, "{second:?}");
+    assert!(second.bytes_uploaded * 5 < second.bytes, "{second:?}");
+    let metrics = server.service.metrics().render(None);
+    assert!(metrics.contains(
+        "kiln_cache_bytes_dedup_saved_total{repository=\"o/r\",scope=\"refs/heads/main\"}"
+    ));
+    let dst = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        restore(&client, dst.path(), "k2", &[], &["deps"]),
+        RestoreOutcome::Hit { .. }
+    ));
+    assert_eq!(
+        fs::read(dst.path().join("deps/f100.bin")).unwrap(),
+        bytes(9999, 5000)
+    );
+    assert_eq!(
+        fs::read(dst.path().join("deps/big2.bin")).unwrap(),
+        bytes(1002, 8 << 20)
+    );
+}
+
+fn chunk_files(data: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for shard in fs::read_dir(data.join("chunks")).unwrap() {
+        for f in fs::read_dir(shard.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn corrupt_chunk_is_a_miss_not_bad_bytes() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path());
+    let client = CacheClient::new(&server.url, &server.token("o/r", "main", None, false));
+    let src = tempfile::tempdir().unwrap();
+    write(&src.path().join("d/one.bin"), &bytes(5, 100_000));
+    assert!(matches!(
+        save(&client, src.path(), "k", &["d"]),
+        SaveOutcome::Saved(_)
+    ));
+    let files = chunk_files(data.path());
+    assert_eq!(files.len(), 1);
+    let mut raw = fs::read(&files[0]).unwrap();
+    let mid = raw.len() / 2;
+    raw[mid] ^= 0x01;
+    fs::write(&files[0], raw).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        restore(&client, dst.path(), "k", &[], &["d"]),
+        RestoreOutcome::Corrupt(_)
+    ));
+    assert!(
+        !dst.path().join("d/one.bin").exists(),
+        "no file may be written from a corrupt chunk"
+    );
+    assert_eq!(
+        restore(&client, dst.path(), "k", &[], &["d"]),
+        RestoreOutcome::Miss
+    );
+    assert!(
+        chunk_files(data.path()).is_empty(),
+        "the corrupt chunk is removed"
+    );
+    // The key can be saved again.
+    assert!(matches!(
+        save(&client, src.path(), "k", &["d"]),
+        SaveOutcome::Saved(_)
+    ));
+}
+
+#[test]
+fn eviction_by_age_and_size_keeps_what_is_referenced() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = kiln_cache::ServiceConfig::new(data.path());
+    cfg.store.max_size = (3 << 20) + (1 << 19);
+    let server = TestServer::start_with(cfg);
+    let client = CacheClient::new(&server.url, &server.token("o/r", "main", None, false));
+    let src = tempfile::tempdir().unwrap();
+    for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        write(
+            &src.path().join(format!("{key}/data.bin")),
+            &bytes(i as u64 + 40, 1 << 20),
+        );
+        assert!(matches!(
+            save(&client, src.path(), key, &[key]),
+            SaveOutcome::Saved(_)
+        ));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dst = tempfile::tempdir().unwrap();
+    // Touch "a" so that "b" is the least recently used.
+    assert!(matches!(
+        restore(&client, dst.path(), "a", &[], &["a"]),
+        RestoreOutcome::Hit { .. }
+    ));
+    write(&src.path().join("d/data.bin"), &bytes(77, 1 << 20));
+    assert!(matches!(
+        save(&client, src.path(), "d", &["d"]),
+        SaveOutcome::Saved(_)
+    ));
+    let store = server.service.store();
+    let chunks_before = chunk_files(data.path()).len();
+    let report = store.maintain(SystemTime::now()).unwrap();
+    assert_eq!(report.entries_evicted, 1, "{report:?}");
+    assert_eq!(
+        restore(&client, dst.path(), "b", &[], &["b"]),
+        RestoreOutcome::Miss
+    );
+    for k in ["a", "c", "d"] {
+        assert!(
+            matches!(
+                restore(&client, dst.path(), k, &[], &[k]),
+                RestoreOutcome::Hit { .. }
+            ),
+            "{k}"
+        );
+    }
+    let chunks_after = chunk_files(data.path()).len();
+    assert!(
+        chunks_after < chunks_before && chunks_after >= 3,
+        "{chunks_before} -> {chunks_after}"
+    );
+    let later = SystemTime::now() + Duration::from_secs(8 * 24 * 3600);
+    let report = store.maintain(later).unwrap();
+    assert_eq!(report.entries_expired, 3);
+    assert!(chunk_files(data.path()).is_empty());
+}
+
+#[test]
+fn chunks_pinned_by_an_upload_survive_eviction() {
+    use kiln_cache::digest::{ChunkRef, Digest};
+    use kiln_cache::index::{EntryKind, Reservation};
+    let data = tempfile::tempdir().unwrap();
+    let store = kiln_cache::CacheStore::open(kiln_cache::StoreConfig::new(data.path())).unwrap();
+    let res = |key: &str| Reservation {
+        repo: "o/r".into(),
+        scope: "refs/heads/main".into(),
+        key: key.into(),
+        version: "v".into(),
+        kind: EntryKind::Tree,
+    };
+    let raw = bytes(3, 50_000);
+    let chunk = ChunkRef {
+        digest: Digest::of(&raw),
+        len: raw.len() as u32,
+    };
+    let first = store.reserve_native(res("old")).unwrap();
+    assert_eq!(
+        store.missing_chunks(first, &[chunk]).unwrap().missing.len(),
+        1
+    );
+    store
+        .put_native_chunk(
+            first,
+            &chunk.digest,
+            &kiln_cache::chunks::encode_chunk(&raw, 1),
+        )
+        .unwrap();
+    store
+        .commit_native(first, raw.len() as u64, &[chunk], b"")
+        .unwrap();
+    // A second upload learns the chunk is present; then every entry using it expires.
+    let second = store.reserve_native(res("new")).unwrap();
+    assert!(store
+        .missing_chunks(second, &[chunk])
+        .unwrap()
+        .missing
+        .is_empty());
+    let report = store
+        .maintain(SystemTime::now() + Duration::from_secs(30 * 24 * 3600))
+        .unwrap();
+    assert_eq!(report.entries_expired, 1);
+    assert_eq!(report.chunks_deleted, 0);
+    store
+        .commit_native(second, raw.len() as u64, &[chunk], b"")
+        .unwrap();
+    assert_eq!(store.read_chunk(&chunk.digest).unwrap(), raw);
+}
