@@ -27,7 +27,16 @@ pub fn spec_with(yaml: &str, callees: &[(&str, &str)]) -> RunSpec {
         resolver: Some(&resolver),
         ..ParseOptions::default()
     };
-    let parsed = parse_workflow_with("ci.yml", yaml, &options);
+    spec_from(yaml, &options)
+}
+
+/// Parses without a resolver: reusable-workflow jobs keep no callee.
+pub fn spec_unresolved(yaml: &str) -> RunSpec {
+    spec_from(yaml, &ParseOptions::default())
+}
+
+fn spec_from(yaml: &str, options: &ParseOptions) -> RunSpec {
+    let parsed = parse_workflow_with("ci.yml", yaml, options);
     let errors: Vec<String> = parsed.errors().map(|d| d.message.clone()).collect();
     assert!(errors.is_empty(), "workflow does not parse: {errors:?}");
     let workflow = parsed.value.expect("a workflow");
