@@ -22,19 +22,30 @@ struct Strategy {
     legs: Vec<Option<MatrixLeg>>,
 }
 
+/// One invocation of a workflow about to be added: the run's own, or a reusable call.
+pub(super) struct NewScope {
+    pub plan: Arc<Plan>,
+    pub inputs: Value,
+    pub secrets: Value,
+    /// The reusable-workflow job this is an invocation of.
+    pub parent: Option<usize>,
+    /// Prepended to job ids (`caller/`) and display names (`caller (x) / `).
+    pub id_prefix: String,
+    pub name_prefix: String,
+}
+
 impl Engine {
     /// Adds one workflow invocation with a node per job. `only` keeps just that job, with its
     /// needs ignored (`-j`).
-    pub(super) fn add_scope(
-        &mut self,
-        plan: Arc<Plan>,
-        inputs: Value,
-        secrets: Value,
-        parent: Option<usize>,
-        id_prefix: String,
-        name_prefix: String,
-        only: Option<usize>,
-    ) -> usize {
+    pub(super) fn add_scope(&mut self, new: NewScope, only: Option<usize>) -> usize {
+        let NewScope {
+            plan,
+            inputs,
+            secrets,
+            parent,
+            id_prefix,
+            name_prefix,
+        } = new;
         let scope_index = self.scopes.len();
         let first_node = self.nodes.len();
         let mut nodes = vec![None; plan.jobs.len()];
@@ -371,15 +382,15 @@ impl Engine {
             match invocation {
                 Ok(((inputs, secrets), callee)) => {
                     let id_prefix = format!("{}/", self.nodes[node_index].id);
-                    let scope = self.add_scope(
-                        callee,
+                    let new = NewScope {
+                        plan: callee,
                         inputs,
                         secrets,
-                        Some(node_index),
+                        parent: Some(node_index),
                         id_prefix,
-                        format!("{shown} / "),
-                        None,
-                    );
+                        name_prefix: format!("{shown} / "),
+                    };
+                    let scope = self.add_scope(new, None);
                     self.nodes[node_index].invocations.push(scope);
                 }
                 Err(error) => {

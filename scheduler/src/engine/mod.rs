@@ -166,15 +166,15 @@ impl Engine {
         };
         engine.run_group = engine.workflow_group(&plan);
         let (inputs, secrets) = (engine.inputs.clone(), engine.secrets.clone());
-        engine.add_scope(
+        let root = decide::NewScope {
             plan,
             inputs,
             secrets,
-            None,
-            String::new(),
-            String::new(),
-            only,
-        );
+            parent: None,
+            id_prefix: String::new(),
+            name_prefix: String::new(),
+        };
+        engine.add_scope(root, only);
         engine.advance();
         Ok(engine)
     }
