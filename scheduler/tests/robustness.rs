@@ -48,19 +48,7 @@ jobs:
 
 #[test]
 fn a_thousand_legs_are_scheduled() {
-    let mut yaml = String::from("on: push\njobs:\n");
-    let values: Vec<String> = (0..25).map(|i| i.to_string()).collect();
-    for job in 0..4 {
-        let needs = if job == 0 {
-            String::new()
-        } else {
-            format!("needs: m{}, ", job - 1)
-        };
-        yaml.push_str(&format!(
-            "  m{job}: {{{needs}runs-on: x, strategy: {{matrix: {{a: [{}], b: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}}}, steps: [run: echo]}}\n",
-            values.join(", ")
-        ));
-    }
+    let yaml = thousand_legs_yaml();
     let mut engine = Engine::new(spec(&yaml)).expect("engine");
     let started = std::time::Instant::now();
     let mut dispatched = 0;
@@ -113,16 +101,13 @@ jobs:
 #[test]
 fn skipped_completion_from_the_executor_skips_dependants() {
     // The CLI skips a leg whose runs-on maps to no platform by completing it as skipped.
-    let run = Driver::new(|d| {
-        if d.name == "a" {
-            Outcome {
-                conclusion: Conclusion::Skipped,
-                outputs: Vec::new(),
-            }
-        } else {
-            ok()
-        }
-    })
+    let run = Driver::new(only(
+        "a",
+        Outcome {
+            conclusion: Conclusion::Skipped,
+            outputs: Vec::new(),
+        },
+    ))
     .run(spec(
         "on: push
 jobs:

@@ -308,3 +308,44 @@ pub fn run_failing(yaml: &str, failing: &[&str]) -> Run {
     })
     .run(spec(yaml))
 }
+
+/// A rule: the leg named `name` ends with `outcome`, every other leg succeeds.
+pub fn only(name: &'static str, outcome: Outcome) -> impl FnMut(&Dispatch) -> Outcome {
+    move |d| {
+        if d.name == name {
+            outcome.clone()
+        } else {
+            ok()
+        }
+    }
+}
+
+/// `jobs` jobs j0..j(n-1), each needing the one before.
+pub fn chain_yaml(jobs: usize) -> String {
+    let mut yaml = String::from("on: push\njobs:\n  j0: {runs-on: x, steps: [run: echo]}\n");
+    for i in 1..jobs {
+        yaml.push_str(&format!(
+            "  j{i}: {{needs: j{}, runs-on: x, steps: [run: echo]}}\n",
+            i - 1
+        ));
+    }
+    yaml
+}
+
+/// Four 250-leg matrix jobs in a chain: 1,000 legs.
+pub fn thousand_legs_yaml() -> String {
+    let values: Vec<String> = (0..25).map(|i| i.to_string()).collect();
+    let mut yaml = String::from("on: push\njobs:\n");
+    for job in 0..4 {
+        let needs = if job == 0 {
+            String::new()
+        } else {
+            format!("needs: m{}, ", job - 1)
+        };
+        yaml.push_str(&format!(
+            "  m{job}: {{{needs}runs-on: x, strategy: {{matrix: {{a: [{}], b: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}}}, steps: [run: echo]}}\n",
+            values.join(", ")
+        ));
+    }
+    yaml
+}
