@@ -107,6 +107,7 @@ impl Engine {
             nodes,
             parent,
             remaining: created,
+            cancelled: None,
         });
         for node in first_node..self.nodes.len() {
             if self.nodes[node].unmet == 0 {
@@ -206,6 +207,9 @@ impl Engine {
     /// Runs when every need has concluded: the job is skipped, fails to start, or becomes legs.
     pub(super) fn decide(&mut self, node_index: usize) {
         self.nodes[node_index].state = NodeState::Started;
+        if let Some(reason) = self.scopes[self.nodes[node_index].scope].cancelled.clone() {
+            return self.cancel_node(node_index, reason);
+        }
         let contexts = self.node_contexts(node_index);
         match self.condition_with(node_index, &contexts) {
             Err(error) => return self.fail_node(node_index, error),

@@ -58,6 +58,8 @@ struct Scope {
     /// The reusable-workflow job this scope is an invocation of.
     parent: Option<usize>,
     remaining: usize,
+    /// Set when fail-fast cancelled this invocation: its jobs not yet decided are cancelled.
+    cancelled: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +227,7 @@ impl Engine {
         self.finish_leg(index, conclusion, Some(done), None);
         if failed {
             self.fail_fast(index);
+            self.fail_fast_calls(index);
         }
         self.advance();
         std::mem::take(&mut self.to_cancel)
