@@ -117,36 +117,36 @@ impl Engine {
         } else {
             Conclusion::Skipped
         };
-        let node = &mut self.nodes[node_index];
-        self.events.push(EngineEvent::JobSkipped {
-            job_id: node.id.clone(),
-            name: node.name.clone(),
-            reason: reason.clone(),
-        });
-        node.message = Some(reason);
-        self.finish_node(node_index, conclusion);
+        self.end_node(node_index, conclusion, reason);
     }
 
     pub(super) fn cancel_node(&mut self, node_index: usize, reason: String) {
-        let node = &mut self.nodes[node_index];
-        self.events.push(EngineEvent::JobSkipped {
-            job_id: node.id.clone(),
-            name: node.name.clone(),
-            reason: reason.clone(),
-        });
-        node.message = Some(reason);
-        self.finish_node(node_index, Conclusion::Cancelled);
+        self.end_node(node_index, Conclusion::Cancelled, reason);
     }
 
     pub(super) fn fail_node(&mut self, node_index: usize, error: String) {
+        self.end_node(node_index, Conclusion::Failure, error);
+    }
+
+    /// A job that concludes without ever having legs, with the reason reported as an event
+    /// and kept for the report.
+    fn end_node(&mut self, node_index: usize, conclusion: Conclusion, reason: String) {
         let node = &mut self.nodes[node_index];
-        self.events.push(EngineEvent::JobFailedToStart {
-            job_id: node.id.clone(),
-            name: node.name.clone(),
-            error: error.clone(),
+        let (job_id, name) = (node.id.clone(), node.name.clone());
+        node.message = Some(reason.clone());
+        self.events.push(match conclusion {
+            Conclusion::Failure => EngineEvent::JobFailedToStart {
+                job_id,
+                name,
+                error: reason,
+            },
+            _ => EngineEvent::JobSkipped {
+                job_id,
+                name,
+                reason,
+            },
         });
-        node.message = Some(error);
-        self.finish_node(node_index, Conclusion::Failure);
+        self.finish_node(node_index, conclusion);
     }
 
     /// All jobs of one reusable-workflow invocation concluded: evaluate the caller's outputs
