@@ -138,9 +138,11 @@ async fn exit_code(backend: &DockerBackend, exec_id: &str) -> Result<i32, Backen
             .map_err(|e| BackendError::docker("reading the exit code of an exec", e))?;
         match (info.running, info.exit_code) {
             (Some(false), Some(code)) => return Ok(i32::try_from(code).unwrap_or(-1)),
-            _ if Instant::now() >= give_up => return Err(BackendError::InvalidSpec(format!(
+            _ if Instant::now() >= give_up => {
+                return Err(BackendError::InvalidSpec(format!(
                 "the exec's output ended but Docker reports no exit code after {EXIT_CODE_WAIT:?}"
-            ))),
+            )))
+            }
             _ => sleep(POLL).await,
         }
     }
