@@ -190,10 +190,9 @@ impl Backend for DockerBackend {
         job: &JobSpec,
         cancel: &CancellationToken,
     ) -> Result<JobEnv, BackendError> {
-        let result = tokio::select! {
-            result = setup::prepare_job(self, job) => result,
-            () = cancel.cancelled() => Err(BackendError::Cancelled),
-        };
+        // Cancellation is checked between Docker calls, never by dropping one in flight: a
+        // dropped create still completes in the daemon, after the sweep below has run.
+        let result = setup::prepare_job(self, job, cancel).await;
         if result.is_err() {
             // Best effort: the setup error is what the user needs to see, and anything this
             // misses is still labelled for a later cleanup.

@@ -12,9 +12,10 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
 };
-use futures_util::future::{try_join, try_join_all};
+use futures_util::future::{join, join_all, try_join_all};
 use futures_util::StreamExt;
 use tokio::time::{sleep, Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::options::{parse_options, parse_ports, split_volumes, CreateOptions};
 use super::{DockerBackend, DockerHandle, JOB_KEY_LABEL};
@@ -59,6 +60,7 @@ impl Names {
 pub(super) async fn prepare_job(
     backend: &DockerBackend,
     job: &JobSpec,
+    cancel: &CancellationToken,
 ) -> Result<JobEnv, BackendError> {
     let container = job.container.as_ref().ok_or_else(|| {
         BackendError::InvalidSpec(
@@ -97,14 +99,20 @@ pub(super) async fn prepare_job(
 
     let names = Names::new(job);
     let network_id = create_network(backend, job, &names).await?;
+    check_cancel(cancel)?;
 
-    let service_ids = try_join_all(
+    // join, not try_join: one failure must not drop the other creations mid-request (the
+    // daemon would finish them after the cleanup sweep has run).
+    let service_ids = join_all(
         job.services
             .iter()
             .zip(&service_options)
             .map(|(service, options)| start_service(backend, service, options, &names)),
     )
-    .await?;
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    check_cancel(cancel)?;
 
     let mut binds = vec![format!("{}:{}", job.workspace.display(), workspace_path)];
     let mounts: Vec<Mount> = job.extra_mounts.clone();
@@ -128,9 +136,10 @@ pub(super) async fn prepare_job(
         job.services
             .iter()
             .zip(&service_ids)
-            .map(|(service, id)| wait_until_ready(backend, service, id)),
+            .map(|(service, id)| wait_until_ready(backend, service, id, cancel)),
     );
-    let (container_id, services) = try_join(job_container, services_ready).await?;
+    let (container_id, services) = join(job_container, services_ready).await;
+    let (container_id, services) = (container_id?, services?);
 
     Ok(JobEnv {
         job_key: job.job_key.clone(),
@@ -318,6 +327,14 @@ async fn start_container(
     Ok(id)
 }
 
+fn check_cancel(cancel: &CancellationToken) -> Result<(), BackendError> {
+    if cancel.is_cancelled() {
+        Err(BackendError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
 fn missing_image(image: &str) -> BackendError {
     let fix = if image.starts_with("kiln-base") {
         format!("build it with `kiln image build --tag {image}`")
@@ -363,6 +380,7 @@ async fn wait_until_ready(
     backend: &DockerBackend,
     service: &ServiceSpec,
     id: &str,
+    cancel: &CancellationToken,
 ) -> Result<ServiceInfo, BackendError> {
     let started = Instant::now();
     let mut poll = HEALTH_POLL_FIRST;
@@ -411,7 +429,10 @@ async fn wait_until_ready(
                 last_log: last_log(),
             });
         }
-        sleep(poll).await;
+        tokio::select! {
+            () = sleep(poll) => {}
+            () = cancel.cancelled() => return Err(BackendError::Cancelled),
+        }
         poll = (poll * 2).min(HEALTH_POLL_MAX);
     }
 }
