@@ -8,7 +8,7 @@ pub(crate) mod job;
 mod output;
 mod shell;
 pub mod status;
-pub(crate) mod scope;
+pub mod scope;
 pub(crate) mod step;
 
 use std::path::PathBuf;
