@@ -151,7 +151,9 @@ fn floor_char_boundary(s: &str, mut index: usize) -> usize {
     index
 }
 
-const AWS_KEY_PREFIXES: [&str; 8] = ["AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA"];
+const AWS_KEY_PREFIXES: [&str; 8] = [
+    "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA",
+];
 const GITHUB_TOKEN_PREFIXES: [&str; 5] = ["ghp_", "gho_", "ghu_", "ghs_", "ghr_"];
 const GITHUB_PAT_PREFIX: &str = "github_pat_";
 
@@ -192,15 +194,27 @@ fn is_token_byte(b: u8) -> bool {
 /// Length of the credential starting at the beginning of `rest`, if one does.
 fn credential_at(rest: &[u8]) -> Option<usize> {
     let ends_cleanly = |len: usize| rest.get(len).is_none_or(|b| !is_token_byte(*b));
-    if AWS_KEY_PREFIXES.iter().any(|p| rest.starts_with(p.as_bytes())) {
+    if AWS_KEY_PREFIXES
+        .iter()
+        .any(|p| rest.starts_with(p.as_bytes()))
+    {
         let body = &rest[4..];
-        let n = body.iter().take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit()).count();
+        let n = body
+            .iter()
+            .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            .count();
         if n == 16 && ends_cleanly(20) {
             return Some(20);
         }
     }
-    if GITHUB_TOKEN_PREFIXES.iter().any(|p| rest.starts_with(p.as_bytes())) {
-        let n = rest[4..].iter().take_while(|b| b.is_ascii_alphanumeric()).count();
+    if GITHUB_TOKEN_PREFIXES
+        .iter()
+        .any(|p| rest.starts_with(p.as_bytes()))
+    {
+        let n = rest[4..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
         if (36..=251).contains(&n) && ends_cleanly(4 + n) {
             return Some(4 + n);
         }
@@ -269,10 +283,16 @@ mod tests {
     fn hides_every_line_of_a_private_key_block() {
         let m = Masker::new();
         let mut s = LineMasker::new();
-        assert_eq!(s.mask(&m, "key: -----BEGIN RSA PRIVATE KEY-----"), "key: ***");
+        assert_eq!(
+            s.mask(&m, "key: -----BEGIN RSA PRIVATE KEY-----"),
+            "key: ***"
+        );
         assert_eq!(s.mask(&m, "MIIEowIBAAKCAQEA"), "***");
         assert_eq!(s.mask(&m, "-----END RSA PRIVATE KEY----- done"), "*** done");
         assert_eq!(s.mask(&m, "visible again"), "visible again");
-        assert_eq!(s.mask(&m, "-----BEGIN CERTIFICATE-----"), "-----BEGIN CERTIFICATE-----");
+        assert_eq!(
+            s.mask(&m, "-----BEGIN CERTIFICATE-----"),
+            "-----BEGIN CERTIFICATE-----"
+        );
     }
 }

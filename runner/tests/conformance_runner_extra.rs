@@ -47,7 +47,12 @@ fn gate(raw: &str, status: StatusView, steps: &Object) -> Gate {
         expression,
         pos: Default::default(),
     };
-    let (contexts, env, github, job) = (Object::new(), Value::object(Object::case_sensitive()), Value::Null, Value::Null);
+    let (contexts, env, github, job) = (
+        Object::new(),
+        Value::object(Object::case_sensitive()),
+        Value::Null,
+        Value::Null,
+    );
     let steps = Value::object(steps.clone());
     Scope {
         contexts: &contexts,
@@ -66,7 +71,10 @@ fn status_case(case: &Json) -> Result<(), String> {
     let function = case["fn"].as_str().ok_or("case without fn")?;
     let view = StatusView {
         job: job_status(&case["job_status"]),
-        action: case["composite"].as_bool().unwrap_or(false).then(|| job_status(&case["action_status"])),
+        action: case["composite"]
+            .as_bool()
+            .unwrap_or(false)
+            .then(|| job_status(&case["action_status"])),
     };
     let expected = case["expected"].as_bool().ok_or("case without expected")?;
     // Evaluated as a whole condition, so the status function goes through the expression
@@ -111,7 +119,10 @@ fn steps_case(case: &Json) -> Result<(), String> {
         status.record(outcome.conclusion);
     }
     if let Some(expected) = case["ran"].as_array() {
-        let expected: Vec<bool> = expected.iter().map(|v| v.as_bool().unwrap_or(false)).collect();
+        let expected: Vec<bool> = expected
+            .iter()
+            .map(|v| v.as_bool().unwrap_or(false))
+            .collect();
         if expected != ran {
             return Err(format!("ran {ran:?}, expected {expected:?}"));
         }
@@ -127,7 +138,10 @@ fn steps_case(case: &Json) -> Result<(), String> {
             let got = context.get(id).map(Value::to_json).unwrap_or(Json::Null);
             for key in ["outcome", "conclusion"] {
                 if got[key] != entry[key] {
-                    return Err(format!("steps.{id}.{key} = {}, expected {}", got[key], entry[key]));
+                    return Err(format!(
+                        "steps.{id}.{key} = {}, expected {}",
+                        got[key], entry[key]
+                    ));
                 }
             }
         }
@@ -143,7 +157,10 @@ fn main() {
     let mut all_passed = true;
 
     let mut tally = Tally::new("status_functions");
-    let cases = data["status_functions"]["cases"].as_array().cloned().unwrap_or_default();
+    let cases = data["status_functions"]["cases"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for (index, case) in cases.iter().enumerate() {
         tally.record(format!("#{index} {}", case["fn"]), status_case(case));
     }

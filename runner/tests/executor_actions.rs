@@ -142,7 +142,10 @@ jobs:
     assert!(log.contains("one") && log.contains("two"), "{log}");
     assert!(log.contains("shard-1 shard-2"), "{log}");
     assert_eq!(ran.step("none").0, "failure");
-    assert!(setup.run_dir().join("run/artifacts/shard-1/f.txt").is_file());
+    assert!(setup
+        .run_dir()
+        .join("run/artifacts/shard-1/f.txt")
+        .is_file());
 }
 
 const NODE_ACTION: &str = r#"
@@ -159,7 +162,10 @@ runs:
 
 #[tokio::test]
 async fn node_action_runs_pre_main_and_post_in_order() {
-    let has_node = std::process::Command::new("node").arg("--version").output().is_ok();
+    let has_node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !has_node {
         assert!(
             std::env::var("KILN_REQUIRE_NODE").as_deref() != Ok("1"),
@@ -172,7 +178,10 @@ async fn node_action_runs_pre_main_and_post_in_order() {
     setup.write("act/action.yml", NODE_ACTION);
     setup.write("act/pre.js", "const fs=require('fs');console.log('pre', process.env.INPUT_GREETING);fs.appendFileSync(process.env.GITHUB_STATE,'phase=from-pre\\n');");
     setup.write("act/main.js", "const fs=require('fs');console.log('main', process.env.INPUT_GREETING, process.env.STATE_phase);fs.appendFileSync(process.env.GITHUB_OUTPUT,'out=42\\n');fs.appendFileSync(process.env.GITHUB_STATE,'done=yes\\n');");
-    setup.write("act/post.js", "console.log('post', process.env.STATE_phase, process.env.STATE_done);");
+    setup.write(
+        "act/post.js",
+        "console.log('post', process.env.STATE_phase, process.env.STATE_done);",
+    );
     init_git(&setup);
     let yaml = r#"
 on: push
@@ -196,7 +205,10 @@ jobs:
     };
     assert!(position("pre hello") < position("main hello from-pre"));
     assert!(position("out=42") < position("post from-pre yes"));
-    assert_eq!(ran.result.steps.last().map(|s| s.name.as_str()), Some("Post Run ./act"));
+    assert_eq!(
+        ran.result.steps.last().map(|s| s.name.as_str()),
+        Some("Post Run ./act")
+    );
 }
 
 #[tokio::test]
@@ -216,6 +228,12 @@ async fn remote_actions_come_from_the_cache_or_fail_clearly_offline() {
     let log = ran.log_text();
     assert!(log.contains("greeted-from-cache"), "{log}");
     assert_eq!(ran.step("missing").0, "failure");
-    assert!(log.contains("the action `octo/absent@v2` is not available offline"), "{log}");
-    assert!(log.contains("--local-repository octo/absent@v2=PATH"), "{log}");
+    assert!(
+        log.contains("the action `octo/absent@v2` is not available offline"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--local-repository octo/absent@v2=PATH"),
+        "{log}"
+    );
 }

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn steps_run_in_the_job_container_and_everything_is_removed() {
-    let Some(docker) = require_docker().await else { return };
+    let Some(docker) = require_docker().await else {
+        return;
+    };
     let image = ensure_busybox_image(&docker).await;
     let client = docker.client().clone();
     let setup = Setup::new();
@@ -39,7 +41,9 @@ jobs:
     let mut request = setup.request(&yaml, "j");
     request.platform_image = Some(image.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let result = kiln_runner::executor::run_job(request, Arc::new(docker), tx, CancellationToken::new()).await;
+    let result =
+        kiln_runner::executor::run_job(request, Arc::new(docker), tx, CancellationToken::new())
+            .await;
     let mut log = String::new();
     while let Ok(event) = rx.try_recv() {
         match event {
@@ -49,7 +53,10 @@ jobs:
         }
     }
     assert_eq!(result.conclusion, Conclusion::Success, "{log}");
-    assert!(log.contains("greeting=from-container ci=true ws=repo"), "{log}");
+    assert!(
+        log.contains("greeting=from-container ci=true ws=repo"),
+        "{log}"
+    );
     assert!(log.contains("from-docker-step"), "{log}");
     let leftovers = client
         .list_containers(Some(
@@ -61,7 +68,11 @@ jobs:
         .expect("list containers");
     let ours: Vec<_> = leftovers
         .iter()
-        .filter(|c| c.labels.as_ref().is_some_and(|l| l.get("kiln.job").is_some_and(|v| v == "j")))
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .is_some_and(|l| l.get("kiln.job").is_some_and(|v| v == "j"))
+        })
         .collect();
     assert!(ours.is_empty(), "containers left behind: {ours:?}");
 }

@@ -38,7 +38,9 @@ async fn invalid_custom_shell_fails_with_githubs_message() {
     let yaml = "on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - id: s\n        shell: perl -w\n        run: print 1\n";
     let ran = setup.run(yaml, "j").await;
     assert_eq!(ran.result.conclusion, Conclusion::Failure);
-    assert!(ran.log_text().contains(kiln_runner::executor::INVALID_SHELL));
+    assert!(ran
+        .log_text()
+        .contains(kiln_runner::executor::INVALID_SHELL));
 }
 
 #[tokio::test]
@@ -77,9 +79,15 @@ jobs:
 "#;
     let ran = setup.run(yaml, "j").await;
     let log = ran.log_text();
-    assert!(log.contains("values:workflow,job,from-env-file,step,from-env-file"), "{log}");
+    assert!(
+        log.contains("values:workflow,job,from-env-file,step,from-env-file"),
+        "{log}"
+    );
     assert!(log.contains("multi:line1+line2+"), "{log}");
-    assert!(log.contains("node:unset sha: ci:true actions:true"), "{log}");
+    assert!(
+        log.contains("node:unset sha: ci:true actions:true"),
+        "{log}"
+    );
     assert!(log.contains("path-first:TEMP/bin"), "{log}");
     assert!(log.contains("Can't store NODE_OPTIONS"), "{log}");
     assert!(log.contains("Matching delimiter not found 'EOF'"), "{log}");
@@ -139,7 +147,9 @@ async fn condition_errors_fail_the_step() {
 async fn secrets_and_masks_never_reach_logs_or_outputs() {
     let mut setup = Setup::new();
     setup.secrets.push(("TOKEN".into(), "s3cr3t-value".into()));
-    setup.secrets.push(("KEY".into(), "first-line\nsecond-line".into()));
+    setup
+        .secrets
+        .push(("KEY".into(), "first-line\nsecond-line".into()));
     let yaml = r#"
 on: push
 jobs:
@@ -165,7 +175,13 @@ jobs:
 "#;
     let ran = setup.run(yaml, "j").await;
     let log = ran.log_text();
-    for secret in ["s3cr3t-value", "dynamic-value", "second-line", "AKIAIOSFODNN7EXAMPLE", "MIIEowIBAAKCAQEA"] {
+    for secret in [
+        "s3cr3t-value",
+        "dynamic-value",
+        "second-line",
+        "AKIAIOSFODNN7EXAMPLE",
+        "MIIEowIBAAKCAQEA",
+    ] {
         assert!(!log.contains(secret), "{secret} leaked: {log}");
     }
     assert!(log.contains("token=*** inside"), "{log}");
@@ -193,7 +209,11 @@ jobs:
 "#;
     let ran = setup.run(yaml, "j").await;
     assert_eq!(ran.step("slow"), ("failure".into(), "success".into()));
-    assert!(ran.log_text().contains("has timed out after 0.005 minutes"), "{}", ran.log_text());
+    assert!(
+        ran.log_text().contains("has timed out after 0.005 minutes"),
+        "{}",
+        ran.log_text()
+    );
     assert_eq!(ran.result.conclusion, Conclusion::Success);
 
     let mut setup = Setup::new();
@@ -217,7 +237,12 @@ async fn cancellation_runs_only_always_steps() {
         trigger.cancel();
     });
     let ran = setup
-        .run_on(std::sync::Arc::new(kiln_runner::backend::HostBackend::new()), yaml, "j", cancel)
+        .run_on(
+            std::sync::Arc::new(kiln_runner::backend::HostBackend::new()),
+            yaml,
+            "j",
+            cancel,
+        )
         .await;
     assert_eq!(ran.result.conclusion, Conclusion::Cancelled);
     assert!(ran.log_text().contains("saw-cancel"), "{}", ran.log_text());

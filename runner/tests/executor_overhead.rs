@@ -20,6 +20,8 @@ async fn fifty_trivial_steps_cost_little_more_than_fifty_shells() {
     assert_eq!(ran.result.conclusion, Conclusion::Success);
     assert_eq!(ran.result.steps.len(), 50);
     let per_step_ms = elapsed.as_secs_f64() * 1000.0 / 50.0;
-    println!("executor overhead: 50 steps in {elapsed:?} ({per_step_ms:.2} ms per step incl. bash)");
+    println!(
+        "executor overhead: 50 steps in {elapsed:?} ({per_step_ms:.2} ms per step incl. bash)"
+    );
     assert!(per_step_ms < 40.0, "{per_step_ms:.2} ms per step");
 }

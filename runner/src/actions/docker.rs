@@ -72,13 +72,18 @@ impl JobRunner {
         let evaluated = {
             let parts = self.scope_parts(&action_frame, &ctx.env, ctx.github.clone());
             let scope = parts.scope(self);
-            let args: Result<Vec<String>, String> = runs.args.iter().map(|a| scope.string(a)).collect();
+            let args: Result<Vec<String>, String> =
+                runs.args.iter().map(|a| scope.string(a)).collect();
             let env: Result<Vec<(String, String)>, String> = runs
                 .env
                 .iter()
                 .map(|(k, v)| Ok((k.value.clone(), scope.string(v)?)))
                 .collect();
-            let entrypoint = runs.entrypoint.as_ref().map(|e| scope.string(e)).transpose();
+            let entrypoint = runs
+                .entrypoint
+                .as_ref()
+                .map(|e| scope.string(e))
+                .transpose();
             (args, env, entrypoint)
         };
         let (args, env, entrypoint) = match evaluated {
@@ -89,7 +94,10 @@ impl JobRunner {
         };
         let image = match runs.image.value.strip_prefix("docker://") {
             Some(image) => image.to_owned(),
-            None => match self.build_action_image(ctx, loaded, &runs.image.value).await {
+            None => match self
+                .build_action_image(ctx, loaded, &runs.image.value)
+                .await
+            {
                 Ok(tag) => tag,
                 Err(m) => return (self.fail(&ctx.name, &m), Vec::new()),
             },
@@ -158,7 +166,11 @@ impl JobRunner {
             .await;
         self.job_env = job_env;
         if let Err(e) = self.backend.cleanup(&action_env).await {
-            self.emitter.log(&self.log, &ctx.name, &format!("removing the action container failed: {e}"));
+            self.emitter.log(
+                &self.log,
+                &ctx.name,
+                &format!("removing the action container failed: {e}"),
+            );
         }
         (result.result, result.outputs)
     }
@@ -175,7 +187,10 @@ impl JobRunner {
         let digest = Sha256::digest(loaded.dir.to_string_lossy().as_bytes());
         let tag = format!(
             "kiln-action-{}:latest",
-            digest[..6].iter().map(|b| format!("{b:02x}")).collect::<String>()
+            digest[..6]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
         let dir = loaded.dir.clone();
         let context = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
@@ -192,14 +207,27 @@ impl JobRunner {
             .t(&tag)
             .rm(true)
             .build();
-        let mut stream = docker.build_image(options, None::<HashMap<_, _>>, Some(bollard::body_full(context.into())));
+        let mut stream = docker.build_image(
+            options,
+            None::<HashMap<_, _>>,
+            Some(bollard::body_full(context.into())),
+        );
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| format!("building {dockerfile} in {}: {e}", loaded.dir.display()))?;
-            if let Some(line) = info.stream.as_deref().map(str::trim_end).filter(|l| !l.is_empty()) {
+            let info = item
+                .map_err(|e| format!("building {dockerfile} in {}: {e}", loaded.dir.display()))?;
+            if let Some(line) = info
+                .stream
+                .as_deref()
+                .map(str::trim_end)
+                .filter(|l| !l.is_empty())
+            {
                 self.emitter.log(&self.log, &ctx.name, line);
             }
             if let Some(error) = info.error_detail.and_then(|d| d.message) {
-                return Err(format!("building {dockerfile} in {} failed: {error}", loaded.dir.display()));
+                return Err(format!(
+                    "building {dockerfile} in {} failed: {error}",
+                    loaded.dir.display()
+                ));
             }
         }
         Ok(tag)
@@ -207,7 +235,8 @@ impl JobRunner {
 }
 
 async fn connect() -> Result<Docker, String> {
-    let docker = Docker::connect_with_defaults().map_err(|e| format!("cannot reach Docker: {e}"))?;
+    let docker =
+        Docker::connect_with_defaults().map_err(|e| format!("cannot reach Docker: {e}"))?;
     docker
         .negotiate_version()
         .await
@@ -235,7 +264,10 @@ async fn command_line(run: &ContainerRun) -> Result<Vec<String>, String> {
         argv.extend(run.args.iter().cloned());
     }
     if argv.is_empty() {
-        return Err(format!("image `{}` has no entrypoint or command, and the step gives none", run.image));
+        return Err(format!(
+            "image `{}` has no entrypoint or command, and the step gives none",
+            run.image
+        ));
     }
     Ok(argv)
 }

@@ -150,14 +150,16 @@ impl JobRunner {
             Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
         };
         let loaded = match &reference {
-            ActionRef::Docker(image) => return self.run_docker_image(frame, ctx, image, &with).await,
+            ActionRef::Docker(image) => {
+                return self.run_docker_image(frame, ctx, image, &with).await
+            }
             ActionRef::Remote(remote) => {
                 if let Some(builtin) = builtin::Builtin::find(&remote.owner, &remote.repo) {
                     return self.run_builtin(builtin, frame, ctx, &with).await;
                 }
-                self.resolve_remote(remote).await.and_then(|dir| {
-                    load_action(&dir, &remote.repository(), &remote.git_ref)
-                })
+                self.resolve_remote(remote)
+                    .await
+                    .and_then(|dir| load_action(&dir, &remote.repository(), &remote.git_ref))
             }
             ActionRef::Local(path) => load_action(&self.paths.workspace.join(path), "", ""),
         };
@@ -172,7 +174,8 @@ impl JobRunner {
         match &loaded.action.runs {
             Runs::Composite { steps } => {
                 let steps = steps.clone();
-                self.run_composite(frame, ctx, &loaded, &steps, inputs).await
+                self.run_composite(frame, ctx, &loaded, &steps, inputs)
+                    .await
             }
             Runs::Node(node) => {
                 let node = node.clone();
@@ -180,7 +183,8 @@ impl JobRunner {
             }
             Runs::Docker(docker) => {
                 let docker = docker.clone();
-                self.run_docker_action(frame, ctx, &loaded, &docker, inputs).await
+                self.run_docker_action(frame, ctx, &loaded, &docker, inputs)
+                    .await
             }
         }
     }

@@ -33,10 +33,8 @@ impl JobRunner {
             }
         }
         let mut ctx = ctx.clone();
-        ctx.github = crate::executor::context::github_with(
-            &ctx.github,
-            &Self::action_github_keys(loaded),
-        );
+        ctx.github =
+            crate::executor::context::github_with(&ctx.github, &Self::action_github_keys(loaded));
         let input_env = input_variables(&inputs);
         let script = |file: &str| loaded.dir.join(file).to_string_lossy().into_owned();
         let mut state: Vec<(String, String)> = Vec::new();
@@ -73,7 +71,10 @@ impl JobRunner {
             post_env.extend(state_variables(&state));
             self.post_steps.push(PostStep {
                 name: format!("Post {}", ctx.name),
-                condition: node.post_if.clone().unwrap_or_else(|| "always()".to_owned()),
+                condition: node
+                    .post_if
+                    .clone()
+                    .unwrap_or_else(|| "always()".to_owned()),
                 run: PostRun {
                     ctx: ctx.clone(),
                     process: Process {

@@ -60,7 +60,9 @@ pub fn parse_uses(uses: &str) -> Result<ActionRef, String> {
     }
     if uses.starts_with("./") || uses == "." {
         if uses.split('/').any(|part| part == "..") {
-            return Err(format!("`{uses}`: a local action must stay inside the workspace"));
+            return Err(format!(
+                "`{uses}`: a local action must stay inside the workspace"
+            ));
         }
         return Ok(ActionRef::Local(uses.to_owned()));
     }
@@ -101,13 +103,17 @@ impl JobRunner {
             return Ok(action.within(path.clone()));
         }
         if let Some(cache) = &self.req.action_cache {
-            let root = cache.join(&action.owner).join(format!("{}@{}", action.repo, action.git_ref));
+            let root = cache
+                .join(&action.owner)
+                .join(format!("{}@{}", action.repo, action.git_ref));
             if root.is_dir() {
                 return Ok(action.within(root));
             }
         }
         let clones = self.req.dirs.actions();
-        let root = clones.join(&action.owner).join(format!("{}@{}", action.repo, action.git_ref));
+        let root = clones
+            .join(&action.owner)
+            .join(format!("{}@{}", action.repo, action.git_ref));
         if root.is_dir() {
             return Ok(action.within(root));
         }
@@ -141,7 +147,9 @@ impl JobRunner {
 /// Fetches one ref of a repository into `dest`, through a temporary folder so concurrent
 /// jobs never see a half-written clone.
 async fn clone(url: &str, git_ref: &str, dest: &Path) -> Result<(), String> {
-    let parent = dest.parent().ok_or("the clone target has no parent folder")?;
+    let parent = dest
+        .parent()
+        .ok_or("the clone target has no parent folder")?;
     std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     let staging = tempfile::Builder::new()
         .prefix(".clone-")
@@ -190,7 +198,10 @@ mod tests {
     #[test]
     fn references_are_classified() {
         assert_eq!(parse_uses("./a/b"), Ok(ActionRef::Local("./a/b".into())));
-        assert_eq!(parse_uses("docker://alpine:3"), Ok(ActionRef::Docker("alpine:3".into())));
+        assert_eq!(
+            parse_uses("docker://alpine:3"),
+            Ok(ActionRef::Docker("alpine:3".into()))
+        );
         let ActionRef::Remote(remote) = parse_uses("o/r/sub/dir@v1").unwrap() else {
             panic!("remote expected");
         };

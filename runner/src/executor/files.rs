@@ -52,7 +52,13 @@ impl StepFiles {
     }
 
     fn all(&self) -> [&PathBuf; 5] {
-        [&self.env, &self.output, &self.state, &self.path, &self.summary]
+        [
+            &self.env,
+            &self.output,
+            &self.state,
+            &self.path,
+            &self.summary,
+        ]
     }
 
     /// `GITHUB_ENV` and friends, as the job sees the paths (same paths in both backends).
@@ -138,7 +144,10 @@ mod tests {
         fs::write(&files.output, "bad line\n").unwrap();
         fs::write(&files.path, "/opt/a\n/opt/b\n").unwrap();
         let got = files.collect();
-        assert_eq!(got.env, [("A".into(), "1".into()), ("B".into(), "x\ny".into())]);
+        assert_eq!(
+            got.env,
+            [("A".into(), "1".into()), ("B".into(), "x\ny".into())]
+        );
         assert_eq!(got.path, ["/opt/a", "/opt/b"]);
         assert_eq!(got.errors.len(), 1);
         assert!(got.errors[0].contains("'output'"), "{:?}", got.errors);

@@ -173,7 +173,11 @@ impl JobRunner {
         timed_out: Arc<AtomicBool>,
     ) -> Result<JobRunner, String> {
         let sequence = JOB_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let key = format!("{}-{}-{sequence}", sanitize_name(&req.name), std::process::id());
+        let key = format!(
+            "{}-{}-{sequence}",
+            sanitize_name(&req.name),
+            std::process::id()
+        );
         let dir = req.dirs.jobs().join(&key);
         let repo_name = req
             .contexts
@@ -215,7 +219,14 @@ impl JobRunner {
         let github = github_with(
             &base_github,
             &[
-                ("job", req.job_id.rsplit('/').next().unwrap_or(&req.job_id).to_owned()),
+                (
+                    "job",
+                    req.job_id
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&req.job_id)
+                        .to_owned(),
+                ),
                 ("workspace", paths.workspace.to_string_lossy().into_owned()),
             ],
         );
@@ -261,7 +272,8 @@ impl JobRunner {
             }
         };
         if let Err(error) = self.prepare().await {
-            self.emitter.log(&self.log, SETUP_STEP, &format!("##[error]{error}"));
+            self.emitter
+                .log(&self.log, SETUP_STEP, &format!("##[error]{error}"));
             return Some(error);
         }
         let mut frame = Frame::job();

@@ -6,9 +6,9 @@ mod files;
 pub mod hashing;
 pub(crate) mod job;
 mod output;
+pub mod scope;
 mod shell;
 pub mod status;
-pub mod scope;
 pub(crate) mod step;
 
 use std::path::PathBuf;

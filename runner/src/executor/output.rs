@@ -117,7 +117,9 @@ impl<'a> StepSink<'a> {
 
     fn emit(&mut self, stream: OutputStream, line: &str) {
         let index = usize::from(stream == OutputStream::Stderr);
-        let masked = self.maskers[index].mask(&self.log.masker, line).into_owned();
+        let masked = self.maskers[index]
+            .mask(&self.log.masker, line)
+            .into_owned();
         self.emitter.send(JobEvent::Log {
             step: self.step.to_owned(),
             line: masked,
@@ -170,10 +172,9 @@ impl<'a> StepSink<'a> {
             "echo" => match command.data.trim().to_ascii_lowercase().as_str() {
                 "on" => self.echo = true,
                 "off" => self.echo = false,
-                _ => self
-                    .effects
-                    .failures
-                    .push("Invalid echo command value. Possible values can be: 'on', 'off'.".into()),
+                _ => self.effects.failures.push(
+                    "Invalid echo command value. Possible values can be: 'on', 'off'.".into(),
+                ),
             },
             "set-output" => {
                 if !self.log.warned_set_output {

@@ -135,14 +135,22 @@ mod tests {
     fn custom_shells_need_the_placeholder() {
         let perl = Shell::resolve(Some("perl -w {0}"), true).unwrap();
         assert_eq!(perl.command("/t/s"), ["perl", "-w", "/t/s"]);
-        assert_eq!(Shell::resolve(Some("perl"), true).unwrap_err(), INVALID_SHELL);
-        assert_eq!(Shell::resolve(Some("perl -w"), true).unwrap_err(), INVALID_SHELL);
+        assert_eq!(
+            Shell::resolve(Some("perl"), true).unwrap_err(),
+            INVALID_SHELL
+        );
+        assert_eq!(
+            Shell::resolve(Some("perl -w"), true).unwrap_err(),
+            INVALID_SHELL
+        );
     }
 
     #[test]
     fn powershell_scripts_get_error_handling() {
         let pwsh = Shell::resolve(Some("pwsh"), true).unwrap();
         assert_eq!(pwsh.extension, ".ps1");
-        assert!(pwsh.script("x").starts_with("$ErrorActionPreference = 'stop'\nx\n"));
+        assert!(pwsh
+            .script("x")
+            .starts_with("$ErrorActionPreference = 'stop'\nx\n"));
     }
 }

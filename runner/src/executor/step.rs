@@ -106,7 +106,11 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 impl JobRunner {
     /// Runs one step in `frame` and records its outcome there (and in the job's step list
     /// for top-level steps).
-    pub fn run_step<'a>(&'a mut self, frame: &'a mut Frame, step: &'a Step) -> BoxFuture<'a, StepOutcome> {
+    pub fn run_step<'a>(
+        &'a mut self,
+        frame: &'a mut Frame,
+        step: &'a Step,
+    ) -> BoxFuture<'a, StepOutcome> {
         Box::pin(async move {
             let started = Instant::now();
             self.observe_cancellation();
@@ -146,7 +150,11 @@ impl JobRunner {
         frame: &mut Frame,
         step: &Step,
     ) -> (StepOutcome, String, Vec<(String, String)>) {
-        let composite_env = frame.composite.as_ref().map(|c| c.env.clone()).unwrap_or_default();
+        let composite_env = frame
+            .composite
+            .as_ref()
+            .map(|c| c.env.clone())
+            .unwrap_or_default();
         let github = self.step_github(frame, &step.effective_id);
         let parts = self.scope_parts(frame, &composite_env, github.clone());
         let scope = parts.scope(self);
@@ -155,7 +163,9 @@ impl JobRunner {
             action: scope.status.action,
         };
         let name = match &step.name {
-            Some(template) => scope.string(template).unwrap_or_else(|_| template.raw.clone()),
+            Some(template) => scope
+                .string(template)
+                .unwrap_or_else(|_| template.raw.clone()),
             None => default_name(step),
         };
         if frame.depth == 0 {
@@ -167,8 +177,13 @@ impl JobRunner {
         match scope.gate(&step.condition) {
             Gate::Skip => return (StepOutcome::skipped(), name, Vec::new()),
             Gate::Fail(message) => {
-                self.emitter.annotate(&self.log, &name, AnnotationLevel::Error, &message);
-                return (StepOutcome::new(Conclusion::Failure, false), name, Vec::new());
+                self.emitter
+                    .annotate(&self.log, &name, AnnotationLevel::Error, &message);
+                return (
+                    StepOutcome::new(Conclusion::Failure, false),
+                    name,
+                    Vec::new(),
+                );
             }
             Gate::Run => {}
         }
@@ -186,8 +201,13 @@ impl JobRunner {
         let (step_env, timeout_minutes) = match prepared {
             Ok(prepared) => prepared,
             Err(message) => {
-                self.emitter.annotate(&self.log, &name, AnnotationLevel::Error, &message);
-                return (StepOutcome::new(Conclusion::Failure, continue_on_error), name, Vec::new());
+                self.emitter
+                    .annotate(&self.log, &name, AnnotationLevel::Error, &message);
+                return (
+                    StepOutcome::new(Conclusion::Failure, continue_on_error),
+                    name,
+                    Vec::new(),
+                );
             }
         };
         let ctx = StepCtx {
@@ -226,7 +246,12 @@ impl JobRunner {
         (StepOutcome::new(result, continue_on_error), name, outputs)
     }
 
-    pub fn scope_parts(&self, frame: &Frame, env: &[(String, String)], github: Value) -> ScopeParts {
+    pub fn scope_parts(
+        &self,
+        frame: &Frame,
+        env: &[(String, String)],
+        github: Value,
+    ) -> ScopeParts {
         ScopeParts {
             env: self.env_value(env),
             steps: Value::object(frame.steps.clone()),
@@ -298,7 +323,10 @@ impl JobRunner {
             Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
         };
         let sequence = self.next_sequence();
-        let script_path = self.paths.temp.join(format!("step-{sequence}{}", shell.extension));
+        let script_path = self
+            .paths
+            .temp
+            .join(format!("step-{sequence}{}", shell.extension));
         if let Err(e) = std::fs::write(&script_path, shell.script(&script)) {
             let message = format!("cannot write the script {}: {e}", script_path.display());
             return (self.fail(&ctx.name, &message), Vec::new());
@@ -315,7 +343,8 @@ impl JobRunner {
 
     /// Logs an error for the step and returns the failure result.
     pub fn fail(&self, step: &str, message: &str) -> Conclusion {
-        self.emitter.annotate(&self.log, step, AnnotationLevel::Error, message);
+        self.emitter
+            .annotate(&self.log, step, AnnotationLevel::Error, message);
         Conclusion::Failure
     }
 
@@ -347,7 +376,9 @@ impl JobRunner {
         };
         let mut discard: Vec<(crate::backend::OutputStream, String)> = Vec::new();
         matches!(
-            self.backend.exec(job_env, &spec, &mut discard, &self.cancel).await,
+            self.backend
+                .exec(job_env, &spec, &mut discard, &self.cancel)
+                .await,
             Ok(ExecOutcome::Exited(0))
         )
     }
@@ -372,7 +403,12 @@ impl JobRunner {
     }
 
     /// The complete environment of a step's process, lowest precedence first.
-    fn process_env(&self, ctx: &StepCtx, files: &StepFiles, extra: &[(String, String)]) -> Vec<(String, String)> {
+    fn process_env(
+        &self,
+        ctx: &StepCtx,
+        files: &StepFiles,
+        extra: &[(String, String)],
+    ) -> Vec<(String, String)> {
         let mut env: IndexMap<String, String> = self.base_env.iter().cloned().collect();
         env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(ctx.env.iter().cloned());
@@ -396,7 +432,8 @@ impl JobRunner {
         runtime.extend(self.runner.variables());
         runtime.push(("GITHUB_ACTIONS".to_owned(), "true".to_owned()));
         env.extend(runtime);
-        env.entry("CI".to_owned()).or_insert_with(|| "true".to_owned());
+        env.entry("CI".to_owned())
+            .or_insert_with(|| "true".to_owned());
         env.into_iter().collect()
     }
 
@@ -424,7 +461,10 @@ impl JobRunner {
             env.iter()
                 .any(|(k, v)| k == name && v.eq_ignore_ascii_case("true"))
         };
-        let (allow_unsecure, debug) = (flag("ACTIONS_ALLOW_UNSECURE_COMMANDS"), flag("ACTIONS_STEP_DEBUG"));
+        let (allow_unsecure, debug) = (
+            flag("ACTIONS_ALLOW_UNSECURE_COMMANDS"),
+            flag("ACTIONS_STEP_DEBUG"),
+        );
         let spec = ExecSpec {
             argv: process.argv,
             env,
@@ -436,16 +476,23 @@ impl JobRunner {
         } else {
             self.cancel.clone()
         };
-        let mut sink = StepSink::new(&mut self.log, &self.emitter, &ctx.name, allow_unsecure, debug);
+        let mut sink = StepSink::new(
+            &mut self.log,
+            &self.emitter,
+            &ctx.name,
+            allow_unsecure,
+            debug,
+        );
         let outcome = self.backend.exec(&job_env, &spec, &mut sink, &token).await;
         let effects = std::mem::take(&mut sink.effects);
         drop(sink);
         let written = files.collect();
         let mut result = match outcome {
             Ok(ExecOutcome::Exited(0)) => Conclusion::Success,
-            Ok(ExecOutcome::Exited(code)) => {
-                self.fail(&ctx.name, &format!("Process completed with exit code {code}."))
-            }
+            Ok(ExecOutcome::Exited(code)) => self.fail(
+                &ctx.name,
+                &format!("Process completed with exit code {code}."),
+            ),
             Ok(ExecOutcome::TimedOut) => self.fail(
                 &ctx.name,
                 &format!(
@@ -464,17 +511,20 @@ impl JobRunner {
             result = self.fail(&ctx.name, message);
         }
         for warning in &written.warnings {
-            self.emitter.annotate(&self.log, &ctx.name, AnnotationLevel::Error, warning);
+            self.emitter
+                .annotate(&self.log, &ctx.name, AnnotationLevel::Error, warning);
         }
         for (name, value) in effects.env.into_iter().chain(written.env) {
             match check_env_name(&name) {
                 Ok(()) => {
                     self.env.insert(name, value);
                 }
-                Err(error) => {
-                    self.emitter
-                        .annotate(&self.log, &ctx.name, AnnotationLevel::Error, &error.to_string())
-                }
+                Err(error) => self.emitter.annotate(
+                    &self.log,
+                    &ctx.name,
+                    AnnotationLevel::Error,
+                    &error.to_string(),
+                ),
             }
         }
         let added: Vec<String> = effects.path.into_iter().chain(written.path).collect();
@@ -514,7 +564,10 @@ impl JobRunner {
             Gate::Run => {
                 let mut ctx = post.run.ctx;
                 ctx.name = post.name.clone();
-                StepOutcome::new(self.exec_process(&ctx, post.run.process).await.result, false)
+                StepOutcome::new(
+                    self.exec_process(&ctx, post.run.process).await.result,
+                    false,
+                )
             }
         };
         self.status.record(outcome.conclusion);
@@ -534,12 +587,15 @@ impl JobRunner {
     }
 }
 
+/// A step's evaluated env and its timeout in minutes.
+type PreparedStep = (Vec<(String, String)>, Option<f64>);
+
 /// The step's env and timeout; an evaluation error fails the step.
 fn prepare_step(
     scope: &Scope<'_>,
     step: &Step,
     mut env: Vec<(String, String)>,
-) -> Result<(Vec<(String, String)>, Option<f64>), String> {
+) -> Result<PreparedStep, String> {
     for (name, template) in &step.env {
         env.push((name.value.clone(), scope.string(template)?));
     }
@@ -547,7 +603,9 @@ fn prepare_step(
         Some(value) => {
             let minutes = evaluate_number(value, scope).map_err(|e| e.message)?;
             if !minutes.is_finite() || minutes <= 0.0 {
-                return Err(format!("timeout-minutes must be a positive number, not {minutes}"));
+                return Err(format!(
+                    "timeout-minutes must be a positive number, not {minutes}"
+                ));
             }
             Some(minutes)
         }
@@ -577,7 +635,12 @@ fn files_keys(files: &StepFiles) -> Vec<(&'static str, String)> {
 fn default_name(step: &Step) -> String {
     match &step.action {
         StepAction::Run { run, .. } => {
-            let first = run.raw.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+            let first = run
+                .raw
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("");
             format!("Run {first}")
         }
         StepAction::Uses { uses, .. } => format!("Run {}", uses.value),

@@ -122,7 +122,13 @@ impl Setup {
     }
 
     pub async fn run(&self, yaml: &str, job_id: &str) -> Ran {
-        self.run_on(Arc::new(HostBackend::new()), yaml, job_id, CancellationToken::new()).await
+        self.run_on(
+            Arc::new(HostBackend::new()),
+            yaml,
+            job_id,
+            CancellationToken::new(),
+        )
+        .await
     }
 
     pub async fn run_on(

@@ -35,7 +35,8 @@ impl JobRunner {
                 "error" => Err(message),
                 "ignore" => Ok(Vec::new()),
                 _ => {
-                    self.emitter.annotate(&self.log, &ctx.name, AnnotationLevel::Warning, &message);
+                    self.emitter
+                        .annotate(&self.log, &ctx.name, AnnotationLevel::Warning, &message);
                     Ok(Vec::new())
                 }
             };
@@ -47,22 +48,35 @@ impl JobRunner {
                     "Failed to CreateArtifact: an artifact with the name `{name}` already exists in this run (set `overwrite: true` to replace it)"
                 ));
             }
-            std::fs::remove_dir_all(&dest).map_err(|e| format!("cannot replace artifact {name}: {e}"))?;
+            std::fs::remove_dir_all(&dest)
+                .map_err(|e| format!("cannot replace artifact {name}: {e}"))?;
         }
-        let staging = self.req.dirs.artifacts().join(format!(".upload-{}-{}", self.key, name));
+        let staging = self
+            .req
+            .dirs
+            .artifacts()
+            .join(format!(".upload-{}-{}", self.key, name));
         for file in &files {
             let relative = file.strip_prefix(&root).unwrap_or(file);
             copy_file(file, &staging.join(relative))?;
         }
-        std::fs::rename(&staging, &dest).map_err(|e| format!("cannot store artifact {name}: {e}"))?;
+        std::fs::rename(&staging, &dest)
+            .map_err(|e| format!("cannot store artifact {name}: {e}"))?;
         self.emitter.log(
             &self.log,
             &ctx.name,
-            &format!("Artifact {name} stored with {} file(s) at {}", files.len(), dest.display()),
+            &format!(
+                "Artifact {name} stored with {} file(s) at {}",
+                files.len(),
+                dest.display()
+            ),
         );
         Ok(vec![
             ("artifact-id".to_owned(), artifact_id(name)),
-            ("artifact-url".to_owned(), format!("file://{}", dest.display())),
+            (
+                "artifact-url".to_owned(),
+                format!("file://{}", dest.display()),
+            ),
         ])
     }
 
@@ -79,7 +93,9 @@ impl JobRunner {
         let selected: Vec<(String, bool)> = match input(inputs, "name") {
             Some(name) => {
                 if !store.join(name).is_dir() {
-                    return Err(format!("Unable to download artifact(s): Artifact not found for name: {name}"));
+                    return Err(format!(
+                        "Unable to download artifact(s): Artifact not found for name: {name}"
+                    ));
                 }
                 vec![(name.to_owned(), true)]
             }
@@ -108,15 +124,26 @@ impl JobRunner {
             }
         };
         for (name, directly) in &selected {
-            let target = if *directly { dest.clone() } else { dest.join(name) };
+            let target = if *directly {
+                dest.clone()
+            } else {
+                dest.join(name)
+            };
             copy_tree(&store.join(name), &target)?;
         }
         self.emitter.log(
             &self.log,
             &ctx.name,
-            &format!("Downloaded {} artifact(s) to {}", selected.len(), dest.display()),
+            &format!(
+                "Downloaded {} artifact(s) to {}",
+                selected.len(),
+                dest.display()
+            ),
         );
-        Ok(vec![("download-path".to_owned(), dest.to_string_lossy().into_owned())])
+        Ok(vec![(
+            "download-path".to_owned(),
+            dest.to_string_lossy().into_owned(),
+        )])
     }
 }
 
@@ -149,10 +176,18 @@ fn is_hidden(path: &Path, root: &Path) -> bool {
 
 /// Files matched by upload-artifact's `path` lines (`!` excludes), and the folder their
 /// paths are kept relative to: the common ancestor of every search root.
-fn collect_files(workspace: &Path, patterns: &str, hidden: bool) -> Result<(PathBuf, Vec<PathBuf>), String> {
+fn collect_files(
+    workspace: &Path,
+    patterns: &str,
+    hidden: bool,
+) -> Result<(PathBuf, Vec<PathBuf>), String> {
     let mut includes = Vec::new();
     let mut excludes = Vec::new();
-    for line in patterns.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in patterns
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         match line.strip_prefix('!') {
             Some(rest) => excludes.push(glob(&absolute(workspace, rest.trim()))?),
             None => includes.push(absolute(workspace, line)),
@@ -178,7 +213,11 @@ fn collect_files(workspace: &Path, patterns: &str, hidden: bool) -> Result<(Path
         }
         let matcher = glob(pattern)?;
         roots.push(literal.clone());
-        for entry in walkdir::WalkDir::new(&literal).follow_links(true).into_iter().flatten() {
+        for entry in walkdir::WalkDir::new(&literal)
+            .follow_links(true)
+            .into_iter()
+            .flatten()
+        {
             let path = entry.path();
             if !matcher.is_match(path) || (!hidden && is_hidden(path, &literal)) {
                 continue;
@@ -232,7 +271,8 @@ fn common_ancestor(paths: &[PathBuf]) -> Option<PathBuf> {
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), String> {
     if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     std::fs::copy(from, to)
         .map(|_| ())

@@ -52,7 +52,8 @@ impl JobRunner {
                 removed.map_err(|e| format!("cannot clean {}: {e}", path.display()))?;
             }
         }
-        std::fs::create_dir_all(&dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        std::fs::create_dir_all(&dest)
+            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
         let source_text = source.to_string_lossy().into_owned();
         git(&dest, &["clone", "-q", "--no-checkout", &source_text, "."]).await?;
         git(&dest, &["checkout", "-q", "--detach", &wanted])
@@ -62,8 +63,14 @@ impl JobRunner {
         self.emitter.log(
             &self.log,
             &ctx.name,
-            &format!("Checked out {source_text} at {wanted} into {}", dest.display()),
+            &format!(
+                "Checked out {source_text} at {wanted} into {}",
+                dest.display()
+            ),
         );
-        Ok(vec![("ref".to_owned(), wanted), ("commit".to_owned(), commit)])
+        Ok(vec![
+            ("ref".to_owned(), wanted),
+            ("commit".to_owned(), commit),
+        ])
     }
 }

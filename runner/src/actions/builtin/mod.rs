@@ -80,7 +80,10 @@ impl JobRunner {
         if path.is_absolute() {
             return Ok(path.to_path_buf());
         }
-        if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             return Err(format!("`{relative}` must stay inside the workspace"));
         }
         Ok(self.paths.workspace.join(path))

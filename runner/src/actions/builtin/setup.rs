@@ -101,10 +101,18 @@ impl JobRunner {
             timeout: Some(Duration::from_secs(30)),
         };
         let mut lines: Vec<(OutputStream, String)> = Vec::new();
-        match self.backend.exec(job_env, &spec, &mut lines, &self.cancel).await {
-            Ok(ExecOutcome::Exited(0)) => {
-                Some(lines.into_iter().map(|(_, l)| l).collect::<Vec<_>>().join("\n"))
-            }
+        match self
+            .backend
+            .exec(job_env, &spec, &mut lines, &self.cancel)
+            .await
+        {
+            Ok(ExecOutcome::Exited(0)) => Some(
+                lines
+                    .into_iter()
+                    .map(|(_, l)| l)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
             _ => None,
         }
     }
@@ -115,7 +123,10 @@ impl JobRunner {
 fn extract_version(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let start = bytes.iter().enumerate().position(|(i, b)| {
-        b.is_ascii_digit() && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit() || *n == b'.')
+        b.is_ascii_digit()
+            && bytes
+                .get(i + 1)
+                .is_some_and(|n| n.is_ascii_digit() || *n == b'.')
     })?;
     let version: String = text[start..]
         .chars()
@@ -128,7 +139,10 @@ fn extract_version(text: &str) -> Option<String> {
 /// each given component must equal the installed one; `x`/`*` match anything.
 fn version_matches(wanted: &str, installed: &str) -> bool {
     let wanted = wanted.trim().trim_start_matches(['v', '^', '~', '=']);
-    if matches!(wanted, "" | "*" | "x" | "latest" | "node" | "stable" | "lts/*") {
+    if matches!(
+        wanted,
+        "" | "*" | "x" | "latest" | "node" | "stable" | "lts/*"
+    ) {
         return true;
     }
     let have: Vec<&str> = installed.split('.').collect();
@@ -151,8 +165,14 @@ mod tests {
     fn versions_are_found_and_compared() {
         assert_eq!(extract_version("v20.11.1").as_deref(), Some("20.11.1"));
         assert_eq!(extract_version("Python 3.11.4").as_deref(), Some("3.11.4"));
-        assert_eq!(extract_version("go version go1.22.1 linux/amd64").as_deref(), Some("1.22.1"));
-        assert_eq!(extract_version("openjdk version \"17.0.2\" 2022").as_deref(), Some("17.0.2"));
+        assert_eq!(
+            extract_version("go version go1.22.1 linux/amd64").as_deref(),
+            Some("1.22.1")
+        );
+        assert_eq!(
+            extract_version("openjdk version \"17.0.2\" 2022").as_deref(),
+            Some("17.0.2")
+        );
         assert!(version_matches("20", "20.11.1"));
         assert!(version_matches("20.x", "20.11.1"));
         assert!(version_matches("3.11", "3.11.4"));
