@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use kiln_runner::backend::{
-    Backend, BackendError, ContainerSpec, DockerBackend, ExecOutcome, ExecSpec, JobEnv, JobSpec,
-    Mount, OutputStream, ServiceSpec, JOB_KEY_LABEL,
+    Backend, BackendError, ContainerSpec, DockerBackend, DockerConfig, ExecOutcome, ExecSpec,
+    JobEnv, JobSpec, Mount, OutputStream, ServiceSpec, JOB_KEY_LABEL,
 };
 use kiln_runner::testing::{ensure_busybox_image, require_docker, BUSYBOX_TEST_PAGE};
 use tokio_util::sync::CancellationToken;
@@ -107,7 +107,11 @@ async fn steps_run_in_the_job_container_with_env_workdir_and_mounts() {
         .await
         .expect("prepare");
     assert_eq!(env.workspace_path, workspace.path().to_string_lossy());
-    assert!(env.container_id.is_some() && env.network.is_some());
+    assert!(env.container_id.is_some());
+    assert_eq!(
+        env.network, None,
+        "a job without services uses the default bridge"
+    );
 
     let mut step = sh("echo \"$STEP_VAR $FROM_CONTAINER\"; pwd; echo oops >&2; cat /__w/_temp/note; echo made > out.txt");
     step.env.push(("STEP_VAR".into(), "step".into()));
@@ -136,6 +140,41 @@ async fn steps_run_in_the_job_container_with_env_workdir_and_mounts() {
     backend.cleanup(&env).await.expect("cleanup");
     assert_nothing_left(&backend, &spec.job_key).await;
     backend.cleanup(&env).await.expect("cleanup twice");
+}
+
+#[tokio::test]
+async fn every_job_can_get_its_own_network() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let backend = backend.with_config(DockerConfig {
+        always_create_network: true,
+        ..DockerConfig::default()
+    });
+    let workspace = tempfile::tempdir().expect("workspace");
+    let spec = job_spec("own-network", &image, &workspace);
+    let env = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect("prepare");
+    let network = env.network.clone().expect("a network");
+    let (outcome, lines) = run(&backend, &env, &sh("hostname -i | grep -c . ")).await;
+    assert_eq!(
+        (outcome, stdout(&lines)),
+        (ExecOutcome::Exited(0), vec!["1"])
+    );
+    let inspected = backend
+        .client()
+        .inspect_network(
+            &network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("the network exists");
+    assert_eq!(inspected.containers.map(|c| c.len()), Some(1));
+    backend.cleanup(&env).await.expect("cleanup");
+    assert_nothing_left(&backend, &spec.job_key).await;
 }
 
 #[tokio::test]
@@ -264,6 +303,7 @@ async fn services_are_healthy_and_reachable_by_alias() {
         .prepare(&spec, &CancellationToken::new())
         .await
         .expect("prepare with a service");
+    assert!(env.network.is_some());
     let service = &env.services[0];
     assert_eq!(service.name, "web");
     let host_port: u16 = service.ports["80"].parse().expect("published port");

@@ -36,17 +36,20 @@ const SERVICE_LOG_TAIL: &str = "20";
 
 struct Names {
     network: String,
+    /// Whether the job gets its own network (see [`super::DockerConfig::always_create_network`]).
+    own_network: bool,
     job_container: String,
     labels: HashMap<String, String>,
 }
 
 impl Names {
-    fn new(job: &JobSpec) -> Self {
+    fn new(job: &JobSpec, always_create_network: bool) -> Self {
         let slug = sanitize_name(&job.job_key);
         let mut labels: HashMap<String, String> = job.labels.iter().cloned().collect();
         labels.insert(JOB_KEY_LABEL.to_owned(), job.job_key.clone());
         Names {
             network: format!("kiln-{slug}"),
+            own_network: always_create_network || !job.services.is_empty(),
             job_container: format!("kiln-{slug}-job"),
             labels,
         }
@@ -97,8 +100,12 @@ pub(super) async fn prepare_job(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let names = Names::new(job);
-    let network_id = create_network(backend, job, &names).await?;
+    let names = Names::new(job, backend.config.always_create_network);
+    let network_id = if names.own_network {
+        Some(create_network(backend, job, &names).await?)
+    } else {
+        None
+    };
     check_cancel(cancel)?;
 
     // join, not try_join: one failure must not drop the other creations mid-request (the
@@ -146,7 +153,7 @@ pub(super) async fn prepare_job(
         workspace_path,
         mounts,
         services,
-        network: Some(names.network.clone()),
+        network: network_id.as_ref().map(|_| names.network.clone()),
         container_id: Some(container_id.clone()),
         handle: Handle::Docker(DockerHandle {
             container_id,
@@ -240,7 +247,7 @@ fn container_body(
         volumes: (!anonymous.is_empty()).then_some(anonymous),
         host_config: Some(HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
-            network_mode: Some(names.network.clone()),
+            network_mode: names.own_network.then(|| names.network.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             privileged: options.privileged.then_some(true),
             nano_cpus: options.nano_cpus,
@@ -249,7 +256,7 @@ fn container_body(
             mounts: (!options.mounts.is_empty()).then(|| options.mounts.clone()),
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
+        networking_config: names.own_network.then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(names.network.clone(), endpoint)])),
         }),
         ..Default::default()
