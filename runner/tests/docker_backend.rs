@@ -456,3 +456,62 @@ async fn bad_options_fail_before_anything_is_created() {
     );
     assert_nothing_left(&backend, &spec.job_key).await;
 }
+
+#[tokio::test]
+async fn a_missing_program_or_workdir_is_the_same_error_as_on_the_host() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let spec = job_spec("missing-program", &image, &workspace);
+    let env = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect("prepare");
+    let missing_program = ExecSpec {
+        argv: vec!["kiln-no-such-program".into()],
+        ..sh("")
+    };
+    let err = backend
+        .exec(
+            &env,
+            &missing_program,
+            &mut Vec::new(),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("no such program");
+    assert!(
+        matches!(&err, BackendError::Spawn { program, .. } if program == "kiln-no-such-program")
+            && err.to_string().contains("not found"),
+        "{err}"
+    );
+    let missing_dir = ExecSpec {
+        workdir: "no/such/dir".into(),
+        ..sh("true")
+    };
+    let err = backend
+        .exec(
+            &env,
+            &missing_dir,
+            &mut Vec::new(),
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("no such workdir");
+    assert!(
+        matches!(&err, BackendError::WorkdirMissing { path } if path.ends_with("no/such/dir")),
+        "{err}"
+    );
+    // A step that prints the same words itself is still just output.
+    let (outcome, lines) = run(
+        &backend,
+        &env,
+        &sh("echo 'OCI runtime exec failed: joke'; exit 126"),
+    )
+    .await;
+    assert_eq!(outcome, ExecOutcome::Exited(126));
+    assert_eq!(stdout(&lines), ["OCI runtime exec failed: joke"]);
+    backend.cleanup(&env).await.expect("cleanup");
+}
