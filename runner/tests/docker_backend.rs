@@ -515,3 +515,53 @@ async fn a_missing_program_or_workdir_is_the_same_error_as_on_the_host() {
     assert_eq!(stdout(&lines), ["OCI runtime exec failed: joke"]);
     backend.cleanup(&env).await.expect("cleanup");
 }
+
+#[tokio::test]
+async fn leftovers_of_a_killed_run_with_the_same_key_are_replaced() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let mut spec = job_spec("leftovers", &image, &workspace);
+    spec.services.push(ServiceSpec {
+        name: "web".into(),
+        container: ContainerSpec {
+            image: image.clone(),
+            ..Default::default()
+        },
+    });
+    let cancel = CancellationToken::new();
+    // The first run is "killed": its containers and network stay behind.
+    let _abandoned = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect("first prepare");
+    let env = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect("second prepare replaces the leftovers");
+    let (outcome, lines) = run(&backend, &env, &sh("wget -q -O - http://web/")).await;
+    assert_eq!(
+        (outcome, stdout(&lines)),
+        (ExecOutcome::Exited(0), vec![BUSYBOX_TEST_PAGE])
+    );
+    backend.cleanup(&env).await.expect("cleanup");
+    assert_nothing_left(&backend, &spec.job_key).await;
+
+    spec.services.clear();
+    let _abandoned = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect("first prepare");
+    let env = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect("second prepare without a network");
+    assert_eq!(
+        run(&backend, &env, &sh("true")).await.0,
+        ExecOutcome::Exited(0)
+    );
+    backend.cleanup(&env).await.expect("cleanup");
+    assert_nothing_left(&backend, &spec.job_key).await;
+}

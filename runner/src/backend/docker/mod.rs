@@ -133,15 +133,25 @@ impl DockerBackend {
             .map_err(|e| BackendError::docker("listing the job's containers", e))?;
         let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
         self.remove_containers(&ids).await?;
+        let networks = self.labelled_networks(job_key).await?;
+        self.remove_networks(&networks).await
+    }
+
+    /// Ids of the networks labelled with `job_key`.
+    pub(crate) async fn labelled_networks(
+        &self,
+        job_key: &str,
+    ) -> Result<Vec<String>, BackendError> {
         let networks = self
             .docker
             .list_networks(Some(
-                ListNetworksOptionsBuilder::new().filters(&filters).build(),
+                ListNetworksOptionsBuilder::new()
+                    .filters(&label_filter(job_key))
+                    .build(),
             ))
             .await
             .map_err(|e| BackendError::docker("listing the job's networks", e))?;
-        let ids: Vec<String> = networks.into_iter().filter_map(|n| n.id).collect();
-        self.remove_networks(&ids).await
+        Ok(networks.into_iter().filter_map(|n| n.id).collect())
     }
 
     async fn remove_containers(&self, ids: &[String]) -> Result<(), BackendError> {

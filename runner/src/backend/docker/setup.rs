@@ -38,6 +38,8 @@ struct Names {
     network: String,
     /// Whether the job gets its own network (see [`super::DockerConfig::always_create_network`]).
     own_network: bool,
+    /// The job network's id once it is created; containers join it by id.
+    network_id: Option<String>,
     job_container: String,
     labels: HashMap<String, String>,
 }
@@ -50,6 +52,7 @@ impl Names {
         Names {
             network: format!("kiln-{slug}"),
             own_network: always_create_network || !job.services.is_empty(),
+            network_id: None,
             job_container: format!("kiln-{slug}-job"),
             labels,
         }
@@ -100,12 +103,10 @@ pub(super) async fn prepare_job(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let names = Names::new(job, backend.config.always_create_network);
-    let network_id = if names.own_network {
-        Some(create_network(backend, job, &names).await?)
-    } else {
-        None
-    };
+    let mut names = Names::new(job, backend.config.always_create_network);
+    if names.own_network {
+        names.network_id = Some(create_network(backend, job, &names).await?);
+    }
     check_cancel(cancel)?;
 
     // join, not try_join: one failure must not drop the other creations mid-request (the
@@ -153,12 +154,12 @@ pub(super) async fn prepare_job(
         workspace_path,
         mounts,
         services,
-        network: network_id.as_ref().map(|_| names.network.clone()),
+        network: names.network_id.as_ref().map(|_| names.network.clone()),
         container_id: Some(container_id.clone()),
         handle: Handle::Docker(DockerHandle {
             container_id,
             service_ids,
-            network_id,
+            network_id: names.network_id.clone(),
         }),
     })
 }
@@ -174,6 +175,12 @@ async fn create_network(
         labels: Some(names.labels.clone()),
         ..Default::default()
     };
+    // A 1.41 daemon happily creates a second network with the same name and then refuses the
+    // name as ambiguous, so a leftover of a killed run with this key goes first. Nothing of
+    // this run exists yet, so sweeping by key is safe.
+    if !backend.labelled_networks(&job.job_key).await?.is_empty() {
+        backend.remove_job_objects(&job.job_key).await?;
+    }
     match backend.docker.create_network(request.clone()).await {
         Ok(created) => Ok(created.id),
         // A leftover from an earlier run with the same key (killed before it cleaned up).
@@ -247,7 +254,7 @@ fn container_body(
         volumes: (!anonymous.is_empty()).then_some(anonymous),
         host_config: Some(HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
-            network_mode: names.own_network.then(|| names.network.clone()),
+            network_mode: names.network_id.clone(),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             privileged: options.privileged.then_some(true),
             nano_cpus: options.nano_cpus,
@@ -256,8 +263,8 @@ fn container_body(
             mounts: (!options.mounts.is_empty()).then(|| options.mounts.clone()),
             ..Default::default()
         }),
-        networking_config: names.own_network.then(|| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(names.network.clone(), endpoint)])),
+        networking_config: names.network_id.as_ref().map(|id| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(id.clone(), endpoint)])),
         }),
         ..Default::default()
     })
@@ -305,6 +312,13 @@ async fn start_container(
             status_code: 404, ..
         }) if backend.config.allow_pull => {
             pull_image(backend, spec).await?;
+            backend.docker.create_container(Some(options), body).await
+        }
+        // A container of an earlier run with the same job key, killed before its cleanup.
+        Err(ApiError::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            backend.remove_containers(&[name.to_owned()]).await?;
             backend.docker.create_container(Some(options), body).await
         }
         other => other,
