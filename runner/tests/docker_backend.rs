@@ -429,6 +429,22 @@ async fn a_missing_image_is_a_clear_error_with_the_fix() {
         "{err}"
     );
     assert_nothing_left(&backend, &spec.job_key).await;
+
+    // Pulling happens only when allowed, and then a failure names the image.
+    let backend = backend.with_config(DockerConfig {
+        allow_pull: true,
+        ..DockerConfig::default()
+    });
+    let spec = job_spec("pull-fails", "127.0.0.1:9/kiln-absent:1", &workspace);
+    let err = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect_err("no registry there");
+    assert!(
+        matches!(&err, BackendError::PullFailed { image, .. } if image == "127.0.0.1:9/kiln-absent:1"),
+        "{err}"
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
 }
 
 #[tokio::test]
