@@ -92,13 +92,16 @@ async fn steps_run_in_the_job_container_with_env_workdir_and_mounts() {
     let workspace = tempfile::tempdir().expect("workspace");
     let temp = tempfile::tempdir().expect("runner temp");
     std::fs::create_dir(workspace.path().join("sub")).expect("mkdir");
-    std::fs::write(temp.path().join("note"), "from the host").expect("write");
+    // A `:` in a host path must not be read as a `-v` separator.
+    let temp_dir = temp.path().join("runner:temp");
+    std::fs::create_dir(&temp_dir).expect("mkdir");
+    std::fs::write(temp_dir.join("note"), "from the host").expect("write");
     let mut spec = job_spec("env-workdir", &image, &workspace);
     if let Some(container) = spec.container.as_mut() {
         container.env = vec![("FROM_CONTAINER".into(), "yes".into())];
     }
     spec.extra_mounts = vec![Mount {
-        host_path: temp.path().to_path_buf(),
+        host_path: temp_dir.clone(),
         job_path: "/__w/_temp".into(),
         read_only: false,
     }];

@@ -7,7 +7,7 @@ use bollard::auth::DockerCredentials;
 use bollard::errors::Error as ApiError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthStatusEnum, HostConfig,
-    NetworkCreateRequest, NetworkingConfig,
+    Mount as ApiMount, MountType, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
@@ -122,18 +122,29 @@ pub(super) async fn prepare_job(
     .collect::<Result<Vec<_>, _>>()?;
     check_cancel(cancel)?;
 
-    let mut binds = vec![format!("{}:{}", job.workspace.display(), workspace_path)];
+    // Mount objects, not `-v` strings: a path may contain `:`.
+    let workspace_mount = Mount {
+        host_path: job.workspace.clone(),
+        job_path: workspace_path.clone(),
+        read_only: false,
+    };
     let mounts: Vec<Mount> = job.extra_mounts.clone();
-    binds.extend(mounts.iter().map(|m| {
-        let mode = if m.read_only { ":ro" } else { "" };
-        format!("{}:{}{mode}", m.host_path.display(), m.job_path)
-    }));
+    let job_mounts = std::iter::once(&workspace_mount)
+        .chain(&mounts)
+        .map(|mount| ApiMount {
+            typ: Some(MountType::BIND),
+            source: Some(mount.host_path.to_string_lossy().into_owned()),
+            target: Some(mount.job_path.clone()),
+            read_only: Some(mount.read_only),
+            ..Default::default()
+        })
+        .collect();
     let job_body = container_body(
         container,
         &job_options,
         &names,
         ContainerRole::Job {
-            binds,
+            mounts: job_mounts,
             workdir: workspace_path.clone(),
         },
         "job container",
@@ -203,8 +214,13 @@ async fn create_network(
 }
 
 enum ContainerRole {
-    Service { alias: String },
-    Job { binds: Vec<String>, workdir: String },
+    Service {
+        alias: String,
+    },
+    Job {
+        mounts: Vec<ApiMount>,
+        workdir: String,
+    },
 }
 
 fn container_body(
@@ -217,7 +233,8 @@ fn container_body(
     let (exposed_ports, port_bindings) = parse_ports(&spec.ports, subject)?;
     let mut all_volumes = spec.volumes.clone();
     all_volumes.extend(options.volumes.iter().cloned());
-    let (mut binds, anonymous) = split_volumes(&all_volumes);
+    let (binds, anonymous) = split_volumes(&all_volumes);
+    let mut mounts = options.mounts.clone();
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend(options.env.iter().cloned());
 
@@ -228,10 +245,10 @@ fn container_body(
             (options.entrypoint.clone().map(|e| vec![e]), None)
         }
         ContainerRole::Job {
-            binds: job_binds,
+            mounts: job_mounts,
             workdir,
         } => {
-            binds.splice(0..0, job_binds);
+            mounts.splice(0..0, job_mounts);
             (
                 Some(KEEP_ALIVE.iter().map(|s| s.to_string()).collect()),
                 Some(workdir),
@@ -260,7 +277,7 @@ fn container_body(
             nano_cpus: options.nano_cpus,
             memory: options.memory,
             tmpfs: (!options.tmpfs.is_empty()).then(|| options.tmpfs.clone()),
-            mounts: (!options.mounts.is_empty()).then(|| options.mounts.clone()),
+            mounts: (!mounts.is_empty()).then_some(mounts),
             ..Default::default()
         }),
         networking_config: names.network_id.as_ref().map(|id| NetworkingConfig {
