@@ -18,6 +18,7 @@ use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::proctree::start_time;
 use super::{
     Backend, BackendError, ExecOutcome, ExecSpec, Handle, JobEnv, JobSpec, LineSplitter, LogSink,
     Mount, OutputStream,
@@ -73,13 +74,14 @@ impl HostBackend {
 /// Process groups started for one job, so cleanup can end what steps left behind.
 #[derive(Debug, Default)]
 pub(crate) struct HostProcesses {
-    groups: Mutex<Vec<i32>>,
+    /// Group id (the leader's pid) and the leader's start time.
+    groups: Mutex<Vec<(i32, Option<u64>)>>,
 }
 
 impl HostProcesses {
     fn remember(&self, pgid: i32) {
         if let Ok(mut groups) = self.groups.lock() {
-            groups.push(pgid);
+            groups.push((pgid, start_time(pgid)));
         }
     }
 
@@ -88,9 +90,16 @@ impl HostProcesses {
             Ok(mut groups) => std::mem::take(&mut *groups),
             Err(_) => return,
         };
-        for pgid in groups {
-            // ESRCH (group already gone) is the common, expected case.
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        for (pgid, leader_started) in groups {
+            // The kernel keeps a pid number reserved while a group uses it as its id, so a
+            // group with members is still ours, unless its leader's pid now belongs to a new
+            // process (pid_max can be as low as 32768 and wraps): then our group died and the
+            // number names someone else's.
+            let reused = start_time(pgid).is_some_and(|now| Some(now) != leader_started);
+            if !reused {
+                // ESRCH (group already gone) is the common, expected case.
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
         }
     }
 }
