@@ -1,9 +1,10 @@
 //! Runs steps as child processes of kiln, directly in the job's workspace.
 //!
-//! Each exec is one `posix_spawn`: no shell of ours, no helper process. The child leads its own
-//! process group, so a timeout or cancellation reaches everything it started (SIGTERM, then
-//! SIGKILL after a grace period), and cleanup can find processes a step left running in the
-//! background.
+//! Each exec is one fork+exec: no shell of ours, no helper process. The child leads its own
+//! session (setsid), hence its own process group, so a timeout or cancellation reaches
+//! everything it started (SIGTERM, then SIGKILL after a grace period), cleanup can find
+//! processes a step left running in the background, and a step that opens the terminal gets
+//! an error instead of being stopped by SIGTTIN.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -180,8 +181,16 @@ impl Backend for HostBackend {
             .current_dir(&workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
+        // which is async-signal-safe; it touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
         let mut child = command.spawn().map_err(|source| {
             if workdir.is_dir() {
                 BackendError::Spawn {
