@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use kiln_runner::backend::{
-    host_base_env, Backend, ContainerSpec, ExecOutcome, ExecSpec, HostBackend, JobSpec,
+    host_base_env, Backend, ContainerSpec, ExecOutcome, ExecSpec, HostBackend, JobSpec, ServiceSpec,
 };
 use kiln_runner::image::image_exists;
 use kiln_runner::testing::{ensure_busybox_image, require_docker};
@@ -23,7 +23,12 @@ fn median(samples: &mut [Duration]) -> Duration {
     samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
-async fn measure(backend: &dyn Backend, image: Option<&str>, rounds: usize) -> Timings {
+async fn measure(
+    backend: &dyn Backend,
+    image: Option<&str>,
+    services: &[ServiceSpec],
+    rounds: usize,
+) -> Timings {
     let workspace = tempfile::tempdir().expect("workspace");
     let cancel = CancellationToken::new();
     let mut timings = Timings {
@@ -38,6 +43,7 @@ async fn measure(backend: &dyn Backend, image: Option<&str>, rounds: usize) -> T
                 image: image.into(),
                 ..Default::default()
             }),
+            services: services.to_vec(),
             workspace: workspace.path().to_path_buf(),
             ..Default::default()
         };
@@ -87,20 +93,34 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(10);
     let host = HostBackend::new();
-    report("host", measure(&host, None, rounds.max(100)).await);
+    report("host", measure(&host, None, &[], rounds.max(100)).await);
     let Some(docker) = require_docker().await else {
         return;
     };
     let busybox = ensure_busybox_image(&docker).await;
     report(
         "docker busybox",
-        measure(&docker, Some(&busybox), rounds).await,
+        measure(&docker, Some(&busybox), &[], rounds).await,
+    );
+    let web = ServiceSpec {
+        name: "web".into(),
+        container: ContainerSpec {
+            image: busybox.clone(),
+            options:
+                "--health-cmd 'wget -q -O /dev/null http://localhost/' --health-interval 100ms"
+                    .into(),
+            ..Default::default()
+        },
+    };
+    report(
+        "docker busybox + 1 service",
+        measure(&docker, Some(&busybox), &[web], rounds).await,
     );
     let base = "kiln-base:bookworm";
     if image_exists(docker.client(), base).await.unwrap_or(false) {
         report(
             "docker kiln-base:bookworm",
-            measure(&docker, Some(base), rounds).await,
+            measure(&docker, Some(base), &[], rounds).await,
         );
     }
 }

@@ -584,3 +584,33 @@ async fn leftovers_of_a_killed_run_with_the_same_key_are_replaced() {
     backend.cleanup(&env).await.expect("cleanup");
     assert_nothing_left(&backend, &spec.job_key).await;
 }
+
+#[tokio::test]
+async fn job_container_options_ports_volumes_and_workspace_path_apply() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let mut spec = job_spec("container-options", &image, &workspace);
+    spec.workspace_job_path = Some("/github/workspace".into());
+    if let Some(container) = spec.container.as_mut() {
+        container.options =
+            "-e FROM_OPTIONS=1 --tmpfs /scratch:size=8m --memory 256m --cpus 1 --user 0:0".into();
+        container.ports = vec!["8080".into()];
+        container.volumes = vec!["/anonymous".into()];
+    }
+    let env = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect("prepare");
+    assert_eq!(env.workspace_path, "/github/workspace");
+    let script = "pwd; echo $FROM_OPTIONS; grep -c ' /scratch tmpfs ' /proc/mounts; \
+                  test -d /anonymous && echo anonymous; echo seen > from-container";
+    let (outcome, lines) = run(&backend, &env, &sh(script)).await;
+    assert_eq!(outcome, ExecOutcome::Exited(0), "{lines:?}");
+    assert_eq!(stdout(&lines), ["/github/workspace", "1", "1", "anonymous"]);
+    assert!(workspace.path().join("from-container").exists());
+    backend.cleanup(&env).await.expect("cleanup");
+    assert_nothing_left(&backend, &spec.job_key).await;
+}

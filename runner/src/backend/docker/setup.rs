@@ -27,9 +27,10 @@ use crate::backend::{
 /// Keeps the job container running between execs; present in every Debian and busybox image.
 const KEEP_ALIVE: [&str; 3] = ["tail", "-f", "/dev/null"];
 
-/// Health polling starts fast (most test services are up in well under a second) and backs off.
-const HEALTH_POLL_FIRST: Duration = Duration::from_millis(50);
-const HEALTH_POLL_MAX: Duration = Duration::from_millis(500);
+/// Health polling: an inspect costs a few milliseconds, while every poll interval is added
+/// to the job's start, so poll often (a service that takes a minute costs 600 cheap calls).
+const HEALTH_POLL_FIRST: Duration = Duration::from_millis(25);
+const HEALTH_POLL_MAX: Duration = Duration::from_millis(100);
 
 /// How much of a failed service's output goes into the error.
 const SERVICE_LOG_TAIL: &str = "20";
