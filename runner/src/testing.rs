@@ -1,4 +1,5 @@
-//! Helpers for tests that need Docker, here and in crates built on this one.
+//! Helpers for tests that need Docker, here and in crates built on this one (enable the
+//! `test-support` feature in their dev-dependencies).
 //!
 //! Every Docker test starts with
 //! ```no_run
