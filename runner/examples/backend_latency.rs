@@ -1,4 +1,6 @@
-//! Latency of one job with one `true` step: prepare, exec, cleanup, per backend.
+//! Latency of one job with one `true` step: prepare, exec, cleanup, per backend; then the
+//! wall time of act's Docker benchmark shape (a 3-leg matrix plus one dependant job, two
+//! steps each) run straight on the backend, as the engine would.
 //!
 //! `cargo run -p kiln-runner --release --example backend_latency [ROUNDS]`
 //! Docker rounds use the busybox test image and `kiln-base:bookworm` when it exists.
@@ -6,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use kiln_runner::backend::{
-    host_base_env, Backend, ContainerSpec, ExecOutcome, ExecSpec, HostBackend, JobSpec, ServiceSpec,
+    host_base_env, Backend, ContainerSpec, DockerBackend, ExecOutcome, ExecSpec, HostBackend,
+    JobSpec, ServiceSpec,
 };
 use kiln_runner::image::image_exists;
 use kiln_runner::testing::{ensure_busybox_image, require_docker};
@@ -86,6 +89,70 @@ fn report(label: &str, mut timings: Timings) {
     );
 }
 
+/// One job of the matrix shape; returns when its result is known. With `cleanup_in_background`
+/// the cleanup is spawned instead of awaited, as an engine can do (it is off the critical path).
+async fn shape_job(
+    docker: &DockerBackend,
+    image: &str,
+    key: String,
+    cleanup_in_background: bool,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let workspace = tempfile::tempdir().expect("workspace");
+    let spec = JobSpec {
+        job_key: key,
+        container: Some(ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        workspace: workspace.path().to_path_buf(),
+        ..Default::default()
+    };
+    let cancel = CancellationToken::new();
+    let env = docker.prepare(&spec, &cancel).await.expect("prepare");
+    for script in ["echo hello", "echo world"] {
+        let step = ExecSpec {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            ..Default::default()
+        };
+        let outcome = docker.exec(&env, &step, &mut Vec::new(), &cancel).await;
+        assert_eq!(outcome.expect("exec"), ExecOutcome::Exited(0));
+    }
+    if cleanup_in_background {
+        let docker = docker.clone();
+        Some(tokio::spawn(async move {
+            docker.cleanup(&env).await.expect("cleanup")
+        }))
+    } else {
+        docker.cleanup(&env).await.expect("cleanup");
+        None
+    }
+}
+
+async fn matrix_shape(
+    docker: &DockerBackend,
+    image: &str,
+    cleanup_in_background: bool,
+) -> Duration {
+    let started = Instant::now();
+    let pid = std::process::id();
+    let legs = (0..3).map(|leg| {
+        shape_job(
+            docker,
+            image,
+            format!("shape-{pid}-{cleanup_in_background}-{leg}"),
+            cleanup_in_background,
+        )
+    });
+    let mut cleanups = futures_util::future::join_all(legs).await;
+    let dependant = format!("shape-{pid}-{cleanup_in_background}-after");
+    cleanups.push(shape_job(docker, image, dependant, cleanup_in_background).await);
+    let wall = started.elapsed();
+    for cleanup in cleanups.into_iter().flatten() {
+        cleanup.await.expect("cleanup task");
+    }
+    wall
+}
+
 #[tokio::main]
 async fn main() {
     let rounds: usize = std::env::args()
@@ -117,10 +184,24 @@ async fn main() {
         measure(&docker, Some(&busybox), &[web], rounds).await,
     );
     let base = "kiln-base:bookworm";
-    if image_exists(docker.client(), base).await.unwrap_or(false) {
+    let has_base = image_exists(docker.client(), base).await.unwrap_or(false);
+    if has_base {
         report(
             "docker kiln-base:bookworm",
             measure(&docker, Some(base), &[], rounds).await,
+        );
+    }
+    let shape_image = if has_base { base } else { busybox.as_str() };
+    for cleanup_in_background in [false, true] {
+        let wall = matrix_shape(&docker, shape_image, cleanup_in_background).await;
+        println!(
+            "3-leg matrix + 1 dependant on {shape_image}, cleanup {}: {:.0} ms wall",
+            if cleanup_in_background {
+                "in background"
+            } else {
+                "awaited"
+            },
+            wall.as_secs_f64() * 1e3
         );
     }
 }
