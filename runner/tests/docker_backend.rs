@@ -411,10 +411,9 @@ async fn cancelling_prepare_removes_what_it_created() {
 
 #[tokio::test]
 async fn a_missing_image_is_a_clear_error_with_the_fix() {
-    let Some(backend) = require_docker().await else {
+    let Some((backend, image, workspace)) = fixture().await else {
         return;
     };
-    let workspace = tempfile::tempdir().expect("workspace");
     let spec = job_spec("missing-image", "kiln-no-such-image:never", &workspace);
     let err = failed_prepare(&backend, &spec, "no such image").await;
     let text = err.to_string();
@@ -432,6 +431,27 @@ async fn a_missing_image_is_a_clear_error_with_the_fix() {
         err.to_string()
             .contains("kiln image build --tag kiln-base:not-built-here"),
         "{err}"
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
+
+    // A missing job image is reported at once, not after the services' health checks.
+    let mut spec = job_spec(
+        "missing-image-with-service",
+        "kiln-no-such-image:never",
+        &workspace,
+    );
+    spec.services.push(service(
+        "slow",
+        &image,
+        "--health-cmd false --health-interval 10s --health-retries 10",
+    ));
+    let started = std::time::Instant::now();
+    let err = failed_prepare(&backend, &spec, "no such image").await;
+    assert!(matches!(err, BackendError::ImageMissing { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
     );
     assert_nothing_left(&backend, &spec.job_key).await;
 

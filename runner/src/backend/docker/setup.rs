@@ -1,4 +1,4 @@
-//! `prepare` for the Docker backend: network, services, job container.
+//! `prepare` for the Docker backend: the network, then the services and the job container.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -110,19 +110,6 @@ pub(super) async fn prepare_job(
     }
     check_cancel(cancel)?;
 
-    // join, not try_join: one failure must not drop the other creations mid-request (the
-    // daemon would finish them after the cleanup sweep has run).
-    let service_ids = join_all(
-        job.services
-            .iter()
-            .zip(&service_options)
-            .map(|(service, options)| start_service(backend, service, options, &names)),
-    )
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
-    check_cancel(cancel)?;
-
     // Mount objects, not `-v` strings: a path may contain `:`.
     let workspace_mount = Mount {
         host_path: job.workspace.clone(),
@@ -150,16 +137,42 @@ pub(super) async fn prepare_job(
         },
         "job container",
     )?;
-    // The job container starts while the services' health checks run.
-    let job_container = start_container(backend, &names.job_container, job_body, container);
-    let services_ready = try_join_all(
-        job.services
-            .iter()
-            .zip(&service_ids)
-            .map(|(service, id)| wait_until_ready(backend, service, id, cancel)),
-    );
-    let (container_id, services) = join(job_container, services_ready).await;
-    let (container_id, services) = (container_id?, services?);
+    // The job container starts while the services start and pass their health checks: name
+    // resolution on the network happens when a step connects, so the order does not matter.
+    // `join`, not `try_join`, around creations: one failure must not drop another creation
+    // mid-request (the daemon would finish it after the cleanup sweep has run).
+    // A job container that cannot start ends the services' wait: the job cannot run anyway.
+    let setup_cancel = cancel.child_token();
+    let job_container = async {
+        let started = start_container(backend, &names.job_container, job_body, container).await;
+        if started.is_err() {
+            setup_cancel.cancel();
+        }
+        started
+    };
+    let services = async {
+        let ids = join_all(
+            job.services
+                .iter()
+                .zip(&service_options)
+                .map(|(service, options)| start_service(backend, service, options, &names)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        check_cancel(&setup_cancel)?;
+        // Waiting only inspects, so stopping at the first failure is fine here.
+        let ready = try_join_all(
+            job.services
+                .iter()
+                .zip(&ids)
+                .map(|(service, id)| wait_until_ready(backend, service, id, &setup_cancel)),
+        )
+        .await?;
+        Ok::<_, BackendError>((ids, ready))
+    };
+    let (container_id, services) = join(job_container, services).await;
+    let (container_id, (service_ids, services)) = (container_id?, services?);
 
     Ok(JobEnv {
         job_key: job.job_key.clone(),
