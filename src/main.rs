@@ -26,6 +26,8 @@ enum Command {
     HashFiles(cmd::hash_files::Args),
     /// Run the content-addressed cache server, or mint tokens for it.
     Cache(cmd::cache::CacheArgs),
+    /// Build the local images Docker jobs run in.
+    Image(cmd::image::ImageArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Expr(args) => cmd::expr::run(args),
         Command::HashFiles(args) => cmd::hash_files::run(args),
         Command::Cache(args) => cmd::cache::run(args),
+        Command::Image(args) => cmd::image::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 pub mod cache;
 pub mod expr;
 pub mod hash_files;
+pub mod image;
 pub mod plan;
 pub mod validate;
 mod workflow_files;
