@@ -247,3 +247,28 @@ async fn cancellation_runs_only_always_steps() {
     assert_eq!(ran.result.conclusion, Conclusion::Cancelled);
     assert!(ran.log_text().contains("saw-cancel"), "{}", ran.log_text());
 }
+
+#[tokio::test]
+async fn hash_files_reads_the_job_workspace() {
+    let setup = Setup::new();
+    let yaml = r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - run: printf A > a.txt
+      - run: |
+          echo "hash=${{ hashFiles('a.txt') }}"
+          echo "none=${{ hashFiles('nomatch*') }}."
+      - id: outside
+        continue-on-error: true
+        run: echo "${{ hashFiles('../x') }}"
+"#;
+    let ran = setup.run(yaml, "j").await;
+    let log = ran.log_text();
+    assert!(log.contains("hash=1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42"), "{log}");
+    assert!(log.contains("none=."), "{log}");
+    assert_eq!(ran.step("outside"), ("failure".into(), "success".into()));
+    assert!(log.contains("Fail to hash files under directory"), "{log}");
+}

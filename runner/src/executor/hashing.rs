@@ -1,9 +1,14 @@
-//! `hashFiles()` for step expressions, against the job's workspace.
+//! `hashFiles()` for step expressions, against the job's workspace (the host path, also for
+//! container jobs, as the runner does with `github.host-workspace`).
 
 use std::path::Path;
 
-/// Delegates to kiln-workflow's hashFiles once that module is on this branch; until then a
-/// step using `hashFiles` fails with this message instead of hashing nothing.
-pub fn hash_files(_workspace: &Path, _patterns: &[String]) -> Result<String, String> {
-    Err("hashFiles is not available in this build: kiln-workflow's hashfiles module has not been merged into the runner yet".to_owned())
+pub fn hash_files(workspace: &Path, patterns: &[String]) -> Result<String, String> {
+    kiln_workflow::hashfiles::hash_files(workspace, patterns).map_err(|e| {
+        format!(
+            "hashFiles('{}') failed. Fail to hash files under directory '{}': {e}",
+            patterns.join(", "),
+            workspace.display()
+        )
+    })
 }
