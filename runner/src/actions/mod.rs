@@ -19,6 +19,7 @@ use kiln_workflow::Conclusion;
 use crate::executor::job::{Frame, JobRunner};
 use crate::executor::step::StepCtx;
 
+pub use builtin::CacheSave;
 pub use resolve::{parse_uses, ActionRef};
 
 /// An action found on disk.
@@ -154,7 +155,9 @@ impl JobRunner {
                 return self.run_docker_image(frame, ctx, image, &with).await
             }
             ActionRef::Remote(remote) => {
-                if let Some(builtin) = builtin::Builtin::find(&remote.owner, &remote.repo) {
+                if let Some(builtin) =
+                    builtin::Builtin::find(&remote.owner, &remote.repo, remote.path.as_deref())
+                {
                     return self.run_builtin(builtin, frame, ctx, &with).await;
                 }
                 self.resolve_remote(remote)

@@ -11,7 +11,7 @@ use super::{input_variables, LoadedAction};
 use crate::executor::job::{Frame, JobRunner, PostStep};
 use crate::executor::scope::Scope;
 use crate::executor::status::{condition_expression, Gate, StatusView};
-use crate::executor::step::{PostRun, Process, StepCtx};
+use crate::executor::step::{PostRun, PostWork, Process, StepCtx};
 
 impl JobRunner {
     pub(super) async fn run_node(
@@ -77,11 +77,11 @@ impl JobRunner {
                     .unwrap_or_else(|| "always()".to_owned()),
                 run: PostRun {
                     ctx: ctx.clone(),
-                    process: Process {
+                    work: PostWork::Process(Process {
                         argv: vec!["node".to_owned(), script(&post.value)],
                         workdir: String::new(),
                         extra_env: post_env,
-                    },
+                    }),
                 },
             });
         }

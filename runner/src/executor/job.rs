@@ -204,6 +204,9 @@ impl JobRunner {
         for secret in &req.secrets {
             log.masker.add(secret);
         }
+        if let Some(cache) = &req.cache {
+            log.masker.add(&cache.token);
+        }
         let docker = backend.name() == "docker";
         let runner = RunnerInfo {
             name: "kiln".to_owned(),

@@ -60,6 +60,44 @@ pub struct JobRequest {
     pub offline: bool,
     /// `--local-repository owner/repo@ref=PATH`.
     pub local_repositories: Vec<(String, PathBuf)>,
+    /// The kiln cache server for `actions/cache` and for stock cache clients in steps. `None`:
+    /// the built-in cache steps warn and miss.
+    pub cache: Option<CacheEndpoint>,
+}
+
+/// Where the job's cache lives and the job token for it (`CacheService::mint_token`).
+///
+/// `url` is used twice: by kiln's built-in `actions/cache` (on the host) and, exported as
+/// `ACTIONS_CACHE_URL`/`ACTIONS_RESULTS_URL`, by cache clients inside the job. For host jobs
+/// `http://127.0.0.1:PORT/` works. For container jobs it must be reachable from the host and
+/// from the containers: serve on `0.0.0.0` (or the docker bridge address) and pass the bridge
+/// gateway, e.g. `http://172.17.0.1:PORT/`, never `127.0.0.1`. Give it no path: stock v2
+/// clients drop any path and call `/twirp/...` at the root.
+#[derive(Clone, Debug)]
+pub struct CacheEndpoint {
+    pub url: String,
+    pub token: String,
+}
+
+impl CacheEndpoint {
+    /// What GitHub's runner exports for the cache toolkit, shaped for `@actions/cache` v1 (the
+    /// URL ends in `/`) and v2 (the results URL is the origin only).
+    pub fn variables(&self) -> Vec<(String, String)> {
+        let base = format!("{}/", self.url.trim_end_matches('/'));
+        let origin = match base.find("://") {
+            Some(scheme_end) => match base[scheme_end + 3..].find('/') {
+                Some(path_start) => base[..scheme_end + 3 + path_start + 1].to_owned(),
+                None => base.clone(),
+            },
+            None => base.clone(),
+        };
+        vec![
+            ("ACTIONS_CACHE_URL".to_owned(), base),
+            ("ACTIONS_RESULTS_URL".to_owned(), origin),
+            ("ACTIONS_RUNTIME_TOKEN".to_owned(), self.token.clone()),
+            ("ACTIONS_CACHE_SERVICE_V2".to_owned(), "true".to_owned()),
+        ]
+    }
 }
 
 /// The directories of one run. Jobs get their own folders below `root`.

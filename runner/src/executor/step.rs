@@ -70,10 +70,17 @@ pub struct ProcessResult {
     pub state: Vec<(String, String)>,
 }
 
-/// A post step's process, run at job end.
+/// A post step's work, run at job end.
 pub struct PostRun {
     pub ctx: StepCtx,
-    pub process: Process,
+    pub work: PostWork,
+}
+
+pub enum PostWork {
+    /// A node action's `post` script.
+    Process(Process),
+    /// The save half of the built-in `actions/cache`.
+    CacheSave(crate::actions::CacheSave),
 }
 
 /// Owned values a [`Scope`] borrows, so the runner can be mutated once evaluation is done.
@@ -430,6 +437,9 @@ impl JobRunner {
         let mut runtime = Vec::new();
         github_variables(&github, &mut runtime);
         runtime.extend(self.runner.variables());
+        if let Some(cache) = &self.req.cache {
+            runtime.extend(cache.variables());
+        }
         runtime.push(("GITHUB_ACTIONS".to_owned(), "true".to_owned()));
         env.extend(runtime);
         env.entry("CI".to_owned())
@@ -564,10 +574,11 @@ impl JobRunner {
             Gate::Run => {
                 let mut ctx = post.run.ctx;
                 ctx.name = post.name.clone();
-                StepOutcome::new(
-                    self.exec_process(&ctx, post.run.process).await.result,
-                    false,
-                )
+                let result = match post.run.work {
+                    PostWork::Process(process) => self.exec_process(&ctx, process).await.result,
+                    PostWork::CacheSave(save) => self.cache_post(&ctx, save).await,
+                };
+                StepOutcome::new(result, false)
             }
         };
         self.status.record(outcome.conclusion);

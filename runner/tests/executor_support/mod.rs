@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_runner::backend::{Backend, HostBackend};
-use kiln_runner::executor::{run_job, JobEvent, JobRequest, JobResult, RunDirs};
+use kiln_runner::executor::{run_job, CacheEndpoint, JobEvent, JobRequest, JobResult, RunDirs};
 use kiln_workflow::value::{Object, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +50,8 @@ pub struct Setup {
     pub action_cache: Option<PathBuf>,
     pub offline: bool,
     pub timeout: Duration,
+    /// The cache server jobs use; `None` (the default) runs them without one.
+    pub cache: Option<CacheEndpoint>,
 }
 
 impl Setup {
@@ -64,6 +66,7 @@ impl Setup {
             action_cache: None,
             offline: true,
             timeout: Duration::from_secs(120),
+            cache: None,
         }
     }
 
@@ -118,6 +121,7 @@ impl Setup {
             action_base_url: None,
             offline: self.offline,
             local_repositories: Vec::new(),
+            cache: self.cache.clone(),
         }
     }
 

@@ -1,9 +1,13 @@
 //! Actions kiln runs itself, without downloading them: `actions/checkout`, the v4 artifact
-//! actions and `actions/setup-*` for versions already installed.
+//! actions, `actions/cache` (and its `restore`/`save` halves) and `actions/setup-*` for
+//! versions already installed.
 
 mod artifacts;
+mod cache;
 mod checkout;
 mod setup;
+
+pub use cache::CacheSave;
 
 use indexmap::IndexMap;
 use kiln_workflow::Conclusion;
@@ -18,12 +22,18 @@ pub enum Builtin {
     UploadArtifact,
     DownloadArtifact,
     Setup(setup::Tool),
+    Cache(cache::CacheStep),
 }
 
 impl Builtin {
-    pub fn find(owner: &str, repo: &str) -> Option<Builtin> {
+    /// The built-in standing in for `owner/repo[/path]`; `path` only matters for the cache
+    /// actions (`actions/cache/restore`, `actions/cache/save`).
+    pub fn find(owner: &str, repo: &str, path: Option<&str>) -> Option<Builtin> {
         if !owner.eq_ignore_ascii_case("actions") {
             return None;
+        }
+        if repo.eq_ignore_ascii_case("cache") {
+            return cache::CacheStep::find(path).map(Builtin::Cache);
         }
         Some(match repo.to_ascii_lowercase().as_str() {
             "checkout" => Builtin::Checkout,
@@ -67,6 +77,7 @@ impl JobRunner {
             Builtin::UploadArtifact => self.upload_artifact(ctx, &inputs),
             Builtin::DownloadArtifact => self.download_artifact(ctx, &inputs),
             Builtin::Setup(tool) => self.setup_tool(ctx, tool, &inputs).await,
+            Builtin::Cache(step) => self.cache_step(ctx, step, &inputs).await,
         };
         match result {
             Ok(outputs) => (Conclusion::Success, outputs),
