@@ -57,7 +57,12 @@ fn split(src: &Path) -> Result<(String, &Path), String> {
     Ok((name.to_string_lossy().into_owned(), parent))
 }
 
-fn save(client: &CacheClient, key: &str, name: &str, workspace: &Path) -> Result<(f64, u64, u64), String> {
+fn save(
+    client: &CacheClient,
+    key: &str,
+    name: &str,
+    workspace: &Path,
+) -> Result<(f64, u64, u64), String> {
     let start = Instant::now();
     let out = client
         .save(&SaveRequest {
@@ -80,7 +85,12 @@ fn save(client: &CacheClient, key: &str, name: &str, workspace: &Path) -> Result
     ))
 }
 
-fn restore(client: &CacheClient, key: &str, name: &str, workspace: &Path) -> Result<(f64, u64, u64), String> {
+fn restore(
+    client: &CacheClient,
+    key: &str,
+    name: &str,
+    workspace: &Path,
+) -> Result<(f64, u64, u64), String> {
     let start = Instant::now();
     let out = client
         .restore(&RestoreRequest {
@@ -130,7 +140,12 @@ pub fn run(work: &Path, src: &Path, resave: bool) -> Result<(), String> {
 
 /// Appends a line to the first file, saves under a new key, then puts the file back so the
 /// generated data stays as generated.
-fn resave_after_one_change(client: &CacheClient, name: &str, parent: &Path, src: &Path) -> Result<(), String> {
+fn resave_after_one_change(
+    client: &CacheClient,
+    name: &str,
+    parent: &Path,
+    src: &Path,
+) -> Result<(), String> {
     let files = crate::data::files(src).map_err(|e| e.to_string())?;
     let victim = files
         .first()

@@ -33,9 +33,11 @@ fn main() -> ExitCode {
         }
         (Some("v1-kiln"), Some(work), Some(file)) => kiln::v1_against_kiln(work, file),
         (Some("v1-env"), Some(file), Some(out)) => v1::against_env(file, out),
-        _ => Err("usage: cache_bench gen-tree DIR | gen-file DIR | digest DIR | \
+        _ => Err(
+            "usage: cache_bench gen-tree DIR | gen-file DIR | digest DIR | \
                   kiln WORK SRC [--resave] | v1-kiln WORK FILE | v1-env FILE OUT"
-            .into()),
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

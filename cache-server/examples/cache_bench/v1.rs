@@ -34,7 +34,12 @@ impl Api {
         }
     }
 
-    fn post_json(&self, what: &str, path: &str, body: &serde_json::Value) -> Result<String, String> {
+    fn post_json(
+        &self,
+        what: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<String, String> {
         let resp = self
             .agent
             .post(&self.url(path))
@@ -61,7 +66,9 @@ fn file_blake3(path: &Path) -> Result<blake3::Hash, String> {
     let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         if n == 0 {
             return Ok(hasher.finalize());
         }
@@ -100,11 +107,16 @@ pub fn roundtrip(base: &str, token: &str, file: &Path, download: &Path) -> Resul
             .map(|_| scope.spawn(|| upload_parts(&api, id, &source, size, &next_part)))
             .collect();
         for w in workers {
-            w.join().map_err(|_| "an upload thread panicked".to_string())??;
+            w.join()
+                .map_err(|_| "an upload thread panicked".to_string())??;
         }
         Ok(())
     })?;
-    api.post_json("commit", &format!("caches/{id}"), &serde_json::json!({"size": size}))?;
+    api.post_json(
+        "commit",
+        &format!("caches/{id}"),
+        &serde_json::json!({"size": size}),
+    )?;
     let save = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -128,7 +140,8 @@ pub fn roundtrip(base: &str, token: &str, file: &Path, download: &Path) -> Resul
     if resp.status() != 200 {
         return Err(format!("download: HTTP {}", resp.status()));
     }
-    let mut out = std::fs::File::create(download).map_err(|e| format!("{}: {e}", download.display()))?;
+    let mut out =
+        std::fs::File::create(download).map_err(|e| format!("{}: {e}", download.display()))?;
     let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
     std::io::copy(&mut reader, &mut out).map_err(|e| format!("download: {e}"))?;
     let restore = start.elapsed().as_secs_f64();
@@ -143,7 +156,13 @@ pub fn roundtrip(base: &str, token: &str, file: &Path, download: &Path) -> Resul
     Ok(report)
 }
 
-fn upload_parts(api: &Api, id: u64, source: &std::fs::File, size: u64, next: &AtomicU64) -> Result<(), String> {
+fn upload_parts(
+    api: &Api,
+    id: u64,
+    source: &std::fs::File,
+    size: u64,
+    next: &AtomicU64,
+) -> Result<(), String> {
     let mut buf = vec![0u8; PART as usize];
     loop {
         let start = next.fetch_add(1, Ordering::Relaxed) * PART;
@@ -159,7 +178,10 @@ fn upload_parts(api: &Api, id: u64, source: &std::fs::File, size: u64, next: &At
             .patch(&api.url(&format!("caches/{id}")))
             .header("Accept", ACCEPT)
             .header("Authorization", &api.auth)
-            .header("Content-Range", &format!("bytes {start}-{}/*", start + len as u64 - 1))
+            .header(
+                "Content-Range",
+                &format!("bytes {start}-{}/*", start + len as u64 - 1),
+            )
             .content_type("application/octet-stream")
             .send(&buf[..len])
             .map_err(|e| format!("upload at {start}: {e}"))?;
