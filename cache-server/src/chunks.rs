@@ -100,11 +100,12 @@ impl ChunkStore {
         self.path_of(digest).is_file()
     }
 
-    /// Stores an already encoded chunk after verifying it. Returns the stored size.
-    pub fn put_encoded(&self, digest: &Digest, encoded: &[u8]) -> Result<u64> {
-        decode_chunk(encoded, digest)?;
+    /// Stores an already encoded chunk after verifying it. Returns the stored size and the
+    /// uncompressed length (from the one verifying decode: decoding is most of the cost).
+    pub fn put_encoded(&self, digest: &Digest, encoded: &[u8]) -> Result<(u64, u64)> {
+        let raw_len = decode_chunk(encoded, digest)?.len() as u64;
         self.write_atomically(digest, encoded)?;
-        Ok(encoded.len() as u64)
+        Ok((encoded.len() as u64, raw_len))
     }
 
     /// Encodes and stores raw chunk bytes whose digest the caller computed.

@@ -427,8 +427,7 @@ impl CacheStore {
     pub fn put_native_chunk(&self, id: u64, digest: &Digest, encoded: &[u8]) -> Result<u64> {
         let upload = self.upload(id)?;
         lock(&self.index).pin(id, std::slice::from_ref(digest))?;
-        let raw_len = crate::chunks::decode_chunk(encoded, digest)?.len() as u64;
-        let stored = self.chunks.put_encoded(digest, encoded)?;
+        let (stored, raw_len) = self.chunks.put_encoded(digest, encoded)?;
         lock(&self.index).add_chunk(digest, stored, raw_len)?;
         let mut state = lock(&upload);
         state.last_activity = Instant::now();
