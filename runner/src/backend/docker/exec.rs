@@ -1,0 +1,214 @@
+//! One step as a `docker exec` in the job container.
+
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::StartExecResults;
+use bollard::models::ExecConfig;
+use futures_util::StreamExt;
+use nix::sys::signal::Signal;
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{DockerBackend, DockerHandle};
+use crate::backend::proctree::{living, process_tree, signal_all};
+use crate::backend::{BackendError, ExecOutcome, ExecSpec, LineSplitter, LogSink, OutputStream};
+
+/// Output a killed process still flushes is read for at most this long.
+const DRAIN_AFTER_KILL: Duration = Duration::from_millis(500);
+/// The exec's output can end a moment before the daemon records its exit code.
+const EXIT_CODE_WAIT: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(10);
+/// How often a terminating process tree is checked.
+const KILL_POLL: Duration = Duration::from_millis(20);
+
+struct Splitters {
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+}
+
+impl Splitters {
+    fn deliver(&mut self, chunk: LogOutput, logs: &mut dyn LogSink) {
+        match chunk {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                self.stdout.push(&message, logs)
+            }
+            LogOutput::StdErr { message } => self.stderr.push(&message, logs),
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+
+    fn finish(&mut self, logs: &mut dyn LogSink) {
+        self.stdout.finish(logs);
+        self.stderr.finish(logs);
+    }
+}
+
+fn resolve_workdir(workspace: &str, workdir: &str) -> String {
+    if workdir.is_empty() {
+        workspace.to_owned()
+    } else if workdir.starts_with('/') {
+        workdir.to_owned()
+    } else {
+        format!("{}/{workdir}", workspace.trim_end_matches('/'))
+    }
+}
+
+pub(super) async fn run(
+    backend: &DockerBackend,
+    handle: &DockerHandle,
+    workspace: &str,
+    spec: &ExecSpec,
+    logs: &mut dyn LogSink,
+    cancel: &CancellationToken,
+) -> Result<ExecOutcome, BackendError> {
+    if spec.argv.is_empty() {
+        return Err(BackendError::InvalidSpec("empty command line".into()));
+    }
+    let docker = &backend.docker;
+    let config = ExecConfig {
+        cmd: Some(spec.argv.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: Some(resolve_workdir(workspace, &spec.workdir)),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let exec_id = docker
+        .create_exec(&handle.container_id, config)
+        .await
+        .map_err(|e| BackendError::docker("creating an exec in the job container", e))?
+        .id;
+    let started = docker
+        .start_exec(&exec_id, None)
+        .await
+        .map_err(|e| BackendError::docker("starting an exec in the job container", e))?;
+    let StartExecResults::Attached { mut output, .. } = started else {
+        return Err(BackendError::InvalidSpec(
+            "the Docker daemon started the exec detached, so its output cannot be read".into(),
+        ));
+    };
+    let mut lines = Splitters {
+        stdout: LineSplitter::new(OutputStream::Stdout),
+        stderr: LineSplitter::new(OutputStream::Stderr),
+    };
+    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break ExecOutcome::Cancelled,
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                break ExecOutcome::TimedOut
+            }
+            chunk = output.next() => match chunk {
+                Some(Ok(chunk)) => lines.deliver(chunk, logs),
+                Some(Err(e)) => {
+                    lines.finish(logs);
+                    return Err(BackendError::docker("reading exec output", e));
+                }
+                None => {
+                    lines.finish(logs);
+                    return exit_code(backend, &exec_id).await.map(ExecOutcome::Exited);
+                }
+            }
+        }
+    };
+    kill_exec(backend, handle, &exec_id).await?;
+    let drain_end = Instant::now() + DRAIN_AFTER_KILL;
+    loop {
+        tokio::select! {
+            chunk = output.next() => match chunk {
+                Some(Ok(chunk)) => lines.deliver(chunk, logs),
+                _ => break,
+            },
+            () = sleep_until(drain_end) => break,
+        }
+    }
+    lines.finish(logs);
+    Ok(outcome)
+}
+
+async fn exit_code(backend: &DockerBackend, exec_id: &str) -> Result<i32, BackendError> {
+    let give_up = Instant::now() + EXIT_CODE_WAIT;
+    loop {
+        let info = backend
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| BackendError::docker("reading the exit code of an exec", e))?;
+        match (info.running, info.exit_code) {
+            (Some(false), Some(code)) => return Ok(i32::try_from(code).unwrap_or(-1)),
+            _ if Instant::now() >= give_up => {
+                return Err(BackendError::InvalidSpec(format!(
+                "the exec's output ended but Docker reports no exit code after {EXIT_CODE_WAIT:?}"
+            )))
+            }
+            _ => sleep(POLL).await,
+        }
+    }
+}
+
+/// Ends an exec'd process and everything it started: SIGTERM to the tree (found through the
+/// host's /proc), SIGKILL to survivors after the grace period. When the process is not visible
+/// from here (a remote daemon), kills every process in the container except its keep-alive.
+async fn kill_exec(
+    backend: &DockerBackend,
+    handle: &DockerHandle,
+    exec_id: &str,
+) -> Result<(), BackendError> {
+    let info = backend
+        .docker
+        .inspect_exec(exec_id)
+        .await
+        .map_err(|e| BackendError::docker("inspecting an exec to stop it", e))?;
+    if info.running != Some(true) {
+        return Ok(());
+    }
+    let root = info
+        .pid
+        .and_then(|pid| i32::try_from(pid).ok())
+        .unwrap_or(0);
+    let tree = if root > 0 {
+        process_tree(root)
+    } else {
+        Vec::new()
+    };
+    if tree.is_empty() {
+        return kill_everything_in_container(backend, handle).await;
+    }
+    signal_all(&tree, Signal::SIGTERM);
+    let grace_end = Instant::now() + backend.config.kill_grace;
+    while Instant::now() < grace_end {
+        sleep(KILL_POLL).await;
+        if living(&tree).is_empty() {
+            return Ok(());
+        }
+    }
+    let mut survivors = living(&tree);
+    survivors.extend(process_tree(root));
+    signal_all(&survivors, Signal::SIGKILL);
+    Ok(())
+}
+
+async fn kill_everything_in_container(
+    backend: &DockerBackend,
+    handle: &DockerHandle,
+) -> Result<(), BackendError> {
+    // `kill -9 -1` from inside the container's PID namespace reaches every process but PID 1
+    // (the keep-alive) and the shell running it.
+    let config = ExecConfig {
+        cmd: Some(vec!["sh".into(), "-c".into(), "kill -9 -1".into()]),
+        ..Default::default()
+    };
+    let exec = backend
+        .docker
+        .create_exec(&handle.container_id, config)
+        .await
+        .map_err(|e| BackendError::docker("creating an exec to stop a step", e))?;
+    backend
+        .docker
+        .start_exec(&exec.id, None)
+        .await
+        .map_err(|e| BackendError::docker("stopping a step", e))?;
+    Ok(())
+}

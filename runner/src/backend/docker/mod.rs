@@ -1,0 +1,241 @@
+//! Jobs in containers, through the Docker Engine API (bollard).
+//!
+//! A job gets its own bridge network. Services start first, reachable by their name as a
+//! network alias, and are waited for until healthy when they have a health check. The job
+//! container is kept alive with `tail -f /dev/null`; every step is a `docker exec` in it.
+//! Everything is labelled with [`JOB_KEY_LABEL`] = the job key, which is how cleanup finds
+//! what to remove, including after a failed or abandoned `prepare`.
+//!
+//! Images are never pulled unless [`DockerConfig::allow_pull`] is set: a missing image is an
+//! error that says how to provide it.
+//!
+//! `options:` strings accept: `--health-cmd`, `--health-interval`, `--health-timeout`,
+//! `--health-retries`, `--health-start-period`, `--env`/`-e`, `--network-alias`,
+//! `--entrypoint` (services only), `--user`/`-u`, `--cpus`, `--memory`/`-m`, `--privileged`,
+//! `--tmpfs`, `--mount`, `--volume`/`-v`. Any other flag is an error naming it.
+
+mod exec;
+mod options;
+mod setup;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as ApiError;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, BackendError, ExecOutcome, ExecSpec, Handle, JobEnv, JobSpec, LogSink};
+
+/// Label put on every container and network of a job; its value is the job key.
+pub const JOB_KEY_LABEL: &str = "dev.kiln.job-key";
+
+/// Connecting to a daemon that does not answer must not hang the CLI.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tunables of the Docker backend.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// Pull images missing locally. Off by default: kiln runs where no registry is reachable.
+    pub allow_pull: bool,
+    /// Longest wait for a service's health check to report healthy.
+    pub service_health_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an exec times out or is cancelled.
+    pub kill_grace: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            allow_pull: false,
+            service_health_timeout: Duration::from_secs(300),
+            kill_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The Docker backend. Cheap to clone; clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+    config: DockerConfig,
+}
+
+/// What cleanup needs to know about a prepared Docker job.
+#[derive(Debug, Clone)]
+pub(crate) struct DockerHandle {
+    pub container_id: String,
+    pub service_ids: Vec<String>,
+    pub network_id: String,
+}
+
+/// The daemon address we connect to, as `DOCKER_HOST` or Docker's default says.
+pub(crate) fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned())
+}
+
+impl DockerBackend {
+    /// Connects to the daemon (honouring `DOCKER_HOST`) and negotiates the API version down
+    /// to what the daemon speaks. Fails with a clear message when no daemon answers.
+    pub async fn connect(config: DockerConfig) -> Result<Self, BackendError> {
+        let host = docker_host();
+        let unavailable = |detail: String| BackendError::DockerUnavailable {
+            host: host.clone(),
+            detail,
+        };
+        let docker = Docker::connect_with_defaults().map_err(|e| unavailable(e.to_string()))?;
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unavailable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(DockerBackend { docker, config })
+    }
+
+    /// The connected client, for image management and tests.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    /// Removes every container and network labelled with `job_key`. Used by cleanup and to
+    /// undo a half-finished `prepare`.
+    pub async fn remove_job_objects(&self, job_key: &str) -> Result<(), BackendError> {
+        let filters = label_filter(job_key);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| BackendError::docker("listing the job's containers", e))?;
+        let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
+        self.remove_containers(&ids).await?;
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::new().filters(&filters).build(),
+            ))
+            .await
+            .map_err(|e| BackendError::docker("listing the job's networks", e))?;
+        let ids: Vec<String> = networks.into_iter().filter_map(|n| n.id).collect();
+        self.remove_networks(&ids).await
+    }
+
+    async fn remove_containers(&self, ids: &[String]) -> Result<(), BackendError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        let results = join_all(ids.iter().map(|id| {
+            let options = options.clone();
+            async move {
+                let result = self.docker.remove_container(id, Some(options)).await;
+                ignore_gone(result)
+                    .map_err(|e| BackendError::docker(format!("removing container {id}"), e))
+            }
+        }))
+        .await;
+        results.into_iter().collect()
+    }
+
+    async fn remove_networks(&self, ids: &[String]) -> Result<(), BackendError> {
+        for id in ids {
+            ignore_gone(self.docker.remove_network(id).await)
+                .map_err(|e| BackendError::docker(format!("removing network {id}"), e))?;
+        }
+        Ok(())
+    }
+}
+
+fn label_filter(job_key: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{JOB_KEY_LABEL}={job_key}")],
+    )])
+}
+
+/// A 404 means the object is already gone, which is what removal wants; a 409 "removal
+/// already in progress" will end the same way.
+fn ignore_gone(result: Result<(), ApiError>) -> Result<(), ApiError> {
+    match result {
+        Err(ApiError::DockerResponseServerError {
+            status_code,
+            message,
+        }) if status_code == 404 || (status_code == 409 && message.contains("in progress")) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn prepare(
+        &self,
+        job: &JobSpec,
+        cancel: &CancellationToken,
+    ) -> Result<JobEnv, BackendError> {
+        // Cancellation is checked between Docker calls, never by dropping one in flight: a
+        // dropped create still completes in the daemon, after the sweep below has run.
+        let result = setup::prepare_job(self, job, cancel).await;
+        if result.is_err() {
+            // Best effort: the setup error is what the user needs to see, and anything this
+            // misses is still labelled for a later cleanup.
+            let _ = self.remove_job_objects(&job.job_key).await;
+        }
+        result
+    }
+
+    async fn exec(
+        &self,
+        env: &JobEnv,
+        spec: &ExecSpec,
+        logs: &mut dyn LogSink,
+        cancel: &CancellationToken,
+    ) -> Result<ExecOutcome, BackendError> {
+        let Handle::Docker(handle) = &env.handle else {
+            return Err(BackendError::InvalidSpec(
+                "the Docker backend was given a job it did not prepare".into(),
+            ));
+        };
+        exec::run(self, handle, &env.workspace_path, spec, logs, cancel).await
+    }
+
+    async fn cleanup(&self, env: &JobEnv) -> Result<(), BackendError> {
+        let known = match &env.handle {
+            Handle::Docker(handle) => {
+                let mut ids = handle.service_ids.clone();
+                ids.push(handle.container_id.clone());
+                Some((ids, handle.network_id.clone()))
+            }
+            _ => None,
+        };
+        // Removing the known objects first, concurrently, is the fast path; the labelled sweep
+        // then catches anything created outside this handle's knowledge.
+        let first = match known {
+            Some((containers, network)) => {
+                let removed = self.remove_containers(&containers).await;
+                let network_removed = self.remove_networks(&[network]).await;
+                removed.and(network_removed)
+            }
+            None => Ok(()),
+        };
+        let sweep = self.remove_job_objects(&env.job_key).await;
+        first.and(sweep)
+    }
+}

@@ -1,0 +1,395 @@
+//! Runs steps as child processes of kiln, directly in the job's workspace.
+//!
+//! Each exec is one `posix_spawn`: no shell of ours, no helper process. The child leads its own
+//! process group, so a timeout or cancellation reaches everything it started (SIGTERM, then
+//! SIGKILL after a grace period), and cleanup can find processes a step left running in the
+//! background.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Backend, BackendError, ExecOutcome, ExecSpec, Handle, JobEnv, JobSpec, LineSplitter, LogSink,
+    Mount, OutputStream,
+};
+
+/// After the main process exits, output still arriving from processes it left in the
+/// background is read until the pipes are quiet this long...
+const DRAIN_IDLE: Duration = Duration::from_millis(100);
+/// ...but never longer than this, so a chatty background server cannot hold the step open.
+const DRAIN_MAX: Duration = Duration::from_secs(1);
+/// How often a terminating process group is checked for survivors.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+
+/// Variables copied by [`host_base_env`]; `LC_*` variables are copied too.
+const BASE_ENV_NAMES: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+];
+
+/// The host's basic environment (PATH, HOME, USER, locale, ...), for callers that want host
+/// jobs to see a usable environment. The host backend itself inherits nothing.
+pub fn host_base_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(name, _)| BASE_ENV_NAMES.contains(&name.as_str()) || name.starts_with("LC_"))
+        .collect()
+}
+
+/// The host backend. Cheap to clone and share between jobs.
+#[derive(Debug, Clone)]
+pub struct HostBackend {
+    kill_grace: Duration,
+}
+
+impl Default for HostBackend {
+    fn default() -> Self {
+        HostBackend {
+            kill_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl HostBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long a process group gets between SIGTERM and SIGKILL on timeout or cancellation.
+    pub fn with_kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+}
+
+/// Process groups started for one job, so cleanup can end what steps left behind.
+#[derive(Debug, Default)]
+pub(crate) struct HostProcesses {
+    groups: Mutex<Vec<i32>>,
+}
+
+impl HostProcesses {
+    fn remember(&self, pgid: i32) {
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.push(pgid);
+        }
+    }
+
+    fn kill_all(&self) {
+        let groups = match self.groups.lock() {
+            Ok(mut groups) => std::mem::take(&mut *groups),
+            Err(_) => return,
+        };
+        for pgid in groups {
+            // ESRCH (group already gone) is the common, expected case.
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for HostBackend {
+    fn name(&self) -> &'static str {
+        "host"
+    }
+
+    async fn prepare(
+        &self,
+        job: &JobSpec,
+        _cancel: &CancellationToken,
+    ) -> Result<JobEnv, BackendError> {
+        if job.container.is_some() {
+            return Err(BackendError::NeedsDocker {
+                feature: "`container:`",
+            });
+        }
+        if !job.services.is_empty() {
+            return Err(BackendError::NeedsDocker {
+                feature: "`services:`",
+            });
+        }
+        if !job.workspace.is_dir() {
+            return Err(BackendError::WorkdirMissing {
+                path: job.workspace.clone(),
+            });
+        }
+        let mounts = job
+            .extra_mounts
+            .iter()
+            .map(|mount| Mount {
+                job_path: mount.host_path.to_string_lossy().into_owned(),
+                ..mount.clone()
+            })
+            .collect();
+        Ok(JobEnv {
+            job_key: job.job_key.clone(),
+            workspace_path: job.workspace.to_string_lossy().into_owned(),
+            mounts,
+            services: Vec::new(),
+            network: None,
+            container_id: None,
+            handle: Handle::Host {
+                workspace: job.workspace.clone(),
+                processes: Arc::default(),
+            },
+        })
+    }
+
+    async fn exec(
+        &self,
+        env: &JobEnv,
+        spec: &ExecSpec,
+        logs: &mut dyn LogSink,
+        cancel: &CancellationToken,
+    ) -> Result<ExecOutcome, BackendError> {
+        let Handle::Host {
+            workspace,
+            processes,
+        } = &env.handle
+        else {
+            return Err(BackendError::InvalidSpec(
+                "the host backend was given a job it did not prepare".into(),
+            ));
+        };
+        let Some((program, args)) = spec.argv.split_first() else {
+            return Err(BackendError::InvalidSpec("empty command line".into()));
+        };
+        let workdir = resolve_workdir(workspace, &spec.workdir);
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().map_err(|source| {
+            if workdir.is_dir() {
+                BackendError::Spawn {
+                    program: program.clone(),
+                    source,
+                }
+            } else {
+                BackendError::WorkdirMissing { path: workdir }
+            }
+        })?;
+        let Some(pgid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+            return Err(BackendError::InvalidSpec(format!(
+                "`{program}` started but has no process id"
+            )));
+        };
+        processes.remember(pgid);
+        let mut guard = GroupGuard { pgid, armed: true };
+        let pump = OutputPump::new(child.stdout.take(), child.stderr.take());
+        let outcome = supervise(
+            child,
+            pump,
+            pgid,
+            spec.timeout,
+            self.kill_grace,
+            logs,
+            cancel,
+        )
+        .await
+        .map_err(|source| BackendError::Io {
+            action: format!("waiting for `{program}`"),
+            source,
+        });
+        guard.armed = false;
+        outcome
+    }
+
+    async fn cleanup(&self, env: &JobEnv) -> Result<(), BackendError> {
+        if let Handle::Host { processes, .. } = &env.handle {
+            processes.kill_all();
+        }
+        Ok(())
+    }
+}
+
+fn resolve_workdir(workspace: &Path, workdir: &str) -> PathBuf {
+    if workdir.is_empty() {
+        workspace.to_path_buf()
+    } else {
+        // `join` keeps an absolute `workdir` as it is.
+        workspace.join(workdir)
+    }
+}
+
+/// Kills the process group if the exec future is dropped before the process ended (the
+/// caller gave up on the step), so nothing outlives an abandoned exec.
+struct GroupGuard {
+    pgid: i32,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Reads both output pipes and turns them into lines.
+struct OutputPump {
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    stdout_lines: LineSplitter,
+    stderr_lines: LineSplitter,
+    stdout_buf: Vec<u8>,
+    stderr_buf: Vec<u8>,
+}
+
+impl OutputPump {
+    fn new(stdout: Option<ChildStdout>, stderr: Option<ChildStderr>) -> Self {
+        OutputPump {
+            stdout,
+            stderr,
+            stdout_lines: LineSplitter::new(OutputStream::Stdout),
+            stderr_lines: LineSplitter::new(OutputStream::Stderr),
+            stdout_buf: vec![0; 16 * 1024],
+            stderr_buf: vec![0; 16 * 1024],
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.stdout.is_some() || self.stderr.is_some()
+    }
+
+    /// Waits for the next chunk on either pipe and delivers its complete lines. Never
+    /// resolves once both pipes are closed. Cancel-safe: no data is lost if dropped.
+    async fn pump(&mut self, logs: &mut dyn LogSink) {
+        let OutputPump {
+            stdout,
+            stderr,
+            stdout_lines,
+            stderr_lines,
+            stdout_buf,
+            stderr_buf,
+        } = self;
+        tokio::select! {
+            read = async { stdout.as_mut()?.read(stdout_buf).await.ok() }, if stdout.is_some() => {
+                match read {
+                    Some(n) if n > 0 => stdout_lines.push(&stdout_buf[..n], logs),
+                    _ => *stdout = None,
+                }
+            }
+            read = async { stderr.as_mut()?.read(stderr_buf).await.ok() }, if stderr.is_some() => {
+                match read {
+                    Some(n) if n > 0 => stderr_lines.push(&stderr_buf[..n], logs),
+                    _ => *stderr = None,
+                }
+            }
+            () = std::future::pending::<()>(), if stdout.is_none() && stderr.is_none() => {}
+        }
+    }
+
+    fn finish(&mut self, logs: &mut dyn LogSink) {
+        self.stdout_lines.finish(logs);
+        self.stderr_lines.finish(logs);
+    }
+}
+
+enum Stop {
+    TimedOut,
+    Cancelled,
+}
+
+/// Streams output until the child exits (then drains briefly) or until the timeout or
+/// cancellation, in which case the whole process group is terminated.
+async fn supervise(
+    mut child: Child,
+    mut pump: OutputPump,
+    pgid: i32,
+    timeout: Option<Duration>,
+    kill_grace: Duration,
+    logs: &mut dyn LogSink,
+    cancel: &CancellationToken,
+) -> std::io::Result<ExecOutcome> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let stop = loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Stop::Cancelled,
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                break Stop::TimedOut
+            }
+            status = child.wait() => {
+                let status = status?;
+                drain_after_exit(&mut pump, logs).await;
+                return Ok(ExecOutcome::Exited(exit_code(status)));
+            }
+            () = pump.pump(logs) => {}
+        }
+    };
+    terminate_group(&mut child, &mut pump, pgid, kill_grace, logs).await?;
+    pump.finish(logs);
+    Ok(match stop {
+        Stop::TimedOut => ExecOutcome::TimedOut,
+        Stop::Cancelled => ExecOutcome::Cancelled,
+    })
+}
+
+async fn drain_after_exit(pump: &mut OutputPump, logs: &mut dyn LogSink) {
+    let hard_stop = Instant::now() + DRAIN_MAX;
+    while pump.is_open() {
+        tokio::select! {
+            () = pump.pump(logs) => {}
+            () = sleep(DRAIN_IDLE) => break,
+            () = sleep_until(hard_stop) => break,
+        }
+    }
+    pump.finish(logs);
+}
+
+/// SIGTERM to the group; SIGKILL to whatever is still in it after the grace period.
+async fn terminate_group(
+    child: &mut Child,
+    pump: &mut OutputPump,
+    pgid: i32,
+    kill_grace: Duration,
+    logs: &mut dyn LogSink,
+) -> std::io::Result<()> {
+    let group = Pid::from_raw(pgid);
+    let _ = killpg(group, Signal::SIGTERM);
+    let grace_end = Instant::now() + kill_grace;
+    let mut reaped = false;
+    loop {
+        tokio::select! {
+            status = child.wait(), if !reaped => { status?; reaped = true; }
+            () = sleep(GROUP_POLL) => {}
+            () = pump.pump(logs) => {}
+        }
+        // A zombie still counts as a group member, so only a reaped leader lets us see an empty group.
+        if reaped && killpg(group, None).is_err() {
+            return Ok(());
+        }
+        if Instant::now() >= grace_end {
+            break;
+        }
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    if !reaped {
+        child.wait().await?;
+    }
+    Ok(())
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(-1)
+}

@@ -1,0 +1,67 @@
+//! Helpers for tests that need Docker, here and in crates built on this one.
+//!
+//! Every Docker test starts with
+//! ```no_run
+//! # async fn t() {
+//! let Some(docker) = kiln_runner::testing::require_docker().await else { return };
+//! let image = kiln_runner::testing::ensure_busybox_image(&docker).await;
+//! # }
+//! ```
+//! Without a daemon the test prints a loud `SKIPPED:` line and passes, unless
+//! `KILN_REQUIRE_DOCKER=1` (set in CI), in which case it fails.
+
+use crate::backend::{DockerBackend, DockerConfig};
+use crate::image::{build_busybox_image, ImageEvent, BUSYBOX_TEST_TAG};
+
+pub use crate::image::BUSYBOX_TEST_PAGE;
+
+/// Set to `1` to turn "no Docker daemon" into a test failure instead of a skip.
+pub const REQUIRE_DOCKER_VAR: &str = "KILN_REQUIRE_DOCKER";
+
+/// Tests in one binary share the build; a second process building at the same time only
+/// re-imports the same tag, which is harmless.
+static BUILD_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A connected Docker backend, or `None` (after printing why) when no daemon answers.
+///
+/// # Panics
+/// When no daemon answers and `KILN_REQUIRE_DOCKER=1`: in CI a missing daemon is a failure.
+pub async fn require_docker() -> Option<DockerBackend> {
+    match DockerBackend::connect(DockerConfig::default()).await {
+        Ok(backend) => Some(backend),
+        Err(error) => {
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("this test")
+                .to_owned();
+            if std::env::var(REQUIRE_DOCKER_VAR).as_deref() == Ok("1") {
+                panic!("{REQUIRE_DOCKER_VAR}=1 but Docker is not available for {test}: {error}");
+            }
+            eprintln!(
+                "SKIPPED: Docker not available, {test} did not run: {error} \
+                 (set {REQUIRE_DOCKER_VAR}=1 to make this a failure)"
+            );
+            None
+        }
+    }
+}
+
+/// The busybox test image's tag, building it first if the daemon does not have it.
+///
+/// # Panics
+/// When the image cannot be built: a Docker test cannot run without it.
+pub async fn ensure_busybox_image(docker: &DockerBackend) -> String {
+    let _guard = BUILD_LOCK.lock().await;
+    let mut ignore_progress = |_: ImageEvent| {};
+    if let Err(error) = build_busybox_image(
+        docker.client(),
+        BUSYBOX_TEST_TAG,
+        false,
+        &mut ignore_progress,
+    )
+    .await
+    {
+        panic!("cannot build the test image {BUSYBOX_TEST_TAG}: {error}");
+    }
+    BUSYBOX_TEST_TAG.to_owned()
+}

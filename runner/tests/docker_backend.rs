@@ -1,0 +1,418 @@
+//! The Docker backend against a real daemon, on the locally built busybox test image.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+use kiln_runner::backend::{
+    Backend, BackendError, ContainerSpec, DockerBackend, ExecOutcome, ExecSpec, JobEnv, JobSpec,
+    Mount, OutputStream, ServiceSpec, JOB_KEY_LABEL,
+};
+use kiln_runner::testing::{ensure_busybox_image, require_docker, BUSYBOX_TEST_PAGE};
+use tokio_util::sync::CancellationToken;
+
+/// Unique per test and per test process, so parallel tests and reruns never collide.
+fn job_key(test: &str) -> String {
+    format!("test-{test}-{}", std::process::id())
+}
+
+fn job_spec(test: &str, image: &str, workspace: &tempfile::TempDir) -> JobSpec {
+    JobSpec {
+        job_key: job_key(test),
+        container: Some(ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        workspace: workspace.path().to_path_buf(),
+        labels: vec![("dev.kiln.test".into(), test.into())],
+        ..Default::default()
+    }
+}
+
+fn sh(script: &str) -> ExecSpec {
+    ExecSpec {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
+        ..Default::default()
+    }
+}
+
+async fn run(
+    backend: &DockerBackend,
+    env: &JobEnv,
+    spec: &ExecSpec,
+) -> (ExecOutcome, Vec<(OutputStream, String)>) {
+    let mut lines = Vec::new();
+    let outcome = backend
+        .exec(env, spec, &mut lines, &CancellationToken::new())
+        .await
+        .expect("exec runs");
+    (outcome, lines)
+}
+
+fn stdout(lines: &[(OutputStream, String)]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter(|(s, _)| *s == OutputStream::Stdout)
+        .map(|(_, l)| l.as_str())
+        .collect()
+}
+
+/// Asserts, through the Docker API, that no container or network carries the job's label.
+async fn assert_nothing_left(backend: &DockerBackend, job_key: &str) {
+    let filters = HashMap::from([("label", vec![format!("{JOB_KEY_LABEL}={job_key}")])]);
+    let containers = backend
+        .client()
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("list containers");
+    let networks = backend
+        .client()
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .expect("list networks");
+    assert!(containers.is_empty(), "containers left: {containers:?}");
+    assert!(networks.is_empty(), "networks left: {networks:?}");
+}
+
+#[tokio::test]
+async fn steps_run_in_the_job_container_with_env_workdir_and_mounts() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let temp = tempfile::tempdir().expect("runner temp");
+    std::fs::create_dir(workspace.path().join("sub")).expect("mkdir");
+    std::fs::write(temp.path().join("note"), "from the host").expect("write");
+    let mut spec = job_spec("env-workdir", &image, &workspace);
+    if let Some(container) = spec.container.as_mut() {
+        container.env = vec![("FROM_CONTAINER".into(), "yes".into())];
+    }
+    spec.extra_mounts = vec![Mount {
+        host_path: temp.path().to_path_buf(),
+        job_path: "/__w/_temp".into(),
+        read_only: false,
+    }];
+    let env = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect("prepare");
+    assert_eq!(env.workspace_path, workspace.path().to_string_lossy());
+    assert!(env.container_id.is_some() && env.network.is_some());
+
+    let mut step = sh("echo \"$STEP_VAR $FROM_CONTAINER\"; pwd; echo oops >&2; cat /__w/_temp/note; echo made > out.txt");
+    step.env.push(("STEP_VAR".into(), "step".into()));
+    step.workdir = "sub".into();
+    let (outcome, lines) = run(&backend, &env, &step).await;
+    assert_eq!(outcome, ExecOutcome::Exited(0));
+    let sub = workspace.path().join("sub");
+    assert_eq!(
+        stdout(&lines),
+        ["step yes", sub.to_string_lossy().as_ref(), "from the host"]
+    );
+    assert!(lines.contains(&(OutputStream::Stderr, "oops".into())));
+    assert_eq!(
+        std::fs::read_to_string(sub.join("out.txt")).expect("written through the bind mount"),
+        "made\n"
+    );
+    assert_eq!(
+        run(&backend, &env, &sh("exit 7")).await.0,
+        ExecOutcome::Exited(7)
+    );
+    assert_eq!(
+        run(&backend, &env, &sh("kill -9 $$")).await.0,
+        ExecOutcome::Exited(137)
+    );
+
+    backend.cleanup(&env).await.expect("cleanup");
+    assert_nothing_left(&backend, &spec.job_key).await;
+    backend.cleanup(&env).await.expect("cleanup twice");
+}
+
+#[tokio::test]
+async fn output_is_streamed_while_the_step_runs() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let spec = job_spec("streaming", &image, &workspace);
+    let backend = Arc::new(backend);
+    let env = Arc::new(
+        backend
+            .prepare(&spec, &CancellationToken::new())
+            .await
+            .expect("prepare"),
+    );
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (exec_backend, exec_env) = (Arc::clone(&backend), Arc::clone(&env));
+    let exec = tokio::spawn(async move {
+        let mut sink = sender;
+        exec_backend
+            .exec(
+                &exec_env,
+                &sh("echo first; sleep 2; printf second"),
+                &mut sink,
+                &CancellationToken::new(),
+            )
+            .await
+    });
+    let first = tokio::time::timeout(Duration::from_millis(1500), receiver.recv())
+        .await
+        .expect("first line before the step ends");
+    assert_eq!(first, Some((OutputStream::Stdout, "first".to_owned())));
+    assert_eq!(
+        exec.await.expect("task").expect("exec"),
+        ExecOutcome::Exited(0)
+    );
+    assert_eq!(
+        receiver.recv().await,
+        Some((OutputStream::Stdout, "second".to_owned()))
+    );
+    backend.cleanup(&env).await.expect("cleanup");
+    assert_nothing_left(&backend, &spec.job_key).await;
+}
+
+#[tokio::test]
+async fn timeout_and_cancellation_kill_the_step_promptly() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let spec = job_spec("timeout", &image, &workspace);
+    let env = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect("prepare");
+
+    let mut step = sh("echo started; sleep 30 & sleep 31; echo never");
+    step.timeout = Some(Duration::from_millis(300));
+    let started = Instant::now();
+    let (outcome, lines) = run(&backend, &env, &step).await;
+    assert_eq!(outcome, ExecOutcome::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stdout(&lines), ["started"]);
+
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let outcome = backend
+        .exec(
+            &env,
+            &sh("trap '' TERM; sleep 32"),
+            &mut Vec::new(),
+            &cancel,
+        )
+        .await
+        .expect("exec");
+    assert_eq!(outcome, ExecOutcome::Cancelled);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Neither step left a sleep behind (zombies, state Z, do not count).
+    let (_, lines) = run(
+        &backend,
+        &env,
+        &sh("ps -o stat,args | grep 'sleep 3[012]' | grep -v '^Z' || true"),
+    )
+    .await;
+    assert_eq!(stdout(&lines), Vec::<&str>::new());
+
+    backend.cleanup(&env).await.expect("cleanup");
+    assert_nothing_left(&backend, &spec.job_key).await;
+}
+
+#[tokio::test]
+async fn services_are_healthy_and_reachable_by_alias() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let mut spec = job_spec("services", &image, &workspace);
+    spec.services.push(ServiceSpec {
+        name: "web".into(),
+        container: ContainerSpec {
+            image: image.clone(),
+            ports: vec!["80".into()],
+            options: "--health-cmd 'wget -q -O /dev/null http://localhost/' --health-interval 200ms --health-retries 25".into(),
+            ..Default::default()
+        },
+    });
+    let env = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect("prepare with a service");
+    let service = &env.services[0];
+    assert_eq!(service.name, "web");
+    let host_port: u16 = service.ports["80"].parse().expect("published port");
+    let reached_from_host = tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await;
+    assert!(reached_from_host.is_ok(), "{reached_from_host:?}");
+
+    let (outcome, lines) = run(&backend, &env, &sh("wget -q -O - http://web/")).await;
+    assert_eq!(outcome, ExecOutcome::Exited(0));
+    assert_eq!(stdout(&lines), [BUSYBOX_TEST_PAGE]);
+
+    backend.cleanup(&env).await.expect("cleanup");
+    assert_nothing_left(&backend, &spec.job_key).await;
+}
+
+#[tokio::test]
+async fn an_unhealthy_or_crashing_service_fails_prepare_and_leaves_nothing() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let service = |options: &str| ServiceSpec {
+        name: "db".into(),
+        container: ContainerSpec {
+            image: image.clone(),
+            options: options.into(),
+            ..Default::default()
+        },
+    };
+
+    let mut spec = job_spec("unhealthy", &image, &workspace);
+    spec.services.push(service(
+        "--health-cmd 'echo not ready yet; exit 1' --health-interval 100ms --health-retries 2",
+    ));
+    let err = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect_err("unhealthy service");
+    assert!(
+        matches!(&err, BackendError::ServiceUnhealthy { service, last_log } if service == "db" && last_log.contains("not ready yet")),
+        "{err}"
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
+
+    let mut spec = job_spec("crashing", &image, &workspace);
+    // The health check keeps it "starting" until it exits, so the exit is seen, not raced.
+    spec.services.push(service(
+        "--entrypoint false --health-cmd true --health-interval 5s",
+    ));
+    let err = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect_err("crashing service");
+    assert!(
+        matches!(&err, BackendError::ServiceExited { service, exit_code: 1, .. } if service == "db"),
+        "{err}"
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
+}
+
+#[tokio::test]
+async fn cancelling_prepare_removes_what_it_created() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let image = ensure_busybox_image(&backend).await;
+    let workspace = tempfile::tempdir().expect("workspace");
+    let mut spec = job_spec("cancel-prepare", &image, &workspace);
+    spec.services.push(ServiceSpec {
+        name: "slow".into(),
+        container: ContainerSpec {
+            image: image.clone(),
+            options: "--health-cmd false --health-interval 10s --health-retries 10".into(),
+            ..Default::default()
+        },
+    });
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let err = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect_err("cancelled");
+    assert!(matches!(err, BackendError::Cancelled), "{err}");
+    assert_nothing_left(&backend, &spec.job_key).await;
+    backend
+        .cleanup(&JobEnv::unprepared(&spec))
+        .await
+        .expect("cleanup after a failed prepare");
+}
+
+#[tokio::test]
+async fn a_missing_image_is_a_clear_error_with_the_fix() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let workspace = tempfile::tempdir().expect("workspace");
+    let spec = job_spec("missing-image", "kiln-no-such-image:never", &workspace);
+    let err = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect_err("no such image");
+    let text = err.to_string();
+    assert!(
+        matches!(err, BackendError::ImageMissing { .. })
+            && text.contains("kiln-no-such-image:never")
+            && text.contains("docker load"),
+        "{text}"
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
+
+    let spec = job_spec("missing-base", "kiln-base:not-built-here", &workspace);
+    let err = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect_err("no base image");
+    assert!(
+        err.to_string()
+            .contains("kiln image build --tag kiln-base:not-built-here"),
+        "{err}"
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
+}
+
+#[tokio::test]
+async fn bad_options_fail_before_anything_is_created() {
+    let Some(backend) = require_docker().await else {
+        return;
+    };
+    let workspace = tempfile::tempdir().expect("workspace");
+    let mut spec = job_spec("bad-options", "kiln-test-busybox:latest", &workspace);
+    spec.services.push(ServiceSpec {
+        name: "db".into(),
+        container: ContainerSpec {
+            image: "kiln-test-busybox:latest".into(),
+            options: "--cap-add SYS_ADMIN".into(),
+            ..Default::default()
+        },
+    });
+    let err = backend
+        .prepare(&spec, &CancellationToken::new())
+        .await
+        .expect_err("unsupported flag");
+    assert!(
+        err.to_string().contains("service `db`") && err.to_string().contains("--cap-add"),
+        "{err}"
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
+}
