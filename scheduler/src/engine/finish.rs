@@ -1,0 +1,308 @@
+//! Concluding legs, jobs and reusable-workflow invocations, and the rules that cancel legs:
+//! fail-fast, concurrency groups and run cancellation.
+
+use super::context::JobContext;
+use super::keys::GroupSpec;
+use super::{Engine, EngineEvent, JobCompletion, LegId, LegState, NodeState};
+use kiln_workflow::eval::evaluate_to_string;
+use kiln_workflow::{Conclusion, Object, Value};
+
+/// A job's result from its legs' results (continue-on-error already applied): any failure
+/// fails it, then any cancellation cancels it; skipped only if every leg was skipped.
+fn combine(results: &[Conclusion]) -> Conclusion {
+    use Conclusion::*;
+    if results.contains(&Failure) {
+        Failure
+    } else if results.contains(&Cancelled) {
+        Cancelled
+    } else if results.contains(&Success) {
+        Success
+    } else {
+        Skipped
+    }
+}
+
+fn leg_id(index: usize) -> LegId {
+    LegId(u32::try_from(index).unwrap_or(u32::MAX))
+}
+
+impl Engine {
+    pub(super) fn finish_leg(
+        &mut self,
+        leg_index: usize,
+        conclusion: Conclusion,
+        completion: Option<JobCompletion>,
+        message: Option<String>,
+    ) {
+        let leg = &mut self.legs[leg_index];
+        if leg.state == LegState::Done {
+            return;
+        }
+        let was_running = leg.state == LegState::Running;
+        leg.state = LegState::Done;
+        leg.conclusion = Some(conclusion);
+        if message.is_some() {
+            leg.message = message;
+        }
+        let effective = if conclusion == Conclusion::Failure && leg.continue_on_error {
+            Conclusion::Success
+        } else {
+            conclusion
+        };
+        let node_index = leg.node;
+        let node = &mut self.nodes[node_index];
+        if let Some(done) = &completion {
+            // Matrix legs share one outputs map: the last leg to finish wins, but an empty
+            // value never clears what another leg set.
+            for (name, value) in &done.outputs {
+                if !value.is_empty() || !node.outputs.contains_key(name) {
+                    node.outputs.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        if was_running {
+            node.running = node.running.saturating_sub(1);
+        }
+        self.legs[leg_index].completion = completion;
+        self.release_group(leg_index);
+        self.finish_part(node_index, effective);
+    }
+
+    /// One leg or invocation of a job concluded.
+    pub(super) fn finish_part(&mut self, node_index: usize, result: Conclusion) {
+        let node = &mut self.nodes[node_index];
+        node.invocation_results.push(result);
+        node.open_parts = node.open_parts.saturating_sub(1);
+        if node.open_parts == 0 && node.state != NodeState::Done {
+            let result = combine(&node.invocation_results);
+            self.finish_node(node_index, result);
+        }
+    }
+
+    pub(super) fn finish_node(&mut self, node_index: usize, result: Conclusion) {
+        let node = &self.nodes[node_index];
+        if node.state == NodeState::Done {
+            return;
+        }
+        let lineage_ok =
+            result == Conclusion::Success && node.needs.iter().all(|&n| self.nodes[n].lineage_ok);
+        let lineage_failed = result == Conclusion::Failure
+            || node.needs.iter().any(|&n| self.nodes[n].lineage_failed);
+        let node = &mut self.nodes[node_index];
+        node.state = NodeState::Done;
+        node.result = Some(result);
+        node.lineage_ok = lineage_ok;
+        node.lineage_failed = lineage_failed;
+        self.open_nodes = self.open_nodes.saturating_sub(1);
+        for i in 0..self.nodes[node_index].dependants.len() {
+            let dependant = self.nodes[node_index].dependants[i];
+            let d = &mut self.nodes[dependant];
+            d.unmet = d.unmet.saturating_sub(1);
+            if d.unmet == 0 && d.state == NodeState::Waiting {
+                self.ready_nodes.push_back(dependant);
+            }
+        }
+        let scope_index = self.nodes[node_index].scope;
+        let scope = &mut self.scopes[scope_index];
+        scope.remaining = scope.remaining.saturating_sub(1);
+        if scope.remaining == 0 {
+            self.finish_invocation(scope_index);
+        }
+    }
+
+    pub(super) fn skip_node(&mut self, node_index: usize, reason: String) {
+        let conclusion = if self.run_cancelled {
+            Conclusion::Cancelled
+        } else {
+            Conclusion::Skipped
+        };
+        let node = &mut self.nodes[node_index];
+        self.events.push(EngineEvent::JobSkipped {
+            job_id: node.id.clone(),
+            name: node.name.clone(),
+            reason: reason.clone(),
+        });
+        node.message = Some(reason);
+        self.finish_node(node_index, conclusion);
+    }
+
+    pub(super) fn fail_node(&mut self, node_index: usize, error: String) {
+        let node = &mut self.nodes[node_index];
+        self.events.push(EngineEvent::JobFailedToStart {
+            job_id: node.id.clone(),
+            name: node.name.clone(),
+            error: error.clone(),
+        });
+        node.message = Some(error);
+        self.finish_node(node_index, Conclusion::Failure);
+    }
+
+    /// All jobs of one reusable-workflow invocation concluded: evaluate the caller's outputs
+    /// from `on.workflow_call.outputs` and count the invocation as one part of the caller.
+    pub(super) fn finish_invocation(&mut self, scope_index: usize) {
+        let scope = &self.scopes[scope_index];
+        let Some(parent) = scope.parent else { return };
+        let mut jobs = Object::new();
+        let mut results = Vec::new();
+        for (plan_index, plan_job) in scope.plan.jobs.iter().enumerate() {
+            let Some(node_index) = scope.nodes[plan_index] else {
+                continue;
+            };
+            let node = &self.nodes[node_index];
+            let result = node.result.unwrap_or(Conclusion::Skipped);
+            results.push(result);
+            let mut outputs = Object::new();
+            for (name, value) in &node.outputs {
+                outputs.insert(name.clone(), Value::string(value.as_str()));
+            }
+            let mut entry = Object::new();
+            entry.insert("result", Value::string(result.as_str()));
+            entry.insert("outputs", Value::object(outputs));
+            jobs.insert(plan_job.job.id.value.clone(), Value::object(entry));
+        }
+        let mut contexts = Object::new();
+        contexts.insert("github", Value::object(self.github.clone()));
+        contexts.insert("inputs", scope.inputs.clone());
+        contexts.insert("vars", self.vars.clone());
+        contexts.insert("jobs", Value::object(jobs));
+        let ctx = JobContext::new(&contexts);
+        let mut outputs = Vec::new();
+        let mut error = None;
+        if let Some(trigger) = scope.plan.workflow.workflow_call() {
+            for output in &trigger.outputs {
+                match evaluate_to_string(&output.value, &ctx) {
+                    Ok(value) => outputs.push((output.name.value.clone(), value)),
+                    Err(e) => {
+                        error = Some(format!(
+                            "Error evaluating 'on.workflow_call.outputs.{}': {e}",
+                            output.name.value
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        // A called workflow whose jobs were all skipped still counts as a successful call.
+        let mut result = match combine(&results) {
+            Conclusion::Skipped => Conclusion::Success,
+            other => other,
+        };
+        let node = &mut self.nodes[parent];
+        for (name, value) in outputs {
+            if !value.is_empty() || !node.outputs.contains_key(&name) {
+                node.outputs.insert(name, value);
+            }
+        }
+        if let Some(error) = error {
+            self.events.push(EngineEvent::JobFailedToStart {
+                job_id: node.id.clone(),
+                name: node.name.clone(),
+                error: error.clone(),
+            });
+            node.message = Some(error);
+            result = Conclusion::Failure;
+        }
+        self.finish_part(parent, result);
+    }
+
+    /// A leg enters its concurrency group: it runs when the group is free; otherwise it
+    /// becomes the group's pending entry, replacing (cancelling) an older pending one, and
+    /// with `cancel-in-progress` the running entry is cancelled too.
+    pub(super) fn enter_group(&mut self, leg_index: usize, group: &GroupSpec) {
+        let entry = self.groups.entry(group.key.clone()).or_default();
+        let Some(running) = entry.running else {
+            entry.running = Some(leg_index);
+            return;
+        };
+        if let Some(pending) = entry.pending {
+            let reason = format!(
+                "Canceling since a higher priority waiting request for '{}' exists",
+                group.shown
+            );
+            self.cancel_leg(pending, &reason);
+        }
+        if let Some(entry) = self.groups.get_mut(&group.key) {
+            entry.pending = Some(leg_index);
+        }
+        self.events.push(EngineEvent::LegPending {
+            leg: leg_id(leg_index),
+            name: self.legs[leg_index].name.clone(),
+            group: group.shown.clone(),
+        });
+        if group.cancel_in_progress {
+            let reason = format!(
+                "Canceling since a higher priority waiting request for '{}' exists",
+                group.shown
+            );
+            self.cancel_leg(running, &reason);
+        }
+    }
+
+    fn release_group(&mut self, leg_index: usize) {
+        let Some(key) = self.legs[leg_index]
+            .keys
+            .as_ref()
+            .and_then(|k| k.concurrency.as_ref())
+            .map(|g| g.key.clone())
+        else {
+            return;
+        };
+        let Some(entry) = self.groups.get_mut(&key) else {
+            return;
+        };
+        if entry.running == Some(leg_index) {
+            entry.running = entry.pending.take();
+        } else if entry.pending == Some(leg_index) {
+            entry.pending = None;
+        }
+    }
+
+    /// A failed leg cancels the other legs of its matrix, unless fail-fast is off.
+    pub(super) fn fail_fast(&mut self, leg_index: usize) {
+        let node_index = self.legs[leg_index].node;
+        let node = &self.nodes[node_index];
+        if !node.fail_fast || node.legs.len() < 2 {
+            return;
+        }
+        let reason = format!("fail-fast: '{}' failed", self.legs[leg_index].name);
+        for other in node.legs.clone() {
+            if other != leg_index {
+                self.cancel_leg(other, &reason);
+            }
+        }
+    }
+
+    /// Stops a leg: a running one is handed back to the driver to cancel (its completion
+    /// comes later); a queued one concludes as cancelled right away.
+    pub(super) fn cancel_leg(&mut self, leg_index: usize, reason: &str) {
+        let leg = &mut self.legs[leg_index];
+        match leg.state {
+            LegState::Done => {}
+            LegState::Running => {
+                if !leg.cancel_requested {
+                    leg.cancel_requested = true;
+                    leg.message = Some(reason.to_string());
+                    self.to_cancel.push(leg_id(leg_index));
+                    self.events.push(EngineEvent::LegCancelled {
+                        leg: leg_id(leg_index),
+                        name: leg.name.clone(),
+                        reason: reason.to_string(),
+                    });
+                }
+            }
+            LegState::Queued => {
+                self.events.push(EngineEvent::LegCancelled {
+                    leg: leg_id(leg_index),
+                    name: leg.name.clone(),
+                    reason: reason.to_string(),
+                });
+                self.finish_leg(
+                    leg_index,
+                    Conclusion::Cancelled,
+                    None,
+                    Some(reason.to_string()),
+                );
+            }
+        }
+    }
+}

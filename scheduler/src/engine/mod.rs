@@ -1,0 +1,310 @@
+//! The run engine: a pure, synchronous state machine that decides which job legs run, when,
+//! and with which evaluated job-level values. The driver (the CLI today, the gRPC scheduler
+//! later) executes the legs it hands out and reports back how they ended.
+//!
+//! Shape of the state: every job of the run is a `Node` (jobs of called workflows too, inside
+//! a `Scope` per invocation); a node that runs is split into `Leg`s (one per matrix
+//! combination), or, for a reusable-workflow call, into invocations (child scopes).
+
+mod context;
+mod decide;
+mod finish;
+mod keys;
+mod plan;
+mod report;
+mod types;
+
+pub use types::*;
+
+use indexmap::IndexMap;
+use keys::{GroupSpec, LegKeys};
+use kiln_workflow::{Conclusion, Object, Value};
+use plan::Plan;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+pub struct Engine {
+    github: Object,
+    inputs: Value,
+    vars: Value,
+    secrets: Value,
+    workflow_name: String,
+    matrix_filter: Vec<(String, Value)>,
+    /// The workflow-level concurrency group of this run, which a job may not share.
+    run_group: Option<GroupSpec>,
+    scopes: Vec<Scope>,
+    nodes: Vec<Node>,
+    legs: Vec<Leg>,
+    /// Nodes whose needs have all concluded, waiting to be decided.
+    ready_nodes: VecDeque<usize>,
+    /// Legs created but not yet dispatched, in creation order.
+    queued: Vec<usize>,
+    groups: HashMap<String, Group>,
+    run_cancelled: bool,
+    events: Vec<EngineEvent>,
+    /// Running legs the driver must stop, gathered while an operation runs.
+    to_cancel: Vec<LegId>,
+    open_nodes: usize,
+}
+
+/// One invocation of a workflow: the run's own, or one call of a reusable workflow.
+struct Scope {
+    plan: Arc<Plan>,
+    inputs: Value,
+    secrets: Value,
+    name_prefix: String,
+    /// Node index per plan job; None for jobs left out by `-j`.
+    nodes: Vec<Option<usize>>,
+    /// The reusable-workflow job this scope is an invocation of.
+    parent: Option<usize>,
+    remaining: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeState {
+    Waiting,
+    Started,
+    Done,
+}
+
+struct Node {
+    scope: usize,
+    plan_job: usize,
+    id: String,
+    needs: Vec<usize>,
+    dependants: Vec<usize>,
+    unmet: usize,
+    state: NodeState,
+    /// The result dependants see (`needs.<id>.result`): continue-on-error already applied.
+    result: Option<Conclusion>,
+    /// This job and all its ancestors succeeded.
+    lineage_ok: bool,
+    /// This job or one of its ancestors failed.
+    lineage_failed: bool,
+    outputs: IndexMap<String, String>,
+    legs: Vec<usize>,
+    invocations: Vec<usize>,
+    invocation_results: Vec<Conclusion>,
+    open_parts: usize,
+    fail_fast: bool,
+    max_parallel: usize,
+    running: usize,
+    /// Shown for a node that concluded without legs (skip reason, error).
+    name: String,
+    message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegState {
+    Queued,
+    Running,
+    Done,
+}
+
+struct Leg {
+    node: usize,
+    name: String,
+    matrix: Option<Object>,
+    contexts: Object,
+    keys: Option<LegKeys>,
+    state: LegState,
+    continue_on_error: bool,
+    conclusion: Option<Conclusion>,
+    completion: Option<JobCompletion>,
+    message: Option<String>,
+    cancel_requested: bool,
+}
+
+/// One concurrency group: GitHub allows one running and one pending entry.
+#[derive(Default)]
+struct Group {
+    running: Option<usize>,
+    pending: Option<usize>,
+}
+
+impl Engine {
+    pub fn new(spec: RunSpec) -> Result<Engine, EngineError> {
+        let plan = Plan::build(spec.workflow.clone(), 0)?;
+        if plan.jobs.is_empty() {
+            return Err(EngineError::NoJobs);
+        }
+        let only = match &spec.job_filter {
+            None => None,
+            Some(id) => Some(
+                plan.jobs
+                    .iter()
+                    .position(|j| j.job.id.value.eq_ignore_ascii_case(id))
+                    .ok_or_else(|| EngineError::UnknownJob(id.clone()))?,
+            ),
+        };
+        let workflow_name = match &spec.workflow.name {
+            Some(name) => name.value.clone(),
+            None => spec.workflow_file.clone(),
+        };
+        let mut engine = Engine {
+            github: spec.github,
+            inputs: Value::object(spec.inputs),
+            vars: Value::object(spec.vars),
+            secrets: Value::object(spec.secrets),
+            workflow_name,
+            matrix_filter: spec
+                .matrix_filter
+                .into_iter()
+                .map(|(k, v)| (k, Value::string(v)))
+                .collect(),
+            run_group: None,
+            scopes: Vec::new(),
+            nodes: Vec::new(),
+            legs: Vec::new(),
+            ready_nodes: VecDeque::new(),
+            queued: Vec::new(),
+            groups: HashMap::new(),
+            run_cancelled: false,
+            events: Vec::new(),
+            to_cancel: Vec::new(),
+            open_nodes: 0,
+        };
+        engine.run_group = engine.workflow_group(&plan);
+        let (inputs, secrets) = (engine.inputs.clone(), engine.secrets.clone());
+        engine.add_scope(
+            plan,
+            inputs,
+            secrets,
+            None,
+            String::new(),
+            String::new(),
+            only,
+        );
+        engine.advance();
+        Ok(engine)
+    }
+
+    /// Hands out the legs that may start now (within `max-parallel` and their concurrency
+    /// groups). Call after `new()` and after every `complete()` or `cancel_run()`.
+    pub fn poll(&mut self) -> Vec<Dispatch> {
+        self.advance();
+        let mut dispatches = Vec::new();
+        let mut kept = Vec::with_capacity(self.queued.len());
+        let queued = std::mem::take(&mut self.queued);
+        for leg_index in queued {
+            let leg = &self.legs[leg_index];
+            if leg.state != LegState::Queued {
+                continue;
+            }
+            let node = &self.nodes[leg.node];
+            let group_blocks = leg
+                .keys
+                .as_ref()
+                .and_then(|k| k.concurrency.as_ref())
+                .and_then(|g| self.groups.get(&g.key))
+                .is_some_and(|g| g.running != Some(leg_index));
+            if group_blocks || node.running >= node.max_parallel {
+                kept.push(leg_index);
+                continue;
+            }
+            if let Some(dispatch) = self.dispatch(leg_index) {
+                dispatches.push(dispatch);
+            }
+        }
+        self.queued = kept;
+        dispatches
+    }
+
+    /// Records how a dispatched leg ended. Returns running legs the driver must now cancel
+    /// (fail-fast siblings, a concurrency group's `cancel-in-progress`). Unknown legs and
+    /// legs already finished are ignored.
+    pub fn complete(&mut self, leg: LegId, done: JobCompletion) -> Vec<LegId> {
+        let Some(index) = self.leg_index(leg) else {
+            return Vec::new();
+        };
+        if self.legs[index].state != LegState::Running {
+            return Vec::new();
+        }
+        let failed = done.conclusion == Conclusion::Failure && !self.legs[index].continue_on_error;
+        let conclusion = done.conclusion;
+        self.finish_leg(index, conclusion, Some(done), None);
+        if failed {
+            self.fail_fast(index);
+        }
+        self.advance();
+        std::mem::take(&mut self.to_cancel)
+    }
+
+    /// Cancels the run (Ctrl-C). Returns the running legs to stop: a leg whose job condition
+    /// still holds when the run is cancelled (`always()`, `cancelled()`) keeps running, and
+    /// jobs not yet started run later only if their condition holds.
+    pub fn cancel_run(&mut self) -> Vec<LegId> {
+        if self.run_cancelled {
+            return Vec::new();
+        }
+        self.run_cancelled = true;
+        for node_index in 0..self.nodes.len() {
+            if self.nodes[node_index].state != NodeState::Started
+                || self.nodes[node_index].legs.is_empty()
+            {
+                continue;
+            }
+            if self.condition_holds(node_index).unwrap_or(false) {
+                continue;
+            }
+            for leg_index in self.nodes[node_index].legs.clone() {
+                self.cancel_leg(leg_index, "the run was cancelled");
+            }
+        }
+        self.advance();
+        std::mem::take(&mut self.to_cancel)
+    }
+
+    /// True once every job has concluded.
+    pub fn is_finished(&self) -> bool {
+        self.open_nodes == 0 && self.ready_nodes.is_empty()
+    }
+
+    /// Drains what happened since the last call.
+    pub fn events(&mut self) -> Vec<EngineEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn leg_index(&self, leg: LegId) -> Option<usize> {
+        let index = usize::try_from(leg.0).ok()?;
+        (index < self.legs.len()).then_some(index)
+    }
+
+    /// Decides every node whose needs have concluded; deciding one may conclude it and make
+    /// its dependants ready in turn.
+    fn advance(&mut self) {
+        while let Some(node) = self.ready_nodes.pop_front() {
+            if self.nodes[node].state == NodeState::Waiting {
+                self.decide(node);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, leg_index: usize) -> Option<Dispatch> {
+        let leg = &self.legs[leg_index];
+        let keys = leg.keys.as_ref()?;
+        let node = &self.nodes[leg.node];
+        let scope = &self.scopes[node.scope];
+        let plan_job = &scope.plan.jobs[node.plan_job];
+        let dispatch = Dispatch {
+            leg: LegId(u32::try_from(leg_index).unwrap_or(u32::MAX)),
+            job_id: node.id.clone(),
+            name: leg.name.clone(),
+            job: plan_job.job.clone(),
+            workflow: scope.plan.workflow.clone(),
+            matrix: leg.matrix.clone(),
+            contexts: leg.contexts.clone(),
+            runs_on: keys.runs_on.clone(),
+            env: keys.env.clone(),
+            container: keys.container.clone(),
+            services: keys.services.clone(),
+            timeout_minutes: keys.timeout_minutes,
+            continue_on_error: keys.continue_on_error,
+            environment: keys.environment.clone(),
+        };
+        self.legs[leg_index].state = LegState::Running;
+        let node = self.legs[leg_index].node;
+        self.nodes[node].running += 1;
+        Some(dispatch)
+    }
+}

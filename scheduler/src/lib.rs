@@ -1,0 +1,10 @@
+//! kiln-scheduler: the engine that advances a workflow run. Pure and synchronous (no async
+//! runtime, no I/O, no printing), so the local `kiln run` driver and a future gRPC scheduler
+//! drive the same state machine. See docs/engine.md for the rules it applies.
+
+pub mod engine;
+
+pub use engine::{
+    ContainerEval, Dispatch, Engine, EngineError, EngineEvent, JobCompletion, JobReport, LegId,
+    RunReport, RunSpec, StepRecord,
+};
