@@ -1,0 +1,114 @@
+//! What a run needs before the first job starts: the executor (and why it was chosen), the
+//! secrets/vars/inputs/env values, the platform table and the leg runner.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_runner::backend::{DockerBackend, DockerConfig};
+
+use super::config::{self, RunValues};
+use super::driver::LegRunner;
+use super::dry::DryRun;
+use super::github::RepoState;
+use super::platform::{ExecutorKind, PlatformMap};
+use super::render::Renderer;
+use crate::cmd::run::{Args, ExecutorFlag};
+
+/// Where the run's jobs go, and the sentence explaining the choice.
+pub struct ExecutorChoice {
+    pub kind: ExecutorKind,
+    pub docker: Option<DockerBackend>,
+    reason: String,
+}
+
+impl ExecutorChoice {
+    pub fn describe(&self) -> String {
+        format!("executor: {} ({})", self.kind.name(), self.reason)
+    }
+}
+
+/// `--executor` when given; otherwise Docker when a daemon answers, else the host.
+pub async fn choose_executor(flag: Option<ExecutorFlag>) -> anyhow::Result<ExecutorChoice> {
+    let host = |reason: String| ExecutorChoice {
+        kind: ExecutorKind::Host,
+        docker: None,
+        reason,
+    };
+    match flag {
+        Some(ExecutorFlag::Host) => Ok(host("--executor host".to_owned())),
+        Some(ExecutorFlag::Docker) => {
+            let docker = DockerBackend::connect(DockerConfig::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("--executor docker: {e}; start Docker or use --executor host"))?;
+            Ok(ExecutorChoice {
+                kind: ExecutorKind::Docker,
+                docker: Some(docker),
+                reason: "--executor docker".to_owned(),
+            })
+        }
+        None => match DockerBackend::connect(DockerConfig::default()).await {
+            Ok(docker) => Ok(ExecutorChoice {
+                kind: ExecutorKind::Docker,
+                docker: Some(docker),
+                reason: "a Docker daemon answered; --executor host runs jobs on this machine".to_owned(),
+            }),
+            Err(error) => Ok(host(format!("no Docker daemon answered: {error}"))),
+        },
+    }
+}
+
+/// Secrets, vars, inputs and env from flags and dotenv files (flags win over files).
+pub fn read_values(dir: &Path, args: &Args) -> anyhow::Result<RunValues> {
+    let mut values = RunValues {
+        secrets: config::read_pairs(dir, args.secret_file.as_deref(), ".secrets")?,
+        vars: config::read_pairs(dir, args.var_file.as_deref(), ".vars")?,
+        inputs: config::read_pairs(dir, args.input_file.as_deref(), ".input")?,
+        env: config::read_pairs(dir, args.env_file.as_deref(), ".env")?,
+    };
+    values.secrets.extend(config::parse_secrets(&args.secrets)?);
+    values.vars.extend(config::parse_assignments("--var", &args.vars)?);
+    values.inputs.extend(config::parse_assignments("--input", &args.inputs)?);
+    Ok(values)
+}
+
+/// Everything the driver loop needs, and what must be undone when the run ends.
+pub struct Prepared {
+    pub runner: Arc<dyn LegRunner>,
+    /// Most legs running at once.
+    pub parallel: usize,
+}
+
+impl Prepared {
+    /// Removes whatever the run left behind. Called on every path out of a run.
+    pub async fn finish(&self, renderer: &mut Renderer) {
+        renderer.flush();
+    }
+}
+
+/// Docker jobs each hold a container (and services); more at once than the machine has
+/// cores only adds contention.
+fn default_parallel(kind: ExecutorKind) -> usize {
+    match kind {
+        ExecutorKind::Host => usize::MAX,
+        ExecutorKind::Docker => 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+    }
+}
+
+pub fn prepare(
+    args: &Args,
+    executor: ExecutorChoice,
+    _repo: &RepoState,
+    _values: &RunValues,
+    _local_repositories: &[(String, std::path::PathBuf)],
+    _run_id: u64,
+) -> anyhow::Result<Prepared> {
+    let platforms = PlatformMap::new(&args.platforms, executor.kind)?;
+    let parallel = args.parallel.map_or_else(|| default_parallel(executor.kind), |n| n as usize);
+    if args.dry_run {
+        return Ok(Prepared {
+            runner: Arc::new(DryRun { platforms }),
+            parallel,
+        });
+    }
+    anyhow::bail!("running jobs needs the kiln-runner executor, which this build does not include yet; use -n for a dry run")
+}
