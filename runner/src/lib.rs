@@ -4,3 +4,6 @@
 pub mod backend;
 pub mod image;
 pub mod testing;
+pub mod actions;
+pub mod executor;
+pub mod mask;

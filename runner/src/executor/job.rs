@@ -1,0 +1,453 @@
+//! One job from start to end: directories, backend setup, the step loop, post steps, job
+//! outputs and cleanup.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use indexmap::IndexMap;
+use kiln_workflow::commands::AnnotationLevel;
+use kiln_workflow::expr::JobStatus;
+use kiln_workflow::model::JobKind;
+use kiln_workflow::value::{Object, Value};
+use kiln_workflow::Conclusion;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::context::{github_with, job_context, RunnerInfo};
+use super::output::{Emitter, LogState};
+use super::scope::Scope;
+use super::status::{ScopeStatus, StatusView};
+use super::{JobEvent, JobRequest, JobResult, StepRecord};
+use crate::backend::{host_base_env, sanitize_name, Backend, JobEnv, JobSpec, Mount};
+
+/// Composite actions may nest this deep; GitHub's limit is 10 as well.
+pub const MAX_ACTION_DEPTH: usize = 10;
+
+/// The step label for messages outside of any step.
+pub const SETUP_STEP: &str = "Set up job";
+pub const COMPLETE_STEP: &str = "Complete job";
+
+/// Distinguishes jobs with the same display name in one process (matrix legs of reruns).
+static JOB_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// The host directories of one job.
+#[derive(Debug, Clone)]
+pub struct JobPaths {
+    pub dir: PathBuf,
+    pub workspace: PathBuf,
+    pub temp: PathBuf,
+    pub files: PathBuf,
+}
+
+/// A post step registered by an action, run at job end in reverse order.
+pub struct PostStep {
+    pub name: String,
+    pub condition: String,
+    pub run: super::step::PostRun,
+}
+
+/// The `steps` context and status of one scope: the job, or one composite action.
+pub struct Frame {
+    pub steps: Object,
+    pub status: ScopeStatus,
+    pub composite: Option<super::step::CompositeScope>,
+    pub depth: usize,
+}
+
+impl Frame {
+    pub fn job() -> Self {
+        Frame {
+            steps: Object::new(),
+            status: ScopeStatus::default(),
+            composite: None,
+            depth: 0,
+        }
+    }
+}
+
+pub struct JobRunner {
+    pub req: JobRequest,
+    /// Unique per job in this process: names the job's folder and backend objects.
+    pub key: String,
+    pub backend: Arc<dyn Backend>,
+    pub job_env: Option<JobEnv>,
+    pub emitter: Emitter,
+    pub log: LogState,
+    pub cancel: CancellationToken,
+    pub timed_out: Arc<AtomicBool>,
+    /// The engine's contexts plus `runner`.
+    pub contexts: Object,
+    /// `github` with the job's keys (job, workspace).
+    pub github: Value,
+    /// Workflow env, job env, then `GITHUB_ENV` writes: the env every step starts from.
+    pub env: IndexMap<String, String>,
+    /// `GITHUB_PATH` entries, most recent first.
+    pub path_additions: Vec<String>,
+    pub status: ScopeStatus,
+    /// The job-level `steps` context, for job outputs and post steps.
+    pub job_steps: Object,
+    pub records: Vec<StepRecord>,
+    pub post_steps: Vec<PostStep>,
+    pub sequence: u64,
+    pub paths: JobPaths,
+    pub runner: RunnerInfo,
+    /// Host mode: PATH, HOME, locale of the host. Docker mode: empty (the image decides).
+    pub base_env: Vec<(String, String)>,
+    pub bash_available: Option<bool>,
+    pub summaries: Vec<String>,
+}
+
+pub async fn run(
+    req: JobRequest,
+    backend: Arc<dyn Backend>,
+    events: UnboundedSender<JobEvent>,
+    cancel: CancellationToken,
+) -> JobResult {
+    let started_at = SystemTime::now();
+    let job_cancel = cancel.child_token();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let (token, flag, timeout) = (job_cancel.clone(), timed_out.clone(), req.timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            flag.store(true, Ordering::SeqCst);
+            token.cancel();
+        })
+    };
+    let emitter = Emitter { events };
+    let mut runner = match JobRunner::new(req, backend, emitter.clone(), job_cancel, timed_out) {
+        Ok(runner) => runner,
+        Err(error) => {
+            timer.abort();
+            emitter.send(JobEvent::Log {
+                step: SETUP_STEP.to_owned(),
+                line: format!("##[error]{error}"),
+            });
+            return JobResult {
+                conclusion: Conclusion::Failure,
+                outputs: IndexMap::new(),
+                steps: Vec::new(),
+                started_at,
+                finished_at: SystemTime::now(),
+                error: Some(error),
+                summaries: Vec::new(),
+            };
+        }
+    };
+    let mut error = runner.execute().await;
+    timer.abort();
+    if let Some(cleanup_error) = runner.cleanup().await {
+        error.get_or_insert(cleanup_error);
+    }
+    let outputs = if error.is_none() || runner.job_env.is_some() {
+        runner.job_outputs()
+    } else {
+        IndexMap::new()
+    };
+    let mut conclusion = runner.status.conclusion();
+    if error.is_some() && conclusion == Conclusion::Success {
+        conclusion = Conclusion::Failure;
+    }
+    if runner.timed_out.load(Ordering::SeqCst) {
+        conclusion = Conclusion::Failure;
+    }
+    JobResult {
+        conclusion,
+        outputs,
+        steps: std::mem::take(&mut runner.records),
+        started_at,
+        finished_at: SystemTime::now(),
+        error,
+        summaries: std::mem::take(&mut runner.summaries),
+    }
+}
+
+impl JobRunner {
+    fn new(
+        req: JobRequest,
+        backend: Arc<dyn Backend>,
+        emitter: Emitter,
+        cancel: CancellationToken,
+        timed_out: Arc<AtomicBool>,
+    ) -> Result<JobRunner, String> {
+        let sequence = JOB_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let key = format!(
+            "{}-{}-{sequence}",
+            sanitize_name(&req.name),
+            std::process::id()
+        );
+        let dir = req.dirs.jobs().join(&key);
+        let repo_name = req
+            .contexts
+            .get("github")
+            .and_then(|g| match g {
+                Value::Object(g) => g.get("repository").map(Value::to_display_string),
+                _ => None,
+            })
+            .and_then(|r| r.rsplit('/').next().map(str::to_owned))
+            .filter(|r| !r.is_empty() && !r.contains(".."))
+            .unwrap_or_else(|| "workspace".to_owned());
+        let work = dir.join("work");
+        let paths = JobPaths {
+            workspace: work.join(&repo_name),
+            temp: dir.join("temp"),
+            files: dir.join("temp").join("_runner_file_commands"),
+            dir: dir.clone(),
+        };
+        for folder in [&paths.workspace, &paths.files] {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        }
+        let mut log = LogState::default();
+        for secret in &req.secrets {
+            log.masker.add(secret);
+        }
+        let docker = backend.name() == "docker";
+        let runner = RunnerInfo {
+            name: "kiln".to_owned(),
+            temp: paths.temp.to_string_lossy().into_owned(),
+            tool_cache: std::env::var("RUNNER_TOOL_CACHE")
+                .unwrap_or_else(|_| "/opt/hostedtoolcache".to_owned()),
+            workspace: work.to_string_lossy().into_owned(),
+            debug: false,
+        };
+        let mut contexts = req.contexts.clone();
+        contexts.insert("runner", runner.context());
+        let base_github = contexts.get("github").cloned().unwrap_or(Value::Null);
+        let github = github_with(
+            &base_github,
+            &[
+                (
+                    "job",
+                    req.job_id
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&req.job_id)
+                        .to_owned(),
+                ),
+                ("workspace", paths.workspace.to_string_lossy().into_owned()),
+            ],
+        );
+        let env = req.env.iter().cloned().collect();
+        Ok(JobRunner {
+            key,
+            backend,
+            job_env: None,
+            emitter,
+            log,
+            cancel,
+            timed_out,
+            contexts,
+            github,
+            env,
+            path_additions: Vec::new(),
+            status: ScopeStatus::default(),
+            job_steps: Object::new(),
+            records: Vec::new(),
+            post_steps: Vec::new(),
+            sequence: 0,
+            paths,
+            runner,
+            base_env: if docker { Vec::new() } else { host_base_env() },
+            bash_available: None,
+            summaries: Vec::new(),
+            req,
+        })
+    }
+}
+
+impl JobRunner {
+    /// Prepares the backend and runs every step and post step. `Some(error)` when the job
+    /// failed outside of its steps.
+    async fn execute(&mut self) -> Option<String> {
+        let steps = match &self.req.job.kind {
+            JobKind::Steps(steps) => steps.clone(),
+            JobKind::Call(call) => {
+                return Some(format!(
+                    "job `{}` calls the reusable workflow `{}`; its jobs must be run by the engine, not the executor",
+                    self.req.job_id, call.uses.value
+                ))
+            }
+        };
+        if let Err(error) = self.prepare().await {
+            self.emitter
+                .log(&self.log, SETUP_STEP, &format!("##[error]{error}"));
+            return Some(error);
+        }
+        let mut frame = Frame::job();
+        for step in &steps {
+            self.run_step(&mut frame, step).await;
+        }
+        self.run_post_steps().await;
+        None
+    }
+
+    async fn prepare(&mut self) -> Result<(), String> {
+        let mut extra_mounts = vec![mount(&self.paths.temp, false)];
+        let mut read_only: Vec<PathBuf> = vec![self.req.dirs.actions()];
+        read_only.extend(self.req.action_cache.iter().cloned());
+        read_only.extend(self.req.local_repositories.iter().map(|(_, p)| p.clone()));
+        for dir in read_only {
+            if dir.is_dir() || dir == self.req.dirs.actions() {
+                // The clone folder is mounted even before the first clone, so later clones
+                // are visible in the container.
+                let _ = std::fs::create_dir_all(&dir);
+                extra_mounts.push(mount(&dir, true));
+            }
+        }
+        let container = if self.backend.name() == "docker" {
+            match (&self.req.container, &self.req.platform_image) {
+                (Some(container), _) => Some(container.clone()),
+                (None, Some(image)) => Some(crate::backend::ContainerSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                (None, None) => None,
+            }
+        } else {
+            self.req.container.clone()
+        };
+        let spec = JobSpec {
+            job_key: self.key.clone(),
+            container,
+            services: self.req.services.clone(),
+            workspace: self.paths.workspace.clone(),
+            workspace_job_path: None,
+            extra_mounts,
+            labels: vec![("kiln.job".to_owned(), self.req.name.clone())],
+        };
+        match self.backend.prepare(&spec, &self.cancel).await {
+            Ok(env) => {
+                self.job_env = Some(env);
+                Ok(())
+            }
+            Err(error) => {
+                // Sweep whatever a half-done prepare left behind.
+                let _ = self.backend.cleanup(&JobEnv::unprepared(&spec)).await;
+                if self.cancel.is_cancelled() {
+                    self.status.cancel();
+                }
+                Err(error.to_string())
+            }
+        }
+    }
+
+    async fn run_post_steps(&mut self) {
+        while let Some(post) = self.post_steps.pop() {
+            self.run_post_step(post).await;
+        }
+    }
+
+    /// Removes the backend's objects and the job's folder. `Some(error)` when that failed.
+    async fn cleanup(&mut self) -> Option<String> {
+        let mut error = None;
+        if let Some(env) = self.job_env.take() {
+            if let Err(e) = self.backend.cleanup(&env).await {
+                error = Some(format!("cleaning up the job failed: {e}"));
+            }
+            self.job_env = Some(env);
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.paths.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                error.get_or_insert(format!("cannot remove {}: {e}", self.paths.dir.display()));
+            }
+        }
+        error
+    }
+
+    /// Evaluates `jobs.<id>.outputs` after the steps. An output holding a secret is not sent:
+    /// it becomes empty and a warning says so, as GitHub redacts it.
+    fn job_outputs(&mut self) -> IndexMap<String, String> {
+        let mut outputs = IndexMap::new();
+        let job = self.req.job.clone();
+        if job.outputs.is_empty() {
+            return outputs;
+        }
+        let frame_steps = Value::object(self.job_steps.clone());
+        let env = self.env_value(&[]);
+        let job_ctx = job_context(self.status_word(), self.job_env.as_ref());
+        let scope = Scope {
+            contexts: &self.contexts,
+            env: &env,
+            steps: &frame_steps,
+            github: &self.github,
+            job: &job_ctx,
+            action_inputs: None,
+            status: StatusView::job(self.status.status()),
+            workspace: &self.paths.workspace,
+        };
+        let mut warnings = Vec::new();
+        for (name, template) in &job.outputs {
+            let value = match scope.string(template) {
+                Ok(value) => value,
+                Err(error) => {
+                    warnings.push(format!("output `{}`: {error}", name.value));
+                    String::new()
+                }
+            };
+            if self.log.mask(&value) != value {
+                warnings.push(format!(
+                    "Skip output '{}' since it may contain secret.",
+                    name.value
+                ));
+                outputs.insert(name.value.clone(), String::new());
+            } else {
+                outputs.insert(name.value.clone(), value);
+            }
+        }
+        for warning in warnings {
+            self.emitter
+                .annotate(&self.log, COMPLETE_STEP, AnnotationLevel::Warning, &warning);
+        }
+        outputs
+    }
+
+    pub fn status_word(&self) -> &'static str {
+        match self.status.status() {
+            JobStatus::Success => "success",
+            JobStatus::Failure => "failure",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Marks the job cancelled once its token fired (Ctrl-C, fail-fast or the job timeout).
+    pub fn observe_cancellation(&mut self) {
+        if self.cancel.is_cancelled() && self.status.status() != JobStatus::Cancelled {
+            self.status.cancel();
+            let message = if self.timed_out.load(Ordering::SeqCst) {
+                format!(
+                    "The job running on runner kiln has exceeded the maximum execution time of {} minutes.",
+                    self.req.timeout.as_secs_f64() / 60.0
+                )
+            } else {
+                "The operation was canceled.".to_owned()
+            };
+            self.emitter
+                .annotate(&self.log, &self.req.name, AnnotationLevel::Error, &message);
+        }
+    }
+
+    /// The `env` context: the job's env plus extra pairs (a step's or composite's env).
+    pub fn env_value(&self, extra: &[(String, String)]) -> Value {
+        let mut env = Object::case_sensitive();
+        for (name, value) in self.env.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
+            env.insert(name.clone(), Value::string(value.as_str()));
+        }
+        Value::object(env)
+    }
+
+    pub fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+}
+
+fn mount(path: &Path, read_only: bool) -> Mount {
+    Mount {
+        host_path: path.to_path_buf(),
+        job_path: path.to_string_lossy().into_owned(),
+        read_only,
+    }
+}

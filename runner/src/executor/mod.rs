@@ -1,0 +1,166 @@
+//! The job executor: runs one job leg's steps on a [`Backend`] the way GitHub's runner does,
+//! streams masked logs as [`JobEvent`]s and returns a [`JobResult`].
+
+pub(crate) mod context;
+mod files;
+pub mod hashing;
+pub(crate) mod job;
+mod output;
+pub mod scope;
+mod shell;
+pub mod status;
+pub(crate) mod step;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use indexmap::IndexMap;
+use kiln_workflow::commands::AnnotationLevel;
+use kiln_workflow::model::{Job, Workflow};
+use kiln_workflow::value::Object;
+use kiln_workflow::Conclusion;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, ContainerSpec, ServiceSpec};
+
+pub use files::MAX_SUMMARY_BYTES;
+pub use output::LogState;
+pub use shell::{Shell, INVALID_SHELL};
+
+/// One job leg to execute.
+#[derive(Clone)]
+pub struct JobRequest {
+    /// Display name (`build (3.12, ubuntu)`).
+    pub name: String,
+    /// Job id (`build`, or `caller/build` inside a reusable workflow).
+    pub job_id: String,
+    pub job: Arc<Job>,
+    pub workflow: Arc<Workflow>,
+    /// github, inputs, vars, secrets, needs, strategy, matrix: as the engine evaluated them.
+    pub contexts: Object,
+    /// Workflow env then job env, evaluated; later entries win.
+    pub env: Vec<(String, String)>,
+    pub container: Option<ContainerSpec>,
+    pub services: Vec<ServiceSpec>,
+    /// Docker executor: the image for a job without `container:`.
+    pub platform_image: Option<String>,
+    pub timeout: Duration,
+    /// Values to mask in every log line, output and summary.
+    pub secrets: Vec<String>,
+    /// The repository `kiln run` was started in (checkout copies it, local actions live in it).
+    pub source_repo: PathBuf,
+    pub dirs: RunDirs,
+    /// `--action-cache DIR`: remote actions at `DIR/owner/repo@ref/`.
+    pub action_cache: Option<PathBuf>,
+    /// Where remote actions are cloned from (`https://github.com` when unset).
+    pub action_base_url: Option<String>,
+    /// No network: remote actions come only from the cache and `local_repositories`.
+    pub offline: bool,
+    /// `--local-repository owner/repo@ref=PATH`.
+    pub local_repositories: Vec<(String, PathBuf)>,
+}
+
+/// The directories of one run. Jobs get their own folders below `root`.
+#[derive(Debug, Clone)]
+pub struct RunDirs {
+    pub root: PathBuf,
+}
+
+impl RunDirs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDirs { root: root.into() }
+    }
+
+    /// Per-job workspaces, temp and file-command folders.
+    pub fn jobs(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+
+    /// Artifacts uploaded by `actions/upload-artifact`, one folder per artifact name.
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    /// Remote actions cloned during the run.
+    pub fn actions(&self) -> PathBuf {
+        self.root.join("actions")
+    }
+}
+
+/// Something that happened while the job ran. Text is already masked.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    StepStarted {
+        id: String,
+        name: String,
+    },
+    /// One line of output, or a message of the runner's own, for the step named `step`.
+    Log {
+        step: String,
+        line: String,
+    },
+    StepFinished {
+        id: String,
+        name: String,
+        outcome: Conclusion,
+        conclusion: Conclusion,
+        duration: Duration,
+    },
+    Annotation(AnnotationEvent),
+    /// A step's `GITHUB_STEP_SUMMARY` Markdown.
+    Summary {
+        step: String,
+        markdown: String,
+    },
+}
+
+/// An `::error`/`::warning`/`::notice` command, or an error of the runner's own.
+#[derive(Debug, Clone)]
+pub struct AnnotationEvent {
+    pub step: String,
+    pub level: AnnotationLevel,
+    pub message: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub end_line: Option<u32>,
+    pub col: Option<u32>,
+    pub end_column: Option<u32>,
+    pub title: Option<String>,
+}
+
+/// A step as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub id: String,
+    pub name: String,
+    pub outcome: Conclusion,
+    pub conclusion: Conclusion,
+}
+
+/// How the job ended.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub conclusion: Conclusion,
+    /// Job outputs; an output holding a secret is sent empty, as GitHub redacts it.
+    pub outputs: IndexMap<String, String>,
+    pub steps: Vec<StepRecord>,
+    pub started_at: SystemTime,
+    pub finished_at: SystemTime,
+    /// Why the job failed outside of its steps (setup, cleanup), for the summary.
+    pub error: Option<String>,
+    /// Every step summary, in step order (masked).
+    pub summaries: Vec<String>,
+}
+
+/// Runs one job leg to its end. Never panics on input; everything the job created is removed
+/// through [`Backend::cleanup`] whatever happens.
+pub async fn run_job(
+    req: JobRequest,
+    backend: Arc<dyn Backend>,
+    events: UnboundedSender<JobEvent>,
+    cancel: CancellationToken,
+) -> JobResult {
+    job::run(req, backend, events, cancel).await
+}
