@@ -25,8 +25,6 @@ pub enum DiscoverError {
 /// One parsed workflow file.
 #[derive(Debug, Clone)]
 pub struct WorkflowFile {
-    /// Absolute path on disk.
-    pub path: PathBuf,
     /// Path relative to the repository root as GitHub shows it: `.github/workflows/ci.yml`.
     pub display_path: String,
     pub workflow: Arc<Workflow>,
@@ -121,7 +119,6 @@ pub fn load_workflows(paths: &[PathBuf], callees: &CalleeSource) -> Result<Vec<W
         let (errs, warnings): (Vec<_>, Vec<_>) = parsed.diagnostics.into_iter().partition(Diagnostic::is_error);
         match parsed.value {
             Some(workflow) if errs.is_empty() => files.push(WorkflowFile {
-                path: path.clone(),
                 display_path,
                 workflow: Arc::new(workflow),
                 warnings,

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod dry;
 pub mod github;
 pub mod listing;
+mod local;
 pub mod platform;
 pub mod render;
 pub mod report;

@@ -1,15 +1,18 @@
 //! What a run needs before the first job starts: the executor (and why it was chosen), the
 //! secrets/vars/inputs/env values, the platform table and the leg runner.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use kiln_runner::backend::{DockerBackend, DockerConfig};
+use kiln_runner::executor::RunDirs;
 
 use super::config::{self, RunValues};
 use super::driver::LegRunner;
 use super::dry::DryRun;
 use super::github::RepoState;
+use super::local::{LocalRunner, RunShared};
 use super::platform::{ExecutorKind, PlatformMap};
 use super::render::Renderer;
 use crate::cmd::run::{Args, ExecutorFlag};
@@ -76,13 +79,38 @@ pub struct Prepared {
     pub runner: Arc<dyn LegRunner>,
     /// Most legs running at once.
     pub parallel: usize,
+    /// The run's own directory (workspaces, temp, artifacts unless `--artifact-dir`).
+    run_dir: Option<PathBuf>,
 }
 
 impl Prepared {
-    /// Removes whatever the run left behind. Called on every path out of a run.
+    /// Removes whatever the run left behind. Called on every path out of a run; containers
+    /// and networks are removed by the executor as each job ends.
     pub async fn finish(&self, renderer: &mut Renderer) {
+        if let Some(dir) = &self.run_dir {
+            // `--artifact-dir` is a symbolic link inside the run directory: removing the
+            // directory removes the link, never the artifacts behind it.
+            if let Err(error) = std::fs::remove_dir_all(dir) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    renderer.notice(&format!("could not remove the run directory {}: {error}", dir.display()));
+                }
+            }
+        }
         renderer.flush();
     }
+}
+
+/// A fresh directory for the run under the system's temp directory.
+fn create_run_dir(run_id: u64, artifact_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let root = std::env::temp_dir().join(format!("kiln-run-{run_id}-{}", std::process::id()));
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create the run directory {}", root.display()))?;
+    if let Some(artifacts) = artifact_dir {
+        std::fs::create_dir_all(artifacts).with_context(|| format!("cannot create the artifact directory {}", artifacts.display()))?;
+        let absolute = std::fs::canonicalize(artifacts).with_context(|| format!("cannot resolve {}", artifacts.display()))?;
+        std::os::unix::fs::symlink(&absolute, RunDirs::new(&root).artifacts())
+            .with_context(|| format!("cannot link the artifact directory {}", absolute.display()))?;
+    }
+    Ok(root)
 }
 
 /// Docker jobs each hold a container (and services); more at once than the machine has
@@ -97,10 +125,10 @@ fn default_parallel(kind: ExecutorKind) -> usize {
 pub fn prepare(
     args: &Args,
     executor: ExecutorChoice,
-    _repo: &RepoState,
-    _values: &RunValues,
-    _local_repositories: &[(String, std::path::PathBuf)],
-    _run_id: u64,
+    repo: &RepoState,
+    values: &RunValues,
+    local_repositories: &[(String, PathBuf)],
+    run_id: u64,
 ) -> anyhow::Result<Prepared> {
     let platforms = PlatformMap::new(&args.platforms, executor.kind)?;
     let parallel = args.parallel.map_or_else(|| default_parallel(executor.kind), |n| n as usize);
@@ -108,7 +136,24 @@ pub fn prepare(
         return Ok(Prepared {
             runner: Arc::new(DryRun { platforms }),
             parallel,
+            run_dir: None,
         });
     }
-    anyhow::bail!("running jobs needs the kiln-runner executor, which this build does not include yet; use -n for a dry run")
+    let artifact_dir = args.artifact_dir.as_ref().map(|d| repo.root.join(d));
+    let run_dir = create_run_dir(run_id, artifact_dir.as_deref())?;
+    let shared = RunShared {
+        env_file: values.env.clone(),
+        secrets: values.secrets.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect(),
+        source_repo: repo.root.clone(),
+        dirs: RunDirs::new(&run_dir),
+        action_cache: args.action_cache.as_ref().map(|d| repo.root.join(d)),
+        action_base_url: Some(args.action_base_url.clone()),
+        offline: args.action_offline_mode,
+        local_repositories: local_repositories.to_vec(),
+    };
+    Ok(Prepared {
+        runner: Arc::new(LocalRunner::new(platforms, executor.docker, shared)),
+        parallel,
+        run_dir: Some(run_dir),
+    })
 }
