@@ -107,7 +107,11 @@ pub struct Args {
     pub action_offline_mode: bool,
 
     /// Base URL remote actions are cloned from (`{base}/owner/repo`).
-    #[arg(long = "action-base-url", value_name = "URL", default_value = "https://github.com")]
+    #[arg(
+        long = "action-base-url",
+        value_name = "URL",
+        default_value = "https://github.com"
+    )]
     pub action_base_url: String,
 
     /// Where artifacts are stored (default: under the run's directory).

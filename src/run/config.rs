@@ -38,7 +38,11 @@ pub struct RunValues {
 
 /// Reads `explicit` (an error when missing) or the default file name in `dir` (skipped when
 /// missing), as act treats `.secrets`, `.env`, `.vars` and `.input`.
-pub fn read_pairs(dir: &Path, explicit: Option<&Path>, default_name: &str) -> Result<Vec<(String, String)>, ConfigError> {
+pub fn read_pairs(
+    dir: &Path,
+    explicit: Option<&Path>,
+    default_name: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let read = match explicit {
         Some(path) => dotenv::read_file(&dir.join(path), false)?,
         None => dotenv::read_file(&dir.join(default_name), true)?,
@@ -47,11 +51,16 @@ pub fn read_pairs(dir: &Path, explicit: Option<&Path>, default_name: &str) -> Re
 }
 
 /// `NAME=VALUE` flags.
-pub fn parse_assignments(flag: &'static str, values: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+pub fn parse_assignments(
+    flag: &'static str,
+    values: &[String],
+) -> Result<Vec<(String, String)>, ConfigError> {
     values
         .iter()
         .map(|value| match value.split_once('=') {
-            Some((name, v)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), v.to_owned())),
+            Some((name, v)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_owned(), v.to_owned()))
+            }
             _ => Err(ConfigError::Malformed {
                 flag,
                 value: value.clone(),
@@ -66,7 +75,9 @@ pub fn parse_secrets(values: &[String]) -> Result<Vec<(String, String)>, ConfigE
     values
         .iter()
         .map(|value| match value.split_once('=') {
-            Some((name, v)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), v.to_owned())),
+            Some((name, v)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_owned(), v.to_owned()))
+            }
             Some(_) => Err(ConfigError::Malformed {
                 flag: "-s",
                 value: "(hidden)".to_owned(),
@@ -84,7 +95,9 @@ pub fn parse_matrix_filters(values: &[String]) -> Result<Vec<(String, String)>, 
     values
         .iter()
         .map(|value| match value.split_once(':') {
-            Some((key, v)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), v.trim().to_owned())),
+            Some((key, v)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), v.trim().to_owned()))
+            }
             _ => Err(ConfigError::Malformed {
                 flag: "--matrix",
                 value: value.clone(),
@@ -95,7 +108,10 @@ pub fn parse_matrix_filters(values: &[String]) -> Result<Vec<(String, String)>, 
 }
 
 /// `--local-repository owner/repo@ref=PATH`, PATH relative to `dir`.
-pub fn parse_local_repositories(dir: &Path, values: &[String]) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+pub fn parse_local_repositories(
+    dir: &Path,
+    values: &[String],
+) -> Result<Vec<(String, PathBuf)>, ConfigError> {
     values
         .iter()
         .map(|value| match value.split_once('=') {
@@ -137,12 +153,21 @@ pub fn object_of(pairs: &[(String, String)]) -> Object {
 /// The `inputs` context for `event`: for `workflow_dispatch`, the workflow's declared inputs
 /// with their defaults and types (booleans and numbers typed as GitHub types them), plus any
 /// other given input as a string; for other events, the given inputs as strings.
-pub fn inputs_for(workflow: &Workflow, workflow_name: &str, event: &str, given: &[(String, String)]) -> Result<Object, ConfigError> {
+pub fn inputs_for(
+    workflow: &Workflow,
+    workflow_name: &str,
+    event: &str,
+    given: &[(String, String)],
+) -> Result<Object, ConfigError> {
     let mut inputs = object_of(given);
     if event != "workflow_dispatch" {
         return Ok(inputs);
     }
-    let Some(trigger) = workflow.on.iter().find(|t| t.event.value == "workflow_dispatch") else {
+    let Some(trigger) = workflow
+        .on
+        .iter()
+        .find(|t| t.event.value == "workflow_dispatch")
+    else {
         return Ok(inputs);
     };
     for def in &trigger.inputs {
@@ -168,7 +193,9 @@ pub fn inputs_for(workflow: &Workflow, workflow_name: &str, event: &str, given: 
             continue;
         };
         let typed = match (def.input_type, &raw) {
-            (InputType::Boolean, Value::String(s)) => Value::Bool(s.trim().eq_ignore_ascii_case("true")),
+            (InputType::Boolean, Value::String(s)) => {
+                Value::Bool(s.trim().eq_ignore_ascii_case("true"))
+            }
             (InputType::Number, Value::String(s)) => Value::Number(parse_number(s)),
             (InputType::Boolean | InputType::Number, _) => raw,
             (_, other) => Value::string(other.to_display_string()),
@@ -185,7 +212,8 @@ mod tests {
     #[test]
     fn secrets_from_flags_and_environment() {
         std::env::set_var("KILN_TEST_SECRET_FROM_ENV", "from-env");
-        let parsed = parse_secrets(&["A=1=2".into(), "KILN_TEST_SECRET_FROM_ENV".into()]).expect("valid");
+        let parsed =
+            parse_secrets(&["A=1=2".into(), "KILN_TEST_SECRET_FROM_ENV".into()]).expect("valid");
         assert_eq!(parsed[0], ("A".into(), "1=2".into()));
         assert_eq!(parsed[1].1, "from-env");
         let missing = parse_secrets(&["KILN_TEST_SURELY_UNSET_NAME".into()]).expect_err("unset");
@@ -196,7 +224,10 @@ mod tests {
     fn malformed_flags_say_what_is_expected() {
         assert!(parse_assignments("--var", &["novalue".into()]).is_err());
         assert!(parse_matrix_filters(&["os".into()]).is_err());
-        assert_eq!(parse_matrix_filters(&["os: linux".into()]).expect("valid"), vec![("os".into(), "linux".into())]);
+        assert_eq!(
+            parse_matrix_filters(&["os: linux".into()]).expect("valid"),
+            vec![("os".into(), "linux".into())]
+        );
         assert!(parse_local_repositories(Path::new("."), &["octo/x=dir".into()]).is_err());
     }
 
@@ -205,10 +236,22 @@ mod tests {
         let yaml = "on:\n  workflow_dispatch:\n    inputs:\n      debug:\n        type: boolean\n        default: false\n      count:\n        type: number\n        default: 3\n      channel:\n        type: choice\n        options: [a, b]\n        default: a\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo\n";
         let parsed = kiln_workflow::parse_workflow("w.yml", yaml);
         let workflow = parsed.value.expect("valid workflow");
-        let inputs = inputs_for(&workflow, "w", "workflow_dispatch", &[("debug".into(), "true".into())]).expect("inputs");
+        let inputs = inputs_for(
+            &workflow,
+            "w",
+            "workflow_dispatch",
+            &[("debug".into(), "true".into())],
+        )
+        .expect("inputs");
         assert!(matches!(inputs.get("debug"), Some(Value::Bool(true))));
         assert!(matches!(inputs.get("count"), Some(Value::Number(n)) if *n == 3.0));
-        assert_eq!(inputs.get("channel").map(Value::to_display_string).as_deref(), Some("a"));
+        assert_eq!(
+            inputs
+                .get("channel")
+                .map(Value::to_display_string)
+                .as_deref(),
+            Some("a")
+        );
         let push = inputs_for(&workflow, "w", "push", &[]).expect("inputs");
         assert!(push.is_empty());
     }

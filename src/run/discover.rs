@@ -46,7 +46,11 @@ impl WorkflowFile {
     }
 
     pub fn events(&self) -> Vec<String> {
-        self.workflow.on.iter().map(|t| t.event.value.clone()).collect()
+        self.workflow
+            .on
+            .iter()
+            .map(|t| t.event.value.clone())
+            .collect()
     }
 }
 
@@ -64,7 +68,10 @@ pub fn workflow_paths(target: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(target).map_err(read_error)? {
         let path = entry.map_err(read_error)?.path();
-        let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"));
+        let is_yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        );
         if is_yaml && path.is_file() {
             paths.push(path);
         }
@@ -101,7 +108,10 @@ impl CalleeSource<'_> {
 }
 
 /// Parses every file; any error diagnostic fails discovery with all of them listed.
-pub fn load_workflows(paths: &[PathBuf], callees: &CalleeSource) -> Result<Vec<WorkflowFile>, DiscoverError> {
+pub fn load_workflows(
+    paths: &[PathBuf],
+    callees: &CalleeSource,
+) -> Result<Vec<WorkflowFile>, DiscoverError> {
     let resolver = |uses: &str| callees.load(uses);
     let options = ParseOptions {
         resolver: Some(&resolver),
@@ -116,7 +126,10 @@ pub fn load_workflows(paths: &[PathBuf], callees: &CalleeSource) -> Result<Vec<W
         })?;
         let display_path = relative_display(path, callees.repo_root);
         let parsed = parse_workflow_with(&display_path, &content, &options);
-        let (errs, warnings): (Vec<_>, Vec<_>) = parsed.diagnostics.into_iter().partition(Diagnostic::is_error);
+        let (errs, warnings): (Vec<_>, Vec<_>) = parsed
+            .diagnostics
+            .into_iter()
+            .partition(Diagnostic::is_error);
         match parsed.value {
             Some(workflow) if errs.is_empty() => files.push(WorkflowFile {
                 display_path,
@@ -157,7 +170,11 @@ mod tests {
         let names: Vec<_> = workflow_paths(dir.path())
             .expect("paths")
             .iter()
-            .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(names, ["a.yaml", "b.yml"]);
     }

@@ -24,7 +24,10 @@ pub enum DotenvError {
 
 /// Reads `path`; `Ok(None)` when it does not exist and `optional` is set (act's default file
 /// names are read only when present).
-pub fn read_file(path: &Path, optional: bool) -> Result<Option<Vec<(String, String)>>, DotenvError> {
+pub fn read_file(
+    path: &Path,
+    optional: bool,
+) -> Result<Option<Vec<(String, String)>>, DotenvError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if optional && error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -57,12 +60,19 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let line = line.strip_prefix("export ").map(str::trim_start).unwrap_or(line);
+        let line = line
+            .strip_prefix("export ")
+            .map(str::trim_start)
+            .unwrap_or(line);
         let Some(separator) = line.find(['=', ':']) else {
             return Err((line_number, format!("expected KEY=VALUE, found `{line}`")));
         };
         let key = line[..separator].trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        {
             return Err((line_number, format!("`{key}` is not a valid name")));
         }
         let rest = line[separator + 1..].trim_start();
@@ -162,7 +172,13 @@ mod tests {
 
     #[test]
     fn double_quotes_span_lines() {
-        assert_eq!(pairs("K=\"line1\nline2\"\nN=2"), vec![("K".into(), "line1\nline2".into()), ("N".into(), "2".into())]);
+        assert_eq!(
+            pairs("K=\"line1\nline2\"\nN=2"),
+            vec![
+                ("K".into(), "line1\nline2".into()),
+                ("N".into(), "2".into())
+            ]
+        );
     }
 
     #[test]

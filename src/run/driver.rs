@@ -20,12 +20,22 @@ use super::render::Renderer;
 /// What a running leg tells the terminal.
 #[derive(Debug, Clone)]
 pub enum LegEvent {
-    StepStarted { name: String },
+    StepStarted {
+        name: String,
+    },
     /// One output line, already masked.
-    Log { line: String },
-    StepFinished { name: String, conclusion: Conclusion, duration: Duration },
+    Log {
+        line: String,
+    },
+    StepFinished {
+        name: String,
+        conclusion: Conclusion,
+        duration: Duration,
+    },
     /// A message about the job itself (a warning, an annotation, why it failed to start).
-    Message { text: String },
+    Message {
+        text: String,
+    },
 }
 
 pub type LegFuture = Pin<Box<dyn Future<Output = JobCompletion> + Send>>;
@@ -69,7 +79,14 @@ struct Running {
 
 /// Drives `engine` to the end. `prefix` is the workflow's name for `[workflow/job]` prefixes;
 /// `limit` is the most legs running at once.
-pub async fn drive(engine: &mut Engine, runner: Arc<dyn LegRunner>, renderer: &mut Renderer, prefix: &str, limit: usize, live: bool) -> Ending {
+pub async fn drive(
+    engine: &mut Engine,
+    runner: Arc<dyn LegRunner>,
+    renderer: &mut Renderer,
+    prefix: &str,
+    limit: usize,
+    live: bool,
+) -> Ending {
     let (tx, mut rx) = unbounded_channel::<(LegId, LegEvent)>();
     let mut tasks: JoinSet<(LegId, JobCompletion)> = JoinSet::new();
     let mut running: HashMap<LegId, Running> = HashMap::new();
@@ -84,7 +101,9 @@ pub async fn drive(engine: &mut Engine, runner: Arc<dyn LegRunner>, renderer: &m
         waiting.extend(engine.poll());
         render_engine_events(engine, renderer, prefix);
         while running.len() < limit.max(1) {
-            let Some(dispatch) = waiting.pop_front() else { break };
+            let Some(dispatch) = waiting.pop_front() else {
+                break;
+            };
             let leg = dispatch.leg;
             let name = label(&dispatch.name);
             if interrupts >= 2 {
@@ -99,7 +118,10 @@ pub async fn drive(engine: &mut Engine, runner: Arc<dyn LegRunner>, renderer: &m
             }
             renderer.job_started(&name);
             let token = CancellationToken::new();
-            let events = EventSender { leg, tx: tx.clone() };
+            let events = EventSender {
+                leg,
+                tx: tx.clone(),
+            };
             let future = runner.run(dispatch, events, token.clone());
             let handle = tasks.spawn(async move { (leg, future.await) });
             task_legs.insert(handle.id(), leg);
@@ -212,7 +234,12 @@ impl Interrupts {
 }
 
 /// Stops a running leg through its token, or concludes a leg that never started.
-fn cancel_leg(engine: &mut Engine, waiting: &mut VecDeque<Dispatch>, running: &HashMap<LegId, Running>, leg: LegId) {
+fn cancel_leg(
+    engine: &mut Engine,
+    waiting: &mut VecDeque<Dispatch>,
+    running: &HashMap<LegId, Running>,
+    leg: LegId,
+) {
     if let Some(r) = running.get(&leg) {
         r.token.cancel();
     } else if waiting.iter().any(|d| d.leg == leg) {
@@ -220,7 +247,12 @@ fn cancel_leg(engine: &mut Engine, waiting: &mut VecDeque<Dispatch>, running: &H
     }
 }
 
-fn finish_without_running(engine: &mut Engine, waiting: &mut VecDeque<Dispatch>, leg: LegId, conclusion: Conclusion) {
+fn finish_without_running(
+    engine: &mut Engine,
+    waiting: &mut VecDeque<Dispatch>,
+    leg: LegId,
+    conclusion: Conclusion,
+) {
     waiting.retain(|d| d.leg != leg);
     for cancel in engine.complete(leg, JobCompletion::new(conclusion)) {
         if waiting.iter().any(|d| d.leg == cancel) {
@@ -229,12 +261,21 @@ fn finish_without_running(engine: &mut Engine, waiting: &mut VecDeque<Dispatch>,
     }
 }
 
-fn render_leg_event(renderer: &mut Renderer, running: &HashMap<LegId, Running>, leg: LegId, event: LegEvent) {
+fn render_leg_event(
+    renderer: &mut Renderer,
+    running: &HashMap<LegId, Running>,
+    leg: LegId,
+    event: LegEvent,
+) {
     let Some(r) = running.get(&leg) else { return };
     match event {
         LegEvent::StepStarted { name } => renderer.step_started(&r.prefix, &name),
         LegEvent::Log { line } => renderer.log(&r.prefix, &line),
-        LegEvent::StepFinished { name, conclusion, duration } => renderer.step_finished(&r.prefix, &name, conclusion, duration),
+        LegEvent::StepFinished {
+            name,
+            conclusion,
+            duration,
+        } => renderer.step_finished(&r.prefix, &name, conclusion, duration),
         LegEvent::Message { text } => renderer.job_message(&r.prefix, &text),
     }
 }
@@ -245,15 +286,18 @@ fn render_engine_events(engine: &mut Engine, renderer: &mut Renderer, prefix: &s
             EngineEvent::JobSkipped { name, reason, .. } => {
                 renderer.job_message(&format!("{prefix}/{name}"), &format!("⊘ skipped: {reason}"))
             }
-            EngineEvent::JobFailedToStart { name, error, .. } => {
-                renderer.job_message(&format!("{prefix}/{name}"), &format!("✘ failed to start: {error}"))
-            }
-            EngineEvent::LegCancelled { name, reason, .. } => {
-                renderer.job_message(&format!("{prefix}/{name}"), &format!("⊗ cancelled: {reason}"))
-            }
-            EngineEvent::LegPending { name, group, .. } => {
-                renderer.job_message(&format!("{prefix}/{name}"), &format!("waiting for concurrency group `{group}`"))
-            }
+            EngineEvent::JobFailedToStart { name, error, .. } => renderer.job_message(
+                &format!("{prefix}/{name}"),
+                &format!("✘ failed to start: {error}"),
+            ),
+            EngineEvent::LegCancelled { name, reason, .. } => renderer.job_message(
+                &format!("{prefix}/{name}"),
+                &format!("⊗ cancelled: {reason}"),
+            ),
+            EngineEvent::LegPending { name, group, .. } => renderer.job_message(
+                &format!("{prefix}/{name}"),
+                &format!("waiting for concurrency group `{group}`"),
+            ),
         }
     }
 }

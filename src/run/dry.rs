@@ -31,7 +31,12 @@ pub fn step_label(step: &Step) -> String {
     }
     match &step.action {
         StepAction::Run { run, .. } => {
-            let first = run.raw.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            let first = run
+                .raw
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
             format!("Run {first}")
         }
         StepAction::Uses { uses, .. } => format!("Run {}", uses.value),
@@ -48,7 +53,12 @@ impl LegRunner for DryRun {
         platform_for(&self.platforms, dispatch).map(|_| ())
     }
 
-    fn run(&self, dispatch: Dispatch, events: EventSender, _cancel: CancellationToken) -> LegFuture {
+    fn run(
+        &self,
+        dispatch: Dispatch,
+        events: EventSender,
+        _cancel: CancellationToken,
+    ) -> LegFuture {
         Box::pin(async move {
             let started_at = SystemTime::now();
             let mut steps = Vec::new();

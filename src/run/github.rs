@@ -38,8 +38,19 @@ impl RepoState {
             .filter(|l| l.len() == 40 && l.bytes().all(|b| b.is_ascii_hexdigit()))
             .unwrap_or(NULL_SHA)
             .to_owned();
-        let head_ref = lines.next().filter(|l| l.starts_with("refs/")).map(str::to_owned);
-        let config = git(dir, &["config", "--get-regexp", r"^(remote\.origin\.url|user\.name)$"]).unwrap_or_default();
+        let head_ref = lines
+            .next()
+            .filter(|l| l.starts_with("refs/"))
+            .map(str::to_owned);
+        let config = git(
+            dir,
+            &[
+                "config",
+                "--get-regexp",
+                r"^(remote\.origin\.url|user\.name)$",
+            ],
+        )
+        .unwrap_or_default();
         let mut origin = None;
         let mut user = None;
         for line in config.lines() {
@@ -68,7 +79,12 @@ impl RepoState {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let output = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
     // rev-parse prints what it could resolve even when one argument fails (no commit yet).
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     (!text.is_empty()).then_some(text)
@@ -113,13 +129,18 @@ pub struct GithubInputs<'a> {
 
 /// A run id that differs between runs (GitHub's are large integers).
 pub fn new_run_id() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     now.as_secs() * 1000 + u64::from(now.subsec_millis())
 }
 
 /// The `github` context without job-specific keys (`job`, `action`, ...: the executor adds those).
 pub fn github_context(repo: &RepoState, inputs: &GithubInputs) -> Object {
-    let event = inputs.event.clone().unwrap_or_else(|| synthesized_event(repo, inputs.event_name));
+    let event = inputs
+        .event
+        .clone()
+        .unwrap_or_else(|| synthesized_event(repo, inputs.event_name));
     // A payload's ref (a push to a tag, a pull request's head) overrides the checkout's.
     let git_ref = event
         .get("ref")
@@ -128,7 +149,11 @@ pub fn github_context(repo: &RepoState, inputs: &GithubInputs) -> Object {
         .map(str::to_owned)
         .or_else(|| {
             (inputs.event_name.starts_with("pull_request"))
-                .then(|| event.pointer("/pull_request/number").and_then(|n| n.as_u64()))
+                .then(|| {
+                    event
+                        .pointer("/pull_request/number")
+                        .and_then(|n| n.as_u64())
+                })
                 .flatten()
                 .map(|n| format!("refs/pull/{n}/merge"))
         })
@@ -150,8 +175,14 @@ pub fn github_context(repo: &RepoState, inputs: &GithubInputs) -> Object {
         .unwrap_or(&repo.sha)
         .to_owned();
     let owner = repo.repository.split('/').next().unwrap_or("").to_owned();
-    let head_ref = event.pointer("/pull_request/head/ref").and_then(|r| r.as_str()).unwrap_or("");
-    let base_ref = event.pointer("/pull_request/base/ref").and_then(|r| r.as_str()).unwrap_or("");
+    let head_ref = event
+        .pointer("/pull_request/head/ref")
+        .and_then(|r| r.as_str())
+        .unwrap_or("");
+    let base_ref = event
+        .pointer("/pull_request/base/ref")
+        .and_then(|r| r.as_str())
+        .unwrap_or("");
 
     let mut github = Object::new();
     let mut put = |key: &str, value: &str| github.insert(key, Value::string(value));
@@ -165,7 +196,10 @@ pub fn github_context(repo: &RepoState, inputs: &GithubInputs) -> Object {
     put("base_ref", base_ref);
     put("repository", &repo.repository);
     put("repository_owner", &owner);
-    put("repositoryUrl", &format!("git://github.com/{}.git", repo.repository));
+    put(
+        "repositoryUrl",
+        &format!("git://github.com/{}.git", repo.repository),
+    );
     put("actor", &repo.actor);
     put("triggering_actor", &repo.actor);
     put("workspace", &repo.root.to_string_lossy());
@@ -190,7 +224,10 @@ pub fn github_context(repo: &RepoState, inputs: &GithubInputs) -> Object {
 /// The smallest payload that makes common expressions (`github.event.head_commit.id`,
 /// `github.event.pull_request.head.ref`, `github.event.inputs.x`) work.
 fn synthesized_event(repo: &RepoState, event_name: &str) -> serde_json::Value {
-    let (owner, name) = repo.repository.split_once('/').unwrap_or(("local", &repo.repository));
+    let (owner, name) = repo
+        .repository
+        .split_once('/')
+        .unwrap_or(("local", &repo.repository));
     let branch = repo
         .head_ref
         .as_deref()
@@ -239,7 +276,11 @@ mod tests {
             "ssh://git@github.com/octo/hello",
             "/srv/git/octo/hello.git",
         ] {
-            assert_eq!(repository_from_url(url).as_deref(), Some("octo/hello"), "{url}");
+            assert_eq!(
+                repository_from_url(url).as_deref(),
+                Some("octo/hello"),
+                "{url}"
+            );
         }
         assert_eq!(repository_from_url("hello"), None);
     }
@@ -266,7 +307,10 @@ mod tests {
     }
 
     fn text(object: &Object, key: &str) -> String {
-        object.get(key).map(Value::to_display_string).unwrap_or_default()
+        object
+            .get(key)
+            .map(Value::to_display_string)
+            .unwrap_or_default()
     }
 
     #[test]
@@ -276,9 +320,14 @@ mod tests {
         assert_eq!(text(&github, "ref_name"), "feature");
         assert_eq!(text(&github, "ref_type"), "branch");
         assert_eq!(text(&github, "repository_owner"), "octo");
-        assert_eq!(text(&github, "workflow_ref"), "octo/hello/.github/workflows/ci.yml@refs/heads/feature");
+        assert_eq!(
+            text(&github, "workflow_ref"),
+            "octo/hello/.github/workflows/ci.yml@refs/heads/feature"
+        );
         let event = github.get("event").expect("event");
-        let head = event.index(&Value::string("head_commit")).index(&Value::string("id"));
+        let head = event
+            .index(&Value::string("head_commit"))
+            .index(&Value::string("id"));
         assert_eq!(head.to_display_string(), "a".repeat(40));
     }
 

@@ -11,7 +11,12 @@ use super::discover::WorkflowFile;
 /// (the parser reports those) count as stage 0, and the walk is bounded by the job count, so
 /// a cycle cannot loop.
 pub fn stages(workflow: &Workflow) -> Vec<Vec<&Job>> {
-    let index: HashMap<&str, usize> = workflow.jobs.iter().enumerate().map(|(i, j)| (j.id.value.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = workflow
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id.value.as_str(), i))
+        .collect();
     let mut level = vec![0usize; workflow.jobs.len()];
     for _ in 0..workflow.jobs.len() {
         let mut changed = false;
@@ -51,11 +56,14 @@ fn runs_on(job: &Job) -> String {
     match &job.kind {
         JobKind::Call(call) => format!("uses {}", call.uses.value),
         JobKind::Steps(_) => match &job.runs_on {
-            Some(kiln_workflow::model::RunsOn::Labels(labels)) => {
-                labels.iter().map(|l| l.raw.clone()).collect::<Vec<_>>().join(", ")
-            }
+            Some(kiln_workflow::model::RunsOn::Labels(labels)) => labels
+                .iter()
+                .map(|l| l.raw.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
             Some(kiln_workflow::model::RunsOn::Group { labels, group }) => {
-                let mut parts: Vec<String> = group.iter().map(|g| format!("group {}", g.raw)).collect();
+                let mut parts: Vec<String> =
+                    group.iter().map(|g| format!("group {}", g.raw)).collect();
                 parts.extend(labels.iter().map(|l| l.raw.clone()));
                 parts.join(", ")
             }
@@ -79,7 +87,10 @@ pub fn list(files: &[&WorkflowFile], job_filter: Option<&str>) -> String {
     for file in files {
         let events = file.events().join(",");
         for (stage, jobs) in stages(&file.workflow).iter().enumerate() {
-            for job in jobs.iter().filter(|j| job_filter.is_none_or(|f| j.id.value == f)) {
+            for job in jobs
+                .iter()
+                .filter(|j| job_filter.is_none_or(|f| j.id.value == f))
+            {
                 rows.push([
                     stage.to_string(),
                     job.id.value.clone(),
@@ -145,7 +156,9 @@ mod tests {
     use super::*;
 
     fn workflow(yaml: &str) -> Workflow {
-        kiln_workflow::parse_workflow("w.yml", yaml).value.expect("valid")
+        kiln_workflow::parse_workflow("w.yml", yaml)
+            .value
+            .expect("valid")
     }
 
     #[test]
@@ -153,7 +166,10 @@ mod tests {
         let wf = workflow(
             "on: push\njobs:\n  c:\n    needs: [a, b]\n    runs-on: x\n    steps: [{run: c}]\n  b:\n    needs: a\n    runs-on: x\n    steps: [{run: b}]\n  a:\n    runs-on: x\n    steps: [{run: a}]\n  d:\n    runs-on: x\n    steps: [{run: d}]\n",
         );
-        let ids: Vec<Vec<&str>> = stages(&wf).iter().map(|s| s.iter().map(|j| j.id.value.as_str()).collect()).collect();
+        let ids: Vec<Vec<&str>> = stages(&wf)
+            .iter()
+            .map(|s| s.iter().map(|j| j.id.value.as_str()).collect())
+            .collect();
         assert_eq!(ids, vec![vec!["a", "d"], vec!["b"], vec!["c"]]);
     }
 }

@@ -43,7 +43,11 @@ pub struct LocalRunner {
 }
 
 impl LocalRunner {
-    pub fn new(platforms: PlatformMap, docker: Option<DockerBackend>, shared: RunShared) -> LocalRunner {
+    pub fn new(
+        platforms: PlatformMap,
+        docker: Option<DockerBackend>,
+        shared: RunShared,
+    ) -> LocalRunner {
         LocalRunner {
             platforms,
             docker,
@@ -75,7 +79,11 @@ fn missing_image(image: &str) -> String {
 }
 
 /// Looks each image up once; `Err` names the first missing one with the fix.
-async fn check_images(docker: &DockerBackend, known: &Mutex<HashMap<String, bool>>, images: Vec<String>) -> Result<(), String> {
+async fn check_images(
+    docker: &DockerBackend,
+    known: &Mutex<HashMap<String, bool>>,
+    images: Vec<String>,
+) -> Result<(), String> {
     for image in images {
         let cached = known.lock().ok().and_then(|k| k.get(&image).copied());
         let present = match cached {
@@ -176,20 +184,25 @@ impl LegRunner for LocalRunner {
                 Ok(platform) => platform,
                 Err(reason) => return fail(reason),
             };
-            let (backend, platform_image): (Arc<dyn Backend>, Option<String>) = match (&platform, docker) {
-                (Platform::Image(image), Some(docker)) => {
-                    let mut images = vec![dispatch.container.as_ref().map_or_else(|| image.clone(), |c| c.image.clone())];
-                    images.extend(dispatch.services.iter().map(|(_, s)| s.image.clone()));
-                    if let Err(message) = check_images(&docker, &known_images, images).await {
-                        return fail(message);
+            let (backend, platform_image): (Arc<dyn Backend>, Option<String>) =
+                match (&platform, docker) {
+                    (Platform::Image(image), Some(docker)) => {
+                        let mut images = vec![dispatch
+                            .container
+                            .as_ref()
+                            .map_or_else(|| image.clone(), |c| c.image.clone())];
+                        images.extend(dispatch.services.iter().map(|(_, s)| s.image.clone()));
+                        if let Err(message) = check_images(&docker, &known_images, images).await {
+                            return fail(message);
+                        }
+                        (Arc::new(docker), Some(image.clone()))
                     }
-                    (Arc::new(docker), Some(image.clone()))
-                }
-                _ => (host, None),
-            };
+                    _ => (host, None),
+                };
             let mut env = shared.env_file.clone();
             env.extend(dispatch.env.iter().cloned());
-            let timeout = Duration::try_from_secs_f64(dispatch.timeout_minutes * 60.0).unwrap_or(Duration::MAX);
+            let timeout = Duration::try_from_secs_f64(dispatch.timeout_minutes * 60.0)
+                .unwrap_or(Duration::MAX);
             let request = JobRequest {
                 name: dispatch.name.clone(),
                 job_id: dispatch.job_id.clone(),

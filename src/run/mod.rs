@@ -42,7 +42,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
     let repo = RepoState::read(&dir);
     let local_repositories = config::parse_local_repositories(&dir, &args.local_repositories)?;
-    let target = dir.join(args.workflows.as_deref().unwrap_or(".github/workflows".as_ref()));
+    let target = dir.join(
+        args.workflows
+            .as_deref()
+            .unwrap_or(".github/workflows".as_ref()),
+    );
     let callees = CalleeSource {
         repo_root: &repo.root,
         local_repositories: &local_repositories,
@@ -50,7 +54,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let files = load_workflows(&workflow_paths(&target)?, &callees)?;
 
     if args.list || args.graph {
-        let selected: Vec<&WorkflowFile> = files.iter().filter(|f| f.triggers_on(&args.event)).collect();
+        let selected: Vec<&WorkflowFile> = files
+            .iter()
+            .filter(|f| f.triggers_on(&args.event))
+            .collect();
         let text = if args.list {
             listing::list(&selected, args.job.as_deref())
         } else {
@@ -72,15 +79,24 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         renderer.notice(&executor.describe());
         let selected = select_workflows(&files, &args, &mut renderer)?;
         if selected.is_empty() {
-            renderer.notice(&format!("no workflow in {} runs on `{}`", target.display(), args.event));
+            renderer.notice(&format!(
+                "no workflow in {} runs on `{}`",
+                target.display(),
+                args.event
+            ));
             renderer.flush();
             return Ok(ExitCode::SUCCESS);
         }
         let values = setup::read_values(&dir, &args)?;
-        let event = args.event_path.as_deref().map(|p| config::read_event(&dir.join(p))).transpose()?;
+        let event = args
+            .event_path
+            .as_deref()
+            .map(|p| config::read_event(&dir.join(p)))
+            .transpose()?;
         let matrix_filter = config::parse_matrix_filters(&args.matrix)?;
         let run_id = github::new_run_id();
-        let prepared = setup::prepare(&args, executor, &repo, &values, &local_repositories, run_id)?;
+        let prepared =
+            setup::prepare(&args, executor, &repo, &values, &local_repositories, run_id)?;
         let token = values
             .secrets
             .iter()
@@ -123,12 +139,23 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             let mut engine = match Engine::new(spec) {
                 Ok(engine) => engine,
                 Err(error) => {
-                    failure = Some(anyhow::Error::from(error).context(format!("cannot run {}", file.display_path)));
+                    failure = Some(
+                        anyhow::Error::from(error)
+                            .context(format!("cannot run {}", file.display_path)),
+                    );
                     break;
                 }
             };
             let runner: Arc<dyn LegRunner> = prepared.runner.clone();
-            let ending = drive(&mut engine, runner, &mut renderer, &name, prepared.parallel, live).await;
+            let ending = drive(
+                &mut engine,
+                runner,
+                &mut renderer,
+                &name,
+                prepared.parallel,
+                live,
+            )
+            .await;
             reports.push(convert_report(&engine, &name, &args.event));
             if ending == Ending::Interrupted {
                 interrupted = true;
@@ -158,12 +185,19 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 
 /// The workflows triggered by the event (and, with `-j`, holding that job). Every workflow
 /// left out is named with the reason, so a typo in the event is visible.
-fn select_workflows<'a>(files: &'a [WorkflowFile], args: &Args, renderer: &mut Renderer) -> anyhow::Result<Vec<&'a WorkflowFile>> {
+fn select_workflows<'a>(
+    files: &'a [WorkflowFile],
+    args: &Args,
+    renderer: &mut Renderer,
+) -> anyhow::Result<Vec<&'a WorkflowFile>> {
     let mut selected = Vec::new();
     for file in files {
         if !file.triggers_on(&args.event) {
             let events = file.events().join(", ");
-            renderer.notice(&format!("skipping {}: runs on {events}, not on {}", file.display_path, args.event));
+            renderer.notice(&format!(
+                "skipping {}: runs on {events}, not on {}",
+                file.display_path, args.event
+            ));
             continue;
         }
         if let Some(job) = &args.job {

@@ -90,7 +90,8 @@ impl PlatformMap {
 
 fn default_platform(label: &str) -> Option<Platform> {
     let lower = label.to_ascii_lowercase();
-    (lower == "ubuntu-latest" || lower.starts_with("ubuntu-")).then(|| Platform::Image(DEFAULT_IMAGE.to_owned()))
+    (lower == "ubuntu-latest" || lower.starts_with("ubuntu-"))
+        .then(|| Platform::Image(DEFAULT_IMAGE.to_owned()))
 }
 
 #[cfg(test)]
@@ -104,25 +105,48 @@ mod tests {
     #[test]
     fn ubuntu_maps_to_the_base_image_in_docker_mode_and_the_host_in_host_mode() {
         let docker = PlatformMap::new(&[], ExecutorKind::Docker).expect("valid");
-        assert_eq!(docker.resolve(&labels(&["ubuntu-22.04"])), Some(Platform::Image(DEFAULT_IMAGE.into())));
+        assert_eq!(
+            docker.resolve(&labels(&["ubuntu-22.04"])),
+            Some(Platform::Image(DEFAULT_IMAGE.into()))
+        );
         let host = PlatformMap::new(&[], ExecutorKind::Host).expect("valid");
-        assert_eq!(host.resolve(&labels(&["ubuntu-latest"])), Some(Platform::Host));
+        assert_eq!(
+            host.resolve(&labels(&["ubuntu-latest"])),
+            Some(Platform::Host)
+        );
         assert_eq!(host.resolve(&labels(&["windows-latest"])), None);
     }
 
     #[test]
     fn explicit_mappings_win_and_the_first_mapped_label_is_used() {
-        let flags = labels(&["self-hosted=-self-hosted", "gpu=cuda:12", "ubuntu-latest=debian:12", "GPU=cuda:13"]);
+        let flags = labels(&[
+            "self-hosted=-self-hosted",
+            "gpu=cuda:12",
+            "ubuntu-latest=debian:12",
+            "GPU=cuda:13",
+        ]);
         let map = PlatformMap::new(&flags, ExecutorKind::Docker).expect("valid");
-        assert_eq!(map.resolve(&labels(&["ubuntu-latest"])), Some(Platform::Image("debian:12".into())));
-        assert_eq!(map.resolve(&labels(&["macos", "gpu"])), Some(Platform::Image("cuda:13".into())));
-        assert_eq!(map.resolve(&labels(&["self-hosted", "linux"])), Some(Platform::Host));
+        assert_eq!(
+            map.resolve(&labels(&["ubuntu-latest"])),
+            Some(Platform::Image("debian:12".into()))
+        );
+        assert_eq!(
+            map.resolve(&labels(&["macos", "gpu"])),
+            Some(Platform::Image("cuda:13".into()))
+        );
+        assert_eq!(
+            map.resolve(&labels(&["self-hosted", "linux"])),
+            Some(Platform::Host)
+        );
     }
 
     #[test]
     fn malformed_mappings_are_rejected() {
         for bad in ["nolabel", "=img", "label="] {
-            assert!(PlatformMap::new(&[bad.to_owned()], ExecutorKind::Host).is_err(), "{bad}");
+            assert!(
+                PlatformMap::new(&[bad.to_owned()], ExecutorKind::Host).is_err(),
+                "{bad}"
+            );
         }
     }
 }

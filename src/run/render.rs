@@ -81,9 +81,17 @@ impl Renderer {
         let width = terminal_width();
         let mut lines = Vec::with_capacity(self.running.len());
         for (name, job) in &self.running {
-            let mut line = format!("{spinner} {name} · {} · {}", job.step, format_duration(job.started.elapsed()));
+            let mut line = format!(
+                "{spinner} {name} · {} · {}",
+                job.step,
+                format_duration(job.started.elapsed())
+            );
             if line.chars().count() > width {
-                line = line.chars().take(width.saturating_sub(1)).collect::<String>() + "…";
+                line = line
+                    .chars()
+                    .take(width.saturating_sub(1))
+                    .collect::<String>()
+                    + "…";
             }
             lines.push(line);
         }
@@ -125,14 +133,28 @@ impl Renderer {
         self.write_line(&format!("[{prefix}]   {line}"));
     }
 
-    pub fn step_finished(&mut self, prefix: &str, step: &str, conclusion: Conclusion, duration: Duration) {
-        let line = format!("[{prefix}] {} {step}: {conclusion} ({})", mark(conclusion), format_duration(duration));
+    pub fn step_finished(
+        &mut self,
+        prefix: &str,
+        step: &str,
+        conclusion: Conclusion,
+        duration: Duration,
+    ) {
+        let line = format!(
+            "[{prefix}] {} {step}: {conclusion} ({})",
+            mark(conclusion),
+            format_duration(duration)
+        );
         self.write_line(&line);
     }
 
     pub fn job_finished(&mut self, prefix: &str, conclusion: Conclusion, duration: Duration) {
         self.running.shift_remove(prefix);
-        let line = format!("[{prefix}] {} job {conclusion} ({})", mark(conclusion), format_duration(duration));
+        let line = format!(
+            "[{prefix}] {} job {conclusion} ({})",
+            mark(conclusion),
+            format_duration(duration)
+        );
         self.write_line(&line);
     }
 
@@ -162,20 +184,44 @@ impl Renderer {
                 } else {
                     job.name.clone()
                 };
-                let duration = job.duration().map(format_duration).unwrap_or_else(|| "-".to_owned());
-                rows.push((name, format!("{} {}", mark(job.conclusion), job.conclusion), duration));
+                let duration = job
+                    .duration()
+                    .map(format_duration)
+                    .unwrap_or_else(|| "-".to_owned());
+                rows.push((
+                    name,
+                    format!("{} {}", mark(job.conclusion), job.conclusion),
+                    duration,
+                ));
             }
         }
-        let name_width = rows.iter().map(|r| r.0.chars().count()).chain([3]).max().unwrap_or(3);
+        let name_width = rows
+            .iter()
+            .map(|r| r.0.chars().count())
+            .chain([3])
+            .max()
+            .unwrap_or(3);
         let _ = writeln!(self.out);
-        let _ = writeln!(self.out, "{:<name_width$}  {:<11}  DURATION", "JOB", "RESULT");
+        let _ = writeln!(
+            self.out,
+            "{:<name_width$}  {:<11}  DURATION",
+            "JOB", "RESULT"
+        );
         for (name, result, duration) in rows {
             // Padding counts chars so the multi-byte marks line up.
             let pad = name_width.saturating_sub(name.chars().count());
-            let _ = writeln!(self.out, "{name}{}  {result:<11}  {duration}", " ".repeat(pad));
+            let _ = writeln!(
+                self.out,
+                "{name}{}  {result:<11}  {duration}",
+                " ".repeat(pad)
+            );
         }
         for report in reports {
-            let _ = writeln!(self.out, "workflow {}: {}", report.workflow, report.conclusion);
+            let _ = writeln!(
+                self.out,
+                "workflow {}: {}",
+                report.workflow, report.conclusion
+            );
         }
         let _ = self.out.flush();
     }

@@ -48,7 +48,10 @@ impl JobReport {
     }
 }
 
-fn serialize_time<S: serde::Serializer>(time: &Option<SystemTime>, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_time<S: serde::Serializer>(
+    time: &Option<SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match time {
         Some(time) => serializer.serialize_str(&rfc3339(*time)),
         None => serializer.serialize_none(),
@@ -75,7 +78,8 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -100,10 +104,11 @@ pub fn write(path: &Path, reports: &[RunReport]) -> Result<(), ReportError> {
         many => serde_json::to_string_pretty(many),
     }
     .map_err(|e| std::io::Error::other(e.to_string()));
-    json.and_then(|text| std::fs::write(path, text + "\n")).map_err(|source| ReportError {
-        path: path.display().to_string(),
-        source,
-    })
+    json.and_then(|text| std::fs::write(path, text + "\n"))
+        .map_err(|source| ReportError {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -42,7 +42,9 @@ pub async fn choose_executor(flag: Option<ExecutorFlag>) -> anyhow::Result<Execu
         Some(ExecutorFlag::Docker) => {
             let docker = DockerBackend::connect(DockerConfig::default())
                 .await
-                .map_err(|e| anyhow::anyhow!("--executor docker: {e}; start Docker or use --executor host"))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("--executor docker: {e}; start Docker or use --executor host")
+                })?;
             Ok(ExecutorChoice {
                 kind: ExecutorKind::Docker,
                 docker: Some(docker),
@@ -53,7 +55,8 @@ pub async fn choose_executor(flag: Option<ExecutorFlag>) -> anyhow::Result<Execu
             Ok(docker) => Ok(ExecutorChoice {
                 kind: ExecutorKind::Docker,
                 docker: Some(docker),
-                reason: "a Docker daemon answered; --executor host runs jobs on this machine".to_owned(),
+                reason: "a Docker daemon answered; --executor host runs jobs on this machine"
+                    .to_owned(),
             }),
             Err(error) => Ok(host(format!("no Docker daemon answered: {error}"))),
         },
@@ -69,8 +72,12 @@ pub fn read_values(dir: &Path, args: &Args) -> anyhow::Result<RunValues> {
         env: config::read_pairs(dir, args.env_file.as_deref(), ".env")?,
     };
     values.secrets.extend(config::parse_secrets(&args.secrets)?);
-    values.vars.extend(config::parse_assignments("--var", &args.vars)?);
-    values.inputs.extend(config::parse_assignments("--input", &args.inputs)?);
+    values
+        .vars
+        .extend(config::parse_assignments("--var", &args.vars)?);
+    values
+        .inputs
+        .extend(config::parse_assignments("--input", &args.inputs)?);
     Ok(values)
 }
 
@@ -92,7 +99,10 @@ impl Prepared {
             // directory removes the link, never the artifacts behind it.
             if let Err(error) = std::fs::remove_dir_all(dir) {
                 if error.kind() != std::io::ErrorKind::NotFound {
-                    renderer.notice(&format!("could not remove the run directory {}: {error}", dir.display()));
+                    renderer.notice(&format!(
+                        "could not remove the run directory {}: {error}",
+                        dir.display()
+                    ));
                 }
             }
         }
@@ -103,12 +113,20 @@ impl Prepared {
 /// A fresh directory for the run under the system's temp directory.
 fn create_run_dir(run_id: u64, artifact_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     let root = std::env::temp_dir().join(format!("kiln-run-{run_id}-{}", std::process::id()));
-    std::fs::create_dir_all(&root).with_context(|| format!("cannot create the run directory {}", root.display()))?;
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("cannot create the run directory {}", root.display()))?;
     if let Some(artifacts) = artifact_dir {
-        std::fs::create_dir_all(artifacts).with_context(|| format!("cannot create the artifact directory {}", artifacts.display()))?;
-        let absolute = std::fs::canonicalize(artifacts).with_context(|| format!("cannot resolve {}", artifacts.display()))?;
-        std::os::unix::fs::symlink(&absolute, RunDirs::new(&root).artifacts())
-            .with_context(|| format!("cannot link the artifact directory {}", absolute.display()))?;
+        std::fs::create_dir_all(artifacts).with_context(|| {
+            format!(
+                "cannot create the artifact directory {}",
+                artifacts.display()
+            )
+        })?;
+        let absolute = std::fs::canonicalize(artifacts)
+            .with_context(|| format!("cannot resolve {}", artifacts.display()))?;
+        std::os::unix::fs::symlink(&absolute, RunDirs::new(&root).artifacts()).with_context(
+            || format!("cannot link the artifact directory {}", absolute.display()),
+        )?;
     }
     Ok(root)
 }
@@ -131,7 +149,9 @@ pub fn prepare(
     run_id: u64,
 ) -> anyhow::Result<Prepared> {
     let platforms = PlatformMap::new(&args.platforms, executor.kind)?;
-    let parallel = args.parallel.map_or_else(|| default_parallel(executor.kind), |n| n as usize);
+    let parallel = args
+        .parallel
+        .map_or_else(|| default_parallel(executor.kind), |n| n as usize);
     if args.dry_run {
         return Ok(Prepared {
             runner: Arc::new(DryRun { platforms }),
@@ -143,7 +163,12 @@ pub fn prepare(
     let run_dir = create_run_dir(run_id, artifact_dir.as_deref())?;
     let shared = RunShared {
         env_file: values.env.clone(),
-        secrets: values.secrets.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect(),
+        secrets: values
+            .secrets
+            .iter()
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+            .collect(),
         source_repo: repo.root.clone(),
         dirs: RunDirs::new(&run_dir),
         action_cache: args.action_cache.as_ref().map(|d| repo.root.join(d)),

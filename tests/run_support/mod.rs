@@ -31,21 +31,48 @@ impl Repo {
     /// Commits everything, so checkout and `github.sha` see a real commit.
     pub fn commit(&self) {
         git(self.path(), &["add", "-A"]);
-        git(self.path(), &["-c", "user.name=kiln test", "-c", "user.email=test@example.com", "commit", "-qm", "test"]);
+        git(
+            self.path(),
+            &[
+                "-c",
+                "user.name=kiln test",
+                "-c",
+                "user.email=test@example.com",
+                "commit",
+                "-qm",
+                "test",
+            ],
+        );
     }
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git").arg("-C").arg(dir).args(args).status().expect("git runs");
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .status()
+        .expect("git runs");
     assert!(status.success(), "git {args:?} failed in {}", dir.display());
 }
 
 /// An empty git repository on branch `main` with an origin remote, so the github context has
 /// a repository name.
 pub fn empty_repo() -> Repo {
-    let dir = tempfile::Builder::new().prefix("kiln-run-test").tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-run-test")
+        .tempdir()
+        .expect("temp dir");
     git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["remote", "add", "origin", "https://github.com/octo/example.git"]);
+    git(
+        dir.path(),
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://github.com/octo/example.git",
+        ],
+    );
     Repo { dir }
 }
 
@@ -73,7 +100,9 @@ fn copy_tree(from: &Path, to: &Path) {
 /// A committed copy of `examples/<name>`.
 pub fn example(name: &str) -> Repo {
     let repo = empty_repo();
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
     copy_tree(&source, repo.path());
     repo.commit();
     repo
@@ -96,7 +125,9 @@ impl Outcome {
     }
 
     pub fn report(&self) -> &serde_json::Value {
-        self.report.as_ref().unwrap_or_else(|| panic!("no report was written\n{}", self.all_output()))
+        self.report
+            .as_ref()
+            .unwrap_or_else(|| panic!("no report was written\n{}", self.all_output()))
     }
 
     /// The report entry of the job leg named `name`.
@@ -118,54 +149,112 @@ pub fn kiln_run(dir: &Path, args: &[&str], limit: Duration) -> Outcome {
 }
 
 pub fn kiln_run_env(dir: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Outcome {
-    let report_dir = tempfile::tempdir().expect("temp dir");
-    let report_path = report_dir.path().join("report.json");
-    let out_path = report_dir.path().join("stdout");
-    let err_path = report_dir.path().join("stderr");
-    let mut child = Command::new(KILN)
+    spawn_kiln_run(dir, args, env).wait(limit)
+}
+
+/// A `kiln run` in progress.
+pub struct RunningKiln {
+    child: std::process::Child,
+    args: Vec<String>,
+    files: tempfile::TempDir,
+}
+
+impl RunningKiln {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What kiln printed so far.
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(self.files.path().join("stdout")).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until stdout contains `text`.
+    pub fn wait_for_output(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.stdout_so_far().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "kiln never printed {text:?}:\n{}",
+                self.stdout_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT failed");
+    }
+
+    pub fn wait(mut self, limit: Duration) -> Outcome {
+        let pid = self.child.id();
+        let read =
+            |name: &str| std::fs::read_to_string(self.files.path().join(name)).unwrap_or_default();
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for kiln") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "kiln run {:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.args,
+                    read("stdout"),
+                    read("stderr")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let report = std::fs::read_to_string(self.files.path().join("report.json"))
+            .ok()
+            .map(|text| serde_json::from_str(&text).expect("the report is JSON"));
+        Outcome {
+            status: status.code().unwrap_or(-1),
+            pid,
+            stdout: read("stdout"),
+            stderr: read("stderr"),
+            report,
+        }
+    }
+}
+
+/// Starts `kiln run ARGS --report FILE` in `dir` without waiting for it.
+pub fn spawn_kiln_run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> RunningKiln {
+    let files = tempfile::tempdir().expect("temp dir");
+    let child = Command::new(KILN)
         .arg("run")
         .args(args)
         .arg("--report")
-        .arg(&report_path)
+        .arg(files.path().join("report.json"))
         .current_dir(dir)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .stdout(std::fs::File::create(files.path().join("stdout")).expect("stdout file"))
+        .stderr(std::fs::File::create(files.path().join("stderr")).expect("stderr file"))
         .spawn()
         .expect("kiln starts");
-    let pid = child.id();
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for kiln") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "kiln run {args:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                std::fs::read_to_string(&out_path).unwrap_or_default(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let report = std::fs::read_to_string(&report_path)
-        .ok()
-        .map(|text| serde_json::from_str(&text).expect("the report is JSON"));
-    Outcome {
-        status: status.code().unwrap_or(-1),
-        pid,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-        report,
+    RunningKiln {
+        child,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        files,
     }
 }
 
 /// Runs `kiln ARGS` (not `run`) without a report, for `-l`, `-g` and flag errors.
 pub fn kiln(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(KILN).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("kiln starts");
+    let output = Command::new(KILN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kiln starts");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
