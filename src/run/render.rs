@@ -78,27 +78,20 @@ impl Renderer {
             return;
         }
         let spinner = SPINNER[self.frame % SPINNER.len()];
-        let width = terminal_width();
-        let mut lines = Vec::with_capacity(self.running.len());
+        // Auto-wrap is off while the footer is drawn: the terminal clips a line wider than
+        // the screen instead of wrapping it, so the footer is exactly one row per job and
+        // `clear_footer` moves up by the right count on any terminal width.
+        let _ = write!(self.out, "\x1b[?7l");
         for (name, job) in &self.running {
-            let mut line = format!(
-                "{spinner} {name} · {} · {}",
-                job.step,
-                format_duration(job.started.elapsed())
+            let elapsed = format_duration(job.started.elapsed());
+            let _ = writeln!(
+                self.out,
+                "\x1b[2m{spinner} {name} · {} · {elapsed}\x1b[0m",
+                job.step
             );
-            if line.chars().count() > width {
-                line = line
-                    .chars()
-                    .take(width.saturating_sub(1))
-                    .collect::<String>()
-                    + "…";
-            }
-            lines.push(line);
         }
-        for line in &lines {
-            let _ = writeln!(self.out, "\x1b[2m{line}\x1b[0m");
-        }
-        self.footer_lines = lines.len();
+        let _ = write!(self.out, "\x1b[?7h");
+        self.footer_lines = self.running.len();
     }
 
     /// A line outside any job (executor choice, skipped workflows).
@@ -125,7 +118,7 @@ impl Renderer {
     pub fn step_started(&mut self, prefix: &str, step: &str) {
         self.write_line(&format!("[{prefix}] ▶ {step}"));
         if let Some(job) = self.running.get_mut(prefix) {
-            job.step = step.to_owned();
+            job.step = step.replace(['\n', '\r'], " ");
         }
     }
 
@@ -225,14 +218,6 @@ impl Renderer {
         }
         let _ = self.out.flush();
     }
-}
-
-fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .filter(|w: &usize| *w >= 20)
-        .unwrap_or(100)
 }
 
 #[cfg(test)]
