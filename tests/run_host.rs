@@ -409,3 +409,48 @@ fn ctrl_c_cancels_the_run_runs_always_steps_and_exits_130() {
     assert!(out.stdout.contains("always-step-ran"), "{}", out.stdout);
     assert!(!out.stdout.contains("never-runs"));
 }
+
+#[test]
+fn parallel_limit_serialises_independent_jobs() {
+    let repo = repo_with_workflow(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 0.2\n  b:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 0.2\n  c:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 0.2\n",
+    );
+    let out = host(repo.path(), &["--parallel", "1"]);
+    out.assert_success();
+    let mut spans: Vec<(String, String)> = out.report()["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| {
+            let start = j["started_at"].as_str().expect("started_at").to_owned();
+            let end = j["finished_at"].as_str().expect("finished_at").to_owned();
+            (start, end)
+        })
+        .collect();
+    // RFC 3339 UTC strings of one format order like the times they denote.
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "jobs overlapped with --parallel 1: {spans:?}"
+        );
+    }
+}
+
+#[test]
+fn without_a_daemon_the_host_executor_is_chosen_and_says_why() {
+    let repo = repo_with_workflow("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo on-the-host\n");
+    let out = kiln_run_env(
+        repo.path(),
+        &[],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+        LIMIT,
+    );
+    out.assert_success();
+    let first = out.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("kiln: executor: host (no Docker daemon answered"),
+        "{first}"
+    );
+    assert!(out.stdout.contains("on-the-host"));
+}
