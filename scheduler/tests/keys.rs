@@ -88,14 +88,7 @@ jobs:
 
 #[test]
 fn timeout_environment_and_continue_on_error_from_expressions() {
-    let run = Driver::new(|d| {
-        if d.name == "plan" {
-            ok().out("minutes", "7.5").out("env", "prod")
-        } else {
-            ok()
-        }
-    })
-    .run(spec(
+    let run = Driver::new(only("plan", ok().out("minutes", "7.5").out("env", "prod"))).run(spec(
         "on: push
 jobs:
   plan: {runs-on: x, steps: [run: echo]}

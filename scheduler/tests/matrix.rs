@@ -131,7 +131,7 @@ jobs:
 
 #[test]
 fn fail_fast_cancels_running_and_queued_legs() {
-    let run = Driver::new(|d| if d.name == "t (1)" { fail() } else { ok() }).run(spec(
+    let run = Driver::new(only("t (1)", fail())).run(spec(
         "on: push
 jobs:
   t:
@@ -160,7 +160,7 @@ jobs:
 
 #[test]
 fn fail_fast_false_lets_other_legs_finish() {
-    let run = Driver::new(|d| if d.name == "t (1)" { fail() } else { ok() }).run(spec(
+    let run = Driver::new(only("t (1)", fail())).run(spec(
         "on: push
 jobs:
   t:
@@ -333,14 +333,7 @@ jobs:
 
 #[test]
 fn deferred_matrix_from_needs_outputs() {
-    let run = Driver::new(|d| {
-        if d.name == "plan" {
-            ok().out("targets", r#"["a","b","c"]"#)
-        } else {
-            ok()
-        }
-    })
-    .run(spec(
+    let run = Driver::new(only("plan", ok().out("targets", r#"["a","b","c"]"#))).run(spec(
         "on: push
 jobs:
   plan: {runs-on: x, outputs: {targets: x}, steps: [run: echo]}
@@ -376,14 +369,7 @@ jobs:
 
 #[test]
 fn matrix_that_evaluates_to_an_error_fails_the_job() {
-    let run = Driver::new(|d| {
-        if d.name == "plan" {
-            ok().out("list", "[]")
-        } else {
-            ok()
-        }
-    })
-    .run(spec(
+    let run = Driver::new(only("plan", ok().out("list", "[]"))).run(spec(
         "on: push
 jobs:
   plan: {runs-on: x, steps: [run: echo]}
@@ -469,7 +455,7 @@ jobs:
 ",
     );
     s.vars = object(serde_json::json!({"FAST": "no", "MAX": "1"}));
-    let run = Driver::new(|d| if d.name == "t (1)" { fail() } else { ok() }).run(s);
+    let run = Driver::new(only("t (1)", fail())).run(s);
     assert_eq!(run.max_running, 1);
     assert_eq!(
         run.report_lines(),

@@ -138,14 +138,7 @@ jobs:
 
 #[test]
 fn false_string_output_is_truthy() {
-    let run = Driver::new(|d| {
-        if d.name == "a" {
-            ok().out("flag", "false")
-        } else {
-            ok()
-        }
-    })
-    .run(spec(
+    let run = Driver::new(only("a", ok().out("flag", "false"))).run(spec(
         "on: push
 jobs:
   a: {runs-on: x, steps: [run: echo]}
@@ -269,13 +262,7 @@ jobs:
 
 #[test]
 fn thirty_job_chain_runs_in_order() {
-    let mut yaml = String::from("on: push\njobs:\n  j0: {runs-on: x, steps: [run: echo]}\n");
-    for i in 1..30 {
-        yaml.push_str(&format!(
-            "  j{i}: {{needs: j{}, runs-on: x, steps: [run: echo]}}\n",
-            i - 1
-        ));
-    }
+    let yaml = chain_yaml(30);
     let run = run_ok(&yaml);
     let expected: Vec<String> = (0..30).map(|i| format!("j{i}")).collect();
     assert_eq!(run.names(), expected);
@@ -290,13 +277,7 @@ fn thirty_job_chain_runs_in_order() {
 
 #[test]
 fn thirty_job_chain_failure_in_the_middle_skips_the_rest() {
-    let mut yaml = String::from("on: push\njobs:\n  j0: {runs-on: x, steps: [run: echo]}\n");
-    for i in 1..30 {
-        yaml.push_str(&format!(
-            "  j{i}: {{needs: j{}, runs-on: x, steps: [run: echo]}}\n",
-            i - 1
-        ));
-    }
+    let yaml = chain_yaml(30);
     let run = run_failing(&yaml, &["j10"]);
     assert_eq!(run.dispatched.len(), 11);
     assert_eq!(run.conclusion("j10"), "failure");

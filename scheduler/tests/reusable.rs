@@ -173,14 +173,7 @@ jobs:
 
 #[test]
 fn a_failing_callee_job_fails_the_caller() {
-    let run = Driver::new(|d| {
-        if d.name == "call / compile" {
-            fail()
-        } else {
-            ok()
-        }
-    })
-    .run(spec_with(
+    let run = Driver::new(only("call / compile", fail())).run(spec_with(
         "on: push
 jobs:
   call:
@@ -302,4 +295,35 @@ jobs:
         json(run.dispatch("last"), "needs")["outer"]["outputs"]["deep"],
         "dist/nested"
     );
+}
+
+#[test]
+fn fail_fast_on_a_matrix_call_cancels_the_other_invocations() {
+    let yaml = "on: push
+jobs:
+  call:
+    strategy: {matrix: {target: [linux, mac]}}
+    uses: ./.github/workflows/build.yml
+    with: {target: '${{ matrix.target }}'}
+";
+    let run = Driver::new(only("call (linux) / compile", fail()))
+        .run(spec_with(yaml, &[("./.github/workflows/build.yml", BUILD)]));
+    assert_eq!(run.cancel_requests, ["call (mac) / compile"]);
+    assert_eq!(
+        run.report_lines(),
+        [
+            "call (linux) / compile=failure",
+            "call (linux) / test=skipped",
+            "call (mac) / compile=cancelled",
+            "call (mac) / test=cancelled"
+        ]
+    );
+    assert_eq!(run.report.conclusion.as_str(), "failure");
+    let relaxed = yaml.replace("strategy: {", "strategy: {fail-fast: false, ");
+    let run = Driver::new(only("call (linux) / compile", fail())).run(spec_with(
+        &relaxed,
+        &[("./.github/workflows/build.yml", BUILD)],
+    ));
+    assert!(run.cancel_requests.is_empty());
+    assert_eq!(run.conclusion("call (mac) / test"), "success");
 }

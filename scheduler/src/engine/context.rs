@@ -75,8 +75,7 @@ impl EvalContext for JobContext<'_> {
             }
             "failure" => self
                 .named_results("failure", args, status)?
-                .iter()
-                .any(|r| *r == Some(Conclusion::Failure)),
+                .contains(&Some(Conclusion::Failure)),
             other => {
                 return Err(format!(
                     "The function '{other}' is not available in this context"

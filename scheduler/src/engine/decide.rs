@@ -22,19 +22,30 @@ struct Strategy {
     legs: Vec<Option<MatrixLeg>>,
 }
 
+/// One invocation of a workflow about to be added: the run's own, or a reusable call.
+pub(super) struct NewScope {
+    pub plan: Arc<Plan>,
+    pub inputs: Value,
+    pub secrets: Value,
+    /// The reusable-workflow job this is an invocation of.
+    pub parent: Option<usize>,
+    /// Prepended to job ids (`caller/`) and display names (`caller (x) / `).
+    pub id_prefix: String,
+    pub name_prefix: String,
+}
+
 impl Engine {
     /// Adds one workflow invocation with a node per job. `only` keeps just that job, with its
     /// needs ignored (`-j`).
-    pub(super) fn add_scope(
-        &mut self,
-        plan: Arc<Plan>,
-        inputs: Value,
-        secrets: Value,
-        parent: Option<usize>,
-        id_prefix: String,
-        name_prefix: String,
-        only: Option<usize>,
-    ) -> usize {
+    pub(super) fn add_scope(&mut self, new: NewScope, only: Option<usize>) -> usize {
+        let NewScope {
+            plan,
+            inputs,
+            secrets,
+            parent,
+            id_prefix,
+            name_prefix,
+        } = new;
         let scope_index = self.scopes.len();
         let first_node = self.nodes.len();
         let mut nodes = vec![None; plan.jobs.len()];
@@ -96,6 +107,7 @@ impl Engine {
             nodes,
             parent,
             remaining: created,
+            cancelled: None,
         });
         for node in first_node..self.nodes.len() {
             if self.nodes[node].unmet == 0 {
@@ -195,6 +207,9 @@ impl Engine {
     /// Runs when every need has concluded: the job is skipped, fails to start, or becomes legs.
     pub(super) fn decide(&mut self, node_index: usize) {
         self.nodes[node_index].state = NodeState::Started;
+        if let Some(reason) = self.scopes[self.nodes[node_index].scope].cancelled.clone() {
+            return self.cancel_node(node_index, reason);
+        }
         let contexts = self.node_contexts(node_index);
         match self.condition_with(node_index, &contexts) {
             Err(error) => return self.fail_node(node_index, error),
@@ -371,15 +386,15 @@ impl Engine {
             match invocation {
                 Ok(((inputs, secrets), callee)) => {
                     let id_prefix = format!("{}/", self.nodes[node_index].id);
-                    let scope = self.add_scope(
-                        callee,
+                    let new = NewScope {
+                        plan: callee,
                         inputs,
                         secrets,
-                        Some(node_index),
+                        parent: Some(node_index),
                         id_prefix,
-                        format!("{shown} / "),
-                        None,
-                    );
+                        name_prefix: format!("{shown} / "),
+                    };
+                    let scope = self.add_scope(new, None);
                     self.nodes[node_index].invocations.push(scope);
                 }
                 Err(error) => {

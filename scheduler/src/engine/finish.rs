@@ -3,6 +3,7 @@
 
 use super::context::JobContext;
 use super::keys::GroupSpec;
+use super::plan::MAX_CALL_DEPTH;
 use super::{Engine, EngineEvent, JobCompletion, LegId, LegState, NodeState};
 use kiln_workflow::eval::evaluate_to_string;
 use kiln_workflow::{Conclusion, Object, Value};
@@ -116,25 +117,36 @@ impl Engine {
         } else {
             Conclusion::Skipped
         };
-        let node = &mut self.nodes[node_index];
-        self.events.push(EngineEvent::JobSkipped {
-            job_id: node.id.clone(),
-            name: node.name.clone(),
-            reason: reason.clone(),
-        });
-        node.message = Some(reason);
-        self.finish_node(node_index, conclusion);
+        self.end_node(node_index, conclusion, reason);
+    }
+
+    pub(super) fn cancel_node(&mut self, node_index: usize, reason: String) {
+        self.end_node(node_index, Conclusion::Cancelled, reason);
     }
 
     pub(super) fn fail_node(&mut self, node_index: usize, error: String) {
+        self.end_node(node_index, Conclusion::Failure, error);
+    }
+
+    /// A job that concludes without ever having legs, with the reason reported as an event
+    /// and kept for the report.
+    fn end_node(&mut self, node_index: usize, conclusion: Conclusion, reason: String) {
         let node = &mut self.nodes[node_index];
-        self.events.push(EngineEvent::JobFailedToStart {
-            job_id: node.id.clone(),
-            name: node.name.clone(),
-            error: error.clone(),
+        let (job_id, name) = (node.id.clone(), node.name.clone());
+        node.message = Some(reason.clone());
+        self.events.push(match conclusion {
+            Conclusion::Failure => EngineEvent::JobFailedToStart {
+                job_id,
+                name,
+                error: reason,
+            },
+            _ => EngineEvent::JobSkipped {
+                job_id,
+                name,
+                reason,
+            },
         });
-        node.message = Some(error);
-        self.finish_node(node_index, Conclusion::Failure);
+        self.finish_node(node_index, conclusion);
     }
 
     /// All jobs of one reusable-workflow invocation concluded: evaluate the caller's outputs
@@ -268,6 +280,43 @@ impl Engine {
         for other in node.legs.clone() {
             if other != leg_index {
                 self.cancel_leg(other, &reason);
+            }
+        }
+    }
+
+    /// A failed leg inside a reusable-workflow invocation fails that invocation: when the
+    /// calling job has a matrix with fail-fast, its other invocations are cancelled, at every
+    /// level of nesting.
+    pub(super) fn fail_fast_calls(&mut self, leg_index: usize) {
+        let mut scope = self.nodes[self.legs[leg_index].node].scope;
+        let reason = format!("fail-fast: '{}' failed", self.legs[leg_index].name);
+        for _ in 0..=MAX_CALL_DEPTH {
+            let Some(caller) = self.scopes[scope].parent else {
+                return;
+            };
+            let node = &self.nodes[caller];
+            if node.fail_fast && node.invocations.len() > 1 {
+                for other in node.invocations.clone() {
+                    if other != scope {
+                        self.cancel_scope(other, &reason, 0);
+                    }
+                }
+            }
+            scope = self.nodes[caller].scope;
+        }
+    }
+
+    fn cancel_scope(&mut self, scope: usize, reason: &str, depth: usize) {
+        if depth > MAX_CALL_DEPTH || self.scopes[scope].cancelled.is_some() {
+            return;
+        }
+        self.scopes[scope].cancelled = Some(reason.to_string());
+        for node in self.scopes[scope].nodes.clone().into_iter().flatten() {
+            for leg in self.nodes[node].legs.clone() {
+                self.cancel_leg(leg, reason);
+            }
+            for inner in self.nodes[node].invocations.clone() {
+                self.cancel_scope(inner, reason, depth + 1);
             }
         }
     }

@@ -58,6 +58,8 @@ struct Scope {
     /// The reusable-workflow job this scope is an invocation of.
     parent: Option<usize>,
     remaining: usize,
+    /// Set when fail-fast cancelled this invocation: its jobs not yet decided are cancelled.
+    cancelled: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,15 +168,15 @@ impl Engine {
         };
         engine.run_group = engine.workflow_group(&plan);
         let (inputs, secrets) = (engine.inputs.clone(), engine.secrets.clone());
-        engine.add_scope(
+        let root = decide::NewScope {
             plan,
             inputs,
             secrets,
-            None,
-            String::new(),
-            String::new(),
-            only,
-        );
+            parent: None,
+            id_prefix: String::new(),
+            name_prefix: String::new(),
+        };
+        engine.add_scope(root, only);
         engine.advance();
         Ok(engine)
     }
@@ -225,6 +227,7 @@ impl Engine {
         self.finish_leg(index, conclusion, Some(done), None);
         if failed {
             self.fail_fast(index);
+            self.fail_fast_calls(index);
         }
         self.advance();
         std::mem::take(&mut self.to_cancel)
@@ -280,31 +283,35 @@ impl Engine {
         }
     }
 
+    /// Moves the leg's evaluated values into a `Dispatch`: after this the engine only needs
+    /// the leg's concurrency group, so nothing is cloned per leg.
     fn dispatch(&mut self, leg_index: usize) -> Option<Dispatch> {
-        let leg = &self.legs[leg_index];
-        let keys = leg.keys.as_ref()?;
-        let node = &self.nodes[leg.node];
+        let node_index = self.legs[leg_index].node;
+        let node = &self.nodes[node_index];
         let scope = &self.scopes[node.scope];
-        let plan_job = &scope.plan.jobs[node.plan_job];
+        let job = scope.plan.jobs[node.plan_job].job.clone();
+        let workflow = scope.plan.workflow.clone();
+        let job_id = node.id.clone();
+        let leg = &mut self.legs[leg_index];
+        let keys = leg.keys.as_mut()?;
         let dispatch = Dispatch {
             leg: LegId(u32::try_from(leg_index).unwrap_or(u32::MAX)),
-            job_id: node.id.clone(),
+            job_id,
             name: leg.name.clone(),
-            job: plan_job.job.clone(),
-            workflow: scope.plan.workflow.clone(),
+            job,
+            workflow,
             matrix: leg.matrix.clone(),
-            contexts: leg.contexts.clone(),
-            runs_on: keys.runs_on.clone(),
-            env: keys.env.clone(),
-            container: keys.container.clone(),
-            services: keys.services.clone(),
+            contexts: std::mem::take(&mut leg.contexts),
+            runs_on: std::mem::take(&mut keys.runs_on),
+            env: std::mem::take(&mut keys.env),
+            container: keys.container.take(),
+            services: std::mem::take(&mut keys.services),
             timeout_minutes: keys.timeout_minutes,
             continue_on_error: keys.continue_on_error,
-            environment: keys.environment.clone(),
+            environment: keys.environment.take(),
         };
-        self.legs[leg_index].state = LegState::Running;
-        let node = self.legs[leg_index].node;
-        self.nodes[node].running += 1;
+        leg.state = LegState::Running;
+        self.nodes[node_index].running += 1;
         Some(dispatch)
     }
 }

@@ -7,9 +7,9 @@ use kiln_scheduler::{
     Dispatch, Engine, EngineEvent, JobCompletion, JobReport, LegId, RunReport, RunSpec,
 };
 use kiln_workflow::{parse_workflow_with, Conclusion, Object, ParseOptions, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Parses a workflow (callees served by path) and builds a run spec with a small github context.
 pub fn spec_with(yaml: &str, callees: &[(&str, &str)]) -> RunSpec {
@@ -186,7 +186,7 @@ impl<'a> Driver<'a> {
         self
     }
 
-    /// Calls `cancel_run()` after this many completions.
+    /// Calls `cancel_run()` once this many legs have completed (0: as soon as legs run).
     pub fn cancel_after(mut self, completions: usize) -> Self {
         self.cancel_after = Some(completions);
         self
@@ -210,14 +210,19 @@ impl<'a> Driver<'a> {
             cancel_requests: Vec::new(),
             completion_order: Vec::new(),
         };
-        let mut completions = 0usize;
+        let mut cancelled = false;
         let mut clock = 0u64;
-        for _ in 0..100_000 {
+        // One completion per iteration, so the iteration number counts completions.
+        for completions in 0usize..100_000 {
             backlog.extend(engine.poll());
             while running.len() < self.parallel && !backlog.is_empty() {
                 let d = backlog.remove(0);
                 run.dispatched.push(d.clone());
                 running.push(d);
+            }
+            if self.cancel_after == Some(completions) && !cancelled {
+                cancelled = true;
+                request_cancels(engine.cancel_run(), &running, &mut run, &mut to_cancel);
             }
             run.events.extend(engine.events());
             let names: Vec<String> = running.iter().map(|d| d.name.clone()).collect();
@@ -258,25 +263,27 @@ impl<'a> Driver<'a> {
             };
             run.completion_order.push(leg.name.clone());
             let cancels = engine.complete(leg.leg, done);
-            completions += 1;
-            let mut cancels = cancels;
-            if self.cancel_after == Some(completions) {
-                cancels.extend(engine.cancel_run());
-            }
-            let by_leg: HashMap<LegId, &str> =
-                running.iter().map(|d| (d.leg, d.name.as_str())).collect();
-            for id in cancels {
-                if let Some(name) = by_leg.get(&id) {
-                    run.cancel_requests.push(name.to_string());
-                }
-                to_cancel.insert(id);
-            }
+            request_cancels(cancels, &running, &mut run, &mut to_cancel);
         }
         run.events.extend(engine.events());
         assert!(engine.is_finished(), "the run did not finish");
         run.report = engine.report();
-        let _ = SystemTime::now();
         run
+    }
+}
+
+/// Remembers the legs the engine wants stopped; the fake executor ends them as cancelled next.
+fn request_cancels(
+    cancels: Vec<LegId>,
+    running: &[Dispatch],
+    run: &mut Run,
+    to_cancel: &mut BTreeSet<LegId>,
+) {
+    for id in cancels {
+        if let Some(d) = running.iter().find(|d| d.leg == id) {
+            run.cancel_requests.push(d.name.clone());
+        }
+        to_cancel.insert(id);
     }
 }
 
@@ -307,4 +314,45 @@ pub fn run_failing(yaml: &str, failing: &[&str]) -> Run {
         }
     })
     .run(spec(yaml))
+}
+
+/// A rule: the leg named `name` ends with `outcome`, every other leg succeeds.
+pub fn only(name: &'static str, outcome: Outcome) -> impl FnMut(&Dispatch) -> Outcome {
+    move |d| {
+        if d.name == name {
+            outcome.clone()
+        } else {
+            ok()
+        }
+    }
+}
+
+/// `jobs` jobs j0..j(n-1), each needing the one before.
+pub fn chain_yaml(jobs: usize) -> String {
+    let mut yaml = String::from("on: push\njobs:\n  j0: {runs-on: x, steps: [run: echo]}\n");
+    for i in 1..jobs {
+        yaml.push_str(&format!(
+            "  j{i}: {{needs: j{}, runs-on: x, steps: [run: echo]}}\n",
+            i - 1
+        ));
+    }
+    yaml
+}
+
+/// Four 250-leg matrix jobs in a chain: 1,000 legs.
+pub fn thousand_legs_yaml() -> String {
+    let values: Vec<String> = (0..25).map(|i| i.to_string()).collect();
+    let mut yaml = String::from("on: push\njobs:\n");
+    for job in 0..4 {
+        let needs = if job == 0 {
+            String::new()
+        } else {
+            format!("needs: m{}, ", job - 1)
+        };
+        yaml.push_str(&format!(
+            "  m{job}: {{{needs}runs-on: x, strategy: {{matrix: {{a: [{}], b: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}}}, steps: [run: echo]}}\n",
+            values.join(", ")
+        ));
+    }
+    yaml
 }
