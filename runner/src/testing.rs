@@ -1,4 +1,5 @@
-//! Helpers for tests that need Docker, here and in crates built on this one.
+//! Helpers for tests that need Docker, here and in crates built on this one (enable the
+//! `test-support` feature in their dev-dependencies).
 //!
 //! Every Docker test starts with
 //! ```no_run
@@ -11,7 +12,10 @@
 //! `KILN_REQUIRE_DOCKER=1` (set in CI), in which case it fails.
 
 use crate::backend::{DockerBackend, DockerConfig};
-use crate::image::{build_busybox_image, ImageEvent, BUSYBOX_TEST_TAG};
+use crate::image::{
+    build_base_image, build_busybox_image, BaseImageOptions, BuildOutcome, ImageError, ImageEvent,
+    BUSYBOX_TEST_TAG,
+};
 
 pub use crate::image::BUSYBOX_TEST_PAGE;
 
@@ -51,17 +55,35 @@ pub async fn require_docker() -> Option<DockerBackend> {
 /// # Panics
 /// When the image cannot be built: a Docker test cannot run without it.
 pub async fn ensure_busybox_image(docker: &DockerBackend) -> String {
-    let _guard = BUILD_LOCK.lock().await;
     let mut ignore_progress = |_: ImageEvent| {};
-    if let Err(error) = build_busybox_image(
+    let build = build_busybox_image(
         docker.client(),
         BUSYBOX_TEST_TAG,
         false,
         &mut ignore_progress,
-    )
-    .await
-    {
-        panic!("cannot build the test image {BUSYBOX_TEST_TAG}: {error}");
+    );
+    built_or_panic(BUSYBOX_TEST_TAG, build).await
+}
+
+/// The Debian base image (`kiln-base:bookworm`, what `ubuntu-latest` maps to), building it
+/// with debootstrap first if the daemon does not have it (a few minutes, once per machine).
+///
+/// # Panics
+/// When the image cannot be built.
+pub async fn ensure_base_image(docker: &DockerBackend) -> String {
+    let options = BaseImageOptions::default();
+    let mut ignore_progress = |_: ImageEvent| {};
+    let build = build_base_image(docker.client(), &options, &mut ignore_progress);
+    built_or_panic(&options.tag, build).await
+}
+
+async fn built_or_panic(
+    tag: &str,
+    build: impl std::future::Future<Output = Result<BuildOutcome, ImageError>>,
+) -> String {
+    let _guard = BUILD_LOCK.lock().await;
+    if let Err(error) = build.await {
+        panic!("cannot build the test image {tag}: {error}");
     }
-    BUSYBOX_TEST_TAG.to_owned()
+    tag.to_owned()
 }

@@ -6,11 +6,49 @@ use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use kiln_runner::backend::{
-    Backend, BackendError, ContainerSpec, DockerBackend, ExecOutcome, ExecSpec, JobEnv, JobSpec,
-    Mount, OutputStream, ServiceSpec, JOB_KEY_LABEL,
+    Backend, BackendError, ContainerSpec, DockerBackend, DockerConfig, ExecOutcome, ExecSpec,
+    JobEnv, JobSpec, Mount, OutputStream, ServiceSpec, JOB_KEY_LABEL,
 };
 use kiln_runner::testing::{ensure_busybox_image, require_docker, BUSYBOX_TEST_PAGE};
 use tokio_util::sync::CancellationToken;
+
+/// What every Docker test needs: the backend, the test image and a workspace; `None` (the
+/// test is skipped) when no daemon answers.
+async fn fixture() -> Option<(DockerBackend, String, tempfile::TempDir)> {
+    let backend = require_docker().await?;
+    let image = ensure_busybox_image(&backend).await;
+    Some((backend, image, tempfile::tempdir().expect("workspace")))
+}
+
+async fn prepare(backend: &DockerBackend, spec: &JobSpec) -> JobEnv {
+    backend
+        .prepare(spec, &CancellationToken::new())
+        .await
+        .expect("prepare")
+}
+
+async fn failed_prepare(backend: &DockerBackend, spec: &JobSpec, why: &str) -> BackendError {
+    let result = backend.prepare(spec, &CancellationToken::new()).await;
+    result.expect_err(why)
+}
+
+async fn failed_exec(
+    backend: &DockerBackend,
+    env: &JobEnv,
+    spec: &ExecSpec,
+    why: &str,
+) -> BackendError {
+    let result = backend
+        .exec(env, spec, &mut Vec::new(), &CancellationToken::new())
+        .await;
+    result.expect_err(why)
+}
+
+/// Cleans up and checks through the Docker API that nothing of the job is left.
+async fn clean_up(backend: &DockerBackend, env: &JobEnv) {
+    backend.cleanup(env).await.expect("cleanup");
+    assert_nothing_left(backend, &env.job_key).await;
+}
 
 /// Unique per test and per test process, so parallel tests and reruns never collide.
 fn job_key(test: &str) -> String {
@@ -27,6 +65,17 @@ fn job_spec(test: &str, image: &str, workspace: &tempfile::TempDir) -> JobSpec {
         workspace: workspace.path().to_path_buf(),
         labels: vec![("dev.kiln.test".into(), test.into())],
         ..Default::default()
+    }
+}
+
+fn service(name: &str, image: &str, options: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        container: ContainerSpec {
+            image: image.into(),
+            options: options.into(),
+            ..Default::default()
+        },
     }
 }
 
@@ -85,29 +134,31 @@ async fn assert_nothing_left(backend: &DockerBackend, job_key: &str) {
 
 #[tokio::test]
 async fn steps_run_in_the_job_container_with_env_workdir_and_mounts() {
-    let Some(backend) = require_docker().await else {
+    let Some((backend, image, workspace)) = fixture().await else {
         return;
     };
-    let image = ensure_busybox_image(&backend).await;
-    let workspace = tempfile::tempdir().expect("workspace");
     let temp = tempfile::tempdir().expect("runner temp");
     std::fs::create_dir(workspace.path().join("sub")).expect("mkdir");
-    std::fs::write(temp.path().join("note"), "from the host").expect("write");
+    // A `:` in a host path must not be read as a `-v` separator.
+    let temp_dir = temp.path().join("runner:temp");
+    std::fs::create_dir(&temp_dir).expect("mkdir");
+    std::fs::write(temp_dir.join("note"), "from the host").expect("write");
     let mut spec = job_spec("env-workdir", &image, &workspace);
     if let Some(container) = spec.container.as_mut() {
         container.env = vec![("FROM_CONTAINER".into(), "yes".into())];
     }
     spec.extra_mounts = vec![Mount {
-        host_path: temp.path().to_path_buf(),
+        host_path: temp_dir.clone(),
         job_path: "/__w/_temp".into(),
         read_only: false,
     }];
-    let env = backend
-        .prepare(&spec, &CancellationToken::new())
-        .await
-        .expect("prepare");
+    let env = prepare(&backend, &spec).await;
     assert_eq!(env.workspace_path, workspace.path().to_string_lossy());
-    assert!(env.container_id.is_some() && env.network.is_some());
+    assert!(env.container_id.is_some());
+    assert_eq!(
+        env.network, None,
+        "a job without services uses the default bridge"
+    );
 
     let mut step = sh("echo \"$STEP_VAR $FROM_CONTAINER\"; pwd; echo oops >&2; cat /__w/_temp/note; echo made > out.txt");
     step.env.push(("STEP_VAR".into(), "step".into()));
@@ -133,18 +184,46 @@ async fn steps_run_in_the_job_container_with_env_workdir_and_mounts() {
         ExecOutcome::Exited(137)
     );
 
-    backend.cleanup(&env).await.expect("cleanup");
-    assert_nothing_left(&backend, &spec.job_key).await;
+    clean_up(&backend, &env).await;
     backend.cleanup(&env).await.expect("cleanup twice");
 }
 
 #[tokio::test]
-async fn output_is_streamed_while_the_step_runs() {
+async fn every_job_can_get_its_own_network() {
     let Some(backend) = require_docker().await else {
         return;
     };
     let image = ensure_busybox_image(&backend).await;
+    let backend = backend.with_config(DockerConfig {
+        always_create_network: true,
+        ..DockerConfig::default()
+    });
     let workspace = tempfile::tempdir().expect("workspace");
+    let spec = job_spec("own-network", &image, &workspace);
+    let env = prepare(&backend, &spec).await;
+    let network = env.network.clone().expect("a network");
+    let (outcome, lines) = run(&backend, &env, &sh("hostname -i | grep -c . ")).await;
+    assert_eq!(
+        (outcome, stdout(&lines)),
+        (ExecOutcome::Exited(0), vec!["1"])
+    );
+    let inspected = backend
+        .client()
+        .inspect_network(
+            &network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("the network exists");
+    assert_eq!(inspected.containers.map(|c| c.len()), Some(1));
+    clean_up(&backend, &env).await;
+}
+
+#[tokio::test]
+async fn output_is_streamed_while_the_step_runs() {
+    let Some((backend, image, workspace)) = fixture().await else {
+        return;
+    };
     let spec = job_spec("streaming", &image, &workspace);
     let backend = Arc::new(backend);
     let env = Arc::new(
@@ -178,22 +257,16 @@ async fn output_is_streamed_while_the_step_runs() {
         receiver.recv().await,
         Some((OutputStream::Stdout, "second".to_owned()))
     );
-    backend.cleanup(&env).await.expect("cleanup");
-    assert_nothing_left(&backend, &spec.job_key).await;
+    clean_up(&backend, &env).await;
 }
 
 #[tokio::test]
 async fn timeout_and_cancellation_kill_the_step_promptly() {
-    let Some(backend) = require_docker().await else {
+    let Some((backend, image, workspace)) = fixture().await else {
         return;
     };
-    let image = ensure_busybox_image(&backend).await;
-    let workspace = tempfile::tempdir().expect("workspace");
     let spec = job_spec("timeout", &image, &workspace);
-    let env = backend
-        .prepare(&spec, &CancellationToken::new())
-        .await
-        .expect("prepare");
+    let env = prepare(&backend, &spec).await;
 
     let mut step = sh("echo started; sleep 30 & sleep 31; echo never");
     step.timeout = Some(Duration::from_millis(300));
@@ -239,31 +312,27 @@ async fn timeout_and_cancellation_kill_the_step_promptly() {
     .await;
     assert_eq!(stdout(&lines), Vec::<&str>::new());
 
-    backend.cleanup(&env).await.expect("cleanup");
-    assert_nothing_left(&backend, &spec.job_key).await;
+    clean_up(&backend, &env).await;
 }
 
 #[tokio::test]
 async fn services_are_healthy_and_reachable_by_alias() {
-    let Some(backend) = require_docker().await else {
+    let Some((backend, image, workspace)) = fixture().await else {
         return;
     };
-    let image = ensure_busybox_image(&backend).await;
-    let workspace = tempfile::tempdir().expect("workspace");
     let mut spec = job_spec("services", &image, &workspace);
-    spec.services.push(ServiceSpec {
-        name: "web".into(),
-        container: ContainerSpec {
-            image: image.clone(),
-            ports: vec!["80".into()],
-            options: "--health-cmd 'wget -q -O /dev/null http://localhost/' --health-interval 200ms --health-retries 25".into(),
-            ..Default::default()
-        },
-    });
+    let mut web = service(
+        "web",
+        &image,
+        "--health-cmd 'wget -q -O /dev/null http://localhost/' --health-interval 200ms --health-retries 25",
+    );
+    web.container.ports = vec!["80".into()];
+    spec.services.push(web);
     let env = backend
         .prepare(&spec, &CancellationToken::new())
         .await
         .expect("prepare with a service");
+    assert!(env.network.is_some());
     let service = &env.services[0];
     assert_eq!(service.name, "web");
     let host_port: u16 = service.ports["80"].parse().expect("published port");
@@ -274,34 +343,22 @@ async fn services_are_healthy_and_reachable_by_alias() {
     assert_eq!(outcome, ExecOutcome::Exited(0));
     assert_eq!(stdout(&lines), [BUSYBOX_TEST_PAGE]);
 
-    backend.cleanup(&env).await.expect("cleanup");
-    assert_nothing_left(&backend, &spec.job_key).await;
+    clean_up(&backend, &env).await;
 }
 
 #[tokio::test]
 async fn an_unhealthy_or_crashing_service_fails_prepare_and_leaves_nothing() {
-    let Some(backend) = require_docker().await else {
+    let Some((backend, image, workspace)) = fixture().await else {
         return;
-    };
-    let image = ensure_busybox_image(&backend).await;
-    let workspace = tempfile::tempdir().expect("workspace");
-    let service = |options: &str| ServiceSpec {
-        name: "db".into(),
-        container: ContainerSpec {
-            image: image.clone(),
-            options: options.into(),
-            ..Default::default()
-        },
     };
 
     let mut spec = job_spec("unhealthy", &image, &workspace);
     spec.services.push(service(
+        "db",
+        &image,
         "--health-cmd 'echo not ready yet; exit 1' --health-interval 100ms --health-retries 2",
     ));
-    let err = backend
-        .prepare(&spec, &CancellationToken::new())
-        .await
-        .expect_err("unhealthy service");
+    let err = failed_prepare(&backend, &spec, "unhealthy service").await;
     assert!(
         matches!(&err, BackendError::ServiceUnhealthy { service, last_log } if service == "db" && last_log.contains("not ready yet")),
         "{err}"
@@ -311,12 +368,11 @@ async fn an_unhealthy_or_crashing_service_fails_prepare_and_leaves_nothing() {
     let mut spec = job_spec("crashing", &image, &workspace);
     // The health check keeps it "starting" until it exits, so the exit is seen, not raced.
     spec.services.push(service(
+        "db",
+        &image,
         "--entrypoint false --health-cmd true --health-interval 5s",
     ));
-    let err = backend
-        .prepare(&spec, &CancellationToken::new())
-        .await
-        .expect_err("crashing service");
+    let err = failed_prepare(&backend, &spec, "crashing service").await;
     assert!(
         matches!(&err, BackendError::ServiceExited { service, exit_code: 1, .. } if service == "db"),
         "{err}"
@@ -326,20 +382,15 @@ async fn an_unhealthy_or_crashing_service_fails_prepare_and_leaves_nothing() {
 
 #[tokio::test]
 async fn cancelling_prepare_removes_what_it_created() {
-    let Some(backend) = require_docker().await else {
+    let Some((backend, image, workspace)) = fixture().await else {
         return;
     };
-    let image = ensure_busybox_image(&backend).await;
-    let workspace = tempfile::tempdir().expect("workspace");
     let mut spec = job_spec("cancel-prepare", &image, &workspace);
-    spec.services.push(ServiceSpec {
-        name: "slow".into(),
-        container: ContainerSpec {
-            image: image.clone(),
-            options: "--health-cmd false --health-interval 10s --health-retries 10".into(),
-            ..Default::default()
-        },
-    });
+    spec.services.push(service(
+        "slow",
+        &image,
+        "--health-cmd false --health-interval 10s --health-retries 10",
+    ));
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
@@ -360,15 +411,11 @@ async fn cancelling_prepare_removes_what_it_created() {
 
 #[tokio::test]
 async fn a_missing_image_is_a_clear_error_with_the_fix() {
-    let Some(backend) = require_docker().await else {
+    let Some((backend, image, workspace)) = fixture().await else {
         return;
     };
-    let workspace = tempfile::tempdir().expect("workspace");
     let spec = job_spec("missing-image", "kiln-no-such-image:never", &workspace);
-    let err = backend
-        .prepare(&spec, &CancellationToken::new())
-        .await
-        .expect_err("no such image");
+    let err = failed_prepare(&backend, &spec, "no such image").await;
     let text = err.to_string();
     assert!(
         matches!(err, BackendError::ImageMissing { .. })
@@ -379,13 +426,44 @@ async fn a_missing_image_is_a_clear_error_with_the_fix() {
     assert_nothing_left(&backend, &spec.job_key).await;
 
     let spec = job_spec("missing-base", "kiln-base:not-built-here", &workspace);
-    let err = backend
-        .prepare(&spec, &CancellationToken::new())
-        .await
-        .expect_err("no base image");
+    let err = failed_prepare(&backend, &spec, "no base image").await;
     assert!(
         err.to_string()
             .contains("kiln image build --tag kiln-base:not-built-here"),
+        "{err}"
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
+
+    // A missing job image is reported at once, not after the services' health checks.
+    let mut spec = job_spec(
+        "missing-image-with-service",
+        "kiln-no-such-image:never",
+        &workspace,
+    );
+    spec.services.push(service(
+        "slow",
+        &image,
+        "--health-cmd false --health-interval 10s --health-retries 10",
+    ));
+    let started = std::time::Instant::now();
+    let err = failed_prepare(&backend, &spec, "no such image").await;
+    assert!(matches!(err, BackendError::ImageMissing { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_nothing_left(&backend, &spec.job_key).await;
+
+    // Pulling happens only when allowed, and then a failure names the image.
+    let backend = backend.with_config(DockerConfig {
+        allow_pull: true,
+        ..DockerConfig::default()
+    });
+    let spec = job_spec("pull-fails", "127.0.0.1:9/kiln-absent:1", &workspace);
+    let err = failed_prepare(&backend, &spec, "no registry there").await;
+    assert!(
+        matches!(&err, BackendError::PullFailed { image, .. } if image == "127.0.0.1:9/kiln-absent:1"),
         "{err}"
     );
     assert_nothing_left(&backend, &spec.job_key).await;
@@ -398,21 +476,117 @@ async fn bad_options_fail_before_anything_is_created() {
     };
     let workspace = tempfile::tempdir().expect("workspace");
     let mut spec = job_spec("bad-options", "kiln-test-busybox:latest", &workspace);
-    spec.services.push(ServiceSpec {
-        name: "db".into(),
-        container: ContainerSpec {
-            image: "kiln-test-busybox:latest".into(),
-            options: "--cap-add SYS_ADMIN".into(),
-            ..Default::default()
-        },
-    });
-    let err = backend
-        .prepare(&spec, &CancellationToken::new())
-        .await
-        .expect_err("unsupported flag");
+    spec.services.push(service(
+        "db",
+        "kiln-test-busybox:latest",
+        "--cap-add SYS_ADMIN",
+    ));
+    let err = failed_prepare(&backend, &spec, "unsupported flag").await;
     assert!(
         err.to_string().contains("service `db`") && err.to_string().contains("--cap-add"),
         "{err}"
     );
     assert_nothing_left(&backend, &spec.job_key).await;
+}
+
+#[tokio::test]
+async fn a_missing_program_or_workdir_is_the_same_error_as_on_the_host() {
+    let Some((backend, image, workspace)) = fixture().await else {
+        return;
+    };
+    let spec = job_spec("missing-program", &image, &workspace);
+    let env = prepare(&backend, &spec).await;
+    let missing_program = ExecSpec {
+        argv: vec!["kiln-no-such-program".into()],
+        ..sh("")
+    };
+    let err = failed_exec(&backend, &env, &missing_program, "no such program").await;
+    assert!(
+        matches!(&err, BackendError::Spawn { program, .. } if program == "kiln-no-such-program")
+            && err.to_string().contains("not found"),
+        "{err}"
+    );
+    let missing_dir = ExecSpec {
+        workdir: "no/such/dir".into(),
+        ..sh("true")
+    };
+    let err = failed_exec(&backend, &env, &missing_dir, "no such workdir").await;
+    assert!(
+        matches!(&err, BackendError::WorkdirMissing { path } if path.ends_with("no/such/dir")),
+        "{err}"
+    );
+    // A step that prints the same words itself is still just output.
+    let (outcome, lines) = run(
+        &backend,
+        &env,
+        &sh("echo 'OCI runtime exec failed: joke'; exit 126"),
+    )
+    .await;
+    assert_eq!(outcome, ExecOutcome::Exited(126));
+    assert_eq!(stdout(&lines), ["OCI runtime exec failed: joke"]);
+    backend.cleanup(&env).await.expect("cleanup");
+}
+
+#[tokio::test]
+async fn leftovers_of_a_killed_run_with_the_same_key_are_replaced() {
+    let Some((backend, image, workspace)) = fixture().await else {
+        return;
+    };
+    let mut spec = job_spec("leftovers", &image, &workspace);
+    spec.services.push(service("web", &image, ""));
+    let cancel = CancellationToken::new();
+    // The first run is "killed": its containers and network stay behind.
+    let _abandoned = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect("first prepare");
+    let env = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect("second prepare replaces the leftovers");
+    let (outcome, lines) = run(&backend, &env, &sh("wget -q -O - http://web/")).await;
+    assert_eq!(
+        (outcome, stdout(&lines)),
+        (ExecOutcome::Exited(0), vec![BUSYBOX_TEST_PAGE])
+    );
+    clean_up(&backend, &env).await;
+
+    spec.services.clear();
+    let _abandoned = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect("first prepare");
+    let env = backend
+        .prepare(&spec, &cancel)
+        .await
+        .expect("second prepare without a network");
+    assert_eq!(
+        run(&backend, &env, &sh("true")).await.0,
+        ExecOutcome::Exited(0)
+    );
+    clean_up(&backend, &env).await;
+}
+
+#[tokio::test]
+async fn job_container_options_ports_volumes_and_workspace_path_apply() {
+    let Some((backend, image, workspace)) = fixture().await else {
+        return;
+    };
+    let mut spec = job_spec("container-options", &image, &workspace);
+    spec.workspace_job_path = Some("/github/workspace".into());
+    if let Some(container) = spec.container.as_mut() {
+        container.options =
+            "-e FROM_OPTIONS=1 --tmpfs /scratch:size=8m --memory 256m --cpus 1 --user 0:0".into();
+        container.ports = vec!["8080".into()];
+        container.volumes = vec!["/anonymous".into()];
+    }
+    let env = prepare(&backend, &spec).await;
+    assert_eq!(env.workspace_path, "/github/workspace");
+    let script = "pwd; echo $FROM_OPTIONS; grep -c ' /scratch tmpfs ' /proc/mounts; \
+                  test -d /anonymous && echo anonymous; echo seen > from-container";
+    let (outcome, lines) = run(&backend, &env, &sh(script)).await;
+    assert_eq!(outcome, ExecOutcome::Exited(0), "{lines:?}");
+    assert_eq!(stdout(&lines), ["/github/workspace", "1", "1", "anonymous"]);
+    assert!(workspace.path().join("from-container").exists());
+    clean_up(&backend, &env).await;
 }

@@ -349,3 +349,14 @@ async fn host_mounts_are_seen_at_their_host_path() {
     assert_eq!(env.mounts[0].job_path, "/tmp");
     assert_eq!(env.workspace_path, workspace.path().to_string_lossy());
 }
+
+#[tokio::test]
+async fn each_step_leads_its_own_session_and_process_group() {
+    let job = prepare().await;
+    // Fields 5 and 6 of /proc/PID/stat are the process group and the session.
+    let (outcome, lines) = run(&job, &sh("echo $$; cut -d' ' -f5,6 /proc/$$/stat")).await;
+    assert_eq!(outcome, ExecOutcome::Exited(0));
+    let out = text(&lines, OutputStream::Stdout);
+    let pid = out[0];
+    assert_eq!(out[1], format!("{pid} {pid}"));
+}

@@ -1,9 +1,10 @@
 //! Runs steps as child processes of kiln, directly in the job's workspace.
 //!
-//! Each exec is one `posix_spawn`: no shell of ours, no helper process. The child leads its own
-//! process group, so a timeout or cancellation reaches everything it started (SIGTERM, then
-//! SIGKILL after a grace period), and cleanup can find processes a step left running in the
-//! background.
+//! Each exec is one fork+exec: no shell of ours, no helper process. The child leads its own
+//! session (setsid), hence its own process group, so a timeout or cancellation reaches
+//! everything it started (SIGTERM, then SIGKILL after a grace period), cleanup can find
+//! processes a step left running in the background, and a step that opens the terminal gets
+//! an error instead of being stopped by SIGTTIN.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -18,6 +19,7 @@ use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::proctree::start_time;
 use super::{
     Backend, BackendError, ExecOutcome, ExecSpec, Handle, JobEnv, JobSpec, LineSplitter, LogSink,
     Mount, OutputStream,
@@ -73,13 +75,14 @@ impl HostBackend {
 /// Process groups started for one job, so cleanup can end what steps left behind.
 #[derive(Debug, Default)]
 pub(crate) struct HostProcesses {
-    groups: Mutex<Vec<i32>>,
+    /// Group id (the leader's pid) and the leader's start time.
+    groups: Mutex<Vec<(i32, Option<u64>)>>,
 }
 
 impl HostProcesses {
     fn remember(&self, pgid: i32) {
         if let Ok(mut groups) = self.groups.lock() {
-            groups.push(pgid);
+            groups.push((pgid, start_time(pgid)));
         }
     }
 
@@ -88,9 +91,16 @@ impl HostProcesses {
             Ok(mut groups) => std::mem::take(&mut *groups),
             Err(_) => return,
         };
-        for pgid in groups {
-            // ESRCH (group already gone) is the common, expected case.
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        for (pgid, leader_started) in groups {
+            // The kernel keeps a pid number reserved while a group uses it as its id, so a
+            // group with members is still ours, unless its leader's pid now belongs to a new
+            // process (pid_max can be as low as 32768 and wraps): then our group died and the
+            // number names someone else's.
+            let reused = start_time(pgid).is_some_and(|now| Some(now) != leader_started);
+            if !reused {
+                // ESRCH (group already gone) is the common, expected case.
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
         }
     }
 }
@@ -171,8 +181,16 @@ impl Backend for HostBackend {
             .current_dir(&workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
+        // which is async-signal-safe; it touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
         let mut child = command.spawn().map_err(|source| {
             if workdir.is_dir() {
                 BackendError::Spawn {

@@ -144,7 +144,9 @@ impl JobEnv {
 pub struct ExecSpec {
     /// Program and arguments, run directly: no shell is added.
     pub argv: Vec<String>,
-    /// The complete environment of the process; nothing else is inherited.
+    /// The environment of the process. On the host it is complete: nothing is inherited (see
+    /// [`host_base_env`]). In a container these variables are laid over the container's own
+    /// (image `ENV` and `container.env`), as `docker exec -e` does.
     pub env: Vec<(String, String)>,
     /// Working directory as the job sees it; relative paths and `""` resolve against the workspace.
     pub workdir: String,
@@ -204,7 +206,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<JobEnv, BackendError>;
 
     /// Runs one process to its end, streaming its output to `logs`. A non-zero exit is
-    /// `Ok(Exited(code))`; `Err` means the backend itself failed.
+    /// `Ok(Exited(code))`; `Err` means the process could not be started
+    /// ([`BackendError::Spawn`], [`BackendError::WorkdirMissing`]) or the backend failed.
+    /// Dropping the future kills the process on the host; in a container the process runs on
+    /// until `cleanup` removes the container, so prefer the cancellation token.
     async fn exec(
         &self,
         env: &JobEnv,

@@ -44,6 +44,18 @@ fn parent_of(pid: i32) -> Option<i32> {
     after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// When the process started (clock ticks since boot, `/proc/PID/stat` field 22): with the pid
+/// it identifies a process even after pid numbers wrap around.
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name start at field 3, so field 22 is the 20th of them.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// Sends `signal` to each process; ESRCH (already gone) is expected and ignored.
 pub(crate) fn signal_all(pids: &[i32], signal: Signal) {
     for &pid in pids {
@@ -99,6 +111,14 @@ mod tests {
         assert!(living(&[pid]).is_empty());
         let _ = child.wait();
         assert_eq!(living(&[std::process::id() as i32]).len(), 1);
+    }
+
+    #[test]
+    fn start_time_identifies_a_process() {
+        let me = std::process::id() as i32;
+        let first = start_time(me).expect("our own start time");
+        assert_eq!(start_time(me), Some(first));
+        assert_eq!(start_time(i32::MAX), None);
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub async fn build_base_image(
         });
         return Ok(BuildOutcome::AlreadyPresent);
     }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ImageError::NeedsRoot);
+    }
     let mirror = match &options.mirror {
         Some(mirror) => mirror.clone(),
         None => pick_mirror(&read_system_sources(Path::new("/")), &options.suite)

@@ -72,6 +72,9 @@ pub enum ImageError {
         last_output: String,
     },
 
+    #[error("building the base image needs root (debootstrap creates device nodes and sets file owners): run it as root or with sudo")]
+    NeedsRoot,
+
     #[error("no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/: pass --mirror URL")]
     NoMirror,
 

@@ -93,6 +93,10 @@ pub(super) async fn run(
         stderr: LineSplitter::new(OutputStream::Stderr),
     };
     let deadline = spec.timeout.map(|t| Instant::now() + t);
+    // The runtime's own "could not start" message arrives as the first output; it is held
+    // back until the exit code says whether it was that (then it becomes an error) or output.
+    let mut first_chunk = true;
+    let mut held: Option<LogOutput> = None;
     let outcome = loop {
         tokio::select! {
             biased;
@@ -101,18 +105,35 @@ pub(super) async fn run(
                 break ExecOutcome::TimedOut
             }
             chunk = output.next() => match chunk {
-                Some(Ok(chunk)) => lines.deliver(chunk, logs),
+                Some(Ok(chunk)) if first_chunk && is_runtime_error(&chunk) => held = Some(chunk),
+                Some(Ok(chunk)) => {
+                    if let Some(held) = held.take() {
+                        lines.deliver(held, logs);
+                    }
+                    lines.deliver(chunk, logs);
+                }
                 Some(Err(e)) => {
                     lines.finish(logs);
                     return Err(BackendError::docker("reading exec output", e));
                 }
                 None => {
+                    let code = exit_code(backend, &exec_id).await?;
+                    if let Some(held) = held.take() {
+                        if code == RUNTIME_FAILURE_CODE {
+                            return Err(start_failure(spec, &held.into_bytes()));
+                        }
+                        lines.deliver(held, logs);
+                    }
                     lines.finish(logs);
-                    return exit_code(backend, &exec_id).await.map(ExecOutcome::Exited);
+                    return Ok(ExecOutcome::Exited(code));
                 }
             }
         }
+        first_chunk = false;
     };
+    if let Some(held) = held.take() {
+        lines.deliver(held, logs);
+    }
     kill_exec(backend, handle, &exec_id).await?;
     let drain_end = Instant::now() + DRAIN_AFTER_KILL;
     loop {
@@ -126,6 +147,35 @@ pub(super) async fn run(
     }
     lines.finish(logs);
     Ok(outcome)
+}
+
+/// Docker's exit code when the runtime could not start the process at all.
+const RUNTIME_FAILURE_CODE: i32 = 126;
+const RUNTIME_FAILURE_PREFIX: &[u8] = b"OCI runtime exec failed: exec failed:";
+
+fn is_runtime_error(chunk: &LogOutput) -> bool {
+    match chunk {
+        LogOutput::StdOut { message }
+        | LogOutput::StdErr { message }
+        | LogOutput::Console { message } => message.starts_with(RUNTIME_FAILURE_PREFIX),
+        LogOutput::StdIn { .. } => false,
+    }
+}
+
+/// Turns the runtime's message into the same errors the host backend gives.
+fn start_failure(spec: &ExecSpec, message: &[u8]) -> BackendError {
+    let message = String::from_utf8_lossy(message).trim().to_owned();
+    if let Some(dir) = message
+        .split_once("chdir to cwd (\"")
+        .and_then(|(_, rest)| rest.split_once("\")"))
+        .map(|(dir, _)| dir)
+    {
+        return BackendError::WorkdirMissing { path: dir.into() };
+    }
+    BackendError::Spawn {
+        program: spec.argv.first().cloned().unwrap_or_default(),
+        source: std::io::Error::other(message),
+    }
 }
 
 async fn exit_code(backend: &DockerBackend, exec_id: &str) -> Result<i32, BackendError> {

@@ -1,6 +1,7 @@
 //! Jobs in containers, through the Docker Engine API (bollard).
 //!
-//! A job gets its own bridge network. Services start first, reachable by their name as a
+//! A job with services gets its own bridge network (every job, with
+//! [`DockerConfig::always_create_network`]). Services start first, reachable by their name as a
 //! network alias, and are waited for until healthy when they have a health check. The job
 //! container is kept alive with `tail -f /dev/null`; every step is a `docker exec` in it.
 //! Everything is labelled with [`JOB_KEY_LABEL`] = the job key, which is how cleanup finds
@@ -47,6 +48,10 @@ pub struct DockerConfig {
     pub service_health_timeout: Duration,
     /// Time between SIGTERM and SIGKILL when an exec times out or is cancelled.
     pub kill_grace: Duration,
+    /// Give every job its own bridge network. Off by default: a network is created only for
+    /// jobs with services (which need the aliases); creating and removing one costs about
+    /// 300 ms per job, and a job alone gains nothing from it (it uses Docker's default bridge).
+    pub always_create_network: bool,
 }
 
 impl Default for DockerConfig {
@@ -55,6 +60,7 @@ impl Default for DockerConfig {
             allow_pull: false,
             service_health_timeout: Duration::from_secs(300),
             kill_grace: Duration::from_secs(1),
+            always_create_network: false,
         }
     }
 }
@@ -71,7 +77,7 @@ pub struct DockerBackend {
 pub(crate) struct DockerHandle {
     pub container_id: String,
     pub service_ids: Vec<String>,
-    pub network_id: String,
+    pub network_id: Option<String>,
 }
 
 /// The daemon address we connect to, as `DOCKER_HOST` or Docker's default says.
@@ -101,6 +107,12 @@ impl DockerBackend {
         &self.docker
     }
 
+    /// The same connection with other settings.
+    pub fn with_config(mut self, config: DockerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
     pub fn config(&self) -> &DockerConfig {
         &self.config
     }
@@ -121,15 +133,25 @@ impl DockerBackend {
             .map_err(|e| BackendError::docker("listing the job's containers", e))?;
         let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
         self.remove_containers(&ids).await?;
+        let networks = self.labelled_networks(job_key).await?;
+        self.remove_networks(&networks).await
+    }
+
+    /// Ids of the networks labelled with `job_key`.
+    pub(crate) async fn labelled_networks(
+        &self,
+        job_key: &str,
+    ) -> Result<Vec<String>, BackendError> {
         let networks = self
             .docker
             .list_networks(Some(
-                ListNetworksOptionsBuilder::new().filters(&filters).build(),
+                ListNetworksOptionsBuilder::new()
+                    .filters(&label_filter(job_key))
+                    .build(),
             ))
             .await
             .map_err(|e| BackendError::docker("listing the job's networks", e))?;
-        let ids: Vec<String> = networks.into_iter().filter_map(|n| n.id).collect();
-        self.remove_networks(&ids).await
+        Ok(networks.into_iter().filter_map(|n| n.id).collect())
     }
 
     async fn remove_containers(&self, ids: &[String]) -> Result<(), BackendError> {
@@ -221,7 +243,7 @@ impl Backend for DockerBackend {
             Handle::Docker(handle) => {
                 let mut ids = handle.service_ids.clone();
                 ids.push(handle.container_id.clone());
-                Some((ids, handle.network_id.clone()))
+                Some((ids, handle.network_id.iter().cloned().collect::<Vec<_>>()))
             }
             _ => None,
         };
@@ -230,7 +252,7 @@ impl Backend for DockerBackend {
         let first = match known {
             Some((containers, network)) => {
                 let removed = self.remove_containers(&containers).await;
-                let network_removed = self.remove_networks(&[network]).await;
+                let network_removed = self.remove_networks(&network).await;
                 removed.and(network_removed)
             }
             None => Ok(()),

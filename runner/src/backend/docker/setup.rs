@@ -1,4 +1,4 @@
-//! `prepare` for the Docker backend: network, services, job container.
+//! `prepare` for the Docker backend: the network, then the services and the job container.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -7,7 +7,7 @@ use bollard::auth::DockerCredentials;
 use bollard::errors::Error as ApiError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthStatusEnum, HostConfig,
-    NetworkCreateRequest, NetworkingConfig,
+    Mount as ApiMount, MountType, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
@@ -27,26 +27,33 @@ use crate::backend::{
 /// Keeps the job container running between execs; present in every Debian and busybox image.
 const KEEP_ALIVE: [&str; 3] = ["tail", "-f", "/dev/null"];
 
-/// Health polling starts fast (most test services are up in well under a second) and backs off.
-const HEALTH_POLL_FIRST: Duration = Duration::from_millis(50);
-const HEALTH_POLL_MAX: Duration = Duration::from_millis(500);
+/// Health polling: an inspect costs a few milliseconds, while every poll interval is added
+/// to the job's start, so poll often (a service that takes a minute costs 600 cheap calls).
+const HEALTH_POLL_FIRST: Duration = Duration::from_millis(25);
+const HEALTH_POLL_MAX: Duration = Duration::from_millis(100);
 
 /// How much of a failed service's output goes into the error.
 const SERVICE_LOG_TAIL: &str = "20";
 
 struct Names {
     network: String,
+    /// Whether the job gets its own network (see [`super::DockerConfig::always_create_network`]).
+    own_network: bool,
+    /// The job network's id once it is created; containers join it by id.
+    network_id: Option<String>,
     job_container: String,
     labels: HashMap<String, String>,
 }
 
 impl Names {
-    fn new(job: &JobSpec) -> Self {
+    fn new(job: &JobSpec, always_create_network: bool) -> Self {
         let slug = sanitize_name(&job.job_key);
         let mut labels: HashMap<String, String> = job.labels.iter().cloned().collect();
         labels.insert(JOB_KEY_LABEL.to_owned(), job.job_key.clone());
         Names {
             network: format!("kiln-{slug}"),
+            own_network: always_create_network || !job.services.is_empty(),
+            network_id: None,
             job_container: format!("kiln-{slug}-job"),
             labels,
         }
@@ -97,61 +104,87 @@ pub(super) async fn prepare_job(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let names = Names::new(job);
-    let network_id = create_network(backend, job, &names).await?;
+    let mut names = Names::new(job, backend.config.always_create_network);
+    if names.own_network {
+        names.network_id = Some(create_network(backend, job, &names).await?);
+    }
     check_cancel(cancel)?;
 
-    // join, not try_join: one failure must not drop the other creations mid-request (the
-    // daemon would finish them after the cleanup sweep has run).
-    let service_ids = join_all(
-        job.services
-            .iter()
-            .zip(&service_options)
-            .map(|(service, options)| start_service(backend, service, options, &names)),
-    )
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
-    check_cancel(cancel)?;
-
-    let mut binds = vec![format!("{}:{}", job.workspace.display(), workspace_path)];
+    // Mount objects, not `-v` strings: a path may contain `:`.
+    let workspace_mount = Mount {
+        host_path: job.workspace.clone(),
+        job_path: workspace_path.clone(),
+        read_only: false,
+    };
     let mounts: Vec<Mount> = job.extra_mounts.clone();
-    binds.extend(mounts.iter().map(|m| {
-        let mode = if m.read_only { ":ro" } else { "" };
-        format!("{}:{}{mode}", m.host_path.display(), m.job_path)
-    }));
+    let job_mounts = std::iter::once(&workspace_mount)
+        .chain(&mounts)
+        .map(|mount| ApiMount {
+            typ: Some(MountType::BIND),
+            source: Some(mount.host_path.to_string_lossy().into_owned()),
+            target: Some(mount.job_path.clone()),
+            read_only: Some(mount.read_only),
+            ..Default::default()
+        })
+        .collect();
     let job_body = container_body(
         container,
         &job_options,
         &names,
         ContainerRole::Job {
-            binds,
+            mounts: job_mounts,
             workdir: workspace_path.clone(),
         },
         "job container",
     )?;
-    // The job container starts while the services' health checks run.
-    let job_container = start_container(backend, &names.job_container, job_body, container);
-    let services_ready = try_join_all(
-        job.services
-            .iter()
-            .zip(&service_ids)
-            .map(|(service, id)| wait_until_ready(backend, service, id, cancel)),
-    );
-    let (container_id, services) = join(job_container, services_ready).await;
-    let (container_id, services) = (container_id?, services?);
+    // The job container starts while the services start and pass their health checks: name
+    // resolution on the network happens when a step connects, so the order does not matter.
+    // `join`, not `try_join`, around creations: one failure must not drop another creation
+    // mid-request (the daemon would finish it after the cleanup sweep has run).
+    // A job container that cannot start ends the services' wait: the job cannot run anyway.
+    let setup_cancel = cancel.child_token();
+    let job_container = async {
+        let started = start_container(backend, &names.job_container, job_body, container).await;
+        if started.is_err() {
+            setup_cancel.cancel();
+        }
+        started
+    };
+    let services = async {
+        let ids = join_all(
+            job.services
+                .iter()
+                .zip(&service_options)
+                .map(|(service, options)| start_service(backend, service, options, &names)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        check_cancel(&setup_cancel)?;
+        // Waiting only inspects, so stopping at the first failure is fine here.
+        let ready = try_join_all(
+            job.services
+                .iter()
+                .zip(&ids)
+                .map(|(service, id)| wait_until_ready(backend, service, id, &setup_cancel)),
+        )
+        .await?;
+        Ok::<_, BackendError>((ids, ready))
+    };
+    let (container_id, services) = join(job_container, services).await;
+    let (container_id, (service_ids, services)) = (container_id?, services?);
 
     Ok(JobEnv {
         job_key: job.job_key.clone(),
         workspace_path,
         mounts,
         services,
-        network: Some(names.network.clone()),
+        network: names.network_id.as_ref().map(|_| names.network.clone()),
         container_id: Some(container_id.clone()),
         handle: Handle::Docker(DockerHandle {
             container_id,
             service_ids,
-            network_id,
+            network_id: names.network_id.clone(),
         }),
     })
 }
@@ -167,6 +200,12 @@ async fn create_network(
         labels: Some(names.labels.clone()),
         ..Default::default()
     };
+    // A 1.41 daemon happily creates a second network with the same name and then refuses the
+    // name as ambiguous, so a leftover of a killed run with this key goes first. Nothing of
+    // this run exists yet, so sweeping by key is safe.
+    if !backend.labelled_networks(&job.job_key).await?.is_empty() {
+        backend.remove_job_objects(&job.job_key).await?;
+    }
     match backend.docker.create_network(request.clone()).await {
         Ok(created) => Ok(created.id),
         // A leftover from an earlier run with the same key (killed before it cleaned up).
@@ -189,8 +228,13 @@ async fn create_network(
 }
 
 enum ContainerRole {
-    Service { alias: String },
-    Job { binds: Vec<String>, workdir: String },
+    Service {
+        alias: String,
+    },
+    Job {
+        mounts: Vec<ApiMount>,
+        workdir: String,
+    },
 }
 
 fn container_body(
@@ -203,7 +247,8 @@ fn container_body(
     let (exposed_ports, port_bindings) = parse_ports(&spec.ports, subject)?;
     let mut all_volumes = spec.volumes.clone();
     all_volumes.extend(options.volumes.iter().cloned());
-    let (mut binds, anonymous) = split_volumes(&all_volumes);
+    let (binds, anonymous) = split_volumes(&all_volumes);
+    let mut mounts = options.mounts.clone();
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend(options.env.iter().cloned());
 
@@ -214,10 +259,10 @@ fn container_body(
             (options.entrypoint.clone().map(|e| vec![e]), None)
         }
         ContainerRole::Job {
-            binds: job_binds,
+            mounts: job_mounts,
             workdir,
         } => {
-            binds.splice(0..0, job_binds);
+            mounts.splice(0..0, job_mounts);
             (
                 Some(KEEP_ALIVE.iter().map(|s| s.to_string()).collect()),
                 Some(workdir),
@@ -240,17 +285,17 @@ fn container_body(
         volumes: (!anonymous.is_empty()).then_some(anonymous),
         host_config: Some(HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
-            network_mode: Some(names.network.clone()),
+            network_mode: names.network_id.clone(),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             privileged: options.privileged.then_some(true),
             nano_cpus: options.nano_cpus,
             memory: options.memory,
             tmpfs: (!options.tmpfs.is_empty()).then(|| options.tmpfs.clone()),
-            mounts: (!options.mounts.is_empty()).then(|| options.mounts.clone()),
+            mounts: (!mounts.is_empty()).then_some(mounts),
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(names.network.clone(), endpoint)])),
+        networking_config: names.network_id.as_ref().map(|id| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(id.clone(), endpoint)])),
         }),
         ..Default::default()
     })
@@ -298,6 +343,13 @@ async fn start_container(
             status_code: 404, ..
         }) if backend.config.allow_pull => {
             pull_image(backend, spec).await?;
+            backend.docker.create_container(Some(options), body).await
+        }
+        // A container of an earlier run with the same job key, killed before its cleanup.
+        Err(ApiError::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            backend.remove_containers(&[name.to_owned()]).await?;
             backend.docker.create_container(Some(options), body).await
         }
         other => other,
