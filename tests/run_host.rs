@@ -454,3 +454,26 @@ fn without_a_daemon_the_host_executor_is_chosen_and_says_why() {
     );
     assert!(out.stdout.contains("on-the-host"));
 }
+
+#[test]
+fn fail_fast_cancels_the_running_legs() {
+    let repo = repo_with_workflow(
+        "on: push\njobs:\n  legs:\n    runs-on: ubuntu-latest\n    strategy:\n      matrix:\n        n: [fast-fail, slow]\n    steps:\n      - run: |\n          if [ \"${{ matrix.n }}\" = fast-fail ]; then sleep 0.3; exit 1; fi\n          echo slow-leg-started; sleep 60; echo slow-leg-finished\n",
+    );
+    let started = std::time::Instant::now();
+    let out = host(repo.path(), &[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "fail-fast did not stop the slow leg: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status, 1, "{}", out.all_output());
+    assert_eq!(out.job("legs (fast-fail)")["conclusion"], "failure");
+    assert_eq!(
+        out.job("legs (slow)")["conclusion"],
+        "cancelled",
+        "{:#}",
+        out.report()
+    );
+    assert!(!out.stdout.contains("slow-leg-finished"));
+}
