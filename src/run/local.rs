@@ -16,6 +16,7 @@ use kiln_workflow::Conclusion;
 use tokio::sync::mpsc::unbounded_channel;
 use tokio_util::sync::CancellationToken;
 
+use super::deferred::DeferredCleanup;
 use super::driver::{EventSender, LegEvent, LegFuture, LegRunner};
 use super::dry::platform_for;
 use super::platform::{Platform, PlatformMap, DEFAULT_IMAGE};
@@ -35,14 +36,24 @@ pub struct RunShared {
 
 pub struct LocalRunner {
     pub platforms: PlatformMap,
-    pub docker: Option<DockerBackend>,
-    pub host: Arc<HostBackend>,
+    /// The daemon, for image lookups, and the backend jobs run on.
+    docker: Option<(DockerBackend, Arc<DeferredCleanup>)>,
+    host: Arc<DeferredCleanup>,
     pub shared: Arc<RunShared>,
     /// Images already found in the daemon's store, so each is looked up once per run.
     known_images: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 impl LocalRunner {
+    /// Waits for the cleanups still running in the background; returns their errors.
+    pub async fn finish(&self) -> Vec<String> {
+        let mut errors = self.host.finish().await;
+        if let Some((_, backend)) = &self.docker {
+            errors.extend(backend.finish().await);
+        }
+        errors
+    }
+
     pub fn new(
         platforms: PlatformMap,
         docker: Option<DockerBackend>,
@@ -50,8 +61,11 @@ impl LocalRunner {
     ) -> LocalRunner {
         LocalRunner {
             platforms,
-            docker,
-            host: Arc::new(HostBackend::new()),
+            docker: docker.map(|d| {
+                let backend = Arc::new(DeferredCleanup::new(Arc::new(d.clone())));
+                (d, backend)
+            }),
+            host: Arc::new(DeferredCleanup::new(Arc::new(HostBackend::new()))),
             shared: Arc::new(shared),
             known_images: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -186,7 +200,7 @@ impl LegRunner for LocalRunner {
             };
             let (backend, platform_image): (Arc<dyn Backend>, Option<String>) =
                 match (&platform, docker) {
-                    (Platform::Image(image), Some(docker)) => {
+                    (Platform::Image(image), Some((docker, backend))) => {
                         let mut images = vec![dispatch
                             .container
                             .as_ref()
@@ -195,7 +209,7 @@ impl LegRunner for LocalRunner {
                         if let Err(message) = check_images(&docker, &known_images, images).await {
                             return fail(message);
                         }
-                        (Arc::new(docker), Some(image.clone()))
+                        (backend, Some(image.clone()))
                     }
                     _ => (host, None),
                 };

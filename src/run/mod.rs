@@ -3,6 +3,7 @@
 //! (kiln-runner) in one process.
 
 pub mod config;
+mod deferred;
 pub mod discover;
 pub mod dotenv;
 pub mod driver;

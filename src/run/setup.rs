@@ -88,12 +88,19 @@ pub struct Prepared {
     pub parallel: usize,
     /// The run's own directory (workspaces, temp, artifacts unless `--artifact-dir`).
     run_dir: Option<PathBuf>,
+    /// The real runner, whose background cleanups must end before the run does.
+    local: Option<Arc<LocalRunner>>,
 }
 
 impl Prepared {
     /// Removes whatever the run left behind. Called on every path out of a run; containers
     /// and networks are removed by the executor as each job ends.
     pub async fn finish(&self, renderer: &mut Renderer) {
+        if let Some(local) = &self.local {
+            for error in local.finish().await {
+                renderer.notice(&error);
+            }
+        }
         if let Some(dir) = &self.run_dir {
             // `--artifact-dir` is a symbolic link inside the run directory: removing the
             // directory removes the link, never the artifacts behind it.
@@ -157,6 +164,7 @@ pub fn prepare(
             runner: Arc::new(DryRun { platforms }),
             parallel,
             run_dir: None,
+            local: None,
         });
     }
     let artifact_dir = args.artifact_dir.as_ref().map(|d| repo.root.join(d));
@@ -176,9 +184,11 @@ pub fn prepare(
         offline: args.action_offline_mode,
         local_repositories: local_repositories.to_vec(),
     };
+    let local = Arc::new(LocalRunner::new(platforms, executor.docker, shared));
     Ok(Prepared {
-        runner: Arc::new(LocalRunner::new(platforms, executor.docker, shared)),
+        runner: local.clone(),
         parallel,
         run_dir: Some(run_dir),
+        local: Some(local),
     })
 }
