@@ -3,5 +3,6 @@ pub mod expr;
 pub mod hash_files;
 pub mod image;
 pub mod plan;
+pub mod run;
 pub mod validate;
 mod workflow_files;

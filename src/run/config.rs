@@ -1,0 +1,258 @@
+//! Turning the command's flags and files into the values a run needs: secrets, vars, inputs,
+//! the env-file variables, `--matrix` filters and `--local-repository` mappings.
+
+use std::path::{Path, PathBuf};
+
+use kiln_workflow::model::{InputType, Workflow};
+use kiln_workflow::value::{parse_number, Object, Value};
+
+use super::dotenv::{self, DotenvError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    File(#[from] DotenvError),
+    #[error("{flag} `{value}`: expected {expected}")]
+    Malformed {
+        flag: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("secret {0} is not set in the environment (use `-s {0}=VALUE` or export it)")]
+    SecretNotInEnv(String),
+    #[error("required input `{input}` of {workflow} has no value: pass `--input {input}=VALUE`")]
+    MissingInput { workflow: String, input: String },
+    #[error("cannot read the event payload {path}: {detail}")]
+    Event { path: String, detail: String },
+}
+
+/// Values given on the command line or in files, later entries winning.
+#[derive(Debug, Default, Clone)]
+pub struct RunValues {
+    pub secrets: Vec<(String, String)>,
+    pub vars: Vec<(String, String)>,
+    pub inputs: Vec<(String, String)>,
+    /// `--env-file`: environment for every job, below the workflow's own `env`.
+    pub env: Vec<(String, String)>,
+}
+
+/// Reads `explicit` (an error when missing) or the default file name in `dir` (skipped when
+/// missing), as act treats `.secrets`, `.env`, `.vars` and `.input`.
+pub fn read_pairs(
+    dir: &Path,
+    explicit: Option<&Path>,
+    default_name: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let read = match explicit {
+        Some(path) => dotenv::read_file(&dir.join(path), false)?,
+        None => dotenv::read_file(&dir.join(default_name), true)?,
+    };
+    Ok(read.unwrap_or_default())
+}
+
+/// `NAME=VALUE` flags.
+pub fn parse_assignments(
+    flag: &'static str,
+    values: &[String],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    values
+        .iter()
+        .map(|value| match value.split_once('=') {
+            Some((name, v)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_owned(), v.to_owned()))
+            }
+            _ => Err(ConfigError::Malformed {
+                flag,
+                value: value.clone(),
+                expected: "NAME=VALUE",
+            }),
+        })
+        .collect()
+}
+
+/// `-s NAME=VALUE` or `-s NAME` (value read from the environment, so it stays out of shell history).
+pub fn parse_secrets(values: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    values
+        .iter()
+        .map(|value| match value.split_once('=') {
+            Some((name, v)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_owned(), v.to_owned()))
+            }
+            Some(_) => Err(ConfigError::Malformed {
+                flag: "-s",
+                value: "(hidden)".to_owned(),
+                expected: "NAME=VALUE or NAME",
+            }),
+            None => std::env::var(value.trim())
+                .map(|v| (value.trim().to_owned(), v))
+                .map_err(|_| ConfigError::SecretNotInEnv(value.trim().to_owned())),
+        })
+        .collect()
+}
+
+/// `--matrix key:value` filters.
+pub fn parse_matrix_filters(values: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    values
+        .iter()
+        .map(|value| match value.split_once(':') {
+            Some((key, v)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), v.trim().to_owned()))
+            }
+            _ => Err(ConfigError::Malformed {
+                flag: "--matrix",
+                value: value.clone(),
+                expected: "KEY:VALUE",
+            }),
+        })
+        .collect()
+}
+
+/// `--local-repository owner/repo@ref=PATH`, PATH relative to `dir`.
+pub fn parse_local_repositories(
+    dir: &Path,
+    values: &[String],
+) -> Result<Vec<(String, PathBuf)>, ConfigError> {
+    values
+        .iter()
+        .map(|value| match value.split_once('=') {
+            Some((key, path)) if key.contains('/') && key.contains('@') && !path.is_empty() => {
+                Ok((key.to_owned(), dir.join(path)))
+            }
+            _ => Err(ConfigError::Malformed {
+                flag: "--local-repository",
+                value: value.clone(),
+                expected: "OWNER/REPO@REF=PATH",
+            }),
+        })
+        .collect()
+}
+
+/// The event payload from `-e FILE`.
+pub fn read_event(path: &Path) -> Result<serde_json::Value, ConfigError> {
+    let error = |detail: String| ConfigError::Event {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+    if !value.is_object() {
+        return Err(error("the payload must be a JSON object".to_owned()));
+    }
+    Ok(value)
+}
+
+/// Pairs into an expression object (case-insensitive names, later wins).
+pub fn object_of(pairs: &[(String, String)]) -> Object {
+    let mut object = Object::new();
+    for (name, value) in pairs {
+        object.insert(name.clone(), Value::string(value.as_str()));
+    }
+    object
+}
+
+/// The `inputs` context for `event`: for `workflow_dispatch`, the workflow's declared inputs
+/// with their defaults and types (booleans and numbers typed as GitHub types them), plus any
+/// other given input as a string; for other events, the given inputs as strings.
+pub fn inputs_for(
+    workflow: &Workflow,
+    workflow_name: &str,
+    event: &str,
+    given: &[(String, String)],
+) -> Result<Object, ConfigError> {
+    let mut inputs = object_of(given);
+    if event != "workflow_dispatch" {
+        return Ok(inputs);
+    }
+    let Some(trigger) = workflow
+        .on
+        .iter()
+        .find(|t| t.event.value == "workflow_dispatch")
+    else {
+        return Ok(inputs);
+    };
+    for def in &trigger.inputs {
+        let name = &def.name.value;
+        let raw = given
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| Value::string(v.as_str()))
+            .or_else(|| def.default.as_ref().map(|d| d.value.clone()));
+        let Some(raw) = raw else {
+            if def.required {
+                return Err(ConfigError::MissingInput {
+                    workflow: workflow_name.to_owned(),
+                    input: name.clone(),
+                });
+            }
+            let empty = match def.input_type {
+                InputType::Boolean => Value::Bool(false),
+                _ => Value::string(""),
+            };
+            inputs.insert(name.clone(), empty);
+            continue;
+        };
+        let typed = match (def.input_type, &raw) {
+            (InputType::Boolean, Value::String(s)) => {
+                Value::Bool(s.trim().eq_ignore_ascii_case("true"))
+            }
+            (InputType::Number, Value::String(s)) => Value::Number(parse_number(s)),
+            (InputType::Boolean | InputType::Number, _) => raw,
+            (_, other) => Value::string(other.to_display_string()),
+        };
+        inputs.insert(name.clone(), typed);
+    }
+    Ok(inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_from_flags_and_environment() {
+        std::env::set_var("KILN_TEST_SECRET_FROM_ENV", "from-env");
+        let parsed =
+            parse_secrets(&["A=1=2".into(), "KILN_TEST_SECRET_FROM_ENV".into()]).expect("valid");
+        assert_eq!(parsed[0], ("A".into(), "1=2".into()));
+        assert_eq!(parsed[1].1, "from-env");
+        let missing = parse_secrets(&["KILN_TEST_SURELY_UNSET_NAME".into()]).expect_err("unset");
+        assert!(missing.to_string().contains("KILN_TEST_SURELY_UNSET_NAME"));
+    }
+
+    #[test]
+    fn malformed_flags_say_what_is_expected() {
+        assert!(parse_assignments("--var", &["novalue".into()]).is_err());
+        assert!(parse_matrix_filters(&["os".into()]).is_err());
+        assert_eq!(
+            parse_matrix_filters(&["os: linux".into()]).expect("valid"),
+            vec![("os".into(), "linux".into())]
+        );
+        assert!(parse_local_repositories(Path::new("."), &["octo/x=dir".into()]).is_err());
+    }
+
+    #[test]
+    fn dispatch_inputs_get_defaults_and_types() {
+        let yaml = "on:\n  workflow_dispatch:\n    inputs:\n      debug:\n        type: boolean\n        default: false\n      count:\n        type: number\n        default: 3\n      channel:\n        type: choice\n        options: [a, b]\n        default: a\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        let parsed = kiln_workflow::parse_workflow("w.yml", yaml);
+        let workflow = parsed.value.expect("valid workflow");
+        let inputs = inputs_for(
+            &workflow,
+            "w",
+            "workflow_dispatch",
+            &[("debug".into(), "true".into())],
+        )
+        .expect("inputs");
+        assert!(matches!(inputs.get("debug"), Some(Value::Bool(true))));
+        assert!(matches!(inputs.get("count"), Some(Value::Number(n)) if *n == 3.0));
+        assert_eq!(
+            inputs
+                .get("channel")
+                .map(Value::to_display_string)
+                .as_deref(),
+            Some("a")
+        );
+        let push = inputs_for(&workflow, "w", "push", &[]).expect("inputs");
+        assert!(push.is_empty());
+    }
+}

@@ -1,0 +1,217 @@
+//! Finding the workflows a run executes: `-W PATH` (a file or a directory, default
+//! `.github/workflows/`), parsed with reusable workflows loaded from the repository (or a
+//! `--local-repository`), then filtered by the event.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_workflow::model::Workflow;
+use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no workflow files (*.yml, *.yaml) in {0}")]
+    Empty(String),
+    #[error("{count} workflow file(s) have errors:\n{listing}")]
+    Invalid { count: usize, listing: String },
+}
+
+/// One parsed workflow file.
+#[derive(Debug, Clone)]
+pub struct WorkflowFile {
+    /// Path relative to the repository root as GitHub shows it: `.github/workflows/ci.yml`.
+    pub display_path: String,
+    pub workflow: Arc<Workflow>,
+    /// Warnings found while parsing (errors make discovery fail).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl WorkflowFile {
+    /// The workflow's `name:`, else its path, as GitHub names runs.
+    pub fn name(&self) -> String {
+        match &self.workflow.name {
+            Some(name) => name.value.clone(),
+            None => self.display_path.clone(),
+        }
+    }
+
+    pub fn triggers_on(&self, event: &str) -> bool {
+        self.workflow.on.iter().any(|t| t.event.value == event)
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.workflow
+            .on
+            .iter()
+            .map(|t| t.event.value.clone())
+            .collect()
+    }
+}
+
+/// The files `-W` names: the file itself, or every `*.yml`/`*.yaml` directly in the directory,
+/// sorted by name so runs are reproducible.
+pub fn workflow_paths(target: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
+    let read_error = |source| DiscoverError::Read {
+        path: target.display().to_string(),
+        source,
+    };
+    let meta = std::fs::metadata(target).map_err(read_error)?;
+    if meta.is_file() {
+        return Ok(vec![target.to_path_buf()]);
+    }
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(target).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        let is_yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        );
+        if is_yaml && path.is_file() {
+            paths.push(path);
+        }
+    }
+    if paths.is_empty() {
+        return Err(DiscoverError::Empty(target.display().to_string()));
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// Where reusable workflows come from: `./path` in the repository, or
+/// `owner/repo/path@ref` from a `--local-repository owner/repo@ref=DIR`.
+pub struct CalleeSource<'a> {
+    pub repo_root: &'a Path,
+    pub local_repositories: &'a [(String, PathBuf)],
+}
+
+impl CalleeSource<'_> {
+    fn load(&self, uses: &str) -> Option<(String, String)> {
+        let path = if let Some(relative) = uses.strip_prefix("./") {
+            self.repo_root.join(relative)
+        } else {
+            let (target, git_ref) = uses.rsplit_once('@')?;
+            let mut segments = target.splitn(3, '/');
+            let (owner, repo, inside) = (segments.next()?, segments.next()?, segments.next()?);
+            let key = format!("{owner}/{repo}@{git_ref}");
+            let (_, dir) = self.local_repositories.iter().find(|(k, _)| *k == key)?;
+            dir.join(inside)
+        };
+        let content = std::fs::read_to_string(&path).ok()?;
+        Some((uses.to_owned(), content))
+    }
+}
+
+/// Parses every file; any error diagnostic fails discovery with all of them listed.
+pub fn load_workflows(
+    paths: &[PathBuf],
+    callees: &CalleeSource,
+) -> Result<Vec<WorkflowFile>, DiscoverError> {
+    let resolver = |uses: &str| callees.load(uses);
+    let options = ParseOptions {
+        resolver: Some(&resolver),
+        ..ParseOptions::default()
+    };
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        let content = std::fs::read_to_string(path).map_err(|source| DiscoverError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let display_path = relative_display(path, callees.repo_root);
+        let parsed = parse_workflow_with(&display_path, &content, &options);
+        let (errs, warnings): (Vec<_>, Vec<_>) = parsed
+            .diagnostics
+            .into_iter()
+            .partition(Diagnostic::is_error);
+        match parsed.value {
+            Some(workflow) if errs.is_empty() => files.push(WorkflowFile {
+                display_path,
+                workflow: Arc::new(workflow),
+                warnings,
+            }),
+            _ => errors.extend(errs.iter().map(ToString::to_string)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(DiscoverError::Invalid {
+            count: errors.len(),
+            listing: errors.join("\n"),
+        });
+    }
+    Ok(files)
+}
+
+fn relative_display(path: &Path, root: &Path) -> String {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    match absolute.strip_prefix(&root) {
+        Ok(relative) => relative.to_string_lossy().into_owned(),
+        Err(_) => path.to_string_lossy().into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_listing_is_sorted_and_yaml_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["b.yml", "a.yaml", "notes.txt"] {
+            std::fs::write(dir.path().join(name), "x").expect("write");
+        }
+        let names: Vec<_> = workflow_paths(dir.path())
+            .expect("paths")
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(names, ["a.yaml", "b.yml"]);
+    }
+
+    #[test]
+    fn reusable_workflows_load_from_the_repository_and_local_repositories() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        let wf = repo.path().join(".github/workflows");
+        std::fs::create_dir_all(&wf).expect("mkdir");
+        let callee = "on:\n  workflow_call:\njobs:\n  inner:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo in\n";
+        std::fs::write(wf.join("callee.yml"), callee).expect("write");
+        std::fs::create_dir_all(other.path().join("w")).expect("mkdir");
+        std::fs::write(other.path().join("w/remote.yml"), callee).expect("write");
+        let caller = "on: push\njobs:\n  a:\n    uses: ./.github/workflows/callee.yml\n  b:\n    uses: octo/lib/w/remote.yml@v1\n";
+        std::fs::write(wf.join("caller.yml"), caller).expect("write");
+        let locals = vec![("octo/lib@v1".to_owned(), other.path().to_path_buf())];
+        let source = CalleeSource {
+            repo_root: repo.path(),
+            local_repositories: &locals,
+        };
+        let files = load_workflows(&[wf.join("caller.yml")], &source).expect("valid");
+        assert_eq!(files[0].display_path, ".github/workflows/caller.yml");
+        assert!(files[0].triggers_on("push"));
+        assert!(!files[0].triggers_on("pull_request"));
+    }
+
+    #[test]
+    fn invalid_workflows_list_every_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.yml");
+        std::fs::write(&path, "on: push\njobs:\n  a:\n    runs_on: x\n").expect("write");
+        let source = CalleeSource {
+            repo_root: dir.path(),
+            local_repositories: &[],
+        };
+        let error = load_workflows(&[path], &source).expect_err("invalid");
+        assert!(error.to_string().contains("bad.yml:"), "{error}");
+    }
+}

@@ -1,0 +1,303 @@
+//! The async loop of one workflow run: asks the engine what is ready, starts each leg on a
+//! [`LegRunner`] (up to `--parallel`), renders what the legs report, feeds completions back,
+//! cancels the legs the engine names (fail-fast), and turns Ctrl-C into a graceful
+//! cancellation (a second Ctrl-C stops everything still running; a third exits at once).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_scheduler::engine::{Dispatch, Engine, EngineEvent, JobCompletion, LegId};
+use kiln_workflow::Conclusion;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::render::Renderer;
+
+/// What a running leg tells the terminal.
+#[derive(Debug, Clone)]
+pub enum LegEvent {
+    StepStarted {
+        name: String,
+    },
+    /// One output line, already masked.
+    Log {
+        line: String,
+    },
+    StepFinished {
+        name: String,
+        conclusion: Conclusion,
+        duration: Duration,
+    },
+    /// A message about the job itself (a warning, an annotation, why it failed to start).
+    Message {
+        text: String,
+    },
+}
+
+pub type LegFuture = Pin<Box<dyn Future<Output = JobCompletion> + Send>>;
+
+/// Executes legs: the real executor, or the dry run.
+pub trait LegRunner: Send + Sync {
+    /// `Err(reason)`: the leg is skipped without running (its `runs-on` maps to no platform).
+    fn admit(&self, dispatch: &Dispatch) -> Result<(), String>;
+    /// Runs the leg to its end, reporting progress on `events`; it must return (cleaned up)
+    /// soon after `cancel` fires.
+    fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture;
+}
+
+/// A leg's side of the event channel.
+#[derive(Clone)]
+pub struct EventSender {
+    leg: LegId,
+    tx: UnboundedSender<(LegId, LegEvent)>,
+}
+
+impl EventSender {
+    pub fn send(&self, event: LegEvent) {
+        // The driver outlives every leg; a closed channel only means the run is shutting down.
+        let _ = self.tx.send((self.leg, event));
+    }
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Finished,
+    /// Ctrl-C: the run was cancelled (and, when forced, legs were stopped without grace).
+    Interrupted,
+}
+
+struct Running {
+    prefix: String,
+    token: CancellationToken,
+    started: Instant,
+}
+
+/// Drives `engine` to the end. `prefix` is the workflow's name for `[workflow/job]` prefixes;
+/// `limit` is the most legs running at once.
+pub async fn drive(
+    engine: &mut Engine,
+    runner: Arc<dyn LegRunner>,
+    renderer: &mut Renderer,
+    prefix: &str,
+    limit: usize,
+    live: bool,
+) -> Ending {
+    let (tx, mut rx) = unbounded_channel::<(LegId, LegEvent)>();
+    let mut tasks: JoinSet<(LegId, JobCompletion)> = JoinSet::new();
+    let mut running: HashMap<LegId, Running> = HashMap::new();
+    let mut waiting: VecDeque<Dispatch> = VecDeque::new();
+    let mut interrupts = 0u32;
+    let mut task_legs: HashMap<tokio::task::Id, LegId> = HashMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(120));
+    let mut interrupt = Interrupts::listen();
+    let label = |name: &str| format!("{prefix}/{name}");
+
+    loop {
+        waiting.extend(engine.poll());
+        render_engine_events(engine, renderer, prefix);
+        while running.len() < limit.max(1) {
+            let Some(dispatch) = waiting.pop_front() else {
+                break;
+            };
+            let leg = dispatch.leg;
+            let name = label(&dispatch.name);
+            if interrupts >= 2 {
+                // Forced stop: nothing new starts, not even always() jobs.
+                finish_without_running(engine, &mut waiting, leg, Conclusion::Cancelled);
+                continue;
+            }
+            if let Err(reason) = runner.admit(&dispatch) {
+                renderer.job_message(&name, &format!("⊘ skipped: {reason}"));
+                finish_without_running(engine, &mut waiting, leg, Conclusion::Skipped);
+                continue;
+            }
+            renderer.job_started(&name);
+            let token = CancellationToken::new();
+            let events = EventSender {
+                leg,
+                tx: tx.clone(),
+            };
+            let future = runner.run(dispatch, events, token.clone());
+            let handle = tasks.spawn(async move { (leg, future.await) });
+            task_legs.insert(handle.id(), leg);
+            running.insert(
+                leg,
+                Running {
+                    prefix: name,
+                    token,
+                    started: Instant::now(),
+                },
+            );
+        }
+        if running.is_empty() && waiting.is_empty() {
+            // Completing legs may have readied more; poll once more before deciding we are done.
+            let more = engine.poll();
+            render_engine_events(engine, renderer, prefix);
+            if more.is_empty() {
+                break;
+            }
+            waiting.extend(more);
+            continue;
+        }
+        renderer.flush();
+
+        tokio::select! {
+            Some((leg, event)) = rx.recv() => {
+                render_leg_event(renderer, &running, leg, event);
+                // Render a burst of lines without going back through select!.
+                while let Ok((leg, event)) = rx.try_recv() {
+                    render_leg_event(renderer, &running, leg, event);
+                }
+            }
+            Some(joined) = tasks.join_next_with_id() => {
+                while let Ok((leg, event)) = rx.try_recv() {
+                    render_leg_event(renderer, &running, leg, event);
+                }
+                let (leg, completion) = match joined {
+                    Ok((_, done)) => done,
+                    Err(error) => {
+                        // A panicking leg fails alone; the rest of the run goes on.
+                        let Some(leg) = task_legs.remove(&error.id()) else { continue };
+                        if let Some(r) = running.get(&leg) {
+                            renderer.job_message(&r.prefix, &format!("✘ internal error in kiln: {error}"));
+                        }
+                        (leg, JobCompletion::new(Conclusion::Failure))
+                    }
+                };
+                task_legs.retain(|_, l| *l != leg);
+                if let Some(r) = running.remove(&leg) {
+                    renderer.job_finished(&r.prefix, completion.conclusion, r.started.elapsed());
+                }
+                for cancel in engine.complete(leg, completion) {
+                    cancel_leg(engine, &mut waiting, &running, cancel);
+                }
+            }
+            _ = interrupt.recv() => {
+                interrupts += 1;
+                match interrupts {
+                    1 => {
+                        renderer.notice("interrupted: cancelling the run (Ctrl-C again to stop at once)");
+                        for leg in engine.cancel_run() {
+                            cancel_leg(engine, &mut waiting, &running, leg);
+                        }
+                    }
+                    2 => {
+                        renderer.notice("stopping every job now; cleaning up (Ctrl-C again to exit without cleanup)");
+                        for r in running.values() { r.token.cancel(); }
+                        for leg in engine.cancel_run() {
+                            cancel_leg(engine, &mut waiting, &running, leg);
+                        }
+                    }
+                    _ => {
+                        renderer.notice("exiting without cleanup");
+                        renderer.flush();
+                        std::process::exit(130);
+                    }
+                }
+            }
+            _ = ticker.tick(), if live => renderer.tick(),
+        }
+    }
+    renderer.flush();
+    if interrupts > 0 {
+        Ending::Interrupted
+    } else {
+        Ending::Finished
+    }
+}
+
+/// SIGINT as a stream. Listening for the whole run (rather than per `select!`) means a Ctrl-C
+/// arriving while a completion is processed is not lost.
+struct Interrupts(Option<tokio::signal::unix::Signal>);
+
+impl Interrupts {
+    fn listen() -> Interrupts {
+        Interrupts(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok())
+    }
+
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some(signal) => {
+                if signal.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            // No handler could be installed: Ctrl-C keeps its default effect (exit).
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Stops a running leg through its token, or concludes a leg that never started.
+fn cancel_leg(
+    engine: &mut Engine,
+    waiting: &mut VecDeque<Dispatch>,
+    running: &HashMap<LegId, Running>,
+    leg: LegId,
+) {
+    if let Some(r) = running.get(&leg) {
+        r.token.cancel();
+    } else if waiting.iter().any(|d| d.leg == leg) {
+        finish_without_running(engine, waiting, leg, Conclusion::Cancelled);
+    }
+}
+
+fn finish_without_running(
+    engine: &mut Engine,
+    waiting: &mut VecDeque<Dispatch>,
+    leg: LegId,
+    conclusion: Conclusion,
+) {
+    waiting.retain(|d| d.leg != leg);
+    for cancel in engine.complete(leg, JobCompletion::new(conclusion)) {
+        if waiting.iter().any(|d| d.leg == cancel) {
+            finish_without_running(engine, waiting, cancel, Conclusion::Cancelled);
+        }
+    }
+}
+
+fn render_leg_event(
+    renderer: &mut Renderer,
+    running: &HashMap<LegId, Running>,
+    leg: LegId,
+    event: LegEvent,
+) {
+    let Some(r) = running.get(&leg) else { return };
+    match event {
+        LegEvent::StepStarted { name } => renderer.step_started(&r.prefix, &name),
+        LegEvent::Log { line } => renderer.log(&r.prefix, &line),
+        LegEvent::StepFinished {
+            name,
+            conclusion,
+            duration,
+        } => renderer.step_finished(&r.prefix, &name, conclusion, duration),
+        LegEvent::Message { text } => renderer.job_message(&r.prefix, &text),
+    }
+}
+
+fn render_engine_events(engine: &mut Engine, renderer: &mut Renderer, prefix: &str) {
+    for event in engine.events() {
+        match event {
+            EngineEvent::JobSkipped { name, reason, .. } => {
+                renderer.job_message(&format!("{prefix}/{name}"), &format!("⊘ skipped: {reason}"))
+            }
+            EngineEvent::JobFailedToStart { name, error, .. } => renderer.job_message(
+                &format!("{prefix}/{name}"),
+                &format!("✘ failed to start: {error}"),
+            ),
+            EngineEvent::LegCancelled { name, reason, .. } => renderer.job_message(
+                &format!("{prefix}/{name}"),
+                &format!("⊗ cancelled: {reason}"),
+            ),
+            EngineEvent::LegPending { name, group, .. } => renderer.job_message(
+                &format!("{prefix}/{name}"),
+                &format!("waiting for concurrency group `{group}`"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The real leg runner: converts the engine's `Dispatch` into the executor's `JobRequest`,
+//! picks the backend from the job's platform, checks that the images exist (kiln never
+//! pulls), forwards the executor's events to the terminal, and converts the result back
+//! into the engine's `JobCompletion`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiln_runner::backend::{Backend, ContainerSpec, DockerBackend, HostBackend, ServiceSpec};
+use kiln_runner::executor::{
+    run_job, AnnotationEvent, CacheEndpoint, JobEvent, JobRequest, JobResult, RunDirs,
+};
+use kiln_runner::image::image_exists;
+use kiln_scheduler::engine::{ContainerEval, Dispatch, JobCompletion, StepRecord};
+use kiln_workflow::Conclusion;
+use tokio::sync::mpsc::unbounded_channel;
+use tokio_util::sync::CancellationToken;
+
+use super::deferred::DeferredCleanup;
+use super::driver::{EventSender, LegEvent, LegFuture, LegRunner};
+use super::dry::platform_for;
+use super::platform::{Platform, PlatformMap, DEFAULT_IMAGE};
+
+/// What every job of the run shares.
+pub struct RunShared {
+    pub env_file: Vec<(String, String)>,
+    /// Every secret value, to mask.
+    pub secrets: Vec<String>,
+    pub source_repo: PathBuf,
+    pub dirs: RunDirs,
+    pub action_cache: Option<PathBuf>,
+    pub action_base_url: Option<String>,
+    pub offline: bool,
+    pub local_repositories: Vec<(String, PathBuf)>,
+    /// The cache server jobs use, when there is one.
+    pub cache: Option<CacheEndpoint>,
+}
+
+pub struct LocalRunner {
+    pub platforms: PlatformMap,
+    /// The daemon, for image lookups, and the backend jobs run on.
+    docker: Option<(DockerBackend, Arc<DeferredCleanup>)>,
+    host: Arc<DeferredCleanup>,
+    pub shared: Arc<RunShared>,
+    /// Images already found in the daemon's store, so each is looked up once per run.
+    known_images: Arc<Mutex<HashMap<String, bool>>>,
+}
+
+impl LocalRunner {
+    /// Waits for the cleanups still running in the background; returns their errors.
+    pub async fn finish(&self) -> Vec<String> {
+        let mut errors = self.host.finish().await;
+        if let Some((_, backend)) = &self.docker {
+            errors.extend(backend.finish().await);
+        }
+        errors
+    }
+
+    pub fn new(
+        platforms: PlatformMap,
+        docker: Option<DockerBackend>,
+        shared: RunShared,
+    ) -> LocalRunner {
+        LocalRunner {
+            platforms,
+            docker: docker.map(|d| {
+                let backend = Arc::new(DeferredCleanup::new(Arc::new(d.clone())));
+                (d, backend)
+            }),
+            host: Arc::new(DeferredCleanup::new(Arc::new(HostBackend::new()))),
+            shared: Arc::new(shared),
+            known_images: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+fn container_spec(eval: &ContainerEval) -> ContainerSpec {
+    ContainerSpec {
+        image: eval.image.clone(),
+        env: eval.env.clone(),
+        ports: eval.ports.clone(),
+        volumes: eval.volumes.clone(),
+        options: eval.options.clone(),
+        credentials: eval.credentials.clone(),
+    }
+}
+
+/// The error a job shows when its image is not in the daemon's store.
+fn missing_image(image: &str) -> String {
+    if image == DEFAULT_IMAGE || image.starts_with("kiln-base:") {
+        format!("image {image} is not available locally and kiln does not pull images: build it with `kiln image build --tag {image}`")
+    } else {
+        format!("image {image} is not available locally and kiln does not pull images: `docker pull {image}` (or `docker load`) first, or map the label to another image with -P")
+    }
+}
+
+/// Looks each image up once; `Err` names the first missing one with the fix.
+async fn check_images(
+    docker: &DockerBackend,
+    known: &Mutex<HashMap<String, bool>>,
+    images: Vec<String>,
+) -> Result<(), String> {
+    for image in images {
+        let cached = known.lock().ok().and_then(|k| k.get(&image).copied());
+        let present = match cached {
+            Some(present) => present,
+            None => {
+                let present = image_exists(docker.client(), &image)
+                    .await
+                    .map_err(|e| format!("cannot look up image {image}: {e}"))?;
+                if let Ok(mut k) = known.lock() {
+                    k.insert(image.clone(), present);
+                }
+                present
+            }
+        };
+        if !present {
+            return Err(missing_image(&image));
+        }
+    }
+    Ok(())
+}
+
+fn completion(result: JobResult) -> JobCompletion {
+    JobCompletion {
+        conclusion: result.conclusion,
+        outputs: result.outputs,
+        started_at: result.started_at,
+        finished_at: result.finished_at,
+        steps: result
+            .steps
+            .into_iter()
+            .map(|s| StepRecord {
+                id: s.id,
+                name: s.name,
+                outcome: s.outcome,
+                conclusion: s.conclusion,
+            })
+            .collect(),
+    }
+}
+
+fn annotation_text(a: &AnnotationEvent) -> String {
+    let mut text = format!("{:?}", a.level).to_lowercase();
+    if let Some(title) = &a.title {
+        text.push_str(&format!(" {title}"));
+    }
+    text.push_str(": ");
+    text.push_str(&a.message);
+    if let Some(file) = &a.file {
+        match a.line {
+            Some(line) => text.push_str(&format!(" ({file}:{line})")),
+            None => text.push_str(&format!(" ({file})")),
+        }
+    }
+    text
+}
+
+fn forward(event: JobEvent, events: &EventSender) {
+    match event {
+        JobEvent::StepStarted { name, .. } => events.send(LegEvent::StepStarted { name }),
+        JobEvent::Log { line, .. } => events.send(LegEvent::Log { line }),
+        JobEvent::StepFinished {
+            name,
+            conclusion,
+            duration,
+            ..
+        } => events.send(LegEvent::StepFinished {
+            name,
+            conclusion,
+            duration,
+        }),
+        JobEvent::Annotation(annotation) => events.send(LegEvent::Message {
+            text: annotation_text(&annotation),
+        }),
+        // Step summaries are Markdown for a web page; the terminal shows the logs instead.
+        JobEvent::Summary { .. } => {}
+    }
+}
+
+impl LegRunner for LocalRunner {
+    fn admit(&self, dispatch: &Dispatch) -> Result<(), String> {
+        platform_for(&self.platforms, dispatch).map(|_| ())
+    }
+
+    fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture {
+        let platform = platform_for(&self.platforms, &dispatch);
+        let docker = self.docker.clone();
+        let host = self.host.clone();
+        let shared = self.shared.clone();
+        let known_images = self.known_images.clone();
+        Box::pin(async move {
+            let fail = |message: String| {
+                events.send(LegEvent::Message {
+                    text: format!("✘ {message}"),
+                });
+                JobCompletion::new(Conclusion::Failure)
+            };
+            let platform = match platform {
+                Ok(platform) => platform,
+                Err(reason) => return fail(reason),
+            };
+            let (backend, platform_image): (Arc<dyn Backend>, Option<String>) =
+                match (&platform, docker) {
+                    (Platform::Image(image), Some((docker, backend))) => {
+                        let mut images = vec![dispatch
+                            .container
+                            .as_ref()
+                            .map_or_else(|| image.clone(), |c| c.image.clone())];
+                        images.extend(dispatch.services.iter().map(|(_, s)| s.image.clone()));
+                        if let Err(message) = check_images(&docker, &known_images, images).await {
+                            return fail(message);
+                        }
+                        (backend, Some(image.clone()))
+                    }
+                    _ => (host, None),
+                };
+            let mut env = shared.env_file.clone();
+            env.extend(dispatch.env.iter().cloned());
+            let timeout = Duration::try_from_secs_f64(dispatch.timeout_minutes * 60.0)
+                .unwrap_or(Duration::MAX);
+            let request = JobRequest {
+                name: dispatch.name.clone(),
+                job_id: dispatch.job_id.clone(),
+                job: dispatch.job.clone(),
+                workflow: dispatch.workflow.clone(),
+                contexts: dispatch.contexts.clone(),
+                env,
+                container: dispatch.container.as_ref().map(container_spec),
+                services: dispatch
+                    .services
+                    .iter()
+                    .map(|(name, eval)| ServiceSpec {
+                        name: name.clone(),
+                        container: container_spec(eval),
+                    })
+                    .collect(),
+                platform_image,
+                timeout,
+                secrets: shared.secrets.clone(),
+                source_repo: shared.source_repo.clone(),
+                dirs: shared.dirs.clone(),
+                action_cache: shared.action_cache.clone(),
+                action_base_url: shared.action_base_url.clone(),
+                offline: shared.offline,
+                local_repositories: shared.local_repositories.clone(),
+                cache: shared.cache.clone(),
+            };
+            let (tx, mut rx) = unbounded_channel();
+            let job = run_job(request, backend, tx, cancel);
+            let relay = async {
+                // Ends when the executor drops its sender, i.e. when the job is over.
+                while let Some(event) = rx.recv().await {
+                    forward(event, &events);
+                }
+            };
+            let (result, ()) = tokio::join!(job, relay);
+            if let Some(error) = &result.error {
+                events.send(LegEvent::Message {
+                    text: format!("✘ {error}"),
+                });
+            }
+            completion(result)
+        })
+    }
+}

@@ -1,0 +1,298 @@
+//! The local driver behind `kiln run`: finds the workflows an event triggers, builds their
+//! contexts from the repository, and drives the engine (kiln-scheduler) and the executor
+//! (kiln-runner) in one process.
+
+mod cache;
+pub mod config;
+mod deferred;
+pub mod discover;
+pub mod dotenv;
+pub mod driver;
+pub mod dry;
+pub mod github;
+pub mod listing;
+mod local;
+pub mod platform;
+pub mod render;
+pub mod report;
+mod setup;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kiln_scheduler::engine::{Engine, RunSpec};
+use kiln_workflow::value::Value;
+use kiln_workflow::Conclusion;
+
+use crate::cmd::run::Args;
+use config::{inputs_for, object_of};
+use discover::{load_workflows, workflow_paths, CalleeSource, WorkflowFile};
+use driver::{drive, Ending, LegRunner};
+use github::{github_context, GithubInputs, RepoState};
+use render::Renderer;
+use report::{JobReport, RunReport, StepReport};
+
+/// Exit status of an interrupted run, as shells report SIGINT.
+const INTERRUPTED: u8 = 130;
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let dir = match &args.directory {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().context("cannot determine the current directory")?,
+    };
+    let repo = RepoState::read(&dir);
+    let local_repositories = config::parse_local_repositories(&dir, &args.local_repositories)?;
+    let target = dir.join(
+        args.workflows
+            .as_deref()
+            .unwrap_or(".github/workflows".as_ref()),
+    );
+    let callees = CalleeSource {
+        repo_root: &repo.root,
+        local_repositories: &local_repositories,
+    };
+    let files = load_workflows(&workflow_paths(&target)?, &callees)?;
+
+    if args.list || args.graph {
+        let selected: Vec<&WorkflowFile> = files
+            .iter()
+            .filter(|f| f.triggers_on(&args.event))
+            .collect();
+        let text = if args.list {
+            listing::list(&selected, args.job.as_deref())
+        } else {
+            listing::graph(&selected)
+        };
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let live = std::io::stdout().is_terminal();
+    let mut renderer = Renderer::new(live);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Starting a job makes blocking calls (fork/exec, creating its directories and script
+    // files) on the worker that runs it; with one worker per core, 64 matrix legs start one
+    // pair at a time. More workers overlap those calls (measured: 64 legs on 2 busy cores
+    // 2.2 s with 2 workers, 0.9 s with 16). TOKIO_WORKER_THREADS still overrides.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        builder.worker_threads((4 * cores).max(16));
+    }
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        // The first line says where jobs run and why, before anything else happens.
+        let executor = setup::choose_executor(args.executor).await?;
+        renderer.notice(&executor.describe());
+        let selected = select_workflows(&files, &args, &mut renderer)?;
+        if selected.is_empty() {
+            renderer.notice(&format!(
+                "no workflow in {} runs on `{}`",
+                target.display(),
+                args.event
+            ));
+            renderer.flush();
+            return Ok(ExitCode::SUCCESS);
+        }
+        let values = setup::read_values(&dir, &args)?;
+        let event = args
+            .event_path
+            .as_deref()
+            .map(|p| config::read_event(&dir.join(p)))
+            .transpose()?;
+        let matrix_filter = config::parse_matrix_filters(&args.matrix)?;
+        let run_id = github::new_run_id();
+        let token = values
+            .secrets
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case("GITHUB_TOKEN"))
+            .map(|(_, v)| v.as_str());
+        // The cache is scoped to the repository and ref, which every workflow of the run shares.
+        let run_cache = if args.dry_run {
+            None
+        } else {
+            let first = selected[0];
+            let github = github_context(
+                &repo,
+                &GithubInputs {
+                    event_name: &args.event,
+                    event: event.clone(),
+                    workflow_name: &first.name(),
+                    workflow_path: &first.display_path,
+                    token,
+                    run_id,
+                },
+            );
+            cache::start(&args, &executor, &github).await?
+        };
+        if let Some(cache) = &run_cache {
+            renderer.notice(&cache.description);
+        }
+        let endpoint = run_cache.as_ref().map(|c| c.endpoint.clone());
+        let prepared = setup::prepare(
+            &args,
+            executor,
+            &repo,
+            &values,
+            &local_repositories,
+            run_id,
+            endpoint,
+        )?;
+        let mut reports = Vec::new();
+        let mut interrupted = false;
+        let mut failure = None;
+        for file in &selected {
+            let name = file.name();
+            let github = github_context(
+                &repo,
+                &GithubInputs {
+                    event_name: &args.event,
+                    event: event.clone(),
+                    workflow_name: &name,
+                    workflow_path: &file.display_path,
+                    token,
+                    run_id,
+                },
+            );
+            let inputs = match inputs_for(&file.workflow, &name, &args.event, &values.inputs) {
+                Ok(inputs) => inputs,
+                Err(error) => {
+                    failure = Some(anyhow::Error::from(error));
+                    break;
+                }
+            };
+            let spec = RunSpec {
+                workflow: file.workflow.clone(),
+                workflow_file: file.display_path.clone(),
+                github,
+                inputs,
+                vars: object_of(&values.vars),
+                secrets: object_of(&values.secrets),
+                job_filter: args.job.clone(),
+                matrix_filter: matrix_filter.clone(),
+            };
+            let mut engine = match Engine::new(spec) {
+                Ok(engine) => engine,
+                Err(error) => {
+                    failure = Some(
+                        anyhow::Error::from(error)
+                            .context(format!("cannot run {}", file.display_path)),
+                    );
+                    break;
+                }
+            };
+            let runner: Arc<dyn LegRunner> = prepared.runner.clone();
+            let ending = drive(
+                &mut engine,
+                runner,
+                &mut renderer,
+                &name,
+                prepared.parallel,
+                live,
+            )
+            .await;
+            reports.push(convert_report(&engine, &name, &args.event));
+            if ending == Ending::Interrupted {
+                interrupted = true;
+                break;
+            }
+        }
+        // Cleanup runs whatever happened above: errors are reported after it.
+        prepared.finish(&mut renderer).await;
+        if let Some(cache) = run_cache {
+            cache.stop().await;
+        }
+        if let Some(error) = failure {
+            renderer.flush();
+            return Err(error);
+        }
+        renderer.summary(&reports);
+        if let Some(path) = &args.report {
+            report::write(&dir.join(path), &reports)?;
+        }
+        let succeeded = reports.iter().all(|r| r.conclusion == Conclusion::Success);
+        Ok(if interrupted {
+            ExitCode::from(INTERRUPTED)
+        } else if succeeded {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}
+
+/// The workflows triggered by the event (and, with `-j`, holding that job). Every workflow
+/// left out is named with the reason, so a typo in the event is visible.
+fn select_workflows<'a>(
+    files: &'a [WorkflowFile],
+    args: &Args,
+    renderer: &mut Renderer,
+) -> anyhow::Result<Vec<&'a WorkflowFile>> {
+    let mut selected = Vec::new();
+    for file in files {
+        if !file.triggers_on(&args.event) {
+            let events = file.events().join(", ");
+            renderer.notice(&format!(
+                "skipping {}: runs on {events}, not on {}",
+                file.display_path, args.event
+            ));
+            continue;
+        }
+        if let Some(job) = &args.job {
+            if file.workflow.job(job).is_none() {
+                continue;
+            }
+        }
+        for warning in &file.warnings {
+            renderer.notice(&warning.to_string());
+        }
+        selected.push(file);
+    }
+    if let Some(job) = &args.job {
+        anyhow::ensure!(
+            !selected.is_empty(),
+            "no workflow triggered by `{}` has a job `{job}`; list the jobs with `kiln run {} -l`",
+            args.event,
+            args.event
+        );
+    }
+    Ok(selected)
+}
+
+/// The engine's account of the run in the report's shape.
+fn convert_report(engine: &Engine, workflow: &str, event: &str) -> RunReport {
+    let report = engine.report();
+    RunReport {
+        workflow: workflow.to_owned(),
+        event: event.to_owned(),
+        conclusion: report.conclusion,
+        jobs: report
+            .jobs
+            .into_iter()
+            .map(|job| JobReport {
+                id: job.id,
+                name: job.name,
+                matrix: job.matrix.map(|m| Value::object(m).to_json()),
+                conclusion: job.conclusion,
+                outputs: job.outputs,
+                started_at: job.started_at,
+                finished_at: job.finished_at,
+                steps: job
+                    .steps
+                    .into_iter()
+                    .map(|s| StepReport {
+                        id: s.id,
+                        name: s.name,
+                        outcome: s.outcome,
+                        conclusion: s.conclusion,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}

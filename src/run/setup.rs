@@ -1,0 +1,197 @@
+//! What a run needs before the first job starts: the executor (and why it was chosen), the
+//! secrets/vars/inputs/env values, the platform table and the leg runner.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kiln_runner::backend::{DockerBackend, DockerConfig};
+use kiln_runner::executor::RunDirs;
+
+use super::config::{self, RunValues};
+use super::driver::LegRunner;
+use super::dry::DryRun;
+use super::github::RepoState;
+use super::local::{LocalRunner, RunShared};
+use kiln_runner::executor::CacheEndpoint;
+use super::platform::{ExecutorKind, PlatformMap};
+use super::render::Renderer;
+use crate::cmd::run::{Args, ExecutorFlag};
+
+/// Where the run's jobs go, and the sentence explaining the choice.
+pub struct ExecutorChoice {
+    pub kind: ExecutorKind,
+    pub docker: Option<DockerBackend>,
+    reason: String,
+}
+
+impl ExecutorChoice {
+    pub fn describe(&self) -> String {
+        format!("executor: {} ({})", self.kind.name(), self.reason)
+    }
+}
+
+/// `--executor` when given; otherwise Docker when a daemon answers, else the host.
+pub async fn choose_executor(flag: Option<ExecutorFlag>) -> anyhow::Result<ExecutorChoice> {
+    let host = |reason: String| ExecutorChoice {
+        kind: ExecutorKind::Host,
+        docker: None,
+        reason,
+    };
+    match flag {
+        Some(ExecutorFlag::Host) => Ok(host("--executor host".to_owned())),
+        Some(ExecutorFlag::Docker) => {
+            let docker = DockerBackend::connect(DockerConfig::default())
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("--executor docker: {e}; start Docker or use --executor host")
+                })?;
+            Ok(ExecutorChoice {
+                kind: ExecutorKind::Docker,
+                docker: Some(docker),
+                reason: "--executor docker".to_owned(),
+            })
+        }
+        None => match DockerBackend::connect(DockerConfig::default()).await {
+            Ok(docker) => Ok(ExecutorChoice {
+                kind: ExecutorKind::Docker,
+                docker: Some(docker),
+                reason: "a Docker daemon answered; --executor host runs jobs on this machine"
+                    .to_owned(),
+            }),
+            Err(error) => Ok(host(format!("no Docker daemon answered: {error}"))),
+        },
+    }
+}
+
+/// Secrets, vars, inputs and env from flags and dotenv files (flags win over files).
+pub fn read_values(dir: &Path, args: &Args) -> anyhow::Result<RunValues> {
+    let mut values = RunValues {
+        secrets: config::read_pairs(dir, args.secret_file.as_deref(), ".secrets")?,
+        vars: config::read_pairs(dir, args.var_file.as_deref(), ".vars")?,
+        inputs: config::read_pairs(dir, args.input_file.as_deref(), ".input")?,
+        env: config::read_pairs(dir, args.env_file.as_deref(), ".env")?,
+    };
+    values.secrets.extend(config::parse_secrets(&args.secrets)?);
+    values
+        .vars
+        .extend(config::parse_assignments("--var", &args.vars)?);
+    values
+        .inputs
+        .extend(config::parse_assignments("--input", &args.inputs)?);
+    Ok(values)
+}
+
+/// Everything the driver loop needs, and what must be undone when the run ends.
+pub struct Prepared {
+    pub runner: Arc<dyn LegRunner>,
+    /// Most legs running at once.
+    pub parallel: usize,
+    /// The run's own directory (workspaces, temp, artifacts unless `--artifact-dir`).
+    run_dir: Option<PathBuf>,
+    /// The real runner, whose background cleanups must end before the run does.
+    local: Option<Arc<LocalRunner>>,
+}
+
+impl Prepared {
+    /// Removes whatever the run left behind. Called on every path out of a run; containers
+    /// and networks are removed by the executor as each job ends.
+    pub async fn finish(&self, renderer: &mut Renderer) {
+        if let Some(local) = &self.local {
+            for error in local.finish().await {
+                renderer.notice(&error);
+            }
+        }
+        if let Some(dir) = &self.run_dir {
+            // `--artifact-dir` is a symbolic link inside the run directory: removing the
+            // directory removes the link, never the artifacts behind it.
+            if let Err(error) = std::fs::remove_dir_all(dir) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    renderer.notice(&format!(
+                        "could not remove the run directory {}: {error}",
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        renderer.flush();
+    }
+}
+
+/// A fresh directory for the run under the system's temp directory.
+fn create_run_dir(run_id: u64, artifact_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let root = std::env::temp_dir().join(format!("kiln-run-{run_id}-{}", std::process::id()));
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("cannot create the run directory {}", root.display()))?;
+    if let Some(artifacts) = artifact_dir {
+        std::fs::create_dir_all(artifacts).with_context(|| {
+            format!(
+                "cannot create the artifact directory {}",
+                artifacts.display()
+            )
+        })?;
+        let absolute = std::fs::canonicalize(artifacts)
+            .with_context(|| format!("cannot resolve {}", artifacts.display()))?;
+        std::os::unix::fs::symlink(&absolute, RunDirs::new(&root).artifacts()).with_context(
+            || format!("cannot link the artifact directory {}", absolute.display()),
+        )?;
+    }
+    Ok(root)
+}
+
+/// Docker jobs each hold a container (and services); more at once than the machine has
+/// cores only adds contention.
+fn default_parallel(kind: ExecutorKind) -> usize {
+    match kind {
+        ExecutorKind::Host => usize::MAX,
+        ExecutorKind::Docker => 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+    }
+}
+
+pub fn prepare(
+    args: &Args,
+    executor: ExecutorChoice,
+    repo: &RepoState,
+    values: &RunValues,
+    local_repositories: &[(String, PathBuf)],
+    run_id: u64,
+    cache: Option<CacheEndpoint>,
+) -> anyhow::Result<Prepared> {
+    let platforms = PlatformMap::new(&args.platforms, executor.kind)?;
+    let parallel = args
+        .parallel
+        .map_or_else(|| default_parallel(executor.kind), |n| n as usize);
+    if args.dry_run {
+        return Ok(Prepared {
+            runner: Arc::new(DryRun { platforms }),
+            parallel,
+            run_dir: None,
+            local: None,
+        });
+    }
+    let artifact_dir = args.artifact_dir.as_ref().map(|d| repo.root.join(d));
+    let run_dir = create_run_dir(run_id, artifact_dir.as_deref())?;
+    let shared = RunShared {
+        env_file: values.env.clone(),
+        secrets: values
+            .secrets
+            .iter()
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+            .collect(),
+        source_repo: repo.root.clone(),
+        dirs: RunDirs::new(&run_dir),
+        action_cache: args.action_cache.as_ref().map(|d| repo.root.join(d)),
+        action_base_url: Some(args.action_base_url.clone()),
+        offline: args.action_offline_mode,
+        local_repositories: local_repositories.to_vec(),
+        cache,
+    };
+    let local = Arc::new(LocalRunner::new(platforms, executor.docker, shared));
+    Ok(Prepared {
+        runner: local.clone(),
+        parallel,
+        run_dir: Some(run_dir),
+        local: Some(local),
+    })
+}

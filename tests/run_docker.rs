@@ -1,0 +1,222 @@
+//! `kiln run` end to end in Docker mode on the locally built base image: every example, the
+//! missing-image error, and cleanup (no container or network of the run is left behind,
+//! checked through the Docker API). Without a daemon these tests print SKIPPED and pass,
+//! unless KILN_REQUIRE_DOCKER=1.
+
+mod run_support;
+
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+use kiln_runner::backend::{DockerBackend, JOB_KEY_LABEL};
+use kiln_runner::image::{build_base_image, BaseImageOptions};
+use run_support::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(300);
+const IMAGE: &str = "kiln-base:bookworm";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The daemon with the base image present (built with debootstrap when missing), or `None`
+/// when the test is skipped.
+fn docker() -> Option<DockerBackend> {
+    runtime().block_on(async {
+        let docker = kiln_runner::testing::require_docker().await?;
+        let options = BaseImageOptions {
+            tag: IMAGE.to_owned(),
+            ..BaseImageOptions::default()
+        };
+        let mut ignore = |_| {};
+        if let Err(error) = build_base_image(docker.client(), &options, &mut ignore).await {
+            panic!("cannot build {IMAGE} for the Docker tests: {error}");
+        }
+        Some(docker)
+    })
+}
+
+/// Containers and networks whose job key was made by the kiln process `pid`.
+fn leftovers(docker: &DockerBackend, pid: u32) -> Vec<String> {
+    let marker = format!("-{pid}-");
+    runtime().block_on(async {
+        let filters = HashMap::from([("label".to_owned(), vec![JOB_KEY_LABEL.to_owned()])]);
+        let containers = docker
+            .client()
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .expect("list containers");
+        let networks = docker
+            .client()
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::new().filters(&filters).build(),
+            ))
+            .await
+            .expect("list networks");
+        let mut left = Vec::new();
+        for c in containers {
+            let key = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(JOB_KEY_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            if key.contains(&marker) {
+                left.push(format!("container {key}"));
+            }
+        }
+        for n in networks {
+            let key = n
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(JOB_KEY_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            if key.contains(&marker) {
+                left.push(format!("network {key}"));
+            }
+        }
+        left
+    })
+}
+
+fn run_docker(docker: &DockerBackend, dir: &std::path::Path, extra: &[&str]) -> Outcome {
+    let mut args = vec!["--executor", "docker"];
+    args.extend_from_slice(extra);
+    let out = kiln_run(dir, &args, LIMIT);
+    let left = leftovers(docker, out.pid);
+    assert!(
+        left.is_empty(),
+        "kiln left {left:?} behind\n{}",
+        out.all_output()
+    );
+    out
+}
+
+#[test]
+fn examples_run_in_docker_and_clean_up() {
+    let Some(docker) = docker() else { return };
+    for name in [
+        "matrix-build",
+        "needs-outputs",
+        "composite-action",
+        "artifacts-fan-in",
+    ] {
+        let repo = example(name);
+        let out = run_docker(&docker, repo.path(), &[]);
+        out.assert_success();
+        assert!(
+            out.stdout.starts_with("kiln: executor: docker"),
+            "{name}: {}",
+            out.stdout
+        );
+    }
+    let repo = example("needs-outputs");
+    let out = run_docker(&docker, repo.path(), &[]);
+    assert_eq!(out.job("version")["outputs"]["version"], "1.4.5");
+    assert!(out.stdout.contains("releasing 1.4.5 on stable"));
+}
+
+#[test]
+fn reusable_workflow_in_docker_masks_the_secret() {
+    let Some(docker) = docker() else { return };
+    let repo = example("reusable-workflow");
+    let secret = "docker-signing-key-0042";
+    let out = run_docker(
+        &docker,
+        repo.path(),
+        &["-s", &format!("SIGNING_KEY={secret}")],
+    );
+    out.assert_success();
+    assert!(
+        out.stdout.contains("publishing server.tar and client.tar"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.all_output().contains(secret));
+    assert!(!serde_json::to_string(out.report())
+        .expect("report")
+        .contains(secret));
+}
+
+#[test]
+fn service_with_health_check_is_reachable_and_removed() {
+    let Some(docker) = docker() else { return };
+    let repo = example("services-healthcheck");
+    let out = run_docker(&docker, repo.path(), &[]);
+    out.assert_success();
+    let job = out.job("integration");
+    assert_eq!(
+        steps(job).last().map(|s| s.1.as_str()),
+        Some("success"),
+        "{job:#}"
+    );
+    assert!(
+        out.stdout.contains(" web"),
+        "getent printed no address for web:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn failing_job_still_cleans_up_and_missing_image_names_the_fix() {
+    let Some(docker) = docker() else { return };
+    let repo = repo_with_workflow(
+        "on: push\njobs:\n  fails:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo in-container && exit 7\n  other:\n    runs-on: special\n    steps:\n      - run: echo never\n",
+    );
+    let out = run_docker(&docker, repo.path(), &[]);
+    assert_eq!(out.status, 1, "{}", out.all_output());
+    assert_eq!(out.job("fails")["conclusion"], "failure");
+    assert_eq!(out.job("other")["conclusion"], "skipped");
+    assert!(out.stdout.contains("in-container"));
+    let missing = run_docker(
+        &docker,
+        repo.path(),
+        &["-P", "ubuntu-latest=kiln-base:no-such-tag", "-j", "fails"],
+    );
+    assert_eq!(missing.status, 1);
+    assert!(
+        missing.all_output().contains("kiln image build"),
+        "{}",
+        missing.all_output()
+    );
+    let self_hosted = run_docker(
+        &docker,
+        repo.path(),
+        &["-P", "special=-self-hosted", "-j", "other"],
+    );
+    self_hosted.assert_success();
+}
+
+#[test]
+fn ctrl_c_in_docker_mode_removes_the_containers() {
+    let Some(docker) = docker() else { return };
+    let repo = example("services-healthcheck");
+    repo.write(
+        ".github/workflows/integration.yml",
+        &std::fs::read_to_string(repo.path().join(".github/workflows/integration.yml"))
+            .expect("workflow")
+            .replace("run: getent hosts web", "run: echo service-is-up; sleep 60"),
+    );
+    repo.commit();
+    let running = spawn_kiln_run(repo.path(), &["--executor", "docker"], &[]);
+    running.wait_for_output("service-is-up", LIMIT);
+    running.interrupt();
+    let out = running.wait(Duration::from_secs(60));
+    assert_eq!(out.status, 130, "{}", out.all_output());
+    assert_eq!(out.job("integration")["conclusion"], "cancelled");
+    let left = leftovers(&docker, out.pid);
+    assert!(
+        left.is_empty(),
+        "kiln left {left:?} behind after Ctrl-C\n{}",
+        out.all_output()
+    );
+}
