@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the workflows an event triggers, locally: in Docker or on the host.
-    Run(cmd::run::Args),
+    Run(Box<cmd::run::Args>),
     /// Check workflow files and report every problem as file:line:col.
     Validate(cmd::validate::Args),
     /// Show the job graph a workflow would run: stages, matrix legs, needs.
@@ -36,7 +36,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => cmd::run::run(args),
+        Command::Run(args) => cmd::run::run(*args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Expr(args) => cmd::expr::run(args),
