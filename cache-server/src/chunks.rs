@@ -214,13 +214,7 @@ impl ChunkStore {
                 self.read_encoded(d)?;
             }
             let path = self.path_of(d);
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(CacheError::MissingChunk(d.to_hex()))
-                }
-                Err(e) => return Err(CacheError::io("open chunk", path, e)),
-            };
+            let file = File::open(&path).map_err(|e| open_error(d, "open chunk", &path, e))?;
             file.sync_data()
                 .map_err(|e| CacheError::io("sync chunk", &path, e))
         };
@@ -282,13 +276,7 @@ impl ChunkStore {
     /// uncompressed length.
     pub fn read_encoded(&self, digest: &Digest) -> Result<(Vec<u8>, usize)> {
         let path = self.path_of(digest);
-        let encoded = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(CacheError::MissingChunk(digest.to_hex()))
-            }
-            Err(e) => return Err(CacheError::io("read chunk", path, e)),
-        };
+        let encoded = fs::read(&path).map_err(|e| open_error(digest, "read chunk", &path, e))?;
         let raw = decode_chunk(&encoded, digest)?;
         Ok((encoded, raw.len()))
     }
@@ -296,13 +284,7 @@ impl ChunkStore {
     /// Reads and verifies a chunk, returning its uncompressed bytes.
     pub fn read_raw(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.path_of(digest);
-        let encoded = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(CacheError::MissingChunk(digest.to_hex()))
-            }
-            Err(e) => return Err(CacheError::io("read chunk", path, e)),
-        };
+        let encoded = fs::read(&path).map_err(|e| open_error(digest, "read chunk", &path, e))?;
         decode_chunk(&encoded, digest)
     }
 
@@ -316,6 +298,16 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(CacheError::io("remove chunk", path, e)),
         }
+    }
+}
+
+/// A chunk file that cannot be read: absent is a missing chunk (callers quarantine it), anything
+/// else an I/O failure of the store.
+fn open_error(digest: &Digest, action: &'static str, path: &Path, e: std::io::Error) -> CacheError {
+    if e.kind() == ErrorKind::NotFound {
+        CacheError::MissingChunk(digest.to_hex())
+    } else {
+        CacheError::io(action, path, e)
     }
 }
 
