@@ -160,19 +160,34 @@ impl Index {
             .optional()?)
     }
 
+    /// Runs the per-chunk writes (pins, chunk rows) without waiting for the disk: losing them in
+    /// a power cut is harmless (reservations do not survive a restart; a lost chunk row only
+    /// means the chunk is sent again), and the next `synchronous = FULL` commit (an entry's
+    /// commit, which follows them in the log) makes them durable in order.
+    fn without_sync<T>(&mut self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let result = f(&mut self.conn);
+        let restored = self.conn.execute_batch("PRAGMA synchronous = FULL");
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
     /// Protects chunks from garbage collection while `entry_id` (reserved or committed) uses them.
     pub fn pin(&mut self, entry_id: u64, digests: &[Digest]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)",
-            )?;
-            for d in digests {
-                stmt.execute(params![entry_id as i64, &d.0[..]])?;
+        self.without_sync(|conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)",
+                )?;
+                for d in digests {
+                    stmt.execute(params![entry_id as i64, &d.0[..]])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// The subset of `digests` already stored.
@@ -191,10 +206,12 @@ impl Index {
 
     /// Records a stored chunk. Returns false if it was already recorded.
     pub fn add_chunk(&mut self, digest: &Digest, stored: u64, raw: u64) -> Result<bool> {
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO chunks(digest, stored, raw) VALUES (?1, ?2, ?3)",
-            params![&digest.0[..], stored as i64, raw as i64],
-        )?;
+        let n = self.without_sync(|conn| {
+            Ok(conn.execute(
+                "INSERT OR IGNORE INTO chunks(digest, stored, raw) VALUES (?1, ?2, ?3)",
+                params![&digest.0[..], stored as i64, raw as i64],
+            )?)
+        })?;
         Ok(n == 1)
     }
 

@@ -364,7 +364,17 @@ impl CacheStore {
     }
 
     fn commit(&self, id: u64, size: u64, manifest: &[ChunkRef], meta: &[u8]) -> Result<()> {
-        self.chunks.sync_dirs(manifest.iter().map(|c| c.digest))?;
+        let digests: Vec<Digest> = manifest.iter().map(|c| c.digest).collect();
+        if let Err(e) = self.chunks.make_durable(&digests) {
+            // A torn chunk left by a crash: forget it so the next save uploads it again.
+            if let CacheError::CorruptChunk { digest: hex, .. } | CacheError::MissingChunk(hex) = &e
+            {
+                if let Ok(d) = Digest::from_hex(hex) {
+                    self.forget_chunk(&d);
+                }
+            }
+            return Err(e);
+        }
         lock(&self.index).commit(id, size, manifest, meta, now_ms())?;
         self.discard_upload_files(id);
         Ok(())
@@ -499,12 +509,17 @@ impl CacheStore {
 
     fn quarantine_on_failure<T>(&self, digest: &Digest, r: Result<T>) -> Result<T> {
         if let Err(CacheError::CorruptChunk { .. } | CacheError::MissingChunk(_)) = &r {
-            let mut index = lock(&self.index);
-            if index.forget_chunk(digest).is_ok() {
-                let _ = self.chunks.remove(digest);
-            }
+            self.forget_chunk(digest);
         }
         r
+    }
+
+    /// Removes a bad chunk and every entry using it. Best effort: the caller already fails.
+    fn forget_chunk(&self, digest: &Digest) {
+        let mut index = lock(&self.index);
+        if index.forget_chunk(digest).is_ok() {
+            let _ = self.chunks.remove(digest);
+        }
     }
 
     /// Expires idle uploads and unused entries, evicts least recently used entries above the

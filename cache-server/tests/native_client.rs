@@ -240,7 +240,7 @@ fn second_save_after_one_file_change_uploads_about_one_chunk() {
     };
     assert!(first.bytes > 24 << 20);
     assert!(second.chunks_uploaded <= 2, "{second:?}");
-    assert!(second.bytes_uploaded <= 2 * 4 << 20, "{second:?}");
+    assert!(second.bytes_uploaded <= (2 * 4) << 20, "{second:?}");
     assert!(second.bytes_uploaded * 5 < second.bytes, "{second:?}");
     let metrics = server.service.metrics().render(None);
     assert!(metrics.contains(

@@ -12,7 +12,7 @@ use crate::http::native::to_refs;
 use crate::unpack::{check_symlink_target, clear_path, safe_relative, LinkGuard};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -312,28 +312,43 @@ impl CacheClient {
             )));
         }
         let mut stats = RestoreStats::default();
-        let mut made_dirs: HashSet<PathBuf> = HashSet::new();
+        // Directories made so far, and whether each was created empty by this restore: nothing
+        // can exist in those yet, which saves a stat per file on the common restore into a
+        // fresh workspace.
+        let mut made_dirs: HashMap<PathBuf, bool> = HashMap::new();
         let mut files = Vec::new();
         let mut offset = 0u64;
         for (e, dest) in listing.iter().zip(&dests) {
             match e.kind {
                 Kind::Dir => {
-                    if made_dirs.insert(dest.clone()) {
-                        if fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
-                            clear_path(dest)?;
-                        }
+                    if !made_dirs.contains_key(dest) {
+                        let fresh = match fs::symlink_metadata(dest) {
+                            Ok(m) if m.is_dir() => false,
+                            Ok(_) => {
+                                clear_path(dest)?;
+                                true
+                            }
+                            Err(_) => true,
+                        };
                         fs::create_dir_all(dest).map_err(|e| CacheError::io("create", dest, e))?;
+                        made_dirs.insert(dest.clone(), fresh);
                     }
                 }
                 Kind::File => {
+                    let mut in_fresh_dir = false;
                     if let Some(parent) = dest.parent() {
-                        if !made_dirs.contains(parent) {
-                            fs::create_dir_all(parent)
-                                .map_err(|e| CacheError::io("create", parent, e))?;
-                            made_dirs.insert(parent.to_path_buf());
-                        }
+                        in_fresh_dir = match made_dirs.get(parent) {
+                            Some(fresh) => *fresh,
+                            None => {
+                                let fresh = fs::symlink_metadata(parent).is_err();
+                                fs::create_dir_all(parent)
+                                    .map_err(|e| CacheError::io("create", parent, e))?;
+                                made_dirs.insert(parent.to_path_buf(), fresh);
+                                fresh
+                            }
+                        };
                     }
-                    let exists = fs::symlink_metadata(dest).is_ok();
+                    let exists = !in_fresh_dir && fs::symlink_metadata(dest).is_ok();
                     let skip = exists && same_content(dest, e.size, &e.blake3);
                     let mtime = u64::try_from(e.mtime_secs)
                         .ok()

@@ -162,12 +162,12 @@ fn stream_entry(svc: Arc<CacheService>, entry: EntryRecord, start: u64, end: u64
                 let hi = (end.min(offset) - c_start) as usize;
                 pending.push_back(tokio::task::spawn_blocking(move || {
                     store.read_chunk(&digest).and_then(|raw| {
-                        raw.get(lo..hi)
-                            .map(|s| Bytes::copy_from_slice(s))
-                            .ok_or_else(|| CacheError::CorruptChunk {
+                        raw.get(lo..hi).map(Bytes::copy_from_slice).ok_or_else(|| {
+                            CacheError::CorruptChunk {
                                 digest: digest.to_hex(),
                                 reason: "shorter than the manifest says".into(),
-                            })
+                            }
+                        })
                     })
                 }));
             }

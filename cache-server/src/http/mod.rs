@@ -332,7 +332,7 @@ fn validate_version(version: &str) -> Result<()> {
 fn lookup_keys(primary: &str, restore: impl IntoIterator<Item = String>) -> Result<Vec<String>> {
     let mut keys = vec![primary.to_string()];
     for k in restore {
-        if !keys.iter().any(|x| *x == k) {
+        if !keys.contains(&k) {
             keys.push(k);
         }
     }
