@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Run GitHub Actions workflows on your own machines")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Run GitHub Actions workflows on your own machines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -509,25 +509,55 @@ jobs:
     repo.write("lock.txt", "v1");
     repo.commit();
     let cache_home = tempfile::tempdir().expect("cache dir");
-    let env = [("XDG_CACHE_HOME", cache_home.path().to_str().expect("utf-8 path"))];
+    let env = [(
+        "XDG_CACHE_HOME",
+        cache_home.path().to_str().expect("utf-8 path"),
+    )];
     let run = || kiln_run_env(repo.path(), &["--executor", "host"], &env, LIMIT);
 
     let first = run();
     first.assert_success();
-    assert!(first.all_output().contains("embedded server at http://127.0.0.1:"), "{}", first.all_output());
+    assert!(
+        first
+            .all_output()
+            .contains("embedded server at http://127.0.0.1:"),
+        "{}",
+        first.all_output()
+    );
     assert_eq!(first.job("build")["outputs"]["content"], "built from v1");
     assert_eq!(first.job("build")["outputs"]["hit"], "");
-    assert_eq!(first.job("build")["outputs"]["stock-client-env"], "url,token");
-    assert!(first.all_output().contains("Cache saved with key: deps-"), "{}", first.all_output());
+    assert_eq!(
+        first.job("build")["outputs"]["stock-client-env"],
+        "url,token"
+    );
+    assert!(
+        first.all_output().contains("Cache saved with key: deps-"),
+        "{}",
+        first.all_output()
+    );
 
     let second = run();
     second.assert_success();
     assert_eq!(second.job("build")["outputs"]["content"], "built from v1");
-    assert_eq!(second.job("build")["outputs"]["hit"], "true", "{}", second.all_output());
+    assert_eq!(
+        second.job("build")["outputs"]["hit"],
+        "true",
+        "{}",
+        second.all_output()
+    );
     assert!(cache_home.path().join("kiln/cache").is_dir());
 
-    let off = kiln_run_env(repo.path(), &["--executor", "host", "--no-cache"], &env, LIMIT);
+    let off = kiln_run_env(
+        repo.path(),
+        &["--executor", "host", "--no-cache"],
+        &env,
+        LIMIT,
+    );
     off.assert_success();
-    assert!(off.all_output().contains("cache server not configured"), "{}", off.all_output());
+    assert!(
+        off.all_output().contains("cache server not configured"),
+        "{}",
+        off.all_output()
+    );
     assert_eq!(off.job("build")["outputs"]["stock-client-env"], "");
 }

@@ -3,10 +3,10 @@
 //! tests that need Docker (`testing`: `require_docker`, `ensure_busybox_image`,
 //! `ensure_base_image`).
 
+pub mod actions;
 pub mod backend;
+pub mod executor;
 pub mod image;
+pub mod mask;
 #[cfg(feature = "test-support")]
 pub mod testing;
-pub mod actions;
-pub mod executor;
-pub mod mask;

@@ -267,7 +267,10 @@ jobs:
 "#;
     let ran = setup.run(yaml, "j").await;
     let log = ran.log_text();
-    assert!(log.contains("hash=1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42"), "{log}");
+    assert!(
+        log.contains("hash=1cd6ef71e6e0ff46ad2609d403dc3fee244417089aa4461245a4e4fe23a55e42"),
+        "{log}"
+    );
     assert!(log.contains("none=."), "{log}");
     assert_eq!(ran.step("outside"), ("failure".into(), "success".into()));
     assert!(log.contains("Fail to hash files under directory"), "{log}");

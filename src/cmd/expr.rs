@@ -69,7 +69,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", render(&result))?;
         }
         out.flush()?;
-        return Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if all_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
 
     let contexts = match &args.contexts {
@@ -86,7 +90,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result = evaluate(&source, contexts, status, &workspace);
     writeln!(out, "{}", render(&result))?;
     out.flush()?;
-    Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Errors in the batch input itself (not in an expression) are reported in the same JSON
@@ -126,14 +134,20 @@ fn contexts_object(json: &serde_json::Value) -> anyhow::Result<Object> {
     }
 }
 
-fn evaluate(source: &str, contexts: Object, status: JobStatus, workspace: &std::path::Path) -> Outcome {
+fn evaluate(
+    source: &str,
+    contexts: Object,
+    status: JobStatus,
+    workspace: &std::path::Path,
+) -> Outcome {
     let names: Vec<String> = contexts.iter().map(|(k, _)| k.clone()).collect();
     let allowed = Allowed::everything(names);
     let parsed = expr::parse(source, &allowed).map_err(Failure::Expr)?;
     let workspace = workspace.to_path_buf();
-    let context = SimpleContext::new(contexts, status).with_hash_files(Box::new(move |args: &[String]| {
-        kiln_workflow::hashfiles::hash_files(&workspace, args).map_err(|e| e.to_string())
-    }));
+    let context =
+        SimpleContext::new(contexts, status).with_hash_files(Box::new(move |args: &[String]| {
+            kiln_workflow::hashfiles::hash_files(&workspace, args).map_err(|e| e.to_string())
+        }));
     parsed.evaluate(&context).map_err(Failure::Expr)
 }
 

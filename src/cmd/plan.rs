@@ -41,7 +41,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             failed = true;
             continue;
         }
-        let Some(workflow) = parsed.workflow else { continue };
+        let Some(workflow) = parsed.workflow else {
+            continue;
+        };
         if !workflow.on.iter().any(|t| t.event.value == args.event) {
             continue;
         }
@@ -55,7 +57,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         planned += 1;
-        let title = workflow.name.as_ref().map(|n| n.value.clone()).unwrap_or_else(|| parsed.display.clone());
+        let title = workflow
+            .name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .unwrap_or_else(|| parsed.display.clone());
         let rendered = match args.format {
             Format::Text => render_text(&title, &parsed.display, &args.event, &job_plan),
             Format::Json => render_json(&parsed.display, &job_plan, files.len() > 1),
@@ -64,24 +70,43 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         write!(out, "{rendered}")?;
     }
     if planned == 0 && !failed {
-        eprintln!("kiln: no workflow in {} runs on '{}'", args.workflows.display(), args.event);
+        eprintln!(
+            "kiln: no workflow in {} runs on '{}'",
+            args.workflows.display(),
+            args.event
+        );
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// What is known before a run: the event, and `workflow_dispatch` input defaults.
 fn plan_context(workflow: &Workflow, event: &str, file: &str) -> PlanContext {
     let mut github = Object::new();
     github.insert("event_name", Value::string(event));
-    github.insert("workflow", Value::string(workflow.name.as_ref().map_or(file, |n| n.value.as_str())));
+    github.insert(
+        "workflow",
+        Value::string(workflow.name.as_ref().map_or(file, |n| n.value.as_str())),
+    );
     let mut inputs = Object::new();
     for trigger in workflow.on.iter().filter(|t| t.event.value == event) {
         for input in &trigger.inputs {
-            let value = input.default.as_ref().map(|d| d.value.clone()).unwrap_or(Value::Null);
+            let value = input
+                .default
+                .as_ref()
+                .map(|d| d.value.clone())
+                .unwrap_or(Value::Null);
             inputs.insert(input.name.value.clone(), value);
         }
     }
-    PlanContext { github, inputs, vars: Object::new() }
+    PlanContext {
+        github,
+        inputs,
+        vars: Object::new(),
+    }
 }
 
 fn render_text(title: &str, file: &str, event: &str, plan: &Plan) -> String {
@@ -132,7 +157,10 @@ fn render_json(file: &str, plan: &Plan, name_workflow: bool) -> String {
 
 fn render_dot(title: &str, plan: &Plan) -> String {
     let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut text = format!("digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n", quote(title));
+    let mut text = format!(
+        "digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n",
+        quote(title)
+    );
     for job in &plan.jobs {
         let _ = writeln!(text, "  {};", quote(&job.name));
     }

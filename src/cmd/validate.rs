@@ -22,7 +22,11 @@ enum Format {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let paths = if args.paths.is_empty() { vec![PathBuf::from(DEFAULT_WORKFLOW_DIR)] } else { args.paths };
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from(DEFAULT_WORKFLOW_DIR)]
+    } else {
+        args.paths
+    };
     let mut files = Vec::new();
     for path in &paths {
         files.extend(workflow_files(path)?);
@@ -33,10 +37,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         diagnostics.extend(parsed.diagnostics);
         if args.require_pinned {
             if let Some(workflow) = &parsed.workflow {
-                diagnostics.extend(unpinned_uses(workflow, &parsed.display).into_iter().map(|mut d| {
-                    d.severity = Severity::Error;
-                    d
-                }));
+                diagnostics.extend(unpinned_uses(workflow, &parsed.display).into_iter().map(
+                    |mut d| {
+                        d.severity = Severity::Error;
+                        d
+                    },
+                ));
             }
         }
     }
@@ -71,9 +77,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("{summary}");
         }
     }
-    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }

@@ -11,13 +11,19 @@ pub const DEFAULT_WORKFLOW_DIR: &str = ".github/workflows";
 
 /// The files a path names: itself, or the `*.yml`/`*.yaml` files directly inside it, sorted.
 pub fn workflow_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}: give a workflow file or directory", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "cannot read {}: give a workflow file or directory",
+            path.display()
+        )
+    })?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))? {
+    for entry in
+        std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))?
+    {
         let entry = entry?;
         let p = entry.path();
         let is_yaml = matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"));
@@ -30,7 +36,10 @@ pub fn workflow_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 pub fn is_action_file(path: &Path) -> bool {
-    matches!(path.file_name().and_then(|n| n.to_str()), Some("action.yml" | "action.yaml"))
+    matches!(
+        path.file_name().and_then(|n| n.to_str()),
+        Some("action.yml" | "action.yaml")
+    )
 }
 
 /// The repository a workflow file belongs to: the folder holding its `.github`, else the
@@ -60,7 +69,11 @@ pub fn parse_file(path: &Path) -> anyhow::Result<ParsedFile> {
         .with_context(|| format!("cannot read {display}: is it a readable UTF-8 text file?"))?;
     if is_action_file(path) {
         let parsed = parse_action(&display, &content);
-        return Ok(ParsedFile { display, workflow: None, diagnostics: parsed.diagnostics });
+        return Ok(ParsedFile {
+            display,
+            workflow: None,
+            diagnostics: parsed.diagnostics,
+        });
     }
     let root = repository_root(path);
     let resolver = move |reference: &str| -> Option<(String, String)> {
@@ -69,7 +82,14 @@ pub fn parse_file(path: &Path) -> anyhow::Result<ParsedFile> {
         let content = std::fs::read_to_string(&file).ok()?;
         Some((relative.to_string(), content))
     };
-    let options = ParseOptions { resolver: Some(&resolver), ..ParseOptions::default() };
+    let options = ParseOptions {
+        resolver: Some(&resolver),
+        ..ParseOptions::default()
+    };
     let parsed = parse_workflow_with(&display, &content, &options);
-    Ok(ParsedFile { display, workflow: parsed.value, diagnostics: parsed.diagnostics })
+    Ok(ParsedFile {
+        display,
+        workflow: parsed.value,
+        diagnostics: parsed.diagnostics,
+    })
 }

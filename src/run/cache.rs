@@ -38,7 +38,11 @@ impl RunCache {
 }
 
 /// The cache for this run, or None with `--no-cache`.
-pub async fn start(args: &Args, executor: &ExecutorChoice, github: &Object) -> anyhow::Result<Option<RunCache>> {
+pub async fn start(
+    args: &Args,
+    executor: &ExecutorChoice,
+    github: &Object,
+) -> anyhow::Result<Option<RunCache>> {
     if args.no_cache {
         return Ok(None);
     }
@@ -48,7 +52,11 @@ pub async fn start(args: &Args, executor: &ExecutorChoice, github: &Object) -> a
             .clone()
             .or_else(|| std::env::var("KILN_CACHE_TOKEN").ok())
             .context("--cache-server needs a job token: pass --cache-token (or set KILN_CACHE_TOKEN) with one from `kiln cache token` on that server")?;
-        let url = if url.ends_with('/') { url.clone() } else { format!("{url}/") };
+        let url = if url.ends_with('/') {
+            url.clone()
+        } else {
+            format!("{url}/")
+        };
         return Ok(Some(RunCache {
             description: format!("cache: {url}"),
             endpoint: CacheEndpoint { url, token },
@@ -58,7 +66,9 @@ pub async fn start(args: &Args, executor: &ExecutorChoice, github: &Object) -> a
 
     let data_dir = match &args.cache_dir {
         Some(dir) => dir.clone(),
-        None => default_cache_dir().context("cannot find a cache directory: set HOME or XDG_CACHE_HOME, or pass --cache-dir")?,
+        None => default_cache_dir().context(
+            "cannot find a cache directory: set HOME or XDG_CACHE_HOME, or pass --cache-dir",
+        )?,
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the cache directory {}", data_dir.display()))?;
@@ -76,7 +86,9 @@ pub async fn start(args: &Args, executor: &ExecutorChoice, github: &Object) -> a
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind_ip, 0))
         .await
         .with_context(|| format!("cannot listen on {bind_ip} for the embedded cache server"))?;
-    let address = listener.local_addr().context("embedded cache server address")?;
+    let address = listener
+        .local_addr()
+        .context("embedded cache server address")?;
 
     let field = |name: &str| match github.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.to_string()),
@@ -89,7 +101,9 @@ pub async fn start(args: &Args, executor: &ExecutorChoice, github: &Object) -> a
         read_only: false,
         ttl: TOKEN_TTL,
     };
-    let token = service.mint_token(&request).context("cannot mint a cache token")?;
+    let token = service
+        .mint_token(&request)
+        .context("cannot mint a cache token")?;
 
     let (shutdown, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -100,7 +114,10 @@ pub async fn start(args: &Args, executor: &ExecutorChoice, github: &Object) -> a
     });
     let url = format!("http://{address}/");
     Ok(Some(RunCache {
-        description: format!("cache: embedded server at {url} (data in {})", data_dir.display()),
+        description: format!(
+            "cache: embedded server at {url} (data in {})",
+            data_dir.display()
+        ),
         endpoint: CacheEndpoint { url, token },
         server: Some((shutdown, task)),
     }))
@@ -111,14 +128,21 @@ fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
     Some(base.join("kiln").join("cache"))
 }
 
 /// The gateway of Docker's default bridge network: the host as containers see it.
 async fn bridge_gateway(docker: &bollard::Docker) -> Option<IpAddr> {
     let network = docker
-        .inspect_network("bridge", None::<bollard::query_parameters::InspectNetworkOptions>)
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
         .await
         .ok()?;
     network

@@ -13,10 +13,10 @@ use super::driver::LegRunner;
 use super::dry::DryRun;
 use super::github::RepoState;
 use super::local::{LocalRunner, RunShared};
-use kiln_runner::executor::CacheEndpoint;
 use super::platform::{ExecutorKind, PlatformMap};
 use super::render::Renderer;
 use crate::cmd::run::{Args, ExecutorFlag};
+use kiln_runner::executor::CacheEndpoint;
 
 /// Where the run's jobs go, and the sentence explaining the choice.
 pub struct ExecutorChoice {

@@ -76,7 +76,9 @@ pub fn contains_template(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains("${{"),
         Value::Array(items) => items.iter().any(contains_template),
-        Value::Object(obj) => obj.iter().any(|(k, v)| k.contains("${{") || contains_template(v)),
+        Value::Object(obj) => obj
+            .iter()
+            .any(|(k, v)| k.contains("${{") || contains_template(v)),
         _ => false,
     }
 }
@@ -101,15 +103,20 @@ pub fn evaluate_nested(v: &Value, ctx: &dyn EvalContext) -> Result<Value, ExprEr
             if !items.iter().any(contains_template) {
                 return Ok(v.clone());
             }
-            let evaluated: Result<Vec<Value>, ExprError> =
-                items.iter().map(|item| evaluate_nested(item, ctx)).collect();
+            let evaluated: Result<Vec<Value>, ExprError> = items
+                .iter()
+                .map(|item| evaluate_nested(item, ctx))
+                .collect();
             Ok(Value::Array(Arc::new(evaluated?)))
         }
         Value::Object(obj) => {
             if !contains_template(v) {
                 return Ok(v.clone());
             }
-            let mut out = Object { entries: Default::default(), case_sensitive: obj.case_sensitive };
+            let mut out = Object {
+                entries: Default::default(),
+                case_sensitive: obj.case_sensitive,
+            };
             for (key, item) in obj.iter() {
                 out.insert(key.clone(), evaluate_nested(item, ctx)?);
             }
@@ -133,14 +140,19 @@ mod tests {
     }
 
     fn template(raw: &str) -> Template {
-        Template { raw: raw.to_string(), pos: Pos::default(), segments: template::split(raw).unwrap() }
+        Template {
+            raw: raw.to_string(),
+            pos: Pos::default(),
+            segments: template::split(raw).unwrap(),
+        }
     }
 
     #[test]
     fn single_expression_keeps_its_type() {
         let v = evaluate_template(&template("${{ matrix.n }}"), &ctx()).unwrap();
         assert_eq!(v.kind(), crate::Kind::Number);
-        let v = evaluate_template(&template("os-${{ matrix.os }}-${{ matrix.n }}"), &ctx()).unwrap();
+        let v =
+            evaluate_template(&template("os-${{ matrix.os }}-${{ matrix.n }}"), &ctx()).unwrap();
         assert_eq!(v.to_display_string(), "os-linux-3");
         let v = evaluate_template(&template("plain"), &ctx()).unwrap();
         assert_eq!(v.to_display_string(), "plain");
@@ -154,6 +166,9 @@ mod tests {
         }));
         assert!(contains_template(&data));
         let out = evaluate_nested(&data, &ctx()).unwrap();
-        assert_eq!(out.to_json(), serde_json::json!({"n": [1, 2], "fixed": [1, "two"]}));
+        assert_eq!(
+            out.to_json(),
+            serde_json::json!({"n": [1, 2], "fixed": [1, "two"]})
+        );
     }
 }

@@ -42,7 +42,12 @@ pub enum PlanError {
     #[error("job '{job}': {source}")]
     Matrix { job: String, source: MatrixError },
     #[error("job '{job}': {what} at {pos}: {source}")]
-    Expression { job: String, what: &'static str, pos: crate::yaml::Pos, source: ExprError },
+    Expression {
+        job: String,
+        what: &'static str,
+        pos: crate::yaml::Pos,
+        source: ExprError,
+    },
     #[error(
         "job '{job}' is part of a cycle in `needs`; run `kiln validate` for the full diagnostics"
     )]
@@ -81,8 +86,11 @@ fn collect_jobs(
 ) -> Result<(), PlanError> {
     for job in &workflow.jobs {
         let id = format!("{prefix}{}", job.id.value);
-        let mut needs: Vec<String> =
-            job.needs.iter().map(|n| format!("{prefix}{}", n.value)).collect();
+        let mut needs: Vec<String> = job
+            .needs
+            .iter()
+            .map(|n| format!("{prefix}{}", n.value))
+            .collect();
         if job.needs.is_empty() {
             needs.extend(caller_needs.iter().cloned());
         }
@@ -111,7 +119,12 @@ fn plan_job(
         None => None,
         Some(matrix) => matrix_legs(job, matrix, context)?,
     };
-    let deferred = job.strategy.as_ref().and_then(|s| s.matrix.as_ref()).is_some() && legs.is_none();
+    let deferred = job
+        .strategy
+        .as_ref()
+        .and_then(|s| s.matrix.as_ref())
+        .is_some()
+        && legs.is_none();
     let legs = legs.unwrap_or_else(|| vec![(None, Vec::new())]);
     let display_prefix = prefix.trim_end_matches('/').replace('/', " / ");
     for (matrix, segments) in legs {
@@ -151,7 +164,11 @@ fn plan_job(
 type Legs = Vec<(Option<Object>, Vec<String>)>;
 
 /// The legs of a static matrix, or None when the matrix depends on `needs`.
-fn matrix_legs(job: &Job, matrix: &Matrix, context: &PlanContext) -> Result<Option<Legs>, PlanError> {
+fn matrix_legs(
+    job: &Job,
+    matrix: &Matrix,
+    context: &PlanContext,
+) -> Result<Option<Legs>, PlanError> {
     let ctx = leg_context(context, None);
     let value = match matrix {
         Matrix::Expr(t) => {
@@ -190,9 +207,15 @@ fn matrix_legs(job: &Job, matrix: &Matrix, context: &PlanContext) -> Result<Opti
             })
         }
     };
-    let legs = matrix::expand(&object)
-        .map_err(|source| PlanError::Matrix { job: job.id.value.clone(), source })?;
-    Ok(Some(legs.into_iter().map(|leg| (Some(leg.context), leg.display_segments)).collect()))
+    let legs = matrix::expand(&object).map_err(|source| PlanError::Matrix {
+        job: job.id.value.clone(),
+        source,
+    })?;
+    Ok(Some(
+        legs.into_iter()
+            .map(|leg| (Some(leg.context), leg.display_segments))
+            .collect(),
+    ))
 }
 
 fn mentions_needs(text: &str) -> bool {
@@ -205,7 +228,12 @@ fn leg_context(context: &PlanContext, matrix: Option<&Object>) -> SimpleContext 
     contexts.insert("inputs", Value::object(context.inputs.clone()));
     contexts.insert("vars", Value::object(context.vars.clone()));
     contexts.insert("needs", Value::object(Object::new()));
-    contexts.insert("matrix", matrix.map(|m| Value::object(m.clone())).unwrap_or(Value::Null));
+    contexts.insert(
+        "matrix",
+        matrix
+            .map(|m| Value::object(m.clone()))
+            .unwrap_or(Value::Null),
+    );
     SimpleContext::new(contexts, JobStatus::Success)
 }
 
@@ -227,7 +255,11 @@ fn runs_on_labels(job: &Job, ctx: &dyn EvalContext) -> Vec<String> {
         Some(RunsOn::Labels(labels)) => labels.iter().flat_map(label).collect(),
         Some(RunsOn::Expr(t)) => label(t),
         Some(RunsOn::Group { group, labels }) => {
-            let mut out: Vec<String> = group.iter().flat_map(label).map(|g| format!("group:{g}")).collect();
+            let mut out: Vec<String> = group
+                .iter()
+                .flat_map(label)
+                .map(|g| format!("group:{g}"))
+                .collect();
             out.extend(labels.iter().flat_map(label));
             out
         }
@@ -238,7 +270,9 @@ fn runs_on_labels(job: &Job, ctx: &dyn EvalContext) -> Vec<String> {
 pub fn satisfies_need(job_id: &str, need: &str) -> bool {
     job_id.eq_ignore_ascii_case(need)
         || (job_id.as_bytes().get(need.len()) == Some(&b'/')
-            && job_id.get(..need.len()).is_some_and(|head| head.eq_ignore_ascii_case(need)))
+            && job_id
+                .get(..need.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(need)))
 }
 
 /// Longest-path layering: a job's stage is one more than its latest need's. Unknown needs
@@ -268,7 +302,11 @@ fn assign_stages(jobs: &mut [PlannedJob]) -> Result<(), PlanError> {
             let mut level = 0;
             let mut ready = true;
             for need in &jobs[i].needs {
-                for &j in by_id.get(&need.to_ascii_lowercase()).map(Vec::as_slice).unwrap_or(&[]) {
+                for &j in by_id
+                    .get(&need.to_ascii_lowercase())
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                {
                     match stage[j] {
                         Some(s) => level = level.max(s + 1),
                         None => ready = false,
@@ -285,7 +323,9 @@ fn assign_stages(jobs: &mut [PlannedJob]) -> Result<(), PlanError> {
         }
     }
     for (i, job) in jobs.iter_mut().enumerate() {
-        job.stage = stage[i].ok_or_else(|| PlanError::Cycle { job: job.id.clone() })?;
+        job.stage = stage[i].ok_or_else(|| PlanError::Cycle {
+            job: job.id.clone(),
+        })?;
     }
     Ok(())
 }
@@ -309,7 +349,13 @@ mod tests {
         let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(
             names,
-            ["test (linux, 3.11)", "test (linux, 3.12)", "test (mac, 3.11)", "test (mac, 3.12)", "deploy"]
+            [
+                "test (linux, 3.11)",
+                "test (linux, 3.12)",
+                "test (mac, 3.11)",
+                "test (mac, 3.12)",
+                "deploy"
+            ]
         );
         assert_eq!(p.jobs[2].runs_on, ["mac"]);
         assert_eq!(p.stages.len(), 2);
