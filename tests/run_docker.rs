@@ -5,11 +5,10 @@
 
 mod run_support;
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
-use kiln_runner::backend::{DockerBackend, JOB_KEY_LABEL};
+use kiln_runner::backend::DockerBackend;
 use kiln_runner::image::{build_base_image, BaseImageOptions};
+use kiln_runner::testing::labelled_objects;
 use run_support::*;
-use std::collections::HashMap;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -42,50 +41,11 @@ fn docker() -> Option<DockerBackend> {
 /// Containers and networks whose job key was made by the kiln process `pid`.
 fn leftovers(docker: &DockerBackend, pid: u32) -> Vec<String> {
     let marker = format!("-{pid}-");
-    runtime().block_on(async {
-        let filters = HashMap::from([("label".to_owned(), vec![JOB_KEY_LABEL.to_owned()])]);
-        let containers = docker
-            .client()
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .expect("list containers");
-        let networks = docker
-            .client()
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::new().filters(&filters).build(),
-            ))
-            .await
-            .expect("list networks");
-        let mut left = Vec::new();
-        for c in containers {
-            let key = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(JOB_KEY_LABEL))
-                .cloned()
-                .unwrap_or_default();
-            if key.contains(&marker) {
-                left.push(format!("container {key}"));
-            }
-        }
-        for n in networks {
-            let key = n
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(JOB_KEY_LABEL))
-                .cloned()
-                .unwrap_or_default();
-            if key.contains(&marker) {
-                left.push(format!("network {key}"));
-            }
-        }
-        left
-    })
+    runtime()
+        .block_on(labelled_objects(docker))
+        .into_iter()
+        .filter(|object| object.contains(&marker))
+        .collect()
 }
 
 fn run_docker(docker: &DockerBackend, dir: &std::path::Path, extra: &[&str]) -> Outcome {

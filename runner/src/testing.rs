@@ -87,3 +87,45 @@ async fn built_or_panic(
     }
     tag.to_owned()
 }
+
+/// Every container and network carrying kiln's job label, as `container KEY` / `network KEY`
+/// (KEY is the job key), for checking through the Docker API that nothing was left behind.
+pub async fn labelled_objects(docker: &DockerBackend) -> Vec<String> {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+    use std::collections::HashMap;
+    let label = crate::backend::JOB_KEY_LABEL;
+    let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    let containers = docker
+        .client()
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("list containers");
+    let networks = docker
+        .client()
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .expect("list networks");
+    let key = |labels: Option<&HashMap<String, String>>| {
+        labels
+            .and_then(|l| l.get(label))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut found: Vec<String> = containers
+        .iter()
+        .map(|c| format!("container {}", key(c.labels.as_ref())))
+        .collect();
+    found.extend(
+        networks
+            .iter()
+            .map(|n| format!("network {}", key(n.labels.as_ref()))),
+    );
+    found
+}

@@ -1,15 +1,15 @@
 //! The Docker backend against a real daemon, on the locally built busybox test image.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 use kiln_runner::backend::{
     Backend, BackendError, ContainerSpec, DockerBackend, DockerConfig, ExecOutcome, ExecSpec,
-    JobEnv, JobSpec, Mount, OutputStream, ServiceSpec, JOB_KEY_LABEL,
+    JobEnv, JobSpec, Mount, OutputStream, ServiceSpec,
 };
-use kiln_runner::testing::{ensure_busybox_image, require_docker, BUSYBOX_TEST_PAGE};
+use kiln_runner::testing::{
+    ensure_busybox_image, labelled_objects, require_docker, BUSYBOX_TEST_PAGE,
+};
 use tokio_util::sync::CancellationToken;
 
 /// What every Docker test needs: the backend, the test image and a workspace; `None` (the
@@ -110,26 +110,16 @@ fn stdout(lines: &[(OutputStream, String)]) -> Vec<&str> {
 
 /// Asserts, through the Docker API, that no container or network carries the job's label.
 async fn assert_nothing_left(backend: &DockerBackend, job_key: &str) {
-    let filters = HashMap::from([("label", vec![format!("{JOB_KEY_LABEL}={job_key}")])]);
-    let containers = backend
-        .client()
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
+    let left: Vec<String> = labelled_objects(backend)
         .await
-        .expect("list containers");
-    let networks = backend
-        .client()
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::new().filters(&filters).build(),
-        ))
-        .await
-        .expect("list networks");
-    assert!(containers.is_empty(), "containers left: {containers:?}");
-    assert!(networks.is_empty(), "networks left: {networks:?}");
+        .into_iter()
+        .filter(|object| {
+            object
+                .split_once(' ')
+                .is_some_and(|(_, key)| key == job_key)
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[tokio::test]
