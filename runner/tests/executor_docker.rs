@@ -48,7 +48,9 @@ jobs:
     while let Ok(event) = rx.try_recv() {
         match event {
             kiln_runner::executor::JobEvent::Log { line, .. } => log.push_str(&(line + "\n")),
-            kiln_runner::executor::JobEvent::Annotation(a) => log.push_str(&(a.message + "\n")),
+            kiln_runner::executor::JobEvent::Annotation(a) => {
+                log.push_str(&(a.annotation.message + "\n"))
+            }
             _ => {}
         }
     }

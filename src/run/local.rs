@@ -142,7 +142,8 @@ fn completion(result: JobResult) -> JobCompletion {
     }
 }
 
-fn annotation_text(a: &AnnotationEvent) -> String {
+fn annotation_text(event: &AnnotationEvent) -> String {
+    let a = &event.annotation;
     let mut text = format!("{:?}", a.level).to_lowercase();
     if let Some(title) = &a.title {
         text.push_str(&format!(" {title}"));

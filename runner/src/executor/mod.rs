@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use indexmap::IndexMap;
-use kiln_workflow::commands::AnnotationLevel;
+use kiln_workflow::commands::Annotation;
 use kiln_workflow::model::{Job, Workflow};
 use kiln_workflow::value::Object;
 use kiln_workflow::Conclusion;
@@ -154,18 +154,12 @@ pub enum JobEvent {
     },
 }
 
-/// An `::error`/`::warning`/`::notice` command, or an error of the runner's own.
+/// An `::error`/`::warning`/`::notice` command (message and title already masked), or an
+/// error of the runner's own, and the step it came from.
 #[derive(Debug, Clone)]
 pub struct AnnotationEvent {
     pub step: String,
-    pub level: AnnotationLevel,
-    pub message: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub end_line: Option<u32>,
-    pub col: Option<u32>,
-    pub end_column: Option<u32>,
-    pub title: Option<String>,
+    pub annotation: Annotation,
 }
 
 /// A step as the report shows it.

@@ -1,7 +1,9 @@
 //! What happens to every line a step prints: workflow commands are executed, everything else
 //! is masked and sent on as a [`JobEvent::Log`].
 
-use kiln_workflow::commands::{annotation_from, mask_values, Command, LineKind, StopCommands};
+use kiln_workflow::commands::{
+    annotation_from, mask_values, Annotation, Command, LineKind, StopCommands,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{AnnotationEvent, JobEvent};
@@ -54,14 +56,16 @@ impl Emitter {
     ) {
         self.send(JobEvent::Annotation(AnnotationEvent {
             step: step.to_owned(),
-            level,
-            message: log.mask(message),
-            file: None,
-            line: None,
-            end_line: None,
-            col: None,
-            end_column: None,
-            title: None,
+            annotation: Annotation {
+                level,
+                message: log.mask(message),
+                file: None,
+                line: None,
+                end_line: None,
+                col: None,
+                end_column: None,
+                title: None,
+            },
         }));
     }
 }
@@ -154,18 +158,12 @@ impl<'a> StepSink<'a> {
             "debug" if self.debug => self.emit(stream, &format!("##[debug]{}", command.data)),
             "debug" => {}
             "error" | "warning" | "notice" => {
-                if let Some(annotation) = annotation_from(&command) {
-                    let mask = |s: &str| self.log.mask(s);
+                if let Some(mut annotation) = annotation_from(&command) {
+                    annotation.message = self.log.mask(&annotation.message);
+                    annotation.title = annotation.title.as_deref().map(|t| self.log.mask(t));
                     self.emitter.send(JobEvent::Annotation(AnnotationEvent {
                         step: self.step.to_owned(),
-                        level: annotation.level,
-                        message: mask(&annotation.message),
-                        title: annotation.title.as_deref().map(mask),
-                        file: annotation.file,
-                        line: annotation.line,
-                        end_line: annotation.end_line,
-                        col: annotation.col,
-                        end_column: annotation.end_column,
+                        annotation,
                     }));
                 }
             }

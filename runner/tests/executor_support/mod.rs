@@ -22,7 +22,7 @@ impl Ran {
             .iter()
             .filter_map(|e| match e {
                 JobEvent::Log { line, .. } => Some(line.clone()),
-                JobEvent::Annotation(a) => Some(format!("ANNOTATION {}", a.message)),
+                JobEvent::Annotation(a) => Some(format!("ANNOTATION {}", a.annotation.message)),
                 _ => None,
             })
             .collect()
