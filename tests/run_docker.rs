@@ -180,3 +180,87 @@ fn ctrl_c_in_docker_mode_removes_the_containers() {
         out.all_output()
     );
 }
+
+/// The embedded cache server must be reachable from inside job containers: the built-in
+/// `actions/cache` saves in the first run and hits in the second, and a stock client's
+/// `ACTIONS_CACHE_URL` answers from the container (bash's /dev/tcp stands in for an HTTP client,
+/// since the base image has no curl).
+#[test]
+fn actions_cache_works_from_containers_across_runs() {
+    let Some(docker) = docker() else { return };
+    let repo = repo_with_workflow(
+        r#"
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: deps
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-${{ hashFiles('lock.txt') }}
+      - if: steps.deps.outputs.cache-hit != 'true'
+        run: mkdir -p deps && echo "built from $(cat lock.txt) in $(hostname)" > deps/out.txt
+      - id: probe
+        shell: bash
+        run: |
+          url="${ACTIONS_CACHE_URL#http://}"
+          hostport="${url%%/*}"
+          exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}"
+          printf 'GET /%s_apis/artifactcache/cache?keys=none&version=0 HTTP/1.0\r\nAuthorization: Bearer %s\r\n\r\n' \
+            "${url#*/}" "$ACTIONS_RUNTIME_TOKEN" >&3
+          status=$(head -n 1 <&3 | cut -d ' ' -f 2)
+          echo "status=$status" >> "$GITHUB_OUTPUT"
+      - id: show
+        run: |
+          echo "content=$(cat deps/out.txt)" >> "$GITHUB_OUTPUT"
+          echo "hit=${{ steps.deps.outputs.cache-hit }}" >> "$GITHUB_OUTPUT"
+    outputs:
+      content: ${{ steps.show.outputs.content }}
+      hit: ${{ steps.show.outputs.hit }}
+      status: ${{ steps.probe.outputs.status }}
+"#,
+    );
+    repo.write("lock.txt", "v1");
+    repo.commit();
+    let cache_home = tempfile::tempdir().expect("cache dir");
+    let env = [(
+        "XDG_CACHE_HOME",
+        cache_home.path().to_str().expect("utf-8 path"),
+    )];
+    let run = || {
+        let out = kiln_run_env(repo.path(), &["--executor", "docker"], &env, LIMIT);
+        let left = leftovers(&docker, out.pid);
+        assert!(left.is_empty(), "kiln left {left:?} behind");
+        out
+    };
+
+    let first = run();
+    first.assert_success();
+    let built = first.job("build")["outputs"]["content"]
+        .as_str()
+        .expect("content output")
+        .to_owned();
+    assert!(built.starts_with("built from v1 in "), "{built}");
+    assert_eq!(first.job("build")["outputs"]["hit"], "");
+    // A miss on v1's lookup is 204; anything else means the URL or token is wrong in containers.
+    assert_eq!(
+        first.job("build")["outputs"]["status"],
+        "204",
+        "{}",
+        first.all_output()
+    );
+
+    let second = run();
+    second.assert_success();
+    assert_eq!(
+        second.job("build")["outputs"]["hit"],
+        "true",
+        "{}",
+        second.all_output()
+    );
+    // The restored file is the first container's, not rebuilt by the second.
+    assert_eq!(second.job("build")["outputs"]["content"], built.as_str());
+}
