@@ -40,10 +40,10 @@ pub const ACTION_IMAGE_LABEL: &str = "dev.kiln.action-image-run";
 /// often use these paths directly.
 const GITHUB_WORKSPACE_MOUNT: &str = "/github/workspace";
 
-/// Images built in this process, per run directory and action folder: each Dockerfile is
-/// built once per run, also when several jobs use it at the same time.
+/// Images built in this process, per run directory and digest of the build context: each
+/// action is built once per run, also when several jobs use it at the same time.
 type BuildCell = Arc<OnceCell<Result<String, String>>>;
-static BUILT: LazyLock<Mutex<HashMap<(PathBuf, PathBuf), BuildCell>>> =
+static BUILT: LazyLock<Mutex<HashMap<(PathBuf, String), BuildCell>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// What to start: the image and, when given, the entrypoint and arguments.
@@ -355,49 +355,63 @@ impl JobRunner {
             })
     }
 
-    /// The image of the action's Dockerfile, built at its first use in the run.
+    /// The image of the action's Dockerfile, built at its first use in the run: an action
+    /// whose files are the same (checked out again by another job) is not built again.
     async fn action_image(
         &self,
         ctx: &StepCtx,
         loaded: &LoadedAction,
         dockerfile: &str,
     ) -> Result<String, String> {
+        let dir = loaded.dir.clone();
+        let context = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut builder = tar::Builder::new(Vec::new());
+            builder.follow_symlinks(false);
+            // No times or owners in the archive: equal files give an equal digest.
+            builder.mode(tar::HeaderMode::Deterministic);
+            builder.append_dir_all(".", &dir)?;
+            builder.into_inner()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot pack {}: {e}", loaded.dir.display()))?;
+        let mut hasher = Sha256::new();
+        hasher.update(self.req.dirs.root.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(dockerfile.as_bytes());
+        hasher.update([0]);
+        hasher.update(&context);
+        let digest: String = hasher.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let cell = {
             let mut built = BUILT
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             built
-                .entry((self.req.dirs.root.clone(), loaded.dir.clone()))
+                .entry((self.req.dirs.root.clone(), digest.clone()))
                 .or_default()
                 .clone()
         };
-        cell.get_or_init(|| self.build_action_image(ctx, loaded, dockerfile))
+        let tag = format!("kiln-action-{digest}:latest");
+        cell.get_or_init(|| self.build_action_image(ctx, loaded, dockerfile, tag, context))
             .await
             .clone()
     }
 
-    /// Builds the action's Dockerfile through the Docker API, tagged per run and action
-    /// folder and labelled with the run so [`remove_action_images`] finds it.
+    /// Builds the action's Dockerfile through the Docker API, labelled with the run so
+    /// [`remove_action_images`] finds it.
     async fn build_action_image(
         &self,
         ctx: &StepCtx,
         loaded: &LoadedAction,
         dockerfile: &str,
+        tag: String,
+        context: Vec<u8>,
     ) -> Result<String, String> {
         let docker = connect().await?;
         let run_dir = self.req.dirs.root.to_string_lossy().into_owned();
-        let mut hasher = Sha256::new();
-        hasher.update(run_dir.as_bytes());
-        hasher.update([0]);
-        hasher.update(loaded.dir.to_string_lossy().as_bytes());
-        let digest = hasher.finalize();
-        let tag = format!(
-            "kiln-action-{}:latest",
-            digest[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
         self.emitter.log(
             &self.log,
             &ctx.name,
@@ -406,16 +420,6 @@ impl JobRunner {
                 loaded.dir.join(dockerfile).display()
             ),
         );
-        let dir = loaded.dir.clone();
-        let context = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut builder = tar::Builder::new(Vec::new());
-            builder.follow_symlinks(false);
-            builder.append_dir_all(".", &dir)?;
-            builder.into_inner()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot pack {}: {e}", loaded.dir.display()))?;
         let labels = HashMap::from([(ACTION_IMAGE_LABEL, run_dir.as_str())]);
         let options = BuildImageOptionsBuilder::new()
             .dockerfile(dockerfile)
