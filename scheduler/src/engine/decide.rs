@@ -174,6 +174,21 @@ impl Engine {
         contexts
     }
 
+    /// The jobs whose lineage a job's status functions (`success()`, `failure()`) look at:
+    /// its needs and, for a job of a called workflow, the needs of the job calling it (and of
+    /// its callers in turn). GitHub treats the caller's ancestors as the callee jobs'
+    /// ancestors, so a callee job without `if:` is skipped when a job its caller needed
+    /// failed, even if the caller itself runs with `if: always()`.
+    fn status_ancestors(&self, node_index: usize) -> Vec<usize> {
+        let mut ancestors = self.nodes[node_index].needs.clone();
+        let mut scope = self.nodes[node_index].scope;
+        while let Some(caller) = self.scopes[scope].parent {
+            ancestors.extend(&self.nodes[caller].needs);
+            scope = self.nodes[caller].scope;
+        }
+        ancestors
+    }
+
     /// Evaluates the node's `if:` with job-level status functions.
     pub(super) fn condition_holds(&self, node_index: usize) -> Result<bool, String> {
         let contexts = self.node_contexts(node_index);
@@ -191,12 +206,13 @@ impl Engine {
                 .position(|j| j.job.id.value.eq_ignore_ascii_case(id))?;
             Some(scope.nodes[plan_index].and_then(|n| self.nodes[n].result))
         };
+        let ancestors = self.status_ancestors(node_index);
         let ctx = JobContext {
             contexts,
             status: Some(JobStatus {
                 run_cancelled: self.run_cancelled,
-                ancestors_succeeded: node.needs.iter().all(|&n| self.nodes[n].lineage_ok),
-                ancestor_failed: node.needs.iter().any(|&n| self.nodes[n].lineage_failed),
+                ancestors_succeeded: ancestors.iter().all(|&n| self.nodes[n].lineage_ok),
+                ancestor_failed: ancestors.iter().any(|&n| self.nodes[n].lineage_failed),
                 result_of: &result_of,
             }),
         };
