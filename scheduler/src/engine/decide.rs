@@ -4,7 +4,7 @@
 use super::context::{JobContext, JobStatus};
 use super::keys::{self, GroupSpec};
 use super::plan::Plan;
-use super::{Engine, EngineEvent, Leg, LegState, Node, NodeState, Scope};
+use super::{Engine, EngineEvent, Entry, Leg, LegState, Node, NodeState, Scope};
 use indexmap::IndexMap;
 use kiln_workflow::eval::{
     evaluate_bool, evaluate_condition, evaluate_nested, evaluate_number, evaluate_param,
@@ -99,6 +99,11 @@ impl Engine {
         }
         let created = self.nodes.len() - first_node;
         self.open_nodes += created;
+        // A called workflow's own `concurrency`, evaluated with its inputs.
+        let group = match parent {
+            Some(_) => self.workflow_group_with(&plan, &inputs),
+            None => None,
+        };
         self.scopes.push(Scope {
             plan,
             inputs,
@@ -108,10 +113,20 @@ impl Engine {
             parent,
             remaining: created,
             cancelled: None,
+            group: None,
+            held: Vec::new(),
         });
+        let holds = match group {
+            Some(group) if created > 0 => !self.enter_call_group(scope_index, group),
+            _ => false,
+        };
         for node in first_node..self.nodes.len() {
             if self.nodes[node].unmet == 0 {
-                self.ready_nodes.push_back(node);
+                if holds {
+                    self.scopes[scope_index].held.push(node);
+                } else {
+                    self.ready_nodes.push_back(node);
+                }
             }
         }
         if created == 0 {
@@ -122,8 +137,13 @@ impl Engine {
 
     /// The run's workflow-level `concurrency`, evaluated with github, inputs and vars.
     pub(super) fn workflow_group(&mut self, plan: &Plan) -> Option<GroupSpec> {
+        self.workflow_group_with(plan, &self.inputs.clone())
+    }
+
+    /// A workflow-level `concurrency` evaluated with github, `inputs` and vars.
+    fn workflow_group_with(&mut self, plan: &Plan, inputs: &Value) -> Option<GroupSpec> {
         let concurrency = plan.workflow.concurrency.as_ref()?;
-        let contexts = self.common_contexts(&self.inputs.clone(), None);
+        let contexts = self.common_contexts(inputs, None);
         match keys::group(concurrency, &JobContext::new(&contexts), "concurrency") {
             Ok(group) => group,
             Err(error) => {
@@ -459,8 +479,9 @@ impl Engine {
             .keys
             .as_ref()
             .and_then(|k| k.concurrency.clone());
+        let scope = self.nodes[node_index].scope;
         match group {
-            Some(group) if self.run_group.as_ref().is_some_and(|g| g.key == group.key) => {
+            Some(group) if self.enclosing_group_is(scope, &group) => {
                 let reason = format!(
                     "Canceling since a deadlock for concurrency group '{}' was detected between the workflow and this job",
                     group.shown
@@ -475,7 +496,7 @@ impl Engine {
             }
             Some(group) => {
                 self.queued.push(leg_index);
-                self.enter_group(leg_index, &group);
+                self.enter_group(Entry::Leg(leg_index), &group);
             }
             None => self.queued.push(leg_index),
         }

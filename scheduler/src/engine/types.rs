@@ -126,9 +126,10 @@ pub enum EngineEvent {
         name: String,
         reason: String,
     },
-    /// A leg waits for a concurrency group to free up.
+    /// A leg waits for a concurrency group to free up (`leg` is `None` for the invocation of
+    /// a called workflow waiting for its workflow-level group; `name` is the calling job's).
     LegPending {
-        leg: LegId,
+        leg: Option<LegId>,
         name: String,
         group: String,
     },
