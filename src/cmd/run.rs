@@ -98,6 +98,10 @@ pub struct Args {
     #[arg(long = "report", value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Also write each job's step summary to DIR/<workflow>/<job>.md.
+    #[arg(long = "summary-dir", value_name = "DIR")]
+    pub summary_dir: Option<PathBuf>,
+
     /// Directory of remote actions laid out as `owner/repo@ref/`.
     #[arg(long = "action-cache", value_name = "DIR")]
     pub action_cache: Option<PathBuf>,

@@ -1,5 +1,6 @@
-//! The async loop of one workflow run: asks the engine what is ready, starts each leg on a
-//! [`LegRunner`] (up to `--parallel`), renders what the legs report, feeds completions back,
+//! The async loop of a run: asks each workflow's engine what is ready (the workflows an event
+//! triggers run at the same time, as on GitHub), starts each leg on a [`LegRunner`] (up to
+//! `--parallel` across all of them), renders what the legs report, feeds completions back,
 //! cancels the legs the engine names (fail-fast), and turns Ctrl-C into a graceful
 //! cancellation (a second Ctrl-C stops everything still running; a third exits at once).
 
@@ -49,11 +50,20 @@ pub trait LegRunner: Send + Sync {
     fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture;
 }
 
+/// A leg of one of the run's workflows: the workflow's index and the leg in its engine.
+type LegKey = (usize, LegId);
+
+/// One workflow of the run: its engine and its name for `[workflow/job]` prefixes.
+pub struct WorkflowRun {
+    pub engine: Engine,
+    pub prefix: String,
+}
+
 /// A leg's side of the event channel.
 #[derive(Clone)]
 pub struct EventSender {
-    leg: LegId,
-    tx: UnboundedSender<(LegId, LegEvent)>,
+    leg: LegKey,
+    tx: UnboundedSender<(LegKey, LegEvent)>,
 }
 
 impl EventSender {
@@ -77,43 +87,40 @@ struct Running {
     started: Instant,
 }
 
-/// Drives `engine` to the end. `prefix` is the workflow's name for `[workflow/job]` prefixes;
-/// `limit` is the most legs running at once.
+/// Drives every workflow's engine to the end, together; `limit` is the most legs running at
+/// once across all of them.
 pub async fn drive(
-    engine: &mut Engine,
+    runs: &mut [WorkflowRun],
     runner: Arc<dyn LegRunner>,
     renderer: &mut Renderer,
-    prefix: &str,
     limit: usize,
     live: bool,
 ) -> Ending {
-    let (tx, mut rx) = unbounded_channel::<(LegId, LegEvent)>();
-    let mut tasks: JoinSet<(LegId, JobCompletion)> = JoinSet::new();
-    let mut running: HashMap<LegId, Running> = HashMap::new();
-    let mut waiting: VecDeque<Dispatch> = VecDeque::new();
+    let (tx, mut rx) = unbounded_channel::<(LegKey, LegEvent)>();
+    let mut tasks: JoinSet<(LegKey, JobCompletion)> = JoinSet::new();
+    let mut running: HashMap<LegKey, Running> = HashMap::new();
+    let mut waiting: VecDeque<(usize, Dispatch)> = VecDeque::new();
     let mut interrupts = 0u32;
-    let mut task_legs: HashMap<tokio::task::Id, LegId> = HashMap::new();
+    let mut task_legs: HashMap<tokio::task::Id, LegKey> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(120));
     let mut interrupt = Interrupts::listen();
-    let label = |name: &str| format!("{prefix}/{name}");
 
     loop {
-        waiting.extend(engine.poll());
-        render_engine_events(engine, renderer, prefix);
+        poll_all(runs, &mut waiting, renderer);
         while running.len() < limit.max(1) {
-            let Some(dispatch) = waiting.pop_front() else {
+            let Some((workflow, dispatch)) = waiting.pop_front() else {
                 break;
             };
-            let leg = dispatch.leg;
-            let name = label(&dispatch.name);
+            let leg = (workflow, dispatch.leg);
+            let name = format!("{}/{}", runs[workflow].prefix, dispatch.name);
             if interrupts >= 2 {
                 // Forced stop: nothing new starts, not even always() jobs.
-                finish_without_running(engine, &mut waiting, leg, Conclusion::Cancelled);
+                finish_without_running(runs, &mut waiting, leg, Conclusion::Cancelled);
                 continue;
             }
             if let Err(reason) = runner.admit(&dispatch) {
                 renderer.job_message(&name, &format!("⊘ skipped: {reason}"));
-                finish_without_running(engine, &mut waiting, leg, Conclusion::Skipped);
+                finish_without_running(runs, &mut waiting, leg, Conclusion::Skipped);
                 continue;
             }
             renderer.job_started(&name);
@@ -136,12 +143,10 @@ pub async fn drive(
         }
         if running.is_empty() && waiting.is_empty() {
             // Completing legs may have readied more; poll once more before deciding we are done.
-            let more = engine.poll();
-            render_engine_events(engine, renderer, prefix);
-            if more.is_empty() {
+            poll_all(runs, &mut waiting, renderer);
+            if waiting.is_empty() {
                 break;
             }
-            waiting.extend(more);
             continue;
         }
         renderer.flush();
@@ -173,8 +178,8 @@ pub async fn drive(
                 if let Some(r) = running.remove(&leg) {
                     renderer.job_finished(&r.prefix, completion.conclusion, r.started.elapsed());
                 }
-                for cancel in engine.complete(leg, completion) {
-                    cancel_leg(engine, &mut waiting, &running, cancel);
+                for cancel in runs[leg.0].engine.complete(leg.1, completion) {
+                    cancel_leg(runs, &mut waiting, &running, (leg.0, cancel));
                 }
             }
             _ = interrupt.recv() => {
@@ -182,16 +187,12 @@ pub async fn drive(
                 match interrupts {
                     1 => {
                         renderer.notice("interrupted: cancelling the run (Ctrl-C again to stop at once)");
-                        for leg in engine.cancel_run() {
-                            cancel_leg(engine, &mut waiting, &running, leg);
-                        }
+                        cancel_all(runs, &mut waiting, &running);
                     }
                     2 => {
                         renderer.notice("stopping every job now; cleaning up (Ctrl-C again to exit without cleanup)");
                         for r in running.values() { r.token.cancel(); }
-                        for leg in engine.cancel_run() {
-                            cancel_leg(engine, &mut waiting, &running, leg);
-                        }
+                        cancel_all(runs, &mut waiting, &running);
                     }
                     _ => {
                         renderer.notice("exiting without cleanup");
@@ -233,38 +234,70 @@ impl Interrupts {
     }
 }
 
+/// Takes what every engine has made ready, and renders what the engines decided.
+fn poll_all(
+    runs: &mut [WorkflowRun],
+    waiting: &mut VecDeque<(usize, Dispatch)>,
+    renderer: &mut Renderer,
+) {
+    for (index, run) in runs.iter_mut().enumerate() {
+        waiting.extend(run.engine.poll().into_iter().map(|d| (index, d)));
+        render_engine_events(&mut run.engine, renderer, &run.prefix);
+    }
+}
+
+fn cancel_all(
+    runs: &mut [WorkflowRun],
+    waiting: &mut VecDeque<(usize, Dispatch)>,
+    running: &HashMap<LegKey, Running>,
+) {
+    for index in 0..runs.len() {
+        for leg in runs[index].engine.cancel_run() {
+            cancel_leg(runs, waiting, running, (index, leg));
+        }
+    }
+}
+
+fn is_waiting(waiting: &VecDeque<(usize, Dispatch)>, leg: LegKey) -> bool {
+    waiting.iter().any(|(w, d)| (*w, d.leg) == leg)
+}
+
 /// Stops a running leg through its token, or concludes a leg that never started.
 fn cancel_leg(
-    engine: &mut Engine,
-    waiting: &mut VecDeque<Dispatch>,
-    running: &HashMap<LegId, Running>,
-    leg: LegId,
+    runs: &mut [WorkflowRun],
+    waiting: &mut VecDeque<(usize, Dispatch)>,
+    running: &HashMap<LegKey, Running>,
+    leg: LegKey,
 ) {
     if let Some(r) = running.get(&leg) {
         r.token.cancel();
-    } else if waiting.iter().any(|d| d.leg == leg) {
-        finish_without_running(engine, waiting, leg, Conclusion::Cancelled);
+    } else if is_waiting(waiting, leg) {
+        finish_without_running(runs, waiting, leg, Conclusion::Cancelled);
     }
 }
 
 fn finish_without_running(
-    engine: &mut Engine,
-    waiting: &mut VecDeque<Dispatch>,
-    leg: LegId,
+    runs: &mut [WorkflowRun],
+    waiting: &mut VecDeque<(usize, Dispatch)>,
+    leg: LegKey,
     conclusion: Conclusion,
 ) {
-    waiting.retain(|d| d.leg != leg);
-    for cancel in engine.complete(leg, JobCompletion::new(conclusion)) {
-        if waiting.iter().any(|d| d.leg == cancel) {
-            finish_without_running(engine, waiting, cancel, Conclusion::Cancelled);
+    waiting.retain(|(w, d)| (*w, d.leg) != leg);
+    let (workflow, id) = leg;
+    for cancel in runs[workflow]
+        .engine
+        .complete(id, JobCompletion::new(conclusion))
+    {
+        if is_waiting(waiting, (workflow, cancel)) {
+            finish_without_running(runs, waiting, (workflow, cancel), Conclusion::Cancelled);
         }
     }
 }
 
 fn render_leg_event(
     renderer: &mut Renderer,
-    running: &HashMap<LegId, Running>,
-    leg: LegId,
+    running: &HashMap<LegKey, Running>,
+    leg: LegKey,
     event: LegEvent,
 ) {
     let Some(r) = running.get(&leg) else { return };

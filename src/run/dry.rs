@@ -85,6 +85,7 @@ impl LegRunner for DryRun {
                 started_at,
                 finished_at: SystemTime::now(),
                 steps,
+                summary: String::new(),
             }
         })
     }

@@ -129,6 +129,7 @@ fn completion(result: JobResult) -> JobCompletion {
         outputs: result.outputs,
         started_at: result.started_at,
         finished_at: result.finished_at,
+        summary: super::summary::job_summary(&result.summaries),
         steps: result
             .steps
             .into_iter()

@@ -16,6 +16,7 @@ pub mod platform;
 pub mod render;
 pub mod report;
 mod setup;
+pub mod summary;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -29,7 +30,7 @@ use kiln_workflow::Conclusion;
 use crate::cmd::run::Args;
 use config::{inputs_for, object_of};
 use discover::{load_workflows, workflow_paths, CalleeSource, WorkflowFile};
-use driver::{drive, Ending, LegRunner};
+use driver::{drive, Ending, LegRunner, WorkflowRun};
 use github::{github_context, GithubInputs, RepoState};
 use render::Renderer;
 use report::{JobReport, RunReport, StepReport};
@@ -143,64 +144,39 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             run_id,
             endpoint,
         )?;
-        let mut reports = Vec::new();
-        let mut interrupted = false;
+        let prefixes = workflow_prefixes(&selected);
+        let mut runs = Vec::new();
         let mut failure = None;
-        for file in &selected {
-            let name = file.name();
-            let github = github_context(
-                &repo,
-                &GithubInputs {
-                    event_name: &args.event,
-                    event: event.clone(),
-                    workflow_name: &name,
-                    workflow_path: &file.display_path,
-                    token,
-                    run_id,
-                },
-            );
-            let inputs = match inputs_for(&file.workflow, &name, &args.event, &values.inputs) {
-                Ok(inputs) => inputs,
+        let shared = RunInputs {
+            args: &args,
+            repo: &repo,
+            event: &event,
+            values: &values,
+            matrix_filter: &matrix_filter,
+            token,
+            run_id,
+        };
+        for (file, prefix) in selected.iter().zip(prefixes) {
+            match shared.workflow_run(file, prefix) {
+                Ok(run) => runs.push(run),
                 Err(error) => {
-                    failure = Some(anyhow::Error::from(error));
+                    failure = Some(error);
                     break;
                 }
-            };
-            let spec = RunSpec {
-                workflow: file.workflow.clone(),
-                workflow_file: file.display_path.clone(),
-                github,
-                inputs,
-                vars: object_of(&values.vars),
-                secrets: object_of(&values.secrets),
-                job_filter: args.job.clone(),
-                matrix_filter: matrix_filter.clone(),
-            };
-            let mut engine = match Engine::new(spec) {
-                Ok(engine) => engine,
-                Err(error) => {
-                    failure = Some(
-                        anyhow::Error::from(error)
-                            .context(format!("cannot run {}", file.display_path)),
-                    );
-                    break;
-                }
-            };
-            let runner: Arc<dyn LegRunner> = prepared.runner.clone();
-            let ending = drive(
-                &mut engine,
-                runner,
-                &mut renderer,
-                &name,
-                prepared.parallel,
-                live,
-            )
-            .await;
-            reports.push(convert_report(&engine, &name, &args.event));
-            if ending == Ending::Interrupted {
-                interrupted = true;
-                break;
             }
+        }
+        let mut interrupted = false;
+        let mut reports = Vec::new();
+        if failure.is_none() {
+            let runner: Arc<dyn LegRunner> = prepared.runner.clone();
+            // Every workflow the event triggers runs at once, as on GitHub, sharing --parallel.
+            let ending = drive(&mut runs, runner, &mut renderer, prepared.parallel, live).await;
+            interrupted = ending == Ending::Interrupted;
+            reports = runs
+                .iter()
+                .zip(&selected)
+                .map(|(run, file)| convert_report(&run.engine, file, &args.event))
+                .collect();
         }
         // Cleanup runs whatever happened above: errors are reported after it.
         prepared.finish(&mut renderer).await;
@@ -211,7 +187,21 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             renderer.flush();
             return Err(error);
         }
-        renderer.summary(&reports);
+        // The table and the printed summaries name workflows by their prefix, which is
+        // unambiguous also when two workflows share a name.
+        let shown: Vec<RunReport> = reports
+            .iter()
+            .zip(&runs)
+            .map(|(report, run)| RunReport {
+                workflow: run.prefix.clone(),
+                ..report.clone()
+            })
+            .collect();
+        renderer.summary(&shown);
+        summary::print(&shown);
+        if let Some(summary_dir) = &args.summary_dir {
+            summary::write(&dir.join(summary_dir), &reports)?;
+        }
         if let Some(path) = &args.report {
             report::write(&dir.join(path), &reports)?;
         }
@@ -224,6 +214,66 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         })
     })
+}
+
+/// What every workflow of the run is started from.
+struct RunInputs<'a> {
+    args: &'a Args,
+    repo: &'a RepoState,
+    event: &'a Option<serde_json::Value>,
+    values: &'a config::RunValues,
+    matrix_filter: &'a [(String, String)],
+    token: Option<&'a str>,
+    run_id: u64,
+}
+
+impl RunInputs<'_> {
+    /// The engine of one workflow, with its contexts.
+    fn workflow_run(&self, file: &WorkflowFile, prefix: String) -> anyhow::Result<WorkflowRun> {
+        let name = file.name();
+        let github = github_context(
+            self.repo,
+            &GithubInputs {
+                event_name: &self.args.event,
+                event: self.event.clone(),
+                workflow_name: &name,
+                workflow_path: &file.display_path,
+                token: self.token,
+                run_id: self.run_id,
+            },
+        );
+        let inputs = inputs_for(&file.workflow, &name, &self.args.event, &self.values.inputs)?;
+        let spec = RunSpec {
+            workflow: file.workflow.clone(),
+            workflow_file: file.display_path.clone(),
+            github,
+            inputs,
+            vars: object_of(&self.values.vars),
+            secrets: object_of(&self.values.secrets),
+            job_filter: self.args.job.clone(),
+            matrix_filter: self.matrix_filter.to_vec(),
+        };
+        let engine =
+            Engine::new(spec).with_context(|| format!("cannot run {}", file.display_path))?;
+        Ok(WorkflowRun { engine, prefix })
+    }
+}
+
+/// The `[workflow/job]` prefix of each workflow: its name, or its file when two workflows
+/// running together share a name, so every line says where it came from.
+fn workflow_prefixes(selected: &[&WorkflowFile]) -> Vec<String> {
+    let names: Vec<String> = selected.iter().map(|f| f.name()).collect();
+    selected
+        .iter()
+        .zip(&names)
+        .map(|(file, name)| {
+            if names.iter().filter(|other| *other == name).count() > 1 {
+                file.display_path.clone()
+            } else {
+                name.clone()
+            }
+        })
+        .collect()
 }
 
 /// The workflows triggered by the event (and, with `-j`, holding that job). Every workflow
@@ -265,10 +315,11 @@ fn select_workflows<'a>(
 }
 
 /// The engine's account of the run in the report's shape.
-fn convert_report(engine: &Engine, workflow: &str, event: &str) -> RunReport {
+fn convert_report(engine: &Engine, file: &WorkflowFile, event: &str) -> RunReport {
     let report = engine.report();
     RunReport {
-        workflow: workflow.to_owned(),
+        workflow: file.name(),
+        file: file.display_path.clone(),
         event: event.to_owned(),
         conclusion: report.conclusion,
         jobs: report
@@ -282,6 +333,7 @@ fn convert_report(engine: &Engine, workflow: &str, event: &str) -> RunReport {
                 outputs: job.outputs,
                 started_at: job.started_at,
                 finished_at: job.finished_at,
+                summary: (!job.summary.is_empty()).then_some(job.summary),
                 steps: job
                     .steps
                     .into_iter()

@@ -11,6 +11,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub workflow: String,
+    /// The workflow file, relative to the repository.
+    pub file: String,
     pub event: String,
     pub conclusion: Conclusion,
     pub jobs: Vec<JobReport>,
@@ -32,6 +34,9 @@ pub struct JobReport {
     #[serde(serialize_with = "serialize_time")]
     pub finished_at: Option<SystemTime>,
     pub steps: Vec<StepReport>,
+    /// The job's step summaries as one Markdown document (secrets masked); `null` when no
+    /// step wrote one.
+    pub summary: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +133,7 @@ mod tests {
     fn report_shape_matches_the_documented_keys() {
         let report = RunReport {
             workflow: "ci".into(),
+            file: ".github/workflows/ci.yml".into(),
             event: "push".into(),
             conclusion: Conclusion::Success,
             jobs: vec![JobReport {
@@ -144,6 +150,7 @@ mod tests {
                     outcome: Conclusion::Failure,
                     conclusion: Conclusion::Success,
                 }],
+                summary: Some("# Done\n".into()),
             }],
         };
         let json = serde_json::to_value(&report).expect("serializable");
@@ -152,5 +159,6 @@ mod tests {
         assert_eq!(json["jobs"][0]["steps"][0]["outcome"], "failure");
         assert_eq!(json["conclusion"], "success");
         assert_eq!(json["jobs"][0]["matrix"]["n"], 1);
+        assert_eq!(json["jobs"][0]["summary"], "# Done\n");
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use kiln_runner::actions::remove_action_images;
 use kiln_runner::backend::{DockerBackend, DockerConfig};
 use kiln_runner::executor::RunDirs;
 
@@ -91,6 +92,8 @@ pub struct Prepared {
     run_dir: Option<PathBuf>,
     /// The real runner, whose background cleanups must end before the run does.
     local: Option<Arc<LocalRunner>>,
+    /// Docker mode: images built from action Dockerfiles are removed at the end of the run.
+    docker: bool,
 }
 
 impl Prepared {
@@ -99,6 +102,11 @@ impl Prepared {
     pub async fn finish(&self, renderer: &mut Renderer) {
         if let Some(local) = &self.local {
             for error in local.finish().await {
+                renderer.notice(&error);
+            }
+        }
+        if let (true, Some(dir)) = (self.docker, &self.run_dir) {
+            for error in remove_action_images(&RunDirs::new(dir)).await {
                 renderer.notice(&error);
             }
         }
@@ -167,6 +175,7 @@ pub fn prepare(
             parallel,
             run_dir: None,
             local: None,
+            docker: false,
         });
     }
     let artifact_dir = args.artifact_dir.as_ref().map(|d| repo.root.join(d));
@@ -187,11 +196,13 @@ pub fn prepare(
         local_repositories: local_repositories.to_vec(),
         cache,
     };
+    let docker = executor.docker.is_some();
     let local = Arc::new(LocalRunner::new(platforms, executor.docker, shared));
     Ok(Prepared {
         runner: local.clone(),
         parallel,
         run_dir: Some(run_dir),
         local: Some(local),
+        docker,
     })
 }

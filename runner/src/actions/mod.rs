@@ -7,6 +7,7 @@ mod composite;
 mod docker;
 mod node;
 mod resolve;
+pub(crate) mod stages;
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,9 @@ use crate::executor::job::{Frame, JobRunner};
 use crate::executor::step::StepCtx;
 
 pub use builtin::CacheSave;
+pub use docker::{remove_action_images, ContainerRun, ACTION_IMAGE_LABEL};
 pub use resolve::{parse_uses, ActionRef};
+pub use stages::Stages;
 
 /// An action found on disk.
 pub struct LoadedAction {
@@ -151,9 +154,7 @@ impl JobRunner {
             Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
         };
         let loaded = match &reference {
-            ActionRef::Docker(image) => {
-                return self.run_docker_image(frame, ctx, image, &with).await
-            }
+            ActionRef::Docker(image) => return self.run_docker_image(ctx, image, &with).await,
             ActionRef::Remote(remote) => {
                 if let Some(builtin) =
                     builtin::Builtin::find(&remote.owner, &remote.repo, remote.path.as_deref())
@@ -182,7 +183,8 @@ impl JobRunner {
             }
             Runs::Node(node) => {
                 let node = node.clone();
-                self.run_node(ctx, &loaded, &node, inputs).await
+                self.run_node(frame.depth, ctx, &loaded, &node, inputs)
+                    .await
             }
             Runs::Docker(docker) => {
                 let docker = docker.clone();

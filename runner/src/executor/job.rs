@@ -45,6 +45,8 @@ pub struct JobPaths {
 pub struct PostStep {
     pub name: String,
     pub condition: String,
+    /// The action run whose saved state the post stage receives as `STATE_*`.
+    pub state_key: Option<crate::actions::stages::StageKey>,
     pub run: super::step::PostRun,
 }
 
@@ -90,6 +92,8 @@ pub struct JobRunner {
     pub job_steps: Object,
     pub records: Vec<StepRecord>,
     pub post_steps: Vec<PostStep>,
+    /// Pre/post bookkeeping of the job's actions.
+    pub stages: crate::actions::Stages,
     pub sequence: u64,
     pub paths: JobPaths,
     pub runner: RunnerInfo,
@@ -250,6 +254,7 @@ impl JobRunner {
             job_steps: Object::new(),
             records: Vec::new(),
             post_steps: Vec::new(),
+            stages: Default::default(),
             sequence: 0,
             paths,
             runner,
@@ -279,6 +284,8 @@ impl JobRunner {
                 .log(&self.log, SETUP_STEP, &format!("##[error]{error}"));
             return Some(error);
         }
+        // As on GitHub: every action's pre stage runs at job start, before the first step.
+        self.run_pre_steps(&steps).await;
         let mut frame = Frame::job();
         for step in &steps {
             self.run_step(&mut frame, step).await;
@@ -338,7 +345,10 @@ impl JobRunner {
     }
 
     async fn run_post_steps(&mut self) {
-        while let Some(post) = self.post_steps.pop() {
+        while let Some(mut post) = self.post_steps.pop() {
+            if let Some(key) = &post.state_key {
+                self.stages.prepare_post(key, &mut post.run.work);
+            }
             self.run_post_step(post).await;
         }
     }

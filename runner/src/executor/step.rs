@@ -81,6 +81,8 @@ pub enum PostWork {
     Process(Process),
     /// The save half of the built-in `actions/cache`.
     CacheSave(crate::actions::CacheSave),
+    /// A Docker action's `post-entrypoint`.
+    Container(crate::actions::ContainerRun),
 }
 
 /// Owned values a [`Scope`] borrows, so the runner can be mutated once evaluation is done.
@@ -577,6 +579,7 @@ impl JobRunner {
                 let result = match post.run.work {
                     PostWork::Process(process) => self.exec_process(&ctx, process).await.result,
                     PostWork::CacheSave(save) => self.cache_post(&ctx, save).await,
+                    PostWork::Container(run) => self.run_container(&ctx, run).await.result,
                 };
                 StepOutcome::new(result, false)
             }

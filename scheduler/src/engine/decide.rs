@@ -4,7 +4,7 @@
 use super::context::{JobContext, JobStatus};
 use super::keys::{self, GroupSpec};
 use super::plan::Plan;
-use super::{Engine, EngineEvent, Leg, LegState, Node, NodeState, Scope};
+use super::{Engine, EngineEvent, Entry, Leg, LegState, Node, NodeState, Scope};
 use indexmap::IndexMap;
 use kiln_workflow::eval::{
     evaluate_bool, evaluate_condition, evaluate_nested, evaluate_number, evaluate_param,
@@ -99,6 +99,11 @@ impl Engine {
         }
         let created = self.nodes.len() - first_node;
         self.open_nodes += created;
+        // A called workflow's own `concurrency`, evaluated with its inputs.
+        let group = match parent {
+            Some(_) => self.workflow_group_with(&plan, &inputs),
+            None => None,
+        };
         self.scopes.push(Scope {
             plan,
             inputs,
@@ -108,10 +113,20 @@ impl Engine {
             parent,
             remaining: created,
             cancelled: None,
+            group: None,
+            held: Vec::new(),
         });
+        let holds = match group {
+            Some(group) if created > 0 => !self.enter_call_group(scope_index, group),
+            _ => false,
+        };
         for node in first_node..self.nodes.len() {
             if self.nodes[node].unmet == 0 {
-                self.ready_nodes.push_back(node);
+                if holds {
+                    self.scopes[scope_index].held.push(node);
+                } else {
+                    self.ready_nodes.push_back(node);
+                }
             }
         }
         if created == 0 {
@@ -122,8 +137,13 @@ impl Engine {
 
     /// The run's workflow-level `concurrency`, evaluated with github, inputs and vars.
     pub(super) fn workflow_group(&mut self, plan: &Plan) -> Option<GroupSpec> {
+        self.workflow_group_with(plan, &self.inputs.clone())
+    }
+
+    /// A workflow-level `concurrency` evaluated with github, `inputs` and vars.
+    fn workflow_group_with(&mut self, plan: &Plan, inputs: &Value) -> Option<GroupSpec> {
         let concurrency = plan.workflow.concurrency.as_ref()?;
-        let contexts = self.common_contexts(&self.inputs.clone(), None);
+        let contexts = self.common_contexts(inputs, None);
         match keys::group(concurrency, &JobContext::new(&contexts), "concurrency") {
             Ok(group) => group,
             Err(error) => {
@@ -174,6 +194,21 @@ impl Engine {
         contexts
     }
 
+    /// The jobs whose lineage a job's status functions (`success()`, `failure()`) look at:
+    /// its needs and, for a job of a called workflow, the needs of the job calling it (and of
+    /// its callers in turn). GitHub treats the caller's ancestors as the callee jobs'
+    /// ancestors, so a callee job without `if:` is skipped when a job its caller needed
+    /// failed, even if the caller itself runs with `if: always()`.
+    fn status_ancestors(&self, node_index: usize) -> Vec<usize> {
+        let mut ancestors = self.nodes[node_index].needs.clone();
+        let mut scope = self.nodes[node_index].scope;
+        while let Some(caller) = self.scopes[scope].parent {
+            ancestors.extend(&self.nodes[caller].needs);
+            scope = self.nodes[caller].scope;
+        }
+        ancestors
+    }
+
     /// Evaluates the node's `if:` with job-level status functions.
     pub(super) fn condition_holds(&self, node_index: usize) -> Result<bool, String> {
         let contexts = self.node_contexts(node_index);
@@ -191,12 +226,13 @@ impl Engine {
                 .position(|j| j.job.id.value.eq_ignore_ascii_case(id))?;
             Some(scope.nodes[plan_index].and_then(|n| self.nodes[n].result))
         };
+        let ancestors = self.status_ancestors(node_index);
         let ctx = JobContext {
             contexts,
             status: Some(JobStatus {
                 run_cancelled: self.run_cancelled,
-                ancestors_succeeded: node.needs.iter().all(|&n| self.nodes[n].lineage_ok),
-                ancestor_failed: node.needs.iter().any(|&n| self.nodes[n].lineage_failed),
+                ancestors_succeeded: ancestors.iter().all(|&n| self.nodes[n].lineage_ok),
+                ancestor_failed: ancestors.iter().any(|&n| self.nodes[n].lineage_failed),
                 result_of: &result_of,
             }),
         };
@@ -443,8 +479,9 @@ impl Engine {
             .keys
             .as_ref()
             .and_then(|k| k.concurrency.clone());
+        let scope = self.nodes[node_index].scope;
         match group {
-            Some(group) if self.run_group.as_ref().is_some_and(|g| g.key == group.key) => {
+            Some(group) if self.enclosing_group_is(scope, &group) => {
                 let reason = format!(
                     "Canceling since a deadlock for concurrency group '{}' was detected between the workflow and this job",
                     group.shown
@@ -459,7 +496,7 @@ impl Engine {
             }
             Some(group) => {
                 self.queued.push(leg_index);
-                self.enter_group(leg_index, &group);
+                self.enter_group(Entry::Leg(leg_index), &group);
             }
             None => self.queued.push(leg_index),
         }

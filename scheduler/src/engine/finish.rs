@@ -2,9 +2,9 @@
 //! fail-fast, concurrency groups and run cancellation.
 
 use super::context::JobContext;
-use super::keys::GroupSpec;
+
 use super::plan::MAX_CALL_DEPTH;
-use super::{Engine, EngineEvent, JobCompletion, LegId, LegState, NodeState};
+use super::{Engine, EngineEvent, Entry, JobCompletion, LegId, LegState, NodeState};
 use kiln_workflow::eval::evaluate_to_string;
 use kiln_workflow::{Conclusion, Object, Value};
 
@@ -152,6 +152,13 @@ impl Engine {
     /// All jobs of one reusable-workflow invocation concluded: evaluate the caller's outputs
     /// from `on.workflow_call.outputs` and count the invocation as one part of the caller.
     pub(super) fn finish_invocation(&mut self, scope_index: usize) {
+        if let Some(key) = self.scopes[scope_index]
+            .group
+            .as_ref()
+            .map(|g| g.key.clone())
+        {
+            self.release_entry(&key, Entry::Call(scope_index));
+        }
         let scope = &self.scopes[scope_index];
         let Some(parent) = scope.parent else { return };
         let mut jobs = Object::new();
@@ -217,58 +224,6 @@ impl Engine {
         self.finish_part(parent, result);
     }
 
-    /// A leg enters its concurrency group: it runs when the group is free; otherwise it
-    /// becomes the group's pending entry, replacing (cancelling) an older pending one, and
-    /// with `cancel-in-progress` the running entry is cancelled too.
-    pub(super) fn enter_group(&mut self, leg_index: usize, group: &GroupSpec) {
-        let entry = self.groups.entry(group.key.clone()).or_default();
-        let Some(running) = entry.running else {
-            entry.running = Some(leg_index);
-            return;
-        };
-        if let Some(pending) = entry.pending {
-            let reason = format!(
-                "Canceling since a higher priority waiting request for '{}' exists",
-                group.shown
-            );
-            self.cancel_leg(pending, &reason);
-        }
-        if let Some(entry) = self.groups.get_mut(&group.key) {
-            entry.pending = Some(leg_index);
-        }
-        self.events.push(EngineEvent::LegPending {
-            leg: leg_id(leg_index),
-            name: self.legs[leg_index].name.clone(),
-            group: group.shown.clone(),
-        });
-        if group.cancel_in_progress {
-            let reason = format!(
-                "Canceling since a higher priority waiting request for '{}' exists",
-                group.shown
-            );
-            self.cancel_leg(running, &reason);
-        }
-    }
-
-    fn release_group(&mut self, leg_index: usize) {
-        let Some(key) = self.legs[leg_index]
-            .keys
-            .as_ref()
-            .and_then(|k| k.concurrency.as_ref())
-            .map(|g| g.key.clone())
-        else {
-            return;
-        };
-        let Some(entry) = self.groups.get_mut(&key) else {
-            return;
-        };
-        if entry.running == Some(leg_index) {
-            entry.running = entry.pending.take();
-        } else if entry.pending == Some(leg_index) {
-            entry.pending = None;
-        }
-    }
-
     /// A failed leg cancels the other legs of its matrix, unless fail-fast is off.
     pub(super) fn fail_fast(&mut self, leg_index: usize) {
         let node_index = self.legs[leg_index].node;
@@ -306,7 +261,7 @@ impl Engine {
         }
     }
 
-    fn cancel_scope(&mut self, scope: usize, reason: &str, depth: usize) {
+    pub(super) fn cancel_scope(&mut self, scope: usize, reason: &str, depth: usize) {
         if depth > MAX_CALL_DEPTH || self.scopes[scope].cancelled.is_some() {
             return;
         }

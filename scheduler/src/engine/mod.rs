@@ -9,6 +9,7 @@
 mod context;
 mod decide;
 mod finish;
+mod groups;
 mod keys;
 mod plan;
 mod report;
@@ -60,6 +61,10 @@ struct Scope {
     remaining: usize,
     /// Set when fail-fast cancelled this invocation: its jobs not yet decided are cancelled.
     cancelled: Option<String>,
+    /// A called workflow's own workflow-level `concurrency` group.
+    group: Option<GroupSpec>,
+    /// Jobs ready to start that wait until the invocation holds its group.
+    held: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +125,16 @@ struct Leg {
 /// One concurrency group: GitHub allows one running and one pending entry.
 #[derive(Default)]
 struct Group {
-    running: Option<usize>,
-    pending: Option<usize>,
+    running: Option<Entry>,
+    pending: Option<Entry>,
+}
+
+/// What holds or waits for a concurrency group: a job leg, or one invocation (scope) of a
+/// called workflow with a workflow-level `concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Leg(usize),
+    Call(usize),
 }
 
 impl Engine {
@@ -199,7 +212,7 @@ impl Engine {
                 .as_ref()
                 .and_then(|k| k.concurrency.as_ref())
                 .and_then(|g| self.groups.get(&g.key))
-                .is_some_and(|g| g.running != Some(leg_index));
+                .is_some_and(|g| g.running != Some(Entry::Leg(leg_index)));
             if group_blocks || node.running >= node.max_parallel {
                 kept.push(leg_index);
                 continue;
@@ -241,6 +254,7 @@ impl Engine {
             return Vec::new();
         }
         self.run_cancelled = true;
+        self.release_waiting_calls();
         for node_index in 0..self.nodes.len() {
             if self.nodes[node_index].state != NodeState::Started
                 || self.nodes[node_index].legs.is_empty()

@@ -67,6 +67,7 @@ impl Engine {
                     started_at: done.map(|d| d.started_at),
                     finished_at: done.map(|d| d.finished_at),
                     steps: done.map(|d| d.steps.clone()).unwrap_or_default(),
+                    summary: done.map(|d| d.summary.clone()).unwrap_or_default(),
                     message: leg.message.clone(),
                 });
             }
@@ -86,6 +87,7 @@ impl Engine {
                     started_at: None,
                     finished_at: None,
                     steps: Vec::new(),
+                    summary: String::new(),
                     message: node.message.clone(),
                 });
             }

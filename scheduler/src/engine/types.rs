@@ -75,6 +75,9 @@ pub struct JobCompletion {
     pub started_at: SystemTime,
     pub finished_at: SystemTime,
     pub steps: Vec<StepRecord>,
+    /// The job's step summaries (`GITHUB_STEP_SUMMARY`) as one Markdown document; empty when
+    /// no step wrote one.
+    pub summary: String,
 }
 
 impl JobCompletion {
@@ -87,6 +90,7 @@ impl JobCompletion {
             started_at: now,
             finished_at: now,
             steps: Vec::new(),
+            summary: String::new(),
         }
     }
 }
@@ -122,9 +126,10 @@ pub enum EngineEvent {
         name: String,
         reason: String,
     },
-    /// A leg waits for a concurrency group to free up.
+    /// A leg waits for a concurrency group to free up (`leg` is `None` for the invocation of
+    /// a called workflow waiting for its workflow-level group; `name` is the calling job's).
     LegPending {
-        leg: LegId,
+        leg: Option<LegId>,
         name: String,
         group: String,
     },
@@ -150,6 +155,8 @@ pub struct JobReport {
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
     pub steps: Vec<StepRecord>,
+    /// The leg's step summaries (see [`JobCompletion::summary`]).
+    pub summary: String,
     /// Why the engine decided the conclusion itself (skip reason, evaluation error).
     pub message: Option<String>,
 }

@@ -260,6 +260,7 @@ impl<'a> Driver<'a> {
                 started_at: UNIX_EPOCH + Duration::from_secs(clock),
                 finished_at: UNIX_EPOCH + Duration::from_secs(clock + 1),
                 steps: Vec::new(),
+                summary: String::new(),
             };
             run.completion_order.push(leg.name.clone());
             let cancels = engine.complete(leg.leg, done);

@@ -210,6 +210,7 @@ impl JobRunner {
                 name: format!("Post {}", ctx.name),
                 // actions/cache's `post-if`.
                 condition: "success()".to_owned(),
+                state_key: None,
                 run: PostRun {
                     ctx: ctx.clone(),
                     work: PostWork::CacheSave(CacheSave {

@@ -1,0 +1,111 @@
+//! Job summaries (`GITHUB_STEP_SUMMARY`): GitHub shows them on the run page; `kiln run` prints
+//! each job's summary after the result table, between delimiter lines, and with
+//! `--summary-dir DIR` also writes them to `DIR/<workflow>/<job>.md`. Step summaries arrive
+//! masked and within GitHub's 1 MiB limit per step (the executor refuses larger ones with an
+//! error annotation).
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::report::RunReport;
+
+/// One job's document: its steps' summaries in step order, each ending with a line break so
+/// the next one starts on a line of its own.
+pub fn job_summary(steps: &[String]) -> String {
+    let mut document = String::new();
+    for step in steps {
+        document.push_str(step);
+        if !step.ends_with('\n') {
+            document.push('\n');
+        }
+    }
+    document
+}
+
+/// `job`, or `workflow/job` when several workflows ran.
+fn label(report: &RunReport, job: &str, several: bool) -> String {
+    if several {
+        format!("{}/{job}", report.workflow)
+    } else {
+        job.to_owned()
+    }
+}
+
+/// Prints every job summary, delimited so it cannot be mistaken for log output.
+pub fn print(reports: &[RunReport]) {
+    let several = reports.len() > 1;
+    let mut out = std::io::stdout().lock();
+    for report in reports {
+        for job in &report.jobs {
+            let Some(summary) = &job.summary else {
+                continue;
+            };
+            let name = label(report, &job.name, several);
+            // A closed stdout only loses the text; the report and exit status still stand.
+            let _ = write!(
+                out,
+                "\n──── summary of {name} ────\n{summary}──── end of summary of {name} ────\n"
+            );
+        }
+    }
+    let _ = out.flush();
+}
+
+/// A file name from a workflow or job name: path separators and other awkward characters
+/// become `_`, so a name never leaves its folder.
+fn file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || " -_.,()".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match cleaned.trim() {
+        "" | "." | ".." => "_".to_owned(),
+        trimmed => trimmed.to_owned(),
+    }
+}
+
+/// Writes `DIR/<workflow>/<job>.md` for every job that has a summary.
+pub fn write(dir: &Path, reports: &[RunReport]) -> anyhow::Result<()> {
+    for report in reports {
+        for job in &report.jobs {
+            let Some(summary) = &job.summary else {
+                continue;
+            };
+            let folder = dir.join(file_name(&report.workflow));
+            std::fs::create_dir_all(&folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+            let path = folder.join(format!("{}.md", file_name(&job.name)));
+            std::fs::write(&path, summary)
+                .with_context(|| format!("cannot write the summary {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_summaries_are_joined_on_their_own_lines() {
+        let steps = ["# One".to_owned(), "two\n".to_owned(), "three".to_owned()];
+        assert_eq!(job_summary(&steps), "# One\ntwo\nthree\n");
+        assert_eq!(job_summary(&[]), "");
+    }
+
+    #[test]
+    fn names_never_leave_their_folder() {
+        assert_eq!(file_name("build (3.12, linux)"), "build (3.12, linux)");
+        assert_eq!(file_name("caller/inner"), "caller_inner");
+        assert_eq!(file_name(".."), "_");
+        assert_eq!(file_name("a\\b:c"), "a_b_c");
+    }
+}
