@@ -24,7 +24,7 @@ use super::scope::Scope;
 use super::shell::Shell;
 use super::status::{step_context_entry, Gate, StatusView, StepOutcome};
 use super::{JobEvent, StepRecord};
-use crate::backend::{ExecOutcome, ExecSpec};
+use crate::backend::{BackendError, ExecOutcome, ExecSpec, LogSink};
 
 /// PATH inside a container when the image's own is not known.
 const CONTAINER_DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -61,6 +61,19 @@ pub struct Process {
     pub workdir: String,
     /// Variables set for this process only (`INPUT_*`, `STATE_*`), above the step env.
     pub extra_env: Vec<(String, String)>,
+}
+
+/// Runs a step's process somewhere other than the job (a Docker action runs as a container of
+/// its own, see `actions::docker`); the rest of the step (file commands, output lines, the
+/// result) stays with [`JobRunner::exec_process_with`].
+#[async_trait::async_trait]
+pub trait ProcessLauncher: Send + Sync {
+    async fn launch(
+        &self,
+        spec: &ExecSpec,
+        logs: &mut dyn LogSink,
+        cancel: &CancellationToken,
+    ) -> Result<ExecOutcome, BackendError>;
 }
 
 /// What a process step produced.
@@ -452,6 +465,16 @@ impl JobRunner {
     /// Runs one process as the step: fresh file commands, streamed and masked output,
     /// workflow commands, then the files are applied for later steps.
     pub async fn exec_process(&mut self, ctx: &StepCtx, process: Process) -> ProcessResult {
+        self.exec_process_with(ctx, process, None).await
+    }
+
+    /// [`Self::exec_process`], with the process run by `launcher` instead of in the job.
+    pub async fn exec_process_with(
+        &mut self,
+        ctx: &StepCtx,
+        process: Process,
+        launcher: Option<&dyn ProcessLauncher>,
+    ) -> ProcessResult {
         let failed = |result| ProcessResult {
             result,
             outputs: Vec::new(),
@@ -495,7 +518,10 @@ impl JobRunner {
             allow_unsecure,
             debug,
         );
-        let outcome = self.backend.exec(&job_env, &spec, &mut sink, &token).await;
+        let outcome = match launcher {
+            Some(launcher) => launcher.launch(&spec, &mut sink, &token).await,
+            None => self.backend.exec(&job_env, &spec, &mut sink, &token).await,
+        };
         let effects = std::mem::take(&mut sink.effects);
         drop(sink);
         let written = files.collect();
