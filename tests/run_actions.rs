@@ -288,6 +288,198 @@ jobs:
     );
 }
 
+/// A Go-style action: an image `FROM scratch` holding one static binary (busybox) and a
+/// script, so it has neither `tail` nor a shell on PATH; only running the action's own
+/// entrypoint as the container's process can work.
+const SCRATCH_ACTION: &str = r#"
+name: scratchy
+inputs:
+  secret:
+    required: true
+runs:
+  using: docker
+  image: Dockerfile
+  args:
+    - ${{ inputs.secret }}
+"#;
+
+const SCRATCH_DOCKERFILE: &str = r#"FROM kiln-test-busybox AS src
+FROM scratch
+COPY --from=src /bin/busybox /busybox
+COPY entrypoint.sh /entrypoint.sh
+ENTRYPOINT ["/busybox", "sh", "/entrypoint.sh"]
+"#;
+
+const SCRATCH_ENTRYPOINT: &str = r#"echo "first-line-of-the-action"
+echo "::add-mask::$1"
+echo "secret=[$1]"
+echo "::warning title=scratchy::written from scratch"
+echo "ws=[$GITHUB_WORKSPACE] home=[$HOME] pwd=[$PWD] marker=[$(/busybox cat marker.txt)]"
+case "$GITHUB_OUTPUT" in /github/file_commands/*) echo "output-file-is-under-github";; esac
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  page=$(/busybox wget -q -O - http://web/index.html) && break
+  /busybox sleep 0.3
+done
+echo "page=$page" >> "$GITHUB_OUTPUT"
+echo "FROM_ACTION=set-by-scratch" >> "$GITHUB_ENV"
+"#;
+
+#[test]
+fn a_from_scratch_action_runs_its_entrypoint_reaches_services_and_is_removed() {
+    let Some((docker, image)) = docker() else {
+        return;
+    };
+    let repo = repo_with_workflow(&format!(
+        r#"
+on: push
+jobs:
+  scratch:
+    runs-on: ubuntu-latest
+    services:
+      web:
+        image: {image}
+    steps:
+      - uses: actions/checkout@v4
+      - id: act
+        uses: ./scratchy
+        with:
+          secret: hush-hush-value
+      - run: echo "page=${{{{ steps.act.outputs.page }}}} env=$FROM_ACTION"
+"#
+    ));
+    repo.write("scratchy/action.yml", SCRATCH_ACTION);
+    repo.write("scratchy/Dockerfile", SCRATCH_DOCKERFILE);
+    repo.write("scratchy/entrypoint.sh", SCRATCH_ENTRYPOINT);
+    repo.write("marker.txt", "in-the-workspace");
+    repo.commit();
+    let out = run_docker(&docker, repo.path(), &image);
+    out.assert_success();
+    let stdout = &out.stdout;
+    for line in [
+        "first-line-of-the-action",
+        "secret=[***]",
+        "warning scratchy: written from scratch",
+        "ws=[/github/workspace] home=[/github/home] pwd=[/github/workspace] marker=[in-the-workspace]",
+        "output-file-is-under-github",
+        "page=kiln busybox service env=set-by-scratch",
+    ] {
+        assert!(stdout.contains(line), "{line} missing:\n{stdout}");
+    }
+    assert!(!stdout.contains("hush-hush-value"), "{stdout}");
+    assert!(!stdout.contains("::warning"), "{stdout}");
+}
+
+#[test]
+fn a_failing_action_fails_the_step_and_a_timed_out_one_is_stopped() {
+    let Some((docker, image)) = docker() else {
+        return;
+    };
+    let repo = repo_with_workflow(&format!(
+        r#"
+on: push
+jobs:
+  failing:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: docker://{image}
+        with:
+          entrypoint: sh
+          args: -c "echo about-to-fail; exit 3"
+      - run: echo should-not-run
+      - if: failure()
+        uses: docker://{image}
+        timeout-minutes: 0.05
+        with:
+          entrypoint: sh
+          args: -c "echo sleeping-past-the-timeout; sleep 60"
+"#
+    ));
+    let started = std::time::Instant::now();
+    let out = run_docker(&docker, repo.path(), &image);
+    assert_eq!(out.status, 1, "{}", out.all_output());
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "the timed-out action was not stopped: {:?}",
+        started.elapsed()
+    );
+    let stdout = &out.stdout;
+    for line in [
+        "about-to-fail",
+        "Process completed with exit code 3.",
+        "sleeping-past-the-timeout",
+        "has timed out after 0.05 minutes",
+    ] {
+        assert!(stdout.contains(line), "{line} missing:\n{stdout}");
+    }
+    let steps = &out.job("failing")["steps"];
+    let conclusions: Vec<&str> = (0..3)
+        .map(|i| steps[i]["conclusion"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(conclusions, ["failure", "skipped", "failure"], "{steps:#}");
+}
+
+/// Names of the running containers of the kiln process `pid` that run an action.
+fn action_containers(docker: &DockerBackend, pid: u32) -> Vec<String> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![kiln_runner::backend::JOB_KEY_LABEL.to_owned()],
+    )]);
+    let containers = runtime()
+        .block_on(
+            docker.client().list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::new()
+                    .filters(&filters)
+                    .build(),
+            )),
+        )
+        .expect("list containers");
+    let marker = format!("-{pid}-");
+    containers
+        .into_iter()
+        .flat_map(|c| c.names.unwrap_or_default())
+        .filter(|name| name.contains(&marker) && name.contains("-action-"))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_removes_the_running_action_container() {
+    let Some((docker, image)) = docker() else {
+        return;
+    };
+    let repo = repo_with_workflow(&format!(
+        r#"
+on: push
+jobs:
+  long:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: docker://{image}
+        with:
+          entrypoint: sh
+          args: -c "echo action-is-running; sleep 120"
+"#
+    ));
+    let platform = format!("ubuntu-latest={image}");
+    let running = spawn_kiln_run(repo.path(), &["--executor", "docker", "-P", &platform], &[]);
+    running.wait_for_output("action-is-running", LIMIT);
+    let pid = running.pid();
+    assert_eq!(
+        action_containers(&docker, pid).len(),
+        1,
+        "the action runs in a container of its own"
+    );
+    running.interrupt();
+    let out = running.wait(Duration::from_secs(60));
+    assert_eq!(out.status, 130, "{}", out.all_output());
+    assert_eq!(out.job("long")["conclusion"], "cancelled");
+    let left = leftovers(&docker, pid);
+    assert!(
+        left.is_empty(),
+        "kiln left {left:?} behind after Ctrl-C\n{}",
+        out.all_output()
+    );
+}
+
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
         .arg("-C")
