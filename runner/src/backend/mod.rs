@@ -14,6 +14,7 @@ mod host;
 mod lines;
 mod names;
 mod proctree;
+mod spawn;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -97,6 +97,8 @@ pub struct JobRunner {
     pub base_env: Vec<(String, String)>,
     pub bash_available: Option<bool>,
     pub summaries: Vec<String>,
+    /// Empty file-command files of earlier steps, reused by the next step.
+    pub spare_files: super::files::SpareFiles,
 }
 
 pub async fn run(
@@ -256,6 +258,7 @@ impl JobRunner {
             base_env: if docker { Vec::new() } else { host_base_env() },
             bash_available: None,
             summaries: Vec::new(),
+            spare_files: Default::default(),
             req,
         })
     }

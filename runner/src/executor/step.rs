@@ -459,7 +459,7 @@ impl JobRunner {
             return failed(self.fail(&ctx.name, "the job environment is not prepared"));
         };
         let sequence = self.next_sequence();
-        let files = match StepFiles::create(&self.paths.files, sequence) {
+        let files = match StepFiles::create(&self.paths.files, sequence, &mut self.spare_files) {
             Ok(files) => files,
             Err(e) => {
                 let message = format!("cannot create the step's file commands: {e}");
@@ -496,7 +496,7 @@ impl JobRunner {
         let outcome = self.backend.exec(&job_env, &spec, &mut sink, &token).await;
         let effects = std::mem::take(&mut sink.effects);
         drop(sink);
-        let written = files.collect();
+        let written = files.collect(&mut self.spare_files);
         let mut result = match outcome {
             Ok(ExecOutcome::Exited(0)) => Conclusion::Success,
             Ok(ExecOutcome::Exited(code)) => self.fail(
