@@ -47,6 +47,10 @@ pub trait LegRunner: Send + Sync {
     /// Runs the leg to its end, reporting progress on `events`; it must return (cleaned up)
     /// soon after `cancel` fires.
     fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture;
+    /// Before the first leg of a workflow starts: the ids of the jobs the engine may run in
+    /// it (all of them, or the one `-j` chose), so a runner can get later jobs ready while
+    /// earlier ones run.
+    fn plan(&self, _job_ids: Vec<String>) {}
 }
 
 /// A leg's side of the event channel.
@@ -96,6 +100,7 @@ pub async fn drive(
     let mut ticker = tokio::time::interval(Duration::from_millis(120));
     let mut interrupt = Interrupts::listen();
     let label = |name: &str| format!("{prefix}/{name}");
+    runner.plan(engine.report().jobs.into_iter().map(|job| job.id).collect());
 
     loop {
         waiting.extend(engine.poll());
