@@ -124,8 +124,7 @@ pub(crate) fn spawn_session(
         .iter()
         .map(|arg| c_string(OsStr::new(arg)))
         .collect::<io::Result<Vec<_>>>()?;
-    let envp = env
-        .iter()
+    let envp = last_of_each_name(env)
         .map(|(name, value)| c_string(OsStr::new(&format!("{name}={value}"))))
         .collect::<io::Result<Vec<_>>>()?;
     let workdir = c_string(workdir.as_os_str())?;
@@ -165,6 +164,20 @@ pub(crate) fn spawn_session(
     child.stdout = Some(pipe::Receiver::from_owned_fd(stdout_read)?);
     child.stderr = Some(pipe::Receiver::from_owned_fd(stderr_read)?);
     Ok(child)
+}
+
+/// `env` without the earlier of repeated names, in order: a later entry overrides, as with
+/// `Command::env` (getenv would find the first of two).
+fn last_of_each_name(env: &[(String, String)]) -> impl Iterator<Item = &(String, String)> {
+    let last_index: std::collections::HashMap<&str, usize> = env
+        .iter()
+        .enumerate()
+        .map(|(index, (name, _))| (name.as_str(), index))
+        .collect();
+    env.iter()
+        .enumerate()
+        .filter(move |(index, (name, _))| last_index.get(name.as_str()) == Some(index))
+        .map(|(_, pair)| pair)
 }
 
 /// Where execvp would find `program`: as given when it names a path, else the first
@@ -366,6 +379,26 @@ mod tests {
             resolve_program("./x", "", dir.path()).unwrap(),
             PathBuf::from("./x")
         );
+    }
+
+    #[tokio::test]
+    async fn the_child_gets_the_last_value_of_a_repeated_variable_and_its_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = [
+            ("PATH".to_owned(), "/usr/bin:/bin".to_owned()),
+            ("X".to_owned(), "first".to_owned()),
+            ("X".to_owned(), "last".to_owned()),
+        ];
+        let argv = ["sh", "-c", "echo $X; pwd; exit 3"].map(str::to_owned);
+        let mut child = spawn_session(&argv, &env, dir.path()).unwrap();
+        let mut out = String::new();
+        let mut stdout = child.stdout.take().unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(child.wait().await.unwrap(), 3);
+        let cwd = dir.path().canonicalize().unwrap();
+        assert_eq!(out, format!("last\n{}\n", cwd.display()));
     }
 
     #[test]
