@@ -58,13 +58,27 @@ struct Prestarts {
     planned: Mutex<HashSet<String>>,
     /// Ids already prestarted in the current workflow, so none is started twice.
     started: Mutex<HashSet<String>>,
-    /// Ready for their job, by job id.
-    waiting: Mutex<HashMap<String, Prestarted>>,
+    /// Ready for their job, by workflow and job id.
+    waiting: Mutex<HashMap<PrestartKey, Prestarted>>,
+}
+
+/// A job of one workflow: the workflow's address (the engine shares one `Arc` between all
+/// of its dispatches), so two workflows of a run with the same job id never mix.
+type PrestartKey = (usize, String);
+
+fn prestart_key(workflow: &Arc<kiln_workflow::model::Workflow>, job_id: &str) -> PrestartKey {
+    (Arc::as_ptr(workflow) as usize, job_id.to_owned())
 }
 
 impl Prestarts {
-    fn take(&self, job_id: &str) -> Option<Prestarted> {
-        self.waiting.lock().ok()?.remove(job_id)
+    fn take(&self, key: &PrestartKey) -> Option<Prestarted> {
+        self.waiting.lock().ok()?.remove(key)
+    }
+
+    fn keep(&self, key: PrestartKey, prestarted: Prestarted) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(key, prestarted);
+        }
     }
 
     fn take_all(&self) -> Vec<Prestarted> {
@@ -295,7 +309,8 @@ impl LegRunner for LocalRunner {
 
     fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture {
         let platform = platform_for(&self.platforms, &dispatch);
-        let prestarted = self.prestarts.take(&dispatch.job_id);
+        let key = prestart_key(&dispatch.workflow, &dispatch.job_id);
+        let prestarted = self.prestarts.take(&key);
         let dependants = self.dependants_to_prestart(&dispatch);
         let prestarts = self.prestarts.clone();
         let docker = self.docker.clone();
@@ -312,9 +327,8 @@ impl LegRunner for LocalRunner {
             // A prestart this leg cannot use (it failed before running) goes back, for the
             // run's end to remove.
             let keep_for_finish = |prestarted: Option<Prestarted>| {
-                if let (Some(prestarted), Ok(mut waiting)) = (prestarted, prestarts.waiting.lock())
-                {
-                    waiting.insert(dispatch.job_id.clone(), prestarted);
+                if let Some(prestarted) = prestarted {
+                    prestarts.keep(key.clone(), prestarted);
                 }
             };
             let platform = match platform {
@@ -424,11 +438,8 @@ fn start_dependants(
         };
         // A prestart that cannot even create its folders is skipped: the job will report
         // the same problem when it prepares itself.
-        if let (Ok(prestarted), Ok(mut waiting)) = (
-            prestart(&dependant, backend.clone()),
-            prestarts.waiting.lock(),
-        ) {
-            waiting.insert(job_id, prestarted);
+        if let Ok(prestarted) = prestart(&dependant, backend.clone()) {
+            prestarts.keep(prestart_key(&request.workflow, &job_id), prestarted);
         }
     }
 }
