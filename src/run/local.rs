@@ -3,17 +3,19 @@
 //! pulls), forwards the executor's events to the terminal, and converts the result back
 //! into the engine's `JobCompletion`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_runner::backend::{Backend, ContainerSpec, DockerBackend, HostBackend, ServiceSpec};
 use kiln_runner::executor::{
-    run_job, AnnotationEvent, CacheEndpoint, JobEvent, JobRequest, JobResult, RunDirs,
+    prestart, run_job, run_job_prestarted, AnnotationEvent, CacheEndpoint, JobEvent, JobRequest,
+    JobResult, Prestarted, RunDirs,
 };
 use kiln_runner::image::image_exists;
 use kiln_scheduler::engine::{ContainerEval, Dispatch, JobCompletion, StepRecord};
+use kiln_workflow::model::{Job, JobKind, RunsOn};
 use kiln_workflow::Conclusion;
 use tokio::sync::mpsc::unbounded_channel;
 use tokio_util::sync::CancellationToken;
@@ -46,12 +48,92 @@ pub struct LocalRunner {
     pub shared: Arc<RunShared>,
     /// Images already found in the daemon's store, so each is looked up once per run.
     known_images: Arc<Mutex<HashMap<String, bool>>>,
+    prestarts: Arc<Prestarts>,
+}
+
+/// Job containers started while the jobs they are for wait for their `needs`.
+#[derive(Default)]
+struct Prestarts {
+    /// The jobs the engines may run, of every workflow of the run.
+    planned: Mutex<HashSet<PrestartKey>>,
+    /// Jobs already prestarted, so none is started twice.
+    started: Mutex<HashSet<PrestartKey>>,
+    /// Ready for their job, by workflow and job id.
+    waiting: Mutex<HashMap<PrestartKey, Prestarted>>,
+}
+
+/// A job of one workflow: the workflow's address (the engine shares one `Arc` between all
+/// of its dispatches), so two workflows of a run with the same job id never mix.
+type PrestartKey = (usize, String);
+
+fn prestart_key(workflow: &Arc<kiln_workflow::model::Workflow>, job_id: &str) -> PrestartKey {
+    (Arc::as_ptr(workflow) as usize, job_id.to_owned())
+}
+
+impl Prestarts {
+    fn take(&self, key: &PrestartKey) -> Option<Prestarted> {
+        self.waiting.lock().ok()?.remove(key)
+    }
+
+    fn keep(&self, key: PrestartKey, prestarted: Prestarted) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(key, prestarted);
+        }
+    }
+
+    fn take_all(&self) -> Vec<Prestarted> {
+        match self.waiting.lock() {
+            Ok(mut waiting) => waiting.drain().map(|(_, p)| p).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The labels of a `runs-on` that holds no expression.
+fn literal_labels(runs_on: &RunsOn) -> Option<Vec<String>> {
+    match runs_on {
+        RunsOn::Labels(labels) if !labels.iter().any(|l| l.has_expressions()) => {
+            Some(labels.iter().map(|l| l.raw.clone()).collect())
+        }
+        _ => None,
+    }
+}
+
+/// The leg name and image of a job whose container is known before it runs: one leg (no
+/// matrix), no `if:` (that could skip it), no `container:` or `services:`, and a name and
+/// `runs-on` without expressions.
+fn predictable_container(job: &Job, platforms: &PlatformMap) -> Option<(String, String)> {
+    let simple = job.strategy.is_none()
+        && job.condition.raw.trim().is_empty()
+        && job.container.is_none()
+        && job.services.is_empty()
+        && matches!(job.kind, JobKind::Steps(_));
+    if !simple {
+        return None;
+    }
+    let name = match &job.name {
+        Some(name) if name.has_expressions() => return None,
+        Some(name) => name.raw.clone(),
+        None => job.id.value.clone(),
+    };
+    match platforms.resolve(&literal_labels(job.runs_on.as_ref()?)?)? {
+        Platform::Image(image) => Some((name, image)),
+        Platform::Host => None,
+    }
 }
 
 impl LocalRunner {
-    /// Waits for the cleanups still running in the background; returns their errors.
+    /// Removes the containers started for jobs that never ran, then waits for the cleanups
+    /// still running in the background; returns their errors.
     pub async fn finish(&self) -> Vec<String> {
-        let mut errors = self.host.finish().await;
+        let mut errors = Vec::new();
+        // Their removal goes through the deferred backends, awaited below.
+        for unused in self.prestarts.take_all() {
+            if let Err(error) = unused.discard().await {
+                errors.push(error);
+            }
+        }
+        errors.extend(self.host.finish().await);
         if let Some((_, backend)) = &self.docker {
             errors.extend(backend.finish().await);
         }
@@ -72,7 +154,38 @@ impl LocalRunner {
             host: Arc::new(DeferredCleanup::new(Arc::new(HostBackend::new()))),
             shared: Arc::new(shared),
             known_images: Arc::new(Mutex::new(HashMap::new())),
+            prestarts: Arc::default(),
         }
+    }
+
+    /// The jobs that need `dispatch`'s job and whose container can be started now, in
+    /// Docker mode: (job id, leg name, image). Each is returned once per workflow.
+    fn dependants_to_prestart(&self, dispatch: &Dispatch) -> Vec<(String, String, String)> {
+        // Jobs of called workflows have ids the plan does not list at the start.
+        if self.docker.is_none() || dispatch.job_id.contains('/') {
+            return Vec::new();
+        }
+        let (Ok(planned), Ok(mut started)) =
+            (self.prestarts.planned.lock(), self.prestarts.started.lock())
+        else {
+            return Vec::new();
+        };
+        let mut chosen = Vec::new();
+        for job in &dispatch.workflow.jobs {
+            let id = &job.id.value;
+            let key = prestart_key(&dispatch.workflow, id);
+            if !job.needs.iter().any(|need| need.value == dispatch.job_id)
+                || !planned.contains(&key)
+                || started.contains(&key)
+            {
+                continue;
+            }
+            if let Some((name, image)) = predictable_container(job, &self.platforms) {
+                started.insert(key);
+                chosen.push((id.clone(), name, image));
+            }
+        }
+        chosen
     }
 }
 
@@ -187,8 +300,18 @@ impl LegRunner for LocalRunner {
         platform_for(&self.platforms, dispatch).map(|_| ())
     }
 
+    fn plan(&self, workflow: &Arc<kiln_workflow::model::Workflow>, job_ids: Vec<String>) {
+        if let Ok(mut planned) = self.prestarts.planned.lock() {
+            planned.extend(job_ids.iter().map(|id| prestart_key(workflow, id)));
+        }
+    }
+
     fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture {
         let platform = platform_for(&self.platforms, &dispatch);
+        let key = prestart_key(&dispatch.workflow, &dispatch.job_id);
+        let prestarted = self.prestarts.take(&key);
+        let dependants = self.dependants_to_prestart(&dispatch);
+        let prestarts = self.prestarts.clone();
         let docker = self.docker.clone();
         let host = self.host.clone();
         let shared = self.shared.clone();
@@ -200,9 +323,19 @@ impl LegRunner for LocalRunner {
                 });
                 JobCompletion::new(Conclusion::Failure)
             };
+            // A prestart this leg cannot use (it failed before running) goes back, for the
+            // run's end to remove.
+            let keep_for_finish = |prestarted: Option<Prestarted>| {
+                if let Some(prestarted) = prestarted {
+                    prestarts.keep(key.clone(), prestarted);
+                }
+            };
             let platform = match platform {
                 Ok(platform) => platform,
-                Err(reason) => return fail(reason),
+                Err(reason) => {
+                    keep_for_finish(prestarted);
+                    return fail(reason);
+                }
             };
             let (backend, platform_image): (Arc<dyn Backend>, Option<String>) =
                 match (&platform, docker) {
@@ -213,6 +346,7 @@ impl LegRunner for LocalRunner {
                             .map_or_else(|| image.clone(), |c| c.image.clone())];
                         images.extend(dispatch.services.iter().map(|(_, s)| s.image.clone()));
                         if let Err(message) = check_images(&docker, &known_images, images).await {
+                            keep_for_finish(prestarted);
                             return fail(message);
                         }
                         (backend, Some(image.clone()))
@@ -250,8 +384,18 @@ impl LegRunner for LocalRunner {
                 local_repositories: shared.local_repositories.clone(),
                 cache: shared.cache.clone(),
             };
+            if !dependants.is_empty() {
+                start_dependants(&request, &backend, dependants, &prestarts);
+            }
             let (tx, mut rx) = unbounded_channel();
-            let job = run_job(request, backend, tx, cancel);
+            let job = async {
+                match prestarted {
+                    Some(prestarted) => {
+                        run_job_prestarted(request, backend, tx, cancel, prestarted).await
+                    }
+                    None => run_job(request, backend, tx, cancel).await,
+                }
+            };
             let relay = async {
                 // Ends when the executor drops its sender, i.e. when the job is over.
                 while let Some(event) = rx.recv().await {
@@ -266,5 +410,35 @@ impl LegRunner for LocalRunner {
             }
             completion(result)
         })
+    }
+}
+
+/// Starts the containers of `dependants` (job id, leg name, image). Their requests are
+/// `request` (the job they need) with their own name, job and image: only those, the run's
+/// folders and the `github` context decide a job's container.
+fn start_dependants(
+    request: &JobRequest,
+    backend: &Arc<dyn Backend>,
+    dependants: Vec<(String, String, String)>,
+    prestarts: &Prestarts,
+) {
+    for (job_id, name, image) in dependants {
+        let Some(job) = request.workflow.jobs.iter().find(|j| j.id.value == job_id) else {
+            continue;
+        };
+        let dependant = JobRequest {
+            name,
+            job_id: job_id.clone(),
+            job: Arc::new(job.clone()),
+            container: None,
+            services: Vec::new(),
+            platform_image: Some(image),
+            ..request.clone()
+        };
+        // A prestart that cannot even create its folders is skipped: the job will report
+        // the same problem when it prepares itself.
+        if let Ok(prestarted) = prestart(&dependant, backend.clone()) {
+            prestarts.keep(prestart_key(&request.workflow, &job_id), prestarted);
+        }
     }
 }

@@ -255,7 +255,11 @@ impl RunInputs<'_> {
         };
         let engine =
             Engine::new(spec).with_context(|| format!("cannot run {}", file.display_path))?;
-        Ok(WorkflowRun { engine, prefix })
+        Ok(WorkflowRun {
+            engine,
+            prefix,
+            workflow: file.workflow.clone(),
+        })
     }
 }
 

@@ -1,13 +1,13 @@
 //! Runs steps as child processes of kiln, directly in the job's workspace.
 //!
-//! Each exec is one fork+exec: no shell of ours, no helper process. The child leads its own
+//! Each exec is one posix_spawn (see [`super::spawn`]): no shell of ours, no helper process,
+//! no copy of kiln's memory. The child leads its own
 //! session (setsid), hence its own process group, so a timeout or cancellation reaches
 //! everything it started (SIGTERM, then SIGKILL after a grace period), cleanup can find
 //! processes a step left running in the background, and a step that opens the terminal gets
 //! an error instead of being stopped by SIGTTIN.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,11 +15,12 @@ use async_trait::async_trait;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::net::unix::pipe;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::proctree::start_time;
+use super::spawn::{spawn_session, SessionChild};
 use super::{
     Backend, BackendError, ExecOutcome, ExecSpec, Handle, JobEnv, JobSpec, LineSplitter, LogSink,
     Mount, OutputStream,
@@ -169,29 +170,11 @@ impl Backend for HostBackend {
                 "the host backend was given a job it did not prepare".into(),
             ));
         };
-        let Some((program, args)) = spec.argv.split_first() else {
+        let Some(program) = spec.argv.first() else {
             return Err(BackendError::InvalidSpec("empty command line".into()));
         };
         let workdir = resolve_workdir(workspace, &spec.workdir);
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
-        // which is async-signal-safe; it touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(drop)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let mut child = command.spawn().map_err(|source| {
+        let mut child = spawn_session(&spec.argv, &spec.env, &workdir).map_err(|source| {
             if workdir.is_dir() {
                 BackendError::Spawn {
                     program: program.clone(),
@@ -201,11 +184,7 @@ impl Backend for HostBackend {
                 BackendError::WorkdirMissing { path: workdir }
             }
         })?;
-        let Some(pgid) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
-            return Err(BackendError::InvalidSpec(format!(
-                "`{program}` started but has no process id"
-            )));
-        };
+        let pgid = child.pid();
         processes.remember(pgid);
         let mut guard = GroupGuard { pgid, armed: true };
         let pump = OutputPump::new(child.stdout.take(), child.stderr.take());
@@ -261,8 +240,8 @@ impl Drop for GroupGuard {
 
 /// Reads both output pipes and turns them into lines.
 struct OutputPump {
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
     stdout_lines: LineSplitter,
     stderr_lines: LineSplitter,
     stdout_buf: Vec<u8>,
@@ -270,7 +249,7 @@ struct OutputPump {
 }
 
 impl OutputPump {
-    fn new(stdout: Option<ChildStdout>, stderr: Option<ChildStderr>) -> Self {
+    fn new(stdout: Option<pipe::Receiver>, stderr: Option<pipe::Receiver>) -> Self {
         OutputPump {
             stdout,
             stderr,
@@ -327,7 +306,7 @@ enum Stop {
 /// Streams output until the child exits (then drains briefly) or until the timeout or
 /// cancellation, in which case the whole process group is terminated.
 async fn supervise(
-    mut child: Child,
+    mut child: SessionChild,
     mut pump: OutputPump,
     pgid: i32,
     timeout: Option<Duration>,
@@ -343,10 +322,10 @@ async fn supervise(
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 break Stop::TimedOut
             }
-            status = child.wait() => {
-                let status = status?;
+            code = child.wait() => {
+                let code = code?;
                 drain_after_exit(&mut pump, logs).await;
-                return Ok(ExecOutcome::Exited(exit_code(status)));
+                return Ok(ExecOutcome::Exited(code));
             }
             () = pump.pump(logs) => {}
         }
@@ -373,7 +352,7 @@ async fn drain_after_exit(pump: &mut OutputPump, logs: &mut dyn LogSink) {
 
 /// SIGTERM to the group; SIGKILL to whatever is still in it after the grace period.
 async fn terminate_group(
-    child: &mut Child,
+    child: &mut SessionChild,
     pump: &mut OutputPump,
     pgid: i32,
     kill_grace: Duration,
@@ -402,12 +381,4 @@ async fn terminate_group(
         child.wait().await?;
     }
     Ok(())
-}
-
-fn exit_code(status: ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|signal| 128 + signal))
-        .unwrap_or(-1)
 }

@@ -14,6 +14,7 @@ mod host;
 mod lines;
 mod names;
 mod proctree;
+mod spawn;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ pub use lines::LineSplitter;
 pub use names::sanitize_name;
 
 /// Everything a backend needs to set up one job.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobSpec {
     /// Unique per run + job + matrix leg. Container and network names are derived from it
     /// (sanitised, with a hash suffix when sanitising changed it), and it labels every
@@ -54,7 +55,7 @@ pub struct JobSpec {
 }
 
 /// The job container (`jobs.<id>.container`), or the platform image standing in for it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerSpec {
     pub image: String,
     pub env: Vec<(String, String)>,
@@ -69,7 +70,7 @@ pub struct ContainerSpec {
 }
 
 /// A service container (`jobs.<id>.services.<name>`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceSpec {
     /// The service's key in the workflow; also its network alias, so the job reaches it by name.
     pub name: String,

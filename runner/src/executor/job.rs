@@ -1,8 +1,8 @@
 //! One job from start to end: directories, backend setup, the step loop, post steps, job
 //! outputs and cleanup.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -16,11 +16,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{github_with, job_context, RunnerInfo};
+use super::layout::JobLayout;
 use super::output::{Emitter, LogState};
+use super::prestart::Prestarted;
 use super::scope::Scope;
 use super::status::{ScopeStatus, StatusView};
 use super::{JobEvent, JobRequest, JobResult, StepRecord};
-use crate::backend::{host_base_env, sanitize_name, Backend, JobEnv, JobSpec, Mount};
+use crate::backend::{host_base_env, Backend, JobEnv};
 
 /// Composite actions may nest this deep; GitHub's limit is 10 as well.
 pub const MAX_ACTION_DEPTH: usize = 10;
@@ -28,9 +30,6 @@ pub const MAX_ACTION_DEPTH: usize = 10;
 /// The step label for messages outside of any step.
 pub const SETUP_STEP: &str = "Set up job";
 pub const COMPLETE_STEP: &str = "Complete job";
-
-/// Distinguishes jobs with the same display name in one process (matrix legs of reruns).
-static JOB_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// The host directories of one job.
 #[derive(Debug, Clone)]
@@ -101,6 +100,10 @@ pub struct JobRunner {
     pub base_env: Vec<(String, String)>,
     pub bash_available: Option<bool>,
     pub summaries: Vec<String>,
+    /// Empty file-command files of earlier steps, reused by the next step.
+    pub spare_files: super::files::SpareFiles,
+    /// The job's container, started before the job was ready; `prepare` adopts it.
+    pub prestarted: Option<Prestarted>,
 }
 
 pub async fn run(
@@ -108,6 +111,7 @@ pub async fn run(
     backend: Arc<dyn Backend>,
     events: UnboundedSender<JobEvent>,
     cancel: CancellationToken,
+    prestarted: Option<Prestarted>,
 ) -> JobResult {
     let started_at = SystemTime::now();
     let job_cancel = cancel.child_token();
@@ -121,7 +125,15 @@ pub async fn run(
         })
     };
     let emitter = Emitter { events };
-    let mut runner = match JobRunner::new(req, backend, emitter.clone(), job_cancel, timed_out) {
+    let created = JobRunner::new(
+        req,
+        backend,
+        emitter.clone(),
+        job_cancel,
+        timed_out,
+        prestarted,
+    );
+    let mut runner = match created {
         Ok(runner) => runner,
         Err(error) => {
             timer.abort();
@@ -175,35 +187,18 @@ impl JobRunner {
         emitter: Emitter,
         cancel: CancellationToken,
         timed_out: Arc<AtomicBool>,
+        prestarted: Option<Prestarted>,
     ) -> Result<JobRunner, String> {
-        let sequence = JOB_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let key = format!(
-            "{}-{}-{sequence}",
-            sanitize_name(&req.name),
-            std::process::id()
-        );
-        let dir = req.dirs.jobs().join(&key);
-        let repo_name = req
-            .contexts
-            .get("github")
-            .and_then(|g| match g {
-                Value::Object(g) => g.get("repository").map(Value::to_display_string),
-                _ => None,
-            })
-            .and_then(|r| r.rsplit('/').next().map(str::to_owned))
-            .filter(|r| !r.is_empty() && !r.contains(".."))
-            .unwrap_or_else(|| "workspace".to_owned());
-        let work = dir.join("work");
-        let paths = JobPaths {
-            workspace: work.join(&repo_name),
-            temp: dir.join("temp"),
-            files: dir.join("temp").join("_runner_file_commands"),
-            dir: dir.clone(),
+        let layout = match &prestarted {
+            Some(prestarted) => prestarted.layout.clone(),
+            None => JobLayout::create(&req)?,
         };
-        for folder in [&paths.workspace, &paths.files] {
-            std::fs::create_dir_all(folder)
-                .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
-        }
+        let JobLayout { key, paths } = layout;
+        let work = paths
+            .workspace
+            .parent()
+            .unwrap_or(&paths.workspace)
+            .to_path_buf();
         let mut log = LogState::default();
         for secret in &req.secrets {
             log.masker.add(secret);
@@ -261,6 +256,8 @@ impl JobRunner {
             base_env: if docker { Vec::new() } else { host_base_env() },
             bash_available: None,
             summaries: Vec::new(),
+            spare_files: Default::default(),
+            prestarted,
             req,
         })
     }
@@ -295,40 +292,20 @@ impl JobRunner {
     }
 
     async fn prepare(&mut self) -> Result<(), String> {
-        let mut extra_mounts = vec![mount(&self.paths.temp, false)];
-        let mut read_only: Vec<PathBuf> = vec![self.req.dirs.actions()];
-        read_only.extend(self.req.action_cache.iter().cloned());
-        read_only.extend(self.req.local_repositories.iter().map(|(_, p)| p.clone()));
-        for dir in read_only {
-            if dir.is_dir() || dir == self.req.dirs.actions() {
-                // The clone folder is mounted even before the first clone, so later clones
-                // are visible in the container.
-                let _ = std::fs::create_dir_all(&dir);
-                extra_mounts.push(mount(&dir, true));
-            }
-        }
-        let container = if self.backend.name() == "docker" {
-            match (&self.req.container, &self.req.platform_image) {
-                (Some(container), _) => Some(container.clone()),
-                (None, Some(image)) => Some(crate::backend::ContainerSpec {
-                    image: image.clone(),
-                    ..Default::default()
-                }),
-                (None, None) => None,
-            }
-        } else {
-            self.req.container.clone()
+        let layout = JobLayout {
+            key: self.key.clone(),
+            paths: self.paths.clone(),
         };
-        let spec = JobSpec {
-            job_key: self.key.clone(),
-            container,
-            services: self.req.services.clone(),
-            workspace: self.paths.workspace.clone(),
-            workspace_job_path: None,
-            extra_mounts,
-            labels: vec![("kiln.job".to_owned(), self.req.name.clone())],
+        let spec = layout.job_spec(&self.req, self.backend.name());
+        let adopted = match self.prestarted.take() {
+            Some(prestarted) => prestarted.adopt(&spec).await,
+            None => None,
         };
-        match self.backend.prepare(&spec, &self.cancel).await {
+        let prepared = match adopted {
+            Some(prepared) => prepared,
+            None => self.backend.prepare(&spec, &self.cancel).await,
+        };
+        match prepared {
             Ok(env) => {
                 self.job_env = Some(env);
                 Ok(())
@@ -356,6 +333,10 @@ impl JobRunner {
     /// Removes the backend's objects and the job's folder. `Some(error)` when that failed.
     async fn cleanup(&mut self) -> Option<String> {
         let mut error = None;
+        if let Some(prestarted) = self.prestarted.take() {
+            // The job ended before `prepare` adopted it (a reusable-workflow call).
+            error = prestarted.discard().await.err();
+        }
         if let Some(env) = self.job_env.take() {
             if let Err(e) = self.backend.cleanup(&env).await {
                 error = Some(format!("cleaning up the job failed: {e}"));
@@ -454,13 +435,5 @@ impl JobRunner {
     pub fn next_sequence(&mut self) -> u64 {
         self.sequence += 1;
         self.sequence
-    }
-}
-
-fn mount(path: &Path, read_only: bool) -> Mount {
-    Mount {
-        host_path: path.to_path_buf(),
-        job_path: path.to_string_lossy().into_owned(),
-        read_only,
     }
 }

@@ -5,7 +5,9 @@ pub(crate) mod context;
 mod files;
 pub mod hashing;
 pub(crate) mod job;
+mod layout;
 mod output;
+mod prestart;
 pub mod scope;
 mod shell;
 pub mod status;
@@ -27,6 +29,7 @@ use crate::backend::{Backend, ContainerSpec, ServiceSpec};
 
 pub use files::MAX_SUMMARY_BYTES;
 pub use output::LogState;
+pub use prestart::{prestart, Prestarted};
 pub use shell::{Shell, INVALID_SHELL};
 
 /// One job leg to execute.
@@ -194,5 +197,17 @@ pub async fn run_job(
     events: UnboundedSender<JobEvent>,
     cancel: CancellationToken,
 ) -> JobResult {
-    job::run(req, backend, events, cancel).await
+    job::run(req, backend, events, cancel, None).await
+}
+
+/// [`run_job`] on a container started ahead by [`prestart`] for this job. The job adopts it
+/// when it needs the same container; otherwise it is removed and the job prepares its own.
+pub async fn run_job_prestarted(
+    req: JobRequest,
+    backend: Arc<dyn Backend>,
+    events: UnboundedSender<JobEvent>,
+    cancel: CancellationToken,
+    prestarted: Prestarted,
+) -> JobResult {
+    job::run(req, backend, events, cancel, Some(prestarted)).await
 }

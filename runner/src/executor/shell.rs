@@ -49,6 +49,21 @@ impl Shell {
         })
     }
 
+    /// The default shell of a container job: `bash -e {0}` when the container has bash,
+    /// else `sh -e {0}`. `sh` looks and then execs, so the step's process is the same bash
+    /// (same pid, arguments and environment) as if it had been started directly.
+    pub fn default_in_container() -> Shell {
+        Shell::plain(
+            &[
+                "sh",
+                "-c",
+                r#"if command -v bash >/dev/null 2>&1; then exec bash -e "$0"; fi; exec sh -e "$0""#,
+                "{0}",
+            ],
+            ".sh",
+        )
+    }
+
     fn plain(argv: &[&str], extension: &'static str) -> Shell {
         Shell {
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),

@@ -336,11 +336,14 @@ impl JobRunner {
             Ok(values) => values,
             Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
         };
-        let bash = match shell {
-            None => self.bash_available().await,
-            Some(_) => true,
+        let resolved = match shell {
+            // Whether the container has bash is decided in it, by the step's own process:
+            // asking first would cost a round trip to the daemon per job.
+            None if self.backend.name() == "docker" => Ok(Shell::default_in_container()),
+            None => Shell::resolve(None, self.bash_on_host()),
+            Some(shell) => Shell::resolve(Some(&shell), true),
         };
-        let shell = match Shell::resolve(shell.as_deref(), bash) {
+        let shell = match resolved {
             Ok(shell) => shell,
             Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
         };
@@ -370,39 +373,15 @@ impl JobRunner {
         Conclusion::Failure
     }
 
-    /// Whether `bash` is there to be the default shell; asked once per job.
-    async fn bash_available(&mut self) -> bool {
+    /// Whether `bash` is on the host's PATH to be the default shell; asked once per job.
+    fn bash_on_host(&mut self) -> bool {
         if let Some(known) = self.bash_available {
             return known;
         }
-        let found = if self.backend.name() == "docker" {
-            self.probe(&["sh", "-c", "command -v bash"]).await
-        } else {
-            let path = self.lookup_path();
-            std::env::split_paths(&path).any(|dir| dir.join("bash").is_file())
-        };
+        let path = self.lookup_path();
+        let found = std::env::split_paths(&path).any(|dir| dir.join("bash").is_file());
         self.bash_available = Some(found);
         found
-    }
-
-    /// Runs a short command in the job; true when it exits 0. Its output is discarded.
-    pub async fn probe(&self, argv: &[&str]) -> bool {
-        let Some(job_env) = &self.job_env else {
-            return false;
-        };
-        let spec = ExecSpec {
-            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
-            env: self.base_env.clone(),
-            workdir: String::new(),
-            timeout: Some(Duration::from_secs(30)),
-        };
-        let mut discard: Vec<(crate::backend::OutputStream, String)> = Vec::new();
-        matches!(
-            self.backend
-                .exec(job_env, &spec, &mut discard, &self.cancel)
-                .await,
-            Ok(ExecOutcome::Exited(0))
-        )
     }
 
     /// PATH as steps see it on the host: `GITHUB_PATH` entries, then the env's PATH.
@@ -484,7 +463,7 @@ impl JobRunner {
             return failed(self.fail(&ctx.name, "the job environment is not prepared"));
         };
         let sequence = self.next_sequence();
-        let files = match StepFiles::create(&self.paths.files, sequence) {
+        let files = match StepFiles::create(&self.paths.files, sequence, &mut self.spare_files) {
             Ok(files) => files,
             Err(e) => {
                 let message = format!("cannot create the step's file commands: {e}");
@@ -524,7 +503,7 @@ impl JobRunner {
         };
         let effects = std::mem::take(&mut sink.effects);
         drop(sink);
-        let written = files.collect();
+        let written = files.collect(&mut self.spare_files);
         let mut result = match outcome {
             Ok(ExecOutcome::Exited(0)) => Conclusion::Success,
             Ok(ExecOutcome::Exited(code)) => self.fail(

@@ -247,17 +247,23 @@ impl Backend for DockerBackend {
             }
             _ => None,
         };
-        // Removing the known objects first, concurrently, is the fast path; the labelled sweep
-        // then catches anything created outside this handle's knowledge.
-        let first = match known {
+        // A prepared job's handle knows every object created under its key (prepare sweeps
+        // up itself when it fails), so removing those, concurrently, is all it takes. A job
+        // without one (prepare failed or was abandoned) is swept by its label.
+        match known {
             Some((containers, network)) => {
                 let removed = self.remove_containers(&containers).await;
                 let network_removed = self.remove_networks(&network).await;
-                removed.and(network_removed)
+                match removed.and(network_removed) {
+                    Ok(()) => Ok(()),
+                    // Something was in the way: the sweep gets a second chance at it.
+                    Err(error) => self
+                        .remove_job_objects(&env.job_key)
+                        .await
+                        .map_err(|_| error),
+                }
             }
-            None => Ok(()),
-        };
-        let sweep = self.remove_job_objects(&env.job_key).await;
-        first.and(sweep)
+            None => self.remove_job_objects(&env.job_key).await,
+        }
     }
 }
