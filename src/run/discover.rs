@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_workflow::model::Workflow;
+use kiln_workflow::model::{JobKind, Workflow};
 use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,8 @@ pub enum DiscoverError {
     },
     #[error("no workflow files (*.yml, *.yaml) in {0}")]
     Empty(String),
+    #[error("{file} calls reusable workflows from other repositories, which kiln does not download:\n{listing}")]
+    RemoteWorkflowsNotLoaded { file: String, listing: String },
     #[error("{count} workflow file(s) have errors:\n{listing}")]
     Invalid { count: usize, listing: String },
 }
@@ -105,6 +107,80 @@ impl CalleeSource<'_> {
         let content = std::fs::read_to_string(&path).ok()?;
         Some((uses.to_owned(), content))
     }
+}
+
+/// A reusable-workflow job whose workflow (from another repository) was not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnloadedCall {
+    /// `caller` or `caller/inner` for a call inside a called workflow.
+    pub job: String,
+    /// `owner/repo/.github/workflows/x.yml@ref` as written.
+    pub uses: String,
+}
+
+impl UnloadedCall {
+    /// What to do about it: check the repository out and map it with `--local-repository`.
+    fn advice(&self) -> String {
+        let fix = match self.uses.rsplit_once('@') {
+            Some((target, git_ref)) => {
+                let repository: Vec<&str> = target.splitn(3, '/').take(2).collect();
+                let repository = repository.join("/");
+                format!(
+                    "check out {repository} at {git_ref} and pass `--local-repository {repository}@{git_ref}=DIR`"
+                )
+            }
+            None => {
+                "pin it with `@ref` and pass `--local-repository OWNER/REPO@REF=DIR`".to_owned()
+            }
+        };
+        format!("  job `{}` uses `{}`: {fix}", self.job, self.uses)
+    }
+}
+
+/// The reusable-workflow calls of `workflow` (and of the workflows it calls) that have no
+/// loaded workflow, limited to job `only` (`-j`) at the top level when given.
+pub fn unloaded_calls(workflow: &Workflow, only: Option<&str>) -> Vec<UnloadedCall> {
+    let mut found = Vec::new();
+    collect_unloaded(workflow, only, "", &mut found);
+    found
+}
+
+fn collect_unloaded(
+    workflow: &Workflow,
+    only: Option<&str>,
+    prefix: &str,
+    found: &mut Vec<UnloadedCall>,
+) {
+    for job in &workflow.jobs {
+        if only.is_some_and(|id| !job.id.value.eq_ignore_ascii_case(id)) {
+            continue;
+        }
+        let JobKind::Call(call) = &job.kind else {
+            continue;
+        };
+        let path = format!("{prefix}{}", job.id.value);
+        match &call.callee {
+            Some(callee) => collect_unloaded(callee, None, &format!("{path}/"), found),
+            None => found.push(UnloadedCall {
+                job: path,
+                uses: call.uses.value.clone(),
+            }),
+        }
+    }
+}
+
+/// Fails when a job to run calls a reusable workflow that was not loaded, naming each call
+/// and the `--local-repository` that provides it.
+pub fn require_loaded_calls(file: &WorkflowFile, only: Option<&str>) -> Result<(), DiscoverError> {
+    let missing = unloaded_calls(&file.workflow, only);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let listing: Vec<String> = missing.iter().map(UnloadedCall::advice).collect();
+    Err(DiscoverError::RemoteWorkflowsNotLoaded {
+        file: file.display_path.clone(),
+        listing: listing.join("\n"),
+    })
 }
 
 /// Parses every file; any error diagnostic fails discovery with all of them listed.
