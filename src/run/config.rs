@@ -297,6 +297,19 @@ mod tests {
                 .as_deref(),
             Some("a")
         );
+        let wrong_choice = inputs_for(
+            &workflow,
+            "w",
+            "workflow_dispatch",
+            &[("channel".into(), "c".into())],
+        )
+        .expect_err("not an option");
+        assert!(
+            wrong_choice
+                .to_string()
+                .contains("one of its options (a, b)"),
+            "{wrong_choice}"
+        );
         let push = inputs_for(&workflow, "w", "push", &[]).expect("inputs");
         assert!(push.is_empty());
     }

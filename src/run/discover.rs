@@ -279,6 +279,38 @@ mod tests {
     }
 
     #[test]
+    fn unloaded_calls_are_found_inside_called_workflows_and_respect_the_job_filter() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let wf = repo.path().join(".github/workflows");
+        std::fs::create_dir_all(&wf).expect("mkdir");
+        let middle = "on:\n  workflow_call:\njobs:\n  deep:\n    uses: octo/far/.github/workflows/x.yml@main\n";
+        std::fs::write(wf.join("middle.yml"), middle).expect("write");
+        let caller = "on: push\njobs:\n  outer:\n    uses: ./.github/workflows/middle.yml\n  other:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        std::fs::write(wf.join("caller.yml"), caller).expect("write");
+        let source = CalleeSource {
+            repo_root: repo.path(),
+            local_repositories: &[],
+        };
+        let files = load_workflows(&[wf.join("caller.yml")], &source).expect("valid");
+        let found = unloaded_calls(&files[0].workflow, None);
+        assert_eq!(
+            found,
+            [UnloadedCall {
+                job: "outer/deep".to_owned(),
+                uses: "octo/far/.github/workflows/x.yml@main".to_owned(),
+            }]
+        );
+        assert!(unloaded_calls(&files[0].workflow, Some("other")).is_empty());
+        let error = require_loaded_calls(&files[0], None).expect_err("not loaded");
+        assert!(
+            error
+                .to_string()
+                .contains("--local-repository octo/far@main=DIR"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn invalid_workflows_list_every_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("bad.yml");
