@@ -5,6 +5,6 @@
 pub mod engine;
 
 pub use engine::{
-    ContainerEval, Dispatch, Engine, EngineError, EngineEvent, JobCompletion, JobReport, LegId,
-    RunReport, RunSpec, StepRecord,
+    ContainerEval, Dispatch, Engine, EngineError, EngineEvent, EngineOptions, JobCompletion,
+    JobReport, LegId, RunReport, RunSpec, StepRecord,
 };

@@ -1,7 +1,6 @@
 use super::workflow_files::{parse_file, workflow_files, DEFAULT_WORKFLOW_DIR};
-use kiln_workflow::model::Workflow;
 use kiln_workflow::plan::{plan, satisfies_need, Plan, PlanContext};
-use kiln_workflow::{Object, Value};
+use kiln_workflow::Value;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -47,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if !workflow.on.iter().any(|t| t.event.value == args.event) {
             continue;
         }
-        let context = plan_context(&workflow, &args.event, &parsed.display);
+        let context = PlanContext::before_run(&workflow, &args.event, &parsed.display);
         let job_plan = match plan(&workflow, &context) {
             Ok(p) => p,
             Err(err) => {
@@ -81,32 +80,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// What is known before a run: the event, and `workflow_dispatch` input defaults.
-fn plan_context(workflow: &Workflow, event: &str, file: &str) -> PlanContext {
-    let mut github = Object::new();
-    github.insert("event_name", Value::string(event));
-    github.insert(
-        "workflow",
-        Value::string(workflow.name.as_ref().map_or(file, |n| n.value.as_str())),
-    );
-    let mut inputs = Object::new();
-    for trigger in workflow.on.iter().filter(|t| t.event.value == event) {
-        for input in &trigger.inputs {
-            let value = input
-                .default
-                .as_ref()
-                .map(|d| d.value.clone())
-                .unwrap_or(Value::Null);
-            inputs.insert(input.name.value.clone(), value);
-        }
-    }
-    PlanContext {
-        github,
-        inputs,
-        vars: Object::new(),
-    }
 }
 
 fn render_text(title: &str, file: &str, event: &str, plan: &Plan) -> String {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_workflow::model::{InputType, Workflow};
+use kiln_workflow::model::{InputDef, InputType, Workflow};
 use kiln_workflow::value::{parse_number, Object, Value};
 
 use super::dotenv::{self, DotenvError};
@@ -22,6 +22,13 @@ pub enum ConfigError {
     SecretNotInEnv(String),
     #[error("required input `{input}` of {workflow} has no value: pass `--input {input}=VALUE`")]
     MissingInput { workflow: String, input: String },
+    #[error("input `{input}` of {workflow} is `{value}`, but it takes {expected}: pass `--input {input}=VALUE` with such a value")]
+    InputType {
+        workflow: String,
+        input: String,
+        value: String,
+        expected: String,
+    },
     #[error("cannot read the event payload {path}: {detail}")]
     Event { path: String, detail: String },
 }
@@ -150,9 +157,12 @@ pub fn object_of(pairs: &[(String, String)]) -> Object {
     object
 }
 
-/// The `inputs` context for `event`: for `workflow_dispatch`, the workflow's declared inputs
-/// with their defaults and types (booleans and numbers typed as GitHub types them), plus any
-/// other given input as a string; for other events, the given inputs as strings.
+/// The `inputs` context for `event`. A run started by `workflow_dispatch`, or a
+/// `workflow_call`-only file run directly, gets the declared inputs of that trigger as GitHub
+/// gives them: a required input without value is an error, defaults fill the rest, values are
+/// checked against the type (boolean, number, choice) and typed (booleans and numbers).
+/// Given inputs the trigger does not declare are kept as strings, as are all inputs of other
+/// events.
 pub fn inputs_for(
     workflow: &Workflow,
     workflow_name: &str,
@@ -160,49 +170,84 @@ pub fn inputs_for(
     given: &[(String, String)],
 ) -> Result<Object, ConfigError> {
     let mut inputs = object_of(given);
-    if event != "workflow_dispatch" {
+    if !matches!(event, "workflow_dispatch" | "workflow_call") {
         return Ok(inputs);
     }
-    let Some(trigger) = workflow
-        .on
-        .iter()
-        .find(|t| t.event.value == "workflow_dispatch")
-    else {
+    let Some(trigger) = workflow.on.iter().find(|t| t.event.value == event) else {
         return Ok(inputs);
     };
     for def in &trigger.inputs {
         let name = &def.name.value;
-        let raw = given
+        let given_value = given
             .iter()
             .rev()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| Value::string(v.as_str()))
-            .or_else(|| def.default.as_ref().map(|d| d.value.clone()));
-        let Some(raw) = raw else {
-            if def.required {
-                return Err(ConfigError::MissingInput {
-                    workflow: workflow_name.to_owned(),
-                    input: name.clone(),
-                });
-            }
-            let empty = match def.input_type {
-                InputType::Boolean => Value::Bool(false),
-                _ => Value::string(""),
-            };
-            inputs.insert(name.clone(), empty);
-            continue;
+            .map(|(_, v)| v.as_str());
+        let value = match given_value {
+            Some(text) => typed_input(def, text).map_err(|expected| ConfigError::InputType {
+                workflow: workflow_name.to_owned(),
+                input: name.clone(),
+                value: text.to_owned(),
+                expected,
+            })?,
+            None => match &def.default {
+                Some(default) => typed_default(def, &default.value),
+                None if def.required => {
+                    return Err(ConfigError::MissingInput {
+                        workflow: workflow_name.to_owned(),
+                        input: name.clone(),
+                    })
+                }
+                None => empty_input(def.input_type),
+            },
         };
-        let typed = match (def.input_type, &raw) {
-            (InputType::Boolean, Value::String(s)) => {
-                Value::Bool(s.trim().eq_ignore_ascii_case("true"))
-            }
-            (InputType::Number, Value::String(s)) => Value::Number(parse_number(s)),
-            (InputType::Boolean | InputType::Number, _) => raw,
-            (_, other) => Value::string(other.to_display_string()),
-        };
-        inputs.insert(name.clone(), typed);
+        inputs.insert(name.clone(), value);
     }
     Ok(inputs)
+}
+
+/// A value given on the command line, as the input's type reads it; `Err` says what the type
+/// accepts.
+fn typed_input(def: &InputDef, text: &str) -> Result<Value, String> {
+    match def.input_type {
+        InputType::Boolean => match text.trim() {
+            t if t.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
+            t if t.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
+            _ => Err("`true` or `false`".to_owned()),
+        },
+        InputType::Number => {
+            let number = parse_number(text);
+            if text.trim().is_empty() || number.is_nan() {
+                Err("a number".to_owned())
+            } else {
+                Ok(Value::Number(number))
+            }
+        }
+        InputType::Choice if !def.options.is_empty() && !def.options.iter().any(|o| o == text) => {
+            Err(format!("one of its options ({})", def.options.join(", ")))
+        }
+        InputType::String | InputType::Choice | InputType::Environment => Ok(Value::string(text)),
+    }
+}
+
+/// A declared default, typed as the input (the parser has already checked it).
+fn typed_default(def: &InputDef, default: &Value) -> Value {
+    match (def.input_type, default) {
+        (InputType::Boolean, Value::String(s)) => {
+            Value::Bool(s.trim().eq_ignore_ascii_case("true"))
+        }
+        (InputType::Number, Value::String(s)) => Value::Number(parse_number(s)),
+        (InputType::Boolean | InputType::Number, _) => default.clone(),
+        (_, other) => Value::string(other.to_display_string()),
+    }
+}
+
+/// An optional input nobody set: `false` for booleans, else the empty string.
+fn empty_input(input_type: InputType) -> Value {
+    match input_type {
+        InputType::Boolean => Value::Bool(false),
+        _ => Value::string(""),
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +296,19 @@ mod tests {
                 .map(Value::to_display_string)
                 .as_deref(),
             Some("a")
+        );
+        let wrong_choice = inputs_for(
+            &workflow,
+            "w",
+            "workflow_dispatch",
+            &[("channel".into(), "c".into())],
+        )
+        .expect_err("not an option");
+        assert!(
+            wrong_choice
+                .to_string()
+                .contains("one of its options (a, b)"),
+            "{wrong_choice}"
         );
         let push = inputs_for(&workflow, "w", "push", &[]).expect("inputs");
         assert!(push.is_empty());

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_workflow::model::Workflow;
+use kiln_workflow::model::{JobKind, Workflow};
 use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,8 @@ pub enum DiscoverError {
     },
     #[error("no workflow files (*.yml, *.yaml) in {0}")]
     Empty(String),
+    #[error("{file} calls reusable workflows from other repositories, which kiln does not download:\n{listing}")]
+    RemoteWorkflowsNotLoaded { file: String, listing: String },
     #[error("{count} workflow file(s) have errors:\n{listing}")]
     Invalid { count: usize, listing: String },
 }
@@ -105,6 +107,80 @@ impl CalleeSource<'_> {
         let content = std::fs::read_to_string(&path).ok()?;
         Some((uses.to_owned(), content))
     }
+}
+
+/// A reusable-workflow job whose workflow (from another repository) was not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnloadedCall {
+    /// `caller` or `caller/inner` for a call inside a called workflow.
+    pub job: String,
+    /// `owner/repo/.github/workflows/x.yml@ref` as written.
+    pub uses: String,
+}
+
+impl UnloadedCall {
+    /// What to do about it: check the repository out and map it with `--local-repository`.
+    fn advice(&self) -> String {
+        let fix = match self.uses.rsplit_once('@') {
+            Some((target, git_ref)) => {
+                let repository: Vec<&str> = target.splitn(3, '/').take(2).collect();
+                let repository = repository.join("/");
+                format!(
+                    "check out {repository} at {git_ref} and pass `--local-repository {repository}@{git_ref}=DIR`"
+                )
+            }
+            None => {
+                "pin it with `@ref` and pass `--local-repository OWNER/REPO@REF=DIR`".to_owned()
+            }
+        };
+        format!("  job `{}` uses `{}`: {fix}", self.job, self.uses)
+    }
+}
+
+/// The reusable-workflow calls of `workflow` (and of the workflows it calls) that have no
+/// loaded workflow, limited to job `only` (`-j`) at the top level when given.
+pub fn unloaded_calls(workflow: &Workflow, only: Option<&str>) -> Vec<UnloadedCall> {
+    let mut found = Vec::new();
+    collect_unloaded(workflow, only, "", &mut found);
+    found
+}
+
+fn collect_unloaded(
+    workflow: &Workflow,
+    only: Option<&str>,
+    prefix: &str,
+    found: &mut Vec<UnloadedCall>,
+) {
+    for job in &workflow.jobs {
+        if only.is_some_and(|id| !job.id.value.eq_ignore_ascii_case(id)) {
+            continue;
+        }
+        let JobKind::Call(call) = &job.kind else {
+            continue;
+        };
+        let path = format!("{prefix}{}", job.id.value);
+        match &call.callee {
+            Some(callee) => collect_unloaded(callee, None, &format!("{path}/"), found),
+            None => found.push(UnloadedCall {
+                job: path,
+                uses: call.uses.value.clone(),
+            }),
+        }
+    }
+}
+
+/// Fails when a job to run calls a reusable workflow that was not loaded, naming each call
+/// and the `--local-repository` that provides it.
+pub fn require_loaded_calls(file: &WorkflowFile, only: Option<&str>) -> Result<(), DiscoverError> {
+    let missing = unloaded_calls(&file.workflow, only);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let listing: Vec<String> = missing.iter().map(UnloadedCall::advice).collect();
+    Err(DiscoverError::RemoteWorkflowsNotLoaded {
+        file: file.display_path.clone(),
+        listing: listing.join("\n"),
+    })
 }
 
 /// Parses every file; any error diagnostic fails discovery with all of them listed.
@@ -200,6 +276,38 @@ mod tests {
         assert_eq!(files[0].display_path, ".github/workflows/caller.yml");
         assert!(files[0].triggers_on("push"));
         assert!(!files[0].triggers_on("pull_request"));
+    }
+
+    #[test]
+    fn unloaded_calls_are_found_inside_called_workflows_and_respect_the_job_filter() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let wf = repo.path().join(".github/workflows");
+        std::fs::create_dir_all(&wf).expect("mkdir");
+        let middle = "on:\n  workflow_call:\njobs:\n  deep:\n    uses: octo/far/.github/workflows/x.yml@main\n";
+        std::fs::write(wf.join("middle.yml"), middle).expect("write");
+        let caller = "on: push\njobs:\n  outer:\n    uses: ./.github/workflows/middle.yml\n  other:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        std::fs::write(wf.join("caller.yml"), caller).expect("write");
+        let source = CalleeSource {
+            repo_root: repo.path(),
+            local_repositories: &[],
+        };
+        let files = load_workflows(&[wf.join("caller.yml")], &source).expect("valid");
+        let found = unloaded_calls(&files[0].workflow, None);
+        assert_eq!(
+            found,
+            [UnloadedCall {
+                job: "outer/deep".to_owned(),
+                uses: "octo/far/.github/workflows/x.yml@main".to_owned(),
+            }]
+        );
+        assert!(unloaded_calls(&files[0].workflow, Some("other")).is_empty());
+        let error = require_loaded_calls(&files[0], None).expect_err("not loaded");
+        assert!(
+            error
+                .to_string()
+                .contains("--local-repository octo/far@main=DIR"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -335,6 +335,10 @@ fn render_engine_events(engine: &mut Engine, renderer: &mut Renderer, prefix: &s
                 &format!("{prefix}/{name}"),
                 &format!("✘ failed to start: {error}"),
             ),
+            EngineEvent::JobDeferred { name, reason, .. } => renderer.job_message(
+                &format!("{prefix}/{name}"),
+                &format!("⏸ deferred: {reason}"),
+            ),
             EngineEvent::LegCancelled { name, reason, .. } => renderer.job_message(
                 &format!("{prefix}/{name}"),
                 &format!("⊗ cancelled: {reason}"),

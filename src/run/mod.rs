@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kiln_scheduler::engine::{Engine, RunSpec};
+use kiln_scheduler::engine::{Engine, EngineOptions, RunSpec};
 use kiln_workflow::value::Value;
 use kiln_workflow::Conclusion;
 
@@ -230,6 +230,7 @@ struct RunInputs<'a> {
 impl RunInputs<'_> {
     /// The engine of one workflow, with its contexts.
     fn workflow_run(&self, file: &WorkflowFile, prefix: String) -> anyhow::Result<WorkflowRun> {
+        discover::require_loaded_calls(file, self.args.job.as_deref())?;
         let name = file.name();
         let github = github_context(
             self.repo,
@@ -253,8 +254,11 @@ impl RunInputs<'_> {
             job_filter: self.args.job.clone(),
             matrix_filter: self.matrix_filter.to_vec(),
         };
-        let engine =
-            Engine::new(spec).with_context(|| format!("cannot run {}", file.display_path))?;
+        let options = EngineOptions {
+            defer_matrices_from_needs: self.args.dry_run,
+        };
+        let engine = Engine::with_options(spec, options)
+            .with_context(|| format!("cannot run {}", file.display_path))?;
         Ok(WorkflowRun {
             engine,
             prefix,

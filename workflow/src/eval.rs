@@ -5,7 +5,7 @@
 //! each one holds.
 
 use crate::expr::{self, template, Allowed, EvalContext, ExprError};
-use crate::model::{Condition, MaybeExpr, Param, Template};
+use crate::model::{Condition, Matrix, MaybeExpr, Param, Template};
 use crate::value::{Object, Value};
 use std::sync::{Arc, OnceLock};
 
@@ -71,6 +71,64 @@ pub fn evaluate_param(p: &Param, ctx: &dyn EvalContext) -> Result<Value, ExprErr
     }
 }
 
+/// True if any expression in the template reads the context `name`. An expression that does
+/// not parse counts as reading nothing: evaluating it reports the error.
+pub fn template_reads(t: &Template, name: &str) -> bool {
+    t.segments.iter().any(|segment| match segment {
+        template::Segment::Expression { source, .. } => source_reads(source, name),
+        template::Segment::Literal(_) => false,
+    })
+}
+
+/// Every string (or key) with a `${{ }}` nested in the value that reads the context `name`.
+pub fn value_texts_reading(v: &Value, name: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    collect_texts_reading(v, name, &mut found);
+    found
+}
+
+fn collect_texts_reading(v: &Value, name: &str, found: &mut Vec<String>) {
+    let text_reads = |text: &str| {
+        text.contains("${{")
+            && template::split(text).is_ok_and(|segments| {
+                segments.iter().any(|segment| {
+                    matches!(segment, template::Segment::Expression { source, .. } if source_reads(source, name))
+                })
+            })
+    };
+    match v {
+        Value::String(s) if text_reads(s) => found.push(s.to_string()),
+        Value::Array(items) => {
+            for item in items.iter() {
+                collect_texts_reading(item, name, found);
+            }
+        }
+        Value::Object(obj) => {
+            for (key, item) in obj.iter() {
+                if text_reads(key) {
+                    found.push(key.clone());
+                }
+                collect_texts_reading(item, name, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The expressions of a job's `strategy.matrix` that read the context `name`, as written
+/// (`needs`: such a matrix is known only once the needed jobs have run).
+pub fn matrix_texts_reading(m: &Matrix, name: &str) -> Vec<String> {
+    match m {
+        Matrix::Expr(t) if template_reads(t, name) => vec![t.raw.trim().to_owned()],
+        Matrix::Expr(_) => Vec::new(),
+        Matrix::Mapping { value, .. } => value_texts_reading(value, name),
+    }
+}
+
+fn source_reads(source: &str, name: &str) -> bool {
+    expr::parse(source, allowed()).is_ok_and(|e| e.reads_named_value(name))
+}
+
 /// True if a value holds `${{` anywhere (a matrix that must wait for its inputs).
 pub fn contains_template(v: &Value) -> bool {
     match v {
@@ -131,6 +189,35 @@ mod tests {
     use super::*;
     use crate::expr::{JobStatus, SimpleContext};
     use crate::yaml::Pos;
+
+    #[test]
+    fn matrix_texts_reading_finds_contexts_in_expressions_only() {
+        let parsed = crate::parse_workflow(
+            "w.yml",
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n  b:\n    needs: a\n    runs-on: x\n    strategy:\n      matrix:\n        os: [linux, 'needs.a']\n        n: ${{ fromJSON(NEEDS.a.outputs.list) }}\n        include: ${{ fromJSON(format('[{0}]', needs['a'].outputs.extra)) }}\n    steps: [{run: echo}]\n  c:\n    needs: a\n    runs-on: x\n    strategy:\n      matrix: ${{ fromJSON(inputs.m) }}\n    steps: [{run: echo}]\n",
+        );
+        let workflow = parsed.value.expect("valid workflow");
+        let matrix_of = |id: &str| {
+            let job = workflow
+                .jobs
+                .iter()
+                .find(|j| j.id.value == id)
+                .expect("job");
+            job.strategy
+                .as_ref()
+                .and_then(|s| s.matrix.clone())
+                .expect("matrix")
+        };
+        assert_eq!(
+            matrix_texts_reading(&matrix_of("b"), "needs"),
+            [
+                "${{ fromJSON(NEEDS.a.outputs.list) }}",
+                "${{ fromJSON(format('[{0}]', needs['a'].outputs.extra)) }}"
+            ]
+        );
+        assert!(matrix_texts_reading(&matrix_of("c"), "needs").is_empty());
+        assert_eq!(matrix_texts_reading(&matrix_of("c"), "inputs").len(), 1);
+    }
 
     fn ctx() -> SimpleContext {
         SimpleContext::from_json(

@@ -62,6 +62,34 @@ pub struct PlanContext {
     pub vars: Object,
 }
 
+impl PlanContext {
+    /// What is known before a run of `workflow` (read from `file`) for `event`: the event
+    /// name, the workflow's name, and the defaults of the event's inputs.
+    pub fn before_run(workflow: &Workflow, event: &str, file: &str) -> PlanContext {
+        let mut github = Object::new();
+        github.insert("event_name", Value::string(event));
+        github.insert(
+            "workflow",
+            Value::string(workflow.name.as_ref().map_or(file, |n| n.value.as_str())),
+        );
+        let mut inputs = Object::new();
+        for trigger in workflow.on.iter().filter(|t| t.event.value == event) {
+            for input in &trigger.inputs {
+                let value = input
+                    .default
+                    .as_ref()
+                    .map_or(Value::Null, |d| d.value.clone());
+                inputs.insert(input.name.value.clone(), value);
+            }
+        }
+        PlanContext {
+            github,
+            inputs,
+            vars: Object::new(),
+        }
+    }
+}
+
 /// Builds the plan of a parsed workflow.
 pub fn plan(workflow: &Workflow, context: &PlanContext) -> Result<Plan, PlanError> {
     let mut jobs = Vec::new();

@@ -1,12 +1,13 @@
-//! YAML reading with positions, as GitHub reads workflow files: YAML 1.2 core schema, no
-//! anchors, aliases or custom tags, duplicate keys rejected, bounded depth and size.
+//! YAML reading with positions, as GitHub reads workflow files: YAML 1.2 core schema, anchors
+//! and aliases (GitHub accepts them since 2025-09-18; merge keys `<<` stay plain keys, as
+//! there), no custom tags, duplicate keys rejected, bounded depth and size.
 //!
 //! We build our own tree from `saphyr-parser` events because every later diagnostic needs the
-//! `line:col` GitHub would print, and because GitHub's rules (no anchors, case-insensitive
-//! duplicate keys, `yes`/`on` are strings) differ from what general YAML loaders do.
+//! `line:col` GitHub would print, and because GitHub's rules (case-insensitive duplicate keys,
+//! `yes`/`on` are strings, no merge keys) differ from what general YAML loaders do.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -186,8 +187,9 @@ fn pos_of(span: &Span) -> Pos {
     Pos { line, col }
 }
 
+/// A collection being read, with the anchor id it carries (0 for none).
 enum Frame {
-    Sequence(Vec<Node>, Pos),
+    Sequence(Vec<Node>, Pos, usize),
     /// The pairs so far, the mapping's position, a key waiting for its value, and, once the
     /// mapping is large, the keys seen (lower-cased: GitHub compares keys case-insensitively).
     Mapping(
@@ -195,7 +197,46 @@ enum Frame {
         Pos,
         Option<Node>,
         Option<HashSet<String>>,
+        usize,
     ),
+}
+
+/// An anchored node with its size and depth, so that each alias can be bounded before it is
+/// copied: a few nested aliases can otherwise expand to billions of nodes.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    depth: usize,
+}
+
+impl Anchored {
+    fn new(node: &Node) -> Anchored {
+        let (nodes, depth) = measure(node);
+        Anchored {
+            node: node.clone(),
+            nodes,
+            depth,
+        }
+    }
+}
+
+/// Node count and depth (a scalar is depth 0) of a tree.
+fn measure(node: &Node) -> (usize, usize) {
+    match &node.kind {
+        NodeKind::Scalar { .. } => (1, 0),
+        NodeKind::Sequence(items) => items.iter().fold((1, 1), |(n, d), item| {
+            let (in_n, in_d) = measure(item);
+            (n.saturating_add(in_n), d.max(in_d + 1))
+        }),
+        NodeKind::Mapping(pairs) => pairs.iter().fold((1, 1), |(n, d), (k, v)| {
+            let (kn, kd) = measure(k);
+            let (vn, vd) = measure(v);
+            (
+                n.saturating_add(kn).saturating_add(vn),
+                d.max(kd + 1).max(vd + 1),
+            )
+        }),
+    }
 }
 
 const CORE: &str = "tag:yaml.org,2002:";
@@ -203,11 +244,16 @@ const CORE: &str = "tag:yaml.org,2002:";
 /// Reads the first document of `source`.
 pub fn parse(source: &str, limits: Limits) -> Document {
     let mut document = parse_once(source, limits);
-    // GitHub's YAML reader takes `]#` or `}#` as the start of a comment where YAML 1.2 wants a
-    // space first; accept the same files by inserting that space and reading again.
+    // Two spellings GitHub's YAML reader accepts and `saphyr-parser` rejects are read by
+    // patching the text with spaces and reading again: `]#` or `}#` as the start of a
+    // comment, and a flow collection closed on a line indented less than the parser wants
+    // (`matrix: [` ... `]` with the `]` under the key, common in real workflows). Inserting
+    // a space changes no value, and only the patched token's column moves.
     let mut patched = source.to_string();
-    for _ in 0..MAX_COMMENT_FIXES {
-        let Some(at) = glued_comment(&document, &patched) else {
+    for _ in 0..MAX_TEXT_FIXES {
+        let Some(at) =
+            glued_comment(&document, &patched).or_else(|| dedented_flow_end(&document, &patched))
+        else {
             break;
         };
         patched.insert(at, ' ');
@@ -220,29 +266,43 @@ pub fn parse(source: &str, limits: Limits) -> Document {
     document
 }
 
-const MAX_COMMENT_FIXES: usize = 16;
+const MAX_TEXT_FIXES: usize = 32;
 const GLUED_COMMENT: &str =
     "YAML syntax error: comments must be separated from other tokens by whitespace";
+const INVALID_INDENTATION: &str = "YAML syntax error: invalid indentation";
+
+/// The first error's line: its text and the byte offset where it starts.
+fn error_line<'s>(
+    document: &Document,
+    source: &'s str,
+    message: &str,
+) -> Option<(&'s str, usize, Pos)> {
+    let error = document.errors.first().filter(|e| e.message == message)?;
+    let pos = error.pos?;
+    let index = usize::try_from(pos.line).ok()?.checked_sub(1)?;
+    let line = source.split('\n').nth(index)?;
+    let line_start = source
+        .split('\n')
+        .take(index)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    Some((line, line_start, pos))
+}
 
 /// The byte offset of a `#` glued to a flow indicator that made reading fail, if that is why.
 fn glued_comment(document: &Document, source: &str) -> Option<usize> {
-    let error = document
-        .errors
-        .first()
-        .filter(|e| e.message == GLUED_COMMENT)?;
-    let pos = error.pos?;
-    let line = source
-        .split('\n')
-        .nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
-    let line_start = source
-        .split('\n')
-        .take(usize::try_from(pos.line).ok()? - 1)
-        .map(|l| l.len() + 1)
-        .sum::<usize>();
+    let (line, line_start, _) = error_line(document, source, GLUED_COMMENT)?;
     let hash = line
         .char_indices()
         .find(|(i, c)| *c == '#' && *i > 0 && matches!(line.as_bytes()[i - 1], b']' | b'}'))?;
     Some(line_start + hash.0)
+}
+
+/// The byte offset of a `]` or `}` that starts its line and was rejected as under-indented.
+fn dedented_flow_end(document: &Document, source: &str) -> Option<usize> {
+    let (line, line_start, _) = error_line(document, source, INVALID_INDENTATION)?;
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    matches!(line.as_bytes().get(indent), Some(b']' | b'}')).then_some(line_start + indent)
 }
 
 fn parse_once(source: &str, limits: Limits) -> Document {
@@ -260,6 +320,10 @@ fn parse_once(source: &str, limits: Limits) -> Document {
     }
     let mut stack: Vec<Frame> = Vec::new();
     let mut root = None;
+    let mut anchors: HashMap<usize, Anchored> = HashMap::new();
+    // Nodes added by aliases so far; bounded by the file size limit, so that an alias-heavy
+    // file never yields a bigger tree than the largest file GitHub would read.
+    let mut aliased_nodes = 0usize;
     for event in Parser::new_from_str(source) {
         let (event, span) = match event {
             Ok(pair) => pair,
@@ -281,15 +345,36 @@ fn parse_once(source: &str, limits: Limits) -> Document {
             Event::StreamStart | Event::DocumentStart(_) | Event::Nothing => continue,
             // Only the first document counts, as for GitHub.
             Event::DocumentEnd | Event::StreamEnd => break,
-            Event::Alias(_) => {
-                errors.push(YamlError {
-                    message: "Aliases are not currently supported".into(),
-                    pos: Some(pos),
-                });
-                Node::scalar("", pos)
+            Event::Alias(id) => {
+                let Some(anchored) = anchors.get(&id) else {
+                    errors.push(YamlError {
+                        message: "YAML syntax error: an alias names no anchor defined before it"
+                            .into(),
+                        pos: Some(pos),
+                    });
+                    return Document { root: None, errors };
+                };
+                if stack.len() + anchored.depth >= limits.max_depth {
+                    errors.push(YamlError {
+                        message: "Maximum object depth exceeded".into(),
+                        pos: None,
+                    });
+                    return Document { root: None, errors };
+                }
+                aliased_nodes = aliased_nodes.saturating_add(anchored.nodes);
+                if aliased_nodes > limits.max_file_size {
+                    errors.push(YamlError {
+                        message: format!(
+                            "YAML aliases expand to more than {} nodes; repeat less through aliases",
+                            limits.max_file_size
+                        ),
+                        pos: Some(pos),
+                    });
+                    return Document { root: None, errors };
+                }
+                anchored.node.clone()
             }
             Event::Scalar(mut value, style, anchor, tag) => {
-                check_anchor(source, &span, anchor, &mut errors);
                 let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
                 // A block scalar that runs to the end of a file without a final newline has
                 // no line break to keep; the parser adds one anyway, GitHub does not.
@@ -305,10 +390,13 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 } else {
                     pos
                 };
-                scalar_node(value, style, tag.as_deref(), pos, &mut errors)
+                let node = scalar_node(value, style, tag.as_deref(), pos, &mut errors);
+                if anchor != 0 {
+                    anchors.insert(anchor, Anchored::new(&node));
+                }
+                node
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
-                check_anchor(source, &span, anchor, &mut errors);
                 if let Some(tag) = tag.as_deref() {
                     let name = tag_name(tag);
                     if name != format!("{CORE}seq") && name != format!("{CORE}map") {
@@ -327,33 +415,42 @@ fn parse_once(source: &str, limits: Limits) -> Document {
                 }
                 let is_seq = matches!(event, Event::SequenceStart(..));
                 stack.push(if is_seq {
-                    Frame::Sequence(Vec::new(), pos)
+                    Frame::Sequence(Vec::new(), pos, anchor)
                 } else {
-                    Frame::Mapping(Vec::new(), pos, None, None)
+                    Frame::Mapping(Vec::new(), pos, None, None, anchor)
                 });
                 continue;
             }
-            Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Sequence(items, start)) => Node {
-                    kind: NodeKind::Sequence(items),
-                    pos: start,
-                },
-                _ => break,
-            },
-            Event::MappingEnd => match stack.pop() {
-                Some(Frame::Mapping(pairs, start, _, _)) => Node {
-                    kind: NodeKind::Mapping(pairs),
-                    pos: start,
-                },
-                _ => break,
-            },
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match stack.pop() {
+                    Some(Frame::Sequence(items, start, anchor)) => (
+                        Node {
+                            kind: NodeKind::Sequence(items),
+                            pos: start,
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Mapping(pairs, start, _, _, anchor)) => (
+                        Node {
+                            kind: NodeKind::Mapping(pairs),
+                            pos: start,
+                        },
+                        anchor,
+                    ),
+                    None => break,
+                };
+                if anchor != 0 {
+                    anchors.insert(anchor, Anchored::new(&node));
+                }
+                node
+            }
         };
         match stack.last_mut() {
             None => {
                 root = Some(node);
             }
-            Some(Frame::Sequence(items, _)) => items.push(node),
-            Some(Frame::Mapping(pairs, _, pending, seen)) => match pending.take() {
+            Some(Frame::Sequence(items, _, _)) => items.push(node),
+            Some(Frame::Mapping(pairs, _, pending, seen, _)) => match pending.take() {
                 None => {
                     if !matches!(node.kind, NodeKind::Scalar { .. }) {
                         errors.push(YamlError {
@@ -403,28 +500,6 @@ fn is_duplicate_key(
             .iter()
             .any(|(k, _)| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(name))),
     }
-}
-
-fn check_anchor(source: &str, span: &Span, anchor: usize, errors: &mut Vec<YamlError>) {
-    if anchor == 0 {
-        return;
-    }
-    // The event only carries a numeric id; the name sits after the `&` at the node's start.
-    let name = source
-        .char_indices()
-        .nth(span.start.index())
-        .and_then(|(i, _)| source.get(i..))
-        .and_then(|rest| rest.strip_prefix('&'))
-        .map(|rest| {
-            rest.chars()
-                .take_while(|c| !c.is_whitespace() && !",[]{}".contains(*c))
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    errors.push(YamlError {
-        message: format!("Anchors are not currently supported. Remove the anchor '{name}'"),
-        pos: None,
-    });
 }
 
 /// GitHub places a block scalar at its `|` or `>` indicator, while the parser reports where its

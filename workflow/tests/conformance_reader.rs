@@ -17,6 +17,13 @@ use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions, PermissionsPo
 /// The pass count reached; fewer is a regression.
 const BAR: usize = 195;
 
+/// Cases whose expected error GitHub no longer gives: the snapshot predates the change. Each
+/// must now parse without errors, as GitHub reads it today.
+const SUPERSEDED: &[(&str, &str)] = &[(
+    "errors-anchor-tag.yml",
+    "GitHub reads YAML anchors and aliases since 2025-09-18",
+)];
+
 struct Case {
     options: Option<Node>,
     workflow: String,
@@ -64,6 +71,14 @@ fn position(message: &str) -> Option<(u32, u32)> {
 fn run_case(name: &str, text: &str) -> Result<(), String> {
     let case = split_case(text)?;
     let file = format!(".github/workflows/{name}");
+    if let Some((_, why)) = SUPERSEDED.iter().find(|(case_name, _)| *case_name == name) {
+        let result = parse_workflow_with(&file, &case.workflow, &ParseOptions::default());
+        let errors: Vec<String> = result.errors().map(ToString::to_string).collect();
+        return match (errors.is_empty(), result.value.is_some()) {
+            (true, true) => Ok(()),
+            _ => Err(format!("{why}, but it was rejected: {errors:?}")),
+        };
+    }
     let resolver = |reference: &str| {
         case.callees
             .get(reference)

@@ -8,7 +8,7 @@ use super::{Engine, EngineEvent, Entry, Leg, LegState, Node, NodeState, Scope};
 use indexmap::IndexMap;
 use kiln_workflow::eval::{
     evaluate_bool, evaluate_condition, evaluate_nested, evaluate_number, evaluate_param,
-    evaluate_template,
+    evaluate_template, matrix_texts_reading,
 };
 use kiln_workflow::matrix::{self, MatrixLeg};
 use kiln_workflow::model::{CallSecrets, InputType, JobKind, Matrix, ReusableCall};
@@ -255,6 +255,9 @@ impl Engine {
             }
             Ok(true) => {}
         }
+        if let Some(reason) = self.deferred_matrix(node_index) {
+            return self.defer_node(node_index, reason);
+        }
         let strategy = match self.strategy(node_index, &contexts) {
             Ok(strategy) => strategy,
             Err(error) => return self.fail_node(node_index, error),
@@ -331,6 +334,25 @@ impl Engine {
             return format!("a needed job did not succeed: {}", unsuccessful.join(", "));
         }
         format!("the condition `{}` is false", condition.raw.trim())
+    }
+
+    /// Why the job's matrix is left for the real run, when the engine defers matrices built
+    /// from `needs` and this one is.
+    fn deferred_matrix(&self, node_index: usize) -> Option<String> {
+        if !self.options.defer_matrices_from_needs {
+            return None;
+        }
+        let node = &self.nodes[node_index];
+        let job = &self.scopes[node.scope].plan.jobs[node.plan_job].job;
+        let matrix = job.strategy.as_ref()?.matrix.as_ref()?;
+        let reading = matrix_texts_reading(matrix, "needs");
+        if reading.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "the matrix is computed from the outputs of needed jobs (`{}`), known only when they really run",
+            reading.join("`, `")
+        ))
     }
 
     fn strategy(&self, node_index: usize, contexts: &Object) -> Result<Strategy, String> {

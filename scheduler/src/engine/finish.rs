@@ -124,6 +124,10 @@ impl Engine {
         self.end_node(node_index, Conclusion::Cancelled, reason);
     }
 
+    pub(super) fn defer_node(&mut self, node_index: usize, reason: String) {
+        self.end_node(node_index, Conclusion::Success, reason);
+    }
+
     pub(super) fn fail_node(&mut self, node_index: usize, error: String) {
         self.end_node(node_index, Conclusion::Failure, error);
     }
@@ -139,6 +143,11 @@ impl Engine {
                 job_id,
                 name,
                 error: reason,
+            },
+            Conclusion::Success => EngineEvent::JobDeferred {
+                job_id,
+                name,
+                reason,
             },
             _ => EngineEvent::JobSkipped {
                 job_id,

@@ -46,6 +46,7 @@ pub struct Engine {
     /// Running legs the driver must stop, gathered while an operation runs.
     to_cancel: Vec<LegId>,
     open_nodes: usize,
+    options: EngineOptions,
 }
 
 /// One invocation of a workflow: the run's own, or one call of a reusable workflow.
@@ -139,6 +140,10 @@ enum Entry {
 
 impl Engine {
     pub fn new(spec: RunSpec) -> Result<Engine, EngineError> {
+        Engine::with_options(spec, EngineOptions::default())
+    }
+
+    pub fn with_options(spec: RunSpec, options: EngineOptions) -> Result<Engine, EngineError> {
         let plan = Plan::build(spec.workflow.clone(), 0)?;
         if plan.jobs.is_empty() {
             return Err(EngineError::NoJobs);
@@ -178,6 +183,7 @@ impl Engine {
             events: Vec::new(),
             to_cancel: Vec::new(),
             open_nodes: 0,
+            options,
         };
         engine.run_group = engine.workflow_group(&plan);
         let (inputs, secrets) = (engine.inputs.clone(), engine.secrets.clone());

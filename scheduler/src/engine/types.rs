@@ -25,6 +25,17 @@ pub struct RunSpec {
     pub matrix_filter: Vec<(String, String)>,
 }
 
+/// How the engine decides what cannot be known before jobs really run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// A dry run: no job produces outputs, so a matrix computed from `needs` (typically
+    /// `fromJSON(needs.setup.outputs.matrix)`) cannot be expanded. Such a job is reported as
+    /// deferred (`EngineEvent::JobDeferred`) and concludes as a success without legs, as
+    /// GitHub's plan leaves it open until the needed jobs have run, instead of failing on
+    /// the empty output.
+    pub defer_matrices_from_needs: bool,
+}
+
 /// One job leg of a run: unique within the run, stable for its lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LegId(pub u32);
@@ -118,6 +129,13 @@ pub enum EngineEvent {
         job_id: String,
         name: String,
         error: String,
+    },
+    /// A job whose legs cannot be known before the run (see
+    /// [`EngineOptions::defer_matrices_from_needs`]); it counts as succeeded.
+    JobDeferred {
+        job_id: String,
+        name: String,
+        reason: String,
     },
     /// The engine cancelled a leg: fail-fast, a concurrency group, or run cancellation. When
     /// the leg was running, the driver also got its id back to stop it.

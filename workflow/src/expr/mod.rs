@@ -231,6 +231,13 @@ impl Expr {
         }
     }
 
+    /// True if the context `name` is read anywhere in the expression (case-insensitive).
+    pub fn reads_named_value(&self, name: &str) -> bool {
+        self.root
+            .as_ref()
+            .is_some_and(|root| root.reads_named_value(name))
+    }
+
     /// True if a status function is called anywhere, however deeply nested: such a condition
     /// does not get the implicit `success() &&`.
     pub fn calls_status_function(&self) -> bool {

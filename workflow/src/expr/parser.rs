@@ -74,6 +74,25 @@ pub(crate) enum Node {
 }
 
 impl Node {
+    /// True if the named value (context) `name` is read anywhere in the expression.
+    pub(crate) fn reads_named_value(&self, name: &str) -> bool {
+        match self {
+            Node::Literal(_) => false,
+            Node::Named(named) => named.eq_ignore_ascii_case(name),
+            Node::Index { target, key } => {
+                target.reads_named_value(name)
+                    || matches!(key, IndexKey::Dynamic(k) if k.reads_named_value(name))
+            }
+            Node::Not(inner) => inner.reads_named_value(name),
+            Node::Compare { left, right, .. } => {
+                left.reads_named_value(name) || right.reads_named_value(name)
+            }
+            Node::And(args) | Node::Or(args) | Node::Call { args, .. } => {
+                args.iter().any(|arg| arg.reads_named_value(name))
+            }
+        }
+    }
+
     pub(crate) fn calls_status_function(&self) -> bool {
         match self {
             Node::Literal(_) | Node::Named(_) => false,

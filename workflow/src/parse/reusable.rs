@@ -177,6 +177,13 @@ fn resolve_level(
         };
         let uses = call.uses.value.clone();
         let Some((callee_file, content)) = resolver(&uses) else {
+            // GitHub fetches `owner/repo/path@ref` from another repository; offline we cannot
+            // tell a missing one from one we were not given, so only a local `./` file that is
+            // not in the repository is an error. Running such a call still needs the workflow
+            // (the engine refuses a call whose callee was not loaded).
+            if !uses.starts_with("./") {
+                continue;
+            }
             diags.push(Diagnostic::error(
                 file,
                 Some(call.uses.pos),
