@@ -190,13 +190,18 @@ impl JobRunner {
                 .unwrap_or_else(|_| template.raw.clone()),
             None => default_name(step),
         };
+        let gate = scope.gate(&step.condition);
+        // A skipped step never started: it shows only as skipped, as on GitHub.
+        if gate == Gate::Skip {
+            return (StepOutcome::skipped(), name, Vec::new());
+        }
         if frame.depth == 0 {
             self.emitter.send(JobEvent::StepStarted {
                 id: step.effective_id.clone(),
                 name: name.clone(),
             });
         }
-        match scope.gate(&step.condition) {
+        match gate {
             Gate::Skip => return (StepOutcome::skipped(), name, Vec::new()),
             Gate::Fail(message) => {
                 self.emitter
