@@ -587,9 +587,11 @@ jobs:
 }
 
 #[test]
-fn a_missing_ref_and_offline_mode_fail_the_step_with_the_fix() {
+fn a_missing_ref_and_offline_mode_fail_the_job_at_setup_with_the_fix() {
     let server = action_server();
     let base_url = format!("file://{}", server.path().display());
+    // As GitHub's "Set up job": every action is fetched before the first step, also one whose
+    // step would be skipped, so nothing runs when one is missing.
     let repo = repo_with_workflow(
         r#"
 on: push
@@ -597,7 +599,9 @@ jobs:
   j:
     runs-on: ubuntu-latest
     steps:
+      - run: echo first-step-ran
       - id: missing
+        if: false
         uses: octo/tools@no-such-ref
 "#,
     );
@@ -616,7 +620,14 @@ jobs:
         "{}",
         out.stdout
     );
-    assert_eq!(out.job("j")["steps"][0]["conclusion"], "failure");
+    assert_eq!(out.job("j")["conclusion"], "failure");
+    assert_eq!(
+        out.job("j")["steps"],
+        serde_json::json!([]),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("first-step-ran"), "{}", out.stdout);
 
     let offline = kiln_run(
         repo.path(),

@@ -121,6 +121,26 @@ impl JobRunner {
         PrePlan::Inline
     }
 
+    /// Fetches the remote action of every job step before the first step runs, as GitHub's
+    /// "Set up job" does, also for steps whose `if:` will skip them: a missing action fails
+    /// the job before any step has had effects. `Err` says which action and how to provide it.
+    pub(crate) async fn resolve_actions_at_setup(&mut self, steps: &[Step]) -> Result<(), String> {
+        for step in steps {
+            let StepAction::Uses { uses, .. } = &step.action else {
+                continue;
+            };
+            let Ok(ActionRef::Remote(remote)) = parse_uses(&uses.value) else {
+                continue;
+            };
+            if builtin::Builtin::find(&remote.owner, &remote.repo, remote.path.as_deref()).is_some()
+            {
+                continue;
+            }
+            self.resolve_remote(&remote).await?;
+        }
+        Ok(())
+    }
+
     /// Runs the pre stage of every job step whose remote action has one, in step order.
     pub(crate) async fn run_pre_steps(&mut self, steps: &[Step]) {
         for step in steps {

@@ -281,6 +281,11 @@ impl JobRunner {
                 .log(&self.log, SETUP_STEP, &format!("##[error]{error}"));
             return Some(error);
         }
+        if let Err(error) = self.resolve_actions_at_setup(&steps).await {
+            self.emitter
+                .log(&self.log, SETUP_STEP, &format!("##[error]{error}"));
+            return Some(error);
+        }
         // As on GitHub: every action's pre stage runs at job start, before the first step.
         self.run_pre_steps(&steps).await;
         let mut frame = Frame::job();
