@@ -4,7 +4,7 @@
 
 use super::fetch::OrderedFetch;
 use super::glob::parse_patterns;
-use super::tree::{self, Kind, TreeEntry};
+use super::tree::{self, FileDigest, Kind, TreeEntry};
 use super::{CacheClient, PathContext};
 use crate::digest::ChunkRef;
 use crate::error::{CacheError, Result};
@@ -114,7 +114,16 @@ fn write_job(job: WriteJob) -> Result<()> {
     finish_file(&f, &job.dest, job.mtime)
 }
 
-fn same_content(path: &Path, size: u64, expected: &[u8; 32]) -> bool {
+/// Whether the file at `path` has `size` bytes and the listing's digest. `cuts` are the
+/// offsets inside the file where the entry's chunks end (the piece boundaries of
+/// [`FileDigest::Pieces`]).
+fn same_content(
+    path: &Path,
+    size: u64,
+    expected: &[u8; 32],
+    kind: FileDigest,
+    cuts: &[u64],
+) -> bool {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return false;
     };
@@ -125,17 +134,42 @@ fn same_content(path: &Path, size: u64, expected: &[u8; 32]) -> bool {
         return false;
     };
     let mut hasher = blake3::Hasher::new();
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut next_cut = cuts.iter().copied().peekable();
+    let mut pos = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
+    while pos < size {
+        let n = match f.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n.min((size - pos) as usize),
+        };
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            let room = match (kind, next_cut.peek()) {
+                (FileDigest::Pieces, Some(&cut)) => (cut - pos) as usize,
+                _ => data.len(),
+            };
+            let take = room.min(data.len());
+            hasher.update(&data[..take]);
+            data = &data[take..];
+            pos += take as u64;
+            if kind == FileDigest::Pieces && next_cut.peek() == Some(&pos) {
+                next_cut.next();
+                pieces.push(*hasher.finalize().as_bytes());
+                hasher.reset();
             }
-            Err(_) => return false,
         }
     }
-    hasher.finalize().as_bytes() == expected
+    let digest = match kind {
+        FileDigest::Blake3 => *hasher.finalize().as_bytes(),
+        FileDigest::Pieces => {
+            if size > 0 {
+                pieces.push(*hasher.finalize().as_bytes());
+            }
+            tree::piece_digest(pieces)
+        }
+    };
+    digest == *expected
 }
 
 fn is_corruption(e: &CacheError) -> bool {
@@ -183,8 +217,8 @@ impl CacheClient {
             let meta = STANDARD
                 .decode(hit.meta.as_bytes())
                 .map_err(|_| CacheError::Protocol("tree listing is not base64".into()))?;
-            let listing = tree::decode(&meta)?;
-            self.restore_tree(&listing, &chunks, &tree::roots(&patterns))
+            let (listing, digest_kind) = tree::decode(&meta)?;
+            self.restore_tree(&listing, digest_kind, &chunks, &tree::roots(&patterns))
         };
         match result {
             Ok(stats) => Ok(RestoreOutcome::Hit {
@@ -296,6 +330,7 @@ impl CacheClient {
     fn restore_tree(
         &self,
         listing: &[TreeEntry],
+        digest_kind: FileDigest,
         chunks: &[ChunkRef],
         roots: &[PathBuf],
     ) -> Result<RestoreStats> {
@@ -311,6 +346,13 @@ impl CacheClient {
                 "entry holds {total} bytes but its listing {listed}"
             )));
         }
+        let chunk_ends: Vec<u64> = chunks
+            .iter()
+            .scan(0u64, |end, c| {
+                *end += u64::from(c.len);
+                Some(*end)
+            })
+            .collect();
         let mut stats = RestoreStats::default();
         // Directories made so far, and whether each was created empty by this restore: nothing
         // can exist in those yet, which saves a stat per file on the common restore into a
@@ -349,7 +391,16 @@ impl CacheClient {
                         };
                     }
                     let exists = !in_fresh_dir && fs::symlink_metadata(dest).is_ok();
-                    let skip = exists && same_content(dest, e.size, &e.blake3);
+                    let skip = exists && {
+                        let end = offset + e.size;
+                        let first = chunk_ends.partition_point(|&c| c <= offset);
+                        let cuts: Vec<u64> = chunk_ends[first..]
+                            .iter()
+                            .take_while(|&&c| c < end)
+                            .map(|&c| c - offset)
+                            .collect();
+                        same_content(dest, e.size, &e.blake3, digest_kind, &cuts)
+                    };
                     let mtime = u64::try_from(e.mtime_secs)
                         .ok()
                         .map(|s| UNIX_EPOCH + Duration::new(s, e.mtime_nanos));
