@@ -7,6 +7,7 @@ pub mod glob;
 mod restore;
 mod save;
 pub mod tree;
+mod write;
 
 use crate::error::{CacheError, Result};
 use crate::http::native::wire::*;
