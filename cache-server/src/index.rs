@@ -237,55 +237,46 @@ impl Index {
         meta: &[u8],
         now_ms: i64,
     ) -> Result<()> {
-        self.without_sync(|conn| Self::commit_in(conn, id, size, chunks, meta, now_ms))
-    }
-
-    fn commit_in(
-        conn: &mut Connection,
-        id: u64,
-        size: u64,
-        chunks: &[ChunkRef],
-        meta: &[u8],
-        now_ms: i64,
-    ) -> Result<()> {
-        let tx = conn.transaction()?;
-        let mut unique: Vec<Digest> = chunks.iter().map(|c| c.digest).collect();
-        unique.sort();
-        unique.dedup();
-        {
-            let mut exists = tx.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
-            for d in &unique {
-                if !exists.exists(params![&d.0[..]])? {
-                    return Err(CacheError::MissingChunk(d.to_hex()));
+        self.without_sync(|conn| {
+            let tx = conn.transaction()?;
+            let mut unique: Vec<Digest> = chunks.iter().map(|c| c.digest).collect();
+            unique.sort();
+            unique.dedup();
+            {
+                let mut exists = tx.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
+                for d in &unique {
+                    if !exists.exists(params![&d.0[..]])? {
+                        return Err(CacheError::MissingChunk(d.to_hex()));
+                    }
+                }
+                tx.execute(
+                    "DELETE FROM entry_chunks WHERE entry_id = ?1",
+                    params![id as i64],
+                )?;
+                let mut pin = tx
+                    .prepare_cached("INSERT INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)")?;
+                for d in &unique {
+                    pin.execute(params![id as i64, &d.0[..]])?;
                 }
             }
-            tx.execute(
-                "DELETE FROM entry_chunks WHERE entry_id = ?1",
-                params![id as i64],
+            let updated = tx.execute(
+                "UPDATE entries SET committed = 1, durable = 0, size = ?2, chunks = ?3, meta = ?4,
+                    created_at = ?5, last_access = ?5
+                 WHERE id = ?1 AND committed = 0",
+                params![
+                    id as i64,
+                    size as i64,
+                    encode_chunk_list(chunks),
+                    meta,
+                    now_ms
+                ],
             )?;
-            let mut pin =
-                tx.prepare_cached("INSERT INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)")?;
-            for d in &unique {
-                pin.execute(params![id as i64, &d.0[..]])?;
+            if updated != 1 {
+                return Err(CacheError::UnknownUpload(id));
             }
-        }
-        let updated = tx.execute(
-            "UPDATE entries SET committed = 1, durable = 0, size = ?2, chunks = ?3, meta = ?4,
-                created_at = ?5, last_access = ?5
-             WHERE id = ?1 AND committed = 0",
-            params![
-                id as i64,
-                size as i64,
-                encode_chunk_list(chunks),
-                meta,
-                now_ms
-            ],
-        )?;
-        if updated != 1 {
-            return Err(CacheError::UnknownUpload(id));
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Records that every chunk of these entries is synced (`synchronous = FULL`, so the mark and

@@ -139,6 +139,17 @@ fn download(url: &str) -> Vec<u8> {
         .unwrap()
 }
 
+fn same_as_upload(got: &[u8], payload: &[u8]) -> Result<(), String> {
+    if got == payload {
+        Ok(())
+    } else {
+        Err(format!(
+            "downloaded {} bytes that differ from the upload",
+            got.len()
+        ))
+    }
+}
+
 fn archive_location(status: u16, body: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
@@ -239,14 +250,7 @@ fn killed_after_commit_before_sync() -> Result<(), String> {
                 "an entry whose sync finished must survive a kill, lookup gave {status} {body}"
             ));
         };
-        let got = download(&url);
-        if got != payload {
-            return Err(format!(
-                "downloaded {} bytes that differ from the upload",
-                got.len()
-            ));
-        }
-        Ok(())
+        same_as_upload(&download(&url), &payload)
     })();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -261,21 +265,9 @@ fn cache_id(body: &str) -> u64 {
 
 fn scenario() -> Result<(), String> {
     let data = tempfile::tempdir().unwrap();
-    let payload: Vec<u8> = (0..2_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let payload = payload();
     let (mut child, base) = spawn(data.path());
-    let token = mint(
-        &Secret::load_or_create(data.path()).unwrap(),
-        &TokenRequest {
-            repo: "o/r".into(),
-            git_ref: "main".into(),
-            base_ref: None,
-            read_only: false,
-            ttl: Duration::from_secs(600),
-        },
-    )
-    .unwrap();
+    let token = token_for(data.path());
     let (status, body) = reserve(&base, &token);
     if status != 200 {
         return Err(format!("first reserve: {status} {body}"));
@@ -307,51 +299,28 @@ fn scenario() -> Result<(), String> {
         {
             return Err("upload after restart failed".into());
         }
-        let status = agent()
-            .post(&format!("{base}/_apis/artifactcache/caches/{id}"))
-            .header("Authorization", &format!("Bearer {token}"))
-            .content_type("application/json")
-            .send(r#"{"size":2000000}"#)
-            .unwrap()
-            .status()
-            .as_u16();
+        let status = commit(&base, &token, id, payload.len());
         if status != 204 {
             return Err(format!("commit after restart: {status}"));
         }
         let (status, body) = lookup(&base, &token);
-        let url = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["archiveLocation"].as_str().map(str::to_string));
-        let Some(url) = url.filter(|_| status == 200) else {
+        let Some(url) = archive_location(status, &body) else {
             return Err(format!("lookup after commit: {status} {body}"));
         };
-        let got = agent()
-            .get(&url)
-            .call()
-            .unwrap()
-            .body_mut()
-            .with_config()
-            .limit(10 << 20)
-            .read_to_vec()
-            .unwrap();
-        if got != payload {
-            return Err(format!(
-                "downloaded {} bytes that differ from the upload",
-                got.len()
-            ));
-        }
-        Ok(())
+        same_as_upload(&download(&url), &payload)
     })();
     child.kill().unwrap();
     child.wait().unwrap();
     result
 }
 
+type Scenario = fn() -> Result<(), String>;
+
 fn main() {
     if let Ok(data) = std::env::var("KILN_CACHE_CHILD_DATA") {
         child_server(&data);
     }
-    let tests: [(&str, fn() -> Result<(), String>); 2] = [
+    let tests: [(&str, Scenario); 2] = [
         ("killed_during_upload", scenario),
         (
             "killed_after_commit_before_sync",
