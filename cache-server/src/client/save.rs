@@ -220,27 +220,27 @@ impl CacheClient {
             version,
         })
         .map_err(|e| CacheError::Protocol(e.to_string()))?;
-        let reserved = self
-            .exchange(
-                "POST",
-                "/native/v1/reserve",
-                Some(("application/json", &payload)),
-            )
-            .and_then(|(status, body)| match status {
-                200..=299 => Ok(Ok(body)),
-                409 => Ok(Err(SaveOutcome::AlreadyExists)),
-                403 => Ok(Err(SaveOutcome::Denied(
-                    status_error(status, &body).to_string(),
-                ))),
-                _ => Err(status_error(status, &body)),
-            });
+        // Ok(body) to go on; Err(what save returns) when the server refused or failed.
+        let reserved: std::result::Result<Vec<u8>, Result<SaveOutcome>> = match self.exchange(
+            "POST",
+            "/native/v1/reserve",
+            Some(("application/json", &payload)),
+        ) {
+            Ok((200..=299, body)) => Ok(body),
+            Ok((409, _)) => Err(Ok(SaveOutcome::AlreadyExists)),
+            Ok((403, body)) => Err(Ok(SaveOutcome::Denied(
+                status_error(403, &body).to_string(),
+            ))),
+            Ok((status, body)) => Err(Err(status_error(status, &body))),
+            Err(e) => Err(Err(e)),
+        };
         let body = match reserved {
-            Ok(Ok(body)) => body,
-            refused => {
+            Ok(body) => body,
+            Err(result) => {
                 // Stop the walk: its next send fails.
                 drop(file_rx);
                 let _ = walker.join();
-                return refused.map(|r| r.err().unwrap_or(SaveOutcome::NothingToSave));
+                return result;
             }
         };
         let id = serde_json::from_slice::<ReserveResponse>(&body)
