@@ -3,7 +3,8 @@
 //!
 //! Durability is batched: chunks are written without a sync, and [`ChunkStore::make_durable`]
 //! syncs every chunk an entry uses (in parallel, so the filesystem can share journal commits)
-//! just before the entry's row commits. A crash before that leaves only unreferenced files.
+//! after the entry's row commits, before the row is marked durable (see `durability`). A crash
+//! before that leaves files referenced only by entries the next start drops.
 
 use crate::digest::Digest;
 use crate::error::{CacheError, Result};
@@ -191,7 +192,7 @@ impl ChunkStore {
         let tmp = self.tmp.join(format!("{}-{n}", digest.to_hex()));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
-            // No sync here: make_durable syncs the file before any entry may reference it.
+            // No sync here: make_durable syncs it before any entry using it is marked durable.
             f.write_all(encoded)
         };
         write().map_err(|e| {
