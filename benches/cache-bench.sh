@@ -38,6 +38,14 @@ verify() { # DIR DATA: the restored tree must have the source's digest
   local got; got=$("$BIN" digest "$1")
   [ "$got" = "$(cat "$BENCH_DIR/$2.digest")" ] || { echo "restore into $1 differs from the source" >&2; exit 1; }
 }
+# bash's `time` keyword: wall, user and system seconds of the whole pipeline. The CPU seconds
+# (user + system) show the work done whatever else the shared machine runs.
+TIMEFORMAT='%R %U %S'
+record_time() { # NAME, from $RUN/time
+  read -r wall user sys < <(tail -n 1 "$RUN/time")
+  record "$data" "$1" "$wall"
+  record "$data" "$1_cpu" "$(python3 -c "print(f'{$user+$sys:.2f}')")"
+}
 field() { awk -v k="$1" '$1==k {print $2}' <<<"$2"; }
 
 # act runs this one-step workflow on the host; its step drives act's cache server.
@@ -73,11 +81,11 @@ for data in $DATASETS; do
   for round in $(seq 1 "$ROUNDS"); do
     RUN="$WORK/round-$round"
     mkdir -p "$RUN/ref-out"; sync
-    t0=$(now); tar -C "$BENCH_DIR" -cf - "$data" | zstd -3 -T0 -q -o "$RUN/ref.tar.zst"; t1=$(now)
-    record "$data" ref_save "$(elapsed "$t0" "$t1")"
+    { time { tar -C "$BENCH_DIR" -cf - "$data" | zstd -3 -T0 -q -o "$RUN/ref.tar.zst"; }; } 2>"$RUN/time"
+    record_time ref_save
     sync
-    t0=$(now); zstd -d -q -c "$RUN/ref.tar.zst" | tar -C "$RUN/ref-out" -xf -; t1=$(now)
-    record "$data" ref_restore "$(elapsed "$t0" "$t1")"
+    { time { zstd -d -q -c "$RUN/ref.tar.zst" | tar -C "$RUN/ref-out" -xf -; }; } 2>"$RUN/time"
+    record_time ref_restore
     verify "$RUN/ref-out/$data" "$data"
     record "$data" archive_bytes "$(stat -c %s "$RUN/ref.tar.zst")"
     sync
@@ -85,7 +93,8 @@ for data in $DATASETS; do
     resave=(); [ "$round" = 1 ] && resave=(--resave)
     out=$("$BIN" kiln "$RUN/kiln" "$src" "${resave[@]}")
     verify "$RUN/kiln/out/$data" "$data"
-    for k in save_seconds restore_seconds restore_again_seconds resave_uploaded_percent resave_uploaded_bytes save_uploaded_bytes; do
+    for k in save_seconds save_cpu_seconds restore_seconds restore_cpu_seconds restore_again_seconds \
+        resave_uploaded_percent resave_uploaded_bytes save_uploaded_bytes; do
       v=$(field "$k" "$out"); [ -n "$v" ] && record "$data" "kiln_$k" "$v"
     done
     sync
@@ -127,6 +136,14 @@ for data in dict.fromkeys(d for d, _ in rows):
     row("restore (identical tree present)", "kiln_restore_again_seconds", "ref_restore", "zstd -d \\| tar -x", size)
     row("v1 save (same v1 client)", "v1_kiln_save", "v1_act_save", "act's cache server", arch)
     row("v1 restore (same v1 client)", "v1_kiln_restore", "v1_act_restore", "act's cache server", arch)
+    for op, kiln, ref in (("save", "kiln_save_cpu_seconds", "ref_save_cpu"),
+                          ("restore (empty dir)", "kiln_restore_cpu_seconds", "ref_restore_cpu")):
+        k, r = med(data, kiln), med(data, ref)
+        if k is not None and r is not None:
+            print(f"| {data} | {op}: CPU seconds (user+sys) | {k:.2f} ({span(data, kiln)}) | | reference | {r:.2f} ({span(data, ref)}) | | {r/k:.2f}x | |")
+    stored = med(data, "kiln_save_uploaded_bytes")
+    if stored is not None and arch:
+        print(f"| {data} | stored size | {stored/2**20:.1f} MiB (chunks as sent) | | .tar.zst | {arch:.1f} MiB | | | |")
     pct = med(data, "kiln_resave_uploaded_percent")
     if pct is not None:
         print(f"| {data} | re-save after a one-file change | {pct:.3f} % of bytes uploaded ({med(data, 'kiln_resave_uploaded_bytes'):.0f} B) | | | | | | < 1 % |")

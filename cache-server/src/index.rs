@@ -120,6 +120,16 @@ impl Index {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        // Stores made before background durability committed every entry after syncing it, so
+        // their rows are durable: the column's default says so.
+        let has_durable: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('entries') WHERE name = 'durable'")?
+            .exists([])?;
+        if !has_durable {
+            conn.execute_batch(
+                "ALTER TABLE entries ADD COLUMN durable INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
         Ok(Index { conn })
     }
 
@@ -215,8 +225,10 @@ impl Index {
         Ok(n == 1)
     }
 
-    /// Makes a reservation visible with its manifest. Every chunk must be stored; the pins are
-    /// reduced to exactly the manifest's chunks.
+    /// Makes a reservation visible with its manifest, not yet durable: the store syncs its chunks
+    /// in the background and then calls [`Index::mark_durable`]. Every chunk must be stored; the
+    /// pins are reduced to exactly the manifest's chunks. Written without waiting for the disk:
+    /// a row lost in a crash is an entry the restart would have dropped anyway.
     pub fn commit(
         &mut self,
         id: u64,
@@ -225,37 +237,77 @@ impl Index {
         meta: &[u8],
         now_ms: i64,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        let mut unique: Vec<Digest> = chunks.iter().map(|c| c.digest).collect();
-        unique.sort();
-        unique.dedup();
-        {
-            let mut exists = tx.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
-            for d in &unique {
-                if !exists.exists(params![&d.0[..]])? {
-                    return Err(CacheError::MissingChunk(d.to_hex()));
+        self.without_sync(|conn| {
+            let tx = conn.transaction()?;
+            let mut unique: Vec<Digest> = chunks.iter().map(|c| c.digest).collect();
+            unique.sort();
+            unique.dedup();
+            {
+                let mut exists = tx.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
+                for d in &unique {
+                    if !exists.exists(params![&d.0[..]])? {
+                        return Err(CacheError::MissingChunk(d.to_hex()));
+                    }
+                }
+                tx.execute(
+                    "DELETE FROM entry_chunks WHERE entry_id = ?1",
+                    params![id as i64],
+                )?;
+                let mut pin = tx
+                    .prepare_cached("INSERT INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)")?;
+                for d in &unique {
+                    pin.execute(params![id as i64, &d.0[..]])?;
                 }
             }
-            tx.execute(
-                "DELETE FROM entry_chunks WHERE entry_id = ?1",
-                params![id as i64],
+            let updated = tx.execute(
+                "UPDATE entries SET committed = 1, durable = 0, size = ?2, chunks = ?3, meta = ?4,
+                    created_at = ?5, last_access = ?5
+                 WHERE id = ?1 AND committed = 0",
+                params![
+                    id as i64,
+                    size as i64,
+                    encode_chunk_list(chunks),
+                    meta,
+                    now_ms
+                ],
             )?;
-            let mut pin =
-                tx.prepare_cached("INSERT INTO entry_chunks(entry_id, digest) VALUES (?1, ?2)")?;
-            for d in &unique {
-                pin.execute(params![id as i64, &d.0[..]])?;
+            if updated != 1 {
+                return Err(CacheError::UnknownUpload(id));
             }
-        }
-        let updated = tx.execute(
-            "UPDATE entries SET committed = 1, size = ?2, chunks = ?3, meta = ?4, created_at = ?5, last_access = ?5
-             WHERE id = ?1 AND committed = 0",
-            params![id as i64, size as i64, encode_chunk_list(chunks), meta, now_ms],
-        )?;
-        if updated != 1 {
-            return Err(CacheError::UnknownUpload(id));
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Records that every chunk of these entries is synced (`synchronous = FULL`, so the mark and
+    /// every earlier row in the log reach the disk). Entries removed meanwhile are ignored.
+    pub fn mark_durable(&mut self, ids: &[u64]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE entries SET durable = 1 WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![*id as i64])?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Removes committed entries whose chunks were never confirmed synced: run at start-up, so
+    /// an entry visible after a crash never references a chunk that may be torn.
+    pub fn drop_non_durable(&mut self) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM entry_chunks WHERE entry_id IN
+             (SELECT id FROM entries WHERE committed = 1 AND durable = 0)",
+            [],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM entries WHERE committed = 1 AND durable = 0",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Drops an uncommitted reservation and its pins.

@@ -13,6 +13,7 @@
 pub mod chunks;
 pub mod client;
 pub mod digest;
+mod durability;
 pub mod error;
 pub mod http;
 pub mod index;

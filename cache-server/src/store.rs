@@ -3,6 +3,7 @@
 
 use crate::chunks::{ChunkStore, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
 use crate::digest::{ChunkRef, Digest};
+use crate::durability::Durability;
 use crate::error::{CacheError, Result};
 use crate::index::{EntryRecord, Index, MatchKind, Reservation};
 use crate::ranges::RangeSet;
@@ -28,6 +29,9 @@ pub struct StoreConfig {
     pub max_entry_size: u64,
     /// zstd level for chunks the server compresses itself.
     pub zstd_level: i32,
+    /// How long the background sync waits after a commit for more commits to sync with it.
+    /// Entries are visible at once either way; a crash inside the wait loses them (a miss).
+    pub sync_batch_delay: Duration,
 }
 
 impl StoreConfig {
@@ -39,6 +43,7 @@ impl StoreConfig {
             upload_timeout: Duration::from_secs(15 * 60),
             max_entry_size: 10 << 30,
             zstd_level: 3,
+            sync_batch_delay: Duration::ZERO,
         }
     }
 }
@@ -79,10 +84,11 @@ const MAX_META_BYTES: usize = 64 << 20;
 
 pub struct CacheStore {
     cfg: StoreConfig,
-    chunks: ChunkStore,
-    index: Mutex<Index>,
+    chunks: Arc<ChunkStore>,
+    index: Arc<Mutex<Index>>,
     uploads_dir: PathBuf,
     uploads: DashMap<u64, Arc<Mutex<UploadState>>>,
+    durability: Durability,
 }
 
 pub fn now_ms() -> i64 {
@@ -100,23 +106,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl CacheStore {
     /// Opens (or creates) the store. Uploads that were in flight when a previous server died are
-    /// discarded here: their reservations vanish, so the same key can be saved again.
+    /// discarded here: their reservations vanish, so the same key can be saved again. So are
+    /// entries committed but never confirmed durable, and then every chunk nothing pins (the
+    /// chunks of those entries may be torn).
     pub fn open(cfg: StoreConfig) -> Result<Self> {
         fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| CacheError::io("create", &cfg.data_dir, e))?;
-        let chunks = ChunkStore::open(&cfg.data_dir)?;
+        let chunks = Arc::new(ChunkStore::open(&cfg.data_dir)?);
         let mut index = Index::open(&cfg.data_dir.join("index.sqlite"))?;
-        index.drop_all_reservations()?;
+        let dropped = index.drop_all_reservations()? + index.drop_non_durable()?;
+        if dropped > 0 {
+            for d in index.collect_garbage()? {
+                chunks.remove(&d)?;
+            }
+        }
+        let index = Arc::new(Mutex::new(index));
+        let durability = Durability::start(
+            Arc::clone(&chunks),
+            Arc::clone(&index),
+            cfg.sync_batch_delay,
+        );
         let uploads_dir = cfg.data_dir.join("uploads");
         let _ = fs::remove_dir_all(&uploads_dir);
         fs::create_dir_all(&uploads_dir).map_err(|e| CacheError::io("create", &uploads_dir, e))?;
         Ok(CacheStore {
             cfg,
             chunks,
-            index: Mutex::new(index),
+            index,
             uploads_dir,
             uploads: DashMap::new(),
+            durability,
         })
+    }
+
+    /// Waits until every entry committed so far has its chunks synced and is marked durable.
+    /// The server calls it when it stops, so a clean shutdown loses nothing.
+    pub fn flush_durability(&self) {
+        self.durability.flush();
+    }
+
+    /// Committed entries still waiting for their chunks to be synced, and entries whose sync
+    /// failed (visible until a restart drops them), for `/metrics`.
+    pub fn durability_backlog(&self) -> (u64, u64) {
+        (self.durability.pending(), self.durability.failures())
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -363,20 +395,15 @@ impl CacheStore {
         Ok(false)
     }
 
+    /// Makes the entry visible now and durable in the background (see `durability`).
     fn commit(&self, id: u64, size: u64, manifest: &[ChunkRef], meta: &[u8]) -> Result<()> {
-        let digests: Vec<Digest> = manifest.iter().map(|c| c.digest).collect();
-        if let Err(e) = self.chunks.make_durable(&digests) {
-            // A torn chunk left by a crash: forget it so the next save uploads it again.
-            if let CacheError::CorruptChunk { digest: hex, .. } | CacheError::MissingChunk(hex) = &e
-            {
-                if let Ok(d) = Digest::from_hex(hex) {
-                    self.forget_chunk(&d);
-                }
-            }
-            return Err(e);
-        }
         lock(&self.index).commit(id, size, manifest, meta, now_ms())?;
         self.discard_upload_files(id);
+        let mut digests: Vec<Digest> = manifest.iter().map(|c| c.digest).collect();
+        digests.sort();
+        digests.dedup();
+        self.durability
+            .submit(&self.chunks, &self.index, id, digests);
         Ok(())
     }
 

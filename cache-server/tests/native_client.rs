@@ -110,6 +110,20 @@ fn round_trip_matching_and_write_once() {
         }
         other => panic!("expected a hit, got {other:?}"),
     }
+    // A file changed in place (same size, one byte in a later chunk of it) is written again.
+    let mut changed = bytes(1, 3 << 20);
+    changed[(3 << 20) - 10] ^= 1;
+    write(&d.join("target/sub/b.bin"), &changed);
+    match restore(&client, dst.path(), "Linux-deps-abc", &[], PATHS) {
+        RestoreOutcome::Hit { stats, .. } => {
+            assert_eq!((stats.files_skipped, stats.files_written), (3, 1));
+        }
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    assert_eq!(
+        fs::read(d.join("target/sub/b.bin")).unwrap(),
+        bytes(1, 3 << 20)
+    );
     // Prefix of the primary key, then restore keys; a different version (paths) misses.
     match restore(
         &client,
@@ -137,7 +151,7 @@ fn round_trip_matching_and_write_once() {
     let metrics = server.service.metrics().render(None);
     assert!(
         metrics.contains(
-            "kiln_cache_exact_hits_total{repository=\"o/r\",scope=\"refs/heads/main\"} 2"
+            "kiln_cache_exact_hits_total{repository=\"o/r\",scope=\"refs/heads/main\"} 3"
         ),
         "{metrics}"
     );

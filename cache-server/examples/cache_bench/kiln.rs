@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub url: String,
     pub token: String,
+    pub service: Arc<CacheService>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -23,12 +24,14 @@ pub fn start_server(store: &Path) -> Result<Server, String> {
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let service = CacheService::open(ServiceConfig::new(store)).map_err(|e| e.to_string())?;
+    let service_for_server = Arc::clone(&service);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let svc = Arc::clone(&service);
-    runtime.spawn(async move { kiln_cache::serve(listener, svc, std::future::pending()).await });
+    runtime.spawn(async move {
+        kiln_cache::serve(listener, service_for_server, std::future::pending()).await
+    });
     let token = service
         .mint_token(&TokenRequest {
             repo: "bench/repo".into(),
@@ -41,6 +44,7 @@ pub fn start_server(store: &Path) -> Result<Server, String> {
     Ok(Server {
         url: format!("http://{addr}/"),
         token,
+        service,
         _runtime: runtime,
     })
 }
@@ -115,18 +119,52 @@ fn restore(
     ))
 }
 
+/// User plus system CPU time of this process so far (all threads), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // The kernel reports clock ticks; USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 pub fn run(work: &Path, src: &Path, resave: bool) -> Result<(), String> {
     let server = start_server(&work.join("store"))?;
-    let client = CacheClient::new(&server.url, &server.token);
+    let mut client = CacheClient::new(&server.url, &server.token);
+    if let Ok(level) = std::env::var("KILN_BENCH_ZSTD_LEVEL") {
+        client.zstd_level = level
+            .parse()
+            .map_err(|e| format!("KILN_BENCH_ZSTD_LEVEL={level}: {e}"))?;
+    }
     let (name, parent) = split(src)?;
     let out = work.join("out");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let cpu_before = cpu_seconds();
     let (t, bytes, uploaded) = save(&client, "bench-1", &name, parent)?;
+    let save_cpu = cpu_seconds() - cpu_before;
     println!("save_seconds {t:.3}");
+    // Client and server together (one process): the work a save costs whatever else runs.
+    println!("save_cpu_seconds {save_cpu:.2}");
     println!("save_bytes {bytes}");
     println!("save_uploaded_bytes {uploaded}");
+    // The entry is visible at once and its chunks are synced in the background; wait for that
+    // (untimed), as the script runs `sync` between the reference's steps, so the restore is not
+    // timed while the disk is still busy with the save.
+    let start = Instant::now();
+    server.service.store().flush_durability();
+    println!("save_sync_seconds {:.3}", start.elapsed().as_secs_f64());
+    let cpu_before = cpu_seconds();
     let (t, written, _) = restore(&client, "bench-1", &name, &out)?;
+    let restore_cpu = cpu_seconds() - cpu_before;
     println!("restore_seconds {t:.3}");
+    println!("restore_cpu_seconds {restore_cpu:.2}");
     println!("restore_files {written}");
     // Restoring over an identical tree: every file is compared by digest and skipped.
     let (t, _, skipped) = restore(&client, "bench-1", &name, &out)?;

@@ -7,6 +7,7 @@ pub mod glob;
 mod restore;
 mod save;
 pub mod tree;
+mod write;
 
 use crate::error::{CacheError, Result};
 use crate::http::native::wire::*;
@@ -26,7 +27,7 @@ pub fn tree_version(paths: &[String]) -> String {
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .collect();
-    parts.push("kiln-tree-1");
+    parts.push("kiln-tree-2");
     hex(&Sha256::digest(parts.join("|").as_bytes()))
 }
 

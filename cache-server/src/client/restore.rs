@@ -1,10 +1,11 @@
-//! Restore: look the keys up, then fetch verified chunks in parallel and write files with a pool
-//! of writer threads (file creation, not bandwidth, dominates on real filesystems). Files that
-//! already exist with the same size and blake3 are left alone and their chunks not fetched.
+//! Restore: look the keys up, then fetch, verify and write the files with a pool of threads
+//! (see `write`; file creation, not bandwidth, dominates on real filesystems). Files that
+//! already exist with the same size and digest are left alone and their chunks not fetched.
 
 use super::fetch::OrderedFetch;
 use super::glob::parse_patterns;
-use super::tree::{self, Kind, TreeEntry};
+use super::tree::{self, FileDigest, Kind, TreeEntry};
+use super::write::{write_files, FilePlan};
 use super::{CacheClient, PathContext};
 use crate::digest::ChunkRef;
 use crate::error::{CacheError, Result};
@@ -13,13 +14,18 @@ use crate::unpack::{check_symlink_target, clear_path, safe_relative, LinkGuard};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
+
+/// Threads that compare files already present with the listing (reading and hashing them).
+const COMPARE_THREADS: usize = 4;
+/// Threads creating directories of one depth at once.
+const MKDIR_THREADS: usize = 4;
 
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
@@ -57,64 +63,16 @@ pub enum RestoreOutcome {
     Corrupt(String),
 }
 
-/// Files up to this size are assembled in memory and handed to the writer pool whole.
-const INLINE_FILE: u64 = 1 << 20;
-const WRITER_THREADS: usize = 8;
-
-struct FilePlan {
-    dest: PathBuf,
-    start: u64,
+/// Whether the file at `path` has `size` bytes and the listing's digest. `cuts` are the
+/// offsets inside the file where the entry's chunks end (the piece boundaries of
+/// [`FileDigest::Pieces`]).
+fn same_content(
+    path: &Path,
     size: u64,
-    mode: u32,
-    mtime: Option<std::time::SystemTime>,
-    skip: bool,
-    exists: bool,
-}
-
-impl FilePlan {
-    fn end(&self) -> u64 {
-        self.start + self.size
-    }
-}
-
-struct WriteJob {
-    dest: PathBuf,
-    data: Vec<u8>,
-    mode: u32,
-    mtime: Option<std::time::SystemTime>,
-    exists: bool,
-}
-
-fn create_file(dest: &Path, mode: u32, exists: bool) -> Result<File> {
-    if exists {
-        // Replace, never write through: the old path may be a symlink.
-        clear_path(dest)?;
-    }
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode | 0o600)
-        .open(dest)
-        .map_err(|e| CacheError::io("create", dest, e))
-}
-
-fn finish_file(file: &File, dest: &Path, mtime: Option<std::time::SystemTime>) -> Result<()> {
-    if let Some(t) = mtime {
-        file.set_modified(t)
-            .map_err(|e| CacheError::io("set mtime of", dest, e))?;
-    }
-    Ok(())
-}
-
-fn write_job(job: WriteJob) -> Result<()> {
-    let mut f = create_file(&job.dest, job.mode, job.exists)?;
-    f.write_all(&job.data)
-        .map_err(|e| CacheError::io("write", &job.dest, e))?;
-    finish_file(&f, &job.dest, job.mtime)
-}
-
-fn same_content(path: &Path, size: u64, expected: &[u8; 32]) -> bool {
+    expected: &[u8; 32],
+    kind: FileDigest,
+    cuts: &[u64],
+) -> bool {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return false;
     };
@@ -125,20 +83,88 @@ fn same_content(path: &Path, size: u64, expected: &[u8; 32]) -> bool {
         return false;
     };
     let mut hasher = blake3::Hasher::new();
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut next_cut = cuts.iter().copied().peekable();
+    let mut pos = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
+    while pos < size {
+        let n = match f.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n.min((size - pos) as usize),
+        };
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            let room = match (kind, next_cut.peek()) {
+                (FileDigest::Pieces, Some(&cut)) => (cut - pos) as usize,
+                _ => data.len(),
+            };
+            let take = room.min(data.len());
+            hasher.update(&data[..take]);
+            data = &data[take..];
+            pos += take as u64;
+            if kind == FileDigest::Pieces && next_cut.peek() == Some(&pos) {
+                next_cut.next();
+                pieces.push(*hasher.finalize().as_bytes());
+                hasher.reset();
             }
-            Err(_) => return false,
         }
     }
-    hasher.finalize().as_bytes() == expected
+    let digest = match kind {
+        FileDigest::Blake3 => *hasher.finalize().as_bytes(),
+        FileDigest::Pieces => {
+            if size > 0 {
+                pieces.push(*hasher.finalize().as_bytes());
+            }
+            tree::piece_digest(pieces)
+        }
+    };
+    digest == *expected
 }
 
-fn is_corruption(e: &CacheError) -> bool {
+/// Creates directories inside directories this restore created, shallowest first, each depth
+/// on several threads: mkdir allocates an inode, which on a well-used ext4 costs as much as a
+/// file create, and a tree has thousands of directories.
+fn make_fresh_dirs(mut dirs: Vec<PathBuf>) -> Result<()> {
+    dirs.sort_by_key(|d| d.components().count());
+    let mut rest = dirs.as_slice();
+    while let Some(first) = rest.first() {
+        let depth = first.components().count();
+        let level = rest.partition_point(|d| d.components().count() == depth);
+        let (now, later) = rest.split_at(level);
+        rest = later;
+        let next = AtomicUsize::new(0);
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..MKDIR_THREADS.min(now.len()))
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        while let Some(dir) = now.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            match fs::create_dir(dir) {
+                                Ok(()) => {}
+                                // A file's parent created on the way (create_dir_all) already.
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                                        && fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) => {}
+                                Err(e) => return Err(CacheError::io("create", dir, e)),
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(CacheError::Task("a mkdir thread panicked".into())))
+                })
+                .collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+    }
+    Ok(())
+}
+
+pub(super) fn is_corruption(e: &CacheError) -> bool {
     matches!(
         e,
         CacheError::ServerStatus { status: 410, .. } | CacheError::CorruptChunk { .. }
@@ -183,8 +209,8 @@ impl CacheClient {
             let meta = STANDARD
                 .decode(hit.meta.as_bytes())
                 .map_err(|_| CacheError::Protocol("tree listing is not base64".into()))?;
-            let listing = tree::decode(&meta)?;
-            self.restore_tree(&listing, &chunks, &tree::roots(&patterns))
+            let (listing, digest_kind) = tree::decode(&meta)?;
+            self.restore_tree(&listing, digest_kind, &chunks, &tree::roots(&patterns))
         };
         match result {
             Ok(stats) => Ok(RestoreOutcome::Hit {
@@ -296,6 +322,7 @@ impl CacheClient {
     fn restore_tree(
         &self,
         listing: &[TreeEntry],
+        digest_kind: FileDigest,
         chunks: &[ChunkRef],
         roots: &[PathBuf],
     ) -> Result<RestoreStats> {
@@ -311,17 +338,36 @@ impl CacheClient {
                 "entry holds {total} bytes but its listing {listed}"
             )));
         }
+        let chunk_ends: Vec<u64> = chunks
+            .iter()
+            .scan(0u64, |end, c| {
+                *end += u64::from(c.len);
+                Some(*end)
+            })
+            .collect();
         let mut stats = RestoreStats::default();
         // Directories made so far, and whether each was created empty by this restore: nothing
         // can exist in those yet, which saves a stat per file on the common restore into a
         // fresh workspace.
         let mut made_dirs: HashMap<PathBuf, bool> = HashMap::new();
+        let mut fresh_dirs: Vec<PathBuf> = Vec::new();
         let mut files = Vec::new();
+        // Files already on disk, to compare with the listing: (index in files, cuts, digest).
+        let mut present: Vec<(usize, Vec<u64>, [u8; 32])> = Vec::new();
         let mut offset = 0u64;
         for (e, dest) in listing.iter().zip(&dests) {
             match e.kind {
                 Kind::Dir => {
-                    if !made_dirs.contains_key(dest) {
+                    let parent_fresh = dest
+                        .parent()
+                        .and_then(|p| made_dirs.get(p))
+                        .copied()
+                        .unwrap_or(false);
+                    if parent_fresh && !made_dirs.contains_key(dest) {
+                        // Nothing can be there yet: one mkdir, no stat, made below in parallel.
+                        fresh_dirs.push(dest.clone());
+                        made_dirs.insert(dest.clone(), true);
+                    } else if !made_dirs.contains_key(dest) {
                         let fresh = match fs::symlink_metadata(dest) {
                             Ok(m) if m.is_dir() => false,
                             Ok(_) => {
@@ -349,7 +395,16 @@ impl CacheClient {
                         };
                     }
                     let exists = !in_fresh_dir && fs::symlink_metadata(dest).is_ok();
-                    let skip = exists && same_content(dest, e.size, &e.blake3);
+                    if exists {
+                        let end = offset + e.size;
+                        let first = chunk_ends.partition_point(|&c| c <= offset);
+                        let cuts: Vec<u64> = chunk_ends[first..]
+                            .iter()
+                            .take_while(|&&c| c < end)
+                            .map(|&c| c - offset)
+                            .collect();
+                        present.push((files.len(), cuts, e.blake3));
+                    }
                     let mtime = u64::try_from(e.mtime_secs)
                         .ok()
                         .map(|s| UNIX_EPOCH + Duration::new(s, e.mtime_nanos));
@@ -359,7 +414,7 @@ impl CacheClient {
                         size: e.size,
                         mode: e.mode,
                         mtime,
-                        skip,
+                        skip: false,
                         exists,
                     });
                     offset += e.size;
@@ -367,8 +422,37 @@ impl CacheClient {
                 Kind::Symlink => {}
             }
         }
+        make_fresh_dirs(fresh_dirs)?;
+        // Reading and hashing files already present is the whole cost of restoring over an
+        // identical tree: spread it over threads.
+        let same: Vec<bool> = {
+            let next = AtomicUsize::new(0);
+            let results = Mutex::new(vec![false; present.len()]);
+            std::thread::scope(|scope| {
+                for _ in 0..COMPARE_THREADS.min(present.len()) {
+                    scope.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((fi, cuts, digest)) = present.get(i) else {
+                            return;
+                        };
+                        let f: &FilePlan = &files[*fi];
+                        let same = same_content(&f.dest, f.size, digest, digest_kind, cuts);
+                        if let Ok(mut r) = results.lock() {
+                            r[i] = same;
+                        }
+                    });
+                }
+            });
+            results.into_inner().unwrap_or_else(|p| p.into_inner())
+        };
+        for ((fi, _, _), same) in present.iter().zip(same) {
+            files[*fi].skip = same;
+        }
         stats.files_skipped = files.iter().filter(|f| f.skip).count() as u64;
-        self.write_files(&files, chunks, &mut stats)?;
+        let written = write_files(self, &files, chunks)?;
+        stats.files_written = written.files;
+        stats.bytes_written = written.bytes;
+        stats.chunks_fetched = written.chunks;
         for (e, dest) in listing.iter().zip(&dests) {
             if e.kind == Kind::Symlink {
                 if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
@@ -386,146 +470,5 @@ impl CacheClient {
             }
         }
         Ok(stats)
-    }
-
-    fn write_files(
-        &self,
-        files: &[FilePlan],
-        chunks: &[ChunkRef],
-        stats: &mut RestoreStats,
-    ) -> Result<()> {
-        let mut chunk_starts = Vec::with_capacity(chunks.len());
-        let mut pos = 0u64;
-        for c in chunks {
-            chunk_starts.push(pos);
-            pos += u64::from(c.len);
-        }
-        // A chunk is needed when any file that is written overlaps it.
-        let mut wanted = vec![false; chunks.len()];
-        let mut ci = 0usize;
-        for f in files.iter().filter(|f| !f.skip && f.size > 0) {
-            while ci < chunks.len() && chunk_starts[ci] + u64::from(chunks[ci].len) <= f.start {
-                ci += 1;
-            }
-            let mut k = ci;
-            while k < chunks.len() && chunk_starts[k] < f.end() {
-                wanted[k] = true;
-                k += 1;
-            }
-        }
-        let (tx, rx) = sync_channel::<WriteJob>(64);
-        let rx = Arc::new(Mutex::new(rx));
-        let writers: Vec<_> = (0..WRITER_THREADS)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                std::thread::spawn(move || -> Result<()> {
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(r) => r.recv(),
-                            Err(_) => return Err(CacheError::Task("writer queue poisoned".into())),
-                        };
-                        let Ok(job) = job else { return Ok(()) };
-                        write_job(job)?;
-                    }
-                })
-            })
-            .collect();
-        let mut produce = || -> Result<()> {
-            for f in files.iter().filter(|f| !f.skip && f.size == 0) {
-                tx.send(WriteJob {
-                    dest: f.dest.clone(),
-                    data: Vec::new(),
-                    mode: f.mode,
-                    mtime: f.mtime,
-                    exists: f.exists,
-                })
-                .map_err(|_| CacheError::Task("file writers stopped".into()))?;
-                stats.files_written += 1;
-            }
-            let streamed: Vec<&FilePlan> = files.iter().filter(|f| f.size > 0).collect();
-            enum Sink {
-                Buffer(Vec<u8>),
-                Direct(File),
-            }
-            let mut sinks: HashMap<usize, Sink> = HashMap::new();
-            let mut fi = 0usize;
-            for (index, data) in OrderedFetch::start(self, chunks, &wanted) {
-                let data = data?;
-                stats.chunks_fetched += 1;
-                let c_start = chunk_starts[index];
-                let c_end = c_start + data.len() as u64;
-                while fi < streamed.len() && streamed[fi].end() <= c_start {
-                    fi += 1;
-                }
-                while fi < streamed.len() && streamed[fi].start < c_end {
-                    let f = streamed[fi];
-                    let complete = f.end() <= c_end;
-                    if !f.skip {
-                        let lo = (f.start.max(c_start) - c_start) as usize;
-                        let hi = (f.end().min(c_end) - c_start) as usize;
-                        let piece = &data[lo..hi];
-                        let sink = match sinks.entry(fi) {
-                            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                v.insert(if f.size <= INLINE_FILE {
-                                    Sink::Buffer(Vec::with_capacity(f.size as usize))
-                                } else {
-                                    Sink::Direct(create_file(&f.dest, f.mode, f.exists)?)
-                                })
-                            }
-                        };
-                        match sink {
-                            Sink::Buffer(b) => b.extend_from_slice(piece),
-                            Sink::Direct(file) => file
-                                .write_all(piece)
-                                .map_err(|e| CacheError::io("write", &f.dest, e))?,
-                        }
-                        if complete {
-                            stats.files_written += 1;
-                            stats.bytes_written += f.size;
-                            match sinks.remove(&fi) {
-                                Some(Sink::Buffer(data)) => tx
-                                    .send(WriteJob {
-                                        dest: f.dest.clone(),
-                                        data,
-                                        mode: f.mode,
-                                        mtime: f.mtime,
-                                        exists: f.exists,
-                                    })
-                                    .map_err(|_| CacheError::Task("file writers stopped".into()))?,
-                                Some(Sink::Direct(file)) => finish_file(&file, &f.dest, f.mtime)?,
-                                None => {}
-                            }
-                        }
-                    }
-                    if complete {
-                        fi += 1;
-                    } else {
-                        break;
-                    }
-                }
-            }
-            if !sinks.is_empty() {
-                return Err(CacheError::Protocol(
-                    "the entry ended before every file was complete".into(),
-                ));
-            }
-            Ok(())
-        };
-        let produced = produce();
-        drop(tx);
-        let mut first_error = produced.err();
-        for w in writers {
-            match w.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_error.get_or_insert(CacheError::Task("a file writer panicked".into()));
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
     }
 }

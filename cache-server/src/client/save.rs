@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{channel, sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug)]
@@ -51,56 +51,125 @@ pub enum SaveOutcome {
     NothingToSave,
 }
 
-/// Reads the files of a listing back to back, hashing each and insisting it still has the size
-/// the walk saw (a file that changes mid-save would otherwise corrupt the entry silently).
+/// A file to read, in listing order: its path and the size the walk saw.
+struct FileSource {
+    path: PathBuf,
+    size: u64,
+}
+
+/// Reads the files the walk sends back to back, insisting each still has the size the walk saw
+/// (a file that changes mid-save would otherwise corrupt the entry silently). Each file's start
+/// in the stream is appended to `starts`, which tells the chunker where the pieces are.
 struct ConcatReader {
-    files: Vec<(PathBuf, u64)>,
-    next: usize,
-    current: Option<(File, u64, blake3::Hasher)>,
-    hashes: Arc<Mutex<Vec<[u8; 32]>>>,
+    files: Receiver<FileSource>,
+    current: Option<(File, u64, PathBuf)>,
+    offset: u64,
+    starts: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Read for ConcatReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if let Some((file, remaining, hasher)) = &mut self.current {
+            if let Some((file, remaining, path)) = &mut self.current {
                 if *remaining == 0 {
-                    let digest = *hasher.finalize().as_bytes();
-                    self.hashes
-                        .lock()
-                        .map_err(|_| io::Error::other("hash list poisoned"))?
-                        .push(digest);
                     self.current = None;
                     continue;
                 }
                 let want = buf.len().min(*remaining as usize);
                 let n = file.read(&mut buf[..want])?;
                 if n == 0 {
-                    let path = &self.files[self.next - 1].0;
                     return Err(io::Error::other(format!(
                         "{} shrank while it was being saved",
                         path.display()
                     )));
                 }
-                hasher.update(&buf[..n]);
                 *remaining -= n as u64;
+                self.offset += n as u64;
                 return Ok(n);
             }
-            let Some((path, size)) = self.files.get(self.next) else {
+            // The walk ended (or failed: the caller reports its error) when the channel closes.
+            let Ok(next) = self.files.recv() else {
                 return Ok(0);
             };
-            let file = File::open(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            self.current = Some((file, *size, blake3::Hasher::new()));
-            self.next += 1;
+            self.starts
+                .lock()
+                .map_err(|_| io::Error::other("file list poisoned"))?
+                .push(self.offset);
+            if next.size == 0 {
+                continue;
+            }
+            let file = File::open(&next.path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", next.path.display())))?;
+            self.current = Some((file, next.size, next.path));
         }
     }
+}
+
+/// The part of file `file` (index among the listing's files) at `lo..hi` of a chunk.
+#[derive(Clone, Copy)]
+struct Piece {
+    file: usize,
+    lo: usize,
+    hi: usize,
 }
 
 /// A chunk cut by the producer, waiting for a worker.
 struct CutChunk {
     seq: usize,
     data: Vec<u8>,
+    pieces: Vec<Piece>,
+}
+
+/// What a worker learnt about one chunk: its reference and the digests of its file pieces.
+struct HashedChunk {
+    seq: usize,
+    chunk: ChunkRef,
+    pieces: Vec<(usize, [u8; 32])>,
+}
+
+/// The pieces of chunk `[start, end)` of the stream, given the start of every file opened so
+/// far (all files overlapping the chunk are, since its bytes were read). `cursor` is the first
+/// file that may still overlap, and moves forward.
+fn pieces_of(starts: &[u64], cursor: &mut usize, start: u64, end: u64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut i = *cursor;
+    while i < starts.len() && starts[i] < end {
+        let file_end = starts.get(i + 1).copied().unwrap_or(end).min(end);
+        let lo = starts[i].max(start);
+        if file_end > lo {
+            out.push(Piece {
+                file: i,
+                lo: (lo - start) as usize,
+                hi: (file_end - start) as usize,
+            });
+        }
+        if starts.get(i + 1).is_some_and(|&next| next <= end) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    *cursor = i;
+    out
+}
+
+/// Joins a pipeline thread, keeping the first error seen.
+fn join_into<T>(
+    handle: std::thread::JoinHandle<Result<T>>,
+    what: &str,
+    first_error: &mut Option<CacheError>,
+) -> Option<T> {
+    match handle.join() {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            first_error.get_or_insert(e);
+            None
+        }
+        Err(_) => {
+            first_error.get_or_insert(CacheError::Task(format!("the {what} thread panicked")));
+            None
+        }
+    }
 }
 
 impl CacheClient {
@@ -112,9 +181,35 @@ impl CacheClient {
             &req.context.workspace,
             req.context.home.as_deref(),
         )?;
-        let mut entries = tree::walk(&patterns)?;
-        if entries.is_empty() {
-            return Ok(SaveOutcome::NothingToSave);
+        // The walk runs on its own thread and hands files to the reader as it finds them, so
+        // reading and uploading start before the last directory is listed.
+        let (file_tx, file_rx) = channel::<FileSource>();
+        let (found_tx, found_rx) = sync_channel::<()>(1);
+        let walker = {
+            let patterns = patterns.clone();
+            std::thread::spawn(move || {
+                tree::walk_with(&patterns, |e, path| {
+                    let _ = found_tx.try_send(());
+                    if e.kind != Kind::File {
+                        return true;
+                    }
+                    file_tx
+                        .send(FileSource {
+                            path: path.to_path_buf(),
+                            size: e.size,
+                        })
+                        .is_ok()
+                })
+            })
+        };
+        if found_rx.recv().is_err() {
+            // The walk ended without listing anything (or failed).
+            let mut error = None;
+            join_into(walker, "walk", &mut error);
+            return match error {
+                Some(e) => Err(e),
+                None => Ok(SaveOutcome::NothingToSave),
+            };
         }
         let version = req
             .version
@@ -125,21 +220,33 @@ impl CacheClient {
             version,
         })
         .map_err(|e| CacheError::Protocol(e.to_string()))?;
-        let (status, body) = self.exchange(
+        // Ok(body) to go on; Err(what save returns) when the server refused or failed.
+        let reserved: std::result::Result<Vec<u8>, Result<SaveOutcome>> = match self.exchange(
             "POST",
             "/native/v1/reserve",
             Some(("application/json", &payload)),
-        )?;
-        match status {
-            200..=299 => {}
-            409 => return Ok(SaveOutcome::AlreadyExists),
-            403 => return Ok(SaveOutcome::Denied(status_error(status, &body).to_string())),
-            _ => return Err(status_error(status, &body)),
-        }
+        ) {
+            Ok((200..=299, body)) => Ok(body),
+            Ok((409, _)) => Err(Ok(SaveOutcome::AlreadyExists)),
+            Ok((403, body)) => Err(Ok(SaveOutcome::Denied(
+                status_error(403, &body).to_string(),
+            ))),
+            Ok((status, body)) => Err(Err(status_error(status, &body))),
+            Err(e) => Err(Err(e)),
+        };
+        let body = match reserved {
+            Ok(body) => body,
+            Err(result) => {
+                // Stop the walk: its next send fails.
+                drop(file_rx);
+                let _ = walker.join();
+                return result;
+            }
+        };
         let id = serde_json::from_slice::<ReserveResponse>(&body)
             .map_err(|e| CacheError::Protocol(e.to_string()))?
             .upload_id;
-        match self.upload_tree(id, &patterns, &mut entries) {
+        match self.upload_tree(id, file_rx, walker) {
             Ok(stats) => Ok(SaveOutcome::Saved(stats)),
             Err(e) => {
                 // Free the key now rather than when the reservation times out.
@@ -149,59 +256,56 @@ impl CacheClient {
         }
     }
 
+    /// The save pipeline: the walk lists, one thread reads the files back to back and cuts the
+    /// stream into chunks, `concurrency` workers hash each chunk and its file pieces (each byte
+    /// once, except pieces smaller than their chunk), compress and upload what the server lacks.
     fn upload_tree(
         &self,
         id: u64,
-        patterns: &[super::glob::Pattern],
-        entries: &mut [TreeEntry],
+        files: Receiver<FileSource>,
+        walker: std::thread::JoinHandle<Result<Vec<TreeEntry>>>,
     ) -> Result<SaveStats> {
-        let roots = tree::roots(patterns);
-        let files: Vec<(PathBuf, u64)> = entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .map(|e| {
-                let root = &roots[e.root as usize];
-                (
-                    if e.rel.is_empty() {
-                        root.clone()
-                    } else {
-                        root.join(&e.rel)
-                    },
-                    e.size,
-                )
-            })
-            .collect();
-        let total: u64 = files.iter().map(|f| f.1).sum();
-        let hashes = Arc::new(Mutex::new(Vec::with_capacity(files.len())));
+        let starts = Arc::new(Mutex::new(Vec::new()));
         let reader = ConcatReader {
             files,
-            next: 0,
             current: None,
-            hashes: Arc::clone(&hashes),
+            offset: 0,
+            starts: Arc::clone(&starts),
         };
         let (tx, rx) = sync_channel::<CutChunk>(self.concurrency * 2);
-        let producer = std::thread::spawn(move || -> Result<()> {
-            let chunker = fastcdc::v2020::StreamCDC::new(reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
-            for (seq, chunk) in chunker.enumerate() {
-                let chunk = chunk.map_err(|e| CacheError::Io {
-                    action: "read",
-                    path: PathBuf::from("saved files"),
-                    source: io::Error::other(e.to_string()),
-                })?;
-                if tx
-                    .send(CutChunk {
+        let producer = {
+            let starts = Arc::clone(&starts);
+            std::thread::spawn(move || -> Result<()> {
+                let chunker =
+                    fastcdc::v2020::StreamCDC::new(reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+                let mut cursor = 0usize;
+                for (seq, chunk) in chunker.enumerate() {
+                    let chunk = chunk.map_err(|e| CacheError::Io {
+                        action: "read",
+                        path: PathBuf::from("saved files"),
+                        source: io::Error::other(e.to_string()),
+                    })?;
+                    let end = chunk.offset + chunk.data.len() as u64;
+                    let pieces = {
+                        let starts = starts
+                            .lock()
+                            .map_err(|_| CacheError::Task("file list poisoned".into()))?;
+                        pieces_of(&starts, &mut cursor, chunk.offset, end)
+                    };
+                    let cut = CutChunk {
                         seq,
                         data: chunk.data,
-                    })
-                    .is_err()
-                {
-                    break;
+                        pieces,
+                    };
+                    if tx.send(cut).is_err() {
+                        break;
+                    }
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            })
+        };
         let rx = Arc::new(Mutex::new(rx));
-        let results: Arc<Mutex<Vec<(usize, ChunkRef)>>> = Arc::default();
+        let results: Arc<Mutex<Vec<HashedChunk>>> = Arc::default();
         let uploaded_chunks = Arc::new(AtomicU64::new(0));
         let uploaded_bytes = Arc::new(AtomicU64::new(0));
         let workers: Vec<_> = (0..self.concurrency.max(1))
@@ -218,49 +322,48 @@ impl CacheClient {
             .collect();
         let mut first_error = None;
         for w in workers {
-            match w.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_error.get_or_insert(CacheError::Task("an upload thread panicked".into()));
-                }
-            }
+            join_into(w, "upload", &mut first_error);
         }
         drop(rx);
-        match producer.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(_) => {
-                first_error.get_or_insert(CacheError::Task("the chunking thread panicked".into()));
-            }
-        }
+        join_into(producer, "chunking", &mut first_error);
+        let entries = join_into(walker, "walk", &mut first_error);
         if let Some(e) = first_error {
             return Err(e);
         }
+        let mut entries = entries.unwrap_or_default();
         let mut results = std::mem::take(
             &mut *results
                 .lock()
                 .map_err(|_| CacheError::Task("results poisoned".into()))?,
         );
-        results.sort_by_key(|r| r.0);
-        let chunks: Vec<ChunkRef> = results.into_iter().map(|r| r.1).collect();
-        let hashes = std::mem::take(
-            &mut *hashes
-                .lock()
-                .map_err(|_| CacheError::Task("hashes poisoned".into()))?,
-        );
-        for (e, h) in entries
+        results.sort_by_key(|r| r.seq);
+        let file_count = entries.iter().filter(|e| e.kind == Kind::File).count();
+        let mut piece_digests: Vec<Vec<[u8; 32]>> = vec![Vec::new(); file_count];
+        for r in &results {
+            for (file, digest) in &r.pieces {
+                let slot = piece_digests.get_mut(*file).ok_or_else(|| {
+                    CacheError::Task(format!("chunk piece names file {file} of {file_count}"))
+                })?;
+                slot.push(*digest);
+            }
+        }
+        let mut total = 0u64;
+        for (e, pieces) in entries
             .iter_mut()
             .filter(|e| e.kind == Kind::File)
-            .zip(hashes)
+            .zip(piece_digests)
         {
-            e.blake3 = h;
+            e.blake3 = tree::piece_digest(pieces);
+            total += e.size;
         }
-        let meta = tree::encode(entries)?;
+        let chunks: Vec<ChunkRef> = results.into_iter().map(|r| r.chunk).collect();
+        let streamed: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        if streamed != total {
+            return Err(CacheError::Task(format!(
+                "read {streamed} bytes of files that the walk listed with {total}"
+            )));
+        }
+        let meta = tree::encode(&entries)?;
         let commit = CommitRequest {
             size: total,
             chunks: chunks
@@ -276,7 +379,7 @@ impl CacheClient {
             self.json(&format!("/native/v1/uploads/{id}/commit"), &commit)?;
         Ok(SaveStats {
             entry_id: done.entry_id,
-            files: entries.iter().filter(|e| e.kind == Kind::File).count() as u64,
+            files: file_count as u64,
             bytes: total,
             chunks: chunks.len() as u64,
             chunks_uploaded: uploaded_chunks.load(Ordering::Relaxed),
@@ -284,12 +387,13 @@ impl CacheClient {
         })
     }
 
-    /// Takes batches of cut chunks, asks which are missing, uploads those.
+    /// Takes batches of cut chunks, hashes them and their pieces, asks which are missing,
+    /// uploads those.
     fn upload_worker(
         &self,
         id: u64,
         rx: &Mutex<Receiver<CutChunk>>,
-        results: &Mutex<Vec<(usize, ChunkRef)>>,
+        results: &Mutex<Vec<HashedChunk>>,
         uploaded_chunks: &AtomicU64,
         uploaded_bytes: &AtomicU64,
     ) -> Result<()> {
@@ -309,19 +413,38 @@ impl CacheClient {
                 }
                 batch
             };
-            let refs: Vec<ChunkRef> = batch
+            let hashed: Vec<HashedChunk> = batch
                 .iter()
-                .map(|c| ChunkRef {
-                    digest: Digest::of(&c.data),
-                    len: c.data.len() as u32,
+                .map(|c| {
+                    let digest = Digest::of(&c.data);
+                    let pieces = c
+                        .pieces
+                        .iter()
+                        .map(|p| {
+                            let d = if p.lo == 0 && p.hi == c.data.len() {
+                                digest.0
+                            } else {
+                                *blake3::hash(&c.data[p.lo..p.hi]).as_bytes()
+                            };
+                            (p.file, d)
+                        })
+                        .collect();
+                    HashedChunk {
+                        seq: c.seq,
+                        chunk: ChunkRef {
+                            digest,
+                            len: c.data.len() as u32,
+                        },
+                        pieces,
+                    }
                 })
                 .collect();
             let ask = MissingRequest {
-                chunks: refs
+                chunks: hashed
                     .iter()
-                    .map(|c| WireChunk {
-                        d: c.digest.to_hex(),
-                        n: c.len,
+                    .map(|h| WireChunk {
+                        d: h.chunk.digest.to_hex(),
+                        n: h.chunk.len,
                     })
                     .collect(),
             };
@@ -329,8 +452,8 @@ impl CacheClient {
                 self.json(&format!("/native/v1/uploads/{id}/missing"), &ask)?;
             let mut missing: std::collections::HashSet<String> =
                 answer.missing.into_iter().collect();
-            for (chunk, r) in batch.iter().zip(&refs) {
-                let hex = r.digest.to_hex();
+            for (chunk, h) in batch.iter().zip(&hashed) {
+                let hex = h.chunk.digest.to_hex();
                 // remove(): a chunk repeated within the batch travels once.
                 if !missing.remove(&hex) {
                     continue;
@@ -347,10 +470,31 @@ impl CacheClient {
                 uploaded_chunks.fetch_add(1, Ordering::Relaxed);
                 uploaded_bytes.fetch_add(encoded.len() as u64, Ordering::Relaxed);
             }
-            let mut out = results
+            results
                 .lock()
-                .map_err(|_| CacheError::Task("results poisoned".into()))?;
-            out.extend(batch.iter().map(|c| c.seq).zip(refs));
+                .map_err(|_| CacheError::Task("results poisoned".into()))?
+                .extend(hashed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_follow_file_and_chunk_boundaries() {
+        // Files: 0 at [0,10), 1 empty at 10, 2 at [10,25), 3 at [25,..).
+        let starts = [0, 10, 10, 25];
+        let mut cursor = 0;
+        let first = pieces_of(&starts, &mut cursor, 0, 12);
+        let got: Vec<_> = first.iter().map(|p| (p.file, p.lo, p.hi)).collect();
+        assert_eq!(got, vec![(0, 0, 10), (2, 10, 12)]);
+        let second = pieces_of(&starts, &mut cursor, 12, 30);
+        let got: Vec<_> = second.iter().map(|p| (p.file, p.lo, p.hi)).collect();
+        assert_eq!(got, vec![(2, 0, 13), (3, 13, 18)]);
+        let third = pieces_of(&starts, &mut cursor, 30, 40);
+        let got: Vec<_> = third.iter().map(|p| (p.file, p.lo, p.hi)).collect();
+        assert_eq!(got, vec![(3, 0, 10)]);
     }
 }

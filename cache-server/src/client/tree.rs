@@ -1,6 +1,12 @@
 //! The tree listing stored with a native entry: every file, directory and symlink under the
-//! `path:` roots, in a deterministic order, with mode, mtime, size and blake3 of each file. File
-//! contents are the concatenation, in listing order, that the entry's chunks cut up.
+//! `path:` roots, in a deterministic order, with mode, mtime, size and a digest of each file.
+//! File contents are the concatenation, in listing order, that the entry's chunks cut up.
+//!
+//! Listing formats: `KLT1` stores blake3 of each file. `KLT2` (what saves write) stores the
+//! piece digest ([`piece_digest`]): blake3 over the blake3 of each piece, a piece being the part
+//! of the file inside one chunk of the entry. A piece that is a whole chunk has the chunk's own
+//! digest, so the bytes of large files are hashed once on save, not once per file and once per
+//! chunk.
 
 use super::glob::{selected, Pattern};
 use crate::error::{CacheError, Result};
@@ -34,7 +40,27 @@ pub struct TreeEntry {
 /// Limits that keep a hostile listing from exhausting memory.
 const MAX_ENTRIES: u64 = 10_000_000;
 const MAX_LISTING_BYTES: usize = 1 << 30;
-const MAGIC: &[u8; 4] = b"KLT1";
+const MAGIC_BLAKE3: &[u8; 4] = b"KLT1";
+const MAGIC_PIECES: &[u8; 4] = b"KLT2";
+
+/// What the `blake3` field of a listing's files holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileDigest {
+    /// blake3 of the whole file (`KLT1`).
+    Blake3,
+    /// [`piece_digest`] over the file's pieces, cut at the entry's chunk boundaries (`KLT2`).
+    Pieces,
+}
+
+/// The file digest of `KLT2` listings: blake3 of the concatenated piece digests, in file order.
+/// A file without bytes has no pieces.
+pub fn piece_digest(pieces: impl IntoIterator<Item = [u8; 32]>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for p in pieces {
+        h.update(&p);
+    }
+    *h.finalize().as_bytes()
+}
 
 /// Positive patterns' roots, in pattern order (negated patterns get no root).
 pub fn roots(patterns: &[Pattern]) -> Vec<PathBuf> {
@@ -48,6 +74,15 @@ pub fn roots(patterns: &[Pattern]) -> Vec<PathBuf> {
 /// Walks the roots and lists what the patterns select. Directories are listed before their
 /// contents and children in byte order, so the same tree always gives the same stream.
 pub fn walk(patterns: &[Pattern]) -> Result<Vec<TreeEntry>> {
+    walk_with(patterns, |_, _| true)
+}
+
+/// [`walk`], handing each entry and its full path to `found` as soon as it is listed (so a save
+/// can read files while the walk goes on); `found` returning false stops the walk.
+pub fn walk_with(
+    patterns: &[Pattern],
+    mut found: impl FnMut(&TreeEntry, &Path) -> bool,
+) -> Result<Vec<TreeEntry>> {
     let roots = roots(patterns);
     let mut entries = Vec::new();
     let mut walked: Vec<&PathBuf> = Vec::new();
@@ -69,6 +104,9 @@ pub fn walk(patterns: &[Pattern]) -> Result<Vec<TreeEntry>> {
             let is_dir = meta.is_dir();
             if selected(patterns, &path) {
                 if let Some(e) = entry_for(&roots, &path, &meta)? {
+                    if !found(&e, &path) {
+                        return Ok(entries);
+                    }
                     entries.push(e);
                 }
             }
@@ -132,10 +170,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Serialises and compresses a listing.
+/// Serialises and compresses a listing whose file digests are [`FileDigest::Pieces`].
 pub fn encode(entries: &[TreeEntry]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(entries.len() * 96 + 16);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(MAGIC_PIECES);
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for e in entries {
         out.push(e.kind as u8);
@@ -178,18 +216,22 @@ impl<'a> Cursor<'a> {
 }
 
 /// Decompresses and parses a listing; every length is checked against the data.
-pub fn decode(compressed: &[u8]) -> Result<Vec<TreeEntry>> {
+pub fn decode(compressed: &[u8]) -> Result<(Vec<TreeEntry>, FileDigest)> {
     let data = zstd::bulk::decompress(compressed, MAX_LISTING_BYTES)
         .map_err(|e| CacheError::Protocol(format!("tree listing does not decompress: {e}")))?;
     let mut c = Cursor {
         data: &data,
         pos: 0,
     };
-    if c.take(4)? != MAGIC {
-        return Err(CacheError::Protocol(
-            "tree listing has an unknown format".into(),
-        ));
-    }
+    let digest_kind = match c.take(4)? {
+        m if m == MAGIC_PIECES => FileDigest::Pieces,
+        m if m == MAGIC_BLAKE3 => FileDigest::Blake3,
+        _ => {
+            return Err(CacheError::Protocol(
+                "tree listing has an unknown format".into(),
+            ))
+        }
+    };
     let count = u64::from_le_bytes(c.array()?);
     if count > MAX_ENTRIES {
         return Err(CacheError::Protocol(format!(
@@ -220,7 +262,7 @@ pub fn decode(compressed: &[u8]) -> Result<Vec<TreeEntry>> {
             link: c.string()?,
         });
     }
-    Ok(entries)
+    Ok((entries, digest_kind))
 }
 
 #[cfg(test)]
@@ -241,14 +283,14 @@ mod tests {
             link: "../c".into(),
         };
         let enc = encode(std::slice::from_ref(&e)).unwrap();
-        assert_eq!(decode(&enc).unwrap(), vec![e]);
+        assert_eq!(decode(&enc).unwrap(), (vec![e], FileDigest::Pieces));
         assert!(decode(b"junk").is_err());
         let truncated = zstd::bulk::compress(&enc_raw_prefix(), 1).unwrap();
         assert!(decode(&truncated).is_err());
     }
 
     fn enc_raw_prefix() -> Vec<u8> {
-        let mut v = MAGIC.to_vec();
+        let mut v = MAGIC_PIECES.to_vec();
         v.extend_from_slice(&5u64.to_le_bytes());
         v.push(0);
         v

@@ -254,11 +254,15 @@ async fn metrics_text(
 ) -> Response {
     let store = Arc::clone(&svc.store);
     let totals = blocking(move || store.totals()).await.ok();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        svc.metrics.render(totals),
-    )
-        .into_response()
+    let mut text = svc.metrics.render(totals);
+    let (pending, failed) = svc.store.durability_backlog();
+    text.push_str(&format!(
+        "# HELP kiln_cache_entries_not_durable Committed entries whose chunks are still being synced.\n\
+         # TYPE kiln_cache_entries_not_durable gauge\nkiln_cache_entries_not_durable {pending}\n\
+         # HELP kiln_cache_durability_failures_total Entries whose chunks could not be synced (a restart drops them).\n\
+         # TYPE kiln_cache_durability_failures_total counter\nkiln_cache_durability_failures_total {failed}\n"
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// A response body fed from a channel, so chunk reads on blocking threads can stream out. An
@@ -306,6 +310,9 @@ pub async fn serve(
         .await
         .map_err(|e| CacheError::io("serve", "listener", e));
     maintenance.abort();
+    // Entries committed just before the stop must not be dropped by the next start.
+    let store = Arc::clone(&service.store);
+    let _ = tokio::task::spawn_blocking(move || store.flush_durability()).await;
     result
 }
 
