@@ -15,7 +15,7 @@ use kiln_workflow::model::{Runs, Step, StepAction};
 use kiln_workflow::Conclusion;
 use std::time::Instant;
 
-use super::resolve::{parse_uses, ActionRef};
+use super::resolve::{parse_uses, ActionRef, RemoteAction};
 use super::{action_inputs, builtin, load_action, LoadedAction};
 use crate::executor::job::{Frame, JobRunner};
 use crate::executor::status::{Gate, StepOutcome};
@@ -125,17 +125,7 @@ impl JobRunner {
     /// "Set up job" does, also for steps whose `if:` will skip them: a missing action fails
     /// the job before any step has had effects. `Err` says which action and how to provide it.
     pub(crate) async fn resolve_actions_at_setup(&mut self, steps: &[Step]) -> Result<(), String> {
-        for step in steps {
-            let StepAction::Uses { uses, .. } = &step.action else {
-                continue;
-            };
-            let Ok(ActionRef::Remote(remote)) = parse_uses(&uses.value) else {
-                continue;
-            };
-            if builtin::Builtin::find(&remote.owner, &remote.repo, remote.path.as_deref()).is_some()
-            {
-                continue;
-            }
+        for (_, remote) in fetched_actions(steps) {
             self.resolve_remote(&remote).await?;
         }
         Ok(())
@@ -143,17 +133,10 @@ impl JobRunner {
 
     /// Runs the pre stage of every job step whose remote action has one, in step order.
     pub(crate) async fn run_pre_steps(&mut self, steps: &[Step]) {
-        for step in steps {
+        for (step, remote) in fetched_actions(steps) {
             let StepAction::Uses { uses, .. } = &step.action else {
                 continue;
             };
-            let Ok(ActionRef::Remote(remote)) = parse_uses(&uses.value) else {
-                continue;
-            };
-            if builtin::Builtin::find(&remote.owner, &remote.repo, remote.path.as_deref()).is_some()
-            {
-                continue;
-            }
             // An action that cannot be fetched or read fails its main step, which says why.
             let Ok(dir) = self.resolve_remote(&remote).await else {
                 continue;
@@ -292,4 +275,18 @@ impl JobRunner {
             Runs::Composite { .. } => None,
         }
     }
+}
+
+/// The job steps whose `uses:` is a remote action kiln fetches (not a built-in one), with it.
+fn fetched_actions(steps: &[Step]) -> impl Iterator<Item = (&Step, RemoteAction)> {
+    steps.iter().filter_map(|step| {
+        let StepAction::Uses { uses, .. } = &step.action else {
+            return None;
+        };
+        let Ok(ActionRef::Remote(remote)) = parse_uses(&uses.value) else {
+            return None;
+        };
+        let builtin = builtin::Builtin::find(&remote.owner, &remote.repo, remote.path.as_deref());
+        builtin.is_none().then_some((step, remote))
+    })
 }

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::container::LogOutput;
 use bollard::errors::Error as ApiError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount as ApiMount, MountType};
 use bollard::query_parameters::{
@@ -19,9 +18,7 @@ use futures_util::StreamExt;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{
-    BackendError, ExecOutcome, ExecSpec, LineSplitter, LogSink, Mount, OutputStream,
-};
+use crate::backend::{BackendError, DockerOutputLines, ExecOutcome, ExecSpec, LogSink, Mount};
 use crate::executor::step::ProcessLauncher;
 
 /// Where GitHub's runner mounts the job's folders for a Docker action; actions written for
@@ -178,7 +175,7 @@ impl ActionContainer {
                 program: self.argv[0].clone(),
                 source: std::io::Error::other(daemon_message(e)),
             })?;
-        let mut lines = Lines::new();
+        let mut lines = DockerOutputLines::new();
         let outcome = loop {
             tokio::select! {
                 biased;
@@ -204,17 +201,9 @@ impl ActionContainer {
             .build();
         // The container is removed by force afterwards, so a failed stop changes nothing.
         let _ = self.docker.stop_container(id, Some(stop)).await;
-        let drain_end = Instant::now() + DRAIN_AFTER_STOP;
-        loop {
-            tokio::select! {
-                chunk = output.next() => match chunk {
-                    Some(Ok(chunk)) => lines.deliver(chunk, logs),
-                    _ => break,
-                },
-                () = sleep_until(drain_end) => break,
-            }
-        }
-        lines.finish(logs);
+        lines
+            .drain(&mut output, logs, Instant::now() + DRAIN_AFTER_STOP)
+            .await;
         Ok(outcome)
     }
 
@@ -280,36 +269,6 @@ impl ProcessLauncher for ActionContainer {
         let removed = self.remove(&id).await;
         let outcome = outcome?;
         removed.map(|()| outcome)
-    }
-}
-
-/// Streams the multiplexed output into lines per stream.
-struct Lines {
-    stdout: LineSplitter,
-    stderr: LineSplitter,
-}
-
-impl Lines {
-    fn new() -> Self {
-        Lines {
-            stdout: LineSplitter::new(OutputStream::Stdout),
-            stderr: LineSplitter::new(OutputStream::Stderr),
-        }
-    }
-
-    fn deliver(&mut self, chunk: LogOutput, logs: &mut dyn LogSink) {
-        match chunk {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                self.stdout.push(&message, logs)
-            }
-            LogOutput::StdErr { message } => self.stderr.push(&message, logs),
-            LogOutput::StdIn { .. } => {}
-        }
-    }
-
-    fn finish(&mut self, logs: &mut dyn LogSink) {
-        self.stdout.finish(logs);
-        self.stderr.finish(logs);
     }
 }
 

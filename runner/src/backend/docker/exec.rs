@@ -22,13 +22,22 @@ const POLL: Duration = Duration::from_millis(10);
 /// How often a terminating process tree is checked.
 const KILL_POLL: Duration = Duration::from_millis(20);
 
-struct Splitters {
+/// Docker's multiplexed output (an exec's, or a container's attach stream) split into lines
+/// per stream.
+pub(crate) struct DockerOutputLines {
     stdout: LineSplitter,
     stderr: LineSplitter,
 }
 
-impl Splitters {
-    fn deliver(&mut self, chunk: LogOutput, logs: &mut dyn LogSink) {
+impl DockerOutputLines {
+    pub(crate) fn new() -> Self {
+        DockerOutputLines {
+            stdout: LineSplitter::new(OutputStream::Stdout),
+            stderr: LineSplitter::new(OutputStream::Stderr),
+        }
+    }
+
+    pub(crate) fn deliver(&mut self, chunk: LogOutput, logs: &mut dyn LogSink) {
         match chunk {
             LogOutput::StdOut { message } | LogOutput::Console { message } => {
                 self.stdout.push(&message, logs)
@@ -38,9 +47,32 @@ impl Splitters {
         }
     }
 
-    fn finish(&mut self, logs: &mut dyn LogSink) {
+    pub(crate) fn finish(&mut self, logs: &mut dyn LogSink) {
         self.stdout.finish(logs);
         self.stderr.finish(logs);
+    }
+
+    /// After the process was stopped: what it still wrote, read until the stream ends or
+    /// `deadline` (a stream kept open by a stray child must not hold the step), then the
+    /// last partial lines.
+    pub(crate) async fn drain<S>(
+        &mut self,
+        output: &mut S,
+        logs: &mut dyn LogSink,
+        deadline: Instant,
+    ) where
+        S: futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+    {
+        loop {
+            tokio::select! {
+                chunk = output.next() => match chunk {
+                    Some(Ok(chunk)) => self.deliver(chunk, logs),
+                    _ => break,
+                },
+                () = sleep_until(deadline) => break,
+            }
+        }
+        self.finish(logs);
     }
 }
 
@@ -88,10 +120,7 @@ pub(super) async fn run(
             "the Docker daemon started the exec detached, so its output cannot be read".into(),
         ));
     };
-    let mut lines = Splitters {
-        stdout: LineSplitter::new(OutputStream::Stdout),
-        stderr: LineSplitter::new(OutputStream::Stderr),
-    };
+    let mut lines = DockerOutputLines::new();
     let deadline = spec.timeout.map(|t| Instant::now() + t);
     // The runtime's own "could not start" message arrives as the first output; it is held
     // back until the exit code says whether it was that (then it becomes an error) or output.
@@ -135,17 +164,9 @@ pub(super) async fn run(
         lines.deliver(held, logs);
     }
     kill_exec(backend, handle, &exec_id).await?;
-    let drain_end = Instant::now() + DRAIN_AFTER_KILL;
-    loop {
-        tokio::select! {
-            chunk = output.next() => match chunk {
-                Some(Ok(chunk)) => lines.deliver(chunk, logs),
-                _ => break,
-            },
-            () = sleep_until(drain_end) => break,
-        }
-    }
-    lines.finish(logs);
+    lines
+        .drain(&mut output, logs, Instant::now() + DRAIN_AFTER_KILL)
+        .await;
     Ok(outcome)
 }
 

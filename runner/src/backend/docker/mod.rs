@@ -16,6 +16,7 @@
 //! `--tmpfs`, `--mount`, `--volume`/`-v`. Any other flag is an error naming it.
 
 mod exec;
+pub(crate) use exec::DockerOutputLines;
 mod options;
 mod setup;
 
