@@ -1,0 +1,201 @@
+//! Behaviour parity of `kiln run` with GitHub's runner: each folder of `tests/parity/` is a
+//! tiny repository whose workflow checks one area of behaviour and fails (a step exits
+//! non-zero) when kiln diverges. The cases run in parallel threads so the file stays fast.
+
+mod run_support;
+
+use run_support::*;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// One parity case: its folder, how kiln must end, and lines its output must (not) hold.
+struct Case {
+    name: &'static str,
+    /// `true` when every job must succeed; `false` when the case checks a failing job's
+    /// effects and kiln must exit 1.
+    succeeds: bool,
+    /// Extra `kiln run` arguments (secrets, variables).
+    args: &'static [&'static str],
+    present: &'static [&'static str],
+    absent: &'static [&'static str],
+}
+
+const fn case(name: &'static str, present: &'static [&'static str]) -> Case {
+    Case {
+        name,
+        succeeds: true,
+        args: &[],
+        present,
+        absent: &[],
+    }
+}
+
+/// Host-mode cases.
+const HOST_CASES: &[Case] = &[
+    case("env-precedence", &["env precedence ok"]),
+    case("env-multiline", &["multiline env ok"]),
+    case("github-path", &["github path ok", "from-second"]),
+    Case {
+        succeeds: false,
+        absent: &["SHOULD-NOT-RUN"],
+        ..case(
+            "if-forms",
+            &[
+                "case-insensitive compare ran",
+                "the string false is truthy",
+                "success after tolerated failure",
+                "failure branch ran",
+                "always branch ran",
+                "job status failure",
+            ],
+        )
+    },
+    case(
+        "outputs-needs",
+        &[
+            "consumed outputs ok",
+            "fan-out leg a",
+            "fan-out leg b",
+            "transitive ok",
+        ],
+    ),
+    Case {
+        succeeds: false,
+        absent: &["SHOULD-NOT-RUN"],
+        ..case(
+            "needs-failure",
+            &["failure job ran", "always job saw failure skipped skipped"],
+        )
+    },
+    case("job-continue-on-error", &["ran after a continue-on-error job"]),
+    case(
+        "matrix",
+        &[
+            "leg=alpha-1 extra=added-to-existing",
+            "leg=gamma-9 extra= index=3 total=4",
+            "config one true",
+            "config two false",
+        ],
+    ),
+    Case {
+        absent: &["SHOULD-NOT-PRINT"],
+        ..case(
+            "shells",
+            &[
+                "default bash ignored the pipe failure",
+                "sh ran",
+                "python ran 3",
+                "perl ran",
+                "shell outcomes ok",
+                "job default shell sh",
+                "step shell bash",
+            ],
+        )
+    },
+    case(
+        "working-directory",
+        &[
+            "workflow marker",
+            "job marker",
+            "step beats job default",
+            "absolute working directory",
+            "expression working directory",
+        ],
+    ),
+];
+
+fn parity_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("parity")
+        .join(name)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create directory");
+    for entry in std::fs::read_dir(from).expect("read case directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// Runs one case and returns what went wrong, if anything.
+fn run_case(case: &Case, executor: &str) -> Option<String> {
+    let repo = empty_repo();
+    copy_tree(&parity_dir(case.name), repo.path());
+    repo.commit();
+    let mut args = vec!["--executor", executor];
+    args.extend_from_slice(case.args);
+    let out = kiln_run(repo.path(), &args, LIMIT);
+    let mut problems = Vec::new();
+    let expected_status = if case.succeeds { 0 } else { 1 };
+    if out.status != expected_status {
+        problems.push(format!(
+            "exit status {} instead of {expected_status}",
+            out.status
+        ));
+    }
+    for line in case.present {
+        if !out.stdout.contains(line) {
+            problems.push(format!("missing output {line:?}"));
+        }
+    }
+    for line in case.absent {
+        if out.stdout.contains(line) {
+            problems.push(format!("unexpected output {line:?}"));
+        }
+    }
+    (!problems.is_empty()).then(|| {
+        format!(
+            "case {} ({executor}): {}\n{}",
+            case.name,
+            problems.join("; "),
+            out.all_output()
+        )
+    })
+}
+
+/// Runs the cases on a few worker threads (the machine is small) and fails with every
+/// divergence at once.
+fn run_all(cases: &[Case], executor: &str) {
+    const WORKERS: usize = 4;
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| {
+                while let Some(case) = cases.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    if let Some(failure) = run_case(case, executor) {
+                        failures.lock().expect("failures lock").push(failure);
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().expect("failures lock");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_case_folder_is_listed() {
+    let listed: Vec<&str> = HOST_CASES.iter().map(|c| c.name).collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity");
+    for entry in std::fs::read_dir(root).expect("tests/parity exists") {
+        let name = entry.expect("entry").file_name().into_string().expect("utf-8");
+        assert!(listed.contains(&name.as_str()), "case {name} is not run");
+    }
+}
+
+#[test]
+fn host_cases_match_github() {
+    run_all(HOST_CASES, "host");
+}
