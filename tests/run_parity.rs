@@ -71,7 +71,10 @@ const HOST_CASES: &[Case] = &[
             &["failure job ran", "always job saw failure skipped skipped"],
         )
     },
-    case("job-continue-on-error", &["ran after a continue-on-error job"]),
+    case(
+        "job-continue-on-error",
+        &["ran after a continue-on-error job"],
+    ),
     case(
         "matrix",
         &[
@@ -104,6 +107,50 @@ const HOST_CASES: &[Case] = &[
             "step beats job default",
             "absolute working directory",
             "expression working directory",
+        ],
+    ),
+    Case {
+        args: &[
+            "--secret",
+            "PARITY_TOKEN=s3cr3t-parity-value",
+            "--secret",
+            "PARITY_BLOCK=line-one-secret\nline-two-secret",
+        ],
+        absent: &[
+            "value is hunter2-dynamic",
+            "step hunter2-dynamic",
+            "secret is s3cr3t",
+            "first line: line-one",
+        ],
+        ..case(
+            "masks-secrets",
+            &[
+                "dynamic value is ***",
+                "still masked in a later step ***",
+                "secret is ***",
+                "first line: ***",
+            ],
+        )
+    },
+    case("expressions", &["expression functions ok", "hashFiles ok"]),
+    case(
+        "default-env",
+        &[
+            "default env ok",
+            "generated id __run\n",
+            "generated id __run_2",
+            "GITHUB_JOB kept",
+            "event payload ok",
+        ],
+    ),
+    case("step-timeout", &["step timed out after three seconds"]),
+    case(
+        "workflow-commands",
+        &[
+            "set-output still works",
+            "set-env is disabled",
+            "visible notmasked-while-stopped",
+            "escapes decoded",
         ],
     ),
 ];
@@ -190,7 +237,11 @@ fn every_case_folder_is_listed() {
     let listed: Vec<&str> = HOST_CASES.iter().map(|c| c.name).collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity");
     for entry in std::fs::read_dir(root).expect("tests/parity exists") {
-        let name = entry.expect("entry").file_name().into_string().expect("utf-8");
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .into_string()
+            .expect("utf-8");
         assert!(listed.contains(&name.as_str()), "case {name} is not run");
     }
 }

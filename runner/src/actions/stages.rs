@@ -190,6 +190,7 @@ impl JobRunner {
             (format!("Pre {name}"), env, with)
         };
         let id = format!("pre_{}", step.effective_id);
+        let name = self.log.mask(&name);
         self.emitter.send(JobEvent::StepStarted {
             id: id.clone(),
             name: name.clone(),

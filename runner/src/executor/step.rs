@@ -17,7 +17,7 @@ use kiln_workflow::Conclusion;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{github_variables, github_with, job_context};
-use super::files::StepFiles;
+use super::files::{event_file, StepFiles};
 use super::job::{Frame, JobRunner, PostStep};
 use super::output::StepSink;
 use super::scope::Scope;
@@ -138,6 +138,9 @@ impl JobRunner {
             self.observe_cancellation();
             let id = step.effective_id.clone();
             let (outcome, name, outputs) = self.decide_and_run(frame, step).await;
+            // The log and report are masked as a whole on GitHub: a secret the step itself
+            // registered hides in its name from now on.
+            let name = self.log.mask(&name);
             if step.id.is_some() {
                 frame
                     .steps
@@ -190,6 +193,7 @@ impl JobRunner {
                 .unwrap_or_else(|_| template.raw.clone()),
             None => default_name(step),
         };
+        let name = self.log.mask(&name);
         let gate = scope.gate(&step.condition);
         // A skipped step never started: it shows only as skipped, as on GitHub.
         if gate == Gate::Skip {
@@ -413,6 +417,7 @@ impl JobRunner {
         &self,
         ctx: &StepCtx,
         files: &StepFiles,
+        event_path: &std::path::Path,
         extra: &[(String, String)],
     ) -> Vec<(String, String)> {
         let mut env: IndexMap<String, String> = self.base_env.iter().cloned().collect();
@@ -432,7 +437,9 @@ impl JobRunner {
             };
             env.insert("PATH".to_owned(), path);
         }
-        let github = github_with(&ctx.github, &files_keys(files));
+        let mut keys = files_keys(files);
+        keys.push(("event_path", event_path.to_string_lossy().into_owned()));
+        let github = github_with(&ctx.github, &keys);
         let mut runtime = Vec::new();
         github_variables(&github, &mut runtime);
         runtime.extend(self.runner.variables());
@@ -475,7 +482,21 @@ impl JobRunner {
                 return failed(self.fail(&ctx.name, &message));
             }
         };
-        let env = self.process_env(ctx, &files, &process.extra_env);
+        let event = match &ctx.github {
+            Value::Object(github) => github.get("event").map(Value::to_json),
+            _ => None,
+        };
+        let event_path = match event_file(
+            &self.paths.temp,
+            &event.unwrap_or_else(|| serde_json::json!({})),
+        ) {
+            Ok(path) => path,
+            Err(e) => {
+                let message = format!("cannot write the event payload file: {e}");
+                return failed(self.fail(&ctx.name, &message));
+            }
+        };
+        let env = self.process_env(ctx, &files, &event_path, &process.extra_env);
         let flag = |name: &str| {
             env.iter()
                 .any(|(k, v)| k == name && v.eq_ignore_ascii_case("true"))
@@ -575,6 +596,10 @@ impl JobRunner {
         let started = Instant::now();
         self.observe_cancellation();
         let id = format!("post_{}", post.run.ctx.id);
+        let post = PostStep {
+            name: self.log.mask(&post.name),
+            ..post
+        };
         self.emitter.send(JobEvent::StepStarted {
             id: id.clone(),
             name: post.name.clone(),
