@@ -153,7 +153,53 @@ const HOST_CASES: &[Case] = &[
             "escapes decoded",
         ],
     ),
+    Case {
+        absent: &["SHOULD-NOT-RUN"],
+        ..case(
+            "composite-action",
+            &[
+                "helper script ran from the action folder",
+                "composite outputs ok",
+                "nested composite ok",
+                "composite failure() step ran",
+                "composite failure seen",
+            ],
+        )
+    },
+    case(
+        "node-action",
+        &[
+            "`pre` execution is not supported for local action",
+            "main ran for First Action",
+            "node outputs ok",
+            // Post steps run in reverse order, each with its own action's state.
+            "post ran with second-state",
+            "post ran with First Action-state",
+        ],
+    ),
+    case(
+        "step-summary",
+        &[
+            "each step gets a fresh summary file",
+            "file command files exist",
+            "### First summary",
+        ],
+    ),
 ];
+
+/// Cases that need containers (job container, services, Docker actions).
+const DOCKER_CASES: &[Case] = &[case(
+    "docker-container-services",
+    &[
+        "container step ok",
+        "service web answered",
+        "job context ok",
+        "container GITHUB_ENV ok",
+        "docker action ran with parity-word",
+        "docker action outputs ok",
+        "docker uses ran with from-env",
+    ],
+)];
 
 fn parity_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -234,7 +280,11 @@ fn run_all(cases: &[Case], executor: &str) {
 
 #[test]
 fn every_case_folder_is_listed() {
-    let listed: Vec<&str> = HOST_CASES.iter().map(|c| c.name).collect();
+    let listed: Vec<&str> = HOST_CASES
+        .iter()
+        .chain(DOCKER_CASES)
+        .map(|c| c.name)
+        .collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity");
     for entry in std::fs::read_dir(root).expect("tests/parity exists") {
         let name = entry
@@ -249,4 +299,21 @@ fn every_case_folder_is_listed() {
 #[test]
 fn host_cases_match_github() {
     run_all(HOST_CASES, "host");
+}
+
+#[test]
+fn docker_cases_match_github() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(docker) = runtime.block_on(kiln_runner::testing::require_docker()) else {
+        return;
+    };
+    runtime.block_on(async {
+        kiln_runner::testing::ensure_busybox_image(&docker).await;
+        // `ubuntu-latest` maps to the base image in Docker mode.
+        kiln_runner::testing::ensure_base_image(&docker).await;
+    });
+    run_all(DOCKER_CASES, "docker");
 }

@@ -1,0 +1,2 @@
+const label = process.env['INPUT_LABEL'];
+console.log(`pre ran for ${label}`);
