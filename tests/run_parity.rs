@@ -185,6 +185,28 @@ const HOST_CASES: &[Case] = &[
             "### First summary",
         ],
     ),
+    case(
+        "file-command-errors",
+        &[
+            "Matching delimiter not found 'END'",
+            "Invalid format 'just words'",
+            "Can't store NODE_OPTIONS output parameter",
+            "file command errors ok",
+        ],
+    ),
+    Case {
+        args: &["--var", "PARITY_VAR=from-var"],
+        absent: &["SHOULD-NOT-RUN"],
+        ..case(
+            "job-conditions",
+            &[
+                "job if on needs output ran",
+                "idiom job ran after a skipped need",
+                "vars ok flaky=true",
+                "vars ok flaky=false",
+            ],
+        )
+    },
 ];
 
 /// Cases that need containers (job container, services, Docker actions).
