@@ -17,11 +17,16 @@ use kiln_workflow::envfile::{parse_env_file, parse_path_file, EnvFileError};
 /// A step summary larger than this is refused, as on GitHub.
 pub const MAX_SUMMARY_BYTES: u64 = 1024 * 1024;
 
+/// Where [`event_file`] puts the payload: `github.event_path` before any step wrote it.
+pub fn event_file_path(temp: &Path) -> PathBuf {
+    temp.join("_github_workflow").join("event.json")
+}
+
 /// `GITHUB_EVENT_PATH`: the event payload as a JSON file under the job's temp folder, where
 /// GitHub's runner keeps it (`_github_workflow/event.json`). Written by the first step that
 /// needs it; a step may edit it, and later steps then see the edit, as on GitHub.
 pub fn event_file(temp: &Path, event: &serde_json::Value) -> io::Result<PathBuf> {
-    let path = temp.join("_github_workflow").join("event.json");
+    let path = event_file_path(temp);
     if !path.exists() {
         fs::create_dir_all(path.parent().unwrap_or(temp))?;
         let text = serde_json::to_string_pretty(event).map_err(io::Error::other)?;

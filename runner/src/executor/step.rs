@@ -301,7 +301,11 @@ impl JobRunner {
     }
 
     pub fn step_github(&self, frame: &Frame, action: &str) -> Value {
-        let mut keys: Vec<(&str, String)> = vec![("action", action.to_owned())];
+        let event_path = super::files::event_file_path(&self.paths.temp);
+        let mut keys: Vec<(&str, String)> = vec![
+            ("action", action.to_owned()),
+            ("event_path", event_path.to_string_lossy().into_owned()),
+        ];
         if let Some(composite) = &frame.composite {
             keys.extend(composite.github_keys.iter().map(|(k, v)| (*k, v.clone())));
         }
