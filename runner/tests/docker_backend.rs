@@ -338,7 +338,23 @@ async fn services_are_healthy_and_reachable_by_alias() {
     assert_eq!(outcome, ExecOutcome::Exited(0));
     assert_eq!(stdout(&lines), [BUSYBOX_TEST_PAGE]);
 
+    // The job container's keep-alive writes nothing, so it saves the daemon a log; a
+    // service's log is what a failed service shows.
+    let job_container = env.container_id.clone().expect("job container id");
+    assert_eq!(log_driver(&backend, &job_container).await, "none");
+    assert_ne!(log_driver(&backend, &service.container_id).await, "none");
+
     clean_up(&backend, &env).await;
+}
+
+/// The log driver a container was created with.
+async fn log_driver(backend: &DockerBackend, id: &str) -> String {
+    let inspected = backend.client().inspect_container(id, None).await;
+    let host_config = inspected.expect("inspect").host_config.unwrap_or_default();
+    host_config
+        .log_config
+        .and_then(|config| config.typ)
+        .unwrap_or_default()
 }
 
 #[tokio::test]

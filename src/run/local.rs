@@ -46,8 +46,9 @@ pub struct LocalRunner {
     docker: Option<(DockerBackend, Arc<DeferredCleanup>)>,
     host: Arc<DeferredCleanup>,
     pub shared: Arc<RunShared>,
-    /// Images already found in the daemon's store, so each is looked up once per run.
-    known_images: Arc<Mutex<HashMap<String, bool>>>,
+    /// Images looked up in the daemon's store: each once per run, also when the legs of a
+    /// matrix ask for it at the same moment.
+    known_images: Arc<Mutex<HashMap<String, ImageLookup>>>,
     prestarts: Arc<Prestarts>,
 }
 
@@ -209,26 +210,26 @@ fn missing_image(image: &str) -> String {
     }
 }
 
+/// Whether an image is in the daemon's store, once the first lookup answered.
+type ImageLookup = Arc<tokio::sync::OnceCell<bool>>;
+
 /// Looks each image up once; `Err` names the first missing one with the fix.
 async fn check_images(
     docker: &DockerBackend,
-    known: &Mutex<HashMap<String, bool>>,
+    known: &Mutex<HashMap<String, ImageLookup>>,
     images: Vec<String>,
 ) -> Result<(), String> {
     for image in images {
-        let cached = known.lock().ok().and_then(|k| k.get(&image).copied());
-        let present = match cached {
-            Some(present) => present,
-            None => {
-                let present = image_exists(docker.client(), &image)
-                    .await
-                    .map_err(|e| format!("cannot look up image {image}: {e}"))?;
-                if let Ok(mut k) = known.lock() {
-                    k.insert(image.clone(), present);
-                }
-                present
-            }
+        let lookup = match known.lock() {
+            Ok(mut known) => known.entry(image.clone()).or_default().clone(),
+            Err(_) => ImageLookup::default(),
         };
+        // Concurrent legs wait for the first one's answer; a failed lookup is not kept, so
+        // the next leg asks again.
+        let present = *lookup
+            .get_or_try_init(|| image_exists(docker.client(), &image))
+            .await
+            .map_err(|e| format!("cannot look up image {image}: {e}"))?;
         if !present {
             return Err(missing_image(&image));
         }

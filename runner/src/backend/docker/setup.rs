@@ -7,7 +7,7 @@ use bollard::auth::DockerCredentials;
 use bollard::errors::Error as ApiError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthStatusEnum, HostConfig,
-    Mount as ApiMount, MountType, NetworkCreateRequest, NetworkingConfig,
+    HostConfigLogConfig, Mount as ApiMount, MountType, NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
@@ -253,10 +253,11 @@ fn container_body(
     env.extend(options.env.iter().cloned());
 
     let mut aliases = options.aliases.clone();
-    let (entrypoint, working_dir) = match role {
+    let (entrypoint, working_dir, log_config) = match role {
         ContainerRole::Service { alias } => {
             aliases.insert(0, alias);
-            (options.entrypoint.clone().map(|e| vec![e]), None)
+            // A failed service's log goes into the error, so services keep Docker's default.
+            (options.entrypoint.clone().map(|e| vec![e]), None, None)
         }
         ContainerRole::Job {
             mounts: job_mounts,
@@ -266,6 +267,12 @@ fn container_body(
             (
                 Some(KEEP_ALIVE.iter().map(|s| s.to_string()).collect()),
                 Some(workdir),
+                // The keep-alive process writes nothing (steps are execs with their own
+                // streams), and a log driver costs the daemon a file and a copier per start.
+                Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
             )
         }
     };
@@ -292,6 +299,7 @@ fn container_body(
             memory: options.memory,
             tmpfs: (!options.tmpfs.is_empty()).then(|| options.tmpfs.clone()),
             mounts: (!mounts.is_empty()).then_some(mounts),
+            log_config,
             ..Default::default()
         }),
         networking_config: names.network_id.as_ref().map(|id| NetworkingConfig {
