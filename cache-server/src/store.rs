@@ -529,9 +529,17 @@ impl CacheStore {
         self.quarantine_on_failure(digest, self.chunks.read_raw(digest))
     }
 
-    /// Reads a chunk as stored (encoded), verified; quarantines it like [`Self::read_chunk`].
-    pub fn read_chunk_encoded(&self, digest: &Digest) -> Result<Vec<u8>> {
-        self.quarantine_on_failure(digest, self.chunks.read_encoded(digest).map(|(e, _)| e))
+    /// Reads a chunk's encoded bytes, verified without decoding (the client checks the raw
+    /// digest); quarantines it like [`Self::read_chunk`].
+    pub fn read_chunk_encoded(&self, digest: &Digest) -> Result<axum::body::Bytes> {
+        self.quarantine_on_failure(digest, self.chunks.read_encoded(digest))
+    }
+
+    /// Verifies a chunk completely (decode and raw digest) because a client found that what it
+    /// received does not decode to the chunk's name; quarantines it like [`Self::read_chunk`]
+    /// when the stored bytes are at fault.
+    pub fn recheck_chunk(&self, digest: &Digest) -> Result<()> {
+        self.quarantine_on_failure(digest, self.chunks.verify_fully(digest))
     }
 
     fn quarantine_on_failure<T>(&self, digest: &Digest, r: Result<T>) -> Result<T> {
