@@ -1,7 +1,7 @@
 //! The cache store: chunk files plus the SQLite index plus in-flight uploads. Synchronous; the
 //! HTTP layer calls it from blocking threads.
 
-use crate::chunks::{ChunkStore, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
+use crate::chunks::ChunkStore;
 use crate::digest::{ChunkRef, Digest};
 use crate::durability::Durability;
 use crate::error::{CacheError, Result};
@@ -9,7 +9,6 @@ use crate::index::{EntryRecord, Index, MatchKind, Reservation};
 use crate::ranges::RangeSet;
 use dashmap::DashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -355,16 +354,8 @@ impl CacheStore {
         let file = File::open(&path).map_err(|e| CacheError::io("open upload", &path, e))?;
         let mut manifest = Vec::new();
         let mut dedup_saved = 0u64;
-        let chunker = fastcdc::v2020::StreamCDC::new(
-            BufReader::with_capacity(1 << 20, file),
-            CHUNK_MIN,
-            CHUNK_AVG,
-            CHUNK_MAX,
-        );
-        for chunk in chunker {
-            let chunk = chunk.map_err(|e| {
-                CacheError::io("read upload", &path, std::io::Error::other(e.to_string()))
-            })?;
+        for chunk in crate::cdc::StreamChunker::new(file) {
+            let chunk = chunk.map_err(|e| CacheError::io("read upload", &path, e))?;
             let digest = Digest::of(&chunk.data);
             if self.store_chunk_for(id, &digest, &chunk.data)? {
                 dedup_saved += chunk.data.len() as u64;
