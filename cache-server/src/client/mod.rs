@@ -120,7 +120,9 @@ impl CacheClient {
                 .map_err(fail)?,
         };
         let status = resp.status().as_u16();
-        let mut bytes = Vec::new();
+        // Sized from Content-Length: growing by doubling would copy every chunk about twice.
+        let expected = resp.body().content_length().unwrap_or(0).min(MAX_RESPONSE);
+        let mut bytes = Vec::with_capacity(expected as usize);
         resp.body_mut()
             .with_config()
             .limit(MAX_RESPONSE)
