@@ -66,12 +66,47 @@ fn compressibility(raw: &[u8]) -> Compressibility {
     sample.extend_from_slice(&raw[..SAMPLE]);
     sample.extend_from_slice(&raw[mid..mid + SAMPLE]);
     sample.extend_from_slice(&raw[raw.len() - SAMPLE..]);
-    match zstd::bulk::compress(&sample, 1) {
+    match compress(&sample, 1) {
         Ok(c) if c.len() + sample.len() / 32 >= sample.len() => Compressibility::None,
         Ok(c) if c.len() * 2 > sample.len() => Compressibility::Poor,
         Ok(_) => Compressibility::Good,
         Err(_) => Compressibility::None,
     }
+}
+
+thread_local! {
+    /// One zstd context per thread for its lifetime: a fresh context per chunk allocates and
+    /// initialises its tables every time (one chunk is about 1 MiB, so that is per megabyte).
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => {
+                c.set_compression_level(level)?;
+                c
+            }
+            None => slot.insert(zstd::bulk::Compressor::new(level)?),
+        };
+        compressor.compress(data)
+    })
+}
+
+/// Decompresses one zstd frame into at most [`CHUNK_MAX`] bytes.
+fn decompress(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(body, CHUNK_MAX as usize)
+    })
 }
 
 /// Encodes a chunk for storage and transfer: zstd when that saves at least 1/32 of the bytes,
@@ -83,7 +118,7 @@ pub fn encode_chunk(raw: &[u8], level: i32) -> Vec<u8> {
         Compressibility::Poor => level.min(POOR_RATIO_LEVEL),
         Compressibility::Good => level,
     };
-    if let Ok(compressed) = zstd::bulk::compress(raw, level) {
+    if let Ok(compressed) = compress(raw, level) {
         if compressed.len() + raw.len() / 32 < raw.len() {
             let mut out = Vec::with_capacity(compressed.len() + 1);
             out.push(TAG_ZSTD);
@@ -113,8 +148,9 @@ pub fn decode_chunk(encoded: &[u8], digest: &Digest) -> Result<Vec<u8>> {
         .ok_or_else(|| corrupt("empty chunk".into()))?;
     let raw = match *tag {
         TAG_RAW => body.to_vec(),
-        TAG_ZSTD => zstd::bulk::decompress(body, CHUNK_MAX as usize)
-            .map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?,
+        TAG_ZSTD => {
+            decompress(body).map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?
+        }
         other => return Err(corrupt(format!("unknown codec tag {other}"))),
     };
     if raw.len() > CHUNK_MAX as usize {
@@ -196,7 +232,7 @@ enum Checked {
 
 /// Decompresses a zstd body whose encoded digest was checked, bounded by [`CHUNK_MAX`].
 fn decompress_checked(body: &[u8], digest: &Digest) -> Result<Vec<u8>> {
-    zstd::bulk::decompress(body, CHUNK_MAX as usize).map_err(|e| CacheError::CorruptChunk {
+    decompress(body).map_err(|e| CacheError::CorruptChunk {
         digest: digest.to_hex(),
         reason: format!("zstd frame does not decode: {e}"),
     })
