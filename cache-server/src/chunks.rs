@@ -1,5 +1,7 @@
-//! The chunk store: one file per chunk under `chunks/<hh>/<digest>`, holding a one-byte codec tag
-//! and the (possibly zstd-compressed) bytes. Every read is verified against the digest.
+//! The chunk store: one file per chunk under `chunks/<hh>/<digest>`, holding the chunk as sent
+//! (a one-byte codec tag and raw or zstd bytes), zstd chunks behind a digest of those encoded
+//! bytes (see [`stored_form`]). Every read is verified: a raw chunk against its name, a zstd chunk
+//! against its encoded digest, so reads never decode to verify.
 //!
 //! Durability is batched: chunks are written without a sync, and [`ChunkStore::make_durable`]
 //! syncs every chunk an entry uses (in parallel, so the filesystem can share journal commits)
@@ -8,6 +10,7 @@
 
 use crate::digest::Digest;
 use crate::error::{CacheError, Result};
+use axum::body::Bytes;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -23,6 +26,10 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 
 const TAG_RAW: u8 = 0;
 const TAG_ZSTD: u8 = 1;
+/// On disk only: a zstd chunk preceded by the blake3 of its encoded bytes (tag and frame).
+/// Chunks stored before this format (`TAG_ZSTD` files) are still read, verified by decoding.
+const TAG_FRAMED: u8 = 2;
+const FRAMED_HEADER: usize = 33;
 
 /// The largest encoded chunk anyone may send: a raw chunk plus its tag, or a zstd frame that
 /// expanded slightly on incompressible data.
@@ -59,12 +66,47 @@ fn compressibility(raw: &[u8]) -> Compressibility {
     sample.extend_from_slice(&raw[..SAMPLE]);
     sample.extend_from_slice(&raw[mid..mid + SAMPLE]);
     sample.extend_from_slice(&raw[raw.len() - SAMPLE..]);
-    match zstd::bulk::compress(&sample, 1) {
+    match compress(&sample, 1) {
         Ok(c) if c.len() + sample.len() / 32 >= sample.len() => Compressibility::None,
         Ok(c) if c.len() * 2 > sample.len() => Compressibility::Poor,
         Ok(_) => Compressibility::Good,
         Err(_) => Compressibility::None,
     }
+}
+
+thread_local! {
+    /// One zstd context per thread for its lifetime: a fresh context per chunk allocates and
+    /// initialises its tables every time (one chunk is about 1 MiB, so that is per megabyte).
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => {
+                c.set_compression_level(level)?;
+                c
+            }
+            None => slot.insert(zstd::bulk::Compressor::new(level)?),
+        };
+        compressor.compress(data)
+    })
+}
+
+/// Decompresses one zstd frame into at most [`CHUNK_MAX`] bytes.
+fn decompress(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(body, CHUNK_MAX as usize)
+    })
 }
 
 /// Encodes a chunk for storage and transfer: zstd when that saves at least 1/32 of the bytes,
@@ -76,7 +118,7 @@ pub fn encode_chunk(raw: &[u8], level: i32) -> Vec<u8> {
         Compressibility::Poor => level.min(POOR_RATIO_LEVEL),
         Compressibility::Good => level,
     };
-    if let Ok(compressed) = zstd::bulk::compress(raw, level) {
+    if let Ok(compressed) = compress(raw, level) {
         if compressed.len() + raw.len() / 32 < raw.len() {
             let mut out = Vec::with_capacity(compressed.len() + 1);
             out.push(TAG_ZSTD);
@@ -106,8 +148,9 @@ pub fn decode_chunk(encoded: &[u8], digest: &Digest) -> Result<Vec<u8>> {
         .ok_or_else(|| corrupt("empty chunk".into()))?;
     let raw = match *tag {
         TAG_RAW => body.to_vec(),
-        TAG_ZSTD => zstd::bulk::decompress(body, CHUNK_MAX as usize)
-            .map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?,
+        TAG_ZSTD => {
+            decompress(body).map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?
+        }
         other => return Err(corrupt(format!("unknown codec tag {other}"))),
     };
     if raw.len() > CHUNK_MAX as usize {
@@ -121,6 +164,78 @@ pub fn decode_chunk(encoded: &[u8], digest: &Digest) -> Result<Vec<u8>> {
         return Err(corrupt(format!("content hashes to {actual}")));
     }
     Ok(raw)
+}
+
+/// The bytes a chunk file holds for an encoded chunk whose raw digest has been verified: a raw
+/// chunk as is (its name already covers its bytes), a zstd chunk framed with the blake3 of the
+/// encoded bytes, so a read verifies by hashing the compressed bytes instead of decoding them and
+/// hashing twice as many. The header goes in front, so the encoded bytes are the file's tail.
+pub fn stored_form(encoded: &[u8]) -> Option<[u8; FRAMED_HEADER]> {
+    if encoded.first() != Some(&TAG_ZSTD) {
+        return None;
+    }
+    let mut header = [0u8; FRAMED_HEADER];
+    header[0] = TAG_FRAMED;
+    header[1..].copy_from_slice(blake3::hash(encoded).as_bytes());
+    Some(header)
+}
+
+/// Checks the bytes of a chunk file with the cheapest check each format allows and returns
+/// where its encoded form (tag and body, as sent to clients) starts, and whether that form's
+/// raw digest is already established (true for every format but the legacy zstd one, whose
+/// check decodes: the caller may keep the decoded bytes then).
+fn check_file(file: &[u8], digest: &Digest) -> Result<Checked> {
+    let corrupt = |reason: String| CacheError::CorruptChunk {
+        digest: digest.to_hex(),
+        reason,
+    };
+    match file.first() {
+        Some(&TAG_RAW) => {
+            let body = &file[1..];
+            if body.len() > CHUNK_MAX as usize {
+                return Err(corrupt(format!(
+                    "{} bytes exceed the chunk limit",
+                    body.len()
+                )));
+            }
+            let actual = Digest::of(body);
+            if actual != *digest {
+                return Err(corrupt(format!("content hashes to {actual}")));
+            }
+            Ok(Checked::Raw)
+        }
+        Some(&TAG_FRAMED) => {
+            if file.len() <= FRAMED_HEADER || file[FRAMED_HEADER] != TAG_ZSTD {
+                return Err(corrupt("framed chunk without a zstd body".into()));
+            }
+            let actual = blake3::hash(&file[FRAMED_HEADER..]);
+            if actual.as_bytes()[..] != file[1..FRAMED_HEADER] {
+                return Err(corrupt(
+                    "encoded bytes do not match their recorded digest".into(),
+                ));
+            }
+            Ok(Checked::Framed)
+        }
+        _ => decode_chunk(file, digest).map(Checked::Decoded),
+    }
+}
+
+/// What [`check_file`] established.
+enum Checked {
+    /// A raw chunk whose bytes hash to its name.
+    Raw,
+    /// A zstd chunk whose encoded bytes match the digest recorded when its raw digest was checked.
+    Framed,
+    /// A legacy zstd chunk, decoded and hashed: its raw bytes.
+    Decoded(Vec<u8>),
+}
+
+/// Decompresses a zstd body whose encoded digest was checked, bounded by [`CHUNK_MAX`].
+fn decompress_checked(body: &[u8], digest: &Digest) -> Result<Vec<u8>> {
+    decompress(body).map_err(|e| CacheError::CorruptChunk {
+        digest: digest.to_hex(),
+        reason: format!("zstd frame does not decode: {e}"),
+    })
 }
 
 /// How many threads sync chunk files at once: concurrent syncs share ext4 journal commits.
@@ -181,6 +296,7 @@ impl ChunkStore {
         Ok(encoded.len() as u64)
     }
 
+    /// Writes `encoded`, whose raw digest the caller verified or computed, in its stored form.
     fn write_atomically(&self, digest: &Digest, encoded: &[u8]) -> Result<()> {
         let target = self.path_of(digest);
         if lock_set(&self.durable).contains(digest) && target.is_file() {
@@ -190,9 +306,13 @@ impl ChunkStore {
         }
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{}-{n}", digest.to_hex()));
+        let header = stored_form(encoded);
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             // No sync here: make_durable syncs it before any entry using it is marked durable.
+            if let Some(header) = &header {
+                f.write_all(header)?;
+            }
             f.write_all(encoded)
         };
         write().map_err(|e| {
@@ -297,20 +417,46 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Reads the encoded bytes of a chunk and verifies them. Returns the encoded bytes and the
-    /// uncompressed length.
-    pub fn read_encoded(&self, digest: &Digest) -> Result<(Vec<u8>, usize)> {
-        let path = self.path_of(digest);
-        let encoded = fs::read(&path).map_err(|e| open_error(digest, "read chunk", &path, e))?;
-        let raw = decode_chunk(&encoded, digest)?;
-        Ok((encoded, raw.len()))
+    /// Reads a chunk's encoded bytes (as sent to clients), verified the cheapest way its format
+    /// allows: the encoded digest of a framed zstd chunk, the name of a raw one. The client checks
+    /// the raw digest after decoding, so every byte is still verified end to end.
+    pub fn read_encoded(&self, digest: &Digest) -> Result<Bytes> {
+        let file = self.read_file(digest)?;
+        Ok(match check_file(&file, digest)? {
+            Checked::Framed => Bytes::from(file).slice(FRAMED_HEADER..),
+            Checked::Raw | Checked::Decoded(_) => Bytes::from(file),
+        })
     }
 
-    /// Reads and verifies a chunk, returning its uncompressed bytes.
+    /// Reads and verifies a chunk, returning its uncompressed bytes. A framed chunk is decoded
+    /// once, without hashing its output: its encoded digest was recorded after its raw digest
+    /// was checked, so matching encoded bytes decode to the named content.
     pub fn read_raw(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut file = self.read_file(digest)?;
+        match check_file(&file, digest)? {
+            Checked::Raw => {
+                file.remove(0);
+                Ok(file)
+            }
+            Checked::Framed => decompress_checked(&file[FRAMED_HEADER + 1..], digest),
+            Checked::Decoded(raw) => Ok(raw),
+        }
+    }
+
+    /// Verifies a chunk completely: the stored form, then a decode and the raw digest. For a
+    /// client that reports a chunk whose decoded bytes did not match (damaged in transit, or a
+    /// store whose encoded digest was recorded over wrong bytes).
+    pub fn verify_fully(&self, digest: &Digest) -> Result<()> {
+        let file = self.read_file(digest)?;
+        match check_file(&file, digest)? {
+            Checked::Framed => decode_chunk(&file[FRAMED_HEADER..], digest).map(drop),
+            Checked::Raw | Checked::Decoded(_) => Ok(()),
+        }
+    }
+
+    fn read_file(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.path_of(digest);
-        let encoded = fs::read(&path).map_err(|e| open_error(digest, "read chunk", &path, e))?;
-        decode_chunk(&encoded, digest)
+        fs::read(&path).map_err(|e| open_error(digest, "read chunk", &path, e))
     }
 
     pub fn remove(&self, digest: &Digest) -> Result<()> {
@@ -424,6 +570,41 @@ mod tests {
         let second = ChunkStore::open(dir.path()).unwrap();
         assert!(matches!(
             second.make_durable(&[d]),
+            Err(CacheError::CorruptChunk { .. })
+        ));
+    }
+
+    #[test]
+    fn each_stored_form_reads_back_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        let text = b"compressible text, ".repeat(5000);
+        let d = Digest::of(&text);
+        let encoded = encode_chunk(&text, 3);
+        store.put_encoded(&d, &encoded).unwrap();
+        let file = fs::read(store.path_of(&d)).unwrap();
+        assert_eq!(file[0], TAG_FRAMED);
+        assert_eq!(&file[FRAMED_HEADER..], &encoded[..]);
+        assert_eq!(&store.read_encoded(&d).unwrap()[..], &encoded[..]);
+        assert_eq!(store.read_raw(&d).unwrap(), text);
+        store.verify_fully(&d).unwrap();
+        // Legacy zstd files (no encoded digest) and raw chunks are stored as sent.
+        fs::write(store.path_of(&d), &encoded).unwrap();
+        assert_eq!(&store.read_encoded(&d).unwrap()[..], &encoded[..]);
+        assert_eq!(store.read_raw(&d).unwrap(), text);
+        let small = b"too small to compress".to_vec();
+        let s = Digest::of(&small);
+        store.put_encoded(&s, &encode_raw(&small)).unwrap();
+        assert_eq!(fs::read(store.path_of(&s)).unwrap()[0], TAG_RAW);
+        assert_eq!(store.read_raw(&s).unwrap(), small);
+        // A framed file whose encoded digest matches other content: only the full check sees it.
+        let other = encode_chunk(&b"other text, ".repeat(5000), 3);
+        let mut forged = stored_form(&other).unwrap().to_vec();
+        forged.extend_from_slice(&other);
+        fs::write(store.path_of(&d), forged).unwrap();
+        assert!(store.read_encoded(&d).is_ok());
+        assert!(matches!(
+            store.verify_fully(&d),
             Err(CacheError::CorruptChunk { .. })
         ));
     }

@@ -10,6 +10,7 @@
 //!
 //! The library never prints; errors are [`CacheError`].
 
+mod cdc;
 pub mod chunks;
 pub mod client;
 pub mod digest;

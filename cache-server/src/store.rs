@@ -1,7 +1,7 @@
 //! The cache store: chunk files plus the SQLite index plus in-flight uploads. Synchronous; the
 //! HTTP layer calls it from blocking threads.
 
-use crate::chunks::{ChunkStore, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
+use crate::chunks::ChunkStore;
 use crate::digest::{ChunkRef, Digest};
 use crate::durability::Durability;
 use crate::error::{CacheError, Result};
@@ -9,7 +9,6 @@ use crate::index::{EntryRecord, Index, MatchKind, Reservation};
 use crate::ranges::RangeSet;
 use dashmap::DashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -355,16 +354,8 @@ impl CacheStore {
         let file = File::open(&path).map_err(|e| CacheError::io("open upload", &path, e))?;
         let mut manifest = Vec::new();
         let mut dedup_saved = 0u64;
-        let chunker = fastcdc::v2020::StreamCDC::new(
-            BufReader::with_capacity(1 << 20, file),
-            CHUNK_MIN,
-            CHUNK_AVG,
-            CHUNK_MAX,
-        );
-        for chunk in chunker {
-            let chunk = chunk.map_err(|e| {
-                CacheError::io("read upload", &path, std::io::Error::other(e.to_string()))
-            })?;
+        for chunk in crate::cdc::StreamChunker::new(file) {
+            let chunk = chunk.map_err(|e| CacheError::io("read upload", &path, e))?;
             let digest = Digest::of(&chunk.data);
             if self.store_chunk_for(id, &digest, &chunk.data)? {
                 dedup_saved += chunk.data.len() as u64;
@@ -529,9 +520,17 @@ impl CacheStore {
         self.quarantine_on_failure(digest, self.chunks.read_raw(digest))
     }
 
-    /// Reads a chunk as stored (encoded), verified; quarantines it like [`Self::read_chunk`].
-    pub fn read_chunk_encoded(&self, digest: &Digest) -> Result<Vec<u8>> {
-        self.quarantine_on_failure(digest, self.chunks.read_encoded(digest).map(|(e, _)| e))
+    /// Reads a chunk's encoded bytes, verified without decoding (the client checks the raw
+    /// digest); quarantines it like [`Self::read_chunk`].
+    pub fn read_chunk_encoded(&self, digest: &Digest) -> Result<axum::body::Bytes> {
+        self.quarantine_on_failure(digest, self.chunks.read_encoded(digest))
+    }
+
+    /// Verifies a chunk completely (decode and raw digest) because a client found that what it
+    /// received does not decode to the chunk's name; quarantines it like [`Self::read_chunk`]
+    /// when the stored bytes are at fault.
+    pub fn recheck_chunk(&self, digest: &Digest) -> Result<()> {
+        self.quarantine_on_failure(digest, self.chunks.verify_fully(digest))
     }
 
     fn quarantine_on_failure<T>(&self, digest: &Digest, r: Result<T>) -> Result<T> {

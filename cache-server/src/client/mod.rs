@@ -120,7 +120,9 @@ impl CacheClient {
                 .map_err(fail)?,
         };
         let status = resp.status().as_u16();
-        let mut bytes = Vec::new();
+        // Sized from Content-Length: growing by doubling would copy every chunk about twice.
+        let expected = resp.body().content_length().unwrap_or(0).min(MAX_RESPONSE);
+        let mut bytes = Vec::with_capacity(expected as usize);
         resp.body_mut()
             .with_config()
             .limit(MAX_RESPONSE)
@@ -155,17 +157,21 @@ impl CacheClient {
         )
     }
 
-    /// Fetches one chunk and checks it against its digest.
+    /// Fetches one chunk and checks it against its digest. The server only checked the encoded
+    /// bytes, so a mismatch here (damage in transit, or bad bytes under a good encoded digest) is
+    /// reported back for a full check that removes the chunk if the store holds it wrong.
     fn fetch_chunk(&self, digest: &crate::digest::Digest) -> Result<Vec<u8>> {
-        let (status, bytes) = self.exchange(
-            "GET",
-            &format!("/native/v1/chunks/{}", digest.to_hex()),
-            None,
-        )?;
+        let path = format!("/native/v1/chunks/{}", digest.to_hex());
+        let (status, bytes) = self.exchange("GET", &path, None)?;
         if status != 200 {
             return Err(status_error(status, &bytes));
         }
-        crate::chunks::decode_chunk(&bytes, digest)
+        let decoded = crate::chunks::decode_chunk(&bytes, digest);
+        if let Err(CacheError::CorruptChunk { .. }) = &decoded {
+            // Best effort: the restore fails as corrupt whatever the server finds.
+            let _ = self.exchange("POST", &format!("{path}/recheck"), None);
+        }
+        decoded
     }
 }
 

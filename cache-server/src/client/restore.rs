@@ -86,7 +86,8 @@ fn same_content(
     let mut pieces = Vec::with_capacity(cuts.len() + 1);
     let mut next_cut = cuts.iter().copied().peekable();
     let mut pos = 0u64;
-    let mut buf = vec![0u8; 256 * 1024];
+    // Sized to the file: a full buffer per small file would zero 256 KiB for a few bytes.
+    let mut buf = vec![0u8; (size as usize).clamp(1, 256 * 1024)];
     while pos < size {
         let n = match f.read(&mut buf) {
             Ok(0) | Err(_) => return false,

@@ -5,7 +5,8 @@
 use super::glob::parse_patterns;
 use super::tree::{self, Kind, TreeEntry};
 use super::{status_error, CacheClient, PathContext};
-use crate::chunks::{encode_chunk, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
+use crate::cdc::StreamChunker;
+use crate::chunks::encode_chunk;
 use crate::digest::{ChunkRef, Digest};
 use crate::error::{CacheError, Result};
 use crate::http::native::wire::*;
@@ -276,14 +277,12 @@ impl CacheClient {
         let producer = {
             let starts = Arc::clone(&starts);
             std::thread::spawn(move || -> Result<()> {
-                let chunker =
-                    fastcdc::v2020::StreamCDC::new(reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
                 let mut cursor = 0usize;
-                for (seq, chunk) in chunker.enumerate() {
+                for (seq, chunk) in StreamChunker::new(reader).enumerate() {
                     let chunk = chunk.map_err(|e| CacheError::Io {
                         action: "read",
                         path: PathBuf::from("saved files"),
-                        source: io::Error::other(e.to_string()),
+                        source: e,
                     })?;
                     let end = chunk.offset + chunk.data.len() as u64;
                     let pieces = {

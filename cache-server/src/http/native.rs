@@ -105,6 +105,7 @@ pub(super) fn routes() -> Router<Arc<CacheService>> {
         .route("/native/v1/uploads/{id}/commit", post(commit))
         .route("/native/v1/uploads/{id}/abort", post(abort))
         .route("/native/v1/chunks/{digest}", get(get_chunk))
+        .route("/native/v1/chunks/{digest}/recheck", post(recheck_chunk))
         .layer(DefaultBodyLimit::disable())
 }
 
@@ -307,4 +308,20 @@ async fn get_chunk(
         encoded,
     )
         .into_response())
+}
+
+/// A client whose decoded chunk did not match its name reports it here: the server only checks
+/// the encoded bytes when it serves a chunk, so it now decodes and hashes it, and removes it (with
+/// every entry using it) when the stored bytes are bad. 204 when the chunk is sound (the damage
+/// was in transit), 410 when it was removed.
+async fn recheck_chunk(
+    State(svc): State<Arc<CacheService>>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, JsonError> {
+    svc.access(&headers)?;
+    let digest = Digest::from_hex(&digest)?;
+    let store = Arc::clone(&svc.store);
+    blocking(move || store.recheck_chunk(&digest)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
