@@ -13,6 +13,14 @@ use std::io::{self, Read};
 /// when the window runs out is under `CHUNK_MAX`, once per `WINDOW - CHUNK_MAX` bytes.
 const WINDOW: usize = 4 * CHUNK_MAX as usize;
 
+/// The length of the chunk that starts `available`, which holds at least [`CHUNK_MAX`] bytes or
+/// the rest of the stream: StreamCDC's cut function, which never looks past `CHUNK_MAX` bytes,
+/// so any holder of the same bytes cuts in the same place.
+pub fn cut_length(available: &[u8]) -> usize {
+    let cdc = fastcdc::v2020::FastCDC::new(available, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+    cdc.cut(0, available.len()).1
+}
+
 /// One chunk of the stream: where it starts and its bytes.
 pub struct StreamChunk {
     pub offset: u64,
@@ -73,10 +81,8 @@ impl<R: Read> Iterator for StreamChunker<R> {
         if self.start == self.end {
             return None;
         }
-        // The same cut function StreamCDC uses; it never looks past CHUNK_MAX bytes.
         let available = &self.window[self.start..self.end];
-        let cdc = fastcdc::v2020::FastCDC::new(available, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
-        let (_, len) = cdc.cut(0, available.len());
+        let len = cut_length(available);
         let data = available[..len].to_vec();
         let chunk = StreamChunk {
             offset: self.offset,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod http;
 pub mod index;
 pub mod metrics;
+mod prechunk;
 mod ranges;
 pub mod store;
 pub mod token;

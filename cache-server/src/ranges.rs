@@ -38,6 +38,11 @@ impl RangeSet {
             .is_some_and(|(_, &e)| e >= end)
     }
 
+    /// The end of the received prefix `[0, n)`: 0 until byte 0 has arrived.
+    pub fn contiguous_end(&self) -> u64 {
+        self.spans.get(&0).copied().unwrap_or(0)
+    }
+
     pub fn end(&self) -> u64 {
         self.spans.values().next_back().copied().unwrap_or(0)
     }

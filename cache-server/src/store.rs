@@ -6,9 +6,11 @@ use crate::digest::{ChunkRef, Digest};
 use crate::durability::Durability;
 use crate::error::{CacheError, Result};
 use crate::index::{EntryRecord, Index, MatchKind, Reservation};
+use crate::prechunk::Prechunk;
 use crate::ranges::RangeSet;
 use dashmap::DashMap;
 use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +54,8 @@ impl StoreConfig {
 pub struct UploadStats {
     pub uploaded: u64,
     pub dedup_saved: u64,
+    /// Archive bytes cut into chunks while the upload was still arriving (not at commit).
+    pub cut_while_uploading: u64,
 }
 
 /// Which chunks of a batch the client must send, and the bytes it need not.
@@ -66,6 +70,8 @@ struct ArchiveUpload {
     file: Arc<File>,
     path: PathBuf,
     received: RangeSet,
+    /// Cuts the archive while it arrives (see `prechunk`).
+    prechunk: Arc<Prechunk>,
     blocks: std::collections::HashMap<String, (PathBuf, u64)>,
     last_activity: Instant,
 }
@@ -95,6 +101,27 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Pins a chunk to upload `id` and stores it unless it is stored already (returns true then).
+fn store_chunk(
+    index: &Mutex<Index>,
+    chunks: &ChunkStore,
+    level: i32,
+    id: u64,
+    digest: &Digest,
+    raw: &[u8],
+) -> Result<bool> {
+    {
+        let mut index = lock(index);
+        index.pin(id, std::slice::from_ref(digest))?;
+        if !index.known_chunks(std::slice::from_ref(digest))?.is_empty() {
+            return Ok(true);
+        }
+    }
+    let stored = chunks.put_raw(digest, raw, level)?;
+    lock(index).add_chunk(digest, stored, raw.len() as u64)?;
+    Ok(false)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,6 +213,7 @@ impl CacheStore {
                 file: Arc::new(file),
                 path,
                 received: RangeSet::default(),
+                prechunk: Arc::default(),
                 blocks: Default::default(),
                 last_activity: Instant::now(),
             }),
@@ -252,13 +280,55 @@ impl CacheStore {
         };
         file.write_all_at(data, offset)
             .map_err(|e| CacheError::io("write upload", &path, e))?;
-        let mut state = lock(&upload);
-        state.uploaded += data.len() as u64;
-        if let Some(arch) = state.archive.as_mut() {
+        let (prechunk, contiguous) = {
+            let mut state = lock(&upload);
+            state.uploaded += data.len() as u64;
+            let Some(arch) = state.archive.as_mut() else {
+                return Ok(());
+            };
             arch.received.insert(offset, end);
             arch.last_activity = Instant::now();
+            (Arc::clone(&arch.prechunk), arch.received.contiguous_end())
+        };
+        prechunk.note_write(offset);
+        if prechunk.claim(contiguous) {
+            self.start_prechunk(id, prechunk, file, upload);
         }
         Ok(())
+    }
+
+    /// Starts the thread that cuts an archive upload while it arrives (see `prechunk`).
+    fn start_prechunk(
+        &self,
+        id: u64,
+        prechunk: Arc<Prechunk>,
+        file: Arc<File>,
+        upload: Arc<Mutex<UploadState>>,
+    ) {
+        let (index, chunks, level) = (
+            Arc::clone(&self.index),
+            Arc::clone(&self.chunks),
+            self.cfg.zstd_level,
+        );
+        let worker = Arc::clone(&prechunk);
+        let spawned = std::thread::Builder::new()
+            .name(format!("kiln-cache-cut-{id}"))
+            .spawn(move || {
+                let contiguous = || {
+                    lock(&upload)
+                        .archive
+                        .as_ref()
+                        .map_or(0, |a| a.received.contiguous_end())
+                };
+                worker.run(&file, contiguous, |digest, raw| {
+                    store_chunk(&index, &chunks, level, id, digest, raw)
+                });
+            });
+        if spawned.is_err() {
+            // No thread: the commit cuts everything, as it would without prechunking.
+            prechunk.note_write(0);
+            let _ = prechunk.finish();
+        }
     }
 
     /// Stores one Azure block (v2 Put Block). Re-sending the same block id replaces it, which
@@ -329,6 +399,13 @@ impl CacheStore {
     /// Checks that exactly `size` bytes arrived, chunks them, and makes the entry visible.
     pub fn finalize_archive(&self, id: u64, size: u64) -> Result<UploadStats> {
         let upload = self.upload(id)?;
+        let prechunk = lock(&upload)
+            .archive
+            .as_ref()
+            .map(|a| Arc::clone(&a.prechunk))
+            .ok_or(CacheError::UnknownUpload(id))?;
+        // Before the file may be truncated below: the worker must not read during that.
+        let cut = prechunk.finish();
         let (path, uploaded) = {
             let state = lock(&upload);
             let arch = state
@@ -351,9 +428,15 @@ impl CacheStore {
                 .map_err(|e| CacheError::io("truncate", &arch.path, e))?;
             (arch.path.clone(), state.uploaded)
         };
-        let file = File::open(&path).map_err(|e| CacheError::io("open upload", &path, e))?;
-        let mut manifest = Vec::new();
-        let mut dedup_saved = 0u64;
+        let mut file = File::open(&path).map_err(|e| CacheError::io("open upload", &path, e))?;
+        // The worker's cuts hold if it read nothing past the final size (a cut depends only on
+        // the bytes it looked at, and those are all still there); then only the tail is left.
+        let (mut manifest, mut dedup_saved, from) = match cut {
+            Some(c) if c.read_upto <= size => (c.manifest, c.dedup_saved, c.upto),
+            _ => (Vec::new(), 0u64, 0),
+        };
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| CacheError::io("read upload", &path, e))?;
         for chunk in crate::cdc::StreamChunker::new(file) {
             let chunk = chunk.map_err(|e| CacheError::io("read upload", &path, e))?;
             let digest = Digest::of(&chunk.data);
@@ -369,21 +452,20 @@ impl CacheStore {
         Ok(UploadStats {
             uploaded,
             dedup_saved,
+            cut_while_uploading: from,
         })
     }
 
     /// Pins and stores one chunk of an upload. Returns true when it was already stored.
     fn store_chunk_for(&self, id: u64, digest: &Digest, raw: &[u8]) -> Result<bool> {
-        {
-            let mut index = lock(&self.index);
-            index.pin(id, std::slice::from_ref(digest))?;
-            if !index.known_chunks(std::slice::from_ref(digest))?.is_empty() {
-                return Ok(true);
-            }
-        }
-        let stored = self.chunks.put_raw(digest, raw, self.cfg.zstd_level)?;
-        lock(&self.index).add_chunk(digest, stored, raw.len() as u64)?;
-        Ok(false)
+        store_chunk(
+            &self.index,
+            &self.chunks,
+            self.cfg.zstd_level,
+            id,
+            digest,
+            raw,
+        )
     }
 
     /// Makes the entry visible now and durable in the background (see `durability`).
@@ -490,6 +572,16 @@ impl CacheStore {
 
     /// Drops a reservation explicitly (client gave up).
     pub fn abandon(&self, id: u64) -> Result<()> {
+        // A cutting worker pins chunks to the upload: it must be done before the pins go.
+        let prechunk = self.uploads.get(&id).and_then(|u| {
+            lock(u.value())
+                .archive
+                .as_ref()
+                .map(|a| Arc::clone(&a.prechunk))
+        });
+        if let Some(p) = prechunk {
+            let _ = p.finish();
+        }
         lock(&self.index).abandon(id)?;
         self.discard_upload_files(id);
         Ok(())
@@ -604,3 +696,7 @@ pub struct MaintenanceReport {
     pub entries_evicted: usize,
     pub chunks_deleted: usize,
 }
+
+#[cfg(test)]
+#[path = "store_prechunk_tests.rs"]
+mod prechunk_tests;

@@ -161,6 +161,59 @@ fn round_trip_matching_and_write_once() {
     );
 }
 
+/// A tree of many directories (created in parallel, files made by name inside them) comes
+/// back with every byte, the executable bits and the mtimes, also when the workspace is reached
+/// through a symlink.
+#[test]
+fn deep_tree_keeps_content_modes_and_mtimes_through_a_symlinked_workspace() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path());
+    let client = CacheClient::new(&server.url, &server.token("o/r", "main", None, false));
+    let src = tempfile::tempdir().unwrap();
+    let when = SystemTime::UNIX_EPOCH + Duration::new(1_600_000_000, 123_456_789);
+    let mut expected = Vec::new();
+    for i in 0..400u64 {
+        let rel = format!("deps/p{:02}/q{}/f{i:03}.txt", i % 25, (i / 25) % 4);
+        // A few big files so that files span chunks and pieces are written by several threads.
+        let content = if i % 97 == 0 {
+            bytes(i, (2 << 20) + i as usize)
+        } else {
+            bytes(i, (i as usize * 37) % 3000)
+        };
+        let path = src.path().join(&rel);
+        write(&path, &content);
+        let mode = if i % 3 == 0 { 0o755 } else { 0o644 };
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when + Duration::from_secs(i))
+            .unwrap();
+        expected.push((rel, content, mode, when + Duration::from_secs(i)));
+    }
+    let SaveOutcome::Saved(stats) = save(&client, src.path(), "deep", &["deps"]) else {
+        panic!("not saved")
+    };
+    assert_eq!(stats.files, 400);
+
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir(dst.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", dst.path().join("ws")).unwrap();
+    match restore(&client, &dst.path().join("ws"), "deep", &[], &["deps"]) {
+        RestoreOutcome::Hit { stats, .. } => assert_eq!(stats.files_written, 400),
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    for (rel, content, mode, mtime) in &expected {
+        let path = dst.path().join("real").join(rel);
+        assert_eq!(&fs::read(&path).unwrap(), content, "{rel}");
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, *mode, "{rel}");
+        assert_eq!(meta.modified().unwrap(), *mtime, "{rel}");
+    }
+}
+
 #[test]
 fn scopes_are_isolated_and_tokens_enforced() {
     let data = tempfile::tempdir().unwrap();

@@ -5,6 +5,8 @@
 //!   cache_bench digest DIR                content digest of a tree (restore verification)
 //!   cache_bench kiln WORK SRC [--resave]  save SRC to a fresh server, restore into WORK/out;
 //!                                         with --resave, change one file, save again, undo
+//!   cache_bench floor SRC OUT [THREADS]   the same tree created from memory: this machine's
+//!                                         floor for a restore (THREADS writers, default 2)
 //!   cache_bench v1-kiln WORK FILE         FILE through kiln's v1 API (reserve, PATCH, commit,
 //!                                         lookup, download), as `actions/cache` v1 does
 //!   cache_bench v1-env FILE OUT           the same against $ACTIONS_CACHE_URL (act's server,
@@ -31,11 +33,17 @@ fn main() -> ExitCode {
         (Some("kiln"), Some(work), Some(src)) => {
             kiln::run(work, src, args.iter().any(|a| a == "--resave"))
         }
+        (Some("floor"), Some(src), Some(out)) => {
+            let threads = args.get(4).and_then(|t| t.parse().ok()).unwrap_or(2);
+            data::create_floor(src, out, threads)
+                .map(|t| println!("floor_seconds {t:.3}"))
+                .map_err(|e| e.to_string())
+        }
         (Some("v1-kiln"), Some(work), Some(file)) => kiln::v1_against_kiln(work, file),
         (Some("v1-env"), Some(file), Some(out)) => v1::against_env(file, out),
         _ => Err(
             "usage: cache_bench gen-tree DIR | gen-file DIR | digest DIR | \
-                  kiln WORK SRC [--resave] | v1-kiln WORK FILE | v1-env FILE OUT"
+                  kiln WORK SRC [--resave] | floor SRC OUT [THREADS] | v1-kiln WORK FILE | v1-env FILE OUT"
                 .into(),
         ),
     };

@@ -5,7 +5,7 @@
 use super::fetch::OrderedFetch;
 use super::glob::parse_patterns;
 use super::tree::{self, FileDigest, Kind, TreeEntry};
-use super::write::{write_files, FilePlan};
+use super::write::{write_files, FilePlan, ParentDir};
 use super::{CacheClient, PathContext};
 use crate::digest::ChunkRef;
 use crate::error::{CacheError, Result};
@@ -124,28 +124,44 @@ fn same_content(
 
 /// Creates directories inside directories this restore created, shallowest first, each depth
 /// on several threads: mkdir allocates an inode, which on a well-used ext4 costs as much as a
-/// file create, and a tree has thousands of directories.
+/// file create, and a tree has thousands of directories. A thread takes all the new children
+/// of one parent at a time: creating entries locks the parent directory, so threads spread
+/// over different parents instead of spinning on one parent's lock.
 fn make_fresh_dirs(mut dirs: Vec<PathBuf>) -> Result<()> {
-    dirs.sort_by_key(|d| d.components().count());
+    dirs.sort_by(|a, b| {
+        (a.components().count(), a.parent()).cmp(&(b.components().count(), b.parent()))
+    });
     let mut rest = dirs.as_slice();
     while let Some(first) = rest.first() {
         let depth = first.components().count();
         let level = rest.partition_point(|d| d.components().count() == depth);
         let (now, later) = rest.split_at(level);
         rest = later;
+        let mut siblings: Vec<&[PathBuf]> = Vec::new();
+        let mut group = now;
+        while let Some(head) = group.first() {
+            let n = group.partition_point(|d| d.parent() == head.parent());
+            let (same_parent, others) = group.split_at(n);
+            siblings.push(same_parent);
+            group = others;
+        }
         let next = AtomicUsize::new(0);
         let results: Vec<Result<()>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..MKDIR_THREADS.min(now.len()))
+            let handles: Vec<_> = (0..MKDIR_THREADS.min(siblings.len()))
                 .map(|_| {
                     scope.spawn(|| -> Result<()> {
-                        while let Some(dir) = now.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            match fs::create_dir(dir) {
-                                Ok(()) => {}
-                                // A file's parent created on the way (create_dir_all) already.
-                                Err(e)
-                                    if e.kind() == std::io::ErrorKind::AlreadyExists
-                                        && fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) => {}
-                                Err(e) => return Err(CacheError::io("create", dir, e)),
+                        let mut parent = ParentDir::default();
+                        while let Some(group) = siblings.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            for dir in *group {
+                                match parent.mkdir(dir) {
+                                    Ok(()) => {}
+                                    // A file's parent created on the way (create_dir_all).
+                                    Err(e)
+                                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                                            && fs::symlink_metadata(dir)
+                                                .is_ok_and(|m| m.is_dir()) => {}
+                                    Err(e) => return Err(CacheError::io("create", dir, e)),
+                                }
                             }
                         }
                         Ok(())

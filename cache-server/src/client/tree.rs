@@ -116,7 +116,11 @@ pub fn walk_with(
                 for child in rd {
                     let child = child.map_err(|e| CacheError::io("list", &path, e))?;
                     let p = child.path();
-                    let m = fs::symlink_metadata(&p).map_err(|e| CacheError::io("stat", &p, e))?;
+                    // Relative to the open directory (fstatat), not a walk of the full path
+                    // per file; like symlink_metadata, it does not follow symlinks.
+                    let m = child
+                        .metadata()
+                        .map_err(|e| CacheError::io("stat", &p, e))?;
                     children.push((p, m));
                 }
                 children.sort_by(|a, b| {
