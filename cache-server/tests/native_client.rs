@@ -214,6 +214,56 @@ fn deep_tree_keeps_content_modes_and_mtimes_through_a_symlinked_workspace() {
     }
 }
 
+/// Restoring over an older copy: identical files are left alone (not even rewritten), changed
+/// and missing ones written, and a symlink where a file belongs is replaced, never written
+/// through.
+#[test]
+fn restore_over_an_older_copy_skips_same_files_and_replaces_the_rest() {
+    use std::os::unix::fs::MetadataExt;
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path());
+    let client = CacheClient::new(&server.url, &server.token("o/r", "main", None, false));
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..60u64 {
+        write(
+            &src.path().join(format!("deps/d{}/f{i}", i % 6)),
+            &bytes(i, 500 + i as usize),
+        );
+    }
+    assert!(matches!(
+        save(&client, src.path(), "k", &["deps"]),
+        SaveOutcome::Saved(_)
+    ));
+    let dst = tempfile::tempdir().unwrap();
+    let d = dst.path();
+    assert!(matches!(
+        restore(&client, d, "k", &[], &["deps"]),
+        RestoreOutcome::Hit { .. }
+    ));
+    let same = d.join("deps/d1/f1");
+    let inode = fs::metadata(&same).unwrap().ino();
+    write(&d.join("deps/d2/f2"), b"changed");
+    fs::remove_file(d.join("deps/d3/f3")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    write(&victim, b"must stay");
+    fs::remove_file(d.join("deps/d4/f4")).unwrap();
+    std::os::unix::fs::symlink(&victim, d.join("deps/d4/f4")).unwrap();
+    match restore(&client, d, "k", &[], &["deps"]) {
+        RestoreOutcome::Hit { stats, .. } => {
+            assert_eq!((stats.files_skipped, stats.files_written), (57, 3));
+        }
+        other => panic!("expected a hit, got {other:?}"),
+    }
+    for i in 0..60u64 {
+        let path = d.join(format!("deps/d{}/f{i}", i % 6));
+        assert!(fs::symlink_metadata(&path).unwrap().is_file(), "{i}");
+        assert_eq!(fs::read(&path).unwrap(), bytes(i, 500 + i as usize), "{i}");
+    }
+    assert_eq!(fs::metadata(&same).unwrap().ino(), inode);
+    assert_eq!(fs::read(&victim).unwrap(), b"must stay");
+}
+
 #[test]
 fn scopes_are_isolated_and_tokens_enforced() {
     let data = tempfile::tempdir().unwrap();

@@ -63,9 +63,37 @@ pub enum RestoreOutcome {
     Corrupt(String),
 }
 
-/// Whether the file at `path` has `size` bytes and the listing's digest. `cuts` are the
-/// offsets inside the file where the entry's chunks end (the piece boundaries of
+/// What is at a file's destination before the restore writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Found {
+    Nothing,
+    /// A file with the listing's size and digest: left alone.
+    Same,
+    /// Anything else (other bytes, a directory, a symlink): replaced.
+    Other,
+}
+
+/// What is at `path`, compared with a file of `size` bytes and the listing's digest. `cuts` are
+/// the offsets inside the file where the entry's chunks end (the piece boundaries of
 /// [`FileDigest::Pieces`]).
+fn compare_found(
+    path: &Path,
+    size: u64,
+    expected: &[u8; 32],
+    kind: FileDigest,
+    cuts: &[u64],
+) -> Found {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Found::Nothing;
+    };
+    if meta.is_file() && meta.len() == size && same_content(path, size, expected, kind, cuts) {
+        Found::Same
+    } else {
+        Found::Other
+    }
+}
+
+/// Whether the regular file at `path`, of `size` bytes, has the listing's digest.
 fn same_content(
     path: &Path,
     size: u64,
@@ -73,12 +101,6 @@ fn same_content(
     kind: FileDigest,
     cuts: &[u64],
 ) -> bool {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return false;
-    };
-    if !meta.is_file() || meta.len() != size {
-        return false;
-    }
     let Ok(mut f) = File::open(path) else {
         return false;
     };
@@ -369,7 +391,8 @@ impl CacheClient {
         let mut made_dirs: HashMap<PathBuf, bool> = HashMap::new();
         let mut fresh_dirs: Vec<PathBuf> = Vec::new();
         let mut files = Vec::new();
-        // Files already on disk, to compare with the listing: (index in files, cuts, digest).
+        // Files that may be on disk already, to compare with the listing: (index in files, cuts,
+        // digest).
         let mut present: Vec<(usize, Vec<u64>, [u8; 32])> = Vec::new();
         let mut offset = 0u64;
         for (e, dest) in listing.iter().zip(&dests) {
@@ -411,8 +434,9 @@ impl CacheClient {
                             }
                         };
                     }
-                    let exists = !in_fresh_dir && fs::symlink_metadata(dest).is_ok();
-                    if exists {
+                    // Outside fresh directories something may be there already: the compare
+                    // threads look (a stat here would put one per file on this thread).
+                    if !in_fresh_dir {
                         let end = offset + e.size;
                         let first = chunk_ends.partition_point(|&c| c <= offset);
                         let cuts: Vec<u64> = chunk_ends[first..]
@@ -432,7 +456,7 @@ impl CacheClient {
                         mode: e.mode,
                         mtime,
                         skip: false,
-                        exists,
+                        exists: false,
                     });
                     offset += e.size;
                 }
@@ -442,9 +466,9 @@ impl CacheClient {
         make_fresh_dirs(fresh_dirs)?;
         // Reading and hashing files already present is the whole cost of restoring over an
         // identical tree: spread it over threads.
-        let same: Vec<bool> = {
+        let found: Vec<Found> = {
             let next = AtomicUsize::new(0);
-            let results = Mutex::new(vec![false; present.len()]);
+            let results = Mutex::new(vec![Found::Other; present.len()]);
             std::thread::scope(|scope| {
                 for _ in 0..COMPARE_THREADS.min(present.len()) {
                     scope.spawn(|| loop {
@@ -453,17 +477,18 @@ impl CacheClient {
                             return;
                         };
                         let f: &FilePlan = &files[*fi];
-                        let same = same_content(&f.dest, f.size, digest, digest_kind, cuts);
+                        let found = compare_found(&f.dest, f.size, digest, digest_kind, cuts);
                         if let Ok(mut r) = results.lock() {
-                            r[i] = same;
+                            r[i] = found;
                         }
                     });
                 }
             });
             results.into_inner().unwrap_or_else(|p| p.into_inner())
         };
-        for ((fi, _, _), same) in present.iter().zip(same) {
-            files[*fi].skip = same;
+        for ((fi, _, _), found) in present.iter().zip(found) {
+            files[*fi].skip = found == Found::Same;
+            files[*fi].exists = found == Found::Other;
         }
         stats.files_skipped = files.iter().filter(|f| f.skip).count() as u64;
         let written = write_files(self, &files, chunks)?;
