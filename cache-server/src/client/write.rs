@@ -162,6 +162,10 @@ fn write_whole(dir: &mut ParentDir, f: &FilePlan, data: &[u8]) -> Result<()> {
 struct OpenFile {
     file: File,
     remaining: AtomicU64,
+    /// Taken around each write. The kernel serialises buffered writes to one file on its inode
+    /// lock, and a thread waiting for that lock spins on a CPU while the holder copies; waiting
+    /// here sleeps instead, so the other threads decode and hash their chunks meanwhile.
+    writing: Mutex<()>,
 }
 
 /// Shared state of one restore's writer pool.
@@ -254,15 +258,19 @@ impl Pool<'_> {
                     let o = Arc::new(OpenFile {
                         file: dir.create(&f.dest, f.mode, f.exists)?,
                         remaining: AtomicU64::new(f.size),
+                        writing: Mutex::new(()),
                     });
                     open.insert(fi, Arc::clone(&o));
                     o
                 }
             }
         };
-        open.file
-            .write_all_at(piece, at)
-            .map_err(|e| CacheError::io("write", &f.dest, e))?;
+        {
+            let _writing = open.writing.lock().unwrap_or_else(|p| p.into_inner());
+            open.file
+                .write_all_at(piece, at)
+                .map_err(|e| CacheError::io("write", &f.dest, e))?;
+        }
         let before = open
             .remaining
             .fetch_sub(piece.len() as u64, Ordering::AcqRel);
