@@ -72,8 +72,45 @@ YAML
 # ext4 skips inodes freed in the last 60 s (360 s while their inode-table block is dirty again)
 # when it allocates, scanning past them inside the create call: right after `rm -rf` of a
 # 50,000-file tree, extracting the same tree took 35 s instead of 2-5 s, for tar and kiln alike.
-# So nothing is deleted between the timed steps of a data set: every round writes into its own
-# directory and all of them go at the end, and no restore follows a deletion the other did not.
+# So nothing is deleted while the bench runs: every round writes into its own directory and all
+# of them go at the end. Deletions shortly before a run (another build, a previous run's
+# clean-up) slow every restore row; wait some minutes after them.
+reference_round() {
+  mkdir -p "$RUN/ref-out"
+  { time { tar -C "$BENCH_DIR" -cf - "$data" | zstd -3 -T0 -q -o "$RUN/ref.tar.zst"; }; } 2>"$RUN/time"
+  record_time ref_save
+  sync
+  { time { zstd -d -q -c "$RUN/ref.tar.zst" | tar -C "$RUN/ref-out" -xf -; }; } 2>"$RUN/time"
+  record_time ref_restore
+  verify "$RUN/ref-out/$data" "$data"
+  record "$data" archive_bytes "$(stat -c %s "$RUN/ref.tar.zst")"
+  sync
+}
+
+# The machine's floor for any restore: the same files created from memory, with 2 and with 8
+# writer threads (kiln's count); the faster one counts.
+floor_round() {
+  local floor="" t threads
+  for threads in 2 8; do
+    t=$(field floor_seconds "$("$BIN" floor "$src" "$RUN/floor-$threads" "$threads")")
+    floor=$(python3 -c "print(min($t, ${floor:-$t}))")
+    sync
+  done
+  record "$data" floor_restore "$floor"
+}
+
+kiln_round() {
+  local resave=() out k v
+  [ "$round" = 1 ] && resave=(--resave)
+  out=$("$BIN" kiln "$RUN/kiln" "$src" "${resave[@]}")
+  verify "$RUN/kiln/out/$data" "$data"
+  for k in save_seconds save_cpu_seconds restore_seconds restore_cpu_seconds restore_again_seconds \
+      resave_uploaded_percent resave_uploaded_bytes save_uploaded_bytes; do
+    v=$(field "$k" "$out"); [ -n "$v" ] && record "$data" "kiln_$k" "$v"
+  done
+  sync
+}
+
 for data in $DATASETS; do
   src="$BENCH_DIR/$data"
   WORK="$BENCH_DIR/run-$data"
@@ -81,33 +118,15 @@ for data in $DATASETS; do
   record "$data" bytes "$(du -sb --apparent-size "$src" | cut -f1)"
   for round in $(seq 1 "$ROUNDS"); do
     RUN="$WORK/round-$round"
-    mkdir -p "$RUN/ref-out"; sync
-    { time { tar -C "$BENCH_DIR" -cf - "$data" | zstd -3 -T0 -q -o "$RUN/ref.tar.zst"; }; } 2>"$RUN/time"
-    record_time ref_save
-    sync
-    { time { zstd -d -q -c "$RUN/ref.tar.zst" | tar -C "$RUN/ref-out" -xf -; }; } 2>"$RUN/time"
-    record_time ref_restore
-    verify "$RUN/ref-out/$data" "$data"
-    record "$data" archive_bytes "$(stat -c %s "$RUN/ref.tar.zst")"
-    sync
-    # The machine's floor for any restore: the same files created from memory, with 2 and with
-    # 8 writer threads (kiln's count); the faster one counts.
-    floor=""
-    for threads in 2 8; do
-      t=$(field floor_seconds "$("$BIN" floor "$src" "$RUN/floor-$threads" "$threads")")
-      floor=$(python3 -c "print(min(x for x in [$t, ${floor:-$t}]))")
-      sync
-    done
-    record "$data" floor_restore "$floor"
-
-    resave=(); [ "$round" = 1 ] && resave=(--resave)
-    out=$("$BIN" kiln "$RUN/kiln" "$src" "${resave[@]}")
-    verify "$RUN/kiln/out/$data" "$data"
-    for k in save_seconds save_cpu_seconds restore_seconds restore_cpu_seconds restore_again_seconds \
-        resave_uploaded_percent resave_uploaded_bytes save_uploaded_bytes; do
-      v=$(field "$k" "$out"); [ -n "$v" ] && record "$data" "kiln_$k" "$v"
-    done
-    sync
+    mkdir -p "$RUN"; sync
+    # A filesystem's state drifts within a round (ext4 recovers from deletions over minutes),
+    # so the three restore-writing steps take turns at going first.
+    case $(( (round - 1) % 3 )) in
+      0) steps="reference floor kiln" ;;
+      1) steps="kiln reference floor" ;;
+      *) steps="floor kiln reference" ;;
+    esac
+    for step in $steps; do "${step}_round"; done
 
     out=$("$BIN" v1-kiln "$RUN/v1kiln" "$RUN/ref.tar.zst")
     record "$data" v1_kiln_save "$(field v1_save_seconds "$out")"
@@ -117,9 +136,8 @@ for data in $DATASETS; do
       record "$data" v1_act_save "$(field v1_save_seconds "$out")"
       record "$data" v1_act_restore "$(field v1_restore_seconds "$out")"
     fi
-    echo "[$data] round $round done" >&2
+    echo "[$data] round $round done ($steps)" >&2
   done
-  rm -rf "$WORK"
 done
 
 python3 - "$RESULTS" "$ROUNDS" <<'PY'
@@ -161,3 +179,4 @@ for data in dict.fromkeys(d for d, _ in rows):
     if pct is not None:
         print(f"| {data} | re-save after a one-file change | {pct:.3f} % of bytes uploaded ({med(data, 'kiln_resave_uploaded_bytes'):.0f} B) | | | | | | < 1 % |")
 PY
+for data in $DATASETS; do rm -rf "$BENCH_DIR/run-$data"; done
