@@ -43,6 +43,8 @@ pub(crate) struct State {
     stale: bool,
     pub(crate) running: bool,
     stopped: bool,
+    /// The cuts went to a commit (or were thrown away): a second `finish` gets none.
+    taken: bool,
 }
 
 /// What the worker cut, handed to the commit.
@@ -82,6 +84,14 @@ impl Prechunk {
         }
         s.running = true;
         true
+    }
+
+    /// Releases a claim whose worker could not be started; the commit then cuts everything.
+    pub fn give_up(&self) {
+        let mut s = self.lock();
+        s.running = false;
+        s.stale = true;
+        self.idle.notify_all();
     }
 
     /// The worker: cuts while at least [`CHUNK_MAX`] bytes past the last cut have arrived.
@@ -142,17 +152,18 @@ impl Prechunk {
         }
     }
 
-    /// Stops the worker (waiting for it) and takes its cuts, or `None` if they are stale. No
-    /// worker starts afterwards.
+    /// Stops the worker (waiting for it) and takes its cuts, or `None` if they are stale or were
+    /// taken before. No worker starts afterwards.
     pub fn finish(&self) -> Option<Cut> {
         let mut s = self.lock();
         s.stopped = true;
         while s.running {
             s = self.idle.wait(s).unwrap_or_else(|p| p.into_inner());
         }
-        if s.stale {
+        if s.stale || s.taken {
             return None;
         }
+        s.taken = true;
         Some(Cut {
             upto: s.cut,
             read_upto: s.read_upto,

@@ -326,8 +326,7 @@ impl CacheStore {
             });
         if spawned.is_err() {
             // No thread: the commit cuts everything, as it would without prechunking.
-            prechunk.note_write(0);
-            let _ = prechunk.finish();
+            prechunk.give_up();
         }
     }
 
@@ -363,6 +362,15 @@ impl CacheStore {
     /// Assembles blocks in the order of the committed block list (v2 Put Block List).
     pub fn commit_block_list(&self, id: u64, block_ids: &[String]) -> Result<u64> {
         let upload = self.upload(id)?;
+        // The blocks replace whatever Put Blob wrote: cuts made of that are void. (Not under
+        // the upload's lock: the worker takes it to see how much has arrived.)
+        let prechunk = lock(&upload)
+            .archive
+            .as_ref()
+            .map(|a| Arc::clone(&a.prechunk));
+        if let Some(prechunk) = prechunk {
+            let _ = prechunk.finish();
+        }
         let (file, path, parts) = {
             let state = lock(&upload);
             let arch = state

@@ -135,3 +135,39 @@ fn an_abandoned_upload_stops_its_worker() {
     store.finalize_archive(again, data.len() as u64).unwrap();
     assert_eq!(store.entry(again).unwrap().unwrap().chunks, one_pass(&data));
 }
+
+#[test]
+fn a_block_list_replacing_a_put_blob_voids_its_cuts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CacheStore::open(StoreConfig::new(dir.path())).unwrap();
+    let first = archive(12, 24 << 20);
+    let id = reserve(&store, "k");
+    upload_in_order(&store, id, &first);
+    wait_for_cut(&store, id, 1);
+    // The client starts over with blocks holding other bytes (Azure: Put Block List replaces).
+    let second = archive(13, 28 << 20);
+    let ids: Vec<String> = second
+        .chunks(PART)
+        .enumerate()
+        .map(|(i, block)| {
+            let id_text = format!("block-{i:04}");
+            store.put_block(id, &id_text, block).unwrap();
+            id_text
+        })
+        .collect();
+    let size = store.commit_block_list(id, &ids).unwrap();
+    let stats = store.finalize_archive(id, size).unwrap();
+    assert_eq!(stats.cut_while_uploading, 0);
+    assert_eq!(store.entry(id).unwrap().unwrap().chunks, one_pass(&second));
+}
+
+#[test]
+fn cuts_are_handed_out_once() {
+    let prechunk = Prechunk::default();
+    assert!(prechunk.finish().is_some());
+    assert!(prechunk.finish().is_none());
+    let unstarted = Prechunk::default();
+    assert!(unstarted.claim(u64::MAX));
+    unstarted.give_up();
+    assert!(unstarted.finish().is_none());
+}
