@@ -17,13 +17,46 @@ use crate::digest::{ChunkRef, Digest};
 use crate::error::Result;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Contiguous bytes past the last cut, beyond the look-ahead a cut needs, worth waking a worker
 /// for: fewer would wake it for every small PATCH.
 const START_AFTER: u64 = 8 << 20;
-/// Bytes a worker reads back from the staged upload per pass (between checks for a stop).
-const PASS: u64 = 32 << 20;
+/// Bytes a worker reads back from the staged upload per pass (between checks for a stop); the
+/// tail after its last cut, under [`CHUNK_MAX`], is read again by the next pass.
+const PASS: u64 = 16 << 20;
+
+/// Workers running across all uploads: at most one per CPU, since each holds a [`PASS`]-sized
+/// buffer and more would only compete for the same cores. An upload without a worker is cut
+/// at its commit, as before.
+pub(crate) struct WorkerSlots {
+    running: AtomicUsize,
+    max: usize,
+}
+
+impl Default for WorkerSlots {
+    fn default() -> Self {
+        WorkerSlots {
+            running: AtomicUsize::new(0),
+            max: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+        }
+    }
+}
+
+impl WorkerSlots {
+    pub fn try_take(&self) -> bool {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn put_back(&self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Prechunk {

@@ -6,7 +6,7 @@ use crate::digest::{ChunkRef, Digest};
 use crate::durability::Durability;
 use crate::error::{CacheError, Result};
 use crate::index::{EntryRecord, Index, MatchKind, Reservation};
-use crate::prechunk::Prechunk;
+use crate::prechunk::{Prechunk, WorkerSlots};
 use crate::ranges::RangeSet;
 use dashmap::DashMap;
 use std::fs::{self, File, OpenOptions};
@@ -94,6 +94,7 @@ pub struct CacheStore {
     uploads_dir: PathBuf,
     uploads: DashMap<u64, Arc<Mutex<UploadState>>>,
     durability: Durability,
+    cutters: Arc<WorkerSlots>,
 }
 
 pub fn now_ms() -> i64 {
@@ -162,6 +163,7 @@ impl CacheStore {
             uploads_dir,
             uploads: DashMap::new(),
             durability,
+            cutters: Arc::default(),
         })
     }
 
@@ -291,8 +293,12 @@ impl CacheStore {
             (Arc::clone(&arch.prechunk), arch.received.contiguous_end())
         };
         prechunk.note_write(offset);
-        if prechunk.claim(contiguous) {
-            self.start_prechunk(id, prechunk, file, upload);
+        if self.cutters.try_take() {
+            if prechunk.claim(contiguous) {
+                self.start_prechunk(id, prechunk, file, upload);
+            } else {
+                self.cutters.put_back();
+            }
         }
         Ok(())
     }
@@ -311,9 +317,17 @@ impl CacheStore {
             self.cfg.zstd_level,
         );
         let worker = Arc::clone(&prechunk);
+        let slots = Arc::clone(&self.cutters);
         let spawned = std::thread::Builder::new()
             .name(format!("kiln-cache-cut-{id}"))
             .spawn(move || {
+                struct Slot(Arc<WorkerSlots>);
+                impl Drop for Slot {
+                    fn drop(&mut self) {
+                        self.0.put_back();
+                    }
+                }
+                let _slot = Slot(slots);
                 let contiguous = || {
                     lock(&upload)
                         .archive
@@ -326,6 +340,7 @@ impl CacheStore {
             });
         if spawned.is_err() {
             // No thread: the commit cuts everything, as it would without prechunking.
+            self.cutters.put_back();
             prechunk.give_up();
         }
     }

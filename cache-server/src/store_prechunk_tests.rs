@@ -171,3 +171,17 @@ fn cuts_are_handed_out_once() {
     unstarted.give_up();
     assert!(unstarted.finish().is_none());
 }
+
+#[test]
+fn worker_slots_are_bounded() {
+    let slots = WorkerSlots::default();
+    let mut taken = 0;
+    while slots.try_take() {
+        taken += 1;
+        assert!(taken <= 1024, "no bound");
+    }
+    assert!(taken >= 2);
+    slots.put_back();
+    assert!(slots.try_take());
+    assert!(!slots.try_take());
+}
