@@ -211,3 +211,18 @@ pub fn v1_against_kiln(work: &Path, file: &Path) -> Result<(), String> {
     print!("{result}");
     Ok(())
 }
+
+/// Restores the entry an earlier `kiln` run saved in WORK into OUT, with a fresh server on the
+/// same store: a restore alone, for rounds that prepare the filesystem between restores.
+pub fn restore_only(work: &Path, src: &Path, out: &Path) -> Result<(), String> {
+    let server = start_server(&work.join("store"))?;
+    let client = CacheClient::new(&server.url, &server.token);
+    let (name, _) = split(src)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let cpu_before = cpu_seconds();
+    let (t, written, _) = restore(&client, "bench-1", &name, out)?;
+    println!("restore_seconds {t:.3}");
+    println!("restore_cpu_seconds {:.2}", cpu_seconds() - cpu_before);
+    println!("restore_files {written}");
+    Ok(())
+}

@@ -33,6 +33,10 @@ fn main() -> ExitCode {
         (Some("kiln"), Some(work), Some(src)) => {
             kiln::run(work, src, args.iter().any(|a| a == "--resave"))
         }
+        (Some("kiln-restore"), Some(work), Some(src)) => match arg(4) {
+            Some(out) => kiln::restore_only(work, src, out),
+            None => Err("kiln-restore needs WORK SRC OUT".into()),
+        },
         (Some("floor"), Some(src), Some(out)) => {
             let threads = args.get(4).and_then(|t| t.parse().ok()).unwrap_or(2);
             data::create_floor(src, out, threads)
@@ -43,7 +47,7 @@ fn main() -> ExitCode {
         (Some("v1-env"), Some(file), Some(out)) => v1::against_env(file, out),
         _ => Err(
             "usage: cache_bench gen-tree DIR | gen-file DIR | digest DIR | \
-                  kiln WORK SRC [--resave] | floor SRC OUT [THREADS] | v1-kiln WORK FILE | v1-env FILE OUT"
+                  kiln WORK SRC [--resave] | kiln-restore WORK SRC OUT | floor SRC OUT [THREADS] | v1-kiln WORK FILE | v1-env FILE OUT"
                 .into(),
         ),
     };

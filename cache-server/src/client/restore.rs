@@ -4,7 +4,7 @@
 
 use super::fetch::OrderedFetch;
 use super::glob::parse_patterns;
-use super::tree::{self, FileDigest, Kind, TreeEntry};
+use super::tree::{self, FileDigest, Kind, PieceHasher, TreeEntry};
 use super::write::{write_files, FilePlan, ParentDir};
 use super::{CacheClient, PathContext};
 use crate::digest::ChunkRef;
@@ -73,20 +73,50 @@ enum Found {
     Other,
 }
 
-/// What is at `path`, compared with a file of `size` bytes and the listing's digest. `cuts` are
-/// the offsets inside the file where the entry's chunks end (the piece boundaries of
-/// [`FileDigest::Pieces`]).
+/// Where a file's pieces are: `cuts` are the offsets inside the file where the entry's chunks
+/// end, and whether the file starts and ends on a chunk boundary (which makes its first and
+/// last pieces whole chunks).
+#[derive(Clone, Debug, Default)]
+struct PieceLayout {
+    cuts: Vec<u64>,
+    starts_at_chunk: bool,
+    ends_at_chunk: bool,
+}
+
+impl PieceLayout {
+    /// The layout of the file at `[offset, offset + size)` of an entry whose chunks end at
+    /// `chunk_ends` (ascending).
+    fn of(chunk_ends: &[u64], offset: u64, size: u64) -> Self {
+        let end = offset + size;
+        let first = chunk_ends.partition_point(|&c| c <= offset);
+        PieceLayout {
+            cuts: chunk_ends[first..]
+                .iter()
+                .take_while(|&&c| c < end)
+                .map(|&c| c - offset)
+                .collect(),
+            starts_at_chunk: offset == 0 || chunk_ends.binary_search(&offset).is_ok(),
+            ends_at_chunk: chunk_ends.binary_search(&end).is_ok(),
+        }
+    }
+
+    fn whole_chunk(&self, piece: usize) -> bool {
+        (piece > 0 || self.starts_at_chunk) && (piece < self.cuts.len() || self.ends_at_chunk)
+    }
+}
+
+/// What is at `path`, compared with a file of `size` bytes and the listing's digest.
 fn compare_found(
     path: &Path,
     size: u64,
     expected: &[u8; 32],
     kind: FileDigest,
-    cuts: &[u64],
+    layout: &PieceLayout,
 ) -> Found {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return Found::Nothing;
     };
-    if meta.is_file() && meta.len() == size && same_content(path, size, expected, kind, cuts) {
+    if meta.is_file() && meta.len() == size && same_content(path, size, expected, kind, layout) {
         Found::Same
     } else {
         Found::Other
@@ -99,14 +129,16 @@ fn same_content(
     size: u64,
     expected: &[u8; 32],
     kind: FileDigest,
-    cuts: &[u64],
+    layout: &PieceLayout,
 ) -> bool {
     let Ok(mut f) = File::open(path) else {
         return false;
     };
-    let mut hasher = blake3::Hasher::new();
-    let mut pieces = Vec::with_capacity(cuts.len() + 1);
-    let mut next_cut = cuts.iter().copied().peekable();
+    let by_pieces = kind.by_pieces();
+    let mut piece = 0usize;
+    let mut hasher = PieceHasher::new(kind, layout.whole_chunk(piece));
+    let mut pieces = Vec::with_capacity(layout.cuts.len() + 1);
+    let mut next_cut = layout.cuts.iter().copied().peekable();
     let mut pos = 0u64;
     // Sized to the file: a full buffer per small file would zero 256 KiB for a few bytes.
     let mut buf = vec![0u8; (size as usize).clamp(1, 256 * 1024)];
@@ -117,29 +149,29 @@ fn same_content(
         };
         let mut data = &buf[..n];
         while !data.is_empty() {
-            let room = match (kind, next_cut.peek()) {
-                (FileDigest::Pieces, Some(&cut)) => (cut - pos) as usize,
+            let room = match next_cut.peek() {
+                Some(&cut) if by_pieces => (cut - pos) as usize,
                 _ => data.len(),
             };
             let take = room.min(data.len());
             hasher.update(&data[..take]);
             data = &data[take..];
             pos += take as u64;
-            if kind == FileDigest::Pieces && next_cut.peek() == Some(&pos) {
+            if by_pieces && next_cut.peek() == Some(&pos) {
                 next_cut.next();
-                pieces.push(*hasher.finalize().as_bytes());
-                hasher.reset();
+                pieces.push(hasher.finish());
+                piece += 1;
+                hasher = PieceHasher::new(kind, layout.whole_chunk(piece));
             }
         }
     }
-    let digest = match kind {
-        FileDigest::Blake3 => *hasher.finalize().as_bytes(),
-        FileDigest::Pieces => {
-            if size > 0 {
-                pieces.push(*hasher.finalize().as_bytes());
-            }
-            tree::piece_digest(pieces)
+    let digest = if by_pieces {
+        if size > 0 {
+            pieces.push(hasher.finish());
         }
+        tree::piece_digest(pieces)
+    } else {
+        hasher.finish()
     };
     digest == *expected
 }
@@ -391,9 +423,9 @@ impl CacheClient {
         let mut made_dirs: HashMap<PathBuf, bool> = HashMap::new();
         let mut fresh_dirs: Vec<PathBuf> = Vec::new();
         let mut files = Vec::new();
-        // Files that may be on disk already, to compare with the listing: (index in files, cuts,
-        // digest).
-        let mut present: Vec<(usize, Vec<u64>, [u8; 32])> = Vec::new();
+        // Files that may be on disk already, to compare with the listing: (index in files, piece
+        // layout, digest).
+        let mut present: Vec<(usize, PieceLayout, [u8; 32])> = Vec::new();
         let mut offset = 0u64;
         for (e, dest) in listing.iter().zip(&dests) {
             match e.kind {
@@ -437,14 +469,8 @@ impl CacheClient {
                     // Outside fresh directories something may be there already: the compare
                     // threads look (a stat here would put one per file on this thread).
                     if !in_fresh_dir {
-                        let end = offset + e.size;
-                        let first = chunk_ends.partition_point(|&c| c <= offset);
-                        let cuts: Vec<u64> = chunk_ends[first..]
-                            .iter()
-                            .take_while(|&&c| c < end)
-                            .map(|&c| c - offset)
-                            .collect();
-                        present.push((files.len(), cuts, e.blake3));
+                        let layout = PieceLayout::of(&chunk_ends, offset, e.size);
+                        present.push((files.len(), layout, e.blake3));
                     }
                     let mtime = u64::try_from(e.mtime_secs)
                         .ok()
@@ -473,11 +499,11 @@ impl CacheClient {
                 for _ in 0..COMPARE_THREADS.min(present.len()) {
                     scope.spawn(|| loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((fi, cuts, digest)) = present.get(i) else {
+                        let Some((fi, layout, digest)) = present.get(i) else {
                             return;
                         };
                         let f: &FilePlan = &files[*fi];
-                        let found = compare_found(&f.dest, f.size, digest, digest_kind, cuts);
+                        let found = compare_found(&f.dest, f.size, digest, digest_kind, layout);
                         if let Ok(mut r) = results.lock() {
                             r[i] = found;
                         }
@@ -514,3 +540,7 @@ impl CacheClient {
         Ok(stats)
     }
 }
+
+#[cfg(test)]
+#[path = "restore_tests.rs"]
+mod tests;

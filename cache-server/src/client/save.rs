@@ -258,8 +258,9 @@ impl CacheClient {
     }
 
     /// The save pipeline: the walk lists, one thread reads the files back to back and cuts the
-    /// stream into chunks, `concurrency` workers hash each chunk and its file pieces (each byte
-    /// once, except pieces smaller than their chunk), compress and upload what the server lacks.
+    /// stream into chunks, `concurrency` workers hash each chunk and its file pieces (blake3
+    /// once per byte; pieces smaller than their chunk also by xxh3), compress and upload what
+    /// the server lacks.
     fn upload_tree(
         &self,
         id: u64,
@@ -423,7 +424,7 @@ impl CacheClient {
                             let d = if p.lo == 0 && p.hi == c.data.len() {
                                 digest.0
                             } else {
-                                *blake3::hash(&c.data[p.lo..p.hi]).as_bytes()
+                                tree::partial_piece_digest(&c.data[p.lo..p.hi])
                             };
                             (p.file, d)
                         })
