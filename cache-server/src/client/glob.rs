@@ -11,6 +11,8 @@ pub struct Pattern {
     /// The literal directory (or file) before the first wildcard segment.
     pub root: PathBuf,
     segments: Vec<String>,
+    /// No segment has a wildcard: the pattern is `root` itself.
+    literal: bool,
     /// The `path:` line as written; the cache version hashes these.
     pub original: String,
 }
@@ -68,41 +70,69 @@ impl Pattern {
         Ok(Pattern {
             negated,
             root,
+            literal: !segments.iter().any(|s| has_wildcard(s)),
             segments,
             original: format!("{}{}", if negated { "!" } else { "" }, body),
         })
     }
 
     pub fn is_literal(&self) -> bool {
-        !self.segments.iter().any(|s| has_wildcard(s))
+        self.literal
     }
 
     /// True when `path` (absolute) matches the pattern or lies below something that matches it.
+    /// Called for every path a save walks, so it neither allocates per segment nor re-matches
+    /// each prefix of the path.
     pub fn matches_or_below(&self, path: &Path) -> bool {
-        let text = path.to_string_lossy();
-        let parts: Vec<&str> = text.split('/').filter(|s| !s.is_empty()).collect();
-        (0..=parts.len()).any(|n| match_segments(&self.segments, &parts[..n]))
+        if self.literal {
+            return path.starts_with(&self.root);
+        }
+        // `live[i]`: the first i pattern segments match the path segments read so far. The
+        // pattern matches a prefix of the path once all of them do.
+        let n = self.segments.len();
+        let mut live = vec![false; n + 1];
+        let mut next = vec![false; n + 1];
+        live[0] = true;
+        self.skip_empty_globstars(&mut live);
+        if live[n] {
+            return true;
+        }
+        let text = path.as_os_str().as_encoded_bytes();
+        for seg in text.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
+            next.fill(false);
+            let mut any = false;
+            for (i, pat) in self.segments.iter().enumerate() {
+                if !live[i] {
+                    continue;
+                }
+                if pat == "**" {
+                    next[i] = true;
+                    any = true;
+                } else if match_segment(pat.as_bytes(), seg) {
+                    next[i + 1] = true;
+                    any = true;
+                }
+            }
+            if !any {
+                return false;
+            }
+            self.skip_empty_globstars(&mut next);
+            if next[n] {
+                return true;
+            }
+            std::mem::swap(&mut live, &mut next);
+        }
+        false
     }
-}
 
-/// Segment-wise matching with `**` spanning any number of segments (dynamic programming, so
-/// patterns with many `**` stay linear in practice).
-fn match_segments(pattern: &[String], path: &[&str]) -> bool {
-    let (p, s) = (pattern.len(), path.len());
-    let mut table = vec![vec![false; s + 1]; p + 1];
-    table[p][s] = true;
-    for i in (0..p).rev() {
-        for j in (0..=s).rev() {
-            table[i][j] = if pattern[i] == "**" {
-                table[i + 1][j] || (j < s && table[i][j + 1])
-            } else {
-                j < s
-                    && match_segment(pattern[i].as_bytes(), path[j].as_bytes())
-                    && table[i + 1][j + 1]
-            };
+    /// A `**` also matches no segment at all.
+    fn skip_empty_globstars(&self, states: &mut [bool]) {
+        for (i, pat) in self.segments.iter().enumerate() {
+            if states[i] && pat == "**" {
+                states[i + 1] = true;
+            }
         }
     }
-    table[0][0]
 }
 
 /// Wildcards inside one segment: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`. Iterative backtracking on
@@ -257,6 +287,69 @@ mod tests {
         let q = pats(&["a", "!a/b", "a/b/keep"]);
         assert!(!selected(&q, Path::new("/ws/a/b/x")));
         assert!(selected(&q, Path::new("/ws/a/b/keep")));
+    }
+
+    /// The definition: the pattern matches the first n segments of the path, for some n.
+    fn matches_some_prefix(pattern: &[String], path: &[&str]) -> bool {
+        fn full(p: &[String], s: &[&str]) -> bool {
+            match p.split_first() {
+                None => s.is_empty(),
+                Some((head, rest)) if head == "**" => {
+                    full(rest, s) || (!s.is_empty() && full(p, &s[1..]))
+                }
+                Some((head, rest)) => {
+                    !s.is_empty()
+                        && match_segment(head.as_bytes(), s[0].as_bytes())
+                        && full(rest, &s[1..])
+                }
+            }
+        }
+        (0..=path.len()).any(|n| full(pattern, &path[..n]))
+    }
+
+    #[test]
+    fn matching_agrees_with_the_definition() {
+        let patterns = [
+            "a",
+            "a/b",
+            "**",
+            "**/b",
+            "a/**",
+            "a/**/c",
+            "**/**/c",
+            "*/b",
+            "a/*",
+            "a/*/c/**",
+            "?/b*",
+            "a/**/b/**/c",
+            "[ab]/**",
+            "a/b/c/d/e",
+        ];
+        let paths = [
+            "/ws",
+            "/ws/a",
+            "/ws/b",
+            "/ws/a/b",
+            "/ws/a/c",
+            "/ws/a/b/c",
+            "/ws/a/x/y/c",
+            "/ws/ab/b",
+            "/ws/a/b/c/d/e/f",
+            "/ws/x/b/c",
+            "/ws/a/c/b/c",
+            "/other/a",
+        ];
+        for pat in patterns {
+            let p = Pattern::parse(pat, Path::new("/ws"), None).unwrap();
+            for path in paths {
+                let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+                assert_eq!(
+                    p.matches_or_below(Path::new(path)),
+                    matches_some_prefix(&p.segments, &parts),
+                    "{pat} against {path}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -60,7 +60,10 @@ fn compare_matches_every_listing_format_and_catches_one_changed_byte() {
         ),
     ];
     for (kind, digest) in &expected {
-        assert!(same_content(&path, 3_000, digest, *kind, &layout), "{kind:?}");
+        assert!(
+            same_content(&path, 3_000, digest, *kind, &layout),
+            "{kind:?}"
+        );
     }
     // The formats differ, so a digest is only ever compared the way it was made.
     assert_ne!(expected[1].1, expected[2].1);
@@ -74,7 +77,13 @@ fn compare_matches_every_listing_format_and_catches_one_changed_byte() {
         );
     }
     assert_eq!(
-        compare_found(&dir.path().join("missing"), 3_000, &expected[2].1, FileDigest::MixedPieces, &layout),
+        compare_found(
+            &dir.path().join("missing"),
+            3_000,
+            &expected[2].1,
+            FileDigest::MixedPieces,
+            &layout
+        ),
         Found::Nothing
     );
 }

@@ -4,6 +4,7 @@
 
 use super::glob::parse_patterns;
 use super::tree::{self, Kind, TreeEntry};
+use super::write::ParentDir;
 use super::{status_error, CacheClient, PathContext};
 use crate::cdc::StreamChunker;
 use crate::chunks::encode_chunk;
@@ -63,6 +64,8 @@ struct FileSource {
 /// in the stream is appended to `starts`, which tells the chunker where the pieces are.
 struct ConcatReader {
     files: Receiver<FileSource>,
+    /// The directory of the last file opened: the next is mostly its sibling.
+    dir: ParentDir,
     current: Option<(File, u64, PathBuf)>,
     offset: u64,
     starts: Arc<Mutex<Vec<u64>>>,
@@ -99,8 +102,10 @@ impl Read for ConcatReader {
             if next.size == 0 {
                 continue;
             }
-            let file = File::open(&next.path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", next.path.display())))?;
+            let file = self.dir.open_read(&next.path).map_err(|e| match &e {
+                CacheError::Io { source, .. } => io::Error::new(source.kind(), e.to_string()),
+                _ => io::Error::other(e.to_string()),
+            })?;
             self.current = Some((file, next.size, next.path));
         }
     }
@@ -270,6 +275,7 @@ impl CacheClient {
         let starts = Arc::new(Mutex::new(Vec::new()));
         let reader = ConcatReader {
             files,
+            dir: ParentDir::default(),
             current: None,
             offset: 0,
             starts: Arc::clone(&starts),

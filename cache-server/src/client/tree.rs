@@ -16,7 +16,6 @@
 
 use super::glob::{selected, Pattern};
 use crate::error::{CacheError, Result};
-use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -148,11 +147,17 @@ pub fn walk_with(
     let roots = roots(patterns);
     let mut entries = Vec::new();
     let mut walked: Vec<&PathBuf> = Vec::new();
-    let mut seen: HashSet<PathBuf> = HashSet::new();
     for root in &roots {
         if walked.iter().any(|w| root.starts_with(w)) {
             continue;
         }
+        // Roots walked already that lie inside this one: their trees are listed, so the walk
+        // steps over them (nothing else under this root can have been seen).
+        let inside: Vec<&PathBuf> = walked
+            .iter()
+            .copied()
+            .filter(|w| w.starts_with(root))
+            .collect();
         walked.push(root);
         let meta = match fs::symlink_metadata(root) {
             Ok(m) => m,
@@ -160,7 +165,7 @@ pub fn walk_with(
         };
         let mut stack = vec![(root.clone(), meta)];
         while let Some((path, meta)) = stack.pop() {
-            if !seen.insert(path.clone()) {
+            if !inside.is_empty() && inside.iter().any(|w| **w == path) {
                 continue;
             }
             let is_dir = meta.is_dir();
@@ -354,6 +359,34 @@ mod tests {
         assert!(decode(b"junk").is_err());
         let truncated = zstd::bulk::compress(&enc_raw_prefix(), 1).unwrap();
         assert!(decode(&truncated).is_err());
+    }
+
+    /// Overlapping `path:` lines list each path once: an inner root walked first is stepped
+    /// over by the outer one, and a root inside one walked already is not walked again.
+    #[test]
+    fn overlapping_roots_list_each_path_once() {
+        let ws = tempfile::tempdir().unwrap();
+        for f in ["t/debug/x/a", "t/debug/b", "t/c"] {
+            let p = ws.path().join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, f).unwrap();
+        }
+        let lines: Vec<String> = ["t/debug", "t", "t/debug/x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let patterns = super::super::glob::parse_patterns(&lines, ws.path(), None).unwrap();
+        let listed: Vec<(u32, String)> = walk(&patterns)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.root, e.rel))
+            .collect();
+        let expected: Vec<(u32, String)> =
+            [(0, ""), (0, "b"), (0, "x"), (0, "x/a"), (1, ""), (1, "c")]
+                .iter()
+                .map(|(r, p)| (*r, p.to_string()))
+                .collect();
+        assert_eq!(listed, expected);
     }
 
     fn enc_raw_prefix() -> Vec<u8> {

@@ -70,18 +70,39 @@ impl ParentDir {
         if exists {
             clear_path(dest)?;
         }
-        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        self.open_at(
+            dest,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            mode | 0o600,
+            "create",
+        )
+    }
+
+    /// Opens `path` for reading, by name inside its parent (a save reads a directory's files
+    /// one after another). Follows a symlink as `File::open` does.
+    pub(super) fn open_read(&mut self, path: &Path) -> Result<File> {
+        self.open_at(path, libc::O_RDONLY, 0, "open")
+    }
+
+    fn open_at(
+        &mut self,
+        path: &Path,
+        flags: libc::c_int,
+        mode: u32,
+        action: &'static str,
+    ) -> Result<File> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(CacheError::io(
-                "create",
-                dest,
+                action,
+                path,
                 std::io::Error::other("the path has no parent directory"),
             ));
         };
         let dir = self.open(parent)?;
         let name = CString::new(name.as_bytes()).map_err(|_| {
             CacheError::io(
-                "create",
-                dest,
+                action,
+                path,
                 std::io::Error::other("the name holds a NUL byte"),
             )
         })?;
@@ -91,14 +112,14 @@ impl ParentDir {
             libc::openat(
                 dir,
                 name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                (mode | 0o600) as libc::c_uint,
+                flags | libc::O_CLOEXEC,
+                mode as libc::c_uint,
             )
         };
         if fd < 0 {
             return Err(CacheError::io(
-                "create",
-                dest,
+                action,
+                path,
                 std::io::Error::last_os_error(),
             ));
         }
