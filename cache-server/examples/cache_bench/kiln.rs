@@ -143,6 +143,11 @@ pub fn run(work: &Path, src: &Path, resave: bool) -> Result<(), String> {
             .parse()
             .map_err(|e| format!("KILN_BENCH_ZSTD_LEVEL={level}: {e}"))?;
     }
+    if let Ok(n) = std::env::var("KILN_BENCH_CONCURRENCY") {
+        client.concurrency = n
+            .parse()
+            .map_err(|e| format!("KILN_BENCH_CONCURRENCY={n}: {e}"))?;
+    }
     let (name, parent) = split(src)?;
     let out = work.join("out");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -27,7 +27,7 @@ pub fn tree_version(paths: &[String]) -> String {
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .collect();
-    parts.push("kiln-tree-2");
+    parts.push("kiln-tree-3");
     hex(&Sha256::digest(parts.join("|").as_bytes()))
 }
 
