@@ -176,25 +176,44 @@ fn same_content(
     digest == *expected
 }
 
+fn path_bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_encoded_bytes()
+}
+
+/// The bytes of `path`'s parent, for the clean absolute paths a plan builds (a root joined with
+/// a checked relative path): everything before the last `/`.
+fn parent_bytes(path: &Path) -> Option<&[u8]> {
+    let bytes = path_bytes(path);
+    match bytes.iter().rposition(|&b| b == b'/') {
+        Some(0) if bytes.len() > 1 => Some(&bytes[..1]),
+        Some(0) | None => None,
+        Some(i) => Some(&bytes[..i]),
+    }
+}
+
+fn depth(path: &Path) -> usize {
+    path_bytes(path).iter().filter(|&&b| b == b'/').count()
+}
+
 /// Creates directories inside directories this restore created, shallowest first, each depth
 /// on several threads: mkdir allocates an inode, which on a well-used ext4 costs as much as a
 /// file create, and a tree has thousands of directories. A thread takes all the new children
 /// of one parent at a time: creating entries locks the parent directory, so threads spread
 /// over different parents instead of spinning on one parent's lock.
-fn make_fresh_dirs(mut dirs: Vec<PathBuf>) -> Result<()> {
-    dirs.sort_by(|a, b| {
-        (a.components().count(), a.parent()).cmp(&(b.components().count(), b.parent()))
-    });
+fn make_fresh_dirs(mut dirs: Vec<&Path>) -> Result<()> {
+    // Depth, then parent: each key computed once (comparing `Path`s parses their components).
+    dirs.sort_by_cached_key(|d| (depth(d), parent_bytes(d)));
     let mut rest = dirs.as_slice();
     while let Some(first) = rest.first() {
-        let depth = first.components().count();
-        let level = rest.partition_point(|d| d.components().count() == depth);
+        let level_depth = depth(first);
+        let level = rest.partition_point(|d| depth(d) == level_depth);
         let (now, later) = rest.split_at(level);
         rest = later;
-        let mut siblings: Vec<&[PathBuf]> = Vec::new();
+        let mut siblings: Vec<&[&Path]> = Vec::new();
         let mut group = now;
         while let Some(head) = group.first() {
-            let n = group.partition_point(|d| d.parent() == head.parent());
+            let head_parent = parent_bytes(head);
+            let n = group.partition_point(|d| parent_bytes(d) == head_parent);
             let (same_parent, others) = group.split_at(n);
             siblings.push(same_parent);
             group = others;
@@ -420,8 +439,10 @@ impl CacheClient {
         // Directories made so far, and whether each was created empty by this restore: nothing
         // can exist in those yet, which saves a stat per file on the common restore into a
         // fresh workspace.
-        let mut made_dirs: HashMap<PathBuf, bool> = HashMap::new();
-        let mut fresh_dirs: Vec<PathBuf> = Vec::new();
+        // Keyed by the path's bytes: hashing a `Path` walks its components, and this map is
+        // consulted once or more per entry, before any thread starts writing.
+        let mut made_dirs: HashMap<&[u8], bool> = HashMap::new();
+        let mut fresh_dirs: Vec<&Path> = Vec::new();
         let mut files = Vec::new();
         // Files that may be on disk already, to compare with the listing: (index in files, piece
         // layout, digest).
@@ -430,16 +451,16 @@ impl CacheClient {
         for (e, dest) in listing.iter().zip(&dests) {
             match e.kind {
                 Kind::Dir => {
-                    let parent_fresh = dest
-                        .parent()
+                    let key = path_bytes(dest);
+                    let parent_fresh = parent_bytes(dest)
                         .and_then(|p| made_dirs.get(p))
                         .copied()
                         .unwrap_or(false);
-                    if parent_fresh && !made_dirs.contains_key(dest) {
+                    if parent_fresh && !made_dirs.contains_key(key) {
                         // Nothing can be there yet: one mkdir, no stat, made below in parallel.
-                        fresh_dirs.push(dest.clone());
-                        made_dirs.insert(dest.clone(), true);
-                    } else if !made_dirs.contains_key(dest) {
+                        fresh_dirs.push(dest);
+                        made_dirs.insert(key, true);
+                    } else if !made_dirs.contains_key(key) {
                         let fresh = match fs::symlink_metadata(dest) {
                             Ok(m) if m.is_dir() => false,
                             Ok(_) => {
@@ -449,19 +470,19 @@ impl CacheClient {
                             Err(_) => true,
                         };
                         fs::create_dir_all(dest).map_err(|e| CacheError::io("create", dest, e))?;
-                        made_dirs.insert(dest.clone(), fresh);
+                        made_dirs.insert(key, fresh);
                     }
                 }
                 Kind::File => {
                     let mut in_fresh_dir = false;
-                    if let Some(parent) = dest.parent() {
-                        in_fresh_dir = match made_dirs.get(parent) {
+                    if let (Some(parent), Some(key)) = (dest.parent(), parent_bytes(dest)) {
+                        in_fresh_dir = match made_dirs.get(key) {
                             Some(fresh) => *fresh,
                             None => {
                                 let fresh = fs::symlink_metadata(parent).is_err();
                                 fs::create_dir_all(parent)
                                     .map_err(|e| CacheError::io("create", parent, e))?;
-                                made_dirs.insert(parent.to_path_buf(), fresh);
+                                made_dirs.insert(key, fresh);
                                 fresh
                             }
                         };
