@@ -14,9 +14,9 @@ use crate::unpack::{check_symlink_target, clear_path, safe_relative, LinkGuard};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,7 +131,12 @@ fn same_content(
     kind: FileDigest,
     layout: &PieceLayout,
 ) -> bool {
-    let Ok(mut f) = File::open(path) else {
+    // The stat saw a regular file; whatever replaced it since is not followed or waited on.
+    let Ok(mut f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
         return false;
     };
     let by_pieces = kind.by_pieces();

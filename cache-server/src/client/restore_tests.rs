@@ -87,3 +87,49 @@ fn compare_matches_every_listing_format_and_catches_one_changed_byte() {
         Found::Nothing
     );
 }
+
+/// The compare stats first; if the path changes to a symlink or a FIFO before it is opened,
+/// the symlink is not followed and the FIFO is not waited on: the file is just not the same.
+#[test]
+fn compare_does_not_follow_or_wait_on_what_replaced_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(100);
+    let real = dir.path().join("real");
+    std::fs::write(&real, &data).unwrap();
+    let layout = PieceLayout::of(&[100], 0, 100);
+    let digest = *blake3::hash(&data).as_bytes();
+    assert!(same_content(
+        &real,
+        100,
+        &digest,
+        FileDigest::Blake3,
+        &layout
+    ));
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert!(!same_content(
+        &link,
+        100,
+        &digest,
+        FileDigest::Blake3,
+        &layout
+    ));
+    let fifo = dir.path().join("fifo");
+    let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path that lives for the call.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(same_content(
+            &fifo,
+            100,
+            &digest,
+            FileDigest::Blake3,
+            &layout,
+        ));
+    });
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(10)),
+        Ok(false)
+    );
+}

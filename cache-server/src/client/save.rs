@@ -488,6 +488,61 @@ impl CacheClient {
 mod tests {
     use super::*;
 
+    fn read_all(paths: &[(&std::path::Path, u64)]) -> io::Result<Vec<u8>> {
+        let (tx, rx) = channel();
+        for (path, size) in paths {
+            tx.send(FileSource {
+                path: path.to_path_buf(),
+                size: *size,
+            })
+            .unwrap();
+        }
+        drop(tx);
+        let mut reader = ConcatReader {
+            files: rx,
+            dir: ParentDir::default(),
+            current: None,
+            offset: 0,
+            starts: Arc::default(),
+        };
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).map(|_| out)
+    }
+
+    /// What the walk listed as a regular file may be something else by the time it is read: a
+    /// symlink is not followed out of the cached paths, a FIFO neither hangs the save nor is
+    /// read, a shorter file is an error.
+    #[test]
+    fn files_changed_since_the_walk_are_errors_not_hangs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"alpha").unwrap();
+        std::fs::write(&b, b"beta").unwrap();
+        assert_eq!(read_all(&[(&a, 5), (&b, 4)]).unwrap(), b"alphabeta");
+        assert!(read_all(&[(&a, 6)]).is_err());
+
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, b"secret").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(read_all(&[(&link, 6)]).is_err());
+
+        let fifo = dir.path().join("fifo");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path that lives for the call.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(read_all(&[(&fifo, 3)]).is_err());
+        });
+        assert_eq!(
+            done_rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(true),
+            "reading a FIFO must fail at once"
+        );
+    }
+
     #[test]
     fn pieces_follow_file_and_chunk_boundaries() {
         // Files: 0 at [0,10), 1 empty at 10, 2 at [10,25), 3 at [25,..).

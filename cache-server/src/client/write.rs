@@ -78,10 +78,17 @@ impl ParentDir {
         )
     }
 
-    /// Opens `path` for reading, by name inside its parent (a save reads a directory's files
-    /// one after another). Follows a symlink as `File::open` does.
+    /// Opens the regular file `path` for reading, by name inside its parent (a save reads a
+    /// directory's files one after another). The walk listed a regular file there; if it has
+    /// become a symlink since, that is refused rather than followed (a job must not get a file
+    /// outside the cached paths into the cache that way), and a FIFO does not block the open.
     pub(super) fn open_read(&mut self, path: &Path) -> Result<File> {
-        self.open_at(path, libc::O_RDONLY, 0, "open")
+        self.open_at(
+            path,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+            "open",
+        )
     }
 
     fn open_at(
