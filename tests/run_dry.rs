@@ -196,6 +196,45 @@ fn a_workflow_call_file_run_directly_demands_its_required_inputs() {
     );
 }
 
+const CALLABLE_WITH_SECRET: &str = "on:
+  workflow_call:
+    secrets:
+      deploy-key:
+        required: true
+jobs:
+  show:
+    runs-on: ubuntu-latest
+    steps:
+      - run: test -n '${{ secrets.deploy-key }}' && echo key given
+";
+
+#[test]
+fn a_workflow_call_file_run_directly_demands_its_required_secrets() {
+    let repo = repo_with_workflow(CALLABLE_WITH_SECRET);
+    let missing = kiln_run(repo.path(), &["workflow_call", "--executor", "host"], LIMIT);
+    assert_ne!(missing.status, 0);
+    assert!(
+        missing.stderr.contains(
+            "secret `deploy-key` of .github/workflows/test.yml is required, but not provided: pass `-s deploy-key=VALUE`"
+        ),
+        "{}",
+        missing.all_output()
+    );
+    let given = kiln_run(
+        repo.path(),
+        &[
+            "workflow_call",
+            "--executor",
+            "host",
+            "-s",
+            "deploy-key=s3cr3t-value",
+        ],
+        LIMIT,
+    );
+    assert_eq!(given.status, 0, "{}", given.all_output());
+    assert!(given.stdout.contains("key given"), "{}", given.all_output());
+}
+
 #[test]
 fn a_workflow_call_file_run_directly_checks_input_types() {
     let repo = repo_with_workflow(CALLABLE);

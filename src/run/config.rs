@@ -22,6 +22,8 @@ pub enum ConfigError {
     SecretNotInEnv(String),
     #[error("required input `{input}` of {workflow} has no value: pass `--input {input}=VALUE`")]
     MissingInput { workflow: String, input: String },
+    #[error("secret `{secret}` of {workflow} is required, but not provided: pass `-s {secret}=VALUE` (or `-s {secret}` to take it from the environment)")]
+    MissingSecret { workflow: String, secret: String },
     #[error("input `{input}` of {workflow} is `{value}`, but it takes {expected}: pass `--input {input}=VALUE` with such a value")]
     InputType {
         workflow: String,
@@ -206,6 +208,35 @@ pub fn inputs_for(
     Ok(inputs)
 }
 
+/// A `workflow_call`-only file run directly must be given the secrets it declares as required,
+/// as a caller must pass them (GitHub refuses the call otherwise).
+pub fn check_call_secrets(
+    workflow: &Workflow,
+    workflow_name: &str,
+    event: &str,
+    given: &[(String, String)],
+) -> Result<(), ConfigError> {
+    if event != "workflow_call" {
+        return Ok(());
+    }
+    let Some(trigger) = workflow.on.iter().find(|t| t.event.value == event) else {
+        return Ok(());
+    };
+    let missing = trigger.secrets.iter().find(|def| {
+        def.required
+            && !given
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(&def.name.value))
+    });
+    match missing {
+        Some(def) => Err(ConfigError::MissingSecret {
+            workflow: workflow_name.to_owned(),
+            secret: def.name.value.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A value given on the command line, as the input's type reads it; `Err` says what the type
 /// accepts.
 fn typed_input(def: &InputDef, text: &str) -> Result<Value, String> {
@@ -312,5 +343,21 @@ mod tests {
         );
         let push = inputs_for(&workflow, "w", "push", &[]).expect("inputs");
         assert!(push.is_empty());
+    }
+
+    #[test]
+    fn a_called_workflow_run_directly_needs_its_required_secrets() {
+        let yaml = "on:\n  workflow_call:\n    secrets:\n      deploy_key:\n        required: true\n      optional_one:\n        required: false\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        let parsed = kiln_workflow::parse_workflow("w.yml", yaml);
+        let workflow = parsed.value.expect("valid workflow");
+        let missing = check_call_secrets(&workflow, "w", "workflow_call", &[])
+            .expect_err("deploy_key is required");
+        assert!(
+            missing.to_string().contains("`-s deploy_key=VALUE`"),
+            "{missing}"
+        );
+        let given = [("DEPLOY_KEY".to_owned(), "k".to_owned())];
+        assert!(check_call_secrets(&workflow, "w", "workflow_call", &given).is_ok());
+        assert!(check_call_secrets(&workflow, "w", "push", &[]).is_ok());
     }
 }

@@ -28,7 +28,7 @@ use kiln_workflow::value::Value;
 use kiln_workflow::Conclusion;
 
 use crate::cmd::run::Args;
-use config::{inputs_for, object_of};
+use config::{check_call_secrets, inputs_for, object_of};
 use discover::{load_workflows, workflow_paths, CalleeSource, WorkflowFile};
 use driver::{drive, Ending, LegRunner, WorkflowRun};
 use github::{github_context, GithubInputs, RepoState};
@@ -244,6 +244,12 @@ impl RunInputs<'_> {
             },
         );
         let inputs = inputs_for(&file.workflow, &name, &self.args.event, &self.values.inputs)?;
+        check_call_secrets(
+            &file.workflow,
+            &name,
+            &self.args.event,
+            &self.values.secrets,
+        )?;
         let spec = RunSpec {
             workflow: file.workflow.clone(),
             workflow_file: file.display_path.clone(),
