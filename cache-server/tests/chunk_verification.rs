@@ -17,6 +17,7 @@ fn ctx(ws: &Path) -> PathContext {
     PathContext {
         workspace: ws.to_path_buf(),
         home: None,
+        confine: false,
     }
 }
 

@@ -15,6 +15,7 @@ fn ctx(ws: &Path) -> PathContext {
     PathContext {
         workspace: ws.to_path_buf(),
         home: Some(ws.join("home")),
+        confine: false,
     }
 }
 
@@ -537,4 +538,80 @@ fn chunks_pinned_by_an_upload_survive_eviction() {
         .commit_native(second, raw.len() as u64, &[chunk], b"")
         .unwrap();
     assert_eq!(store.read_chunk(&chunk.digest).unwrap(), raw);
+}
+
+fn confined_request(ws: &Path, key: &str, paths: &[&str]) -> RestoreRequest {
+    RestoreRequest {
+        key: key.into(),
+        restore_keys: vec![],
+        paths: paths.iter().map(|s| s.to_string()).collect(),
+        context: PathContext {
+            confine: true,
+            home: None,
+            ..ctx(ws)
+        },
+        version: None,
+        lookup_only: false,
+    }
+}
+
+/// A container job's workspace is confined: the whole tree (directories, files, a symlink,
+/// modes) round-trips, also over an older copy, but a directory on the way that is a symlink
+/// out of the workspace (planted by an earlier job in the container) is refused, where an
+/// unconfined restore would create the tree behind it.
+#[test]
+fn a_confined_restore_stays_inside_the_workspace() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path());
+    let client = CacheClient::new(&server.url, &server.token("o/r", "main", None, false));
+    let src = tempfile::tempdir().unwrap();
+    let s = src.path();
+    write(&s.join("sub/deps/a/one"), b"one");
+    write(&s.join("sub/deps/b/two"), &bytes(2, 2 << 20));
+    std::os::unix::fs::symlink("../a/one", s.join("sub/deps/b/link")).unwrap();
+    fs::set_permissions(s.join("sub/deps/a"), fs::Permissions::from_mode(0o750)).unwrap();
+    let saved = client
+        .save(&SaveRequest {
+            key: "k".into(),
+            paths: vec!["sub/deps".into()],
+            context: PathContext {
+                confine: true,
+                ..ctx(s)
+            },
+            version: None,
+        })
+        .unwrap();
+    assert!(matches!(saved, SaveOutcome::Saved(_)), "{saved:?}");
+
+    let dst = tempfile::tempdir().unwrap();
+    let d = dst.path();
+    for _ in 0..2 {
+        let out = client
+            .restore(&confined_request(d, "k", &["sub/deps"]))
+            .unwrap();
+        assert!(matches!(out, RestoreOutcome::Hit { .. }), "{out:?}");
+        assert_eq!(fs::read(d.join("sub/deps/a/one")).unwrap(), b"one");
+        assert_eq!(
+            fs::read(d.join("sub/deps/b/two")).unwrap(),
+            bytes(2, 2 << 20)
+        );
+        assert_eq!(
+            fs::read_link(d.join("sub/deps/b/link")).unwrap(),
+            Path::new("../a/one")
+        );
+        let mode = fs::metadata(d.join("sub/deps/a"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750);
+    }
+
+    let planted = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), planted.path().join("sub")).unwrap();
+    let refused = client.restore(&confined_request(planted.path(), "k", &["sub/deps"]));
+    let err = refused.expect_err("a symlink out of the workspace must be refused");
+    assert!(err.to_string().contains("leads out of it"), "{err}");
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 }

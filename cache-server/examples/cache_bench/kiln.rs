@@ -75,6 +75,7 @@ fn save(
             context: PathContext {
                 workspace: workspace.to_path_buf(),
                 home: None,
+                confine: false,
             },
             version: None,
         })
@@ -104,6 +105,7 @@ fn restore(
             context: PathContext {
                 workspace: workspace.to_path_buf(),
                 home: None,
+                confine: false,
             },
             version: None,
             lookup_only: false,

@@ -2,6 +2,7 @@
 //! `path:` patterns under a key, over the native chunk API. Blocking; run it on a blocking
 //! thread from async code.
 
+mod beneath;
 mod fetch;
 pub mod glob;
 mod restore;
@@ -193,4 +194,8 @@ fn status_error(status: u16, body: &[u8]) -> CacheError {
 pub struct PathContext {
     pub workspace: PathBuf,
     pub home: Option<PathBuf>,
+    /// Keep every file the restore writes (and the save reads) inside `workspace`, even if
+    /// something swaps a directory for a symlink meanwhile: for a container job's workspace,
+    /// which processes in the container can change while this client works on the host.
+    pub confine: bool,
 }

@@ -2,6 +2,7 @@
 //! (see `write`; file creation, not bandwidth, dominates on real filesystems). Files that
 //! already exist with the same size and digest are left alone and their chunks not fetched.
 
+use super::beneath::Beneath;
 use super::fetch::OrderedFetch;
 use super::glob::parse_patterns;
 use super::tree::{self, FileDigest, Kind, PieceHasher, TreeEntry};
@@ -181,6 +182,21 @@ fn same_content(
     digest == *expected
 }
 
+/// `unpack::clear_path`, inside the anchor when confined.
+fn clear(beneath: Option<&Arc<Beneath>>, path: &Path) -> Result<()> {
+    match beneath {
+        Some(b) => b.clear(path),
+        None => clear_path(path),
+    }
+}
+
+fn create_dir_all(beneath: Option<&Arc<Beneath>>, dir: &Path) -> Result<()> {
+    match beneath {
+        Some(b) => b.create_dir_all(dir),
+        None => fs::create_dir_all(dir).map_err(|e| CacheError::io("create", dir, e)),
+    }
+}
+
 fn path_bytes(path: &Path) -> &[u8] {
     path.as_os_str().as_encoded_bytes()
 }
@@ -205,7 +221,7 @@ fn depth(path: &Path) -> usize {
 /// file create, and a tree has thousands of directories. A thread takes all the new children
 /// of one parent at a time: creating entries locks the parent directory, so threads spread
 /// over different parents instead of spinning on one parent's lock.
-fn make_fresh_dirs(mut dirs: Vec<&Path>) -> Result<()> {
+fn make_fresh_dirs(mut dirs: Vec<&Path>, beneath: Option<&Arc<Beneath>>) -> Result<()> {
     // Depth, then parent: each key computed once (comparing `Path`s parses their components).
     dirs.sort_by_cached_key(|d| (depth(d), parent_bytes(d)));
     let mut rest = dirs.as_slice();
@@ -228,7 +244,7 @@ fn make_fresh_dirs(mut dirs: Vec<&Path>) -> Result<()> {
             let handles: Vec<_> = (0..MKDIR_THREADS.min(siblings.len()))
                 .map(|_| {
                     scope.spawn(|| -> Result<()> {
-                        let mut parent = ParentDir::default();
+                        let mut parent = ParentDir::confined(beneath.cloned());
                         while let Some(group) = siblings.get(next.fetch_add(1, Ordering::Relaxed)) {
                             for dir in *group {
                                 match parent.mkdir(dir) {
@@ -298,14 +314,30 @@ impl CacheClient {
             });
         }
         let chunks = to_refs(&hit.chunks)?;
+        let beneath = if req.context.confine {
+            Some(Arc::new(Beneath::open(&req.context.workspace)?))
+        } else {
+            None
+        };
         let result = if hit.kind == "archive" {
+            if beneath.is_some() {
+                return Err(CacheError::Protocol(
+                    "an archive saved by stock actions/cache is not restored into a confined workspace; save it with kiln's client".into(),
+                ));
+            }
             self.restore_archive(&chunks, &req.context.workspace)
         } else {
             let meta = STANDARD
                 .decode(hit.meta.as_bytes())
                 .map_err(|_| CacheError::Protocol("tree listing is not base64".into()))?;
             let (listing, digest_kind) = tree::decode(&meta)?;
-            self.restore_tree(&listing, digest_kind, &chunks, &tree::roots(&patterns))
+            self.restore_tree(
+                &listing,
+                digest_kind,
+                &chunks,
+                &tree::roots(&patterns),
+                beneath.as_ref(),
+            )
         };
         match result {
             Ok(stats) => Ok(RestoreOutcome::Hit {
@@ -420,6 +452,7 @@ impl CacheClient {
         digest_kind: FileDigest,
         chunks: &[ChunkRef],
         roots: &[PathBuf],
+        beneath: Option<&Arc<Beneath>>,
     ) -> Result<RestoreStats> {
         let dests = Self::plan_tree(listing, roots)?;
         let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
@@ -469,12 +502,12 @@ impl CacheClient {
                         let fresh = match fs::symlink_metadata(dest) {
                             Ok(m) if m.is_dir() => false,
                             Ok(_) => {
-                                clear_path(dest)?;
+                                clear(beneath, dest)?;
                                 true
                             }
                             Err(_) => true,
                         };
-                        fs::create_dir_all(dest).map_err(|e| CacheError::io("create", dest, e))?;
+                        create_dir_all(beneath, dest)?;
                         made_dirs.insert(key, fresh);
                     }
                 }
@@ -485,8 +518,7 @@ impl CacheClient {
                             Some(fresh) => *fresh,
                             None => {
                                 let fresh = fs::symlink_metadata(parent).is_err();
-                                fs::create_dir_all(parent)
-                                    .map_err(|e| CacheError::io("create", parent, e))?;
+                                create_dir_all(beneath, parent)?;
                                 made_dirs.insert(key, fresh);
                                 fresh
                             }
@@ -515,7 +547,7 @@ impl CacheClient {
                 Kind::Symlink => {}
             }
         }
-        make_fresh_dirs(fresh_dirs)?;
+        make_fresh_dirs(fresh_dirs, beneath)?;
         // Reading and hashing files already present is the whole cost of restoring over an
         // identical tree: spread it over threads.
         let found: Vec<Found> = {
@@ -543,24 +575,36 @@ impl CacheClient {
             files[*fi].exists = found == Found::Other;
         }
         stats.files_skipped = files.iter().filter(|f| f.skip).count() as u64;
-        let written = write_files(self, &files, chunks)?;
+        let written = write_files(self, &files, chunks, beneath)?;
         stats.files_written = written.files;
         stats.bytes_written = written.bytes;
         stats.chunks_fetched = written.chunks;
         for (e, dest) in listing.iter().zip(&dests) {
             if e.kind == Kind::Symlink {
-                if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
-                    fs::remove_dir_all(dest).map_err(|err| CacheError::io("replace", dest, err))?;
+                match beneath {
+                    Some(b) => {
+                        b.remove_all(dest)?;
+                        b.symlink(Path::new(&e.link), dest)?;
+                    }
+                    None => {
+                        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+                            fs::remove_dir_all(dest)
+                                .map_err(|err| CacheError::io("replace", dest, err))?;
+                        }
+                        clear_path(dest)?;
+                        std::os::unix::fs::symlink(&e.link, dest)
+                            .map_err(|err| CacheError::io("create symlink", dest, err))?;
+                    }
                 }
-                clear_path(dest)?;
-                std::os::unix::fs::symlink(&e.link, dest)
-                    .map_err(|err| CacheError::io("create symlink", dest, err))?;
             }
         }
         for (e, dest) in listing.iter().zip(&dests).rev() {
             if e.kind == Kind::Dir {
-                fs::set_permissions(dest, fs::Permissions::from_mode(e.mode | 0o700))
-                    .map_err(|err| CacheError::io("set mode of", dest, err))?;
+                match beneath {
+                    Some(b) => b.set_dir_mode(dest, e.mode | 0o700)?,
+                    None => fs::set_permissions(dest, fs::Permissions::from_mode(e.mode | 0o700))
+                        .map_err(|err| CacheError::io("set mode of", dest, err))?,
+                }
             }
         }
         Ok(stats)

@@ -2,6 +2,7 @@
 //! the server which chunks it lacks (batch by batch, so memory stays bounded), upload only those,
 //! then commit the chunk list and the tree listing.
 
+use super::beneath::Beneath;
 use super::glob::parse_patterns;
 use super::tree::{self, Kind, TreeEntry};
 use super::write::ParentDir;
@@ -252,7 +253,20 @@ impl CacheClient {
         let id = serde_json::from_slice::<ReserveResponse>(&body)
             .map_err(|e| CacheError::Protocol(e.to_string()))?
             .upload_id;
-        match self.upload_tree(id, file_rx, walker) {
+        let beneath = if req.context.confine {
+            match Beneath::open(&req.context.workspace) {
+                Ok(b) => Some(Arc::new(b)),
+                Err(e) => {
+                    drop(file_rx);
+                    let _ = walker.join();
+                    let _ = self.exchange("POST", &format!("/native/v1/uploads/{id}/abort"), None);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        match self.upload_tree(id, file_rx, walker, beneath) {
             Ok(stats) => Ok(SaveOutcome::Saved(stats)),
             Err(e) => {
                 // Free the key now rather than when the reservation times out.
@@ -271,11 +285,12 @@ impl CacheClient {
         id: u64,
         files: Receiver<FileSource>,
         walker: std::thread::JoinHandle<Result<Vec<TreeEntry>>>,
+        beneath: Option<Arc<Beneath>>,
     ) -> Result<SaveStats> {
         let starts = Arc::new(Mutex::new(Vec::new()));
         let reader = ConcatReader {
             files,
-            dir: ParentDir::default(),
+            dir: ParentDir::confined(beneath),
             current: None,
             offset: 0,
             starts: Arc::clone(&starts),

@@ -6,10 +6,10 @@
 //! filesystems, runs on every thread at once, and consecutive chunks (different directories)
 //! go to different threads, so creates rarely queue on one directory's lock.
 
+use super::beneath::{clear_at, Beneath};
 use super::CacheClient;
 use crate::digest::ChunkRef;
 use crate::error::{CacheError, Result};
-use crate::unpack::clear_path;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -61,14 +61,33 @@ pub(super) struct Written {
 pub(super) struct ParentDir {
     path: PathBuf,
     fd: Option<OwnedFd>,
+    /// Directories are opened beneath this anchor (see `beneath`), when set.
+    beneath: Option<Arc<Beneath>>,
 }
 
 impl ParentDir {
+    pub(super) fn confined(beneath: Option<Arc<Beneath>>) -> Self {
+        ParentDir {
+            beneath,
+            ..ParentDir::default()
+        }
+    }
+
     /// Creates `dest` for writing. `O_CREAT | O_EXCL` never follows a symlink that appeared
-    /// since the plan; whatever the plan saw there is removed first.
+    /// since the plan; whatever the plan saw there is removed first, by name in its directory.
     fn create(&mut self, dest: &Path, mode: u32, exists: bool) -> Result<File> {
         if exists {
-            clear_path(dest)?;
+            if let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) {
+                let dir = self.open(parent)?;
+                let name = CString::new(name.as_bytes()).map_err(|_| {
+                    CacheError::io(
+                        "replace",
+                        dest,
+                        std::io::Error::other("the name holds a NUL byte"),
+                    )
+                })?;
+                clear_at(dir, &name).map_err(|e| CacheError::io("replace", dest, e))?;
+            }
         }
         self.open_at(
             dest,
@@ -155,6 +174,16 @@ impl ParentDir {
     fn open(&mut self, parent: &Path) -> Result<RawFd> {
         match &self.fd {
             Some(fd) if self.path == parent => Ok(fd.as_raw_fd()),
+            _ if self.beneath.is_some() => {
+                let dir = self
+                    .beneath
+                    .as_ref()
+                    .map(|b| b.open_dir(parent))
+                    .transpose()?
+                    .ok_or_else(|| CacheError::Task("confinement lost".into()))?;
+                self.path = parent.to_path_buf();
+                Ok(self.fd.insert(dir).as_raw_fd())
+            }
             _ => {
                 // O_PATH: a handle to name things in, not to read; it follows a symlinked root
                 // as opening the full path would.
@@ -199,6 +228,7 @@ struct OpenFile {
 /// Shared state of one restore's writer pool.
 struct Pool<'a> {
     client: &'a CacheClient,
+    beneath: Option<Arc<Beneath>>,
     files: &'a [FilePlan],
     /// Indices into `files` of the files with bytes, in stream order.
     streamed: Vec<usize>,
@@ -214,7 +244,7 @@ struct Pool<'a> {
 
 impl Pool<'_> {
     fn run_thread(&self) -> Result<()> {
-        let mut dir = ParentDir::default();
+        let mut dir = ParentDir::confined(self.beneath.clone());
         while !self.failed.load(Ordering::Relaxed) {
             let Some(&index) = self.order.get(self.next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(());
@@ -320,6 +350,7 @@ pub(super) fn write_files(
     client: &CacheClient,
     files: &[FilePlan],
     chunks: &[ChunkRef],
+    beneath: Option<&Arc<Beneath>>,
 ) -> Result<Written> {
     let mut chunk_starts = Vec::with_capacity(chunks.len());
     let mut pos = 0u64;
@@ -342,7 +373,7 @@ pub(super) fn write_files(
         }
     }
     let mut empty_written = 0;
-    let mut dir = ParentDir::default();
+    let mut dir = ParentDir::confined(beneath.cloned());
     for f in files.iter().filter(|f| !f.skip && f.size == 0) {
         write_whole(&mut dir, f, &[])?;
         empty_written += 1;
@@ -350,6 +381,7 @@ pub(super) fn write_files(
     let order: Vec<usize> = (0..chunks.len()).filter(|&i| wanted[i]).collect();
     let pool = Pool {
         client,
+        beneath: beneath.cloned(),
         files,
         streamed,
         chunks,

@@ -328,6 +328,7 @@ impl JobRunner {
             return Ok(PathContext {
                 workspace,
                 home: None,
+                confine: true,
             });
         }
         let home = self
@@ -342,7 +343,12 @@ impl JobRunner {
             })
             .filter(|h| !h.is_empty())
             .map(std::path::PathBuf::from);
-        Ok(PathContext { workspace, home })
+        Ok(PathContext {
+            workspace,
+            home,
+            // The job runs as this user on this machine: nothing to keep it from.
+            confine: false,
+        })
     }
 
     fn cache_warning(&self, ctx: &StepCtx, message: &str) {
