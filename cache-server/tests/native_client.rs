@@ -614,4 +614,22 @@ fn a_confined_restore_stays_inside_the_workspace() {
     let err = refused.expect_err("a symlink out of the workspace must be refused");
     assert!(err.to_string().contains("leads out of it"), "{err}");
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+
+    // Nor does a confined save read files behind such a symlink.
+    write(&outside.path().join("deps/secret"), b"host file");
+    let exfiltrate = client.save(&SaveRequest {
+        key: "k2".into(),
+        paths: vec!["sub/deps".into()],
+        context: PathContext {
+            confine: true,
+            ..ctx(planted.path())
+        },
+        version: None,
+    });
+    let err = exfiltrate.expect_err("files behind a symlink out of the workspace are not read");
+    assert!(err.to_string().contains("leads out of it"), "{err}");
+    let miss = client
+        .restore(&confined_request(d, "k2", &["sub/deps"]))
+        .unwrap();
+    assert!(matches!(miss, RestoreOutcome::Miss), "{miss:?}");
 }
