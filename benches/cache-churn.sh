@@ -10,13 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR=${KILN_BENCH_DIR:-target/bench-data}
 ROUNDS=${KILN_BENCH_ROUNDS:-4}
-mkdir -p "$BENCH_DIR"
-BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
-cargo build --release -p kiln-cache --example cache_bench >&2
-BIN=$(pwd)/target/release/examples/cache_bench
-if [ ! -f "$BENCH_DIR/tree.digest" ]; then
-  rm -rf "$BENCH_DIR/tree"; "$BIN" gen-tree "$BENCH_DIR/tree"; "$BIN" digest "$BENCH_DIR/tree" >"$BENCH_DIR/tree.digest"
-fi
+# shellcheck source=benches/cache-setup.sh
+. benches/cache-setup.sh tree
 RUN="$BENCH_DIR/churn-$(date +%s)"
 mkdir -p "$RUN"
 RESULTS="$RUN/results.tsv"

@@ -188,6 +188,11 @@ impl CacheClient {
             &req.context.workspace,
             req.context.home.as_deref(),
         )?;
+        let beneath = if req.context.confine {
+            Some(Arc::new(Beneath::open(&req.context.workspace)?))
+        } else {
+            None
+        };
         // The walk runs on its own thread and hands files to the reader as it finds them, so
         // reading and uploading start before the last directory is listed.
         let (file_tx, file_rx) = channel::<FileSource>();
@@ -253,19 +258,6 @@ impl CacheClient {
         let id = serde_json::from_slice::<ReserveResponse>(&body)
             .map_err(|e| CacheError::Protocol(e.to_string()))?
             .upload_id;
-        let beneath = if req.context.confine {
-            match Beneath::open(&req.context.workspace) {
-                Ok(b) => Some(Arc::new(b)),
-                Err(e) => {
-                    drop(file_rx);
-                    let _ = walker.join();
-                    let _ = self.exchange("POST", &format!("/native/v1/uploads/{id}/abort"), None);
-                    return Err(e);
-                }
-            }
-        } else {
-            None
-        };
         match self.upload_tree(id, file_rx, walker, beneath) {
             Ok(stats) => Ok(SaveOutcome::Saved(stats)),
             Err(e) => {

@@ -172,31 +172,22 @@ impl ParentDir {
     }
 
     fn open(&mut self, parent: &Path) -> Result<RawFd> {
-        match &self.fd {
-            Some(fd) if self.path == parent => Ok(fd.as_raw_fd()),
-            _ if self.beneath.is_some() => {
-                let dir = self
-                    .beneath
-                    .as_ref()
-                    .map(|b| b.open_dir(parent))
-                    .transpose()?
-                    .ok_or_else(|| CacheError::Task("confinement lost".into()))?;
-                self.path = parent.to_path_buf();
-                Ok(self.fd.insert(dir).as_raw_fd())
-            }
-            _ => {
-                // O_PATH: a handle to name things in, not to read; it follows a symlinked root
-                // as opening the full path would.
-                let dir = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                    .open(parent)
-                    .map_err(|e| CacheError::io("open directory", parent, e))?;
-                self.path = parent.to_path_buf();
-                let fd = self.fd.insert(OwnedFd::from(dir));
-                Ok(fd.as_raw_fd())
-            }
+        if let Some(fd) = self.fd.as_ref().filter(|_| self.path == parent) {
+            return Ok(fd.as_raw_fd());
         }
+        let dir = match &self.beneath {
+            Some(beneath) => beneath.open_dir(parent)?,
+            // O_PATH: a handle to name things in, not to read; it follows a symlinked root as
+            // opening the full path would.
+            None => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(parent)
+                .map(OwnedFd::from)
+                .map_err(|e| CacheError::io("open directory", parent, e))?,
+        };
+        self.path = parent.to_path_buf();
+        Ok(self.fd.insert(dir).as_raw_fd())
     }
 }
 
