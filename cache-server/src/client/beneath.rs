@@ -162,29 +162,36 @@ impl Beneath {
         remove_all_at(dir.as_raw_fd(), &name).map_err(|e| CacheError::io("remove", path, e))
     }
 
-    /// `mkdir -p` of `dir` below the anchor.
+    /// `mkdir -p` of `dir` below the anchor. A directory that exists costs one open; a missing
+    /// one, its missing parents first.
     pub(crate) fn create_dir_all(&self, dir: &Path) -> Result<()> {
-        let rel = dir
-            .strip_prefix(&self.anchor)
-            .map_err(|_| self.escape(dir))?;
-        let mut so_far = self.anchor.clone();
-        for component in rel.components() {
-            let Component::Normal(part) = component else {
-                return Err(self.escape(dir));
-            };
-            let parent = self.open_dir(&so_far)?;
-            let name = cstring(part.as_bytes(), dir)?;
-            // SAFETY: an open directory descriptor and a NUL-terminated name.
-            if unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o777) } != 0 {
-                let err = last_error();
-                if err.raw_os_error() != Some(libc::EEXIST) {
-                    return Err(CacheError::io("create", dir, err));
-                }
-            }
-            so_far.push(part);
+        match self.open_dir(dir) {
+            Ok(_) => return Ok(()),
+            Err(CacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        // Whatever existed on the way must be a directory inside the anchor.
+        let (parent, name) = self.parent_of_missing(dir)?;
+        // SAFETY: an open directory descriptor and a NUL-terminated name.
+        if unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o777) } != 0 {
+            let err = last_error();
+            if err.raw_os_error() != Some(libc::EEXIST) {
+                return Err(CacheError::io("create", dir, err));
+            }
+        }
+        // Whatever is there now must be a directory inside the anchor.
         self.open_dir(dir).map(drop)
+    }
+
+    /// The parent of `dir` (created first if missing) and `dir`'s last name.
+    fn parent_of_missing(&self, dir: &Path) -> Result<(OwnedFd, CString)> {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return Err(self.escape(dir));
+        };
+        if !parent.starts_with(&self.anchor) {
+            return Err(self.escape(dir));
+        }
+        self.create_dir_all(parent)?;
+        Ok((self.open_dir(parent)?, cstring(name.as_bytes(), dir)?))
     }
 
     /// Creates symlink `path` pointing to `target`.
