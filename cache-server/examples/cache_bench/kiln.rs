@@ -49,6 +49,11 @@ pub fn start_server(store: &Path) -> Result<Server, String> {
     })
 }
 
+/// `KILN_BENCH_CONFINE=1`: save and restore as for a container job (see `PathContext::confine`).
+fn confined() -> bool {
+    std::env::var("KILN_BENCH_CONFINE").is_ok_and(|v| v == "1")
+}
+
 /// The path line is SRC's name and the workspace its parent, so a restore into another
 /// workspace recreates `WORKSPACE/<name>`.
 fn split(src: &Path) -> Result<(String, &Path), String> {
@@ -75,7 +80,7 @@ fn save(
             context: PathContext {
                 workspace: workspace.to_path_buf(),
                 home: None,
-                confine: false,
+                confine: confined(),
             },
             version: None,
         })
@@ -105,7 +110,7 @@ fn restore(
             context: PathContext {
                 workspace: workspace.to_path_buf(),
                 home: None,
-                confine: false,
+                confine: confined(),
             },
             version: None,
             lookup_only: false,
