@@ -9,7 +9,7 @@
 use crate::error::{CacheError, Result};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -27,14 +27,15 @@ fn last_error() -> io::Error {
     io::Error::last_os_error()
 }
 
-/// `openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW)`.
-fn open_child_dir(dir: RawFd, name: &CString) -> io::Result<OwnedFd> {
+/// Opens directory `name` in `dir` without following a symlink there: `access` is `O_PATH`
+/// for a handle to name things in, `O_RDONLY` to list it or change its mode.
+fn open_child_dir(dir: RawFd, name: &CString, access: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: `dir` is an open descriptor and `name` NUL-terminated; the result is owned once.
     let fd = unsafe {
         libc::openat(
             dir,
             name.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            access | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     };
     if fd < 0 {
@@ -129,7 +130,7 @@ impl Beneath {
                 return Err(self.escape(dir));
             };
             let name = cstring(part.as_bytes(), dir)?;
-            current = open_child_dir(current.as_raw_fd(), &name).map_err(|e| {
+            current = open_child_dir(current.as_raw_fd(), &name, libc::O_PATH).map_err(|e| {
                 if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR)
                 {
                     self.escape(dir)
@@ -208,19 +209,8 @@ impl Beneath {
     /// Sets the mode of directory `path`, never through a symlink.
     pub(crate) fn set_dir_mode(&self, path: &Path, mode: u32) -> Result<()> {
         let (dir, name) = self.parent_of(path)?;
-        // SAFETY: an open directory descriptor and a NUL-terminated name; the result is owned.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(CacheError::io("set mode of", path, last_error()));
-        }
-        // SAFETY: just returned by openat and owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = open_child_dir(dir.as_raw_fd(), &name, libc::O_RDONLY)
+            .map_err(|e| CacheError::io("set mode of", path, e))?;
         // SAFETY: an open descriptor.
         if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
             return Err(CacheError::io("set mode of", path, last_error()));
@@ -264,24 +254,13 @@ fn remove_all_at(dir: RawFd, name: &CString) -> io::Result<()> {
     if stat_kind(dir, name)? != Some(libc::S_IFDIR) {
         return clear_at(dir, name);
     }
-    // SAFETY: an open directory descriptor and a NUL-terminated name; the result is owned by
-    // the DIR stream below, which closes it.
-    let fd = unsafe {
-        libc::openat(
-            dir,
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(last_error());
-    }
+    let fd = open_child_dir(dir, name, libc::O_RDONLY)?.into_raw_fd();
     // SAFETY: `fd` is an open directory; on success the stream owns it.
     let stream = unsafe { libc::fdopendir(fd) };
     if stream.is_null() {
         let err = last_error();
         // SAFETY: fdopendir failed, so `fd` is still ours to close.
-        unsafe { libc::close(fd) };
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
         return Err(err);
     }
     let mut names = Vec::new();
