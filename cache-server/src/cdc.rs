@@ -3,15 +3,27 @@
 //! entries stored before keep deduplicating. `StreamCDC` keeps a window of one maximum chunk
 //! and, for every chunk, shifts the rest of the window down and zero-fills the freed space: on
 //! 1 MiB chunks in a 4 MiB window that is about four bytes moved or written per byte chunked,
-//! on the save's single reader thread. This reads into a window several chunks long and moves
-//! the unread tail only when the window runs out, so each byte is copied once (into its chunk).
+//! on the save's single reader thread. This reads the stream into windows several chunks long,
+//! each filled once and then only read, and hands the chunks out as ranges of them; the one
+//! chunk that straddles two windows is the only one copied (about 1 MiB in 16). Windows are
+//! reused once their chunks are gone. [`StreamChunker::threaded`] reads on a thread of its own,
+//! so reading (for a save: opening thousands of files) overlaps the cutting.
 
 use crate::chunks::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
+use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::ops::{Deref, Range};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 
-/// The window: a cut needs `CHUNK_MAX` bytes ahead (or the end of the stream), so the tail moved
-/// when the window runs out is under `CHUNK_MAX`, once per `WINDOW - CHUNK_MAX` bytes.
+/// A window's length: every window but the stream's last is full, so a chunk straddles at most
+/// two of them (`WINDOW` > [`CHUNK_MAX`]).
 const WINDOW: usize = 4 * CHUNK_MAX as usize;
+
+/// Windows kept for reuse once every chunk cut from them is dropped: reused memory is already
+/// mapped, where a fresh window costs a page fault per 4 KiB. Enough to cover the chunks a save
+/// keeps in flight (its queue and its workers' batches); beyond that windows are freed.
+const SPARE_WINDOWS: usize = 6;
 
 /// The length of the chunk that starts `available`, which holds at least [`CHUNK_MAX`] bytes or
 /// the rest of the stream: StreamCDC's cut function, which never looks past `CHUNK_MAX` bytes,
@@ -21,53 +33,237 @@ pub fn cut_length(available: &[u8]) -> usize {
     cdc.cut(0, available.len()).1
 }
 
+/// The cut in `available` when the bytes after it cannot move it, else None. The cut function
+/// returns the whole input when it finds no cut point in it: only a shorter answer (a cut point
+/// found, and more bytes cannot change the bytes before it) or a maximum-size chunk is final.
+fn decided_cut(available: &[u8]) -> Option<usize> {
+    let len = cut_length(available);
+    (len < available.len() || len >= CHUNK_MAX as usize).then_some(len)
+}
+
+/// A chunk's bytes: a range of the window they were read into, shared rather than copied out.
+#[derive(Clone)]
+pub struct ChunkBytes {
+    buffer: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl Deref for ChunkBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buffer[self.range.clone()]
+    }
+}
+
+impl AsRef<[u8]> for ChunkBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for ChunkBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChunkBytes({} bytes)", self.range.len())
+    }
+}
+
 /// One chunk of the stream: where it starts and its bytes.
 pub struct StreamChunk {
     pub offset: u64,
-    pub data: Vec<u8>,
+    pub data: ChunkBytes,
 }
 
-/// Iterates the chunks of `source`; a read error ends the iteration with that error.
-pub struct StreamChunker<R> {
+/// A window read full (or to the end of the stream), never written again.
+struct Filled {
+    buffer: Arc<Vec<u8>>,
+    len: usize,
+}
+
+/// Reads a stream into windows, reusing those whose chunks are all dropped.
+struct WindowReader<R> {
     source: R,
-    window: Vec<u8>,
-    start: usize,
-    end: usize,
-    offset: u64,
     eof: bool,
+    /// Windows handed out, oldest first.
+    retired: VecDeque<Arc<Vec<u8>>>,
 }
 
-impl<R: Read> StreamChunker<R> {
-    pub fn new(source: R) -> Self {
-        StreamChunker {
+impl<R: Read> WindowReader<R> {
+    fn new(source: R) -> Self {
+        WindowReader {
             source,
-            window: vec![0; WINDOW],
-            start: 0,
-            end: 0,
-            offset: 0,
             eof: false,
+            retired: VecDeque::new(),
         }
     }
 
-    /// Reads until a full maximum chunk is buffered or the stream ends.
-    fn fill(&mut self) -> io::Result<()> {
-        if self.end - self.start >= CHUNK_MAX as usize || self.eof {
-            return Ok(());
+    /// A window nobody else holds: a retired one whose chunks are all gone, else a new one.
+    fn free_window(&mut self) -> Arc<Vec<u8>> {
+        if let Some(at) = self
+            .retired
+            .iter_mut()
+            .position(|w| Arc::get_mut(w).is_some())
+        {
+            if let Some(window) = self.retired.remove(at) {
+                return window;
+            }
         }
-        if self.window.len() - self.start < CHUNK_MAX as usize {
-            self.window.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        Arc::new(vec![0; WINDOW])
+    }
+
+    /// The next window, full unless the stream ends in it; None once the stream is read.
+    fn next_window(&mut self) -> io::Result<Option<Filled>> {
+        if self.eof {
+            return Ok(None);
         }
-        while !self.eof && self.end < self.window.len() {
-            match self.source.read(&mut self.window[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
+        let mut window = self.free_window();
+        let buffer = Arc::get_mut(&mut window)
+            .ok_or_else(|| io::Error::other("a free chunk window is still shared"))?;
+        let mut len = 0;
+        while len < buffer.len() {
+            match self.source.read(&mut buffer[len..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        if len == 0 {
+            return Ok(None);
+        }
+        self.retired.push_back(Arc::clone(&window));
+        if self.retired.len() > SPARE_WINDOWS {
+            self.retired.pop_front();
+        }
+        Ok(Some(Filled {
+            buffer: window,
+            len,
+        }))
+    }
+}
+
+/// Where the windows come from: read on the caller's thread, or on a reader thread.
+enum Windows<R> {
+    Inline(WindowReader<R>),
+    Threaded(Receiver<io::Result<Filled>>),
+}
+
+impl<R: Read> Windows<R> {
+    fn next_window(&mut self) -> io::Result<Option<Filled>> {
+        match self {
+            Windows::Inline(reader) => reader.next_window(),
+            // A closed channel: the reader sent its last window (or its error) and ended.
+            Windows::Threaded(rx) => rx.recv().map_or(Ok(None), |w| w.map(Some)),
+        }
+    }
+}
+
+/// Iterates the chunks of `source`; a read error ends the iteration with that error.
+pub struct StreamChunker<R> {
+    windows: Windows<R>,
+    current: Option<Filled>,
+    /// Where the next chunk starts in `current`.
+    at: usize,
+    offset: u64,
+    failed: bool,
+}
+
+impl<R: Read> StreamChunker<R> {
+    pub fn new(source: R) -> Self {
+        Self::over(Windows::Inline(WindowReader::new(source)))
+    }
+
+    fn over(windows: Windows<R>) -> Self {
+        StreamChunker {
+            windows,
+            current: None,
+            at: 0,
+            offset: 0,
+            failed: false,
+        }
+    }
+
+    fn chunk(&mut self, buffer: Arc<Vec<u8>>, range: Range<usize>) -> StreamChunk {
+        let offset = self.offset;
+        self.offset += range.len() as u64;
+        StreamChunk {
+            offset,
+            data: ChunkBytes { buffer, range },
+        }
+    }
+
+    fn next_chunk(&mut self) -> io::Result<Option<StreamChunk>> {
+        loop {
+            let Some(current) = &self.current else {
+                match self.windows.next_window()? {
+                    Some(window) => {
+                        self.current = Some(window);
+                        self.at = 0;
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            };
+            let available = &current.buffer[self.at..current.len];
+            if available.is_empty() {
+                self.current = None;
+                continue;
+            }
+            if let Some(len) = decided_cut(available) {
+                let (buffer, start) = (Arc::clone(&current.buffer), self.at);
+                self.at += len;
+                return Ok(Some(self.chunk(buffer, start..start + len)));
+            }
+            // No cut point before the window's end: the chunk may run into the next window.
+            let Some(next) = self.windows.next_window()? else {
+                let (buffer, range) = (Arc::clone(&current.buffer), self.at..current.len);
+                self.current = None;
+                return Ok(Some(self.chunk(buffer, range)));
+            };
+            // The tail plus what a cut may look at beyond it (next is full unless it is the
+            // stream's last window, so this is CHUNK_MAX bytes or the rest of the stream).
+            let ahead = (CHUNK_MAX as usize - available.len()).min(next.len);
+            let mut straddling = Vec::with_capacity(available.len() + ahead);
+            straddling.extend_from_slice(available);
+            straddling.extend_from_slice(&next.buffer[..ahead]);
+            let len = cut_length(&straddling);
+            let tail = available.len();
+            straddling.truncate(len);
+            self.current = Some(next);
+            // A cut inside the tail (at its very end) leaves `at` at 0.
+            self.at = len.saturating_sub(tail);
+            return Ok(Some(self.chunk(Arc::new(straddling), 0..len)));
+        }
+    }
+}
+
+impl<R: Read + Send + 'static> StreamChunker<R> {
+    /// Reads `source` on a thread of its own, a window ahead of the cutting. The thread ends
+    /// when the stream does, on a read error (which the iteration then returns), or when the
+    /// chunker is dropped.
+    pub fn threaded(source: R) -> io::Result<Self> {
+        let (tx, rx) = sync_channel(1);
+        std::thread::Builder::new()
+            .name("kiln-cache-read".into())
+            .spawn(move || {
+                let mut reader = WindowReader::new(source);
+                loop {
+                    let next = match reader.next_window() {
+                        // Not sent: the closed channel says the stream ended.
+                        Ok(None) => return,
+                        Ok(Some(window)) => Ok(window),
+                        Err(e) => Err(e),
+                    };
+                    let failed = next.is_err();
+                    if tx.send(next).is_err() || failed {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self::over(Windows::Threaded(rx)))
     }
 }
 
@@ -75,22 +271,16 @@ impl<R: Read> Iterator for StreamChunker<R> {
     type Item = io::Result<StreamChunk>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Err(e) = self.fill() {
-            return Some(Err(e));
-        }
-        if self.start == self.end {
+        if self.failed {
             return None;
         }
-        let available = &self.window[self.start..self.end];
-        let len = cut_length(available);
-        let data = available[..len].to_vec();
-        let chunk = StreamChunk {
-            offset: self.offset,
-            data,
-        };
-        self.start += len;
-        self.offset += len as u64;
-        Some(Ok(chunk))
+        match self.next_chunk() {
+            Ok(chunk) => chunk.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
     }
 }
 
@@ -99,62 +289,143 @@ mod tests {
     use super::*;
 
     /// A reader that returns at most `step` bytes per call, like a file list read back to back.
-    struct Dribble<'a> {
-        data: &'a [u8],
+    struct Dribble {
+        data: Arc<Vec<u8>>,
+        at: usize,
         step: usize,
     }
 
-    impl Read for Dribble<'_> {
+    impl Read for Dribble {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.step).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
+            let n = buf.len().min(self.step).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
             Ok(n)
         }
     }
 
-    #[test]
-    fn cuts_where_fastcdc_stream_cdc_cuts() {
+    fn noise(len: usize) -> Vec<u8> {
         let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut data: Vec<u8> = (0..40 << 20)
+        (0..len)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 x as u8
             })
+            .collect()
+    }
+
+    fn chunks_of(chunker: impl Iterator<Item = io::Result<StreamChunk>>) -> Vec<(u64, Vec<u8>)> {
+        chunker
+            .map(|c| {
+                let c = c.unwrap();
+                (c.offset, c.data.to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cuts_where_fastcdc_stream_cdc_cuts() {
+        let mut runs = noise(40 << 20);
+        // Long runs of one byte force maximum-size cuts, also across a window boundary.
+        runs[5 << 20..14 << 20].fill(7);
+        runs[WINDOW - (3 << 20)..WINDOW + (5 << 20)].fill(9);
+        let mut data_sets = vec![runs];
+        // Streams ending at, just after and just before a window boundary.
+        for len in [WINDOW, WINDOW + 1, 2 * WINDOW - 3] {
+            data_sets.push(noise(len));
+        }
+        for data in data_sets {
+            let data = Arc::new(data);
+            let reference: Vec<(u64, Vec<u8>)> = fastcdc::v2020::StreamCDC::new(
+                Dribble {
+                    data: Arc::clone(&data),
+                    at: 0,
+                    step: 1 << 20,
+                },
+                CHUNK_MIN,
+                CHUNK_AVG,
+                CHUNK_MAX,
+            )
+            .map(|c| {
+                let c = c.unwrap();
+                (c.offset, c.data)
+            })
             .collect();
-        // Long runs of one byte force maximum-size cuts.
-        data[5 << 20..14 << 20].fill(7);
-        let reference: Vec<(u64, Vec<u8>)> = fastcdc::v2020::StreamCDC::new(
-            Dribble {
-                data: &data,
-                step: 1 << 20,
-            },
-            CHUNK_MIN,
-            CHUNK_AVG,
-            CHUNK_MAX,
-        )
-        .map(|c| {
-            let c = c.unwrap();
-            (c.offset, c.data)
-        })
-        .collect();
-        for step in [4096, 300_001, 64 << 20] {
-            let ours: Vec<(u64, Vec<u8>)> = StreamChunker::new(Dribble { data: &data, step })
-                .map(|c| {
-                    let c = c.unwrap();
-                    (c.offset, c.data)
-                })
-                .collect();
-            assert_eq!(ours.len(), reference.len(), "read size {step}");
-            assert!(ours == reference, "read size {step}");
+            for step in [4096, 300_001, 64 << 20] {
+                let reader = || Dribble {
+                    data: Arc::clone(&data),
+                    at: 0,
+                    step,
+                };
+                let inline = chunks_of(StreamChunker::new(reader()));
+                assert_eq!(inline.len(), reference.len(), "read size {step}");
+                assert!(inline == reference, "read size {step}");
+                let threaded = chunks_of(StreamChunker::threaded(reader()).unwrap());
+                assert!(threaded == reference, "threaded, read size {step}");
+            }
         }
         assert_eq!(StreamChunker::new(&b""[..]).count(), 0);
         let small: Vec<_> = StreamChunker::new(&b"tiny"[..])
             .map(|c| c.unwrap())
             .collect();
         assert_eq!(small.len(), 1);
-        assert_eq!(small[0].data, b"tiny");
+        assert_eq!(&*small[0].data, b"tiny");
+    }
+
+    /// Fails after `good` bytes.
+    struct Failing {
+        good: usize,
+    }
+
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.good == 0 {
+                return Err(io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.good);
+            buf[..n].fill(1);
+            self.good -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_read_error_ends_the_chunks_with_that_error() {
+        for threaded in [false, true] {
+            let source = Failing { good: WINDOW + 5 };
+            let chunker: Box<dyn Iterator<Item = io::Result<StreamChunk>>> = if threaded {
+                Box::new(StreamChunker::threaded(source).unwrap())
+            } else {
+                Box::new(StreamChunker::new(source))
+            };
+            let results: Vec<_> = chunker.collect();
+            let last = results.last().expect("at least the error");
+            let error = last.as_ref().err().expect("the stream ends with its error");
+            assert!(error.to_string().contains("disk on fire"), "{error}");
+            assert!(results[..results.len() - 1].iter().all(|r| r.is_ok()));
+        }
+    }
+
+    #[test]
+    fn windows_are_reused_once_their_chunks_are_dropped() {
+        let data = Arc::new(noise(6 * WINDOW));
+        let mut reader = WindowReader::new(Dribble {
+            data,
+            at: 0,
+            step: usize::MAX,
+        });
+        let first = reader.next_window().unwrap().unwrap();
+        let first_ptr = Arc::as_ptr(&first.buffer);
+        let held = reader.next_window().unwrap().unwrap();
+        drop(first);
+        let third = reader.next_window().unwrap().unwrap();
+        assert_eq!(
+            Arc::as_ptr(&third.buffer),
+            first_ptr,
+            "the free window is reused"
+        );
+        assert_ne!(Arc::as_ptr(&held.buffer), first_ptr);
     }
 }

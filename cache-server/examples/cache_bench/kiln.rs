@@ -142,8 +142,8 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-pub fn run(work: &Path, src: &Path, resave: bool) -> Result<(), String> {
-    let server = start_server(&work.join("store"))?;
+/// The client, with the bench's `KILN_BENCH_*` settings.
+fn bench_client(server: &Server) -> Result<CacheClient, String> {
     let mut client = CacheClient::new(&server.url, &server.token);
     if let Ok(level) = std::env::var("KILN_BENCH_ZSTD_LEVEL") {
         client.zstd_level = level
@@ -155,6 +155,28 @@ pub fn run(work: &Path, src: &Path, resave: bool) -> Result<(), String> {
             .parse()
             .map_err(|e| format!("KILN_BENCH_CONCURRENCY={n}: {e}"))?;
     }
+    Ok(client)
+}
+
+/// Saves SRC to a fresh server in WORK and waits for its background sync (untimed): the save
+/// alone, for paired runs that change only the save.
+pub fn save_only(work: &Path, src: &Path) -> Result<(), String> {
+    let server = start_server(&work.join("store"))?;
+    let client = bench_client(&server)?;
+    let (name, parent) = split(src)?;
+    let cpu_before = cpu_seconds();
+    let (t, bytes, uploaded) = save(&client, "bench-1", &name, parent)?;
+    println!("save_seconds {t:.3}");
+    println!("save_cpu_seconds {:.2}", cpu_seconds() - cpu_before);
+    println!("save_bytes {bytes}");
+    println!("save_uploaded_bytes {uploaded}");
+    server.service.store().flush_durability();
+    Ok(())
+}
+
+pub fn run(work: &Path, src: &Path, resave: bool) -> Result<(), String> {
+    let server = start_server(&work.join("store"))?;
+    let client = bench_client(&server)?;
     let (name, parent) = split(src)?;
     let out = work.join("out");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -228,7 +250,7 @@ pub fn v1_against_kiln(work: &Path, file: &Path) -> Result<(), String> {
 /// same store: a restore alone, for rounds that prepare the filesystem between restores.
 pub fn restore_only(work: &Path, src: &Path, out: &Path) -> Result<(), String> {
     let server = start_server(&work.join("store"))?;
-    let client = CacheClient::new(&server.url, &server.token);
+    let client = bench_client(&server)?;
     let (name, _) = split(src)?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let cpu_before = cpu_seconds();

@@ -5,6 +5,8 @@
 //!   cache_bench digest DIR                content digest of a tree (restore verification)
 //!   cache_bench kiln WORK SRC [--resave]  save SRC to a fresh server, restore into WORK/out;
 //!                                         with --resave, change one file, save again, undo
+//!   cache_bench kiln-save WORK SRC        the save alone, to a fresh server in WORK (which a
+//!                                         kiln-restore can then read)
 //!   cache_bench floor SRC OUT [THREADS]   the same tree created from memory: this machine's
 //!                                         floor for a restore (THREADS writers, default 2)
 //!   cache_bench v1-kiln WORK FILE         FILE through kiln's v1 API (reserve, PATCH, commit,
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         (Some("kiln"), Some(work), Some(src)) => {
             kiln::run(work, src, args.iter().any(|a| a == "--resave"))
         }
+        (Some("kiln-save"), Some(work), Some(src)) => kiln::save_only(work, src),
         (Some("kiln-restore"), Some(work), Some(src)) => match arg(4) {
             Some(out) => kiln::restore_only(work, src, out),
             None => Err("kiln-restore needs WORK SRC OUT".into()),
@@ -47,7 +50,7 @@ fn main() -> ExitCode {
         (Some("v1-env"), Some(file), Some(out)) => v1::against_env(file, out),
         _ => Err(
             "usage: cache_bench gen-tree DIR | gen-file DIR | digest DIR | \
-                  kiln WORK SRC [--resave] | kiln-restore WORK SRC OUT | floor SRC OUT [THREADS] | v1-kiln WORK FILE | v1-env FILE OUT"
+                  kiln WORK SRC [--resave] | kiln-save WORK SRC | kiln-restore WORK SRC OUT | floor SRC OUT [THREADS] | v1-kiln WORK FILE | v1-env FILE OUT"
                 .into(),
         ),
     };

@@ -7,7 +7,7 @@ use super::glob::parse_patterns;
 use super::tree::{self, Kind, TreeEntry};
 use super::write::ParentDir;
 use super::{status_error, CacheClient, PathContext};
-use crate::cdc::StreamChunker;
+use crate::cdc::{ChunkBytes, StreamChunker};
 use crate::chunks::encode_chunk;
 use crate::digest::{ChunkRef, Digest};
 use crate::error::{CacheError, Result};
@@ -123,7 +123,7 @@ struct Piece {
 /// A chunk cut by the producer, waiting for a worker.
 struct CutChunk {
     seq: usize,
-    data: Vec<u8>,
+    data: ChunkBytes,
     pieces: Vec<Piece>,
 }
 
@@ -292,7 +292,10 @@ impl CacheClient {
             let starts = Arc::clone(&starts);
             std::thread::spawn(move || -> Result<()> {
                 let mut cursor = 0usize;
-                for (seq, chunk) in StreamChunker::new(reader).enumerate() {
+                let chunker = StreamChunker::threaded(reader).map_err(|e| {
+                    CacheError::Task(format!("starting the save's reader thread: {e}"))
+                })?;
+                for (seq, chunk) in chunker.enumerate() {
                     let chunk = chunk.map_err(|e| CacheError::Io {
                         action: "read",
                         path: PathBuf::from("saved files"),
