@@ -4,7 +4,7 @@
 
 use super::beneath::Beneath;
 use super::glob::parse_patterns;
-use super::tree::{self, Kind, TreeEntry};
+use super::tree::{self, FileStats, Kind, TreeEntry};
 use super::write::ParentDir;
 use super::{status_error, CacheClient, PathContext};
 use crate::cdc::{ChunkBytes, StreamChunker};
@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver};
@@ -54,15 +55,26 @@ pub enum SaveOutcome {
     NothingToSave,
 }
 
-/// A file to read, in listing order: its path and the size the walk saw.
+/// A file to read, in listing order.
 struct FileSource {
     path: PathBuf,
-    size: u64,
 }
 
-/// Reads the files the walk sends back to back, insisting each still has the size the walk saw
-/// (a file that changes mid-save would otherwise corrupt the entry silently). Each file's start
-/// in the stream is appended to `starts`, which tells the chunker where the pieces are.
+/// A file's listing metadata, read from the open file (the walk lists regular files by name
+/// alone, see [`tree::FileStats::FromOpenFile`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct OpenedFile {
+    size: u64,
+    mode: u32,
+    mtime_secs: i64,
+    mtime_nanos: u32,
+}
+
+/// Reads the files the walk sends back to back. Each file's size is taken when it is opened and
+/// exactly that many bytes are read: a file that shrinks meanwhile is an error (it would
+/// otherwise corrupt the entry silently), one that grows is saved as it was when opened. Each
+/// file's start in the stream is appended to `starts`, which tells the chunker where the pieces
+/// are, and its metadata to `opened`, for the listing.
 struct ConcatReader {
     files: Receiver<FileSource>,
     /// The directory of the last file opened: the next is mostly its sibling.
@@ -70,6 +82,45 @@ struct ConcatReader {
     current: Option<(File, u64, PathBuf)>,
     offset: u64,
     starts: Arc<Mutex<Vec<u64>>>,
+    opened: Arc<Mutex<Vec<OpenedFile>>>,
+}
+
+impl ConcatReader {
+    fn new(files: Receiver<FileSource>, dir: ParentDir) -> Self {
+        ConcatReader {
+            files,
+            dir,
+            current: None,
+            offset: 0,
+            starts: Arc::default(),
+            opened: Arc::default(),
+        }
+    }
+
+    /// Opens `path` (never through a symlink, never blocking on a FIFO) and checks that it is
+    /// still a regular file.
+    fn open(&mut self, path: &std::path::Path) -> io::Result<(File, OpenedFile)> {
+        let file = self.dir.open_read(path).map_err(|e| match &e {
+            CacheError::Io { source, .. } => io::Error::new(source.kind(), e.to_string()),
+            _ => io::Error::other(e.to_string()),
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| io::Error::new(e.kind(), format!("stat {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is no longer a regular file",
+                path.display()
+            )));
+        }
+        let opened = OpenedFile {
+            size: meta.len(),
+            mode: meta.mode() & 0o7777,
+            mtime_secs: meta.mtime(),
+            mtime_nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        };
+        Ok((file, opened))
+    }
 }
 
 impl Read for ConcatReader {
@@ -100,14 +151,14 @@ impl Read for ConcatReader {
                 .lock()
                 .map_err(|_| io::Error::other("file list poisoned"))?
                 .push(self.offset);
-            if next.size == 0 {
-                continue;
+            let (file, opened) = self.open(&next.path)?;
+            self.opened
+                .lock()
+                .map_err(|_| io::Error::other("file list poisoned"))?
+                .push(opened);
+            if opened.size > 0 {
+                self.current = Some((file, opened.size, next.path));
             }
-            let file = self.dir.open_read(&next.path).map_err(|e| match &e {
-                CacheError::Io { source, .. } => io::Error::new(source.kind(), e.to_string()),
-                _ => io::Error::other(e.to_string()),
-            })?;
-            self.current = Some((file, next.size, next.path));
         }
     }
 }
@@ -200,7 +251,7 @@ impl CacheClient {
         let walker = {
             let patterns = patterns.clone();
             std::thread::spawn(move || {
-                tree::walk_with(&patterns, |e, path| {
+                tree::walk_with(&patterns, FileStats::FromOpenFile, |e, path| {
                     let _ = found_tx.try_send(());
                     if e.kind != Kind::File {
                         return true;
@@ -208,7 +259,6 @@ impl CacheClient {
                     file_tx
                         .send(FileSource {
                             path: path.to_path_buf(),
-                            size: e.size,
                         })
                         .is_ok()
                 })
@@ -279,14 +329,9 @@ impl CacheClient {
         walker: std::thread::JoinHandle<Result<Vec<TreeEntry>>>,
         beneath: Option<Arc<Beneath>>,
     ) -> Result<SaveStats> {
-        let starts = Arc::new(Mutex::new(Vec::new()));
-        let reader = ConcatReader {
-            files,
-            dir: ParentDir::confined(beneath),
-            current: None,
-            offset: 0,
-            starts: Arc::clone(&starts),
-        };
+        let reader = ConcatReader::new(files, ParentDir::confined(beneath));
+        let starts = Arc::clone(&reader.starts);
+        let opened = Arc::clone(&reader.opened);
         let (tx, rx) = sync_channel::<CutChunk>(self.concurrency * 2);
         let producer = {
             let starts = Arc::clone(&starts);
@@ -354,6 +399,17 @@ impl CacheClient {
         );
         results.sort_by_key(|r| r.seq);
         let file_count = entries.iter().filter(|e| e.kind == Kind::File).count();
+        let opened = std::mem::take(
+            &mut *opened
+                .lock()
+                .map_err(|_| CacheError::Task("file list poisoned".into()))?,
+        );
+        if opened.len() != file_count {
+            return Err(CacheError::Task(format!(
+                "read {} files of the {file_count} the walk listed",
+                opened.len()
+            )));
+        }
         let mut piece_digests: Vec<Vec<[u8; 32]>> = vec![Vec::new(); file_count];
         for r in &results {
             for (file, digest) in &r.pieces {
@@ -364,11 +420,16 @@ impl CacheClient {
             }
         }
         let mut total = 0u64;
-        for (e, pieces) in entries
+        for ((e, pieces), file) in entries
             .iter_mut()
             .filter(|e| e.kind == Kind::File)
             .zip(piece_digests)
+            .zip(opened)
         {
+            e.size = file.size;
+            e.mode = file.mode;
+            e.mtime_secs = file.mtime_secs;
+            e.mtime_nanos = file.mtime_nanos;
             e.blake3 = tree::piece_digest(pieces);
             total += e.size;
         }
@@ -376,7 +437,7 @@ impl CacheClient {
         let streamed: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
         if streamed != total {
             return Err(CacheError::Task(format!(
-                "read {streamed} bytes of files that the walk listed with {total}"
+                "read {streamed} bytes of files that were {total} bytes when opened"
             )));
         }
         let meta = tree::encode(&entries)?;
@@ -497,46 +558,68 @@ impl CacheClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
-    fn read_all(paths: &[(&std::path::Path, u64)]) -> io::Result<Vec<u8>> {
+    fn read_all(paths: &[&std::path::Path]) -> io::Result<(Vec<u8>, Vec<OpenedFile>)> {
         let (tx, rx) = channel();
-        for (path, size) in paths {
+        for path in paths {
             tx.send(FileSource {
                 path: path.to_path_buf(),
-                size: *size,
             })
             .unwrap();
         }
         drop(tx);
-        let mut reader = ConcatReader {
-            files: rx,
-            dir: ParentDir::default(),
-            current: None,
-            offset: 0,
-            starts: Arc::default(),
-        };
+        let mut reader = ConcatReader::new(rx, ParentDir::default());
         let mut out = Vec::new();
-        reader.read_to_end(&mut out).map(|_| out)
+        reader.read_to_end(&mut out)?;
+        let opened = reader.opened.lock().unwrap().clone();
+        Ok((out, opened))
     }
 
-    /// What the walk listed as a regular file may be something else by the time it is read: a
-    /// symlink is not followed out of the cached paths, a FIFO neither hangs the save nor is
-    /// read, a shorter file is an error.
+    /// The listing's metadata of a file comes from the open file; what the walk listed as a
+    /// regular file may be something else by the time it is read: a symlink is not followed
+    /// out of the cached paths, a FIFO neither hangs the save nor is read, a directory is an
+    /// error.
     #[test]
-    fn files_changed_since_the_walk_are_errors_not_hangs() {
+    fn files_are_read_as_opened_and_changed_ones_are_errors_not_hangs() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let (a, b, empty) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("empty"),
+        );
         std::fs::write(&a, b"alpha").unwrap();
         std::fs::write(&b, b"beta").unwrap();
-        assert_eq!(read_all(&[(&a, 5), (&b, 4)]).unwrap(), b"alphabeta");
-        assert!(read_all(&[(&a, 6)]).is_err());
+        std::fs::write(&empty, b"").unwrap();
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o751)).unwrap();
+        let (bytes, opened) = read_all(&[&a, &empty, &b]).unwrap();
+        assert_eq!(bytes, b"alphabeta");
+        let expected: Vec<OpenedFile> = [&a, &empty, &b]
+            .iter()
+            .map(|p| {
+                let m = std::fs::metadata(p).unwrap();
+                OpenedFile {
+                    size: m.len(),
+                    mode: m.mode() & 0o7777,
+                    mtime_secs: m.mtime(),
+                    mtime_nanos: m.mtime_nsec() as u32,
+                }
+            })
+            .collect();
+        assert_eq!(opened, expected);
+        assert_eq!(opened[2].mode, 0o751);
 
         let outside = tempfile::tempdir().unwrap();
         let secret = outside.path().join("secret");
         std::fs::write(&secret, b"secret").unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
-        assert!(read_all(&[(&link, 6)]).is_err());
+        assert!(read_all(&[&link]).is_err());
+
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let error = read_all(&[&sub]).unwrap_err().to_string();
+        assert!(error.contains("no longer a regular file"), "{error}");
 
         let fifo = dir.path().join("fifo");
         let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
@@ -544,7 +627,7 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = done_tx.send(read_all(&[(&fifo, 3)]).is_err());
+            let _ = done_tx.send(read_all(&[&fifo]).is_err());
         });
         assert_eq!(
             done_rx.recv_timeout(std::time::Duration::from_secs(10)),

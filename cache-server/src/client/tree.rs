@@ -135,13 +135,24 @@ pub fn roots(patterns: &[Pattern]) -> Vec<PathBuf> {
 /// Walks the roots and lists what the patterns select. Directories are listed before their
 /// contents and children in byte order, so the same tree always gives the same stream.
 pub fn walk(patterns: &[Pattern]) -> Result<Vec<TreeEntry>> {
-    walk_with(patterns, |_, _| true)
+    walk_with(patterns, FileStats::Stat, |_, _| true)
+}
+
+/// Whether the walk reads regular files' metadata.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FileStats {
+    Stat,
+    /// Regular files are known by their directory entry's type alone and listed with mode,
+    /// mtime and size zero: for a caller that opens every file anyway and takes them from the
+    /// open file, which spares a lookup by name per file (`fstat` against `fstatat`).
+    FromOpenFile,
 }
 
 /// [`walk`], handing each entry and its full path to `found` as soon as it is listed (so a save
 /// can read files while the walk goes on); `found` returning false stops the walk.
 pub fn walk_with(
     patterns: &[Pattern],
+    file_stats: FileStats,
     mut found: impl FnMut(&TreeEntry, &Path) -> bool,
 ) -> Result<Vec<TreeEntry>> {
     let roots = roots(patterns);
@@ -163,14 +174,14 @@ pub fn walk_with(
             Ok(m) => m,
             Err(_) => continue,
         };
-        let mut stack = vec![(root.clone(), meta)];
+        let mut stack = vec![(root.clone(), Some(meta))];
         while let Some((path, meta)) = stack.pop() {
             if !inside.is_empty() && inside.iter().any(|w| **w == path) {
                 continue;
             }
-            let is_dir = meta.is_dir();
+            let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
             if selected(patterns, &path) {
-                if let Some(e) = entry_for(&roots, &path, &meta)? {
+                if let Some(e) = entry_for(&roots, &path, meta.as_ref())? {
                     if !found(&e, &path) {
                         return Ok(entries);
                     }
@@ -178,16 +189,26 @@ pub fn walk_with(
                 }
             }
             if is_dir {
-                let mut children: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+                let mut children: Vec<(PathBuf, Option<fs::Metadata>)> = Vec::new();
                 let rd = fs::read_dir(&path).map_err(|e| CacheError::io("list", &path, e))?;
                 for child in rd {
                     let child = child.map_err(|e| CacheError::io("list", &path, e))?;
                     let p = child.path();
+                    // The entry's type comes with the directory listing (no syscall unless the
+                    // filesystem does not record it).
+                    let by_type = file_stats == FileStats::FromOpenFile
+                        && child.file_type().is_ok_and(|t| t.is_file());
                     // Relative to the open directory (fstatat), not a walk of the full path
                     // per file; like symlink_metadata, it does not follow symlinks.
-                    let m = child
-                        .metadata()
-                        .map_err(|e| CacheError::io("stat", &p, e))?;
+                    let m = if by_type {
+                        None
+                    } else {
+                        Some(
+                            child
+                                .metadata()
+                                .map_err(|e| CacheError::io("stat", &p, e))?,
+                        )
+                    };
                     children.push((p, m));
                 }
                 children.sort_by(|a, b| {
@@ -202,7 +223,13 @@ pub fn walk_with(
     Ok(entries)
 }
 
-fn entry_for(roots: &[PathBuf], path: &Path, meta: &fs::Metadata) -> Result<Option<TreeEntry>> {
+/// The entry for `path`; `meta` None is a regular file whose metadata the caller reads later
+/// ([`FileStats::FromOpenFile`]).
+fn entry_for(
+    roots: &[PathBuf],
+    path: &Path,
+    meta: Option<&fs::Metadata>,
+) -> Result<Option<TreeEntry>> {
     let Some((root_index, root)) = roots.iter().enumerate().find(|(_, r)| path.starts_with(r))
     else {
         return Ok(None);
@@ -211,6 +238,19 @@ fn entry_for(roots: &[PathBuf], path: &Path, meta: &fs::Metadata) -> Result<Opti
         .strip_prefix(root)
         .map(|r| r.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let Some(meta) = meta else {
+        return Ok(Some(TreeEntry {
+            kind: Kind::File,
+            root: root_index as u32,
+            rel,
+            mode: 0,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            size: 0,
+            blake3: [0; 32],
+            link: String::new(),
+        }));
+    };
     let ft = meta.file_type();
     let (kind, link) = if ft.is_symlink() {
         let target = fs::read_link(path).map_err(|e| CacheError::io("read link", path, e))?;
