@@ -5,7 +5,7 @@
 //! 1 MiB chunks in a 4 MiB window that is about four bytes moved or written per byte chunked,
 //! on the save's single reader thread. This reads the stream into windows several chunks long,
 //! each filled once and then only read, and hands the chunks out as ranges of them; the one
-//! chunk that straddles two windows is the only one copied (about 1 MiB in 16). Windows are
+//! chunk that straddles two windows is the only one copied (about 1 MiB in 8). Windows are
 //! reused once their chunks are gone. [`StreamChunker::threaded`] reads on a thread of its own,
 //! so reading (for a save: opening thousands of files) overlaps the cutting.
 
@@ -18,12 +18,14 @@ use std::sync::Arc;
 
 /// A window's length: every window but the stream's last is full, so a chunk straddles at most
 /// two of them (`WINDOW` > [`CHUNK_MAX`]).
-const WINDOW: usize = 4 * CHUNK_MAX as usize;
+const WINDOW: usize = 2 * CHUNK_MAX as usize;
 
 /// Windows kept for reuse once every chunk cut from them is dropped: reused memory is already
 /// mapped, where a fresh window costs a page fault per 4 KiB. Enough to cover the chunks a save
-/// keeps in flight (its queue and its workers' batches); beyond that windows are freed.
-const SPARE_WINDOWS: usize = 6;
+/// keeps in flight (its queue and its workers' batches: 8 windows of 8 MiB on the benches' data,
+/// against 12 of 16 MiB with twice the chunks in flight, which faulted in 192 MiB to save a
+/// 256 MiB file); beyond that windows are freed.
+const SPARE_WINDOWS: usize = 10;
 
 /// The length of the chunk that starts `available`, which holds at least [`CHUNK_MAX`] bytes or
 /// the rest of the stream: StreamCDC's cut function, which never looks past `CHUNK_MAX` bytes,

@@ -332,7 +332,9 @@ impl CacheClient {
         let reader = ConcatReader::new(files, ParentDir::confined(beneath));
         let starts = Arc::clone(&reader.starts);
         let opened = Arc::clone(&reader.opened);
-        let (tx, rx) = sync_channel::<CutChunk>(self.concurrency * 2);
+        // Chunks in flight (this queue and the workers' batches) pin the windows they were cut
+        // from: a short queue and small batches keep that memory, faulted in fresh, small.
+        let (tx, rx) = sync_channel::<CutChunk>(self.concurrency);
         let producer = {
             let starts = Arc::clone(&starts);
             std::thread::spawn(move || -> Result<()> {
@@ -474,7 +476,7 @@ impl CacheClient {
         uploaded_chunks: &AtomicU64,
         uploaded_bytes: &AtomicU64,
     ) -> Result<()> {
-        const BATCH: usize = 8;
+        const BATCH: usize = 4;
         loop {
             let batch: Vec<CutChunk> = {
                 let rx = rx
