@@ -143,7 +143,8 @@ impl CacheStore {
         fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| CacheError::io("create", &cfg.data_dir, e))?;
         let chunks = Arc::new(ChunkStore::open(&cfg.data_dir)?);
-        let mut index = Index::open(&cfg.data_dir.join("index.sqlite"))?;
+        let index_path = cfg.data_dir.join("index.sqlite");
+        let mut index = Index::open(&index_path)?;
         let dropped = index.drop_all_reservations()? + index.drop_non_durable()?;
         if dropped > 0 {
             for d in index.collect_garbage()? {
@@ -154,6 +155,9 @@ impl CacheStore {
         let durability = Durability::start(
             Arc::clone(&chunks),
             Arc::clone(&index),
+            // Without it (the file could not be opened twice) commits checkpoint past the
+            // index's backstop, as SQLite does by default.
+            Index::checkpointer(&index_path).ok(),
             cfg.sync_batch_delay,
         );
         let uploads_dir = cfg.data_dir.join("uploads");

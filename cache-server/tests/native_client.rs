@@ -540,6 +540,58 @@ fn chunks_pinned_by_an_upload_survive_eviction() {
     assert_eq!(store.read_chunk(&chunk.digest).unwrap(), raw);
 }
 
+/// A commit carrying a large listing leaves the index's log for the store's sync thread to fold
+/// into the database file: the commit itself does not wait for that file's fsync.
+#[test]
+fn a_commit_leaves_the_index_checkpoint_to_the_sync_thread() {
+    use kiln_cache::digest::{ChunkRef, Digest};
+    use kiln_cache::index::{EntryKind, Reservation};
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = kiln_cache::StoreConfig::new(data.path());
+    // Long enough that the sync thread has not run when the sizes below are read.
+    cfg.sync_batch_delay = Duration::from_millis(500);
+    let store = kiln_cache::CacheStore::open(cfg).unwrap();
+    let raw = bytes(5, 50_000);
+    let chunk = ChunkRef {
+        digest: Digest::of(&raw),
+        len: raw.len() as u32,
+    };
+    let id = store
+        .reserve_native(Reservation {
+            repo: "o/r".into(),
+            scope: "refs/heads/main".into(),
+            key: "k".into(),
+            version: "v".into(),
+            kind: EntryKind::Tree,
+        })
+        .unwrap();
+    store
+        .put_native_chunk(
+            id,
+            &chunk.digest,
+            &kiln_cache::chunks::encode_chunk(&raw, 1),
+        )
+        .unwrap();
+    let db = data.path().join("index.sqlite");
+    let before = fs::metadata(&db).unwrap().len();
+    // Far past SQLite's default of 1,000 log pages between checkpoints.
+    let listing = bytes(6, 8 << 20);
+    store
+        .commit_native(id, raw.len() as u64, &[chunk], &listing)
+        .unwrap();
+    let after_commit = fs::metadata(&db).unwrap().len();
+    assert!(
+        after_commit < before + (1 << 20),
+        "the commit checkpointed: {before} -> {after_commit} bytes"
+    );
+    store.flush_durability();
+    let after_sync = fs::metadata(&db).unwrap().len();
+    assert!(
+        after_sync >= before + (8 << 20),
+        "the sync thread did not checkpoint: {before} -> {after_sync} bytes"
+    );
+}
+
 fn confined_request(ws: &Path, key: &str, paths: &[&str]) -> RestoreRequest {
     RestoreRequest {
         key: key.into(),
