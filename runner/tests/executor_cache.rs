@@ -9,6 +9,7 @@ use std::time::Duration;
 use executor_support::{Ran, Setup};
 use kiln_cache::{serve, CacheService, ServiceConfig, TokenRequest};
 use kiln_runner::executor::CacheEndpoint;
+use kiln_workflow::value::{Object, Value};
 use kiln_workflow::Conclusion;
 use tokio_util::sync::CancellationToken;
 
@@ -218,6 +219,44 @@ async fn a_failed_job_does_not_save() {
         .await;
     let log = later.log_text();
     assert!(log.contains("hit=[] matched=[]"), "{log}");
+}
+
+/// `save-always` works as it does on GitHub: not at all on a push (with a deprecation warning),
+/// since actions/cache's `post-if` reads `github.event.inputs.save-always`; a workflow_dispatch
+/// run with such an input saves even after a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_always_only_matters_to_a_dispatch_with_that_input() {
+    let server = start_server().await;
+    let pushed = setup_for(&server)
+        .run(
+            &cache_job("always-1", "always-", "save-always: true", "exit 3"),
+            "j",
+        )
+        .await;
+    let log = pushed.log_text();
+    assert_eq!(pushed.result.conclusion, Conclusion::Failure, "{log}");
+    assert_eq!(post_step(&pushed), ("skipped".into(), "skipped".into()));
+    assert!(
+        log.contains("ANNOTATION Input 'save-always' is deprecated"),
+        "{log}"
+    );
+
+    let mut dispatch = setup_for(&server);
+    let mut inputs = Object::new();
+    inputs.insert("save-always", Value::string("true"));
+    let mut event = Object::new();
+    event.insert("inputs", Value::object(inputs));
+    dispatch.event = ("workflow_dispatch".to_owned(), Value::object(event));
+    let dispatched = dispatch
+        .run(
+            &cache_job("always-2", "always-", "save-always: true", "exit 3"),
+            "j",
+        )
+        .await;
+    let log = dispatched.log_text();
+    assert_eq!(dispatched.result.conclusion, Conclusion::Failure, "{log}");
+    assert_eq!(post_step(&dispatched), ("success".into(), "success".into()));
+    assert!(log.contains("Cache saved with key: always-2"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,8 @@ pub struct Setup {
     pub timeout: Duration,
     /// The cache server jobs use; `None` (the default) runs them without one.
     pub cache: Option<CacheEndpoint>,
+    /// `github.event_name` and `github.event` (default: a push with an empty payload).
+    pub event: (String, Value),
 }
 
 impl Setup {
@@ -67,6 +69,7 @@ impl Setup {
             offline: true,
             timeout: Duration::from_secs(120),
             cache: None,
+            event: ("push".to_owned(), Value::object(Object::new())),
         }
     }
 
@@ -88,7 +91,8 @@ impl Setup {
         let job = Arc::new(workflow.job(job_id).expect("job").clone());
         let mut github = Object::new();
         github.insert("repository", Value::string("octo/repo"));
-        github.insert("event_name", Value::string("push"));
+        github.insert("event_name", Value::string(self.event.0.as_str()));
+        github.insert("event", self.event.1.clone());
         github.insert("sha", Value::string(""));
         github.insert("ref", Value::string("refs/heads/main"));
         let mut secrets = Object::new();

@@ -22,6 +22,11 @@ use crate::executor::step::{PostRun, PostWork, StepCtx};
 const MAX_KEY_CHARS: usize = 512;
 const MAX_KEYS: usize = 10;
 
+/// `save-always` never did what its name says: actions/cache's post step runs on
+/// `success() || github.event.inputs.save-always`, an input of the triggering event, not of the
+/// step, and the input is deprecated upstream.
+const SAVE_ALWAYS_DEPRECATED: &str = "Input 'save-always' is deprecated and does not work as intended: the post step saves only when the job has succeeded (or when a workflow_dispatch run has an input named save-always). To save whatever happens, use actions/cache/restore and actions/cache/save with `if: always()`.";
+
 const NOT_CONFIGURED: &str =
     "cache server not configured: kiln run was started without a cache endpoint, so nothing is restored or saved";
 
@@ -130,6 +135,9 @@ impl JobRunner {
         }
         let restore_keys = input_lines(inputs, "restore-keys");
         validate_keys(&key, &restore_keys)?;
+        if step == CacheStep::RestoreThenSave && input(inputs, "save-always").is_some() {
+            self.cache_warning(ctx, SAVE_ALWAYS_DEPRECATED);
+        }
         let fail_on_miss = input_flag(inputs, "fail-on-cache-miss");
         let lookup_only = input_flag(inputs, "lookup-only");
         let mut outputs = vec![("cache-primary-key".to_owned(), key.clone())];
@@ -208,8 +216,9 @@ impl JobRunner {
         if step == CacheStep::RestoreThenSave {
             self.post_steps.push(PostStep {
                 name: format!("Post {}", ctx.name),
-                // actions/cache's `post-if`.
-                condition: "success()".to_owned(),
+                // actions/cache's `post-if`, which is why `save-always` only ever mattered
+                // to a workflow_dispatch run with an input of that name.
+                condition: "success() || github.event.inputs.save-always".to_owned(),
                 state_key: None,
                 run: PostRun {
                     ctx: ctx.clone(),
