@@ -85,15 +85,18 @@ struct Filled {
 /// Reads a stream into windows, reusing those whose chunks are all dropped.
 struct WindowReader<R> {
     source: R,
+    /// [`WINDOW`]; other sizes (over [`CHUNK_MAX`]) in tests.
+    window: usize,
     eof: bool,
     /// Windows handed out, oldest first.
     retired: VecDeque<Arc<Vec<u8>>>,
 }
 
 impl<R: Read> WindowReader<R> {
-    fn new(source: R) -> Self {
+    fn new(source: R, window: usize) -> Self {
         WindowReader {
             source,
+            window,
             eof: false,
             retired: VecDeque::new(),
         }
@@ -110,7 +113,7 @@ impl<R: Read> WindowReader<R> {
                 return window;
             }
         }
-        Arc::new(vec![0; WINDOW])
+        Arc::new(vec![0; self.window])
     }
 
     /// The next window, full unless the stream ends in it; None once the stream is read.
@@ -169,13 +172,15 @@ pub struct StreamChunker<R> {
     current: Option<Filled>,
     /// Where the next chunk starts in `current`.
     at: usize,
+    /// The window after `current`, when it was read before `current` was used up.
+    lookahead: Option<Filled>,
     offset: u64,
     failed: bool,
 }
 
 impl<R: Read> StreamChunker<R> {
     pub fn new(source: R) -> Self {
-        Self::over(Windows::Inline(WindowReader::new(source)))
+        Self::over(Windows::Inline(WindowReader::new(source, WINDOW)))
     }
 
     fn over(windows: Windows<R>) -> Self {
@@ -183,6 +188,7 @@ impl<R: Read> StreamChunker<R> {
             windows,
             current: None,
             at: 0,
+            lookahead: None,
             offset: 0,
             failed: false,
         }
@@ -200,7 +206,11 @@ impl<R: Read> StreamChunker<R> {
     fn next_chunk(&mut self) -> io::Result<Option<StreamChunk>> {
         loop {
             let Some(current) = &self.current else {
-                match self.windows.next_window()? {
+                let next = match self.lookahead.take() {
+                    Some(window) => Some(window),
+                    None => self.windows.next_window()?,
+                };
+                match next {
                     Some(window) => {
                         self.current = Some(window);
                         self.at = 0;
@@ -220,25 +230,44 @@ impl<R: Read> StreamChunker<R> {
                 return Ok(Some(self.chunk(buffer, start..start + len)));
             }
             // No cut point before the window's end: the chunk may run into the next window.
-            let Some(next) = self.windows.next_window()? else {
+            let next = match self.lookahead.take() {
+                Some(window) => Some(window),
+                None => self.windows.next_window()?,
+            };
+            let Some(next) = next else {
                 let (buffer, range) = (Arc::clone(&current.buffer), self.at..current.len);
                 self.current = None;
                 return Ok(Some(self.chunk(buffer, range)));
             };
             // The tail plus what a cut may look at beyond it (next is full unless it is the
             // stream's last window, so this is CHUNK_MAX bytes or the rest of the stream).
-            let ahead = (CHUNK_MAX as usize - available.len()).min(next.len);
-            let mut straddling = Vec::with_capacity(available.len() + ahead);
+            let tail = available.len();
+            let ahead = (CHUNK_MAX as usize - tail).min(next.len);
+            let mut straddling = Vec::with_capacity(tail + ahead);
             straddling.extend_from_slice(available);
             straddling.extend_from_slice(&next.buffer[..ahead]);
             let len = cut_length(&straddling);
-            let tail = available.len();
+            if len < tail {
+                // The cut function looks at two bytes per step, so the last byte of a tail of
+                // odd length was never looked at alone, and it was a cut point: the chunk lies
+                // in this window after all, and the next one waits.
+                let (buffer, start) = (Arc::clone(&current.buffer), self.at);
+                self.at += len;
+                self.lookahead = Some(next);
+                return Ok(Some(self.chunk(buffer, start..start + len)));
+            }
             straddling.truncate(len);
             self.current = Some(next);
-            // A cut inside the tail (at its very end) leaves `at` at 0.
-            self.at = len.saturating_sub(tail);
+            self.at = len - tail;
             return Ok(Some(self.chunk(Arc::new(straddling), 0..len)));
         }
+    }
+}
+
+#[cfg(test)]
+impl<R: Read> StreamChunker<R> {
+    fn with_window(source: R, window: usize) -> Self {
+        Self::over(Windows::Inline(WindowReader::new(source, window)))
     }
 }
 
@@ -251,7 +280,7 @@ impl<R: Read + Send + 'static> StreamChunker<R> {
         std::thread::Builder::new()
             .name("kiln-cache-read".into())
             .spawn(move || {
-                let mut reader = WindowReader::new(source);
+                let mut reader = WindowReader::new(source, WINDOW);
                 loop {
                     let next = match reader.next_window() {
                         // Not sent: the closed channel says the stream ended.
@@ -376,6 +405,41 @@ mod tests {
         assert_eq!(&*small[0].data, b"tiny");
     }
 
+    /// The cut function steps two bytes at a time, so a window's tail of odd length hides its
+    /// last byte from a cut made in that window alone. A window ending one byte after a chunk
+    /// of even length puts that chunk's cut point exactly there.
+    #[test]
+    fn a_cut_on_the_last_byte_of_a_window_loses_nothing() {
+        let data = Arc::new(noise(24 << 20));
+        let reader = |step| Dribble {
+            data: Arc::clone(&data),
+            at: 0,
+            step,
+        };
+        let reference = chunks_of(StreamChunker::new(reader(1 << 20)));
+        let mut tried = 0;
+        for (offset, bytes) in &reference {
+            let end = *offset as usize + bytes.len();
+            let fits = end > CHUNK_MAX as usize && end + 1 < data.len();
+            if bytes.len() % 2 != 0 || bytes.len() >= CHUNK_MAX as usize || !fits {
+                continue;
+            }
+            for step in [4096, 1 << 20] {
+                let ours = chunks_of(StreamChunker::with_window(reader(step), end + 1));
+                assert!(
+                    ours == reference,
+                    "window of {} bytes, read size {step}",
+                    end + 1
+                );
+            }
+            tried += 1;
+            if tried == 4 {
+                break;
+            }
+        }
+        assert!(tried > 0, "no chunk of even length in the data");
+    }
+
     /// Fails after `good` bytes.
     struct Failing {
         good: usize,
@@ -413,11 +477,14 @@ mod tests {
     #[test]
     fn windows_are_reused_once_their_chunks_are_dropped() {
         let data = Arc::new(noise(6 * WINDOW));
-        let mut reader = WindowReader::new(Dribble {
-            data,
-            at: 0,
-            step: usize::MAX,
-        });
+        let mut reader = WindowReader::new(
+            Dribble {
+                data,
+                at: 0,
+                step: usize::MAX,
+            },
+            WINDOW,
+        );
         let first = reader.next_window().unwrap().unwrap();
         let first_ptr = Arc::as_ptr(&first.buffer);
         let held = reader.next_window().unwrap().unwrap();
