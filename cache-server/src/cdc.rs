@@ -440,6 +440,29 @@ mod tests {
         assert!(tried > 0, "no chunk of even length in the data");
     }
 
+    /// Whatever the window size, the chunks are StreamCDC's.
+    #[test]
+    fn any_window_size_cuts_the_same_chunks() {
+        let mut bytes = noise(14 << 20);
+        bytes[3 << 20..9 << 20].fill(0);
+        let data = Arc::new(bytes);
+        let reader = |step| Dribble {
+            data: Arc::clone(&data),
+            at: 0,
+            step,
+        };
+        let reference = chunks_of(StreamChunker::new(reader(1 << 20)));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..24 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let window = CHUNK_MAX as usize + 1 + (x % (2 * CHUNK_MAX as u64)) as usize;
+            let ours = chunks_of(StreamChunker::with_window(reader(65_537), window));
+            assert!(ours == reference, "window of {window} bytes");
+        }
+    }
+
     /// Fails after `good` bytes.
     struct Failing {
         good: usize,
