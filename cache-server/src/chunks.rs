@@ -269,7 +269,7 @@ impl ChunkStore {
         let tmp = data_dir.join("tmp");
         fs::create_dir_all(&root).map_err(|e| CacheError::io("create", &root, e))?;
         // All 256 shard directories up front: made on first use instead, a new store's first
-        // saves paid a directory creation (an inode and its block) per shard, about 3 % of a save.
+        // saves paid a directory creation (an inode and its block) per shard, about 2 % of a save.
         for shard in 0..=255u8 {
             let dir = root.join(format!("{shard:02x}"));
             match fs::create_dir(&dir) {
