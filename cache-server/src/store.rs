@@ -9,6 +9,7 @@ use crate::index::{EntryRecord, Index, MatchKind, Reservation};
 use crate::prechunk::{Prechunk, WorkerSlots};
 use crate::ranges::RangeSet;
 use dashmap::DashMap;
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -85,6 +86,9 @@ struct UploadState {
     archive: Option<ArchiveUpload>,
     last_activity: Instant,
     uploaded: u64,
+    /// Chunks the index pins to this upload (native uploads): a chunk sent after the client
+    /// asked whether it was missing is pinned already and needs no second index write.
+    pinned: HashSet<Digest>,
 }
 
 /// Accounting of archive writes past an entry's limit is cheaper than the disk filling up.
@@ -229,6 +233,7 @@ impl CacheStore {
             }),
             last_activity: Instant::now(),
             uploaded: 0,
+            pinned: HashSet::new(),
         };
         self.uploads.insert(id, Arc::new(Mutex::new(state)));
         Ok(id)
@@ -540,6 +545,7 @@ impl CacheStore {
                 archive: None,
                 last_activity: Instant::now(),
                 uploaded: 0,
+                pinned: HashSet::new(),
             })),
         );
         Ok(id)
@@ -557,8 +563,9 @@ impl CacheStore {
             index.pin(id, &digests)?;
             index.known_chunks(&digests)?
         };
+        lock(&upload).pinned.extend(digests.iter().copied());
         let mut missing = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let mut dedup_saved = 0;
         for c in chunks {
             if !seen.insert(c.digest) {
@@ -580,7 +587,10 @@ impl CacheStore {
     /// Stores one encoded chunk sent by a native client, after verifying it.
     pub fn put_native_chunk(&self, id: u64, digest: &Digest, encoded: &[u8]) -> Result<u64> {
         let upload = self.upload(id)?;
-        lock(&self.index).pin(id, std::slice::from_ref(digest))?;
+        if !lock(&upload).pinned.contains(digest) {
+            lock(&self.index).pin(id, std::slice::from_ref(digest))?;
+            lock(&upload).pinned.insert(*digest);
+        }
         let (stored, raw_len) = self.chunks.put_encoded(digest, encoded)?;
         lock(&self.index).add_chunk(digest, stored, raw_len)?;
         let mut state = lock(&upload);

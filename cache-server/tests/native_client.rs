@@ -540,6 +540,45 @@ fn chunks_pinned_by_an_upload_survive_eviction() {
     assert_eq!(store.read_chunk(&chunk.digest).unwrap(), raw);
 }
 
+/// A chunk sent without first asking whether it is missing is pinned by the upload as well:
+/// garbage collection before the commit leaves it alone.
+#[test]
+fn a_chunk_sent_unasked_is_pinned_too() {
+    use kiln_cache::digest::{ChunkRef, Digest};
+    use kiln_cache::index::{EntryKind, Reservation};
+    let data = tempfile::tempdir().unwrap();
+    let store = kiln_cache::CacheStore::open(kiln_cache::StoreConfig::new(data.path())).unwrap();
+    let raw = bytes(7, 40_000);
+    let chunk = ChunkRef {
+        digest: Digest::of(&raw),
+        len: raw.len() as u32,
+    };
+    let id = store
+        .reserve_native(Reservation {
+            repo: "o/r".into(),
+            scope: "refs/heads/main".into(),
+            key: "unasked".into(),
+            version: "v".into(),
+            kind: EntryKind::Tree,
+        })
+        .unwrap();
+    store
+        .put_native_chunk(
+            id,
+            &chunk.digest,
+            &kiln_cache::chunks::encode_chunk(&raw, 1),
+        )
+        .unwrap();
+    let report = store
+        .maintain(SystemTime::now() + Duration::from_secs(30 * 24 * 3600))
+        .unwrap();
+    assert_eq!(report.chunks_deleted, 0);
+    store
+        .commit_native(id, raw.len() as u64, &[chunk], b"")
+        .unwrap();
+    assert_eq!(store.read_chunk(&chunk.digest).unwrap(), raw);
+}
+
 /// A commit carrying a large listing leaves the index's log for the store's sync thread to fold
 /// into the database file: the commit itself does not wait for that file's fsync.
 #[test]
