@@ -540,15 +540,23 @@ fn chunks_pinned_by_an_upload_survive_eviction() {
     assert_eq!(store.read_chunk(&chunk.digest).unwrap(), raw);
 }
 
-/// A chunk sent without first asking whether it is missing is pinned by the upload as well:
-/// garbage collection before the commit leaves it alone.
-#[test]
-fn a_chunk_sent_unasked_is_pinned_too() {
+/// A store-level native upload that has sent one chunk of `len` bytes (seed `seed`) without
+/// asking whether it was missing: the store, the upload's id, the chunk and its bytes.
+fn upload_with_one_chunk(
+    cfg: kiln_cache::StoreConfig,
+    key: &str,
+    seed: u64,
+    len: usize,
+) -> (
+    kiln_cache::CacheStore,
+    u64,
+    kiln_cache::digest::ChunkRef,
+    Vec<u8>,
+) {
     use kiln_cache::digest::{ChunkRef, Digest};
     use kiln_cache::index::{EntryKind, Reservation};
-    let data = tempfile::tempdir().unwrap();
-    let store = kiln_cache::CacheStore::open(kiln_cache::StoreConfig::new(data.path())).unwrap();
-    let raw = bytes(7, 40_000);
+    let store = kiln_cache::CacheStore::open(cfg).unwrap();
+    let raw = bytes(seed, len);
     let chunk = ChunkRef {
         digest: Digest::of(&raw),
         len: raw.len() as u32,
@@ -557,7 +565,7 @@ fn a_chunk_sent_unasked_is_pinned_too() {
         .reserve_native(Reservation {
             repo: "o/r".into(),
             scope: "refs/heads/main".into(),
-            key: "unasked".into(),
+            key: key.into(),
             version: "v".into(),
             kind: EntryKind::Tree,
         })
@@ -569,6 +577,20 @@ fn a_chunk_sent_unasked_is_pinned_too() {
             &kiln_cache::chunks::encode_chunk(&raw, 1),
         )
         .unwrap();
+    (store, id, chunk, raw)
+}
+
+/// A chunk sent without first asking whether it is missing is pinned by the upload as well:
+/// garbage collection before the commit leaves it alone.
+#[test]
+fn a_chunk_sent_unasked_is_pinned_too() {
+    let data = tempfile::tempdir().unwrap();
+    let (store, id, chunk, raw) = upload_with_one_chunk(
+        kiln_cache::StoreConfig::new(data.path()),
+        "unasked",
+        7,
+        40_000,
+    );
     let report = store
         .maintain(SystemTime::now() + Duration::from_secs(30 * 24 * 3600))
         .unwrap();
@@ -583,34 +605,11 @@ fn a_chunk_sent_unasked_is_pinned_too() {
 /// into the database file: the commit itself does not wait for that file's fsync.
 #[test]
 fn a_commit_leaves_the_index_checkpoint_to_the_sync_thread() {
-    use kiln_cache::digest::{ChunkRef, Digest};
-    use kiln_cache::index::{EntryKind, Reservation};
     let data = tempfile::tempdir().unwrap();
     let mut cfg = kiln_cache::StoreConfig::new(data.path());
     // Long enough that the sync thread has not run when the sizes below are read.
     cfg.sync_batch_delay = Duration::from_millis(500);
-    let store = kiln_cache::CacheStore::open(cfg).unwrap();
-    let raw = bytes(5, 50_000);
-    let chunk = ChunkRef {
-        digest: Digest::of(&raw),
-        len: raw.len() as u32,
-    };
-    let id = store
-        .reserve_native(Reservation {
-            repo: "o/r".into(),
-            scope: "refs/heads/main".into(),
-            key: "k".into(),
-            version: "v".into(),
-            kind: EntryKind::Tree,
-        })
-        .unwrap();
-    store
-        .put_native_chunk(
-            id,
-            &chunk.digest,
-            &kiln_cache::chunks::encode_chunk(&raw, 1),
-        )
-        .unwrap();
+    let (store, id, chunk, raw) = upload_with_one_chunk(cfg, "k", 5, 50_000);
     let db = data.path().join("index.sqlite");
     let before = fs::metadata(&db).unwrap().len();
     // Far past SQLite's default of 1,000 log pages between checkpoints.
