@@ -166,6 +166,18 @@ impl<R: Read> Windows<R> {
     }
 }
 
+/// The window after the current one: the one read ahead, if any, else the next from `windows`.
+/// (Takes the two fields rather than the chunker, which holds a borrow of its current window.)
+fn following<R: Read>(
+    lookahead: &mut Option<Filled>,
+    windows: &mut Windows<R>,
+) -> io::Result<Option<Filled>> {
+    match lookahead.take() {
+        Some(window) => Ok(Some(window)),
+        None => windows.next_window(),
+    }
+}
+
 /// Iterates the chunks of `source`; a read error ends the iteration with that error.
 pub struct StreamChunker<R> {
     windows: Windows<R>,
@@ -206,10 +218,7 @@ impl<R: Read> StreamChunker<R> {
     fn next_chunk(&mut self) -> io::Result<Option<StreamChunk>> {
         loop {
             let Some(current) = &self.current else {
-                let next = match self.lookahead.take() {
-                    Some(window) => Some(window),
-                    None => self.windows.next_window()?,
-                };
+                let next = following(&mut self.lookahead, &mut self.windows)?;
                 match next {
                     Some(window) => {
                         self.current = Some(window);
@@ -230,10 +239,7 @@ impl<R: Read> StreamChunker<R> {
                 return Ok(Some(self.chunk(buffer, start..start + len)));
             }
             // No cut point before the window's end: the chunk may run into the next window.
-            let next = match self.lookahead.take() {
-                Some(window) => Some(window),
-                None => self.windows.next_window()?,
-            };
+            let next = following(&mut self.lookahead, &mut self.windows)?;
             let Some(next) = next else {
                 let (buffer, range) = (Arc::clone(&current.buffer), self.at..current.len);
                 self.current = None;
