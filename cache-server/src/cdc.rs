@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::ops::{Deref, Range};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A window's length: every window but the stream's last is full, so a chunk straddles at most
 /// two of them (`WINDOW` > [`CHUNK_MAX`]).
@@ -27,12 +27,77 @@ const WINDOW: usize = 2 * CHUNK_MAX as usize;
 /// 256 MiB file); beyond that windows are freed.
 const SPARE_WINDOWS: usize = 10;
 
+/// Buffers kept for the chunks that straddle two windows: about one chunk in eight, so a few
+/// cover those in flight.
+const SPARE_STRADDLES: usize = 4;
+
 /// The length of the chunk that starts `available`, which holds at least [`CHUNK_MAX`] bytes or
 /// the rest of the stream: StreamCDC's cut function, which never looks past `CHUNK_MAX` bytes,
 /// so any holder of the same bytes cuts in the same place.
 pub fn cut_length(available: &[u8]) -> usize {
     let cdc = fastcdc::v2020::FastCDC::new(available, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
     cdc.cut(0, available.len()).1
+}
+
+/// StreamCDC's gear tables and masks (normalization level 1), taken from fastcdc itself.
+struct GearCut {
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+fn gear_cut() -> &'static GearCut {
+    static TABLES: OnceLock<GearCut> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        use fastcdc::v2020::{get_gear_with_seed, logarithm2, Normalization, MASKS};
+        let (gear, gear_ls) = get_gear_with_seed(0);
+        let bits = logarithm2(CHUNK_AVG);
+        let normalization = Normalization::Level1.bits();
+        GearCut {
+            gear,
+            gear_ls,
+            mask_s: MASKS[(bits + normalization) as usize],
+            mask_l: MASKS[(bits - normalization) as usize],
+        }
+    })
+}
+
+/// [`cut_length`] of `first` followed by `second`, without copying them together: the chunk
+/// that straddles two windows is cut where it would be in one buffer, and only its own bytes
+/// are copied then, not the [`CHUNK_MAX`] bytes the cut function may look at. The same steps
+/// as fastcdc's `cut_gear` (two bytes per step, the shifted tables and masks), so the same
+/// cut points.
+fn cut_length_across(first: &[u8], second: &[u8]) -> usize {
+    let total = first.len() + second.len();
+    let (min, avg, max) = (CHUNK_MIN as usize, CHUNK_AVG as usize, CHUNK_MAX as usize);
+    if total <= min {
+        return total;
+    }
+    let remaining = total.min(max);
+    let center = avg.min(remaining);
+    let tables = gear_cut();
+    let byte = |at: usize| match first.get(at) {
+        Some(&b) => b,
+        None => second[at - first.len()],
+    };
+    let mut hash = 0u64;
+    let mut index = min / 2;
+    for (end, mask) in [(center / 2, tables.mask_s), (remaining / 2, tables.mask_l)] {
+        while index < end {
+            let at = index * 2;
+            hash = (hash << 2).wrapping_add(tables.gear_ls[usize::from(byte(at))]);
+            if hash & (mask << 1) == 0 {
+                return at;
+            }
+            hash = hash.wrapping_add(tables.gear[usize::from(byte(at + 1))]);
+            if hash & mask == 0 {
+                return at + 1;
+            }
+            index += 1;
+        }
+    }
+    remaining
 }
 
 /// The cut in `available` when the bytes after it cannot move it, else None. The cut function
@@ -113,7 +178,9 @@ impl<R: Read> WindowReader<R> {
                 return window;
             }
         }
-        Arc::new(vec![0; self.window])
+        let window = vec![0; self.window];
+        advise_huge_pages(&window);
+        Arc::new(window)
     }
 
     /// The next window, full unless the stream ends in it; None once the stream is read.
@@ -150,6 +217,25 @@ impl<R: Read> WindowReader<R> {
     }
 }
 
+/// Asks the kernel to back a fresh, untouched window with transparent huge pages (where it
+/// only does so on request, the common setting): its first fill then faults in 2 MiB at a time
+/// instead of 4 KiB, about 2,000 page faults less per save. Only advice: an error changes
+/// nothing but the speed, so it is ignored.
+fn advise_huge_pages(buffer: &[u8]) {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let begin = buffer.as_ptr() as usize;
+    let start = begin.next_multiple_of(page);
+    let end = (begin + buffer.len()) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside `buffer`'s allocation, and MADV_HUGEPAGE changes how
+        // its pages are backed, never their contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 /// Where the windows come from: read on the caller's thread, or on a reader thread.
 enum Windows<R> {
     Inline(WindowReader<R>),
@@ -163,6 +249,15 @@ impl<R: Read> Windows<R> {
             // A closed channel: the reader sent its last window (or its error) and ended.
             Windows::Threaded(rx) => rx.recv().map_or(Ok(None), |w| w.map(Some)),
         }
+    }
+}
+
+/// A buffer for a chunk that straddles two windows: a spare one whose chunk is gone (its pages
+/// already mapped), else a new one. (Takes the field, like [`following`].)
+fn straddle_buffer(spares: &mut Vec<Arc<Vec<u8>>>) -> Arc<Vec<u8>> {
+    match spares.iter_mut().position(|b| Arc::get_mut(b).is_some()) {
+        Some(at) => spares.swap_remove(at),
+        None => Arc::new(Vec::with_capacity(CHUNK_MAX as usize)),
     }
 }
 
@@ -186,6 +281,8 @@ pub struct StreamChunker<R> {
     at: usize,
     /// The window after `current`, when it was read before `current` was used up.
     lookahead: Option<Filled>,
+    /// Buffers of straddling chunks, kept for reuse like the windows.
+    straddles: Vec<Arc<Vec<u8>>>,
     offset: u64,
     failed: bool,
 }
@@ -201,6 +298,7 @@ impl<R: Read> StreamChunker<R> {
             current: None,
             at: 0,
             lookahead: None,
+            straddles: Vec::new(),
             offset: 0,
             failed: false,
         }
@@ -245,14 +343,10 @@ impl<R: Read> StreamChunker<R> {
                 self.current = None;
                 return Ok(Some(self.chunk(buffer, range)));
             };
-            // The tail plus what a cut may look at beyond it (next is full unless it is the
-            // stream's last window, so this is CHUNK_MAX bytes or the rest of the stream).
+            // The cut looks at most CHUNK_MAX bytes past the tail's start, and next is full
+            // unless it is the stream's last window.
             let tail = available.len();
-            let ahead = (CHUNK_MAX as usize - tail).min(next.len);
-            let mut straddling = Vec::with_capacity(tail + ahead);
-            straddling.extend_from_slice(available);
-            straddling.extend_from_slice(&next.buffer[..ahead]);
-            let len = cut_length(&straddling);
+            let len = cut_length_across(available, &next.buffer[..next.len]);
             if len < tail {
                 // The cut function looks at two bytes per step, so the last byte of a tail of
                 // odd length was never looked at alone, and it was a cut point: the chunk lies
@@ -262,10 +356,18 @@ impl<R: Read> StreamChunker<R> {
                 self.lookahead = Some(next);
                 return Ok(Some(self.chunk(buffer, start..start + len)));
             }
-            straddling.truncate(len);
+            let mut straddling = straddle_buffer(&mut self.straddles);
+            let bytes = Arc::get_mut(&mut straddling)
+                .ok_or_else(|| io::Error::other("a free straddle buffer is still shared"))?;
+            bytes.clear();
+            bytes.extend_from_slice(available);
+            bytes.extend_from_slice(&next.buffer[..len - tail]);
+            if self.straddles.len() < SPARE_STRADDLES {
+                self.straddles.push(Arc::clone(&straddling));
+            }
             self.current = Some(next);
             self.at = len - tail;
-            return Ok(Some(self.chunk(Arc::new(straddling), 0..len)));
+            return Ok(Some(self.chunk(straddling, 0..len)));
         }
     }
 }
@@ -444,6 +546,43 @@ mod tests {
             }
         }
         assert!(tried > 0, "no chunk of even length in the data");
+    }
+
+    /// Cut across two slices, the cut is the one in the two joined: wherever they are split
+    /// (odd and even, around the minimum, the normalization's centre and the maximum), on data
+    /// with cut points and on data without any.
+    #[test]
+    fn a_cut_across_two_slices_is_the_cut_in_one() {
+        let (min, avg, max) = (CHUNK_MIN as usize, CHUNK_AVG as usize, CHUNK_MAX as usize);
+        let mut zeros_then_noise = vec![0; max + (1 << 20)];
+        zeros_then_noise[max - 1000..].copy_from_slice(&noise((1 << 20) + 1000));
+        for (name, data) in [
+            ("noise", noise(max + 4097)),
+            ("zeros", vec![0; max + 3]),
+            ("zeros then noise", zeros_then_noise),
+        ] {
+            let mut splits = vec![0, 1, 2, 3, min - 1, min, min + 1, avg - 1, avg, avg + 1];
+            splits.extend([max - 1, max, max + 1, data.len() - 1, data.len()]);
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            for _ in 0..24 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                splits.push((x % data.len() as u64) as usize);
+            }
+            for len in [data.len(), max, avg + 1, avg, min + 7, min, 100] {
+                let data = &data[..len];
+                let whole = cut_length(data);
+                for &split in splits.iter().filter(|&&s| s <= len) {
+                    let (first, second) = data.split_at(split);
+                    assert_eq!(
+                        cut_length_across(first, second),
+                        whole,
+                        "{name}: {len} bytes split at {split}"
+                    );
+                }
+            }
+        }
     }
 
     /// Whatever the window size, the chunks are StreamCDC's.

@@ -27,9 +27,17 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 const TAG_RAW: u8 = 0;
 const TAG_ZSTD: u8 = 1;
 /// On disk only: a zstd chunk preceded by the blake3 of its encoded bytes (tag and frame).
-/// Chunks stored before this format (`TAG_ZSTD` files) are still read, verified by decoding.
+/// Written before [`TAG_FRAMED_XXH3`]; still read. Chunks stored before either (`TAG_ZSTD`
+/// files) are still read too, verified by decoding.
 const TAG_FRAMED: u8 = 2;
 const FRAMED_HEADER: usize = 33;
+/// On disk only: a zstd chunk preceded by the xxh3-128 of its encoded bytes. That digest only
+/// guards the file against damage (whoever can rewrite the file can rewrite a blake3 beside it
+/// as well); the chunk's name, blake3 of its raw bytes, was checked before it was written, and
+/// native clients check it again after decoding. xxh3 is several times faster than blake3 on
+/// one thread, and every upload and every read hashes the whole encoded chunk.
+const TAG_FRAMED_XXH3: u8 = 3;
+const FRAMED_XXH3_HEADER: usize = 17;
 
 /// The largest encoded chunk anyone may send: a raw chunk plus its tag, or a zstd frame that
 /// expanded slightly on incompressible data.
@@ -81,15 +89,19 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    /// The decoded bytes of the chunk the thread last checked (see [`with_verified_raw`]).
+    static DECODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    compress_after(Vec::new(), data, level)
+    let mut out = Vec::new();
+    compress_after(&mut out, data, level)?;
+    Ok(out)
 }
 
 /// Appends the zstd frame of `data` to `out` (which may hold a header already): compressing in
 /// place spares a copy of every compressed chunk into its encoded form.
-fn compress_after(mut out: Vec<u8>, data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+fn compress_after(out: &mut Vec<u8>, data: &[u8], level: i32) -> std::io::Result<()> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let compressor = match slot.as_mut() {
@@ -100,23 +112,36 @@ fn compress_after(mut out: Vec<u8>, data: &[u8], level: i32) -> std::io::Result<
             None => slot.insert(zstd::bulk::Compressor::new(level)?),
         };
         let header = out.len();
-        out.reserve_exact(zstd::zstd_safe::compress_bound(data.len()));
+        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
         let mut cursor = std::io::Cursor::new(out);
         cursor.set_position(header as u64);
         compressor.compress_to_buffer(data, &mut cursor)?;
-        Ok(cursor.into_inner())
+        Ok(())
     })
 }
 
 /// Decompresses one zstd frame into at most [`CHUNK_MAX`] bytes.
 fn decompress(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decompress_into(body, &mut out)?;
+    Ok(out)
+}
+
+/// Decompresses one zstd frame into `out` (replacing what it held), at most [`CHUNK_MAX`]
+/// bytes: a larger frame fails for want of room.
+fn decompress_into(body: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let decompressor = match slot.as_mut() {
             Some(d) => d,
             None => slot.insert(zstd::bulk::Decompressor::new()?),
         };
-        decompressor.decompress(body, CHUNK_MAX as usize)
+        // zstd writes up to the capacity and no further; callers reject a result over
+        // CHUNK_MAX should the allocator have given more.
+        out.clear();
+        out.reserve_exact(CHUNK_MAX as usize);
+        decompressor.decompress_to_buffer(body, out)?;
+        Ok(())
     })
 }
 
@@ -124,29 +149,61 @@ fn decompress(body: &[u8]) -> std::io::Result<Vec<u8>> {
 /// raw otherwise (already-compressed archives would only cost CPU twice). `level` applies to
 /// data that compresses well; poorly compressible data gets [`POOR_RATIO_LEVEL`].
 pub fn encode_chunk(raw: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_chunk_into(&mut out, raw, level);
+    out
+}
+
+/// [`encode_chunk`] into `out`, replacing what it held: a caller encoding chunk after chunk
+/// reuses one buffer instead of faulting in fresh pages for every chunk.
+pub fn encode_chunk_into(out: &mut Vec<u8>, raw: &[u8], level: i32) {
+    out.clear();
     let level = match compressibility(raw) {
-        Compressibility::None => return encode_raw(raw),
+        Compressibility::None => return encode_raw_into(out, raw),
         Compressibility::Poor => level.min(POOR_RATIO_LEVEL),
         Compressibility::Good => level,
     };
-    if let Ok(encoded) = compress_after(vec![TAG_ZSTD], raw, level) {
-        if encoded.len() - 1 + raw.len() / 32 < raw.len() {
-            return encoded;
-        }
+    out.push(TAG_ZSTD);
+    if compress_after(out, raw, level).is_ok() && out.len() - 1 + raw.len() / 32 < raw.len() {
+        return;
     }
-    encode_raw(raw)
+    out.clear();
+    encode_raw_into(out, raw);
 }
 
+#[cfg(test)]
 fn encode_raw(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + 1);
+    let mut out = Vec::new();
+    encode_raw_into(&mut out, raw);
+    out
+}
+
+fn encode_raw_into(out: &mut Vec<u8>, raw: &[u8]) {
+    out.reserve(raw.len() + 1);
     out.push(TAG_RAW);
     out.extend_from_slice(raw);
-    out
 }
 
 /// Decodes an encoded chunk and checks it against `digest`. The output is bounded by
 /// [`CHUNK_MAX`], so a hostile frame cannot make us allocate without limit.
 pub fn decode_chunk(encoded: &[u8], digest: &Digest) -> Result<Vec<u8>> {
+    with_verified_raw(encoded, digest, <[u8]>::to_vec)
+}
+
+/// Checks an encoded chunk against `digest` without keeping its bytes, and returns its raw
+/// length: what the server does with every uploaded chunk.
+pub fn verify_chunk(encoded: &[u8], digest: &Digest) -> Result<u64> {
+    with_verified_raw(encoded, digest, |raw| raw.len() as u64)
+}
+
+/// Decodes `encoded`, checks the raw bytes against `digest` and hands them to `take`. A raw
+/// chunk is checked in place; a zstd one is decoded into a buffer the thread keeps, so checking
+/// chunk after chunk faults in no fresh pages.
+fn with_verified_raw<T>(
+    encoded: &[u8],
+    digest: &Digest,
+    take: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
     let corrupt = |reason: String| CacheError::CorruptChunk {
         digest: digest.to_hex(),
         reason,
@@ -154,12 +211,23 @@ pub fn decode_chunk(encoded: &[u8], digest: &Digest) -> Result<Vec<u8>> {
     let (tag, body) = encoded
         .split_first()
         .ok_or_else(|| corrupt("empty chunk".into()))?;
-    let raw = match *tag {
-        TAG_RAW => body.to_vec(),
-        TAG_ZSTD => {
-            decompress(body).map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?
-        }
-        other => return Err(corrupt(format!("unknown codec tag {other}"))),
+    match *tag {
+        TAG_RAW => check_raw(body, digest).map(|()| take(body)),
+        TAG_ZSTD => DECODED.with(|cell| {
+            let mut raw = cell.borrow_mut();
+            decompress_into(body, &mut raw)
+                .map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?;
+            check_raw(&raw, digest).map(|()| take(&raw))
+        }),
+        other => Err(corrupt(format!("unknown codec tag {other}"))),
+    }
+}
+
+/// Checks a chunk's raw bytes against its name (and the chunk size limit).
+fn check_raw(raw: &[u8], digest: &Digest) -> Result<()> {
+    let corrupt = |reason: String| CacheError::CorruptChunk {
+        digest: digest.to_hex(),
+        reason,
     };
     if raw.len() > CHUNK_MAX as usize {
         return Err(corrupt(format!(
@@ -167,24 +235,25 @@ pub fn decode_chunk(encoded: &[u8], digest: &Digest) -> Result<Vec<u8>> {
             raw.len()
         )));
     }
-    let actual = Digest::of(&raw);
+    let actual = Digest::of(raw);
     if actual != *digest {
         return Err(corrupt(format!("content hashes to {actual}")));
     }
-    Ok(raw)
+    Ok(())
 }
 
 /// The bytes a chunk file holds for an encoded chunk whose raw digest has been verified: a raw
-/// chunk as is (its name already covers its bytes), a zstd chunk framed with the blake3 of the
-/// encoded bytes, so a read verifies by hashing the compressed bytes instead of decoding them and
-/// hashing twice as many. The header goes in front, so the encoded bytes are the file's tail.
-pub fn stored_form(encoded: &[u8]) -> Option<[u8; FRAMED_HEADER]> {
+/// chunk as is (its name already covers its bytes), a zstd chunk framed with a digest of the
+/// encoded bytes ([`TAG_FRAMED_XXH3`]), so a read verifies by hashing the compressed bytes
+/// instead of decoding them and hashing twice as many. The header goes in front, so the encoded
+/// bytes are the file's tail.
+pub fn stored_form(encoded: &[u8]) -> Option<[u8; FRAMED_XXH3_HEADER]> {
     if encoded.first() != Some(&TAG_ZSTD) {
         return None;
     }
-    let mut header = [0u8; FRAMED_HEADER];
-    header[0] = TAG_FRAMED;
-    header[1..].copy_from_slice(blake3::hash(encoded).as_bytes());
+    let mut header = [0u8; FRAMED_XXH3_HEADER];
+    header[0] = TAG_FRAMED_XXH3;
+    header[1..].copy_from_slice(&xxhash_rust::xxh3::xxh3_128(encoded).to_le_bytes());
     Some(header)
 }
 
@@ -198,31 +267,28 @@ fn check_file(file: &[u8], digest: &Digest) -> Result<Checked> {
         reason,
     };
     match file.first() {
-        Some(&TAG_RAW) => {
-            let body = &file[1..];
-            if body.len() > CHUNK_MAX as usize {
-                return Err(corrupt(format!(
-                    "{} bytes exceed the chunk limit",
-                    body.len()
-                )));
-            }
-            let actual = Digest::of(body);
-            if actual != *digest {
-                return Err(corrupt(format!("content hashes to {actual}")));
-            }
-            Ok(Checked::Raw)
-        }
-        Some(&TAG_FRAMED) => {
-            if file.len() <= FRAMED_HEADER || file[FRAMED_HEADER] != TAG_ZSTD {
+        Some(&TAG_RAW) => check_raw(&file[1..], digest).map(|()| Checked::Raw),
+        Some(&tag @ (TAG_FRAMED | TAG_FRAMED_XXH3)) => {
+            let header = if tag == TAG_FRAMED {
+                FRAMED_HEADER
+            } else {
+                FRAMED_XXH3_HEADER
+            };
+            if file.len() <= header || file[header] != TAG_ZSTD {
                 return Err(corrupt("framed chunk without a zstd body".into()));
             }
-            let actual = blake3::hash(&file[FRAMED_HEADER..]);
-            if actual.as_bytes()[..] != file[1..FRAMED_HEADER] {
+            let body = &file[header..];
+            let matches = if tag == TAG_FRAMED {
+                blake3::hash(body).as_bytes()[..] == file[1..header]
+            } else {
+                xxhash_rust::xxh3::xxh3_128(body).to_le_bytes()[..] == file[1..header]
+            };
+            if !matches {
                 return Err(corrupt(
                     "encoded bytes do not match their recorded digest".into(),
                 ));
             }
-            Ok(Checked::Framed)
+            Ok(Checked::Framed { header })
         }
         _ => decode_chunk(file, digest).map(Checked::Decoded),
     }
@@ -232,8 +298,9 @@ fn check_file(file: &[u8], digest: &Digest) -> Result<Checked> {
 enum Checked {
     /// A raw chunk whose bytes hash to its name.
     Raw,
-    /// A zstd chunk whose encoded bytes match the digest recorded when its raw digest was checked.
-    Framed,
+    /// A zstd chunk whose encoded bytes, after a header of `header` bytes, match the digest
+    /// recorded when its raw digest was checked.
+    Framed { header: usize },
     /// A legacy zstd chunk, decoded and hashed: its raw bytes.
     Decoded(Vec<u8>),
 }
@@ -302,7 +369,7 @@ impl ChunkStore {
     /// Stores an already encoded chunk after verifying it. Returns the stored size and the
     /// uncompressed length (from the one verifying decode: decoding is most of the cost).
     pub fn put_encoded(&self, digest: &Digest, encoded: &[u8]) -> Result<(u64, u64)> {
-        let raw_len = decode_chunk(encoded, digest)?.len() as u64;
+        let raw_len = verify_chunk(encoded, digest)?;
         self.write_atomically(digest, encoded)?;
         Ok((encoded.len() as u64, raw_len))
     }
@@ -441,7 +508,7 @@ impl ChunkStore {
     pub fn read_encoded(&self, digest: &Digest) -> Result<Bytes> {
         let file = self.read_file(digest)?;
         Ok(match check_file(&file, digest)? {
-            Checked::Framed => Bytes::from(file).slice(FRAMED_HEADER..),
+            Checked::Framed { header } => Bytes::from(file).slice(header..),
             Checked::Raw | Checked::Decoded(_) => Bytes::from(file),
         })
     }
@@ -456,7 +523,7 @@ impl ChunkStore {
                 file.remove(0);
                 Ok(file)
             }
-            Checked::Framed => decompress_checked(&file[FRAMED_HEADER + 1..], digest),
+            Checked::Framed { header } => decompress_checked(&file[header + 1..], digest),
             Checked::Decoded(raw) => Ok(raw),
         }
     }
@@ -467,7 +534,7 @@ impl ChunkStore {
     pub fn verify_fully(&self, digest: &Digest) -> Result<()> {
         let file = self.read_file(digest)?;
         match check_file(&file, digest)? {
-            Checked::Framed => decode_chunk(&file[FRAMED_HEADER..], digest).map(drop),
+            Checked::Framed { header } => verify_chunk(&file[header..], digest).map(drop),
             Checked::Raw | Checked::Decoded(_) => Ok(()),
         }
     }
@@ -601,11 +668,32 @@ mod tests {
         let encoded = encode_chunk(&text, 3);
         store.put_encoded(&d, &encoded).unwrap();
         let file = fs::read(store.path_of(&d)).unwrap();
-        assert_eq!(file[0], TAG_FRAMED);
-        assert_eq!(&file[FRAMED_HEADER..], &encoded[..]);
+        assert_eq!(file[0], TAG_FRAMED_XXH3);
+        assert_eq!(&file[FRAMED_XXH3_HEADER..], &encoded[..]);
         assert_eq!(&store.read_encoded(&d).unwrap()[..], &encoded[..]);
         assert_eq!(store.read_raw(&d).unwrap(), text);
         store.verify_fully(&d).unwrap();
+        // A flipped byte in the framed file's body or in its recorded digest is caught.
+        for at in [FRAMED_XXH3_HEADER + encoded.len() / 2, 5] {
+            let mut damaged = file.clone();
+            damaged[at] ^= 0x10;
+            fs::write(store.path_of(&d), damaged).unwrap();
+            assert!(matches!(
+                store.read_encoded(&d),
+                Err(CacheError::CorruptChunk { .. })
+            ));
+        }
+        // Files framed with blake3 (written before xxh3 framing) still read back verified.
+        let mut blake3_framed = vec![TAG_FRAMED];
+        blake3_framed.extend_from_slice(blake3::hash(&encoded).as_bytes());
+        blake3_framed.extend_from_slice(&encoded);
+        fs::write(store.path_of(&d), &blake3_framed).unwrap();
+        assert_eq!(&store.read_encoded(&d).unwrap()[..], &encoded[..]);
+        assert_eq!(store.read_raw(&d).unwrap(), text);
+        store.verify_fully(&d).unwrap();
+        blake3_framed[FRAMED_HEADER + 7] ^= 1;
+        fs::write(store.path_of(&d), &blake3_framed).unwrap();
+        assert!(store.read_encoded(&d).is_err());
         // Legacy zstd files (no encoded digest) and raw chunks are stored as sent.
         fs::write(store.path_of(&d), &encoded).unwrap();
         assert_eq!(&store.read_encoded(&d).unwrap()[..], &encoded[..]);

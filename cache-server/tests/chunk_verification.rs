@@ -73,8 +73,8 @@ fn saved_one_chunk(data: &Path, src: &Path) -> (TestServer, CacheClient, PathBuf
     let file = files[0].clone();
     assert_eq!(
         fs::read(&file).unwrap()[0],
-        2,
-        "a zstd chunk is stored framed with its encoded digest"
+        3,
+        "a zstd chunk is stored framed with the xxh3 of its encoded bytes"
     );
     (server, client, file)
 }

@@ -8,7 +8,7 @@ use super::tree::{self, FileStats, Kind, TreeEntry};
 use super::write::ParentDir;
 use super::{status_error, CacheClient, PathContext};
 use crate::cdc::{ChunkBytes, StreamChunker};
-use crate::chunks::encode_chunk;
+use crate::chunks::encode_chunk_into;
 use crate::digest::{ChunkRef, Digest};
 use crate::error::{CacheError, Result};
 use crate::http::native::wire::*;
@@ -477,6 +477,8 @@ impl CacheClient {
         uploaded_bytes: &AtomicU64,
     ) -> Result<()> {
         const BATCH: usize = 4;
+        // One buffer for every chunk this worker encodes: already mapped after the first.
+        let mut encoded = Vec::new();
         loop {
             let batch: Vec<CutChunk> = {
                 let rx = rx
@@ -537,7 +539,7 @@ impl CacheClient {
                 if !missing.remove(&hex) {
                     continue;
                 }
-                let encoded = encode_chunk(&chunk.data, self.zstd_level);
+                encode_chunk_into(&mut encoded, &chunk.data, self.zstd_level);
                 let (status, body) = self.exchange(
                     "PUT",
                     &format!("/native/v1/uploads/{id}/chunks/{hex}"),

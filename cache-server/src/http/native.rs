@@ -2,7 +2,8 @@
 //! answers which are missing, only those travel; restores fetch verified chunks in parallel.
 
 use super::{
-    blocking, lookup_keys, read_body, validate_key, validate_version, CacheService, JsonError,
+    blocking, lookup_keys, read_body, read_body_into, validate_key, validate_version, CacheService,
+    JsonError,
 };
 use crate::chunks::MAX_ENCODED_CHUNK;
 use crate::digest::{ChunkRef, Digest};
@@ -250,10 +251,17 @@ async fn put_chunk(
 ) -> Result<Response, JsonError> {
     let res = writable(&svc, &headers, id)?;
     let digest = Digest::from_hex(&digest)?;
-    let data = read_body(body, MAX_ENCODED_CHUNK).await?;
+    let mut data = svc.chunk_bodies.take();
+    if let Err(e) = read_body_into(body, MAX_ENCODED_CHUNK, &mut data).await {
+        svc.chunk_bodies.give(data);
+        return Err(e.into());
+    }
     let n = data.len() as u64;
     let store = Arc::clone(&svc.store);
-    blocking(move || store.put_native_chunk(id, &digest, &data)).await?;
+    let (stored, data) =
+        blocking(move || Ok((store.put_native_chunk(id, &digest, &data), data))).await?;
+    svc.chunk_bodies.give(data);
+    stored?;
     svc.metrics
         .add(&res.repo, &res.scope, Counter::BytesUploaded, n);
     Ok(StatusCode::CREATED.into_response())
