@@ -187,7 +187,12 @@ fn encode_raw_into(out: &mut Vec<u8>, raw: &[u8]) {
 /// Decodes an encoded chunk and checks it against `digest`. The output is bounded by
 /// [`CHUNK_MAX`], so a hostile frame cannot make us allocate without limit.
 pub fn decode_chunk(encoded: &[u8], digest: &Digest) -> Result<Vec<u8>> {
-    with_verified_raw(encoded, digest, <[u8]>::to_vec)
+    let raw = match split_encoded(encoded, digest)? {
+        (TAG_ZSTD, body) => decompress(body).map_err(|e| not_zstd(digest, e))?,
+        (_, body) => body.to_vec(),
+    };
+    check_raw(&raw, digest)?;
+    Ok(raw)
 }
 
 /// Checks an encoded chunk against `digest` without keeping its bytes, and returns its raw
@@ -198,28 +203,39 @@ pub fn verify_chunk(encoded: &[u8], digest: &Digest) -> Result<u64> {
 
 /// Decodes `encoded`, checks the raw bytes against `digest` and hands them to `take`. A raw
 /// chunk is checked in place; a zstd one is decoded into a buffer the thread keeps, so checking
-/// chunk after chunk faults in no fresh pages.
-fn with_verified_raw<T>(
+/// chunk after chunk faults in no fresh pages. `take` must not decode chunks itself.
+pub(crate) fn with_verified_raw<T>(
     encoded: &[u8],
     digest: &Digest,
     take: impl FnOnce(&[u8]) -> T,
 ) -> Result<T> {
+    match split_encoded(encoded, digest)? {
+        (TAG_ZSTD, body) => DECODED.with(|cell| {
+            let mut raw = cell.borrow_mut();
+            decompress_into(body, &mut raw).map_err(|e| not_zstd(digest, e))?;
+            check_raw(&raw, digest).map(|()| take(&raw))
+        }),
+        (_, body) => check_raw(body, digest).map(|()| take(body)),
+    }
+}
+
+/// An encoded chunk's codec tag ([`TAG_RAW`] or [`TAG_ZSTD`]) and body.
+fn split_encoded<'a>(encoded: &'a [u8], digest: &Digest) -> Result<(u8, &'a [u8])> {
     let corrupt = |reason: String| CacheError::CorruptChunk {
         digest: digest.to_hex(),
         reason,
     };
-    let (tag, body) = encoded
-        .split_first()
-        .ok_or_else(|| corrupt("empty chunk".into()))?;
-    match *tag {
-        TAG_RAW => check_raw(body, digest).map(|()| take(body)),
-        TAG_ZSTD => DECODED.with(|cell| {
-            let mut raw = cell.borrow_mut();
-            decompress_into(body, &mut raw)
-                .map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?;
-            check_raw(&raw, digest).map(|()| take(&raw))
-        }),
-        other => Err(corrupt(format!("unknown codec tag {other}"))),
+    match encoded.split_first() {
+        Some((&tag @ (TAG_RAW | TAG_ZSTD), body)) => Ok((tag, body)),
+        Some((other, _)) => Err(corrupt(format!("unknown codec tag {other}"))),
+        None => Err(corrupt("empty chunk".into())),
+    }
+}
+
+fn not_zstd(digest: &Digest, e: std::io::Error) -> CacheError {
+    CacheError::CorruptChunk {
+        digest: digest.to_hex(),
+        reason: format!("zstd frame does not decode: {e}"),
     }
 }
 
@@ -307,10 +323,7 @@ enum Checked {
 
 /// Decompresses a zstd body whose encoded digest was checked, bounded by [`CHUNK_MAX`].
 fn decompress_checked(body: &[u8], digest: &Digest) -> Result<Vec<u8>> {
-    decompress(body).map_err(|e| CacheError::CorruptChunk {
-        digest: digest.to_hex(),
-        reason: format!("zstd frame does not decode: {e}"),
-    })
+    decompress(body).map_err(|e| not_zstd(digest, e))
 }
 
 /// How many threads sync chunk files at once: concurrent syncs share ext4 journal commits.

@@ -162,17 +162,39 @@ impl CacheClient {
     /// bytes, so a mismatch here (damage in transit, or bad bytes under a good encoded digest) is
     /// reported back for a full check that removes the chunk if the store holds it wrong.
     fn fetch_chunk(&self, digest: &crate::digest::Digest) -> Result<Vec<u8>> {
+        let (path, bytes) = self.fetch_encoded(digest)?;
+        self.recheck_if_corrupt(&path, crate::chunks::decode_chunk(&bytes, digest))
+    }
+
+    /// [`Self::fetch_chunk`], handing the checked bytes to `take` from a buffer the thread
+    /// keeps instead of a fresh one per chunk.
+    fn fetch_chunk_with<T>(
+        &self,
+        digest: &crate::digest::Digest,
+        take: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        let (path, bytes) = self.fetch_encoded(digest)?;
+        self.recheck_if_corrupt(
+            &path,
+            crate::chunks::with_verified_raw(&bytes, digest, take),
+        )?
+    }
+
+    fn fetch_encoded(&self, digest: &crate::digest::Digest) -> Result<(String, Vec<u8>)> {
         let path = format!("/native/v1/chunks/{}", digest.to_hex());
         let (status, bytes) = self.exchange("GET", &path, None)?;
         if status != 200 {
             return Err(status_error(status, &bytes));
         }
-        let decoded = crate::chunks::decode_chunk(&bytes, digest);
-        if let Err(CacheError::CorruptChunk { .. }) = &decoded {
+        Ok((path, bytes))
+    }
+
+    fn recheck_if_corrupt<T>(&self, path: &str, checked: Result<T>) -> Result<T> {
+        if let Err(CacheError::CorruptChunk { .. }) = &checked {
             // Best effort: the restore fails as corrupt whatever the server finds.
             let _ = self.exchange("POST", &format!("{path}/recheck"), None);
         }
-        decoded
+        checked
     }
 }
 

@@ -251,7 +251,13 @@ impl Pool<'_> {
 
     fn chunk(&self, dir: &mut ParentDir, index: usize) -> Result<()> {
         let expected = self.chunks[index];
-        let data = self.client.fetch_chunk(&expected.digest)?;
+        self.client
+            .fetch_chunk_with(&expected.digest, |data| self.write_chunk(dir, index, data))
+    }
+
+    /// Writes the file pieces in chunk `index`, whose checked bytes are `data`.
+    fn write_chunk(&self, dir: &mut ParentDir, index: usize, data: &[u8]) -> Result<()> {
+        let expected = self.chunks[index];
         if data.len() != expected.len as usize {
             return Err(CacheError::Protocol(format!(
                 "chunk {index} has {} bytes, the manifest says {}",
