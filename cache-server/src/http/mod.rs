@@ -200,8 +200,8 @@ async fn stream_into_upload(
 
 /// Buffers that uploaded chunks are collected into, kept for the next upload. A chunk arrives
 /// in several frames of hyper's read buffer and is checked and written in one piece; a fresh
-/// buffer per chunk faulted in its pages anew every time (about a fifth of a save's page
-/// faults on the server's side).
+/// buffer per chunk faulted in its pages anew every time (a fifth of the page faults of a tree
+/// save with client and server in one process).
 #[derive(Default)]
 struct BodyBuffers(std::sync::Mutex<Vec<Vec<u8>>>);
 
