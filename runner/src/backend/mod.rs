@@ -176,7 +176,14 @@ pub enum OutputStream {
 
 /// Receives output lines as they are produced, without the line terminator.
 pub trait LogSink: Send {
+    /// A whole line, or the last piece of a line delivered in pieces.
     fn line(&mut self, stream: OutputStream, line: &str);
+
+    /// A piece of a line longer than [`lines::MAX_LINE_BYTES`]; the line goes on in the next
+    /// call for the same stream. By default each piece is a line of its own.
+    fn piece(&mut self, stream: OutputStream, piece: &str) {
+        self.line(stream, piece);
+    }
 }
 
 impl LogSink for Vec<(OutputStream, String)> {

@@ -16,12 +16,13 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{github_with, job_context, RunnerInfo};
+use super::files::{thousands, ValueBudget, MAX_VALUE_BYTES};
 use super::layout::JobLayout;
 use super::output::{Emitter, LogState};
 use super::prestart::Prestarted;
 use super::scope::Scope;
 use super::status::{ScopeStatus, StatusView};
-use super::{JobEvent, JobRequest, JobResult, StepRecord};
+use super::{JobEvent, JobRequest, JobResult, JobStop, StepRecord};
 use crate::backend::{host_base_env, Backend, JobEnv};
 
 /// Composite actions may nest this deep; GitHub's limit is 10 as well.
@@ -77,6 +78,8 @@ pub struct JobRunner {
     pub emitter: Emitter,
     pub log: LogState,
     pub cancel: CancellationToken,
+    /// Stops even the steps that run on cancellation.
+    pub kill: CancellationToken,
     pub timed_out: Arc<AtomicBool>,
     /// The engine's contexts plus `runner`.
     pub contexts: Object,
@@ -102,19 +105,31 @@ pub struct JobRunner {
     pub summaries: Vec<String>,
     /// Empty file-command files of earlier steps, reused by the next step.
     pub spare_files: super::files::SpareFiles,
+    /// What the job's steps may still hand on through outputs, state, env and PATH.
+    pub budget: ValueBudget,
     /// The job's container, started before the job was ready; `prepare` adopts it.
     pub prestarted: Option<Prestarted>,
 }
 
+/// Runs one job leg to its end (see [`super::run_job`]), stopped as `stop` says.
 pub async fn run(
     req: JobRequest,
     backend: Arc<dyn Backend>,
     events: UnboundedSender<JobEvent>,
-    cancel: CancellationToken,
+    stop: JobStop,
     prestarted: Option<Prestarted>,
 ) -> JobResult {
     let started_at = SystemTime::now();
-    let job_cancel = cancel.child_token();
+    // Killing the job cancels it too.
+    let job_cancel = stop.cancel.child_token();
+    let kill = stop.kill.clone();
+    let cancel_on_kill = {
+        let (kill, job_cancel) = (kill.clone(), job_cancel.clone());
+        tokio::spawn(async move {
+            kill.cancelled().await;
+            job_cancel.cancel();
+        })
+    };
     let timed_out = Arc::new(AtomicBool::new(false));
     let timer = {
         let (token, flag, timeout) = (job_cancel.clone(), timed_out.clone(), req.timeout);
@@ -129,7 +144,7 @@ pub async fn run(
         req,
         backend,
         emitter.clone(),
-        job_cancel,
+        (job_cancel, kill),
         timed_out,
         prestarted,
     );
@@ -137,6 +152,7 @@ pub async fn run(
         Ok(runner) => runner,
         Err(error) => {
             timer.abort();
+            cancel_on_kill.abort();
             emitter.send(JobEvent::Log {
                 step: SETUP_STEP.to_owned(),
                 line: format!("##[error]{error}"),
@@ -154,11 +170,15 @@ pub async fn run(
     };
     let mut error = runner.execute().await;
     timer.abort();
+    cancel_on_kill.abort();
     if let Some(cleanup_error) = runner.cleanup().await {
         error.get_or_insert(cleanup_error);
     }
     let outputs = if error.is_none() || runner.job_env.is_some() {
-        runner.job_outputs()
+        runner.job_outputs().unwrap_or_else(|too_large| {
+            error.get_or_insert(too_large);
+            IndexMap::new()
+        })
     } else {
         IndexMap::new()
     };
@@ -185,7 +205,7 @@ impl JobRunner {
         req: JobRequest,
         backend: Arc<dyn Backend>,
         emitter: Emitter,
-        cancel: CancellationToken,
+        (cancel, kill): (CancellationToken, CancellationToken),
         timed_out: Arc<AtomicBool>,
         prestarted: Option<Prestarted>,
     ) -> Result<JobRunner, String> {
@@ -240,6 +260,7 @@ impl JobRunner {
             emitter,
             log,
             cancel,
+            kill,
             timed_out,
             contexts,
             github,
@@ -257,6 +278,7 @@ impl JobRunner {
             bash_available: None,
             summaries: Vec::new(),
             spare_files: Default::default(),
+            budget: ValueBudget::default(),
             prestarted,
             req,
         })
@@ -357,12 +379,13 @@ impl JobRunner {
     }
 
     /// Evaluates `jobs.<id>.outputs` after the steps. An output holding a secret is not sent:
-    /// it becomes empty and a warning says so, as GitHub redacts it.
-    fn job_outputs(&mut self) -> IndexMap<String, String> {
+    /// it becomes empty and a warning says so, as GitHub redacts it. Outputs larger than
+    /// GitHub's 1 MiB in all fail the job with GitHub's message, and none is sent.
+    fn job_outputs(&mut self) -> Result<IndexMap<String, String>, String> {
         let mut outputs = IndexMap::new();
         let job = self.req.job.clone();
         if job.outputs.is_empty() {
-            return outputs;
+            return Ok(outputs);
         }
         let frame_steps = Value::object(self.job_steps.clone());
         let env = self.env_value(&[]);
@@ -400,7 +423,14 @@ impl JobRunner {
             self.emitter
                 .annotate(&self.log, COMPLETE_STEP, AnnotationLevel::Warning, &warning);
         }
-        outputs
+        let size: usize = outputs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > MAX_VALUE_BYTES {
+            let message = format!("Job outputs exceed {} bytes", thousands(MAX_VALUE_BYTES));
+            self.emitter
+                .annotate(&self.log, COMPLETE_STEP, AnnotationLevel::Error, &message);
+            return Err(message);
+        }
+        Ok(outputs)
     }
 
     pub fn status_word(&self) -> &'static str {

@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, ContainerSpec, ServiceSpec};
 
-pub use files::MAX_SUMMARY_BYTES;
+pub use files::{MAX_JOB_VALUE_BYTES, MAX_SUMMARY_BYTES, MAX_VALUE_BYTES};
+/// [`run_job`] with both ways of stopping it ([`JobStop`]), on a container started ahead by
+/// [`prestart`] when there is one.
+pub use job::run as run_job_with;
 pub use output::LogState;
 pub use prestart::{prestart, Prestarted};
 pub use shell::{Shell, INVALID_SHELL};
@@ -189,6 +192,27 @@ pub struct JobResult {
     pub summaries: Vec<String>,
 }
 
+/// How a running job is told to stop.
+#[derive(Clone, Default)]
+pub struct JobStop {
+    /// Cancels the job as GitHub does: the running step is stopped unless it runs on
+    /// cancellation (`if: always()`, `cancelled()`), and later steps run only if their `if:`
+    /// still holds.
+    pub cancel: CancellationToken,
+    /// Stops everything the job still runs, those steps too; nothing more starts.
+    pub kill: CancellationToken,
+}
+
+impl JobStop {
+    /// Only `cancel`: nothing kills the job.
+    pub fn cancelled_by(cancel: CancellationToken) -> JobStop {
+        JobStop {
+            cancel,
+            kill: CancellationToken::new(),
+        }
+    }
+}
+
 /// Runs one job leg to its end. Never panics on input; everything the job created is removed
 /// through [`Backend::cleanup`] whatever happens.
 pub async fn run_job(
@@ -197,7 +221,7 @@ pub async fn run_job(
     events: UnboundedSender<JobEvent>,
     cancel: CancellationToken,
 ) -> JobResult {
-    job::run(req, backend, events, cancel, None).await
+    job::run(req, backend, events, JobStop::cancelled_by(cancel), None).await
 }
 
 /// [`run_job`] on a container started ahead by [`prestart`] for this job. The job adopts it
@@ -209,5 +233,6 @@ pub async fn run_job_prestarted(
     cancel: CancellationToken,
     prestarted: Prestarted,
 ) -> JobResult {
-    job::run(req, backend, events, cancel, Some(prestarted)).await
+    let stop = JobStop::cancelled_by(cancel);
+    job::run(req, backend, events, stop, Some(prestarted)).await
 }

@@ -475,6 +475,9 @@ impl JobRunner {
             outputs: Vec::new(),
             state: Vec::new(),
         };
+        if self.kill.is_cancelled() {
+            return failed(Conclusion::Cancelled);
+        }
         let Some(job_env) = self.job_env.clone() else {
             return failed(self.fail(&ctx.name, "the job environment is not prepared"));
         };
@@ -515,8 +518,9 @@ impl JobRunner {
             workdir: process.workdir,
             timeout: ctx.timeout,
         };
+        // A step that runs on cancellation (`always()`) is still stopped when the job is killed.
         let token = if ctx.survives_cancel {
-            CancellationToken::new()
+            self.kill.clone()
         } else {
             self.cancel.clone()
         };
@@ -524,6 +528,7 @@ impl JobRunner {
             &mut self.log,
             &self.emitter,
             &ctx.name,
+            &mut self.budget,
             allow_unsecure,
             debug,
         );
@@ -533,7 +538,7 @@ impl JobRunner {
         };
         let effects = std::mem::take(&mut sink.effects);
         drop(sink);
-        let written = files.collect(&mut self.spare_files);
+        let written = files.collect(&mut self.spare_files, &mut self.budget);
         let mut result = match outcome {
             Ok(ExecOutcome::Exited(0)) => Conclusion::Success,
             Ok(ExecOutcome::Exited(code)) => self.fail(
@@ -554,7 +559,7 @@ impl JobRunner {
             }
             Err(e) => self.fail(&ctx.name, &e.to_string()),
         };
-        for message in effects.failures.iter().chain(&written.errors) {
+        for message in effects.failure_messages().iter().chain(&written.errors) {
             result = self.fail(&ctx.name, message);
         }
         for warning in &written.warnings {
