@@ -88,6 +88,12 @@ async fn built_or_panic(
     tag.to_owned()
 }
 
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not: it holds
+/// nothing), for tests that check that processes ended.
+pub fn process_running(pid: i32) -> bool {
+    !crate::backend::proctree::living(&[pid]).is_empty()
+}
+
 /// Every container and network carrying kiln's job label, as `container KEY` / `network KEY`
 /// (KEY is the job key), for checking through the Docker API that nothing was left behind.
 pub async fn labelled_objects(docker: &DockerBackend) -> Vec<String> {

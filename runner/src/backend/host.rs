@@ -1,5 +1,9 @@
 //! Runs steps as child processes of kiln, directly in the job's workspace.
 //!
+//! Processes a step detaches from its session (`setsid`, daemons) are still the job's: each
+//! job's processes are tracked (a cgroup per job, or the `RUNNER_TRACKING_ID` environment
+//! marker, see [`super::tracking`]) and ended at the job's end.
+//!
 //! Each exec is one posix_spawn (see [`super::spawn`]): no shell of ours, no helper process,
 //! no copy of kiln's memory. The child leads its own
 //! session (setsid), hence its own process group, so a timeout or cancellation reaches
@@ -21,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::proctree::start_time;
 use super::spawn::{spawn_session, SessionChild};
+use super::tracking::{JobTracking, Tracking};
 use super::{
     Backend, BackendError, ExecOutcome, ExecSpec, Handle, JobEnv, JobSpec, LineSplitter, LogSink,
     Mount, OutputStream,
@@ -51,12 +56,14 @@ pub fn host_base_env() -> Vec<(String, String)> {
 #[derive(Debug, Clone)]
 pub struct HostBackend {
     kill_grace: Duration,
+    tracking: Tracking,
 }
 
 impl Default for HostBackend {
     fn default() -> Self {
         HostBackend {
             kill_grace: Duration::from_secs(2),
+            tracking: Tracking::Auto,
         }
     }
 }
@@ -71,16 +78,32 @@ impl HostBackend {
         self.kill_grace = grace;
         self
     }
+
+    /// How the processes a job leaves behind are found at its end (default
+    /// [`Tracking::Auto`]: a cgroup per job where the machine allows it).
+    pub fn with_tracking(mut self, tracking: Tracking) -> Self {
+        self.tracking = tracking;
+        self
+    }
 }
 
-/// Process groups started for one job, so cleanup can end what steps left behind.
-#[derive(Debug, Default)]
+/// Process groups started for one job, so cleanup can end what steps left behind, and the
+/// tracking of the processes that left those groups.
+#[derive(Debug)]
 pub(crate) struct HostProcesses {
     /// Group id (the leader's pid) and the leader's start time.
     groups: Mutex<Vec<(i32, Option<u64>)>>,
+    tracking: JobTracking,
 }
 
 impl HostProcesses {
+    fn new(tracking: Tracking) -> HostProcesses {
+        HostProcesses {
+            groups: Mutex::default(),
+            tracking: JobTracking::start(tracking),
+        }
+    }
+
     fn remember(&self, pgid: i32) {
         if let Ok(mut groups) = self.groups.lock() {
             groups.push((pgid, start_time(pgid)));
@@ -149,7 +172,7 @@ impl Backend for HostBackend {
             container_id: None,
             handle: Handle::Host {
                 workspace: job.workspace.clone(),
-                processes: Arc::default(),
+                processes: Arc::new(HostProcesses::new(self.tracking)),
             },
         })
     }
@@ -174,7 +197,11 @@ impl Backend for HostBackend {
             return Err(BackendError::InvalidSpec("empty command line".into()));
         };
         let workdir = resolve_workdir(workspace, &spec.workdir);
-        let mut child = spawn_session(&spec.argv, &spec.env, &workdir).map_err(|source| {
+        // The marker comes last, so the step's own env cannot take its processes out of the job.
+        let mut env = spec.env.clone();
+        env.push(processes.tracking.variable());
+        let adopt = |pid| processes.tracking.adopt(pid);
+        let mut child = spawn_session(&spec.argv, &env, &workdir, adopt).map_err(|source| {
             if workdir.is_dir() {
                 BackendError::Spawn {
                     program: program.clone(),
@@ -207,10 +234,23 @@ impl Backend for HostBackend {
     }
 
     async fn cleanup(&self, env: &JobEnv) -> Result<(), BackendError> {
-        if let Handle::Host { processes, .. } = &env.handle {
-            processes.kill_all();
+        let Handle::Host { processes, .. } = &env.handle else {
+            return Ok(());
+        };
+        processes.kill_all();
+        // Reading /proc and waiting for a cgroup to empty block: off the async threads.
+        let processes = processes.clone();
+        let left = tokio::task::spawn_blocking(move || processes.tracking.end())
+            .await
+            .unwrap_or_default();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(BackendError::Io {
+                action: format!("ending the processes the job left running ({left:?})"),
+                source: std::io::Error::other("they survived SIGKILL"),
+            })
         }
-        Ok(())
     }
 }
 

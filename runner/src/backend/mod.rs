@@ -13,8 +13,9 @@ mod error;
 mod host;
 mod lines;
 mod names;
-mod proctree;
+pub(crate) mod proctree;
 mod spawn;
+mod tracking;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use error::BackendError;
 pub use host::{host_base_env, HostBackend};
 pub use lines::LineSplitter;
 pub use names::sanitize_name;
+pub use tracking::{cgroup_tracking_available, Tracking, TRACKING_VARIABLE};
 
 /// Everything a backend needs to set up one job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -101,11 +101,13 @@ fn reap(pid: i32) -> io::Result<Option<i32>> {
 }
 
 /// Starts `argv` in `workdir` with exactly `env`, stdin on /dev/null and stdout and stderr
-/// on pipes, in a new session. Must run inside a Tokio runtime (the pipes register with it).
+/// on pipes, in a new session. `spawned` gets the pid as soon as the process exists, before
+/// anything else is done. Must run inside a Tokio runtime (the pipes register with it).
 pub(crate) fn spawn_session(
     argv: &[String],
     env: &[(String, String)],
     workdir: &Path,
+    spawned: impl FnOnce(i32),
 ) -> io::Result<SessionChild> {
     let Some(program) = argv.first() else {
         return Err(io::Error::new(
@@ -140,6 +142,7 @@ pub(crate) fn spawn_session(
         let attributes = Attributes::new()?;
         spawn(&program, &argv, &envp, &actions, &attributes)?
     };
+    spawned(pid);
     // The child has its copies; ours must close so the pipes end when the child's tree does.
     drop((stdout_write, stderr_write));
 
@@ -390,7 +393,7 @@ mod tests {
             ("X".to_owned(), "last".to_owned()),
         ];
         let argv = ["sh", "-c", "echo $X; pwd; exit 3"].map(str::to_owned);
-        let mut child = spawn_session(&argv, &env, dir.path()).unwrap();
+        let mut child = spawn_session(&argv, &env, dir.path(), |_| {}).unwrap();
         let mut out = String::new();
         let mut stdout = child.stdout.take().unwrap();
         tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
