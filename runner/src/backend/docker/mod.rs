@@ -121,21 +121,28 @@ impl DockerBackend {
     /// Removes every container and network labelled with `job_key`. Used by cleanup and to
     /// undo a half-finished `prepare`.
     pub async fn remove_job_objects(&self, job_key: &str) -> Result<(), BackendError> {
-        let filters = label_filter(job_key);
+        let ids = self.labelled_containers(job_key).await?;
+        self.remove_containers(&ids).await?;
+        let networks = self.labelled_networks(job_key).await?;
+        self.remove_networks(&networks).await
+    }
+
+    /// Ids of the containers labelled with `job_key`, running or not.
+    pub(crate) async fn labelled_containers(
+        &self,
+        job_key: &str,
+    ) -> Result<Vec<String>, BackendError> {
         let containers = self
             .docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::new()
                     .all(true)
-                    .filters(&filters)
+                    .filters(&label_filter(job_key))
                     .build(),
             ))
             .await
             .map_err(|e| BackendError::docker("listing the job's containers", e))?;
-        let ids: Vec<String> = containers.into_iter().filter_map(|c| c.id).collect();
-        self.remove_containers(&ids).await?;
-        let networks = self.labelled_networks(job_key).await?;
-        self.remove_networks(&networks).await
+        Ok(containers.into_iter().filter_map(|c| c.id).collect())
     }
 
     /// Ids of the networks labelled with `job_key`.
@@ -248,14 +255,24 @@ impl Backend for DockerBackend {
             }
             _ => None,
         };
-        // A prepared job's handle knows every object created under its key (prepare sweeps
-        // up itself when it fails), so removing those, concurrently, is all it takes. A job
-        // without one (prepare failed or was abandoned) is swept by its label.
+        // A prepared job's handle knows the objects kiln created under its key (prepare sweeps
+        // up itself when it fails); other containers may carry the key too (one a step
+        // started through the socket with the job's label), so the label is looked up while
+        // the known ones are removed. A job without a handle is swept by its label alone.
         match known {
             Some((containers, network)) => {
-                let removed = self.remove_containers(&containers).await;
+                let (removed, labelled) = tokio::join!(
+                    self.remove_containers(&containers),
+                    self.labelled_containers(&env.job_key)
+                );
+                let others: Vec<String> = labelled
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|id| !containers.contains(id))
+                    .collect();
+                let others_removed = self.remove_containers(&others).await;
                 let network_removed = self.remove_networks(&network).await;
-                match removed.and(network_removed) {
+                match removed.and(others_removed).and(network_removed) {
                     Ok(()) => Ok(()),
                     // Something was in the way: the sweep gets a second chance at it.
                     Err(error) => self
