@@ -5,4 +5,4 @@ pub mod image;
 pub mod plan;
 pub mod run;
 pub mod validate;
-mod workflow_files;
+pub(crate) mod workflow_files;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_workflow::model::{JobKind, Workflow};
+
+use crate::cmd::workflow_files::{list_workflow_files, read_callee};
 use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,9 @@ pub enum DiscoverError {
     },
     #[error("no workflow files (*.yml, *.yaml) in {0}")]
     Empty(String),
+    /// A link that leads outside the repository, or an unreadable directory.
+    #[error("{0}")]
+    Listing(String),
     #[error("{file} calls reusable workflows from other repositories, which kiln does not download:\n{listing}")]
     RemoteWorkflowsNotLoaded { file: String, listing: String },
     #[error("{count} workflow file(s) have errors:\n{listing}")]
@@ -57,31 +62,13 @@ impl WorkflowFile {
 }
 
 /// The files `-W` names: the file itself, or every `*.yml`/`*.yaml` directly in the directory,
-/// sorted by name so runs are reproducible.
-pub fn workflow_paths(target: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
-    let read_error = |source| DiscoverError::Read {
-        path: target.display().to_string(),
-        source,
-    };
-    let meta = std::fs::metadata(target).map_err(read_error)?;
-    if meta.is_file() {
-        return Ok(vec![target.to_path_buf()]);
-    }
-    let mut paths = Vec::new();
-    for entry in std::fs::read_dir(target).map_err(read_error)? {
-        let path = entry.map_err(read_error)?.path();
-        let is_yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yml" | "yaml")
-        );
-        if is_yaml && path.is_file() {
-            paths.push(path);
-        }
-    }
+/// sorted by name so runs are reproducible. Symbolic links are handled as by every command
+/// (see [`list_workflow_files`]): one that leads outside the repository `root` is an error.
+pub fn workflow_paths(target: &Path, root: &Path) -> Result<Vec<PathBuf>, DiscoverError> {
+    let paths = list_workflow_files(target, root).map_err(DiscoverError::Listing)?;
     if paths.is_empty() {
         return Err(DiscoverError::Empty(target.display().to_string()));
     }
-    paths.sort();
     Ok(paths)
 }
 
@@ -93,18 +80,18 @@ pub struct CalleeSource<'a> {
 }
 
 impl CalleeSource<'_> {
+    /// The callee's text; `None` when it is missing or a link leads outside its repository.
     fn load(&self, uses: &str) -> Option<(String, String)> {
-        let path = if let Some(relative) = uses.strip_prefix("./") {
-            self.repo_root.join(relative)
+        let content = if let Some(relative) = uses.strip_prefix("./") {
+            read_callee(self.repo_root, relative)?
         } else {
             let (target, git_ref) = uses.rsplit_once('@')?;
             let mut segments = target.splitn(3, '/');
             let (owner, repo, inside) = (segments.next()?, segments.next()?, segments.next()?);
             let key = format!("{owner}/{repo}@{git_ref}");
             let (_, dir) = self.local_repositories.iter().find(|(k, _)| *k == key)?;
-            dir.join(inside)
+            read_callee(dir, inside)?
         };
-        let content = std::fs::read_to_string(&path).ok()?;
         Some((uses.to_owned(), content))
     }
 }
@@ -243,7 +230,7 @@ mod tests {
         for name in ["b.yml", "a.yaml", "notes.txt"] {
             std::fs::write(dir.path().join(name), "x").expect("write");
         }
-        let names: Vec<_> = workflow_paths(dir.path())
+        let names: Vec<_> = workflow_paths(dir.path(), dir.path())
             .expect("paths")
             .iter()
             .map(|p| {

@@ -54,7 +54,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         repo_root: &repo.root,
         local_repositories: &local_repositories,
     };
-    let files = load_workflows(&workflow_paths(&target)?, &callees)?;
+    let files = load_workflows(&workflow_paths(&target, &repo.root)?, &callees)?;
 
     if args.list || args.graph {
         let selected: Vec<&WorkflowFile> = files
