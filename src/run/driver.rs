@@ -1,8 +1,9 @@
 //! The async loop of a run: asks each workflow's engine what is ready (the workflows an event
 //! triggers run at the same time, as on GitHub), starts each leg on a [`LegRunner`] (up to
 //! `--parallel` across all of them), renders what the legs report, feeds completions back,
-//! cancels the legs the engine names (fail-fast), and turns Ctrl-C into a graceful
-//! cancellation (a second Ctrl-C stops everything still running; a third exits at once).
+//! cancels the legs the engine names (fail-fast), and turns Ctrl-C (or any other terminating
+//! signal, see [`super::signals`]) into a graceful cancellation: jobs still running after
+//! [`STOP_GRACE`] are stopped, as are all of them at a second signal; a third exits at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -18,6 +19,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::render::Renderer;
+use super::signals::{describe, is_interrupt, Signals};
+
+/// How long a cancelled run may go on (steps stopping, `always()` jobs and post steps running)
+/// before every job still running is stopped without waiting.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What a running leg tells the terminal.
 #[derive(Debug, Clone)]
@@ -46,9 +52,16 @@ pub type LegFuture = Pin<Box<dyn Future<Output = JobCompletion> + Send>>;
 pub trait LegRunner: Send + Sync {
     /// `Err(reason)`: the leg is skipped without running (its `runs-on` maps to no platform).
     fn admit(&self, dispatch: &Dispatch) -> Result<(), String>;
-    /// Runs the leg to its end, reporting progress on `events`; it must return (cleaned up)
-    /// soon after `cancel` fires.
-    fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture;
+    /// Runs the leg to its end, reporting progress on `events`. `cancel` cancels it as GitHub
+    /// does (steps that run on cancellation, `always()`, still run); `kill` stops everything it
+    /// still runs. It must return (cleaned up) soon after `kill` fires.
+    fn run(
+        &self,
+        dispatch: Dispatch,
+        events: EventSender,
+        cancel: CancellationToken,
+        kill: CancellationToken,
+    ) -> LegFuture;
     /// Before the first leg of a workflow starts: the ids of the jobs the engine may run in
     /// it (all of them, or the one `-j` chose), so a runner can get later jobs ready while
     /// earlier ones run. Workflows of one run are told apart by their `Arc`, which the
@@ -85,13 +98,15 @@ impl EventSender {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     Finished,
-    /// Ctrl-C: the run was cancelled (and, when forced, legs were stopped without grace).
+    /// A signal (Ctrl-C, SIGTERM...): the run was cancelled (and, when forced, legs were
+    /// stopped without grace).
     Interrupted,
 }
 
 struct Running {
     prefix: String,
     token: CancellationToken,
+    kill: CancellationToken,
     started: Instant,
 }
 
@@ -103,15 +118,17 @@ pub async fn drive(
     renderer: &mut Renderer,
     limit: usize,
     live: bool,
+    signals: &mut Signals,
 ) -> Ending {
     let (tx, mut rx) = unbounded_channel::<(LegKey, LegEvent)>();
     let mut tasks: JoinSet<(LegKey, JobCompletion)> = JoinSet::new();
     let mut running: HashMap<LegKey, Running> = HashMap::new();
     let mut waiting: VecDeque<(usize, Dispatch)> = VecDeque::new();
     let mut interrupts = 0u32;
+    // Set by the first signal: when the graceful stop must turn into a forced one.
+    let mut force_at: Option<tokio::time::Instant> = None;
     let mut task_legs: HashMap<tokio::task::Id, LegKey> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(120));
-    let mut interrupt = Interrupts::listen();
     for run in runs.iter() {
         let job_ids = run.engine.report().jobs.into_iter().map(|job| job.id);
         runner.plan(&run.workflow, job_ids.collect());
@@ -137,11 +154,12 @@ pub async fn drive(
             }
             renderer.job_started(&name);
             let token = CancellationToken::new();
+            let kill = CancellationToken::new();
             let events = EventSender {
                 leg,
                 tx: tx.clone(),
             };
-            let future = runner.run(dispatch, events, token.clone());
+            let future = runner.run(dispatch, events, token.clone(), kill.clone());
             let handle = tasks.spawn(async move { (leg, future.await) });
             task_legs.insert(handle.id(), leg);
             running.insert(
@@ -149,6 +167,7 @@ pub async fn drive(
                 Running {
                     prefix: name,
                     token,
+                    kill,
                     started: Instant::now(),
                 },
             );
@@ -194,24 +213,37 @@ pub async fn drive(
                     cancel_leg(runs, &mut waiting, &running, (leg.0, cancel));
                 }
             }
-            _ = interrupt.recv() => {
-                interrupts += 1;
-                match interrupts {
+            (signal, count) = signals.recv() => {
+                interrupts = count;
+                let name = describe(signal);
+                match count {
                     1 => {
-                        renderer.notice("interrupted: cancelling the run (Ctrl-C again to stop at once)");
+                        let again = if is_interrupt(signal) { "Ctrl-C" } else { "send it" };
+                        renderer.notice(&format!(
+                            "interrupted ({name}): cancelling the run; jobs still running in {}s are stopped ({again} again to stop them now)",
+                            STOP_GRACE.as_secs()
+                        ));
+                        force_at = Some(tokio::time::Instant::now() + STOP_GRACE);
                         cancel_all(runs, &mut waiting, &running);
                     }
                     2 => {
-                        renderer.notice("stopping every job now; cleaning up (Ctrl-C again to exit without cleanup)");
-                        for r in running.values() { r.token.cancel(); }
-                        cancel_all(runs, &mut waiting, &running);
+                        renderer.notice(&format!("{name} again: stopping every job now; cleaning up (once more to exit without cleanup)"));
+                        force_stop(runs, &mut waiting, &running);
                     }
                     _ => {
                         renderer.notice("exiting without cleanup");
                         renderer.flush();
-                        std::process::exit(130);
+                        std::process::exit(i32::from(signals.exit_status().unwrap_or(130)));
                     }
                 }
+            }
+            () = tokio::time::sleep_until(force_at.unwrap_or_else(tokio::time::Instant::now)), if force_at.is_some() && interrupts < 2 => {
+                interrupts = 2;
+                renderer.notice(&format!(
+                    "jobs still running {}s after the interruption: stopping them now; cleaning up",
+                    STOP_GRACE.as_secs()
+                ));
+                force_stop(runs, &mut waiting, &running);
             }
             _ = ticker.tick(), if live => renderer.tick(),
         }
@@ -221,28 +253,6 @@ pub async fn drive(
         Ending::Interrupted
     } else {
         Ending::Finished
-    }
-}
-
-/// SIGINT as a stream. Listening for the whole run (rather than per `select!`) means a Ctrl-C
-/// arriving while a completion is processed is not lost.
-struct Interrupts(Option<tokio::signal::unix::Signal>);
-
-impl Interrupts {
-    fn listen() -> Interrupts {
-        Interrupts(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok())
-    }
-
-    async fn recv(&mut self) {
-        match &mut self.0 {
-            Some(signal) => {
-                if signal.recv().await.is_none() {
-                    std::future::pending::<()>().await;
-                }
-            }
-            // No handler could be installed: Ctrl-C keeps its default effect (exit).
-            None => std::future::pending::<()>().await,
-        }
     }
 }
 
@@ -256,6 +266,19 @@ fn poll_all(
         waiting.extend(run.engine.poll().into_iter().map(|d| (index, d)));
         render_engine_events(&mut run.engine, renderer, &run.prefix);
     }
+}
+
+/// Stops every running leg without grace and concludes the ones not started.
+fn force_stop(
+    runs: &mut [WorkflowRun],
+    waiting: &mut VecDeque<(usize, Dispatch)>,
+    running: &HashMap<LegKey, Running>,
+) {
+    for r in running.values() {
+        r.token.cancel();
+        r.kill.cancel();
+    }
+    cancel_all(runs, waiting, running);
 }
 
 fn cancel_all(

@@ -58,6 +58,7 @@ impl LegRunner for DryRun {
         dispatch: Dispatch,
         events: EventSender,
         _cancel: CancellationToken,
+        _kill: CancellationToken,
     ) -> LegFuture {
         Box::pin(async move {
             let started_at = SystemTime::now();

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use kiln_runner::backend::{Backend, ContainerSpec, DockerBackend, HostBackend, ServiceSpec};
 use kiln_runner::executor::{
-    prestart, run_job, run_job_prestarted, AnnotationEvent, CacheEndpoint, JobEvent, JobRequest,
-    JobResult, Prestarted, RunDirs,
+    prestart, run_job_with, AnnotationEvent, CacheEndpoint, JobEvent, JobRequest, JobResult,
+    JobStop, Prestarted, RunDirs,
 };
 use kiln_runner::image::image_exists;
 use kiln_scheduler::engine::{ContainerEval, Dispatch, JobCompletion, StepRecord};
@@ -307,7 +307,13 @@ impl LegRunner for LocalRunner {
         }
     }
 
-    fn run(&self, dispatch: Dispatch, events: EventSender, cancel: CancellationToken) -> LegFuture {
+    fn run(
+        &self,
+        dispatch: Dispatch,
+        events: EventSender,
+        cancel: CancellationToken,
+        kill: CancellationToken,
+    ) -> LegFuture {
         let platform = platform_for(&self.platforms, &dispatch);
         let key = prestart_key(&dispatch.workflow, &dispatch.job_id);
         let prestarted = self.prestarts.take(&key);
@@ -389,14 +395,8 @@ impl LegRunner for LocalRunner {
                 start_dependants(&request, &backend, dependants, &prestarts);
             }
             let (tx, mut rx) = unbounded_channel();
-            let job = async {
-                match prestarted {
-                    Some(prestarted) => {
-                        run_job_prestarted(request, backend, tx, cancel, prestarted).await
-                    }
-                    None => run_job(request, backend, tx, cancel).await,
-                }
-            };
+            let stop = JobStop { cancel, kill };
+            let job = run_job_with(request, backend, tx, stop, prestarted);
             let relay = async {
                 // Ends when the executor drops its sender, i.e. when the job is over.
                 while let Some(event) = rx.recv().await {

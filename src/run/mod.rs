@@ -16,6 +16,7 @@ pub mod platform;
 pub mod render;
 pub mod report;
 mod setup;
+pub mod signals;
 pub mod summary;
 
 use std::io::IsTerminal as _;
@@ -34,9 +35,7 @@ use driver::{drive, Ending, LegRunner, WorkflowRun};
 use github::{github_context, GithubInputs, RepoState};
 use render::Renderer;
 use report::{JobReport, RunReport, StepReport};
-
-/// Exit status of an interrupted run, as shells report SIGINT.
-const INTERRUPTED: u8 = 130;
+use signals::Signals;
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let dir = match &args.directory {
@@ -86,6 +85,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // From here on a signal cancels the run and the run still cleans up after itself.
+        let mut signals = Signals::listen();
         // The first line says where jobs run and why, before anything else happens.
         let executor = setup::choose_executor(args.executor).await?;
         renderer.notice(&executor.describe());
@@ -167,10 +168,22 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         let mut interrupted = false;
         let mut reports = Vec::new();
-        if failure.is_none() {
+        // A signal during set-up: no job starts, and what set-up made is removed below.
+        if failure.is_none() && signals.arrived() {
+            renderer.notice("interrupted before any job started; cleaning up");
+            interrupted = true;
+        } else if failure.is_none() {
             let runner: Arc<dyn LegRunner> = prepared.runner.clone();
             // Every workflow the event triggers runs at once, as on GitHub, sharing --parallel.
-            let ending = drive(&mut runs, runner, &mut renderer, prepared.parallel, live).await;
+            let ending = drive(
+                &mut runs,
+                runner,
+                &mut renderer,
+                prepared.parallel,
+                live,
+                &mut signals,
+            )
+            .await;
             interrupted = ending == Ending::Interrupted;
             reports = runs
                 .iter()
@@ -178,10 +191,23 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 .map(|(run, file)| convert_report(&run.engine, file, &args.event))
                 .collect();
         }
-        // Cleanup runs whatever happened above: errors are reported after it.
-        prepared.finish(&mut renderer).await;
-        if let Some(cache) = run_cache {
-            cache.stop().await;
+        // Cleanup runs whatever happened above: errors are reported after it. Signals that
+        // arrive meanwhile are counted: the third in all still exits at once.
+        let cleanup = async {
+            prepared.finish(&mut renderer).await;
+            if let Some(cache) = run_cache {
+                cache.stop().await;
+            }
+        };
+        tokio::select! {
+            () = cleanup => {}
+            () = signals.until_count(3) => {
+                eprintln!("kiln: exiting without cleanup");
+                std::process::exit(i32::from(signals.exit_status().unwrap_or(130)));
+            }
+        }
+        if signals.arrived() {
+            interrupted = true;
         }
         if let Some(error) = failure {
             renderer.flush();
@@ -206,13 +232,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             report::write(&dir.join(path), &reports)?;
         }
         let succeeded = reports.iter().all(|r| r.conclusion == Conclusion::Success);
-        Ok(if interrupted {
-            ExitCode::from(INTERRUPTED)
-        } else if succeeded {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
+        Ok(
+            if let (true, Some(status)) = (interrupted, signals.exit_status()) {
+                ExitCode::from(status)
+            } else if succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            },
+        )
     })
 }
 

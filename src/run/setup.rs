@@ -126,10 +126,15 @@ impl Prepared {
     }
 }
 
-/// A fresh directory for the run under the system's temp directory.
+/// A fresh directory for the run under the system's temp directory, which only kiln's user
+/// can enter: the jobs' scripts hold secrets. It must not exist yet: in a shared `/tmp`,
+/// another user could have created it to swap its contents while the run writes there.
 fn create_run_dir(run_id: u64, artifact_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let root = std::env::temp_dir().join(format!("kiln-run-{run_id}-{}", std::process::id()));
-    std::fs::create_dir_all(&root)
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&root)
         .with_context(|| format!("cannot create the run directory {}", root.display()))?;
     if let Some(artifacts) = artifact_dir {
         std::fs::create_dir_all(artifacts).with_context(|| {

@@ -3,6 +3,7 @@
 //! container can be started ahead of the job (see [`super::prestart`]) with exactly the
 //! mounts and names the job will use.
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -50,6 +51,12 @@ impl JobLayout {
             files: dir.join("temp").join("_runner_file_commands"),
             dir: dir.clone(),
         };
+        // Only kiln's user may enter the job's folder: its scripts hold the job's secrets.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         for folder in [&paths.workspace, &paths.files] {
             std::fs::create_dir_all(folder)
                 .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
