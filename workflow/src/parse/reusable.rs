@@ -176,6 +176,10 @@ fn resolve_level(
             return;
         };
         let uses = call.uses.value.clone();
+        if let Some(problem) = reference_problem(&uses) {
+            diags.push(Diagnostic::error(file, Some(call.uses.pos), problem));
+            continue;
+        }
         let Some((callee_file, content)) = resolver(&uses) else {
             // GitHub fetches `owner/repo/path@ref` from another repository; offline we cannot
             // tell a missing one from one we were not given, so only a local `./` file that is
@@ -230,6 +234,30 @@ fn resolve_level(
         );
         call.callee = Some(Box::new(callee));
     }
+}
+
+/// GitHub's rule for where a called workflow lives: directly in `.github/workflows/` of the
+/// same repository (`./.github/workflows/x.yml`) or of another one
+/// (`owner/repo/.github/workflows/x.yml@ref`). Anything else, a `..` step out or a
+/// subfolder included, is refused with GitHub's message before any file is read.
+fn reference_problem(uses: &str) -> Option<&'static str> {
+    let path = match uses.strip_prefix("./") {
+        Some(local) => local,
+        None => {
+            // `owner/repo/path@ref`; a reference without `@` is not a workflow path to check.
+            let (target, _) = uses.rsplit_once('@')?;
+            let mut segments = target.splitn(3, '/');
+            let (_, _, path) = (segments.next()?, segments.next()?, segments.next()?);
+            path
+        }
+    };
+    let Some(file) = path.strip_prefix(".github/workflows/") else {
+        return Some("invalid value workflow reference: references to workflows must be rooted in '.github/workflows'");
+    };
+    if file.is_empty() || file == "." || file == ".." || file.contains(['/', '\\']) {
+        return Some("invalid value workflow reference: workflows must be defined at the top level of the .github/workflows/ directory");
+    }
+    None
 }
 
 fn check_permissions(
@@ -443,4 +471,56 @@ pub fn result_size(root: &Node, file_name: &str) -> usize {
         });
     }
     size
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_workflow_with, ParseOptions};
+
+    fn call_errors(uses: &str) -> (Vec<String>, Vec<String>) {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let resolver = |reference: &str| {
+            asked.borrow_mut().push(reference.to_owned());
+            let callee = "on:\n  workflow_call:\njobs:\n  inner:\n    runs-on: x\n    steps:\n      - run: echo\n";
+            Some((reference.to_owned(), callee.to_owned()))
+        };
+        let options = ParseOptions {
+            resolver: Some(&resolver),
+            ..ParseOptions::default()
+        };
+        let yaml = format!("on: push\njobs:\n  call:\n    uses: {uses}\n");
+        let parsed = parse_workflow_with("ci.yml", &yaml, &options);
+        let errors = parsed.errors().map(|d| d.message.clone()).collect();
+        let asked = asked.borrow().clone();
+        (errors, asked)
+    }
+
+    #[test]
+    fn called_workflows_must_be_directly_in_github_workflows() {
+        for uses in [
+            "./.github/workflows/x.yml",
+            "octo/lib/.github/workflows/x.yaml@v1",
+        ] {
+            let (errors, asked) = call_errors(uses);
+            assert!(errors.is_empty(), "{uses}: {errors:?}");
+            assert_eq!(asked, [uses]);
+        }
+        let rooted = "invalid value workflow reference: references to workflows must be rooted in '.github/workflows'";
+        let top = "invalid value workflow reference: workflows must be defined at the top level of the .github/workflows/ directory";
+        for (uses, message) in [
+            ("./../x.yml", rooted),
+            ("./x.yml", rooted),
+            ("./ci/.github/workflows/x.yml", rooted),
+            ("./.github/workflows/../../x.yml", top),
+            ("./.github/workflows/sub/x.yml", top),
+            ("./.github/workflows/..", top),
+            ("octo/lib/../../x.yml@v1", rooted),
+            ("octo/lib/.github/workflows/../x.yml@v1", top),
+        ] {
+            let (errors, asked) = call_errors(uses);
+            assert_eq!(errors, [message], "{uses}");
+            assert!(asked.is_empty(), "{uses} was read: {asked:?}");
+        }
+    }
 }
