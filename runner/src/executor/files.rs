@@ -85,12 +85,30 @@ pub fn event_file_path(temp: &Path) -> PathBuf {
 /// needs it; a step may edit it, and later steps then see the edit, as on GitHub.
 pub fn event_file(temp: &Path, event: &serde_json::Value) -> io::Result<PathBuf> {
     let path = event_file_path(temp);
-    if !path.exists() {
+    // Whatever a step left there, a link included, is its own to keep: never written through.
+    if fs::symlink_metadata(&path).is_err() {
         fs::create_dir_all(path.parent().unwrap_or(temp))?;
         let text = serde_json::to_string_pretty(event).map_err(io::Error::other)?;
-        fs::write(&path, text)?;
+        create_fresh(&path, text.as_bytes())?;
     }
     Ok(path)
+}
+
+/// Writes a new file at `path`, replacing whatever is there without following it: in a
+/// container, a step can put a symbolic link where kiln writes next (the next script, the
+/// next step's file commands), which kiln, on the host, would otherwise write through.
+pub fn create_fresh(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.write_all(contents)
 }
 
 /// The five files of one step.
@@ -158,7 +176,7 @@ impl StepFiles {
                 .take()
                 .is_some_and(|old| fs::rename(old, path).is_ok());
             if !renamed {
-                fs::File::create(path)?;
+                create_fresh(path, b"")?;
             }
         }
         Ok(files)
@@ -480,5 +498,28 @@ mod tests {
         // "small=1" took 6 bytes, each of these 1 + its value.
         assert_eq!(admitted, (MAX_JOB_VALUE_BYTES - 6) / (value.len() + 1));
         assert!(budget.admit("v", &value).unwrap_err().contains("50 MiB"));
+    }
+
+    #[test]
+    fn files_kiln_writes_replace_a_planted_link_instead_of_writing_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("host-file");
+        fs::write(&target, "original").unwrap();
+        let planted = dir.path().join("set_env_4");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        let files = StepFiles::create(dir.path(), 4, &mut SpareFiles::default()).unwrap();
+        assert_eq!(files.env, planted);
+        assert!(!fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        create_fresh(&dir.path().join("script.sh"), b"echo").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("next.sh")).unwrap();
+        create_fresh(&dir.path().join("next.sh"), b"echo next").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "original");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("next.sh")).unwrap(),
+            "echo next"
+        );
     }
 }

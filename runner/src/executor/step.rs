@@ -365,7 +365,7 @@ impl JobRunner {
             .paths
             .temp
             .join(format!("step-{sequence}{}", shell.extension));
-        if let Err(e) = std::fs::write(&script_path, shell.script(&script)) {
+        if let Err(e) = super::files::create_fresh(&script_path, shell.script(&script).as_bytes()) {
             let message = format!("cannot write the script {}: {e}", script_path.display());
             return (self.fail(&ctx.name, &message), Vec::new());
         }
