@@ -387,6 +387,16 @@ jobs:
     assert!(!log.contains("never"), "{log}");
 }
 
+/// The Docker backend, its client and the busybox test image, or `None` (the test is
+/// skipped, or fails under KILN_REQUIRE_DOCKER=1) without a daemon.
+async fn docker_or_skip() -> Option<(kiln_runner::backend::DockerBackend, bollard::Docker, String)>
+{
+    let docker = kiln_runner::testing::require_docker().await?;
+    let image = kiln_runner::testing::ensure_busybox_image(&docker).await;
+    let client = docker.client().clone();
+    Some((docker, client, image))
+}
+
 /// Docker mode: a container started beside the job (as a step does through the Docker
 /// socket) that carries the job's label is removed when the job ends, with the job's own.
 #[tokio::test]
@@ -394,13 +404,10 @@ async fn containers_carrying_the_jobs_label_are_removed_with_it() {
     use bollard::models::ContainerCreateBody;
     use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
     use kiln_runner::backend::JOB_KEY_LABEL;
-    use kiln_runner::testing::{ensure_busybox_image, require_docker};
 
-    let Some(docker) = require_docker().await else {
+    let Some((docker, client, image)) = docker_or_skip().await else {
         return;
     };
-    let image = ensure_busybox_image(&docker).await;
-    let client = docker.client().clone();
     let setup = Setup::new();
     let yaml = "on: push\njobs:\n  label-sweep-job:\n    runs-on: x\n    steps:\n      - run: while [ ! -e go ]; do sleep 0.1; done\n";
     let mut request = setup.request(yaml, "label-sweep-job");
@@ -489,4 +496,67 @@ async fn containers_carrying_the_jobs_label_are_removed_with_it() {
             .await;
     }
     assert!(left.is_err(), "the labelled container outlived the job");
+}
+
+/// What a host step creates with `docker` goes through the job's own socket, carries the
+/// job's label, and is removed when the job ends; Docker actions get that socket too.
+#[tokio::test]
+async fn containers_and_networks_a_step_creates_end_with_the_job() {
+    let Some((docker, client, image)) = docker_or_skip().await else {
+        return;
+    };
+    let setup = Setup::new();
+    let ids = setup.run_dir().join("ids");
+    let network = format!("kiln-test-step-net-{}", std::process::id());
+    let yaml = format!(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - run: |
+          docker run -d {image} sleep 600 > {ids}
+          docker network create {network} >> {ids}
+"#,
+        ids = ids.display()
+    );
+    let ran = setup.run(&yaml, "j").await;
+    assert_succeeded(&ran);
+    let created = std::fs::read_to_string(&ids).expect("the step wrote the ids");
+    let mut lines = created.lines();
+    let container = lines.next().expect("a container id").trim().to_owned();
+    let network_id = lines.next().expect("a network id").trim().to_owned();
+    let container_left = client.inspect_container(&container, None).await.is_ok();
+    let network_left = client.inspect_network(&network_id, None).await.is_ok();
+    if container_left {
+        let options = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .build();
+        let _ = client.remove_container(&container, Some(options)).await;
+    }
+    if network_left {
+        let _ = client.remove_network(&network_id).await;
+    }
+    assert!(!container_left, "the step's container outlived the job");
+    assert!(!network_left, "the step's network outlived the job");
+
+    // A Docker action's /var/run/docker.sock is the job's socket (0600), not the daemon's.
+    let yaml = format!(
+        "on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - uses: docker://{image}\n        with:\n          entrypoint: sh\n          args: -c \"ls -l /var/run/docker.sock\"\n"
+    );
+    let mut request = setup.request(&yaml, "j");
+    request.platform_image = Some(image.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let result =
+        kiln_runner::executor::run_job(request, Arc::new(docker), tx, CancellationToken::new())
+            .await;
+    let mut log = String::new();
+    while let Ok(event) = rx.try_recv() {
+        if let JobEvent::Log { line, .. } = event {
+            log.push_str(&format!("{line}\n"));
+        }
+    }
+    assert_eq!(result.conclusion, Conclusion::Success, "{log}");
+    assert!(log.contains("srw-------"), "{log}");
 }

@@ -170,6 +170,7 @@ impl Backend for HostBackend {
             services: Vec::new(),
             network: None,
             container_id: None,
+            docker_proxy: super::docker::start_job_proxy(&job.job_key),
             handle: Handle::Host {
                 workspace: job.workspace.clone(),
                 processes: Arc::new(HostProcesses::new(self.tracking)),
@@ -198,19 +199,29 @@ impl Backend for HostBackend {
         };
         let workdir = resolve_workdir(workspace, &spec.workdir);
         // The marker comes last, so the step's own env cannot take its processes out of the job.
-        let mut env = spec.env.clone();
-        env.push(processes.tracking.variable());
-        let adopt = |pid| processes.tracking.adopt(pid);
-        let mut child = spawn_session(&spec.argv, &env, &workdir, adopt).map_err(|source| {
-            if workdir.is_dir() {
-                BackendError::Spawn {
-                    program: program.clone(),
-                    source,
-                }
-            } else {
-                BackendError::WorkdirMissing { path: workdir }
+        let mut variables = spec.env.clone();
+        variables.push(processes.tracking.variable());
+        // The step's Docker commands go through the job's socket, unless it chose a daemon.
+        if let Some(socket) = env.docker_socket() {
+            if !variables.iter().any(|(name, _)| name == "DOCKER_HOST") {
+                variables.push((
+                    "DOCKER_HOST".to_owned(),
+                    format!("unix://{}", socket.display()),
+                ));
             }
-        })?;
+        }
+        let adopt = |pid| processes.tracking.adopt(pid);
+        let mut child =
+            spawn_session(&spec.argv, &variables, &workdir, adopt).map_err(|source| {
+                if workdir.is_dir() {
+                    BackendError::Spawn {
+                        program: program.clone(),
+                        source,
+                    }
+                } else {
+                    BackendError::WorkdirMissing { path: workdir }
+                }
+            })?;
         let pgid = child.pid();
         processes.remember(pgid);
         let mut guard = GroupGuard { pgid, armed: true };
@@ -239,10 +250,17 @@ impl Backend for HostBackend {
         };
         processes.kill_all();
         // Reading /proc and waiting for a cgroup to empty block: off the async threads.
-        let processes = processes.clone();
-        let left = tokio::task::spawn_blocking(move || processes.tracking.end())
+        let tracked = processes.clone();
+        let left = tokio::task::spawn_blocking(move || tracked.tracking.end())
             .await
             .unwrap_or_default();
+        // Containers and networks a step created through the job's socket carry its label.
+        if env.docker_proxy.as_ref().is_some_and(|p| p.created() > 0) {
+            super::DockerBackend::connect(super::DockerConfig::default())
+                .await?
+                .remove_job_objects(&env.job_key)
+                .await?;
+        }
         if left.is_empty() {
             Ok(())
         } else {

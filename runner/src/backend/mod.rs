@@ -103,6 +103,8 @@ pub struct JobEnv {
     pub network: Option<String>,
     /// The job container's id (Docker): `job.container.id`.
     pub container_id: Option<String>,
+    /// The job's own Docker socket (see `docker::proxy`), while the job is prepared.
+    pub(crate) docker_proxy: Option<std::sync::Arc<docker::SocketProxy>>,
     pub(crate) handle: Handle,
 }
 
@@ -138,8 +140,15 @@ impl JobEnv {
             services: Vec::new(),
             network: None,
             container_id: None,
+            docker_proxy: None,
             handle: Handle::Unprepared,
         }
+    }
+
+    /// The job's own Docker socket, through which everything a step creates carries the
+    /// job's label: what its steps and actions should use as the daemon's socket.
+    pub fn docker_socket(&self) -> Option<&std::path::Path> {
+        self.docker_proxy.as_deref().map(docker::SocketProxy::path)
     }
 }
 

@@ -134,7 +134,7 @@ pub fn cgroup_tracking_available() -> bool {
 }
 
 /// 128 bits from the kernel's generator, as hex.
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut bytes = [0u8; 16];
     let filled = fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))

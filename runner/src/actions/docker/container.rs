@@ -68,6 +68,8 @@ pub(super) struct ActionContainer {
     /// The job's network: services are reachable by name.
     pub network: Option<String>,
     pub labels: HashMap<String, String>,
+    /// The job's own Docker socket, when it has one.
+    pub docker_socket: Option<PathBuf>,
 }
 
 impl ActionContainer {
@@ -87,8 +89,9 @@ impl ActionContainer {
         for (host, target) in self.github.translations() {
             mounts.push(bind(host, target, false));
         }
-        // Actions that run Docker themselves expect the daemon's socket, as on GitHub.
-        if let Some(socket) = local_docker_socket() {
+        // Actions that run Docker themselves expect the daemon's socket, as on GitHub: the
+        // job's own, through which what they create carries the job's label.
+        if let Some(socket) = self.docker_socket.clone().or_else(local_docker_socket) {
             mounts.push(bind(&socket, "/var/run/docker.sock", false));
         }
         mounts

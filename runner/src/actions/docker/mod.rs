@@ -296,6 +296,7 @@ impl JobRunner {
             github,
             network: job_env.network.clone(),
             labels,
+            docker_socket: job_env.docker_socket().map(std::path::Path::to_path_buf),
         })
     }
 }

@@ -18,7 +18,9 @@
 mod exec;
 pub(crate) use exec::DockerOutputLines;
 mod options;
+mod proxy;
 mod setup;
+pub(crate) use proxy::{local_daemon_socket, SocketProxy};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -188,6 +190,22 @@ impl DockerBackend {
     }
 }
 
+/// A Docker socket of the job's own (see [`proxy`]), labelling what is created through it
+/// with the job's key; `None` without a local daemon socket or where one cannot be served.
+pub(crate) fn start_job_proxy(job_key: &str) -> Option<std::sync::Arc<SocketProxy>> {
+    let daemon = local_daemon_socket()?;
+    // Short, as socket paths are limited to 108 bytes; readable by kiln's user only.
+    let path = std::env::temp_dir().join(format!(
+        "kiln-docker-{}-{}.sock",
+        std::process::id(),
+        &super::tracking::random_hex()[..16]
+    ));
+    let label = (JOB_KEY_LABEL.to_owned(), job_key.to_owned());
+    SocketProxy::start(path, daemon, label)
+        .ok()
+        .map(std::sync::Arc::new)
+}
+
 fn label_filter(job_key: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_owned(),
@@ -272,7 +290,13 @@ impl Backend for DockerBackend {
                     .collect();
                 let others_removed = self.remove_containers(&others).await;
                 let network_removed = self.remove_networks(&network).await;
-                match removed.and(others_removed).and(network_removed) {
+                // Networks a step created through the job's socket carry its label too.
+                let created = env.docker_proxy.as_ref().is_some_and(|p| p.created() > 0);
+                let swept = match created {
+                    true => self.remove_job_objects(&env.job_key).await,
+                    false => Ok(()),
+                };
+                match removed.and(others_removed).and(network_removed).and(swept) {
                     Ok(()) => Ok(()),
                     // Something was in the way: the sweep gets a second chance at it.
                     Err(error) => self

@@ -43,6 +43,9 @@ struct Names {
     network_id: Option<String>,
     job_container: String,
     labels: HashMap<String, String>,
+    /// The daemon's socket and the job's own, which containers that mount the daemon's
+    /// socket get instead.
+    sockets: Option<(String, String)>,
 }
 
 impl Names {
@@ -56,6 +59,15 @@ impl Names {
             network_id: None,
             job_container: format!("kiln-{slug}-job"),
             labels,
+            sockets: None,
+        }
+    }
+
+    /// A bind-mount source, or the job's own socket when it names the daemon's.
+    fn through_job_socket(&self, source: &str) -> String {
+        match &self.sockets {
+            Some((daemon, job)) if source == daemon => job.clone(),
+            _ => source.to_owned(),
         }
     }
 
@@ -104,7 +116,16 @@ pub(super) async fn prepare_job(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    // Started first: a container that mounts the daemon's socket mounts this one instead.
+    let proxy = super::start_job_proxy(&job.job_key);
     let mut names = Names::new(job, backend.config.always_create_network);
+    names.sockets = proxy.as_ref().and_then(|proxy| {
+        let daemon = super::local_daemon_socket()?;
+        Some((
+            daemon.to_string_lossy().into_owned(),
+            proxy.path().to_string_lossy().into_owned(),
+        ))
+    });
     if names.own_network {
         names.network_id = Some(create_network(backend, job, &names).await?);
     }
@@ -181,6 +202,7 @@ pub(super) async fn prepare_job(
         services,
         network: names.network_id.as_ref().map(|_| names.network.clone()),
         container_id: Some(container_id.clone()),
+        docker_proxy: proxy,
         handle: Handle::Docker(DockerHandle {
             container_id,
             service_ids,
@@ -248,7 +270,19 @@ fn container_body(
     let mut all_volumes = spec.volumes.clone();
     all_volumes.extend(options.volumes.iter().cloned());
     let (binds, anonymous) = split_volumes(&all_volumes);
+    let binds: Vec<String> = binds
+        .into_iter()
+        .map(|bind| match bind.split_once(':') {
+            Some((source, rest)) => format!("{}:{rest}", names.through_job_socket(source)),
+            None => bind,
+        })
+        .collect();
     let mut mounts = options.mounts.clone();
+    for mount in &mut mounts {
+        if let Some(source) = &mut mount.source {
+            *source = names.through_job_socket(source);
+        }
+    }
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend(options.env.iter().cloned());
 
