@@ -462,3 +462,43 @@ jobs:
         ["t (1)=failure", "t (2)=success", "t (3)=success"]
     );
 }
+
+#[test]
+fn a_matrix_from_needs_takes_expression_keys_inserts_and_spliced_vectors() {
+    let outcome = ok()
+        .out("axis", "python")
+        .out("more", "[\"3.11\", \"3.12\"]")
+        .out("extra", "{\"os\": [\"linux\"]}");
+    let run = Driver::new(only("prepare", outcome)).run(spec(
+        "on: push
+jobs:
+  prepare: {runs-on: x, steps: [run: echo]}
+  test:
+    needs: prepare
+    runs-on: x
+    strategy:
+      matrix:
+        ${{ needs.prepare.outputs.axis }}: ['3.10', '${{ fromJSON(needs.prepare.outputs.more) }}']
+        ${{ insert }}: ${{ fromJSON(needs.prepare.outputs.extra) }}
+    steps: [run: echo]
+",
+    ));
+    assert_eq!(
+        run.names(),
+        [
+            "prepare",
+            "test (3.10, linux)",
+            "test (3.11, linux)",
+            "test (3.12, linux)"
+        ]
+    );
+    let matrix = run
+        .dispatch("test (3.12, linux)")
+        .matrix
+        .clone()
+        .expect("a matrix");
+    assert_eq!(
+        kiln_workflow::Value::object(matrix).to_json(),
+        serde_json::json!({"python": "3.12", "os": "linux"})
+    );
+}

@@ -4,7 +4,7 @@
 //! results (a matrix built from `needs` outputs) cannot be known before a run; such a job is
 //! one entry marked as deferred.
 
-use crate::eval::{contains_template, evaluate_nested, evaluate_template};
+use crate::eval::{evaluate_template, evaluate_tree, template_reads, tree_texts_reading};
 use crate::expr::{EvalContext, ExprError, JobStatus, SimpleContext};
 use crate::matrix::{self, MatrixError};
 use crate::model::{Job, JobKind, Matrix, RunsOn, Template, Workflow};
@@ -200,7 +200,7 @@ fn matrix_legs(
     let ctx = leg_context(context, None);
     let value = match matrix {
         Matrix::Expr(t) => {
-            if mentions_needs(&t.raw) {
+            if template_reads(t, "needs") {
                 return Ok(None);
             }
             evaluate_template(t, &ctx).map_err(|source| PlanError::Expression {
@@ -210,21 +210,20 @@ fn matrix_legs(
                 source,
             })?
         }
-        Matrix::Mapping { value, .. } => {
-            if contains_template(value) {
-                if mentions_needs(&value.to_json().to_string()) {
+        Matrix::Mapping(tree) => match tree.literal_value() {
+            Some(value) => value,
+            None => {
+                if !tree_texts_reading(tree, "needs").is_empty() {
                     return Ok(None);
                 }
-                evaluate_nested(value, &ctx).map_err(|source| PlanError::Expression {
+                evaluate_tree(tree, &ctx).map_err(|source| PlanError::Expression {
                     job: job.id.value.clone(),
                     what: "strategy.matrix",
-                    pos: job.pos,
+                    pos: tree.pos(),
                     source,
                 })?
-            } else {
-                value.clone()
             }
-        }
+        },
     };
     let object = match value {
         Value::Object(object) => object,
@@ -246,10 +245,6 @@ fn matrix_legs(
     ))
 }
 
-fn mentions_needs(text: &str) -> bool {
-    text.to_ascii_lowercase().contains("needs")
-}
-
 fn leg_context(context: &PlanContext, matrix: Option<&Object>) -> SimpleContext {
     let mut contexts = Object::new();
     contexts.insert("github", Value::object(context.github.clone()));
@@ -269,7 +264,7 @@ fn leg_context(context: &PlanContext, matrix: Option<&Object>) -> SimpleContext 
 /// expression text.
 fn runs_on_labels(job: &Job, ctx: &dyn EvalContext) -> Vec<String> {
     let label = |t: &Template| -> Vec<String> {
-        if t.has_expressions() && mentions_needs(&t.raw) {
+        if template_reads(t, "needs") {
             return vec![t.raw.clone()];
         }
         match evaluate_template(t, ctx) {

@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 
 use indexmap::IndexMap;
 use kiln_workflow::commands::AnnotationLevel;
-use kiln_workflow::eval::evaluate_param;
 use kiln_workflow::model::{Runs, Step, StepAction};
 use kiln_workflow::Conclusion;
 use std::time::Instant;
@@ -171,20 +170,9 @@ impl JobRunner {
                     .unwrap_or_else(|_| template.raw.clone()),
                 None => format!("Run {uses}"),
             };
-            let env: Result<Vec<(String, String)>, String> = step
-                .env
-                .iter()
-                .map(|(k, v)| Ok((k.value.clone(), scope.string(v)?)))
-                .collect();
-            let with: Result<IndexMap<String, String>, String> = match &step.action {
-                StepAction::Uses { with, .. } => with
-                    .iter()
-                    .map(|(k, p)| {
-                        evaluate_param(p, &scope)
-                            .map(|v| (k.value.clone(), v.to_display_string()))
-                            .map_err(|e| format!("input `{}`: {}", k.value, e.message))
-                    })
-                    .collect(),
+            let env = scope.env(&step.env);
+            let with = match &step.action {
+                StepAction::Uses { with, .. } => scope.with(with),
                 _ => Ok(IndexMap::new()),
             };
             (format!("Pre {name}"), env, with)

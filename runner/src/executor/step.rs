@@ -649,9 +649,7 @@ fn prepare_step(
     step: &Step,
     mut env: Vec<(String, String)>,
 ) -> Result<PreparedStep, String> {
-    for (name, template) in &step.env {
-        env.push((name.value.clone(), scope.string(template)?));
-    }
+    env.extend(scope.env(&step.env)?);
     let timeout = match &step.timeout_minutes {
         Some(value) => {
             let minutes = evaluate_number(value, scope).map_err(|e| e.message)?;

@@ -7,8 +7,8 @@ use super::plan::Plan;
 use super::{Engine, EngineEvent, Entry, Leg, LegState, Node, NodeState, Scope};
 use indexmap::IndexMap;
 use kiln_workflow::eval::{
-    evaluate_bool, evaluate_condition, evaluate_nested, evaluate_number, evaluate_param,
-    evaluate_template, matrix_texts_reading,
+    evaluate_bool, evaluate_condition, evaluate_number, evaluate_param, evaluate_template,
+    evaluate_tree, matrix_texts_reading,
 };
 use kiln_workflow::matrix::{self, MatrixLeg};
 use kiln_workflow::model::{CallSecrets, InputType, JobKind, Matrix, ReusableCall};
@@ -389,7 +389,7 @@ impl Engine {
             Some(m) => {
                 let value = match m {
                     Matrix::Expr(t) => evaluate_template(t, &ctx),
-                    Matrix::Mapping { value, .. } => evaluate_nested(value, &ctx),
+                    Matrix::Mapping(tree) => evaluate_tree(tree, &ctx),
                 }
                 .map_err(|e| format!("Error evaluating 'strategy.matrix': {e}"))?;
                 let Value::Object(object) = value else {
@@ -468,7 +468,7 @@ impl Engine {
             return;
         }
         let continue_on_error = keys::continue_on_error(&job, &ctx);
-        let evaluated = name.and_then(|_| keys::evaluate_leg(&plan.workflow, &job, &ctx));
+        let evaluated = name.and_then(|_| keys::evaluate_leg(&job, &ctx));
         let leg_index = self.legs.len();
         let (keys, error) = match evaluated {
             Ok(keys) => (Some(keys), None),

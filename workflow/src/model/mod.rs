@@ -2,9 +2,11 @@
 //! so later stages (evaluation, the CLI) can still point at the source.
 
 mod action;
+mod tree;
 mod workflow;
 
 pub use action::*;
+pub use tree::*;
 pub use workflow::*;
 
 pub use crate::expr::template::Segment;

@@ -1,13 +1,12 @@
-use super::{Condition, MaybeExpr, Pairs, Param, Spanned, Template};
-use crate::value::Value;
-use crate::yaml::{Node, Pos};
+use super::{Condition, EnvMap, MaybeExpr, Pairs, Param, Spanned, Template, Tree, WithMap};
+use crate::yaml::Pos;
 
 #[derive(Debug, Clone)]
 pub struct Workflow {
     pub name: Option<Spanned<String>>,
     pub run_name: Option<Template>,
     pub on: Vec<Trigger>,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub defaults: Option<RunDefaults>,
     pub concurrency: Option<Concurrency>,
     pub permissions: Option<Permissions>,
@@ -172,7 +171,7 @@ pub struct Job {
     pub condition: Condition,
     pub runs_on: Option<RunsOn>,
     pub strategy: Option<Strategy>,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub defaults: Option<RunDefaults>,
     pub outputs: Pairs<Template>,
     pub timeout_minutes: Option<MaybeExpr<f64>>,
@@ -238,11 +237,12 @@ pub struct Strategy {
     pub pos: Pos,
 }
 
-/// `strategy.matrix`, kept as data: expressions inside are evaluated at expansion time.
+/// `strategy.matrix`, kept as data: expressions inside (also in keys, `${{ insert }}`, and
+/// vectors spliced from an expression) are evaluated at expansion time.
 #[derive(Debug, Clone)]
 pub enum Matrix {
     Expr(Template),
-    Mapping { node: Node, value: Value },
+    Mapping(Tree),
 }
 
 #[derive(Debug, Clone)]
@@ -255,7 +255,7 @@ pub struct Credentials {
 pub struct Container {
     pub image: Template,
     pub credentials: Option<Credentials>,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub ports: Vec<Template>,
     pub volumes: Vec<Template>,
     pub options: Option<Template>,
@@ -266,6 +266,8 @@ pub struct Container {
 pub struct Environment {
     pub name: Template,
     pub url: Option<Template>,
+    /// `deployment:` (whether GitHub records a deployment); true when absent.
+    pub deployment: Option<MaybeExpr<bool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -277,7 +279,7 @@ pub struct Step {
     pub name: Option<Template>,
     pub condition: Condition,
     pub action: StepAction,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub continue_on_error: Option<MaybeExpr<bool>>,
     pub timeout_minutes: Option<MaybeExpr<f64>>,
     /// `background: true` (experimental background steps).
@@ -294,7 +296,7 @@ pub enum StepAction {
     },
     Uses {
         uses: Spanned<String>,
-        with: Pairs<Param>,
+        with: WithMap,
     },
     /// Waits for the named background steps.
     Wait(Vec<Spanned<String>>),

@@ -62,7 +62,7 @@ pub fn read_job(r: &mut Reader, id: Spanned<String>, node: &Node) -> Option<Job>
         condition: r.condition(None, &contexts::JOB_IF, node.pos),
         runs_on: None,
         strategy: None,
-        env: Vec::new(),
+        env: Default::default(),
         defaults: None,
         outputs: Vec::new(),
         timeout_minutes: None,
@@ -106,7 +106,7 @@ pub fn read_job(r: &mut Reader, id: Spanned<String>, node: &Node) -> Option<Job>
             }
             "container" => job.container = read_container(r, value, &contexts::CONTAINER),
             "services" => job.services = read_services(r, value),
-            "env" => job.env = r.string_pairs(value, &contexts::JOB_ENV),
+            "env" => job.env = r.env_map(value, &contexts::JOB_ENV),
             "environment" => job.environment = read_environment(r, value),
             "permissions" => job.permissions = read_permissions(r, value),
             "concurrency" => {
@@ -202,24 +202,25 @@ fn read_strategy(r: &mut Reader, node: &Node) -> Option<Strategy> {
 }
 
 fn read_matrix(r: &mut Reader, node: &Node) -> Option<Matrix> {
-    if let Some(template) = r.whole_expression(node, &contexts::STRATEGY) {
+    let context = &contexts::STRATEGY;
+    if let Some(template) = r.whole_expression(node, context) {
         return template.map(Matrix::Expr);
     }
     let pairs = r.mapping(node)?;
     let mut ok = true;
     for (key, value) in pairs {
-        let Some(name) = r.key(key) else {
-            ok = false;
+        // A key written as an expression (a vector named at run time, `${{ insert }}`) and a
+        // value written as one are only known once evaluated.
+        let Some(name) = key.as_str().filter(|k| !k.contains("${{")) else {
             continue;
         };
-        if r.whole_expression(value, &contexts::STRATEGY).is_some() {
+        if r.whole_expression(value, context).is_some() {
             continue;
         }
         ok &= match name {
             "include" | "exclude" => match r.sequence(value) {
                 Some(items) => items.iter().all(|item| {
-                    check_matrix_values(r, item);
-                    r.mapping(item).is_some()
+                    r.whole_expression(item, context).is_some() || r.mapping(item).is_some()
                 }),
                 None => false,
             },
@@ -231,32 +232,14 @@ fn read_matrix(r: &mut Reader, node: &Node) -> Option<Matrix> {
                     );
                     false
                 }
-                Some(items) => {
-                    items.iter().for_each(|item| check_matrix_values(r, item));
-                    true
-                }
+                Some(_) => true,
                 None => false,
             },
         };
     }
-    ok.then(|| Matrix::Mapping {
-        node: node.clone(),
-        value: node.to_value(),
-    })
-}
-
-/// Expressions anywhere inside matrix values are checked with the strategy contexts.
-fn check_matrix_values(r: &mut Reader, node: &Node) {
-    match &node.kind {
-        NodeKind::Scalar { value, .. } if value.contains("${{") => {
-            let _ = r.template(node, &contexts::STRATEGY);
-        }
-        NodeKind::Scalar { .. } => {}
-        NodeKind::Sequence(items) => items.iter().for_each(|item| check_matrix_values(r, item)),
-        NodeKind::Mapping(pairs) => pairs
-            .iter()
-            .for_each(|(_, value)| check_matrix_values(r, value)),
-    }
+    // Expressions anywhere inside (keys included) are checked with the strategy contexts.
+    let tree = r.tree(node, context)?;
+    ok.then_some(Matrix::Mapping(tree))
 }
 
 fn read_runs_on(r: &mut Reader, node: &Node) -> Option<RunsOn> {
@@ -319,7 +302,7 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
     let empty = |image: Template| Container {
         image,
         credentials: None,
-        env: Vec::new(),
+        env: Default::default(),
         ports: Vec::new(),
         volumes: Vec::new(),
         options: None,
@@ -348,7 +331,7 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
                 }
             }
             "options" => container.options = r.template(value, context),
-            "env" => container.env = r.string_pairs(value, &contexts::STRING_RUNNER),
+            "env" => container.env = r.env_map_under(value, context, &contexts::STRING_RUNNER),
             "ports" => container.ports = non_empty_templates(r, value, context),
             "volumes" => container.volumes = non_empty_templates(r, value, context),
             _ => container.credentials = read_credentials(r, value),
@@ -430,11 +413,16 @@ fn read_services(r: &mut Reader, node: &Node) -> Vec<(Spanned<String>, Container
 fn read_environment(r: &mut Reader, node: &Node) -> Option<Environment> {
     if let NodeKind::Scalar { .. } = node.kind {
         let name = r.template(node, &contexts::JOB_ENVIRONMENT)?;
-        return Some(Environment { name, url: None });
+        return Some(Environment {
+            name,
+            url: None,
+            deployment: None,
+        });
     }
     let pairs = r.mapping(node)?;
     let mut name = None;
     let mut url = None;
+    let mut deployment = None;
     let mut has_name = false;
     for (key, _, value) in r.known_keys(pairs, &["name", "url", "deployment"]) {
         match key {
@@ -443,13 +431,16 @@ fn read_environment(r: &mut Reader, node: &Node) -> Option<Environment> {
                 name = r.template(value, &contexts::JOB_ENVIRONMENT_NAME);
             }
             "url" => url = r.template(value, &contexts::STRING_RUNNER_NO_SECRETS),
-            _ => {
-                let _ = r.literal_bool(value);
-            }
+            // A boolean under `job-environment`, whose contexts it inherits.
+            _ => deployment = r.bool_or_expr(value, &contexts::JOB_ENVIRONMENT),
         }
     }
     if !has_name {
         r.error(node.pos, "Required property is missing: name");
     }
-    Some(Environment { name: name?, url })
+    Some(Environment {
+        name: name?,
+        url,
+        deployment,
+    })
 }

@@ -73,7 +73,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             pos: node.pos,
         },
         action: StepAction::WaitAll,
-        env: Vec::new(),
+        env: Default::default(),
         continue_on_error: None,
         timeout_minutes: None,
         background: false,
@@ -83,7 +83,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
     let mut shell = None;
     let mut working_directory = None;
     let mut uses = None;
-    let mut with = Vec::new();
+    let mut with = Default::default();
     let mut control = None;
     for (key, key_node, value) in known {
         match key {
@@ -102,7 +102,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             "if" => step.condition = r.condition(Some(value), &ctx.condition, value.pos),
             "continue-on-error" => step.continue_on_error = r.bool_or_expr(value, &ctx.boolean),
             "timeout-minutes" => step.timeout_minutes = r.number_or_expr(value, &ctx.number),
-            "env" => step.env = r.string_pairs(value, &ctx.env),
+            "env" => step.env = r.env_map(value, &ctx.env),
             "background" => step.background = r.literal_bool(value).unwrap_or(false),
             "run" => {
                 if has("uses") {
@@ -121,7 +121,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             }
             "working-directory" => working_directory = r.non_empty_template(value, &ctx.string),
             "uses" => uses = r.non_empty_literal(value),
-            "with" => with = r.params(value, &ctx.with),
+            "with" => with = r.with_map(value, &ctx.with),
             "wait" => {
                 let targets = r.literal_list(value);
                 for target in &targets {

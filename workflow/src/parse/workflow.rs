@@ -27,7 +27,7 @@ pub fn read_workflow(r: &mut Reader, root: &Node) -> Option<Workflow> {
         name: None,
         run_name: None,
         on: Vec::new(),
-        env: Vec::new(),
+        env: Default::default(),
         defaults: None,
         concurrency: None,
         permissions: None,
@@ -44,7 +44,7 @@ pub fn read_workflow(r: &mut Reader, root: &Node) -> Option<Workflow> {
             }
             "run-name" => workflow.run_name = r.template(value, &contexts::RUN_NAME),
             "defaults" => workflow.defaults = read_defaults(r, value, &contexts::NONE),
-            "env" => workflow.env = r.string_pairs(value, &contexts::WORKFLOW_ENV),
+            "env" => workflow.env = r.env_map(value, &contexts::WORKFLOW_ENV),
             "permissions" => workflow.permissions = read_permissions(r, value),
             "concurrency" => {
                 workflow.concurrency = read_concurrency(r, value, &contexts::WORKFLOW_CONCURRENCY)

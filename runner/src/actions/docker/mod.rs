@@ -191,11 +191,7 @@ impl JobRunner {
                 .iter()
                 .map(|a| scope.string(a))
                 .collect::<Result<Vec<_>, _>>()?;
-            let env = runs
-                .env
-                .iter()
-                .map(|(k, v)| Ok((k.value.clone(), scope.string(v)?)))
-                .collect::<Result<Vec<_>, String>>()?;
+            let env = scope.env(&runs.env)?;
             (
                 args,
                 env,

@@ -4,8 +4,14 @@
 //! evaluation accepts every context name and lets the caller's [`EvalContext`] decide what
 //! each one holds.
 
+mod job;
+mod tree;
+
+pub use job::{evaluate_container, evaluate_job_containers, evaluate_job_env, ContainerValues};
+pub use tree::{evaluate_string_map, evaluate_tree, MapError, MAX_RESULT_BYTES};
+
 use crate::expr::{self, template, Allowed, EvalContext, ExprError};
-use crate::model::{Condition, Matrix, MaybeExpr, Param, Template};
+use crate::model::{Condition, EnvMap, Matrix, MaybeExpr, Param, Template, Tree, WithMap};
 use crate::value::{Object, Value};
 use std::sync::{Arc, OnceLock};
 
@@ -71,6 +77,22 @@ pub fn evaluate_param(p: &Param, ctx: &dyn EvalContext) -> Result<Value, ExprErr
     }
 }
 
+/// An `env:` map's pairs, evaluated (see [`evaluate_string_map`]).
+pub fn evaluate_env(
+    map: &EnvMap,
+    ctx: &dyn EvalContext,
+) -> Result<Vec<(String, String)>, MapError> {
+    evaluate_string_map(map, ctx, |template, ctx| evaluate_template(template, ctx))
+}
+
+/// A step's `with:` inputs, evaluated to the strings the action receives.
+pub fn evaluate_with(
+    map: &WithMap,
+    ctx: &dyn EvalContext,
+) -> Result<Vec<(String, String)>, MapError> {
+    evaluate_string_map(map, ctx, |param, ctx| evaluate_param(param, ctx))
+}
+
 /// True if any expression in the template reads the context `name`. An expression that does
 /// not parse counts as reading nothing: evaluating it reports the error.
 pub fn template_reads(t: &Template, name: &str) -> bool {
@@ -80,49 +102,23 @@ pub fn template_reads(t: &Template, name: &str) -> bool {
     })
 }
 
-/// Every string (or key) with a `${{ }}` nested in the value that reads the context `name`.
-pub fn value_texts_reading(v: &Value, name: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    collect_texts_reading(v, name, &mut found);
-    found
-}
-
-fn collect_texts_reading(v: &Value, name: &str, found: &mut Vec<String>) {
-    let text_reads = |text: &str| {
-        text.contains("${{")
-            && template::split(text).is_ok_and(|segments| {
-                segments.iter().any(|segment| {
-                    matches!(segment, template::Segment::Expression { source, .. } if source_reads(source, name))
-                })
-            })
-    };
-    match v {
-        Value::String(s) if text_reads(s) => found.push(s.to_string()),
-        Value::Array(items) => {
-            for item in items.iter() {
-                collect_texts_reading(item, name, found);
-            }
-        }
-        Value::Object(obj) => {
-            for (key, item) in obj.iter() {
-                if text_reads(key) {
-                    found.push(key.clone());
-                }
-                collect_texts_reading(item, name, found);
-            }
-        }
-        _ => {}
-    }
-}
-
 /// The expressions of a job's `strategy.matrix` that read the context `name`, as written
 /// (`needs`: such a matrix is known only once the needed jobs have run).
 pub fn matrix_texts_reading(m: &Matrix, name: &str) -> Vec<String> {
     match m {
         Matrix::Expr(t) if template_reads(t, name) => vec![t.raw.trim().to_owned()],
         Matrix::Expr(_) => Vec::new(),
-        Matrix::Mapping { value, .. } => value_texts_reading(value, name),
+        Matrix::Mapping(tree) => tree_texts_reading(tree, name),
     }
+}
+
+/// The expressions of a tree (keys included) that read the context `name`, as written.
+pub fn tree_texts_reading(tree: &Tree, name: &str) -> Vec<String> {
+    tree.templates()
+        .into_iter()
+        .filter(|t| template_reads(t, name))
+        .map(|t| t.raw.trim().to_owned())
+        .collect()
 }
 
 fn source_reads(source: &str, name: &str) -> bool {
