@@ -207,6 +207,26 @@ const HOST_CASES: &[Case] = &[
             ],
         )
     },
+    case(
+        "template-keys",
+        &[
+            "leg python=3.10 os=linux total=3",
+            "leg python=3.11 os=linux total=3",
+            "leg python=3.12 os=linux total=3",
+            "job env workspace ok",
+            "inputs fixed=one computed=two level=3",
+        ],
+    ),
+    Case {
+        args: &["create"],
+        ..case(
+            "filterless-event",
+            &[
+                "The event 'create' takes no filters: 'tags' is ignored",
+                "create ran for create",
+            ],
+        )
+    },
 ];
 
 /// Cases that need containers (job container, services, Docker actions).

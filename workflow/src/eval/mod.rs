@@ -35,7 +35,8 @@ pub fn evaluate_expression(source: &str, ctx: &dyn EvalContext) -> Result<Value,
 /// type; text mixed with expressions becomes a string, as GitHub's `format()` rewrite does.
 pub fn evaluate_template(t: &Template, ctx: &dyn EvalContext) -> Result<Value, ExprError> {
     match template::to_expression_source(&t.segments) {
-        None => Ok(Value::string(t.raw.as_str())),
+        // Text without expressions, or `${{ 'text' }}` (a lone string literal is its text).
+        None => Ok(Value::string(t.literal_text().unwrap_or_default())),
         Some(source) => evaluate_expression(&source, ctx),
     }
 }
@@ -239,6 +240,9 @@ mod tests {
         assert_eq!(v.to_display_string(), "os-linux-3");
         let v = evaluate_template(&template("plain"), &ctx()).unwrap();
         assert_eq!(v.to_display_string(), "plain");
+        // A lone string literal is its text, not the `${{ }}` around it.
+        let v = evaluate_template(&template("${{ 'it''s' }}"), &ctx()).unwrap();
+        assert_eq!(v.to_display_string(), "it's");
     }
 
     #[test]

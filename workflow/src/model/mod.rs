@@ -49,6 +49,19 @@ impl Template {
             .any(|s| matches!(s, Segment::Expression { .. }))
     }
 
+    /// The text of a template without expressions (`${{ 'text' }}` included: a lone string
+    /// literal is its text); `None` when it has expressions.
+    pub fn literal_text(&self) -> Option<String> {
+        let mut text = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(part) => text.push_str(part),
+                Segment::Expression { .. } => return None,
+            }
+        }
+        Some(text)
+    }
+
     /// The expression when the whole value is one `${{ }}` (its result keeps its type).
     pub fn single_expression(&self) -> Option<&str> {
         match self.segments.as_slice() {

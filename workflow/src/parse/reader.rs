@@ -37,6 +37,11 @@ impl<'f> Reader<'f> {
             .push(Diagnostic::error(self.file, Some(pos), message));
     }
 
+    pub fn warning(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::warning(self.file, Some(pos), message));
+    }
+
     pub fn error_with_hint(
         &mut self,
         pos: Pos,
@@ -333,6 +338,10 @@ impl<'f> Reader<'f> {
         let template = self.template_text(text, key.pos, context)?;
         if template.single_expression() == Some("insert") {
             return Some(TreeKey::Insert(key.pos));
+        }
+        if let Some(text) = template.literal_text() {
+            // `${{ 'name' }}`: a lone string literal is its text.
+            return Some(TreeKey::Literal(Spanned::new(text, key.pos)));
         }
         Some(TreeKey::Expr(template))
     }
