@@ -217,6 +217,19 @@ const HOST_CASES: &[Case] = &[
             "inputs fixed=one computed=two level=3",
         ],
     ),
+    case(
+        "self-repository",
+        &[
+            "nothing checked out",
+            "greet parity via shout from octo/example",
+            "self composite outputs ok",
+            "self pre ran for octo/example",
+            "self main ran with state yes",
+            "self post ran with state yes",
+            "greet caller via shout from octo/example",
+            "called workflow greeted",
+        ],
+    ),
     Case {
         args: &["create"],
         ..case(
@@ -240,6 +253,8 @@ const DOCKER_CASES: &[Case] = &[case(
         "docker action ran with parity-word",
         "docker action outputs ok",
         "docker uses ran with from-env",
+        "self action read from-the-commit",
+        "self docker action ok",
     ],
 )];
 

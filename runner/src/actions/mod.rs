@@ -138,7 +138,7 @@ impl JobRunner {
                 Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
             }
         };
-        let reference = match parse_uses(uses) {
+        let reference = match parse_uses(uses, &self.frame_base(frame)) {
             Ok(reference) => reference,
             Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
         };

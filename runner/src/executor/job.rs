@@ -108,6 +108,8 @@ pub struct JobRunner {
     /// `container:` and `services:`, evaluated on this machine.
     pub container: Option<ContainerSpec>,
     pub services: Vec<ServiceSpec>,
+    /// The warning that `$/` reads an uncommitted repository's working tree was given.
+    pub warned_uncommitted: AtomicBool,
 }
 
 pub async fn run(
@@ -244,6 +246,7 @@ impl JobRunner {
             prestarted,
             container,
             services,
+            warned_uncommitted: AtomicBool::new(false),
             req,
         })
     }

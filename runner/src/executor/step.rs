@@ -12,6 +12,7 @@ use kiln_workflow::envfile::{check_env_name, prepend_paths};
 use kiln_workflow::eval::{evaluate_bool, evaluate_number};
 use kiln_workflow::expr::JobStatus;
 use kiln_workflow::model::{Step, StepAction, Template};
+use kiln_workflow::uses::RepositoryRef;
 use kiln_workflow::value::Value;
 use kiln_workflow::Conclusion;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,8 @@ pub struct CompositeScope {
     pub github_keys: Vec<(&'static str, String)>,
     /// The `uses:` step's env, inherited by the action's steps.
     pub env: Vec<(String, String)>,
+    /// The repository `$/path` in the action's steps refers to.
+    pub base: RepositoryRef,
 }
 
 /// Everything known about a step once it has been decided to run.
@@ -297,6 +300,15 @@ impl JobRunner {
         StatusView {
             job: self.status.status(),
             action: frame.composite.as_ref().map(|_| frame.status.status()),
+        }
+    }
+
+    /// The repository a `$/path` in `frame`'s steps refers to: the composite action's own, or
+    /// the workflow's.
+    pub fn frame_base(&self, frame: &Frame) -> RepositoryRef {
+        match &frame.composite {
+            Some(composite) => composite.base.clone(),
+            None => self.workflow_base(),
         }
     }
 

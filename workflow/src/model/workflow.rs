@@ -1,4 +1,5 @@
 use super::{Condition, EnvMap, MaybeExpr, Pairs, Param, Spanned, Template, Tree, WithMap};
+use crate::uses::RepositoryRef;
 use crate::yaml::Pos;
 
 #[derive(Debug, Clone)]
@@ -12,6 +13,10 @@ pub struct Workflow {
     pub permissions: Option<Permissions>,
     pub jobs: Vec<Job>,
     pub pos: Pos,
+    /// Where the file was read from when it is not one of the run's own files (a reusable
+    /// workflow called as `owner/repo/path@ref`): what `$/` in it refers to. `None`: the run's
+    /// repository at the commit being run.
+    pub origin: Option<RepositoryRef>,
 }
 
 impl Workflow {

@@ -4,6 +4,7 @@ use super::contexts::{self, KeyContext};
 use super::ids::{check_identifier, IdScope};
 use super::reader::Reader;
 use crate::model::{Condition, Spanned, Step, StepAction};
+use crate::uses::{is_self_repository, self_repository_path};
 use crate::yaml::Node;
 
 /// The contexts step keys may use: different in workflows and in composite actions.
@@ -208,11 +209,20 @@ fn check_step_reference(
     }
 }
 
-/// `uses:` must name `{owner}/{repo}[/path]@ref`, a `./local` path or a `docker://` image.
+/// `uses:` must name `{owner}/{repo}[/path]@ref`, a `./local` path, a `$/path` in the
+/// same repository or a `docker://` image.
 fn check_uses(r: &mut Reader, uses: &Spanned<String>) {
     let value = uses.value.as_str();
     if value.starts_with("./") || value.starts_with(".\\") || value.starts_with("docker://") {
         return;
+    }
+    match self_repository_path(value) {
+        Ok(Some(_)) => return,
+        Ok(None) => {}
+        Err(message) => {
+            r.error(uses.pos, message);
+            return;
+        }
     }
     let valid = match value.split_once('@') {
         Some((path, git_ref)) => {
@@ -263,6 +273,9 @@ fn generated_uses_id(uses: &str) -> String {
         image.to_string()
     } else if uses.starts_with("./") || uses.starts_with(".\\") {
         "self".to_string()
+    } else if is_self_repository(uses) {
+        // GitHub's repository type for `$/`.
+        "selfRepository".to_string()
     } else {
         match uses.split('@').collect::<Vec<_>>().as_slice() {
             [path, git_ref] if !git_ref.is_empty() => {

@@ -33,6 +33,7 @@ pub fn read_workflow(r: &mut Reader, root: &Node) -> Option<Workflow> {
         permissions: None,
         jobs: Vec::new(),
         pos: root.pos,
+        origin: None,
     };
     let mut has_jobs = false;
     for (key, _, value) in r.known_keys(pairs, ROOT_KEYS) {

@@ -177,6 +177,8 @@ impl JobRunner {
                 inputs: inputs_value(inputs),
                 github_keys: Self::action_github_keys(loaded),
                 env: ctx.env.clone(),
+                // A Docker action has no steps to resolve `$/` in.
+                base: self.workflow_base(),
             }),
             depth: depth + 1,
         };
