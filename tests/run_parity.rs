@@ -215,6 +215,9 @@ const HOST_CASES: &[Case] = &[
             "leg python=3.12 os=linux total=3",
             "job env workspace ok",
             "inputs fixed=one computed=two level=3",
+            "strategy leg x of 2 fail-fast=false",
+            "strategy leg y of 2 fail-fast=false",
+            "defaults shell from an insert",
         ],
     ),
     case(
@@ -255,6 +258,7 @@ const DOCKER_CASES: &[Case] = &[case(
         "docker uses ran with from-env",
         "self action read from-the-commit",
         "self docker action ok",
+        "container from a matrix mapping ok",
     ],
 )];
 

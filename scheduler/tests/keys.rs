@@ -197,3 +197,30 @@ jobs:
         .as_deref()
         .is_some_and(|m| m.contains("timeout-minutes")));
 }
+
+#[test]
+fn mappings_with_keys_known_only_once_evaluated() {
+    let run = run_ok(
+        "on: push
+jobs:
+  t:
+    runs-on:
+      group: mine
+      ${{ insert }}: {labels: [linux, '${{ github.event_name }}']}
+    environment:
+      ${{ insert }}: {name: review, deployment: false}
+    concurrency: '${{ fromJSON(''{\"group\": \"only-one\", \"cancel-in-progress\": true}'') }}'
+    steps: [run: echo]
+",
+    );
+    let t = run.dispatch("t");
+    assert_eq!(t.runs_on, ["linux", "push"]);
+    assert_eq!(
+        t.environment,
+        Some(EnvironmentEval {
+            name: "review".to_string(),
+            url: None,
+            deployment: false,
+        })
+    );
+}

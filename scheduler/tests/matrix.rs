@@ -502,3 +502,34 @@ jobs:
         serde_json::json!({"python": "3.12", "os": "linux"})
     );
 }
+
+#[test]
+fn a_whole_strategy_from_needs_sets_fail_fast_max_parallel_and_the_matrix() {
+    let outcome = ok().out(
+        "strategy",
+        "{\"fail-fast\": false, \"max-parallel\": 1, \"matrix\": {\"os\": [\"a\", \"b\"]}}",
+    );
+    let run = Driver::new(only("plan", outcome)).run(spec(
+        "on: push
+jobs:
+  plan: {runs-on: x, steps: [run: echo]}
+  test:
+    needs: plan
+    runs-on: x
+    strategy: ${{ fromJSON(needs.plan.outputs.strategy) }}
+    steps: [run: echo]
+",
+    ));
+    assert_eq!(run.names(), ["plan", "test (a)", "test (b)"]);
+    assert_eq!(run.max_running, 1);
+    let strategy = run
+        .dispatch("test (b)")
+        .contexts
+        .get("strategy")
+        .expect("strategy")
+        .to_json();
+    assert_eq!(
+        strategy,
+        serde_json::json!({"fail-fast": false, "job-index": 1, "job-total": 2, "max-parallel": 1})
+    );
+}

@@ -135,8 +135,9 @@ fn jobs_keep_matrix_container_services_and_positions() {
     );
     let container = test.container.as_ref().expect("container");
     assert_eq!(container.image.raw, "node:20");
-    assert_eq!(test.services[0].0.value, "redis");
-    assert_eq!(test.services[0].1.ports[0].raw, "6379:6379");
+    let (name, redis) = test.services.pairs().next().expect("a service");
+    assert_eq!(name.value, "redis");
+    assert_eq!(redis.ports[0].raw, "6379:6379");
 }
 
 #[test]

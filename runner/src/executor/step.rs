@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use kiln_workflow::commands::AnnotationLevel;
 use kiln_workflow::envfile::{check_env_name, prepend_paths};
-use kiln_workflow::eval::{evaluate_bool, evaluate_number};
+use kiln_workflow::eval::{evaluate_bool, evaluate_number, evaluate_run_defaults};
 use kiln_workflow::expr::JobStatus;
 use kiln_workflow::model::{Step, StepAction, Template};
 use kiln_workflow::uses::RepositoryRef;
@@ -332,28 +332,33 @@ impl JobRunner {
         shell: Option<&Template>,
         working_directory: Option<&Template>,
     ) -> (Conclusion, Vec<(String, String)>) {
-        // Job and workflow `defaults.run` do not reach into composite actions.
-        let defaults = if frame.composite.is_none() {
-            let job = self.req.job.defaults.clone().unwrap_or_default();
-            let workflow = self.req.workflow.defaults.clone().unwrap_or_default();
-            (
-                job.shell.or(workflow.shell),
-                job.working_directory.or(workflow.working_directory),
-            )
-        } else {
-            (None, None)
-        };
         let parts = self.scope_parts(frame, &ctx.env, ctx.github.clone());
         let scope = parts.scope(self);
         let evaluated = (|| -> Result<(String, Option<String>, String), String> {
             let script = scope.string(run)?;
-            let shell = match shell.or(defaults.0.as_ref()) {
-                Some(t) => Some(scope.string(t)?),
-                None => None,
+            // Job and workflow `defaults.run` do not reach into composite actions; the job's
+            // may use expressions, also in keys.
+            let (default_shell, default_workdir) = if frame.composite.is_none() {
+                let workflow = self.req.workflow.defaults.clone().unwrap_or_default();
+                let (shell, workdir) = match &self.req.job.defaults {
+                    Some(job) => evaluate_run_defaults(job, &scope)?,
+                    None => (None, None),
+                };
+                let literal = |t: Option<Template>| t.map(|t| t.raw);
+                (
+                    shell.or(literal(workflow.shell)),
+                    workdir.or(literal(workflow.working_directory)),
+                )
+            } else {
+                (None, None)
             };
-            let workdir = match working_directory.or(defaults.1.as_ref()) {
+            let shell = match shell {
+                Some(t) => Some(scope.string(t)?),
+                None => default_shell,
+            };
+            let workdir = match working_directory {
                 Some(t) => scope.string(t)?,
-                None => String::new(),
+                None => default_workdir.unwrap_or_default(),
             };
             Ok((script, shell, workdir))
         })();

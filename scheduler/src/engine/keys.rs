@@ -3,8 +3,11 @@
 //! `services` are the runner's to evaluate, where `github.workspace` is the job's.
 
 use super::context::JobContext;
-use super::EnvironmentEval;
-use kiln_workflow::eval::{evaluate_bool, evaluate_number, evaluate_template, evaluate_to_string};
+use kiln_workflow::eval::EnvironmentValues;
+use kiln_workflow::eval::{
+    evaluate_bool, evaluate_concurrency, evaluate_dynamic_keys, evaluate_environment,
+    evaluate_number, evaluate_template, evaluate_to_string,
+};
 use kiln_workflow::model::{Concurrency, Job, RunsOn};
 use kiln_workflow::Value;
 
@@ -23,7 +26,7 @@ pub(crate) struct LegKeys {
     pub runs_on: Vec<String>,
     pub timeout_minutes: f64,
     pub continue_on_error: bool,
-    pub environment: Option<EnvironmentEval>,
+    pub environment: Option<EnvironmentValues>,
     pub concurrency: Option<GroupSpec>,
 }
 
@@ -77,23 +80,7 @@ pub(crate) fn evaluate_leg(job: &Job, ctx: &JobContext) -> Result<LegKeys, Strin
     };
     let environment = match &job.environment {
         None => None,
-        Some(e) => {
-            let name = at("environment", evaluate_to_string(&e.name, ctx))?;
-            let url = match &e.url {
-                Some(url) => Some(at("environment.url", evaluate_to_string(url, ctx))?),
-                None => None,
-            };
-            let deployment = match &e.deployment {
-                Some(v) => at("environment.deployment", evaluate_bool(v, ctx))?,
-                None => true,
-            };
-            Some(EnvironmentEval {
-                name,
-                url,
-                deployment,
-            })
-            .filter(|e| !e.name.is_empty())
-        }
+        Some(e) => evaluate_environment(e, ctx)?,
     };
     let concurrency = match &job.concurrency {
         None => None,
@@ -114,18 +101,7 @@ pub(crate) fn group(
     ctx: &JobContext,
     key: &str,
 ) -> Result<Option<GroupSpec>, String> {
-    let (group, cancel) = match c {
-        Concurrency::Group(t) => (t, None),
-        Concurrency::Mapping {
-            group,
-            cancel_in_progress,
-        } => (group, cancel_in_progress.as_ref()),
-    };
-    let shown = at(key, evaluate_to_string(group, ctx))?;
-    let cancel_in_progress = match cancel {
-        Some(v) => at("cancel-in-progress", evaluate_bool(v, ctx))?,
-        None => false,
-    };
+    let (shown, cancel_in_progress) = evaluate_concurrency(c, ctx, key)?;
     if shown.is_empty() {
         return Ok(None);
     }
@@ -142,12 +118,27 @@ fn runs_on_labels(
 ) -> Result<Vec<String>, kiln_workflow::expr::ExprError> {
     let mut labels = Vec::new();
     match runs_on {
-        RunsOn::Labels(templates)
-        | RunsOn::Group {
-            labels: templates, ..
+        RunsOn::Labels(templates) => {
+            for t in templates {
+                push_labels(&evaluate_template(t, ctx)?, &mut labels);
+            }
+        }
+        RunsOn::Group {
+            group,
+            labels: templates,
+            dynamic,
         } => {
             for t in templates {
                 push_labels(&evaluate_template(t, ctx)?, &mut labels);
+            }
+            let written = [
+                group.as_ref().map(|_| "group"),
+                (!templates.is_empty()).then_some("labels"),
+            ];
+            let written: Vec<&str> = written.into_iter().flatten().collect();
+            let evaluated = evaluate_dynamic_keys(dynamic, &written, ctx)?;
+            if let Some(v) = evaluated.get("labels") {
+                push_labels(v, &mut labels);
             }
         }
         RunsOn::Expr(t) => match evaluate_template(t, ctx)? {

@@ -63,14 +63,8 @@ pub struct Dispatch {
     pub environment: Option<EnvironmentEval>,
 }
 
-/// An evaluated `environment:`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvironmentEval {
-    pub name: String,
-    pub url: Option<String>,
-    /// `deployment:` (default true): whether GitHub would record a deployment.
-    pub deployment: bool,
-}
+/// An evaluated `environment:` (name, url, `deployment`).
+pub use kiln_workflow::eval::EnvironmentValues as EnvironmentEval;
 
 /// How a dispatched leg ended, as the executor reports it.
 #[derive(Debug, Clone)]

@@ -7,11 +7,20 @@
 mod job;
 mod tree;
 
-pub use job::{evaluate_container, evaluate_job_containers, evaluate_job_env, ContainerValues};
-pub use tree::{evaluate_string_map, evaluate_tree, MapError, MAX_RESULT_BYTES};
+pub use job::{
+    evaluate_concurrency, evaluate_container, evaluate_environment, evaluate_job_containers,
+    evaluate_job_env, evaluate_run_defaults, evaluate_strategy, ContainerValues, EnvironmentValues,
+    StrategyValues,
+};
+pub use tree::{
+    evaluate_dynamic_keys, evaluate_key, evaluate_string_map, evaluate_tree, MapError,
+    MAX_RESULT_BYTES,
+};
 
 use crate::expr::{self, template, Allowed, EvalContext, ExprError};
-use crate::model::{Condition, EnvMap, Matrix, MaybeExpr, Param, Template, Tree, WithMap};
+use crate::model::{
+    Condition, EnvMap, Matrix, MaybeExpr, Param, Strategy, Template, Tree, TreeKey, WithMap,
+};
 use crate::value::{Object, Value};
 use std::sync::{Arc, OnceLock};
 
@@ -111,6 +120,25 @@ pub fn matrix_texts_reading(m: &Matrix, name: &str) -> Vec<String> {
         Matrix::Expr(_) => Vec::new(),
         Matrix::Mapping(tree) => tree_texts_reading(tree, name),
     }
+}
+
+/// The expressions of a job's strategy that decide its legs (the matrix, and keys only known
+/// once evaluated) that read the context `name`, as written.
+pub fn strategy_texts_reading(strategy: &Strategy, name: &str) -> Vec<String> {
+    let mut found: Vec<String> = strategy
+        .matrix
+        .as_ref()
+        .map(|m| matrix_texts_reading(m, name))
+        .unwrap_or_default();
+    for (key, value) in &strategy.dynamic {
+        if let TreeKey::Expr(t) = key {
+            if template_reads(t, name) {
+                found.push(t.raw.trim().to_owned());
+            }
+        }
+        found.extend(tree_texts_reading(value, name));
+    }
+    found
 }
 
 /// The expressions of a tree (keys included) that read the context `name`, as written.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use super::evaluate_template;
 use crate::expr::{EvalContext, ExprError};
-use crate::model::{MapEntry, Template, TemplateMap, Tree, TreeKey};
+use crate::model::{DynamicKeys, MapEntry, Template, TemplateMap, Tree, TreeKey};
 use crate::value::{Object, Value};
 
 /// What one evaluation of a template may produce, in bytes (strings counted as UTF-16, as
@@ -83,32 +83,56 @@ fn evaluate_in(
             }
             Ok(Value::array(out))
         }
-        Tree::Mapping(pairs, _) => {
-            let mut object = MappingBuilder::new();
-            for (key, value) in pairs {
-                match key {
-                    TreeKey::Literal(name) => {
-                        let value = evaluate_in(value, ctx, budget)?;
-                        object.insert(&name.value, value)?;
-                    }
-                    TreeKey::Expr(template) => {
-                        let name = evaluate_key(template, ctx)?;
-                        let value = evaluate_in(value, ctx, budget)?;
-                        object.insert(&name, value)?;
-                    }
-                    TreeKey::Insert(_) => {
-                        let inserted = evaluate_in(value, ctx, budget)?;
-                        object.insert_all(inserted)?;
-                    }
-                }
-            }
-            Ok(Value::object(object.object))
-        }
+        Tree::Mapping(pairs, _) => Ok(Value::object(evaluate_pairs(pairs, ctx, budget)?)),
     }
 }
 
+fn evaluate_pairs(
+    pairs: &[(TreeKey, Tree)],
+    ctx: &dyn EvalContext,
+    budget: &mut Budget,
+) -> Result<Object, ExprError> {
+    let mut object = MappingBuilder::new();
+    for (key, value) in pairs {
+        match key {
+            TreeKey::Literal(name) => {
+                let value = evaluate_in(value, ctx, budget)?;
+                object.insert(&name.value, value)?;
+            }
+            TreeKey::Expr(template) => {
+                let name = evaluate_key(template, ctx)?;
+                let value = evaluate_in(value, ctx, budget)?;
+                object.insert(&name, value)?;
+            }
+            TreeKey::Insert(_) => {
+                let inserted = evaluate_in(value, ctx, budget)?;
+                object.insert_all(inserted)?;
+            }
+        }
+    }
+    Ok(object.object)
+}
+
+/// The keys of a mapping with well-known properties that are only known once evaluated
+/// (written as expressions, `${{ insert }}`), as one mapping. `written` are the keys written
+/// literally beside them: an evaluated key may not repeat one.
+pub fn evaluate_dynamic_keys(
+    keys: &DynamicKeys,
+    written: &[&str],
+    ctx: &dyn EvalContext,
+) -> Result<Object, ExprError> {
+    let object = evaluate_pairs(keys, ctx, &mut Budget::new())?;
+    if let Some((key, _)) = object
+        .iter()
+        .find(|(key, _)| written.iter().any(|w| w.eq_ignore_ascii_case(key)))
+    {
+        return Err(ExprError::evaluation(format!("'{key}' is already defined")));
+    }
+    Ok(object)
+}
+
 /// A key written as an expression: its result as a string (null is the empty string).
-fn evaluate_key(template: &Template, ctx: &dyn EvalContext) -> Result<String, ExprError> {
+pub fn evaluate_key(template: &Template, ctx: &dyn EvalContext) -> Result<String, ExprError> {
     match evaluate_template(template, ctx)? {
         Value::Null => Ok(String::new()),
         value if value.is_primitive() => Ok(value.to_display_string()),

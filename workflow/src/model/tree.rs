@@ -97,6 +97,12 @@ impl Tree {
     }
 }
 
+/// The entries of a mapping with well-known properties (`container`, `strategy`, ...) whose
+/// keys are only known once evaluated: a key written as an expression, `${{ insert }}`, or
+/// the whole mapping written as one expression (an insert of it). The evaluated keys are
+/// read as the mapping's properties.
+pub type DynamicKeys = Vec<(TreeKey, Tree)>;
+
 /// A mapping of strings (`env:`) or of inputs (`with:`) as written: its literal pairs, and
 /// what GitHub evaluates at run time (a key written as an expression, `${{ insert }}`, or the
 /// whole mapping given as one expression).

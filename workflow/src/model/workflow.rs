@@ -1,4 +1,7 @@
-use super::{Condition, EnvMap, MaybeExpr, Pairs, Param, Spanned, Template, Tree, WithMap};
+use super::{
+    Condition, DynamicKeys, EnvMap, MaybeExpr, Pairs, Param, Spanned, Template, TemplateMap, Tree,
+    WithMap,
+};
 use crate::uses::RepositoryRef;
 use crate::yaml::Pos;
 
@@ -122,6 +125,8 @@ pub struct CallSecret {
 pub struct RunDefaults {
     pub shell: Option<Template>,
     pub working_directory: Option<Template>,
+    /// Keys only known once evaluated (job-level `defaults.run` takes contexts).
+    pub dynamic: DynamicKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -129,8 +134,10 @@ pub enum Concurrency {
     /// `concurrency: group-name` or a whole-value expression.
     Group(Template),
     Mapping {
+        /// Empty when only an evaluated key gives it.
         group: Template,
         cancel_in_progress: Option<MaybeExpr<bool>>,
+        dynamic: DynamicKeys,
     },
 }
 
@@ -183,7 +190,8 @@ pub struct Job {
     pub cancel_timeout_minutes: Option<MaybeExpr<f64>>,
     pub continue_on_error: Option<MaybeExpr<bool>>,
     pub container: Option<Container>,
-    pub services: Pairs<Container>,
+    /// Service names may be written as expressions, and services inserted.
+    pub services: TemplateMap<Container>,
     pub environment: Option<Environment>,
     pub concurrency: Option<Concurrency>,
     pub permissions: Option<Permissions>,
@@ -230,6 +238,7 @@ pub enum RunsOn {
     Group {
         group: Option<Template>,
         labels: Vec<Template>,
+        dynamic: DynamicKeys,
     },
     Expr(Template),
 }
@@ -240,6 +249,8 @@ pub struct Strategy {
     pub fail_fast: Option<MaybeExpr<bool>>,
     pub max_parallel: Option<MaybeExpr<f64>>,
     pub pos: Pos,
+    /// Keys only known once evaluated, also the whole strategy written as one expression.
+    pub dynamic: DynamicKeys,
 }
 
 /// `strategy.matrix`, kept as data: expressions inside (also in keys, `${{ insert }}`, and
@@ -254,6 +265,7 @@ pub enum Matrix {
 pub struct Credentials {
     pub username: Option<Template>,
     pub password: Option<Template>,
+    pub dynamic: DynamicKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +277,9 @@ pub struct Container {
     pub volumes: Vec<Template>,
     pub options: Option<Template>,
     pub pos: Pos,
+    /// Keys only known once evaluated. A container written as one expression is `image`
+    /// (whose value may also be a mapping of the container's keys).
+    pub dynamic: DynamicKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +288,9 @@ pub struct Environment {
     pub url: Option<Template>,
     /// `deployment:` (whether GitHub records a deployment); true when absent.
     pub deployment: Option<MaybeExpr<bool>>,
+    /// Keys only known once evaluated. An environment written as one expression is `name`
+    /// (whose value may also be a mapping of the environment's keys).
+    pub dynamic: DynamicKeys,
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,8 @@ use super::contexts::KeyContext;
 use super::expressions;
 use crate::diag::{did_you_mean, Diagnostic};
 use crate::model::{
-    Condition, MapEntry, MaybeExpr, Pairs, Param, Spanned, Template, TemplateMap, Tree, TreeKey,
+    Condition, DynamicKeys, MapEntry, MaybeExpr, Pairs, Param, Spanned, Template, TemplateMap,
+    Tree, TreeKey,
 };
 use crate::yaml::{Node, NodeKind, Pos, Resolved};
 
@@ -98,15 +99,36 @@ impl<'f> Reader<'f> {
         pairs: &'n [(Node, Node)],
         allowed: &[&'n str],
     ) -> Vec<(&'n str, &'n Node, &'n Node)> {
+        self.keys_under(pairs, allowed, &super::contexts::NONE).0
+    }
+
+    /// [`Reader::known_keys`] for a mapping whose definition takes `context`: a key written
+    /// as an expression (or `${{ insert }}`) is kept, with its value, for evaluation.
+    pub fn keys_under<'n>(
+        &mut self,
+        pairs: &'n [(Node, Node)],
+        allowed: &[&'n str],
+        context: &KeyContext,
+    ) -> (Vec<(&'n str, &'n Node, &'n Node)>, DynamicKeys) {
         let mut known = Vec::new();
+        let mut dynamic = Vec::new();
         for (key, value) in pairs {
-            let Some(name) = self.key(key) else { continue };
-            match allowed.iter().find(|a| a.eq_ignore_ascii_case(name)) {
+            let name = match self.map_key(key, context) {
+                None => continue,
+                Some(TreeKey::Literal(name)) => name,
+                Some(computed) => {
+                    if let Some(value) = self.tree(value, context) {
+                        dynamic.push((computed, value));
+                    }
+                    continue;
+                }
+            };
+            match allowed.iter().find(|a| a.eq_ignore_ascii_case(&name.value)) {
                 Some(canonical) => known.push((*canonical, key, value)),
-                None => self.unknown_key(key.pos, name, allowed),
+                None => self.unknown_key(key.pos, &name.value, allowed),
             }
         }
-        known
+        (known, dynamic)
     }
 
     pub fn unknown_key(&mut self, pos: Pos, name: &str, allowed: &[&str]) {
