@@ -207,6 +207,42 @@ const HOST_CASES: &[Case] = &[
             ],
         )
     },
+    case(
+        "template-keys",
+        &[
+            "leg python=3.10 os=linux total=3",
+            "leg python=3.11 os=linux total=3",
+            "leg python=3.12 os=linux total=3",
+            "job env workspace ok",
+            "inputs fixed=one computed=two level=3",
+            "strategy leg x of 2 fail-fast=false",
+            "strategy leg y of 2 fail-fast=false",
+            "defaults shell from an insert",
+        ],
+    ),
+    case(
+        "self-repository",
+        &[
+            "nothing checked out",
+            "greet parity via shout from octo/example",
+            "self composite outputs ok",
+            "self pre ran for octo/example",
+            "self main ran with state yes",
+            "self post ran with state yes",
+            "greet caller via shout from octo/example",
+            "called workflow greeted",
+        ],
+    ),
+    Case {
+        args: &["create"],
+        ..case(
+            "filterless-event",
+            &[
+                "The event 'create' takes no filters: 'tags' is ignored",
+                "create ran for create",
+            ],
+        )
+    },
 ];
 
 /// Cases that need containers (job container, services, Docker actions).
@@ -220,6 +256,9 @@ const DOCKER_CASES: &[Case] = &[case(
         "docker action ran with parity-word",
         "docker action outputs ok",
         "docker uses ran with from-env",
+        "self action read from-the-commit",
+        "self docker action ok",
+        "container from a matrix mapping ok",
     ],
 )];
 

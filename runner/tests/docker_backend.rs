@@ -648,6 +648,19 @@ jobs:
       - run: echo "id=${{ job.container.id }}"
 "#;
 
+/// The same job with a `container:` of its own, whose image the matrix names.
+const PRESTART_WITH_CONTAINER: &str = r#"
+on: push
+jobs:
+  after:
+    runs-on: x
+    container:
+      image: ${{ matrix.image }}
+      env: {FROM_CONTAINER: '1'}
+    steps:
+      - run: echo "id=${{ job.container.id }}"
+"#;
+
 #[tokio::test]
 async fn a_job_runs_in_the_container_prestarted_for_it() {
     let Some((backend, image, _workspace)) = fixture().await else {
@@ -696,12 +709,13 @@ async fn a_prestart_that_does_not_fit_or_is_not_used_is_removed() {
     // it runs in a container of its own and the prestarted one is gone.
     let prestarted = prestart(&request, shared.clone()).expect("prestart");
     let key = prestarted.job_key().to_owned();
-    let mut different = request.clone();
-    different.container = Some(ContainerSpec {
-        image,
-        env: vec![("FROM_CONTAINER".into(), "1".into())],
-        ..Default::default()
-    });
+    let mut different = setup.request(PRESTART_WITH_CONTAINER, "after");
+    different.platform_image = request.platform_image.clone();
+    let mut matrix = kiln_workflow::value::Object::new();
+    matrix.insert("image", kiln_workflow::value::Value::string(image.as_str()));
+    different
+        .contexts
+        .insert("matrix", kiln_workflow::value::Value::object(matrix));
     let (printed, conclusion) = run_prestarted(shared, different, prestarted).await;
     assert_eq!(conclusion, Conclusion::Success);
     assert!(printed.is_some_and(|id| !id.is_empty()));

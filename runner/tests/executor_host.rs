@@ -275,3 +275,54 @@ jobs:
     assert_eq!(ran.step("outside"), ("failure".into(), "success".into()));
     assert!(log.contains("Fail to hash files under directory"), "{log}");
 }
+
+#[tokio::test]
+async fn job_env_sees_the_job_workspace_as_its_steps_do() {
+    let setup = Setup::new();
+    let yaml = r#"
+on: push
+env:
+  WF_DIR: ${{ github.workspace }}/wf
+jobs:
+  j:
+    runs-on: x
+    env:
+      BUILD_DIR: ${{ github.workspace }}/build
+      ${{ github.job }}_KEY: from-a-computed-key
+      ${{ insert }}: '${{ fromJSON(''{"INSERTED": "yes"}'') }}'
+    steps:
+      - env:
+          STEP_DIR: ${{ github.workspace }}/build
+        run: |
+          test "$BUILD_DIR" = "$STEP_DIR"
+          test "$BUILD_DIR" = "$GITHUB_WORKSPACE/build"
+          test "$WF_DIR" = "$GITHUB_WORKSPACE/wf"
+          echo "keys $j_KEY $INSERTED"
+"#;
+    let ran = setup.run(yaml, "j").await;
+    assert_eq!(
+        ran.result.conclusion,
+        Conclusion::Success,
+        "{}",
+        ran.log_text()
+    );
+    assert!(
+        ran.log_text().contains("keys from-a-computed-key yes"),
+        "{}",
+        ran.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_job_env_that_fails_to_evaluate_fails_the_job_at_set_up() {
+    let setup = Setup::new();
+    let yaml = "on: push\njobs:\n  j:\n    runs-on: x\n    env:\n      A: ${{ fromJSON('not json') }}\n    steps:\n      - run: echo SHOULD-NOT-RUN\n";
+    let ran = setup.run(yaml, "j").await;
+    assert_eq!(ran.result.conclusion, Conclusion::Failure);
+    let error = ran.result.error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("Error evaluating 'jobs.j.env.A'"),
+        "{error}"
+    );
+    assert!(!ran.log_text().contains("SHOULD-NOT-RUN"));
+}

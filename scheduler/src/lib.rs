@@ -5,6 +5,6 @@
 pub mod engine;
 
 pub use engine::{
-    ContainerEval, Dispatch, Engine, EngineError, EngineEvent, EngineOptions, JobCompletion,
+    Dispatch, Engine, EngineError, EngineEvent, EngineOptions, EnvironmentEval, JobCompletion,
     JobReport, LegId, RunReport, RunSpec, StepRecord,
 };

@@ -1,64 +1,38 @@
 //! Job-level keys evaluated per leg: runs-on, env, container, services, timeout, environment.
 
 mod support;
-use kiln_scheduler::{ContainerEval, EngineEvent};
+use kiln_scheduler::{EngineEvent, EnvironmentEval};
 use support::*;
 
 #[test]
-fn runs_on_env_and_container_are_evaluated_per_leg() {
+fn runs_on_is_evaluated_per_leg_and_runner_keys_are_left_to_the_runner() {
     let run = run_ok(
         "on: push
 env:
-  SHARED: wf
   WF_ONLY: ${{ github.event_name }}
 jobs:
   t:
     runs-on: [self-hosted, '${{ matrix.os }}']
     strategy: {matrix: {os: [linux, arm], tag: ['1.0']}}
     env:
-      SHARED: job-${{ matrix.os }}
-      TOKEN: ${{ secrets.TOKEN }}
-      INDEX: ${{ strategy.job-index }}
+      SHARED: job-${{ matrix.os }}-${{ github.workspace }}
     container:
       image: alpine:${{ matrix.tag }}
-      env: {MODE: '${{ matrix.os }}'}
-      ports: [8080]
-      volumes: [/data:/data]
-      options: --cpus 1
-      credentials: {username: me, password: '${{ secrets.TOKEN }}'}
+      volumes: ['${{ github.workspace }}/cache:/cache']
     services:
       db:
         image: postgres:${{ matrix.tag }}
-        options: --health-cmd pg_isready
     steps: [run: echo]
 ",
     );
     let arm = run.dispatch("t (arm, 1.0)");
     assert_eq!(arm.runs_on, ["self-hosted", "arm"]);
-    assert_eq!(
-        arm.env,
-        [
-            ("SHARED".to_string(), "job-arm".to_string()),
-            ("WF_ONLY".to_string(), "push".to_string()),
-            ("TOKEN".to_string(), "s3cret".to_string()),
-            ("INDEX".to_string(), "1".to_string()),
-        ]
-    );
-    assert_eq!(
-        arm.container,
-        Some(ContainerEval {
-            image: "alpine:1.0".to_string(),
-            env: vec![("MODE".to_string(), "arm".to_string())],
-            ports: vec!["8080".to_string()],
-            volumes: vec!["/data:/data".to_string()],
-            options: "--cpus 1".to_string(),
-            credentials: Some(("me".to_string(), "s3cret".to_string())),
-        })
-    );
-    assert_eq!(arm.services.len(), 1);
-    assert_eq!(arm.services[0].0, "db");
-    assert_eq!(arm.services[0].1.image, "postgres:1.0");
-    assert_eq!(arm.services[0].1.options, "--health-cmd pg_isready");
+    // env, container and services read `github.workspace`, which only the runner knows: the
+    // dispatch carries what they are evaluated with, not their values.
+    let contexts = kiln_workflow::Value::object(arm.contexts.clone()).to_json();
+    assert_eq!(contexts["matrix"]["os"], "arm");
+    assert_eq!(contexts["matrix"]["tag"], "1.0");
+    assert_eq!(contexts["secrets"]["TOKEN"], "s3cret");
     assert_eq!(arm.timeout_minutes, 360.0);
     assert!(!arm.continue_on_error);
     assert!(arm.environment.is_none());
@@ -100,6 +74,7 @@ jobs:
     environment:
       name: ${{ needs.plan.outputs.env }}
       url: https://${{ needs.plan.outputs.env }}.example.com
+      deployment: ${{ needs.plan.outputs.env == 'prod' }}
     steps: [run: echo]
   stage:
     needs: plan
@@ -114,43 +89,44 @@ jobs:
     assert!(!deploy.continue_on_error);
     assert_eq!(
         deploy.environment,
-        Some((
-            "prod".to_string(),
-            Some("https://prod.example.com".to_string())
-        ))
+        Some(EnvironmentEval {
+            name: "prod".to_string(),
+            url: Some("https://prod.example.com".to_string()),
+            deployment: true,
+        })
     );
     let stage = run.dispatch("stage");
-    assert_eq!(stage.environment, Some(("staging".to_string(), None)));
+    assert_eq!(
+        stage.environment,
+        Some(EnvironmentEval {
+            name: "staging".to_string(),
+            url: None,
+            deployment: true,
+        })
+    );
     assert_eq!(stage.timeout_minutes, 5.0);
 }
 
 #[test]
-fn empty_container_image_means_no_container_and_empty_service_is_dropped() {
+fn environment_deployment_may_be_an_expression() {
     let run = run_ok(
         "on: push
 jobs:
   t:
     runs-on: x
-    strategy:
-      matrix:
-        include:
-          - {img: 'node:20', db: ''}
-          - {img: '', db: 'redis'}
-    container: ${{ matrix.img }}
-    services:
-      cache: {image: '${{ matrix.db }}'}
+    strategy: {matrix: {record: [true, false]}}
+    environment:
+      name: preview
+      deployment: ${{ matrix.record }}
     steps: [run: echo]
 ",
     );
-    let first = &run.dispatched[0];
-    assert_eq!(
-        first.container.as_ref().map(|c| c.image.as_str()),
-        Some("node:20")
-    );
-    assert!(first.services.is_empty());
-    let second = &run.dispatched[1];
-    assert!(second.container.is_none());
-    assert_eq!(second.services[0].1.image, "redis");
+    let deployments: Vec<bool> = run
+        .dispatched
+        .iter()
+        .map(|d| d.environment.as_ref().expect("environment").deployment)
+        .collect();
+    assert_eq!(deployments, [true, false]);
 }
 
 #[test]
@@ -176,8 +152,7 @@ jobs:
   t:
     runs-on: x
     strategy: {fail-fast: false, matrix: {cfg: ['{\"a\":1}', 'not json']}}
-    env:
-      A: ${{ fromJSON(matrix.cfg).a }}
+    timeout-minutes: ${{ fromJSON(matrix.cfg).a }}
     steps: [run: echo]
   other: {runs-on: x, steps: [run: echo]}
 ",
@@ -193,7 +168,7 @@ jobs:
     );
     let error = run.job("t (not json)").message.clone().expect("a message");
     assert!(
-        error.starts_with("Error evaluating 'jobs.<id>.env.A'"),
+        error.starts_with("Error evaluating 'timeout-minutes'"),
         "{error}"
     );
     assert!(run.events.iter().any(
@@ -221,4 +196,31 @@ jobs:
         .message
         .as_deref()
         .is_some_and(|m| m.contains("timeout-minutes")));
+}
+
+#[test]
+fn mappings_with_keys_known_only_once_evaluated() {
+    let run = run_ok(
+        "on: push
+jobs:
+  t:
+    runs-on:
+      group: mine
+      ${{ insert }}: {labels: [linux, '${{ github.event_name }}']}
+    environment:
+      ${{ insert }}: {name: review, deployment: false}
+    concurrency: '${{ fromJSON(''{\"group\": \"only-one\", \"cancel-in-progress\": true}'') }}'
+    steps: [run: echo]
+",
+    );
+    let t = run.dispatch("t");
+    assert_eq!(t.runs_on, ["linux", "push"]);
+    assert_eq!(
+        t.environment,
+        Some(EnvironmentEval {
+            name: "review".to_string(),
+            url: None,
+            deployment: false,
+        })
+    );
 }

@@ -462,3 +462,74 @@ jobs:
         ["t (1)=failure", "t (2)=success", "t (3)=success"]
     );
 }
+
+#[test]
+fn a_matrix_from_needs_takes_expression_keys_inserts_and_spliced_vectors() {
+    let outcome = ok()
+        .out("axis", "python")
+        .out("more", "[\"3.11\", \"3.12\"]")
+        .out("extra", "{\"os\": [\"linux\"]}");
+    let run = Driver::new(only("prepare", outcome)).run(spec(
+        "on: push
+jobs:
+  prepare: {runs-on: x, steps: [run: echo]}
+  test:
+    needs: prepare
+    runs-on: x
+    strategy:
+      matrix:
+        ${{ needs.prepare.outputs.axis }}: ['3.10', '${{ fromJSON(needs.prepare.outputs.more) }}']
+        ${{ insert }}: ${{ fromJSON(needs.prepare.outputs.extra) }}
+    steps: [run: echo]
+",
+    ));
+    assert_eq!(
+        run.names(),
+        [
+            "prepare",
+            "test (3.10, linux)",
+            "test (3.11, linux)",
+            "test (3.12, linux)"
+        ]
+    );
+    let matrix = run
+        .dispatch("test (3.12, linux)")
+        .matrix
+        .clone()
+        .expect("a matrix");
+    assert_eq!(
+        kiln_workflow::Value::object(matrix).to_json(),
+        serde_json::json!({"python": "3.12", "os": "linux"})
+    );
+}
+
+#[test]
+fn a_whole_strategy_from_needs_sets_fail_fast_max_parallel_and_the_matrix() {
+    let outcome = ok().out(
+        "strategy",
+        "{\"fail-fast\": false, \"max-parallel\": 1, \"matrix\": {\"os\": [\"a\", \"b\"]}}",
+    );
+    let run = Driver::new(only("plan", outcome)).run(spec(
+        "on: push
+jobs:
+  plan: {runs-on: x, steps: [run: echo]}
+  test:
+    needs: plan
+    runs-on: x
+    strategy: ${{ fromJSON(needs.plan.outputs.strategy) }}
+    steps: [run: echo]
+",
+    ));
+    assert_eq!(run.names(), ["plan", "test (a)", "test (b)"]);
+    assert_eq!(run.max_running, 1);
+    let strategy = run
+        .dispatch("test (b)")
+        .contexts
+        .get("strategy")
+        .expect("strategy")
+        .to_json();
+    assert_eq!(
+        strategy,
+        serde_json::json!({"fail-fast": false, "job-index": 1, "job-total": 2, "max-parallel": 1})
+    );
+}

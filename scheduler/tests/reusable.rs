@@ -86,7 +86,14 @@ jobs:
         json(compile, "secrets"),
         serde_json::json!({"deploy-key": "s3cret"})
     );
-    assert_eq!(compile.env, [("CALLEE".to_string(), "yes".to_string())]);
+    // The callee's own `env:` applies to its jobs (the runner evaluates it).
+    let env: Vec<&str> = compile
+        .workflow
+        .env
+        .pairs()
+        .map(|(k, _)| k.value.as_str())
+        .collect();
+    assert_eq!(env, ["CALLEE"]);
     assert_eq!(
         compile.workflow.jobs.len(),
         2,

@@ -1,6 +1,7 @@
 //! Finding and reading workflow files the way every command needs them: a file or a
 //! directory (top level only, as GitHub reads `.github/workflows/`), parsed with local
-//! reusable workflows (`./.github/workflows/x.yml`) resolved from the repository they live in.
+//! reusable workflows (`./.github/workflows/x.yml`, `$/.github/workflows/x.yml`) resolved from
+//! the repository they live in.
 
 use anyhow::Context as _;
 use kiln_workflow::model::Workflow;
@@ -147,8 +148,13 @@ pub fn parse_file(path: &Path) -> anyhow::Result<ParsedFile> {
         });
     }
     let root = repository_root(path);
+    // `./` and `$/` (the same repository; validated as the files are now, uncommitted
+    // edits included) resolve in the repository the file belongs to.
     let resolver = move |reference: &str| -> Option<(String, String)> {
-        let relative = reference.strip_prefix("./")?;
+        let relative = match kiln_workflow::uses::self_repository_path(reference) {
+            Ok(Some(path)) => path,
+            _ => reference.strip_prefix("./")?,
+        };
         let content = read_callee(&root, relative)?;
         Some((relative.to_string(), content))
     };

@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::cell::RefCell;
+
 use kiln_workflow::model::{JobKind, Workflow};
+use kiln_workflow::uses::self_repository_path;
 
 use crate::cmd::workflow_files::{list_workflow_files, read_callee};
 use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions};
@@ -72,27 +75,71 @@ pub fn workflow_paths(target: &Path, root: &Path) -> Result<Vec<PathBuf>, Discov
     Ok(paths)
 }
 
-/// Where reusable workflows come from: `./path` in the repository, or
-/// `owner/repo/path@ref` from a `--local-repository owner/repo@ref=DIR`.
+/// Where reusable workflows come from: `./path` in the repository's working tree, `$/path`
+/// in the repository at the commit being run, or `owner/repo/path@ref` from a
+/// `--local-repository owner/repo@ref=DIR` (which also overrides `$/`, as the
+/// `owner/repo@sha` it stands for).
 pub struct CalleeSource<'a> {
     pub repo_root: &'a Path,
     pub local_repositories: &'a [(String, PathBuf)],
+    /// `owner/repo` and the commit being run (all zeros without a commit).
+    pub repository: &'a str,
+    pub sha: &'a str,
+    /// Warnings of the loads since the last [`CalleeSource::take_warnings`].
+    pub warnings: RefCell<Vec<String>>,
 }
 
 impl CalleeSource<'_> {
     /// The callee's text; `None` when it is missing or a link leads outside its repository.
     fn load(&self, uses: &str) -> Option<(String, String)> {
-        let content = if let Some(relative) = uses.strip_prefix("./") {
-            read_callee(self.repo_root, relative)?
-        } else {
-            let (target, git_ref) = uses.rsplit_once('@')?;
-            let mut segments = target.splitn(3, '/');
-            let (owner, repo, inside) = (segments.next()?, segments.next()?, segments.next()?);
-            let key = format!("{owner}/{repo}@{git_ref}");
-            let (_, dir) = self.local_repositories.iter().find(|(k, _)| *k == key)?;
-            read_callee(dir, inside)?
-        };
-        Some((uses.to_owned(), content))
+        if let Some(relative) = uses.strip_prefix("./") {
+            return Some((uses.to_owned(), read_callee(self.repo_root, relative)?));
+        }
+        if let Ok(Some(path)) = self_repository_path(uses) {
+            return self.load_self(uses, path);
+        }
+        let (target, git_ref) = uses.rsplit_once('@')?;
+        let mut segments = target.splitn(3, '/');
+        let (owner, repo, inside) = (segments.next()?, segments.next()?, segments.next()?);
+        let dir = self.local_repository(&format!("{owner}/{repo}@{git_ref}"))?;
+        Some((uses.to_owned(), read_callee(dir, inside)?))
+    }
+
+    fn local_repository(&self, key: &str) -> Option<&PathBuf> {
+        self.local_repositories
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, dir)| dir)
+    }
+
+    /// `$/path`: the file as committed at the commit being run, read from git's objects so
+    /// uncommitted edits do not leak in; without a commit, the working tree's, with a warning.
+    fn load_self(&self, uses: &str, path: &str) -> Option<(String, String)> {
+        if let Some(dir) = self.local_repository(&format!("{}@{}", self.repository, self.sha)) {
+            return Some((uses.to_owned(), read_callee(dir, path)?));
+        }
+        if self.sha.bytes().all(|b| b == b'0') {
+            self.warnings.borrow_mut().push(format!(
+                "`{uses}`: the repository has no commit, so it is read from the working tree"
+            ));
+            return Some((uses.to_owned(), read_callee(self.repo_root, path)?));
+        }
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(self.repo_root)
+            .args(["show", &format!("{}:./{path}", self.sha)])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        Some((uses.to_owned(), String::from_utf8(output.stdout).ok()?))
+    }
+
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.borrow_mut())
     }
 }
 
@@ -189,10 +236,16 @@ pub fn load_workflows(
         })?;
         let display_path = relative_display(path, callees.repo_root);
         let parsed = parse_workflow_with(&display_path, &content, &options);
-        let (errs, warnings): (Vec<_>, Vec<_>) = parsed
+        let (errs, mut warnings): (Vec<_>, Vec<_>) = parsed
             .diagnostics
             .into_iter()
             .partition(Diagnostic::is_error);
+        warnings.extend(
+            callees
+                .take_warnings()
+                .into_iter()
+                .map(|w| Diagnostic::warning(&display_path, None, w)),
+        );
         match parsed.value {
             Some(workflow) if errs.is_empty() => files.push(WorkflowFile {
                 display_path,
@@ -223,6 +276,8 @@ fn relative_display(path: &Path, root: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NO_COMMIT: &str = "0000000000000000000000000000000000000000";
 
     #[test]
     fn directory_listing_is_sorted_and_yaml_only() {
@@ -258,6 +313,9 @@ mod tests {
         let source = CalleeSource {
             repo_root: repo.path(),
             local_repositories: &locals,
+            repository: "octo/app",
+            sha: NO_COMMIT,
+            warnings: RefCell::default(),
         };
         let files = load_workflows(&[wf.join("caller.yml")], &source).expect("valid");
         assert_eq!(files[0].display_path, ".github/workflows/caller.yml");
@@ -277,6 +335,9 @@ mod tests {
         let source = CalleeSource {
             repo_root: repo.path(),
             local_repositories: &[],
+            repository: "octo/app",
+            sha: NO_COMMIT,
+            warnings: RefCell::default(),
         };
         let files = load_workflows(&[wf.join("caller.yml")], &source).expect("valid");
         let found = unloaded_calls(&files[0].workflow, None);
@@ -305,6 +366,9 @@ mod tests {
         let source = CalleeSource {
             repo_root: dir.path(),
             local_repositories: &[],
+            repository: "octo/app",
+            sha: NO_COMMIT,
+            warnings: RefCell::default(),
         };
         let error = load_workflows(&[path], &source).expect_err("invalid");
         assert!(error.to_string().contains("bad.yml:"), "{error}");

@@ -61,7 +61,7 @@ fn runs_on(job: &Job) -> String {
                 .map(|l| l.raw.clone())
                 .collect::<Vec<_>>()
                 .join(", "),
-            Some(kiln_workflow::model::RunsOn::Group { labels, group }) => {
+            Some(kiln_workflow::model::RunsOn::Group { labels, group, .. }) => {
                 let mut parts: Vec<String> =
                     group.iter().map(|g| format!("group {}", g.raw)).collect();
                 parts.extend(labels.iter().map(|l| l.raw.clone()));

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_runner::backend::{Backend, ContainerSpec, DockerBackend, HostBackend, ServiceSpec};
+use kiln_runner::backend::{Backend, DockerBackend, HostBackend};
 use kiln_runner::executor::{
     prestart, run_job_with, AnnotationEvent, CacheEndpoint, JobEvent, JobRequest, JobResult,
     JobStop, Prestarted, RunDirs,
 };
 use kiln_runner::image::image_exists;
-use kiln_scheduler::engine::{ContainerEval, Dispatch, JobCompletion, StepRecord};
+use kiln_scheduler::engine::{Dispatch, JobCompletion, StepRecord};
 use kiln_workflow::model::{Job, JobKind, RunsOn};
 use kiln_workflow::Conclusion;
 use tokio::sync::mpsc::unbounded_channel;
@@ -190,17 +190,6 @@ impl LocalRunner {
     }
 }
 
-fn container_spec(eval: &ContainerEval) -> ContainerSpec {
-    ContainerSpec {
-        image: eval.image.clone(),
-        env: eval.env.clone(),
-        ports: eval.ports.clone(),
-        volumes: eval.volumes.clone(),
-        options: eval.options.clone(),
-        credentials: eval.credentials.clone(),
-    }
-}
-
 /// The error a job shows when its image is not in the daemon's store.
 fn missing_image(image: &str) -> String {
     if image == DEFAULT_IMAGE || image.starts_with("kiln-base:") {
@@ -347,11 +336,14 @@ impl LegRunner for LocalRunner {
             let (backend, platform_image): (Arc<dyn Backend>, Option<String>) =
                 match (&platform, docker) {
                     (Platform::Image(image), Some((docker, backend))) => {
-                        let mut images = vec![dispatch
-                            .container
-                            .as_ref()
-                            .map_or_else(|| image.clone(), |c| c.image.clone())];
-                        images.extend(dispatch.services.iter().map(|(_, s)| s.image.clone()));
+                        // A job with `container:` runs in that image, known only once the
+                        // executor evaluated it (it may read `github.workspace`); the backend
+                        // reports a missing one, as it does a missing service image.
+                        let images = if dispatch.job.container.is_none() {
+                            vec![image.clone()]
+                        } else {
+                            Vec::new()
+                        };
                         if let Err(message) = check_images(&docker, &known_images, images).await {
                             keep_for_finish(prestarted);
                             return fail(message);
@@ -360,8 +352,6 @@ impl LegRunner for LocalRunner {
                     }
                     _ => (host, None),
                 };
-            let mut env = shared.env_file.clone();
-            env.extend(dispatch.env.iter().cloned());
             let timeout = Duration::try_from_secs_f64(dispatch.timeout_minutes * 60.0)
                 .unwrap_or(Duration::MAX);
             let request = JobRequest {
@@ -370,16 +360,7 @@ impl LegRunner for LocalRunner {
                 job: dispatch.job.clone(),
                 workflow: dispatch.workflow.clone(),
                 contexts: dispatch.contexts.clone(),
-                env,
-                container: dispatch.container.as_ref().map(container_spec),
-                services: dispatch
-                    .services
-                    .iter()
-                    .map(|(name, eval)| ServiceSpec {
-                        name: name.clone(),
-                        container: container_spec(eval),
-                    })
-                    .collect(),
+                env: shared.env_file.clone(),
                 platform_image,
                 timeout,
                 secrets: shared.secrets.clone(),
@@ -431,8 +412,6 @@ fn start_dependants(
             name,
             job_id: job_id.clone(),
             job: Arc::new(job.clone()),
-            container: None,
-            services: Vec::new(),
             platform_image: Some(image),
             ..request.clone()
         };

@@ -52,6 +52,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let callees = CalleeSource {
         repo_root: &repo.root,
         local_repositories: &local_repositories,
+        repository: &repo.repository,
+        sha: &repo.sha,
+        warnings: Default::default(),
     };
     let files = load_workflows(&workflow_paths(&target, &repo.root)?, &callees)?;
 

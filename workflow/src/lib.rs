@@ -13,6 +13,7 @@ pub mod parse;
 pub mod pinning;
 pub mod plan;
 pub mod status;
+pub mod uses;
 pub mod value;
 pub mod yaml;
 

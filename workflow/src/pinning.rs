@@ -4,8 +4,9 @@
 use crate::diag::Diagnostic;
 use crate::model::{JobKind, Spanned, Step, StepAction, Workflow};
 
-/// One warning per remote `uses:` (steps and reusable jobs; not `./local`, not `docker://`)
-/// whose ref is not a 40-hex-digit commit SHA.
+/// One warning per remote `uses:` (steps and reusable jobs; not `./local`, not `$/` in the
+/// same repository at the running commit, not `docker://`) whose ref is not a 40-hex-digit
+/// commit SHA.
 pub fn unpinned_uses(workflow: &Workflow, file: &str) -> Vec<Diagnostic> {
     let mut found = Vec::new();
     for job in &workflow.jobs {
@@ -32,6 +33,7 @@ fn check(uses: &Spanned<String>, file: &str, found: &mut Vec<Diagnostic>) {
     if value.is_empty()
         || value.starts_with("./")
         || value.starts_with(".\\")
+        || crate::uses::is_self_repository(value)
         || value.starts_with("docker://")
     {
         return;

@@ -4,10 +4,10 @@
 //! results (a matrix built from `needs` outputs) cannot be known before a run; such a job is
 //! one entry marked as deferred.
 
-use crate::eval::{contains_template, evaluate_nested, evaluate_template};
+use crate::eval::{evaluate_strategy, evaluate_template, strategy_texts_reading, template_reads};
 use crate::expr::{EvalContext, ExprError, JobStatus, SimpleContext};
 use crate::matrix::{self, MatrixError};
-use crate::model::{Job, JobKind, Matrix, RunsOn, Template, Workflow};
+use crate::model::{Job, JobKind, RunsOn, Strategy, Template, Workflow};
 use crate::value::{Object, Value};
 use std::collections::HashMap;
 
@@ -48,6 +48,8 @@ pub enum PlanError {
         pos: crate::yaml::Pos,
         source: ExprError,
     },
+    #[error("job '{job}': {message}")]
+    Strategy { job: String, message: String },
     #[error(
         "job '{job}' is part of a cycle in `needs`; run `kiln validate` for the full diagnostics"
     )]
@@ -143,16 +145,15 @@ fn plan_job(
     out: &mut Vec<PlannedJob>,
 ) -> Result<(), PlanError> {
     let name_template = job.display_name();
-    let legs = match job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) {
-        None => None,
-        Some(matrix) => matrix_legs(job, matrix, context)?,
-    };
-    let deferred = job
+    let strategy = job
         .strategy
         .as_ref()
-        .and_then(|s| s.matrix.as_ref())
-        .is_some()
-        && legs.is_none();
+        .filter(|s| s.matrix.is_some() || !s.dynamic.is_empty());
+    let legs = match strategy {
+        None => None,
+        Some(strategy) => strategy_legs(job, strategy, context)?,
+    };
+    let deferred = strategy.is_some() && legs.is_none();
     let legs = legs.unwrap_or_else(|| vec![(None, Vec::new())]);
     let display_prefix = prefix.trim_end_matches('/').replace('/', " / ");
     for (matrix, segments) in legs {
@@ -191,40 +192,22 @@ fn plan_job(
 
 type Legs = Vec<(Option<Object>, Vec<String>)>;
 
-/// The legs of a static matrix, or None when the matrix depends on `needs`.
-fn matrix_legs(
+/// The legs of a strategy's matrix, or None when it depends on `needs`.
+fn strategy_legs(
     job: &Job,
-    matrix: &Matrix,
+    strategy: &Strategy,
     context: &PlanContext,
 ) -> Result<Option<Legs>, PlanError> {
+    if !strategy_texts_reading(strategy, "needs").is_empty() {
+        return Ok(None);
+    }
     let ctx = leg_context(context, None);
-    let value = match matrix {
-        Matrix::Expr(t) => {
-            if mentions_needs(&t.raw) {
-                return Ok(None);
-            }
-            evaluate_template(t, &ctx).map_err(|source| PlanError::Expression {
-                job: job.id.value.clone(),
-                what: "strategy.matrix",
-                pos: t.pos,
-                source,
-            })?
-        }
-        Matrix::Mapping { value, .. } => {
-            if contains_template(value) {
-                if mentions_needs(&value.to_json().to_string()) {
-                    return Ok(None);
-                }
-                evaluate_nested(value, &ctx).map_err(|source| PlanError::Expression {
-                    job: job.id.value.clone(),
-                    what: "strategy.matrix",
-                    pos: job.pos,
-                    source,
-                })?
-            } else {
-                value.clone()
-            }
-        }
+    let values = evaluate_strategy(strategy, &ctx).map_err(|message| PlanError::Strategy {
+        job: job.id.value.clone(),
+        message,
+    })?;
+    let Some(value) = values.matrix else {
+        return Ok(Some(vec![(None, Vec::new())]));
     };
     let object = match value {
         Value::Object(object) => object,
@@ -246,10 +229,6 @@ fn matrix_legs(
     ))
 }
 
-fn mentions_needs(text: &str) -> bool {
-    text.to_ascii_lowercase().contains("needs")
-}
-
 fn leg_context(context: &PlanContext, matrix: Option<&Object>) -> SimpleContext {
     let mut contexts = Object::new();
     contexts.insert("github", Value::object(context.github.clone()));
@@ -269,7 +248,7 @@ fn leg_context(context: &PlanContext, matrix: Option<&Object>) -> SimpleContext 
 /// expression text.
 fn runs_on_labels(job: &Job, ctx: &dyn EvalContext) -> Vec<String> {
     let label = |t: &Template| -> Vec<String> {
-        if t.has_expressions() && mentions_needs(&t.raw) {
+        if template_reads(t, "needs") {
             return vec![t.raw.clone()];
         }
         match evaluate_template(t, ctx) {
@@ -282,7 +261,7 @@ fn runs_on_labels(job: &Job, ctx: &dyn EvalContext) -> Vec<String> {
         None => Vec::new(),
         Some(RunsOn::Labels(labels)) => labels.iter().flat_map(label).collect(),
         Some(RunsOn::Expr(t)) => label(t),
-        Some(RunsOn::Group { group, labels }) => {
+        Some(RunsOn::Group { group, labels, .. }) => {
             let mut out: Vec<String> = group
                 .iter()
                 .flat_map(label)

@@ -10,7 +10,9 @@ mod support;
 use std::collections::HashMap;
 
 use kiln_workflow::expr::template::to_expression_source;
-use kiln_workflow::model::{JobKind, Segment, StepAction, Template, Workflow};
+use kiln_workflow::model::{
+    EnvMap, JobKind, MapEntry, Segment, StepAction, Template, Tree, Workflow,
+};
 use kiln_workflow::yaml::{self, Limits, Node};
 use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions, PermissionsPolicy};
 
@@ -157,6 +159,7 @@ fn run_case(name: &str, text: &str) -> Result<(), String> {
 /// For files GitHub parses, the jobs' ids, names and conditions and their steps' ids and
 /// conditions must be the ones GitHub's parsed template shows.
 fn compare_jobs(workflow: &Workflow, expected: &serde_json::Value) -> Result<(), String> {
+    compare_env(&workflow.env, &expected["env"]).map_err(|e| format!("env: {e}"))?;
     let Some(jobs) = expected.get("jobs").and_then(|j| j.as_array()) else {
         return Ok(());
     };
@@ -192,6 +195,7 @@ fn compare_jobs(workflow: &Workflow, expected: &serde_json::Value) -> Result<(),
                 ));
             }
         }
+        compare_env(&job.env, &want["env"]).map_err(|e| format!("job {id}: env {e}"))?;
         let (JobKind::Steps(steps), Some(want_steps)) = (&job.kind, want["steps"].as_array())
         else {
             continue;
@@ -221,6 +225,8 @@ fn compare_jobs(workflow: &Workflow, expected: &serde_json::Value) -> Result<(),
                 }
                 _ => {}
             }
+            compare_env(&step.env, &want_step["env"])
+                .map_err(|e| format!("job {id} step {}: env {e}", step.effective_id))?;
             if let Some(name) = &step.name {
                 if let Some(problem) = compare_template(name, &want_step["name"]) {
                     return Err(format!(
@@ -261,6 +267,41 @@ fn compare_template(ours: &Template, theirs: &serde_json::Value) -> Option<Strin
     let expected = theirs.get("expr")?.as_str()?;
     let source = to_expression_source(&ours.segments);
     (source.as_deref() != Some(expected)).then(|| format!("{source:?}, expected {expected:?}"))
+}
+
+/// An `env:` map against GitHub's `{type: 2, map: [{Key, Value}]}`: the same entries in the
+/// same order, an `${{ insert }}` key (`{type: 4, directive: insert}`) kept as an insert of
+/// its expression rather than dropped or read as a variable name.
+fn compare_env(ours: &EnvMap, theirs: &serde_json::Value) -> Result<(), String> {
+    let Some(pairs) = theirs.get("map").and_then(|m| m.as_array()) else {
+        return Ok(());
+    };
+    if ours.entries.len() != pairs.len() {
+        return Err(format!(
+            "{} entries, expected {}",
+            ours.entries.len(),
+            pairs.len()
+        ));
+    }
+    for (entry, pair) in ours.entries.iter().zip(pairs) {
+        let (key, value) = (&pair["Key"], &pair["Value"]);
+        let problem = match entry {
+            MapEntry::Pair(name, template) if literal(key) == Some(name.value.as_str()) => {
+                compare_template(template, value)
+            }
+            MapEntry::Insert(Tree::Expr(template)) if key["directive"] == "insert" => {
+                compare_template(template, value)
+            }
+            MapEntry::ComputedKey(name, template) => {
+                compare_template(name, key).or_else(|| compare_template(template, value))
+            }
+            other => Some(format!("{other:?}, expected key {key}")),
+        };
+        if let Some(problem) = problem {
+            return Err(problem);
+        }
+    }
+    Ok(())
 }
 
 /// A literal in GitHub's template JSON: a plain string, or `{lit, line, col}` with source info.

@@ -68,7 +68,7 @@ fn docker_action() {
     };
     assert_eq!(docker.image.value, "Dockerfile");
     assert_eq!(docker.args.len(), 1);
-    assert_eq!(docker.env[0].0.value, "WHO");
+    assert_eq!(docker.env.pairs().next().expect("env").0.value, "WHO");
     assert_eq!(docker.post_if.as_deref(), Some("always()"));
 }
 

@@ -153,3 +153,32 @@ fn dispatch_inputs_and_crons_are_checked() {
         ]
     );
 }
+
+#[test]
+fn filters_under_an_event_that_takes_none_are_a_warning_and_the_event_still_triggers() {
+    let parsed = kiln_workflow::parse_workflow(
+        "w.yml",
+        "on:\n  create:\n    tags: ['v*']\n    branches: [main]\n  push:\n    tags: ['v*']\njobs:\n  a: {runs-on: x, steps: [run: echo]}\n",
+    );
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    let warnings: Vec<String> = parsed.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "w.yml:3:5: warning: The event 'create' takes no filters: 'tags' is ignored and the workflow runs for every create event",
+            "w.yml:4:5: warning: The event 'create' takes no filters: 'branches' is ignored and the workflow runs for every create event",
+        ]
+    );
+    let workflow = parsed.value.expect("workflow");
+    assert!(workflow.on.iter().any(|t| t.event.value == "create"));
+    // An event that takes filters still rejects ones it does not know.
+    let found = errors(
+        "on:\n  push:\n    types: [created]\njobs:\n  a: {runs-on: x, steps: [run: echo]}\n",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|d| d.message == "Unexpected value 'types'"),
+        "{found:?}"
+    );
+}

@@ -106,7 +106,8 @@ fn triggers_and_workflow_keys() {
         &workflow.concurrency,
         Some(Concurrency::Mapping { cancel_in_progress: Some(MaybeExpr::Literal(b)), .. }) if b.value
     ));
-    assert_eq!(workflow.env[0].1.raw, "1");
+    let (_, value) = workflow.env.pairs().next().expect("an env pair");
+    assert_eq!(value.raw, "1");
 }
 
 #[test]
@@ -118,10 +119,10 @@ fn jobs_keep_matrix_container_services_and_positions() {
     assert_eq!(test.condition.expression, "success()");
     let strategy = test.strategy.as_ref().expect("strategy");
     assert!(matches!(strategy.fail_fast, Some(MaybeExpr::Literal(ref b)) if !b.value));
-    let Some(Matrix::Mapping { value, .. }) = &strategy.matrix else {
+    let Some(Matrix::Mapping(tree)) = &strategy.matrix else {
         panic!("matrix mapping")
     };
-    let Value::Object(matrix) = value else {
+    let Some(Value::Object(matrix)) = tree.literal_value() else {
         panic!("object")
     };
     let keys: Vec<&String> = matrix.iter().map(|(k, _)| k).collect();
@@ -134,8 +135,9 @@ fn jobs_keep_matrix_container_services_and_positions() {
     );
     let container = test.container.as_ref().expect("container");
     assert_eq!(container.image.raw, "node:20");
-    assert_eq!(test.services[0].0.value, "redis");
-    assert_eq!(test.services[0].1.ports[0].raw, "6379:6379");
+    let (name, redis) = test.services.pairs().next().expect("a service");
+    assert_eq!(name.value, "redis");
+    assert_eq!(redis.ports[0].raw, "6379:6379");
 }
 
 #[test]
@@ -162,6 +164,7 @@ fn steps_have_generated_ids_conditions_and_typed_inputs() {
     let StepAction::Uses { with, .. } = &steps[3].action else {
         panic!("uses step")
     };
+    let with: Vec<_> = with.pairs().collect();
     assert!(with[0].1.template.is_some());
     assert!(matches!(with[1].1.value, Value::String(ref s) if &**s == "npm"));
     assert!(matches!(with[2].1.value, Value::Bool(true)));
@@ -217,7 +220,7 @@ fn non_string_scalars_become_strings_as_github_formats_them() {
     let workflow = parse_workflow("env.yml", content).value.expect("workflow");
     let env: Vec<(&str, &str)> = workflow
         .env
-        .iter()
+        .pairs()
         .map(|(k, v)| (k.value.as_str(), v.raw.as_str()))
         .collect();
     assert_eq!(

@@ -4,6 +4,7 @@
 
 use indexmap::IndexMap;
 use kiln_workflow::model::Step;
+use kiln_workflow::uses::RepositoryRef;
 use kiln_workflow::value::Object;
 use kiln_workflow::Conclusion;
 
@@ -35,6 +36,16 @@ impl JobRunner {
                 inputs: inputs_value(&inputs),
                 github_keys: Self::action_github_keys(loaded),
                 env: ctx.env.clone(),
+                // `$/` in an action fetched from a repository means that repository at that
+                // ref; a local (`./`) action is a file of the workflow's repository.
+                base: if loaded.repository.is_empty() {
+                    self.frame_base(frame)
+                } else {
+                    RepositoryRef {
+                        repository: loaded.repository.clone(),
+                        git_ref: loaded.git_ref.clone(),
+                    }
+                },
             }),
             depth: frame.depth + 1,
         };

@@ -12,8 +12,7 @@ pub(crate) mod stages;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use kiln_workflow::eval::evaluate_param;
-use kiln_workflow::model::{Action, Pairs, Param, Runs};
+use kiln_workflow::model::{Action, Runs, WithMap};
 use kiln_workflow::value::{Object, Value};
 use kiln_workflow::Conclusion;
 
@@ -130,26 +129,16 @@ impl JobRunner {
         frame: &mut Frame,
         ctx: &StepCtx,
         uses: &str,
-        with: &Pairs<Param>,
+        with: &WithMap,
     ) -> (Conclusion, Vec<(String, String)>) {
         let with = {
             let parts = self.scope_parts(frame, &ctx.env, ctx.github.clone());
-            let scope = parts.scope(self);
-            let mut values = IndexMap::new();
-            for (name, param) in with {
-                match evaluate_param(param, &scope) {
-                    Ok(value) => {
-                        values.insert(name.value.clone(), value.to_display_string());
-                    }
-                    Err(error) => {
-                        let message = format!("input `{}`: {}", name.value, error.message);
-                        return (self.fail(&ctx.name, &message), Vec::new());
-                    }
-                }
+            match parts.scope(self).with(with) {
+                Ok(values) => values,
+                Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
             }
-            values
         };
-        let reference = match parse_uses(uses) {
+        let reference = match parse_uses(uses, &self.frame_base(frame)) {
             Ok(reference) => reference,
             Err(message) => return (self.fail(&ctx.name, &message), Vec::new()),
         };

@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 
 use indexmap::IndexMap;
 use kiln_workflow::commands::AnnotationLevel;
-use kiln_workflow::eval::evaluate_param;
 use kiln_workflow::model::{Runs, Step, StepAction};
+use kiln_workflow::uses::RepositoryRef;
 use kiln_workflow::Conclusion;
 use std::time::Instant;
 
@@ -125,7 +125,7 @@ impl JobRunner {
     /// "Set up job" does, also for steps whose `if:` will skip them: a missing action fails
     /// the job before any step has had effects. `Err` says which action and how to provide it.
     pub(crate) async fn resolve_actions_at_setup(&mut self, steps: &[Step]) -> Result<(), String> {
-        for (_, remote) in fetched_actions(steps) {
+        for (_, remote) in fetched_actions(steps, &self.workflow_base()) {
             self.resolve_remote(&remote).await?;
         }
         Ok(())
@@ -133,7 +133,7 @@ impl JobRunner {
 
     /// Runs the pre stage of every job step whose remote action has one, in step order.
     pub(crate) async fn run_pre_steps(&mut self, steps: &[Step]) {
-        for (step, remote) in fetched_actions(steps) {
+        for (step, remote) in fetched_actions(steps, &self.workflow_base()) {
             let StepAction::Uses { uses, .. } = &step.action else {
                 continue;
             };
@@ -171,20 +171,9 @@ impl JobRunner {
                     .unwrap_or_else(|_| template.raw.clone()),
                 None => format!("Run {uses}"),
             };
-            let env: Result<Vec<(String, String)>, String> = step
-                .env
-                .iter()
-                .map(|(k, v)| Ok((k.value.clone(), scope.string(v)?)))
-                .collect();
-            let with: Result<IndexMap<String, String>, String> = match &step.action {
-                StepAction::Uses { with, .. } => with
-                    .iter()
-                    .map(|(k, p)| {
-                        evaluate_param(p, &scope)
-                            .map(|v| (k.value.clone(), v.to_display_string()))
-                            .map_err(|e| format!("input `{}`: {}", k.value, e.message))
-                    })
-                    .collect(),
+            let env = scope.env(&step.env);
+            let with = match &step.action {
+                StepAction::Uses { with, .. } => scope.with(with),
                 _ => Ok(IndexMap::new()),
             };
             (format!("Pre {name}"), env, with)
@@ -278,16 +267,21 @@ impl JobRunner {
     }
 }
 
-/// The job steps whose `uses:` is a remote action kiln fetches (not a built-in one), with it.
-fn fetched_actions(steps: &[Step]) -> impl Iterator<Item = (&Step, RemoteAction)> {
-    steps.iter().filter_map(|step| {
-        let StepAction::Uses { uses, .. } = &step.action else {
-            return None;
-        };
-        let Ok(ActionRef::Remote(remote)) = parse_uses(&uses.value) else {
-            return None;
-        };
-        let builtin = builtin::Builtin::find(&remote.owner, &remote.repo, remote.path.as_deref());
-        builtin.is_none().then_some((step, remote))
-    })
+/// The job steps whose `uses:` is a remote action kiln fetches (not a built-in one), `$/path`
+/// of the workflow's repository (`base`) included, with it.
+fn fetched_actions<'s>(steps: &'s [Step], base: &RepositoryRef) -> Vec<(&'s Step, RemoteAction)> {
+    steps
+        .iter()
+        .filter_map(|step| {
+            let StepAction::Uses { uses, .. } = &step.action else {
+                return None;
+            };
+            let Ok(ActionRef::Remote(remote)) = parse_uses(&uses.value, base) else {
+                return None;
+            };
+            let builtin =
+                builtin::Builtin::find(&remote.owner, &remote.repo, remote.path.as_deref());
+            builtin.is_none().then_some((step, remote))
+        })
+        .collect()
 }

@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{github_with, job_context, RunnerInfo};
 use super::files::{thousands, ValueBudget, MAX_VALUE_BYTES};
+use super::job_keys::{JobKeys, JobScope};
 use super::layout::JobLayout;
 use super::output::{Emitter, LogState};
 use super::prestart::Prestarted;
 use super::scope::Scope;
 use super::status::{ScopeStatus, StatusView};
 use super::{JobEvent, JobRequest, JobResult, JobStop, StepRecord};
-use crate::backend::{host_base_env, Backend, JobEnv};
+use crate::backend::{host_base_env, Backend, ContainerSpec, JobEnv, ServiceSpec};
 
 /// Composite actions may nest this deep; GitHub's limit is 10 as well.
 pub const MAX_ACTION_DEPTH: usize = 10;
@@ -109,6 +110,11 @@ pub struct JobRunner {
     pub budget: ValueBudget,
     /// The job's container, started before the job was ready; `prepare` adopts it.
     pub prestarted: Option<Prestarted>,
+    /// `container:` and `services:`, evaluated on this machine.
+    pub container: Option<ContainerSpec>,
+    pub services: Vec<ServiceSpec>,
+    /// The warning that `$/` reads an uncommitted repository's working tree was given.
+    pub warned_uncommitted: AtomicBool,
 }
 
 /// Runs one job leg to its end (see [`super::run_job`]), stopped as `stop` says.
@@ -214,11 +220,6 @@ impl JobRunner {
             None => JobLayout::create(&req)?,
         };
         let JobLayout { key, paths } = layout;
-        let work = paths
-            .workspace
-            .parent()
-            .unwrap_or(&paths.workspace)
-            .to_path_buf();
         let mut log = LogState::default();
         for secret in &req.secrets {
             log.masker.add(secret);
@@ -227,32 +228,17 @@ impl JobRunner {
             log.masker.add(&cache.token);
         }
         let docker = backend.name() == "docker";
-        let runner = RunnerInfo {
-            name: "kiln".to_owned(),
-            temp: paths.temp.to_string_lossy().into_owned(),
-            tool_cache: std::env::var("RUNNER_TOOL_CACHE")
-                .unwrap_or_else(|_| "/opt/hostedtoolcache".to_owned()),
-            workspace: work.to_string_lossy().into_owned(),
-            debug: false,
-        };
-        let mut contexts = req.contexts.clone();
-        contexts.insert("runner", runner.context());
-        let base_github = contexts.get("github").cloned().unwrap_or(Value::Null);
-        let github = github_with(
-            &base_github,
-            &[
-                (
-                    "job",
-                    req.job_id
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or(&req.job_id)
-                        .to_owned(),
-                ),
-                ("workspace", paths.workspace.to_string_lossy().into_owned()),
-            ],
-        );
-        let env = req.env.iter().cloned().collect();
+        let scope = JobScope::new(&req, &paths);
+        let JobKeys {
+            env,
+            container,
+            services,
+        } = JobKeys::evaluate(&req, &scope, &paths.workspace)?;
+        let JobScope {
+            runner,
+            contexts,
+            github,
+        } = scope;
         Ok(JobRunner {
             key,
             backend,
@@ -280,6 +266,9 @@ impl JobRunner {
             spare_files: Default::default(),
             budget: ValueBudget::default(),
             prestarted,
+            container,
+            services,
+            warned_uncommitted: AtomicBool::new(false),
             req,
         })
     }
@@ -323,7 +312,12 @@ impl JobRunner {
             key: self.key.clone(),
             paths: self.paths.clone(),
         };
-        let spec = layout.job_spec(&self.req, self.backend.name());
+        let spec = layout.job_spec(
+            &self.req,
+            self.backend.name(),
+            self.container.clone(),
+            self.services.clone(),
+        );
         let adopted = match self.prestarted.take() {
             Some(prestarted) => prestarted.adopt(&spec).await,
             None => None,

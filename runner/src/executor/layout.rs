@@ -11,7 +11,7 @@ use kiln_workflow::value::Value;
 
 use super::job::JobPaths;
 use super::JobRequest;
-use crate::backend::{sanitize_name, ContainerSpec, JobSpec, Mount};
+use crate::backend::{sanitize_name, ContainerSpec, JobSpec, Mount, ServiceSpec};
 
 /// Distinguishes jobs with the same display name in one process (matrix legs of reruns).
 static JOB_SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -65,8 +65,15 @@ impl JobLayout {
     }
 
     /// What the backend prepares for the job: its container (in Docker mode the job's
-    /// `container:` or its platform image), services, workspace and the folders it mounts.
-    pub fn job_spec(&self, req: &JobRequest, backend_name: &str) -> JobSpec {
+    /// evaluated `container:` or its platform image), services, workspace and the folders it
+    /// mounts.
+    pub fn job_spec(
+        &self,
+        req: &JobRequest,
+        backend_name: &str,
+        container: Option<ContainerSpec>,
+        services: Vec<ServiceSpec>,
+    ) -> JobSpec {
         let mut extra_mounts = vec![mount(&self.paths.temp, false)];
         let mut read_only: Vec<PathBuf> = vec![req.dirs.actions()];
         read_only.extend(req.action_cache.iter().cloned());
@@ -80,8 +87,8 @@ impl JobLayout {
             }
         }
         let container = if backend_name == "docker" {
-            match (&req.container, &req.platform_image) {
-                (Some(container), _) => Some(container.clone()),
+            match (container, &req.platform_image) {
+                (Some(container), _) => Some(container),
                 (None, Some(image)) => Some(ContainerSpec {
                     image: image.clone(),
                     ..Default::default()
@@ -89,12 +96,12 @@ impl JobLayout {
                 (None, None) => None,
             }
         } else {
-            req.container.clone()
+            container
         };
         JobSpec {
             job_key: self.key.clone(),
             container,
-            services: req.services.clone(),
+            services,
             workspace: self.paths.workspace.clone(),
             workspace_job_path: None,
             extra_mounts,

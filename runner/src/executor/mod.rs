@@ -5,6 +5,7 @@ pub(crate) mod context;
 mod files;
 pub mod hashing;
 pub(crate) mod job;
+mod job_keys;
 mod layout;
 mod output;
 mod prestart;
@@ -25,7 +26,7 @@ use kiln_workflow::Conclusion;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, ContainerSpec, ServiceSpec};
+use crate::backend::Backend;
 
 pub use files::{MAX_JOB_VALUE_BYTES, MAX_SUMMARY_BYTES, MAX_VALUE_BYTES};
 /// [`run_job`] with both ways of stopping it ([`JobStop`]), on a container started ahead by
@@ -45,11 +46,11 @@ pub struct JobRequest {
     pub job: Arc<Job>,
     pub workflow: Arc<Workflow>,
     /// github, inputs, vars, secrets, needs, strategy, matrix: as the engine evaluated them.
+    /// The executor evaluates the workflow's and job's `env`, the job's `container:` and
+    /// `services:` and the steps with them, adding `github.workspace`, `runner` and `env`.
     pub contexts: Object,
-    /// Workflow env then job env, evaluated; later entries win.
+    /// Variables below the workflow's `env` (`--env-file`); later entries win.
     pub env: Vec<(String, String)>,
-    pub container: Option<ContainerSpec>,
-    pub services: Vec<ServiceSpec>,
     /// Docker executor: the image for a job without `container:`.
     pub platform_image: Option<String>,
     pub timeout: Duration,

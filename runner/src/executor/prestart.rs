@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::job_keys::{JobKeys, JobScope};
 use super::layout::JobLayout;
 use super::JobRequest;
 use crate::backend::{Backend, BackendError, JobEnv, JobSpec};
@@ -28,11 +29,13 @@ pub struct Prestarted {
 }
 
 /// Starts preparing the job `req` describes on `backend`. `req` needs only what the job's
-/// container depends on to be final: its name, `container`, `services`, `platform_image`,
-/// the run's folders and action sources, and the `github` context.
+/// container depends on to be final: its name, job, `platform_image`, the run's folders and
+/// action sources, and the contexts its `container:` and `services:` are evaluated with.
 pub fn prestart(req: &JobRequest, backend: Arc<dyn Backend>) -> Result<Prestarted, String> {
     let layout = JobLayout::create(req)?;
-    let spec = layout.job_spec(req, backend.name());
+    let scope = JobScope::new(req, &layout.paths);
+    let keys = JobKeys::evaluate(req, &scope, &layout.paths.workspace)?;
+    let spec = layout.job_spec(req, backend.name(), keys.container, keys.services);
     let task = {
         let (backend, spec) = (backend.clone(), spec.clone());
         // Not cancelled with the run: each Docker call ends on its own, and `discard`

@@ -4,9 +4,12 @@
 
 use std::path::Path;
 
-use kiln_workflow::eval::{evaluate_condition, evaluate_template, evaluate_to_string};
+use indexmap::IndexMap;
+use kiln_workflow::eval::{
+    evaluate_condition, evaluate_env, evaluate_template, evaluate_to_string, evaluate_with,
+};
 use kiln_workflow::expr::{EvalContext, ExprError};
-use kiln_workflow::model::{Condition, Template};
+use kiln_workflow::model::{Condition, EnvMap, Template, WithMap};
 use kiln_workflow::value::{Object, Value};
 
 use super::status::{Gate, StatusView};
@@ -72,6 +75,18 @@ impl Scope<'_> {
 
     pub fn value(&self, template: &Template) -> Result<Value, String> {
         evaluate_template(template, self).map_err(|e| describe(&template.raw, &e))
+    }
+
+    /// An `env:` map (keys written as expressions and `${{ insert }}` included).
+    pub fn env(&self, map: &EnvMap) -> Result<Vec<(String, String)>, String> {
+        evaluate_env(map, self).map_err(|e| format!("env `{}`: {}", e.key, e.error.message))
+    }
+
+    /// A `with:` map, as the action receives its inputs.
+    pub fn with(&self, map: &WithMap) -> Result<IndexMap<String, String>, String> {
+        evaluate_with(map, self)
+            .map(|pairs| pairs.into_iter().collect())
+            .map_err(|e| format!("input `{}`: {}", e.key, e.error.message))
     }
 }
 

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use kiln_workflow::commands::AnnotationLevel;
 use kiln_workflow::envfile::{check_env_name, prepend_paths};
-use kiln_workflow::eval::{evaluate_bool, evaluate_number};
+use kiln_workflow::eval::{evaluate_bool, evaluate_number, evaluate_run_defaults};
 use kiln_workflow::expr::JobStatus;
 use kiln_workflow::model::{Step, StepAction, Template};
+use kiln_workflow::uses::RepositoryRef;
 use kiln_workflow::value::Value;
 use kiln_workflow::Conclusion;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,8 @@ pub struct CompositeScope {
     pub github_keys: Vec<(&'static str, String)>,
     /// The `uses:` step's env, inherited by the action's steps.
     pub env: Vec<(String, String)>,
+    /// The repository `$/path` in the action's steps refers to.
+    pub base: RepositoryRef,
 }
 
 /// Everything known about a step once it has been decided to run.
@@ -300,6 +303,15 @@ impl JobRunner {
         }
     }
 
+    /// The repository a `$/path` in `frame`'s steps refers to: the composite action's own, or
+    /// the workflow's.
+    pub fn frame_base(&self, frame: &Frame) -> RepositoryRef {
+        match &frame.composite {
+            Some(composite) => composite.base.clone(),
+            None => self.workflow_base(),
+        }
+    }
+
     pub fn step_github(&self, frame: &Frame, action: &str) -> Value {
         let event_path = super::files::event_file_path(&self.paths.temp);
         let mut keys: Vec<(&str, String)> = vec![
@@ -320,28 +332,33 @@ impl JobRunner {
         shell: Option<&Template>,
         working_directory: Option<&Template>,
     ) -> (Conclusion, Vec<(String, String)>) {
-        // Job and workflow `defaults.run` do not reach into composite actions.
-        let defaults = if frame.composite.is_none() {
-            let job = self.req.job.defaults.clone().unwrap_or_default();
-            let workflow = self.req.workflow.defaults.clone().unwrap_or_default();
-            (
-                job.shell.or(workflow.shell),
-                job.working_directory.or(workflow.working_directory),
-            )
-        } else {
-            (None, None)
-        };
         let parts = self.scope_parts(frame, &ctx.env, ctx.github.clone());
         let scope = parts.scope(self);
         let evaluated = (|| -> Result<(String, Option<String>, String), String> {
             let script = scope.string(run)?;
-            let shell = match shell.or(defaults.0.as_ref()) {
-                Some(t) => Some(scope.string(t)?),
-                None => None,
+            // Job and workflow `defaults.run` do not reach into composite actions; the job's
+            // may use expressions, also in keys.
+            let (default_shell, default_workdir) = if frame.composite.is_none() {
+                let workflow = self.req.workflow.defaults.clone().unwrap_or_default();
+                let (shell, workdir) = match &self.req.job.defaults {
+                    Some(job) => evaluate_run_defaults(job, &scope)?,
+                    None => (None, None),
+                };
+                let literal = |t: Option<Template>| t.map(|t| t.raw);
+                (
+                    shell.or(literal(workflow.shell)),
+                    workdir.or(literal(workflow.working_directory)),
+                )
+            } else {
+                (None, None)
             };
-            let workdir = match working_directory.or(defaults.1.as_ref()) {
+            let shell = match shell {
+                Some(t) => Some(scope.string(t)?),
+                None => default_shell,
+            };
+            let workdir = match working_directory {
                 Some(t) => scope.string(t)?,
-                None => String::new(),
+                None => default_workdir.unwrap_or_default(),
             };
             Ok((script, shell, workdir))
         })();
@@ -654,9 +671,7 @@ fn prepare_step(
     step: &Step,
     mut env: Vec<(String, String)>,
 ) -> Result<PreparedStep, String> {
-    for (name, template) in &step.env {
-        env.push((name.value.clone(), scope.string(template)?));
-    }
+    env.extend(scope.env(&step.env)?);
     let timeout = match &step.timeout_minutes {
         Some(value) => {
             let minutes = evaluate_number(value, scope).map_err(|e| e.message)?;

@@ -103,19 +103,13 @@ impl Setup {
         contexts.insert("github", Value::object(github));
         contexts.insert("secrets", Value::object(secrets));
         contexts.insert("matrix", Value::Null);
-        let mut env = Vec::new();
-        for (name, template) in workflow.env.iter().chain(job.env.iter()) {
-            env.push((name.value.clone(), template.raw.clone()));
-        }
         JobRequest {
             name: job_id.to_owned(),
             job_id: job_id.to_owned(),
             job,
             workflow,
             contexts,
-            env,
-            container: None,
-            services: Vec::new(),
+            env: Vec::new(),
             platform_image: None,
             timeout: self.timeout,
             secrets: self.secrets.iter().map(|(_, v)| v.clone()).collect(),

@@ -7,11 +7,10 @@ use super::plan::Plan;
 use super::{Engine, EngineEvent, Entry, Leg, LegState, Node, NodeState, Scope};
 use indexmap::IndexMap;
 use kiln_workflow::eval::{
-    evaluate_bool, evaluate_condition, evaluate_nested, evaluate_number, evaluate_param,
-    evaluate_template, matrix_texts_reading,
+    evaluate_condition, evaluate_param, evaluate_strategy, strategy_texts_reading,
 };
 use kiln_workflow::matrix::{self, MatrixLeg};
-use kiln_workflow::model::{CallSecrets, InputType, JobKind, Matrix, ReusableCall};
+use kiln_workflow::model::{CallSecrets, InputType, JobKind, ReusableCall};
 use kiln_workflow::{Conclusion, Object, Value};
 use std::sync::Arc;
 
@@ -344,8 +343,7 @@ impl Engine {
         }
         let node = &self.nodes[node_index];
         let job = &self.scopes[node.scope].plan.jobs[node.plan_job].job;
-        let matrix = job.strategy.as_ref()?.matrix.as_ref()?;
-        let reading = matrix_texts_reading(matrix, "needs");
+        let reading = strategy_texts_reading(job.strategy.as_ref()?, "needs");
         if reading.is_empty() {
             return None;
         }
@@ -366,32 +364,20 @@ impl Engine {
             });
         };
         let ctx = JobContext::new(contexts);
-        let fail_fast = match &strategy.fail_fast {
-            Some(v) => evaluate_bool(v, &ctx)
-                .map_err(|e| format!("Error evaluating 'strategy.fail-fast': {e}"))?,
-            None => true,
-        };
-        let max_parallel = match &strategy.max_parallel {
+        let values = evaluate_strategy(strategy, &ctx)?;
+        let fail_fast = values.fail_fast;
+        let max_parallel = match values.max_parallel {
             None => None,
-            Some(v) => {
-                let n = evaluate_number(v, &ctx)
-                    .map_err(|e| format!("Error evaluating 'strategy.max-parallel': {e}"))?;
-                if !n.is_finite() || n < 1.0 {
-                    return Err(format!(
-                        "'strategy.max-parallel' must be a number of at least 1, got {n}"
-                    ));
-                }
-                Some(n as usize)
+            Some(n) if !n.is_finite() || n < 1.0 => {
+                return Err(format!(
+                    "'strategy.max-parallel' must be a number of at least 1, got {n}"
+                ));
             }
+            Some(n) => Some(n as usize),
         };
-        let legs = match &strategy.matrix {
+        let legs = match values.matrix {
             None => vec![None],
-            Some(m) => {
-                let value = match m {
-                    Matrix::Expr(t) => evaluate_template(t, &ctx),
-                    Matrix::Mapping { value, .. } => evaluate_nested(value, &ctx),
-                }
-                .map_err(|e| format!("Error evaluating 'strategy.matrix': {e}"))?;
+            Some(value) => {
                 let Value::Object(object) = value else {
                     return Err(format!(
                         "Error evaluating 'strategy.matrix': expected a mapping, got {}",
@@ -468,7 +454,7 @@ impl Engine {
             return;
         }
         let continue_on_error = keys::continue_on_error(&job, &ctx);
-        let evaluated = name.and_then(|_| keys::evaluate_leg(&plan.workflow, &job, &ctx));
+        let evaluated = name.and_then(|_| keys::evaluate_leg(&job, &ctx));
         let leg_index = self.legs.len();
         let (keys, error) = match evaluated {
             Ok(keys) => (Some(keys), None),

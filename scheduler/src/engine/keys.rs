@@ -1,11 +1,15 @@
-//! Evaluation of the job-level keys of one leg: display name, runs-on, env, container,
-//! services, timeout, continue-on-error, environment and concurrency.
+//! Evaluation of the job-level keys of one leg that GitHub's service evaluates: display name,
+//! runs-on, timeout, continue-on-error, environment and concurrency. `env`, `container` and
+//! `services` are the runner's to evaluate, where `github.workspace` is the job's.
 
 use super::context::JobContext;
-use super::ContainerEval;
-use kiln_workflow::eval::{evaluate_bool, evaluate_number, evaluate_template, evaluate_to_string};
-use kiln_workflow::model::{Concurrency, Container, Job, Pairs, RunsOn, Template, Workflow};
-use kiln_workflow::{Object, Value};
+use kiln_workflow::eval::EnvironmentValues;
+use kiln_workflow::eval::{
+    evaluate_bool, evaluate_concurrency, evaluate_dynamic_keys, evaluate_environment,
+    evaluate_number, evaluate_template, evaluate_to_string,
+};
+use kiln_workflow::model::{Concurrency, Job, RunsOn};
+use kiln_workflow::Value;
 
 /// GitHub's default job timeout.
 pub(crate) const DEFAULT_TIMEOUT_MINUTES: f64 = 360.0;
@@ -20,12 +24,9 @@ pub(crate) struct GroupSpec {
 
 pub(crate) struct LegKeys {
     pub runs_on: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub container: Option<ContainerEval>,
-    pub services: Vec<(String, ContainerEval)>,
     pub timeout_minutes: f64,
     pub continue_on_error: bool,
-    pub environment: Option<(String, Option<String>)>,
+    pub environment: Option<EnvironmentValues>,
     pub concurrency: Option<GroupSpec>,
 }
 
@@ -56,37 +57,11 @@ pub(crate) fn continue_on_error(job: &Job, ctx: &JobContext) -> bool {
         .is_some_and(|v| evaluate_bool(v, ctx).unwrap_or(false))
 }
 
-pub(crate) fn evaluate_leg(
-    workflow: &Workflow,
-    job: &Job,
-    ctx: &JobContext,
-) -> Result<LegKeys, String> {
+pub(crate) fn evaluate_leg(job: &Job, ctx: &JobContext) -> Result<LegKeys, String> {
     let runs_on = match &job.runs_on {
         None => Vec::new(),
         Some(runs_on) => at("runs-on", runs_on_labels(runs_on, ctx))?,
     };
-    let mut env = pairs(&workflow.env, ctx, "env")?;
-    for (name, value) in pairs(&job.env, ctx, "jobs.<id>.env")? {
-        match env.iter_mut().find(|(existing, _)| *existing == name) {
-            Some(slot) => slot.1 = value,
-            None => env.push((name, value)),
-        }
-    }
-    let container = match &job.container {
-        Some(c) => {
-            Some(evaluate_container(c, ctx, &env, "container")?).filter(|c| !c.image.is_empty())
-        }
-        None => None,
-    };
-    let mut services = Vec::with_capacity(job.services.len());
-    for (name, service) in &job.services {
-        let evaluated =
-            evaluate_container(service, ctx, &env, &format!("services.{}", name.value))?;
-        // GitHub skips a service whose image evaluates empty (a matrix can turn one off).
-        if !evaluated.image.is_empty() {
-            services.push((name.value.clone(), evaluated));
-        }
-    }
     let timeout_minutes = match &job.timeout_minutes {
         None => DEFAULT_TIMEOUT_MINUTES,
         Some(v) => {
@@ -105,14 +80,7 @@ pub(crate) fn evaluate_leg(
     };
     let environment = match &job.environment {
         None => None,
-        Some(e) => {
-            let name = at("environment", evaluate_to_string(&e.name, ctx))?;
-            let url = match &e.url {
-                Some(url) => Some(at("environment.url", evaluate_to_string(url, ctx))?),
-                None => None,
-            };
-            Some((name, url)).filter(|(name, _)| !name.is_empty())
-        }
+        Some(e) => evaluate_environment(e, ctx)?,
     };
     let concurrency = match &job.concurrency {
         None => None,
@@ -120,9 +88,6 @@ pub(crate) fn evaluate_leg(
     };
     Ok(LegKeys {
         runs_on,
-        env,
-        container,
-        services,
         timeout_minutes,
         continue_on_error,
         environment,
@@ -136,18 +101,7 @@ pub(crate) fn group(
     ctx: &JobContext,
     key: &str,
 ) -> Result<Option<GroupSpec>, String> {
-    let (group, cancel) = match c {
-        Concurrency::Group(t) => (t, None),
-        Concurrency::Mapping {
-            group,
-            cancel_in_progress,
-        } => (group, cancel_in_progress.as_ref()),
-    };
-    let shown = at(key, evaluate_to_string(group, ctx))?;
-    let cancel_in_progress = match cancel {
-        Some(v) => at("cancel-in-progress", evaluate_bool(v, ctx))?,
-        None => false,
-    };
+    let (shown, cancel_in_progress) = evaluate_concurrency(c, ctx, key)?;
     if shown.is_empty() {
         return Ok(None);
     }
@@ -158,87 +112,33 @@ pub(crate) fn group(
     }))
 }
 
-fn pairs(
-    pairs: &Pairs<Template>,
-    ctx: &JobContext,
-    key: &str,
-) -> Result<Vec<(String, String)>, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| {
-            Ok((
-                name.value.clone(),
-                at(
-                    &format!("{key}.{}", name.value),
-                    evaluate_to_string(value, ctx),
-                )?,
-            ))
-        })
-        .collect()
-}
-
-fn strings(templates: &[Template], ctx: &JobContext, key: &str) -> Result<Vec<String>, String> {
-    templates
-        .iter()
-        .map(|t| at(key, evaluate_to_string(t, ctx)))
-        .collect()
-}
-
-fn evaluate_container(
-    c: &Container,
-    ctx: &JobContext,
-    job_env: &[(String, String)],
-    key: &str,
-) -> Result<ContainerEval, String> {
-    let image = at(&format!("{key}.image"), evaluate_to_string(&c.image, ctx))?;
-    let credentials = match &c.credentials {
-        None => None,
-        Some(creds) => {
-            // Credentials may also read the job's env.
-            let mut env = Object::case_sensitive();
-            for (name, value) in job_env {
-                env.insert(name.clone(), Value::string(value.as_str()));
-            }
-            let mut contexts = ctx.contexts.clone();
-            contexts.insert("env", Value::object(env));
-            let with_env = JobContext::new(&contexts);
-            let field = |t: &Option<Template>, name: &str| match t {
-                Some(t) => at(
-                    &format!("{key}.credentials.{name}"),
-                    evaluate_to_string(t, &with_env),
-                ),
-                None => Ok(String::new()),
-            };
-            let username = field(&creds.username, "username")?;
-            let password = field(&creds.password, "password")?;
-            Some((username, password)).filter(|(u, p)| !u.is_empty() || !p.is_empty())
-        }
-    };
-    Ok(ContainerEval {
-        image,
-        env: pairs(&c.env, ctx, &format!("{key}.env"))?,
-        ports: strings(&c.ports, ctx, &format!("{key}.ports"))?,
-        volumes: strings(&c.volumes, ctx, &format!("{key}.volumes"))?,
-        options: match &c.options {
-            Some(t) => at(&format!("{key}.options"), evaluate_to_string(t, ctx))?,
-            None => String::new(),
-        },
-        credentials,
-    })
-}
-
 fn runs_on_labels(
     runs_on: &RunsOn,
     ctx: &JobContext,
 ) -> Result<Vec<String>, kiln_workflow::expr::ExprError> {
     let mut labels = Vec::new();
     match runs_on {
-        RunsOn::Labels(templates)
-        | RunsOn::Group {
-            labels: templates, ..
+        RunsOn::Labels(templates) => {
+            for t in templates {
+                push_labels(&evaluate_template(t, ctx)?, &mut labels);
+            }
+        }
+        RunsOn::Group {
+            group,
+            labels: templates,
+            dynamic,
         } => {
             for t in templates {
                 push_labels(&evaluate_template(t, ctx)?, &mut labels);
+            }
+            let written = [
+                group.as_ref().map(|_| "group"),
+                (!templates.is_empty()).then_some("labels"),
+            ];
+            let written: Vec<&str> = written.into_iter().flatten().collect();
+            let evaluated = evaluate_dynamic_keys(dynamic, &written, ctx)?;
+            if let Some(v) = evaluated.get("labels") {
+                push_labels(v, &mut labels);
             }
         }
         RunsOn::Expr(t) => match evaluate_template(t, ctx)? {

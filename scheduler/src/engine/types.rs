@@ -53,30 +53,18 @@ pub struct Dispatch {
     pub workflow: Arc<Workflow>,
     /// None when the job has no matrix.
     pub matrix: Option<Object>,
-    /// github, inputs, vars, secrets, needs, strategy, matrix: ready for step evaluation.
+    /// github, inputs, vars, secrets, needs, strategy, matrix: ready for the runner, which
+    /// evaluates `env`, `container`, `services` and the steps with them (adding what only it
+    /// knows: `github.workspace`, `runner`, `env`, `steps`, `job`).
     pub contexts: Object,
     pub runs_on: Vec<String>,
-    /// Workflow env then job env, evaluated; a job key replaces the workflow's value in place.
-    pub env: Vec<(String, String)>,
-    pub container: Option<ContainerEval>,
-    pub services: Vec<(String, ContainerEval)>,
     pub timeout_minutes: f64,
     pub continue_on_error: bool,
-    /// Environment name and optional url.
-    pub environment: Option<(String, Option<String>)>,
+    pub environment: Option<EnvironmentEval>,
 }
 
-/// An evaluated `container:` or service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerEval {
-    pub image: String,
-    pub env: Vec<(String, String)>,
-    pub ports: Vec<String>,
-    pub volumes: Vec<String>,
-    pub options: String,
-    /// Username and password.
-    pub credentials: Option<(String, String)>,
-}
+/// An evaluated `environment:` (name, url, `deployment`).
+pub use kiln_workflow::eval::EnvironmentValues as EnvironmentEval;
 
 /// How a dispatched leg ended, as the executor reports it.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-use super::{Pairs, Spanned, Step, Template};
+use super::{EnvMap, Spanned, Step, Template};
 use crate::yaml::Pos;
 
 /// An `action.yml`.
@@ -46,7 +46,7 @@ pub struct DockerRuns {
     pub image: Spanned<String>,
     pub entrypoint: Option<Template>,
     pub args: Vec<Template>,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub pre_entrypoint: Option<Template>,
     pub post_entrypoint: Option<Template>,
     pub pre_if: Option<String>,

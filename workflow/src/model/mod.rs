@@ -2,9 +2,11 @@
 //! so later stages (evaluation, the CLI) can still point at the source.
 
 mod action;
+mod tree;
 mod workflow;
 
 pub use action::*;
+pub use tree::*;
 pub use workflow::*;
 
 pub use crate::expr::template::Segment;
@@ -45,6 +47,19 @@ impl Template {
         self.segments
             .iter()
             .any(|s| matches!(s, Segment::Expression { .. }))
+    }
+
+    /// The text of a template without expressions (`${{ 'text' }}` included: a lone string
+    /// literal is its text); `None` when it has expressions.
+    pub fn literal_text(&self) -> Option<String> {
+        let mut text = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(part) => text.push_str(part),
+                Segment::Expression { .. } => return None,
+            }
+        }
+        Some(text)
     }
 
     /// The expression when the whole value is one `${{ }}` (its result keeps its type).

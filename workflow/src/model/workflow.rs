@@ -1,18 +1,25 @@
-use super::{Condition, MaybeExpr, Pairs, Param, Spanned, Template};
-use crate::value::Value;
-use crate::yaml::{Node, Pos};
+use super::{
+    Condition, DynamicKeys, EnvMap, MaybeExpr, Pairs, Param, Spanned, Template, TemplateMap, Tree,
+    WithMap,
+};
+use crate::uses::RepositoryRef;
+use crate::yaml::Pos;
 
 #[derive(Debug, Clone)]
 pub struct Workflow {
     pub name: Option<Spanned<String>>,
     pub run_name: Option<Template>,
     pub on: Vec<Trigger>,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub defaults: Option<RunDefaults>,
     pub concurrency: Option<Concurrency>,
     pub permissions: Option<Permissions>,
     pub jobs: Vec<Job>,
     pub pos: Pos,
+    /// Where the file was read from when it is not one of the run's own files (a reusable
+    /// workflow called as `owner/repo/path@ref`): what `$/` in it refers to. `None`: the run's
+    /// repository at the commit being run.
+    pub origin: Option<RepositoryRef>,
 }
 
 impl Workflow {
@@ -118,6 +125,8 @@ pub struct CallSecret {
 pub struct RunDefaults {
     pub shell: Option<Template>,
     pub working_directory: Option<Template>,
+    /// Keys only known once evaluated (job-level `defaults.run` takes contexts).
+    pub dynamic: DynamicKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -125,8 +134,10 @@ pub enum Concurrency {
     /// `concurrency: group-name` or a whole-value expression.
     Group(Template),
     Mapping {
+        /// Empty when only an evaluated key gives it.
         group: Template,
         cancel_in_progress: Option<MaybeExpr<bool>>,
+        dynamic: DynamicKeys,
     },
 }
 
@@ -172,14 +183,15 @@ pub struct Job {
     pub condition: Condition,
     pub runs_on: Option<RunsOn>,
     pub strategy: Option<Strategy>,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub defaults: Option<RunDefaults>,
     pub outputs: Pairs<Template>,
     pub timeout_minutes: Option<MaybeExpr<f64>>,
     pub cancel_timeout_minutes: Option<MaybeExpr<f64>>,
     pub continue_on_error: Option<MaybeExpr<bool>>,
     pub container: Option<Container>,
-    pub services: Pairs<Container>,
+    /// Service names may be written as expressions, and services inserted.
+    pub services: TemplateMap<Container>,
     pub environment: Option<Environment>,
     pub concurrency: Option<Concurrency>,
     pub permissions: Option<Permissions>,
@@ -226,6 +238,7 @@ pub enum RunsOn {
     Group {
         group: Option<Template>,
         labels: Vec<Template>,
+        dynamic: DynamicKeys,
     },
     Expr(Template),
 }
@@ -236,36 +249,48 @@ pub struct Strategy {
     pub fail_fast: Option<MaybeExpr<bool>>,
     pub max_parallel: Option<MaybeExpr<f64>>,
     pub pos: Pos,
+    /// Keys only known once evaluated, also the whole strategy written as one expression.
+    pub dynamic: DynamicKeys,
 }
 
-/// `strategy.matrix`, kept as data: expressions inside are evaluated at expansion time.
+/// `strategy.matrix`, kept as data: expressions inside (also in keys, `${{ insert }}`, and
+/// vectors spliced from an expression) are evaluated at expansion time.
 #[derive(Debug, Clone)]
 pub enum Matrix {
     Expr(Template),
-    Mapping { node: Node, value: Value },
+    Mapping(Tree),
 }
 
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: Option<Template>,
     pub password: Option<Template>,
+    pub dynamic: DynamicKeys,
 }
 
 #[derive(Debug, Clone)]
 pub struct Container {
     pub image: Template,
     pub credentials: Option<Credentials>,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub ports: Vec<Template>,
     pub volumes: Vec<Template>,
     pub options: Option<Template>,
     pub pos: Pos,
+    /// Keys only known once evaluated. A container written as one expression is `image`
+    /// (whose value may also be a mapping of the container's keys).
+    pub dynamic: DynamicKeys,
 }
 
 #[derive(Debug, Clone)]
 pub struct Environment {
     pub name: Template,
     pub url: Option<Template>,
+    /// `deployment:` (whether GitHub records a deployment); true when absent.
+    pub deployment: Option<MaybeExpr<bool>>,
+    /// Keys only known once evaluated. An environment written as one expression is `name`
+    /// (whose value may also be a mapping of the environment's keys).
+    pub dynamic: DynamicKeys,
 }
 
 #[derive(Debug, Clone)]
@@ -277,7 +302,7 @@ pub struct Step {
     pub name: Option<Template>,
     pub condition: Condition,
     pub action: StepAction,
-    pub env: Pairs<Template>,
+    pub env: EnvMap,
     pub continue_on_error: Option<MaybeExpr<bool>>,
     pub timeout_minutes: Option<MaybeExpr<f64>>,
     /// `background: true` (experimental background steps).
@@ -294,7 +319,7 @@ pub enum StepAction {
     },
     Uses {
         uses: Spanned<String>,
-        with: Pairs<Param>,
+        with: WithMap,
     },
     /// Waits for the named background steps.
     Wait(Vec<Spanned<String>>),

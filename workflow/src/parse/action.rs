@@ -233,7 +233,7 @@ fn read_docker(r: &mut Reader, node: &Node, pairs: &[(Node, Node)]) -> Option<Ru
         image: Spanned::new(String::new(), node.pos),
         entrypoint: None,
         args: Vec::new(),
-        env: Vec::new(),
+        env: Default::default(),
         pre_entrypoint: None,
         post_entrypoint: None,
         pre_if: None,
@@ -252,7 +252,7 @@ fn read_docker(r: &mut Reader, node: &Node, pairs: &[(Node, Node)]) -> Option<Ru
                         .collect();
                 }
             }
-            "env" => docker.env = r.string_pairs(value, &contexts::ACTION_CONTAINER_ENV),
+            "env" => docker.env = r.env_map(value, &contexts::ACTION_CONTAINER_ENV),
             "pre-entrypoint" => docker.pre_entrypoint = template_key(r, value, context),
             "post-entrypoint" => docker.post_entrypoint = template_key(r, value, context),
             "pre-if" => docker.pre_if = run_condition(r, value),

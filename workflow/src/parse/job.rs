@@ -5,8 +5,8 @@ use super::reader::Reader;
 use super::steps::read_steps;
 use super::workflow::{read_concurrency, read_defaults, read_permissions};
 use crate::model::{
-    CallSecrets, Container, Credentials, Environment, Job, JobKind, Matrix, ReusableCall, RunsOn,
-    Spanned, Strategy, Template,
+    CallSecrets, Container, Credentials, DynamicKeys, Environment, Job, JobKind, MapEntry, Matrix,
+    ReusableCall, RunsOn, Spanned, Strategy, Template, TemplateMap, Tree, TreeKey,
 };
 use crate::yaml::{Node, NodeKind};
 
@@ -62,14 +62,14 @@ pub fn read_job(r: &mut Reader, id: Spanned<String>, node: &Node) -> Option<Job>
         condition: r.condition(None, &contexts::JOB_IF, node.pos),
         runs_on: None,
         strategy: None,
-        env: Vec::new(),
+        env: Default::default(),
         defaults: None,
         outputs: Vec::new(),
         timeout_minutes: None,
         cancel_timeout_minutes: None,
         continue_on_error: None,
         container: None,
-        services: Vec::new(),
+        services: Default::default(),
         environment: None,
         concurrency: None,
         permissions: None,
@@ -106,7 +106,7 @@ pub fn read_job(r: &mut Reader, id: Spanned<String>, node: &Node) -> Option<Job>
             }
             "container" => job.container = read_container(r, value, &contexts::CONTAINER),
             "services" => job.services = read_services(r, value),
-            "env" => job.env = r.string_pairs(value, &contexts::JOB_ENV),
+            "env" => job.env = r.env_map(value, &contexts::JOB_ENV),
             "environment" => job.environment = read_environment(r, value),
             "permissions" => job.permissions = read_permissions(r, value),
             "concurrency" => {
@@ -176,50 +176,59 @@ fn read_snapshot(r: &mut Reader, node: &Node) {
 }
 
 fn read_strategy(r: &mut Reader, node: &Node) -> Option<Strategy> {
-    if r.whole_expression(node, &contexts::STRATEGY).is_some() {
-        return Some(Strategy {
-            matrix: None,
-            fail_fast: None,
-            max_parallel: None,
-            pos: node.pos,
-        });
-    }
-    let pairs = r.mapping(node)?;
+    let context = &contexts::STRATEGY;
     let mut strategy = Strategy {
         matrix: None,
         fail_fast: None,
         max_parallel: None,
         pos: node.pos,
+        dynamic: Vec::new(),
     };
-    for (key, _, value) in r.known_keys(pairs, &["fail-fast", "max-parallel", "matrix"]) {
+    if let Some(whole) = r.whole_expression(node, context) {
+        strategy.dynamic = whole_as_insert(node, whole);
+        return Some(strategy);
+    }
+    let pairs = r.mapping(node)?;
+    let (known, dynamic) = r.keys_under(pairs, &["fail-fast", "max-parallel", "matrix"], context);
+    strategy.dynamic = dynamic;
+    for (key, _, value) in known {
         match key {
-            "fail-fast" => strategy.fail_fast = r.bool_or_expr(value, &contexts::STRATEGY),
-            "max-parallel" => strategy.max_parallel = r.number_or_expr(value, &contexts::STRATEGY),
+            "fail-fast" => strategy.fail_fast = r.bool_or_expr(value, context),
+            "max-parallel" => strategy.max_parallel = r.number_or_expr(value, context),
             _ => strategy.matrix = read_matrix(r, value),
         }
     }
     Some(strategy)
 }
 
+/// A mapping written as one expression: an insert of what it evaluates to.
+pub fn whole_as_insert(node: &Node, whole: Option<Template>) -> DynamicKeys {
+    whole
+        .map(|template| (TreeKey::Insert(node.pos), Tree::Expr(template)))
+        .into_iter()
+        .collect()
+}
+
 fn read_matrix(r: &mut Reader, node: &Node) -> Option<Matrix> {
-    if let Some(template) = r.whole_expression(node, &contexts::STRATEGY) {
+    let context = &contexts::STRATEGY;
+    if let Some(template) = r.whole_expression(node, context) {
         return template.map(Matrix::Expr);
     }
     let pairs = r.mapping(node)?;
     let mut ok = true;
     for (key, value) in pairs {
-        let Some(name) = r.key(key) else {
-            ok = false;
+        // A key written as an expression (a vector named at run time, `${{ insert }}`) and a
+        // value written as one are only known once evaluated.
+        let Some(name) = key.as_str().filter(|k| !k.contains("${{")) else {
             continue;
         };
-        if r.whole_expression(value, &contexts::STRATEGY).is_some() {
+        if r.whole_expression(value, context).is_some() {
             continue;
         }
         ok &= match name {
             "include" | "exclude" => match r.sequence(value) {
                 Some(items) => items.iter().all(|item| {
-                    check_matrix_values(r, item);
-                    r.mapping(item).is_some()
+                    r.whole_expression(item, context).is_some() || r.mapping(item).is_some()
                 }),
                 None => false,
             },
@@ -231,32 +240,14 @@ fn read_matrix(r: &mut Reader, node: &Node) -> Option<Matrix> {
                     );
                     false
                 }
-                Some(items) => {
-                    items.iter().for_each(|item| check_matrix_values(r, item));
-                    true
-                }
+                Some(_) => true,
                 None => false,
             },
         };
     }
-    ok.then(|| Matrix::Mapping {
-        node: node.clone(),
-        value: node.to_value(),
-    })
-}
-
-/// Expressions anywhere inside matrix values are checked with the strategy contexts.
-fn check_matrix_values(r: &mut Reader, node: &Node) {
-    match &node.kind {
-        NodeKind::Scalar { value, .. } if value.contains("${{") => {
-            let _ = r.template(node, &contexts::STRATEGY);
-        }
-        NodeKind::Scalar { .. } => {}
-        NodeKind::Sequence(items) => items.iter().for_each(|item| check_matrix_values(r, item)),
-        NodeKind::Mapping(pairs) => pairs
-            .iter()
-            .for_each(|(_, value)| check_matrix_values(r, value)),
-    }
+    // Expressions anywhere inside (keys included) are checked with the strategy contexts.
+    let tree = r.tree(node, context)?;
+    ok.then_some(Matrix::Mapping(tree))
 }
 
 fn read_runs_on(r: &mut Reader, node: &Node) -> Option<RunsOn> {
@@ -265,7 +256,8 @@ fn read_runs_on(r: &mut Reader, node: &Node) -> Option<RunsOn> {
         NodeKind::Mapping(pairs) => {
             let mut group = None;
             let mut labels = Vec::new();
-            for (key, _, value) in r.known_keys(pairs, &["group", "labels"]) {
+            let (known, dynamic) = r.keys_under(pairs, &["group", "labels"], context);
+            for (key, _, value) in known {
                 match key {
                     "group" => {
                         group = r.template(value, context);
@@ -276,7 +268,11 @@ fn read_runs_on(r: &mut Reader, node: &Node) -> Option<RunsOn> {
                     _ => labels = r.templates(value, context),
                 }
             }
-            Some(RunsOn::Group { group, labels })
+            Some(RunsOn::Group {
+                group,
+                labels,
+                dynamic,
+            })
         }
         _ => {
             if let Some(template) = r.whole_expression(node, context) {
@@ -319,11 +315,12 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
     let empty = |image: Template| Container {
         image,
         credentials: None,
-        env: Vec::new(),
+        env: Default::default(),
         ports: Vec::new(),
         volumes: Vec::new(),
         options: None,
         pos: node.pos,
+        dynamic: Vec::new(),
     };
     if let NodeKind::Scalar { .. } = node.kind {
         let image = r.template(node, context)?;
@@ -336,10 +333,13 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
     let pairs = r.mapping(node)?;
     let mut container = empty(Template::literal("", node.pos));
     let mut has_image = false;
-    for (key, _, value) in r.known_keys(
+    let (known, dynamic) = r.keys_under(
         pairs,
         &["image", "options", "env", "ports", "volumes", "credentials"],
-    ) {
+        context,
+    );
+    container.dynamic = dynamic;
+    for (key, _, value) in known {
         match key {
             "image" => {
                 has_image = true;
@@ -348,7 +348,7 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
                 }
             }
             "options" => container.options = r.template(value, context),
-            "env" => container.env = r.string_pairs(value, &contexts::STRING_RUNNER),
+            "env" => container.env = r.env_map_under(value, context, &contexts::STRING_RUNNER),
             "ports" => container.ports = non_empty_templates(r, value, context),
             "volumes" => container.volumes = non_empty_templates(r, value, context),
             _ => container.credentials = read_credentials(r, value),
@@ -358,8 +358,9 @@ pub fn read_container(r: &mut Reader, node: &Node, context: &KeyContext) -> Opti
     if !has_image && !contains_expression(node) {
         r.error(node.pos, "Container image cannot be empty");
     }
-    // An empty or invalid image has been reported; there is no container to run.
-    (!container.image.raw.is_empty()).then_some(container)
+    // An empty or invalid image has been reported; there is no container to run, unless an
+    // evaluated key gives the image.
+    (!container.image.raw.is_empty() || !container.dynamic.is_empty()).then_some(container)
 }
 
 fn contains_expression(node: &Node) -> bool {
@@ -390,15 +391,19 @@ fn non_empty_templates(r: &mut Reader, node: &Node, context: &KeyContext) -> Vec
 
 fn read_credentials(r: &mut Reader, node: &Node) -> Option<Credentials> {
     let context = &contexts::CONTAINER_CREDENTIALS;
-    if r.whole_expression(node, context).is_some() {
-        return None;
-    }
-    let pairs = r.mapping(node)?;
     let mut credentials = Credentials {
         username: None,
         password: None,
+        dynamic: Vec::new(),
     };
-    for (key, _, value) in r.known_keys(pairs, &["username", "password"]) {
+    if let Some(whole) = r.whole_expression(node, context) {
+        credentials.dynamic = whole_as_insert(node, whole);
+        return Some(credentials);
+    }
+    let pairs = r.mapping(node)?;
+    let (known, dynamic) = r.keys_under(pairs, &["username", "password"], context);
+    credentials.dynamic = dynamic;
+    for (key, _, value) in known {
         let template = r.non_empty_template(value, context);
         match key {
             "username" => credentials.username = template,
@@ -408,48 +413,79 @@ fn read_credentials(r: &mut Reader, node: &Node) -> Option<Credentials> {
     Some(credentials)
 }
 
-fn read_services(r: &mut Reader, node: &Node) -> Vec<(Spanned<String>, Container)> {
-    if r.whole_expression(node, &contexts::SERVICES).is_some() {
-        return Vec::new();
+fn read_services(r: &mut Reader, node: &Node) -> TemplateMap<Container> {
+    let context = &contexts::SERVICES;
+    let mut services = TemplateMap::default();
+    if let Some(whole) = r.whole_expression(node, context) {
+        services
+            .entries
+            .extend(whole.map(|template| MapEntry::Insert(Tree::Expr(template))));
+        return services;
     }
     let Some(pairs) = r.mapping(node) else {
-        return Vec::new();
+        return services;
     };
-    let mut services = Vec::new();
     for (key, value) in pairs {
-        let Some(name) = r.non_empty_literal(key) else {
-            continue;
+        let entry = match r.map_key(key, context) {
+            None => continue,
+            Some(TreeKey::Literal(name)) => {
+                if name.value.is_empty() {
+                    r.unexpected(key);
+                    continue;
+                }
+                read_container(r, value, &contexts::SERVICES_CONTAINER)
+                    .map(|service| MapEntry::Pair(name, service))
+            }
+            Some(TreeKey::Expr(name)) => read_container(r, value, &contexts::SERVICES_CONTAINER)
+                .map(|service| MapEntry::ComputedKey(name, service)),
+            Some(TreeKey::Insert(_)) => r.tree(value, context).map(MapEntry::Insert),
         };
-        if let Some(container) = read_container(r, value, &contexts::SERVICES_CONTAINER) {
-            services.push((name, container));
-        }
+        services.entries.extend(entry);
     }
     services
 }
 
 fn read_environment(r: &mut Reader, node: &Node) -> Option<Environment> {
+    let context = &contexts::JOB_ENVIRONMENT;
     if let NodeKind::Scalar { .. } = node.kind {
-        let name = r.template(node, &contexts::JOB_ENVIRONMENT)?;
-        return Some(Environment { name, url: None });
+        let name = r.template(node, context)?;
+        return Some(Environment {
+            name,
+            url: None,
+            deployment: None,
+            dynamic: Vec::new(),
+        });
     }
     let pairs = r.mapping(node)?;
     let mut name = None;
     let mut url = None;
+    let mut deployment = None;
     let mut has_name = false;
-    for (key, _, value) in r.known_keys(pairs, &["name", "url", "deployment"]) {
+    let (known, dynamic) = r.keys_under(pairs, &["name", "url", "deployment"], context);
+    for (key, _, value) in known {
         match key {
             "name" => {
                 has_name = true;
                 name = r.template(value, &contexts::JOB_ENVIRONMENT_NAME);
             }
             "url" => url = r.template(value, &contexts::STRING_RUNNER_NO_SECRETS),
-            _ => {
-                let _ = r.literal_bool(value);
-            }
+            // A boolean under `job-environment`, whose contexts it inherits.
+            _ => deployment = r.bool_or_expr(value, context),
         }
     }
-    if !has_name {
+    // A mapping with a key written as an expression skips the required-property check.
+    if !has_name && dynamic.is_empty() {
         r.error(node.pos, "Required property is missing: name");
     }
-    Some(Environment { name: name?, url })
+    let name = match name {
+        Some(name) => name,
+        None if !dynamic.is_empty() => Template::literal("", node.pos),
+        None => return None,
+    };
+    Some(Environment {
+        name,
+        url,
+        deployment,
+        dynamic,
+    })
 }

@@ -118,6 +118,22 @@ fn read_event(r: &mut Reader, event: Spanned<String>, value: &Node) -> Option<Tr
         // GitHub accepts events it does not know yet with any configuration.
         return Some(trigger);
     };
+    if allowed.is_empty() {
+        if let Some(pairs) = value.as_mapping() {
+            // GitHub runs the workflow for every such event, whatever filters are given.
+            for (key, _) in pairs {
+                r.warning(
+                    key.pos,
+                    format!(
+                        "The event '{event}' takes no filters: '{filter}' is ignored and the workflow runs for every {event} event",
+                        event = trigger.event.value,
+                        filter = key.as_str().unwrap_or_default(),
+                    ),
+                );
+            }
+            return Some(trigger);
+        }
+    }
     let pairs = r.mapping_or_null(value)?;
     for (key, _, node) in r.known_keys(pairs, allowed) {
         let values = non_empty_list(r, node);

@@ -5,10 +5,16 @@
 use super::contexts::KeyContext;
 use super::expressions;
 use crate::diag::{did_you_mean, Diagnostic};
-use crate::model::{Condition, MaybeExpr, Pairs, Param, Spanned, Template};
+use crate::model::{
+    Condition, DynamicKeys, MapEntry, MaybeExpr, Pairs, Param, Spanned, Template, TemplateMap,
+    Tree, TreeKey,
+};
 use crate::yaml::{Node, NodeKind, Pos, Resolved};
 
 const MAX_EXPRESSION_LENGTH: usize = 21_000;
+
+/// GitHub's message for `${{ insert }}` anywhere but as a whole mapping key.
+const INSERT_NOT_ALLOWED: &str = "The directive 'insert' is not allowed in this context. Directives are not supported for expressions that are embedded within a string. Directives are only supported when the entire value is an expression.";
 
 /// Collects the diagnostics of one file while it is read.
 pub struct Reader<'f> {
@@ -30,6 +36,11 @@ impl<'f> Reader<'f> {
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.diags
             .push(Diagnostic::error(self.file, Some(pos), message));
+    }
+
+    pub fn warning(&mut self, pos: Pos, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::warning(self.file, Some(pos), message));
     }
 
     pub fn error_with_hint(
@@ -88,15 +99,36 @@ impl<'f> Reader<'f> {
         pairs: &'n [(Node, Node)],
         allowed: &[&'n str],
     ) -> Vec<(&'n str, &'n Node, &'n Node)> {
+        self.keys_under(pairs, allowed, &super::contexts::NONE).0
+    }
+
+    /// [`Reader::known_keys`] for a mapping whose definition takes `context`: a key written
+    /// as an expression (or `${{ insert }}`) is kept, with its value, for evaluation.
+    pub fn keys_under<'n>(
+        &mut self,
+        pairs: &'n [(Node, Node)],
+        allowed: &[&'n str],
+        context: &KeyContext,
+    ) -> (Vec<(&'n str, &'n Node, &'n Node)>, DynamicKeys) {
         let mut known = Vec::new();
+        let mut dynamic = Vec::new();
         for (key, value) in pairs {
-            let Some(name) = self.key(key) else { continue };
-            match allowed.iter().find(|a| a.eq_ignore_ascii_case(name)) {
+            let name = match self.map_key(key, context) {
+                None => continue,
+                Some(TreeKey::Literal(name)) => name,
+                Some(computed) => {
+                    if let Some(value) = self.tree(value, context) {
+                        dynamic.push((computed, value));
+                    }
+                    continue;
+                }
+            };
+            match allowed.iter().find(|a| a.eq_ignore_ascii_case(&name.value)) {
                 Some(canonical) => known.push((*canonical, key, value)),
-                None => self.unknown_key(key.pos, name, allowed),
+                None => self.unknown_key(key.pos, &name.value, allowed),
             }
         }
-        known
+        (known, dynamic)
     }
 
     pub fn unknown_key(&mut self, pos: Pos, name: &str, allowed: &[&str]) {
@@ -161,7 +193,15 @@ impl<'f> Reader<'f> {
                 value,
                 resolved: Resolved::String,
                 ..
-            } => self.template_text(value, node.pos, context),
+            } => {
+                let template = self.template_text(value, node.pos, context)?;
+                if template.single_expression() == Some("insert") {
+                    // Only a key can be the insert directive.
+                    self.error(node.pos, INSERT_NOT_ALLOWED);
+                    return None;
+                }
+                Some(template)
+            }
             // Null, booleans and numbers become strings as GitHub formats them (`1e3` -> `1000`).
             NodeKind::Scalar { .. } => Some(Template::literal(
                 node.to_value().to_display_string(),
@@ -242,41 +282,143 @@ impl<'f> Reader<'f> {
         }
     }
 
-    /// A string-to-string mapping such as `env` (null, booleans and numbers are coerced).
+    /// A string-to-string mapping whose own definition takes no context (`outputs`, the
+    /// `secrets` of a call): its keys are literal, and it cannot be one expression.
     pub fn string_pairs(&mut self, node: &Node, context: &KeyContext) -> Pairs<Template> {
-        if let Some(whole) = self.whole_expression(node, context) {
-            return whole
-                .map(|w| vec![(Spanned::new(String::new(), node.pos), w)])
-                .unwrap_or_default();
-        }
-        let Some(pairs) = self.mapping_or_null(node) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (key, value) in pairs {
-            let Some(name) = key.as_str() else { continue };
-            if name.contains("${{") {
-                // `${{ insert }}` style keys are evaluated at run time; only check them.
-                let _ = self.template(key, context);
-                continue;
-            }
-            if let Some(template) = self.template(value, context) {
-                out.push((Spanned::new(name.to_string(), key.pos), template));
-            }
-        }
-        out
+        self.literal_pairs(node, |r, value| r.template(value, context))
     }
 
-    /// A mapping of inputs keeping YAML types (`with:`): strings become templates.
+    /// A string-to-string mapping such as `env` (null, booleans and numbers are coerced)
+    /// whose definition takes `context`: keys may be expressions, `${{ insert }}` merges a
+    /// mapping, and the whole mapping may be one expression.
+    pub fn env_map(&mut self, node: &Node, context: &KeyContext) -> TemplateMap<Template> {
+        self.template_map(node, context, |r, value| r.template(value, context))
+    }
+
+    /// [`Reader::env_map`] for a mapping whose definition inherits `key_context` from its
+    /// parent while its values take their own (a container's `env`).
+    pub fn env_map_under(
+        &mut self,
+        node: &Node,
+        key_context: &KeyContext,
+        value_context: &KeyContext,
+    ) -> TemplateMap<Template> {
+        self.template_map(node, key_context, |r, value| {
+            r.template(value, value_context)
+        })
+    }
+
+    /// A mapping of inputs keeping YAML types (a step's `with:`), with keys as in
+    /// [`Reader::env_map`].
+    pub fn with_map(&mut self, node: &Node, context: &KeyContext) -> TemplateMap<Param> {
+        self.template_map(node, context, |r, value| r.param(value, context))
+    }
+
+    fn template_map<V>(
+        &mut self,
+        node: &Node,
+        context: &KeyContext,
+        mut read: impl FnMut(&mut Self, &Node) -> Option<V>,
+    ) -> TemplateMap<V> {
+        let mut map = TemplateMap::default();
+        if let Some(whole) = self.whole_expression(node, context) {
+            map.entries
+                .extend(whole.map(|template| MapEntry::Insert(Tree::Expr(template))));
+            return map;
+        }
+        let Some(pairs) = self.mapping_or_null(node) else {
+            return map;
+        };
+        for (key, value) in pairs {
+            let entry = match self.map_key(key, context) {
+                None => continue,
+                Some(TreeKey::Literal(name)) => read(self, value).map(|v| MapEntry::Pair(name, v)),
+                Some(TreeKey::Expr(name)) => {
+                    read(self, value).map(|v| MapEntry::ComputedKey(name, v))
+                }
+                Some(TreeKey::Insert(_)) => self.tree(value, context).map(MapEntry::Insert),
+            };
+            map.entries.extend(entry);
+        }
+        map
+    }
+
+    /// A mapping key under a definition taking `context`: literal, or (where the context
+    /// allows expressions, as GitHub's reader does) an expression or `${{ insert }}`.
+    pub fn map_key(&mut self, key: &Node, context: &KeyContext) -> Option<TreeKey> {
+        let text = key.as_str()?;
+        if !text.contains("${{") {
+            return Some(TreeKey::Literal(Spanned::new(text.to_string(), key.pos)));
+        }
+        if !context.allows_expressions() {
+            self.error(
+                key.pos,
+                "A template expression is not allowed in this context",
+            );
+            return None;
+        }
+        let template = self.template_text(text, key.pos, context)?;
+        if template.single_expression() == Some("insert") {
+            return Some(TreeKey::Insert(key.pos));
+        }
+        if let Some(text) = template.literal_text() {
+            // `${{ 'name' }}`: a lone string literal is its text.
+            return Some(TreeKey::Literal(Spanned::new(text, key.pos)));
+        }
+        Some(TreeKey::Expr(template))
+    }
+
+    /// Data with expressions anywhere, also in keys (a matrix, an `${{ insert }}` value),
+    /// checked against `context`.
+    pub fn tree(&mut self, node: &Node, context: &KeyContext) -> Option<Tree> {
+        match &node.kind {
+            NodeKind::Scalar {
+                value,
+                resolved: Resolved::String,
+                ..
+            } if value.contains("${{") => self.template(node, context).map(Tree::Expr),
+            NodeKind::Scalar { .. } => Some(Tree::Literal(node.to_value(), node.pos)),
+            NodeKind::Sequence(items) => Some(Tree::Sequence(
+                items
+                    .iter()
+                    .filter_map(|item| self.tree(item, context))
+                    .collect(),
+                node.pos,
+            )),
+            NodeKind::Mapping(pairs) => {
+                let mut entries = Vec::with_capacity(pairs.len());
+                for (key, value) in pairs {
+                    let Some(key) = self.map_key(key, context) else {
+                        continue;
+                    };
+                    if let Some(value) = self.tree(value, context) {
+                        entries.push((key, value));
+                    }
+                }
+                Some(Tree::Mapping(entries, node.pos))
+            }
+        }
+    }
+
+    /// A mapping of inputs keeping YAML types whose own definition takes no context (the
+    /// `with:` of a reusable-workflow call): literal keys only.
     pub fn params(&mut self, node: &Node, context: &KeyContext) -> Pairs<Param> {
+        self.literal_pairs(node, |r, value| r.param(value, context))
+    }
+
+    fn literal_pairs<V>(
+        &mut self,
+        node: &Node,
+        mut read: impl FnMut(&mut Self, &Node) -> Option<V>,
+    ) -> Pairs<V> {
         let Some(pairs) = self.mapping_or_null(node) else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for (key, value) in pairs {
             let Some(name) = self.key(key) else { continue };
-            if let Some(param) = self.param(value, context) {
-                out.push((Spanned::new(name.to_string(), key.pos), param));
+            if let Some(value) = read(self, value) {
+                out.push((Spanned::new(name.to_string(), key.pos), value));
             }
         }
         out

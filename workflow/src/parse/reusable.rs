@@ -4,6 +4,9 @@
 use super::{read_workflow_file, ParseOptions};
 use crate::diag::Diagnostic;
 use crate::model::{CallSecrets, InputType, Job, JobKind, PermissionLevel, Permissions, Workflow};
+use crate::uses::{
+    is_self_repository, self_repository_path, RepositoryRef, SELF_REPOSITORY_PREFIX,
+};
 use crate::value::Value;
 use crate::yaml::{Node, NodeKind, Pos, Resolved};
 
@@ -144,6 +147,7 @@ fn resolve_level(
     ctx: &mut CallContext,
     diags: &mut Vec<Diagnostic>,
 ) {
+    let origin = workflow.origin.clone();
     for job in &mut workflow.jobs {
         let job_id_pos = job.id.pos;
         let grant = job
@@ -175,7 +179,13 @@ fn resolve_level(
         let Some(resolver) = ctx.options.resolver else {
             return;
         };
-        let uses = call.uses.value.clone();
+        let uses = match self_reference(&call.uses.value, origin.as_ref()) {
+            Ok(uses) => uses,
+            Err(message) => {
+                diags.push(Diagnostic::error(file, Some(call.uses.pos), message));
+                continue;
+            }
+        };
         if let Some(problem) = reference_problem(&uses) {
             diags.push(Diagnostic::error(file, Some(call.uses.pos), problem));
             continue;
@@ -185,7 +195,7 @@ fn resolve_level(
             // tell a missing one from one we were not given, so only a local `./` file that is
             // not in the repository is an error. Running such a call still needs the workflow
             // (the engine refuses a call whose callee was not loaded).
-            if !uses.starts_with("./") {
+            if !uses.starts_with("./") && !is_self_repository(&uses) {
                 continue;
             }
             diags.push(Diagnostic::error(
@@ -219,6 +229,7 @@ fn resolve_level(
             }
         }
         let Some(mut callee) = callee else { continue };
+        callee.origin = RepositoryRef::of_remote(&uses).or_else(|| origin.clone());
         if failed {
             continue;
         }
@@ -238,10 +249,13 @@ fn resolve_level(
 
 /// GitHub's rule for where a called workflow lives: directly in `.github/workflows/` of the
 /// same repository (`./.github/workflows/x.yml`) or of another one
-/// (`owner/repo/.github/workflows/x.yml@ref`). Anything else, a `..` step out or a
+/// (`owner/repo/.github/workflows/x.yml@ref`), `$/` references of the same repository too. Anything else, a `..` step out or a
 /// subfolder included, is refused with GitHub's message before any file is read.
 fn reference_problem(uses: &str) -> Option<&'static str> {
-    let path = match uses.strip_prefix("./") {
+    let local = uses
+        .strip_prefix("./")
+        .or_else(|| uses.strip_prefix(SELF_REPOSITORY_PREFIX));
+    let path = match local {
         Some(local) => local,
         None => {
             // `owner/repo/path@ref`; a reference without `@` is not a workflow path to check.
@@ -258,6 +272,17 @@ fn reference_problem(uses: &str) -> Option<&'static str> {
         return Some("invalid value workflow reference: workflows must be defined at the top level of the .github/workflows/ directory");
     }
     None
+}
+
+/// The reference to load for a call's `uses:`: a `$/path` in a workflow read from another
+/// repository is that repository's `owner/repo/path@ref`; in the run's own files it stays
+/// `$/path`, for the resolver to read from the commit being run.
+fn self_reference(uses: &str, origin: Option<&RepositoryRef>) -> Result<String, String> {
+    match (self_repository_path(uses)?, origin) {
+        (Some(path), Some(origin)) => Ok(origin.reference(path)),
+        (Some(path), None) => Ok(format!("{SELF_REPOSITORY_PREFIX}{path}")),
+        (None, _) => Ok(uses.to_string()),
+    }
 }
 
 fn check_permissions(

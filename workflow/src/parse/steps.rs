@@ -4,6 +4,7 @@ use super::contexts::{self, KeyContext};
 use super::ids::{check_identifier, IdScope};
 use super::reader::Reader;
 use crate::model::{Condition, Spanned, Step, StepAction};
+use crate::uses::{is_self_repository, self_repository_path};
 use crate::yaml::Node;
 
 /// The contexts step keys may use: different in workflows and in composite actions.
@@ -73,7 +74,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             pos: node.pos,
         },
         action: StepAction::WaitAll,
-        env: Vec::new(),
+        env: Default::default(),
         continue_on_error: None,
         timeout_minutes: None,
         background: false,
@@ -83,7 +84,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
     let mut shell = None;
     let mut working_directory = None;
     let mut uses = None;
-    let mut with = Vec::new();
+    let mut with = Default::default();
     let mut control = None;
     for (key, key_node, value) in known {
         match key {
@@ -102,7 +103,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             "if" => step.condition = r.condition(Some(value), &ctx.condition, value.pos),
             "continue-on-error" => step.continue_on_error = r.bool_or_expr(value, &ctx.boolean),
             "timeout-minutes" => step.timeout_minutes = r.number_or_expr(value, &ctx.number),
-            "env" => step.env = r.string_pairs(value, &ctx.env),
+            "env" => step.env = r.env_map(value, &ctx.env),
             "background" => step.background = r.literal_bool(value).unwrap_or(false),
             "run" => {
                 if has("uses") {
@@ -121,7 +122,7 @@ fn read_step(r: &mut Reader, node: &Node, ctx: &StepContexts, scope: &mut IdScop
             }
             "working-directory" => working_directory = r.non_empty_template(value, &ctx.string),
             "uses" => uses = r.non_empty_literal(value),
-            "with" => with = r.params(value, &ctx.with),
+            "with" => with = r.with_map(value, &ctx.with),
             "wait" => {
                 let targets = r.literal_list(value);
                 for target in &targets {
@@ -208,11 +209,20 @@ fn check_step_reference(
     }
 }
 
-/// `uses:` must name `{owner}/{repo}[/path]@ref`, a `./local` path or a `docker://` image.
+/// `uses:` must name `{owner}/{repo}[/path]@ref`, a `./local` path, a `$/path` in the
+/// same repository or a `docker://` image.
 fn check_uses(r: &mut Reader, uses: &Spanned<String>) {
     let value = uses.value.as_str();
     if value.starts_with("./") || value.starts_with(".\\") || value.starts_with("docker://") {
         return;
+    }
+    match self_repository_path(value) {
+        Ok(Some(_)) => return,
+        Ok(None) => {}
+        Err(message) => {
+            r.error(uses.pos, message);
+            return;
+        }
     }
     let valid = match value.split_once('@') {
         Some((path, git_ref)) => {
@@ -263,6 +273,9 @@ fn generated_uses_id(uses: &str) -> String {
         image.to_string()
     } else if uses.starts_with("./") || uses.starts_with(".\\") {
         "self".to_string()
+    } else if is_self_repository(uses) {
+        // GitHub's repository type for `$/`.
+        "selfRepository".to_string()
     } else {
         match uses.split('@').collect::<Vec<_>>().as_slice() {
             [path, git_ref] if !git_ref.is_empty() => {

@@ -6,7 +6,9 @@ use super::ids::{check_identifier, check_job_graph};
 use super::job::read_job;
 use super::on::read_on;
 use super::reader::Reader;
-use crate::model::{Concurrency, PermissionLevel, Permissions, RunDefaults, Spanned, Workflow};
+use crate::model::{
+    Concurrency, PermissionLevel, Permissions, RunDefaults, Spanned, Template, Workflow,
+};
 use crate::yaml::{Node, NodeKind};
 
 const ROOT_KEYS: &[&str] = &[
@@ -27,12 +29,13 @@ pub fn read_workflow(r: &mut Reader, root: &Node) -> Option<Workflow> {
         name: None,
         run_name: None,
         on: Vec::new(),
-        env: Vec::new(),
+        env: Default::default(),
         defaults: None,
         concurrency: None,
         permissions: None,
         jobs: Vec::new(),
         pos: root.pos,
+        origin: None,
     };
     let mut has_jobs = false;
     for (key, _, value) in r.known_keys(pairs, ROOT_KEYS) {
@@ -44,7 +47,7 @@ pub fn read_workflow(r: &mut Reader, root: &Node) -> Option<Workflow> {
             }
             "run-name" => workflow.run_name = r.template(value, &contexts::RUN_NAME),
             "defaults" => workflow.defaults = read_defaults(r, value, &contexts::NONE),
-            "env" => workflow.env = r.string_pairs(value, &contexts::WORKFLOW_ENV),
+            "env" => workflow.env = r.env_map(value, &contexts::WORKFLOW_ENV),
             "permissions" => workflow.permissions = read_permissions(r, value),
             "concurrency" => {
                 workflow.concurrency = read_concurrency(r, value, &contexts::WORKFLOW_CONCURRENCY)
@@ -86,7 +89,8 @@ pub fn read_concurrency(r: &mut Reader, node: &Node, context: &KeyContext) -> Op
     let mut group = None;
     let mut cancel_in_progress = None;
     let mut has_group = false;
-    for (key, _, value) in r.known_keys(pairs, &["group", "cancel-in-progress", "queue"]) {
+    let (known, dynamic) = r.keys_under(pairs, &["group", "cancel-in-progress", "queue"], context);
+    for (key, _, value) in known {
         match key {
             "group" => {
                 has_group = true;
@@ -102,12 +106,19 @@ pub fn read_concurrency(r: &mut Reader, node: &Node, context: &KeyContext) -> Op
             }
         }
     }
-    if !has_group {
+    // A mapping with a key written as an expression skips the required-property check.
+    if !has_group && dynamic.is_empty() {
         r.error(node.pos, "Required property is missing: group");
     }
+    let group = match group {
+        Some(group) => group,
+        None if !dynamic.is_empty() => Template::literal("", node.pos),
+        None => return None,
+    };
     Some(Concurrency::Mapping {
-        group: group?,
+        group,
         cancel_in_progress,
+        dynamic,
     })
 }
 
@@ -115,10 +126,16 @@ pub fn read_defaults(r: &mut Reader, node: &Node, context: &KeyContext) -> Optio
     let pairs = r.mapping(node)?;
     let mut defaults = RunDefaults::default();
     for (_, _, run) in r.known_keys(pairs, &["run"]) {
+        if let Some(whole) = r.whole_expression(run, context) {
+            defaults.dynamic = super::job::whole_as_insert(run, whole);
+            continue;
+        }
         let Some(run_pairs) = r.mapping(run) else {
             continue;
         };
-        for (key, _, value) in r.known_keys(run_pairs, &["shell", "working-directory"]) {
+        let (known, dynamic) = r.keys_under(run_pairs, &["shell", "working-directory"], context);
+        defaults.dynamic = dynamic;
+        for (key, _, value) in known {
             let template = r.non_empty_template(value, context);
             match key {
                 "shell" => defaults.shell = template,

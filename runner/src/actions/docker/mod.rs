@@ -177,6 +177,8 @@ impl JobRunner {
                 inputs: inputs_value(inputs),
                 github_keys: Self::action_github_keys(loaded),
                 env: ctx.env.clone(),
+                // A Docker action has no steps to resolve `$/` in.
+                base: self.workflow_base(),
             }),
             depth: depth + 1,
         };
@@ -191,11 +193,7 @@ impl JobRunner {
                 .iter()
                 .map(|a| scope.string(a))
                 .collect::<Result<Vec<_>, _>>()?;
-            let env = runs
-                .env
-                .iter()
-                .map(|(k, v)| Ok((k.value.clone(), scope.string(v)?)))
-                .collect::<Result<Vec<_>, String>>()?;
+            let env = scope.env(&runs.env)?;
             (
                 args,
                 env,

@@ -4,8 +4,23 @@
 //! evaluation accepts every context name and lets the caller's [`EvalContext`] decide what
 //! each one holds.
 
+mod job;
+mod tree;
+
+pub use job::{
+    evaluate_concurrency, evaluate_container, evaluate_environment, evaluate_job_containers,
+    evaluate_job_env, evaluate_run_defaults, evaluate_strategy, ContainerValues, EnvironmentValues,
+    StrategyValues,
+};
+pub use tree::{
+    evaluate_dynamic_keys, evaluate_key, evaluate_string_map, evaluate_tree, MapError,
+    MAX_RESULT_BYTES,
+};
+
 use crate::expr::{self, template, Allowed, EvalContext, ExprError};
-use crate::model::{Condition, Matrix, MaybeExpr, Param, Template};
+use crate::model::{
+    Condition, EnvMap, Matrix, MaybeExpr, Param, Strategy, Template, Tree, TreeKey, WithMap,
+};
 use crate::value::{Object, Value};
 use std::sync::{Arc, OnceLock};
 
@@ -29,7 +44,8 @@ pub fn evaluate_expression(source: &str, ctx: &dyn EvalContext) -> Result<Value,
 /// type; text mixed with expressions becomes a string, as GitHub's `format()` rewrite does.
 pub fn evaluate_template(t: &Template, ctx: &dyn EvalContext) -> Result<Value, ExprError> {
     match template::to_expression_source(&t.segments) {
-        None => Ok(Value::string(t.raw.as_str())),
+        // Text without expressions, or `${{ 'text' }}` (a lone string literal is its text).
+        None => Ok(Value::string(t.literal_text().unwrap_or_default())),
         Some(source) => evaluate_expression(&source, ctx),
     }
 }
@@ -71,6 +87,22 @@ pub fn evaluate_param(p: &Param, ctx: &dyn EvalContext) -> Result<Value, ExprErr
     }
 }
 
+/// An `env:` map's pairs, evaluated (see [`evaluate_string_map`]).
+pub fn evaluate_env(
+    map: &EnvMap,
+    ctx: &dyn EvalContext,
+) -> Result<Vec<(String, String)>, MapError> {
+    evaluate_string_map(map, ctx, |template, ctx| evaluate_template(template, ctx))
+}
+
+/// A step's `with:` inputs, evaluated to the strings the action receives.
+pub fn evaluate_with(
+    map: &WithMap,
+    ctx: &dyn EvalContext,
+) -> Result<Vec<(String, String)>, MapError> {
+    evaluate_string_map(map, ctx, |param, ctx| evaluate_param(param, ctx))
+}
+
 /// True if any expression in the template reads the context `name`. An expression that does
 /// not parse counts as reading nothing: evaluating it reports the error.
 pub fn template_reads(t: &Template, name: &str) -> bool {
@@ -80,49 +112,42 @@ pub fn template_reads(t: &Template, name: &str) -> bool {
     })
 }
 
-/// Every string (or key) with a `${{ }}` nested in the value that reads the context `name`.
-pub fn value_texts_reading(v: &Value, name: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    collect_texts_reading(v, name, &mut found);
-    found
-}
-
-fn collect_texts_reading(v: &Value, name: &str, found: &mut Vec<String>) {
-    let text_reads = |text: &str| {
-        text.contains("${{")
-            && template::split(text).is_ok_and(|segments| {
-                segments.iter().any(|segment| {
-                    matches!(segment, template::Segment::Expression { source, .. } if source_reads(source, name))
-                })
-            })
-    };
-    match v {
-        Value::String(s) if text_reads(s) => found.push(s.to_string()),
-        Value::Array(items) => {
-            for item in items.iter() {
-                collect_texts_reading(item, name, found);
-            }
-        }
-        Value::Object(obj) => {
-            for (key, item) in obj.iter() {
-                if text_reads(key) {
-                    found.push(key.clone());
-                }
-                collect_texts_reading(item, name, found);
-            }
-        }
-        _ => {}
-    }
-}
-
 /// The expressions of a job's `strategy.matrix` that read the context `name`, as written
 /// (`needs`: such a matrix is known only once the needed jobs have run).
 pub fn matrix_texts_reading(m: &Matrix, name: &str) -> Vec<String> {
     match m {
         Matrix::Expr(t) if template_reads(t, name) => vec![t.raw.trim().to_owned()],
         Matrix::Expr(_) => Vec::new(),
-        Matrix::Mapping { value, .. } => value_texts_reading(value, name),
+        Matrix::Mapping(tree) => tree_texts_reading(tree, name),
     }
+}
+
+/// The expressions of a job's strategy that decide its legs (the matrix, and keys only known
+/// once evaluated) that read the context `name`, as written.
+pub fn strategy_texts_reading(strategy: &Strategy, name: &str) -> Vec<String> {
+    let mut found: Vec<String> = strategy
+        .matrix
+        .as_ref()
+        .map(|m| matrix_texts_reading(m, name))
+        .unwrap_or_default();
+    for (key, value) in &strategy.dynamic {
+        if let TreeKey::Expr(t) = key {
+            if template_reads(t, name) {
+                found.push(t.raw.trim().to_owned());
+            }
+        }
+        found.extend(tree_texts_reading(value, name));
+    }
+    found
+}
+
+/// The expressions of a tree (keys included) that read the context `name`, as written.
+pub fn tree_texts_reading(tree: &Tree, name: &str) -> Vec<String> {
+    tree.templates()
+        .into_iter()
+        .filter(|t| template_reads(t, name))
+        .map(|t| t.raw.trim().to_owned())
+        .collect()
 }
 
 fn source_reads(source: &str, name: &str) -> bool {
@@ -243,6 +268,9 @@ mod tests {
         assert_eq!(v.to_display_string(), "os-linux-3");
         let v = evaluate_template(&template("plain"), &ctx()).unwrap();
         assert_eq!(v.to_display_string(), "plain");
+        // A lone string literal is its text, not the `${{ }}` around it.
+        let v = evaluate_template(&template("${{ 'it''s' }}"), &ctx()).unwrap();
+        assert_eq!(v.to_display_string(), "it's");
     }
 
     #[test]
