@@ -134,7 +134,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(cache) = &run_cache {
             renderer.notice(&cache.description);
         }
-        let endpoint = run_cache.as_ref().map(|c| c.endpoint.clone());
+        let endpoint = run_cache.as_ref().and_then(|c| c.endpoint.clone());
         let prepared = setup::prepare(
             &args,
             executor,
