@@ -209,7 +209,7 @@ fn download(url: &str, offset: usize) -> Vec<u8> {
     if offset != 0 {
         request = request.header("Range", &format!("bytes={offset}-"));
     }
-    let mut response = request.call().expect("download");
+    let response = request.call().expect("download");
     let status = response.status().as_u16();
     assert!((200..300).contains(&status), "download: {status}");
     if offset != 0 {
@@ -224,12 +224,26 @@ fn download(url: &str, offset: usize) -> Vec<u8> {
             "go-actions-cache refuses content-range {range:?}"
         );
     }
+    all_bytes(response)
+}
+
+fn all_bytes(mut response: ureq::http::Response<ureq::Body>) -> Vec<u8> {
     response
         .body_mut()
         .with_config()
         .limit(u64::MAX)
         .read_to_vec()
         .expect("body")
+}
+
+/// A server with a fresh store, its URL as a job gets it (with the trailing slash), and a
+/// read-write token for `refs/heads/main`.
+fn started() -> (tempfile::TempDir, TestServer, String, String) {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path());
+    let base = format!("{}/", server.url);
+    let token = server.token("octo/app", "refs/heads/main", None, false);
+    (data, server, base, token)
 }
 
 fn token_claims(token: &str) -> serde_json::Value {
@@ -274,12 +288,8 @@ fn tokens_carry_what_go_actions_cache_reads() {
 
 #[test]
 fn buildkit_v1_export_and_import() {
-    let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start(data.path());
-    let client = V1 {
-        base: format!("{}/", server.url),
-        token: server.token("octo/app", "refs/heads/main", None, false),
-    };
+    let (_data, _server, base, token) = started();
+    let client = V1 { base, token };
 
     // Export: a layer blob larger than one 32 MiB chunk, looked up first, then saved.
     let layer = bytes(7, 32 * 1024 * 1024 + 3 * 1024 * 1024 / 2);
@@ -436,25 +446,16 @@ fn azure_download(url: &str, offset: usize) -> Vec<u8> {
     if offset != 0 {
         request = request.header("x-ms-range", &format!("bytes={offset}-"));
     }
-    let mut response = request.call().expect("download");
+    let response = request.call().expect("download");
     let status = response.status().as_u16();
     assert_eq!(status, if offset == 0 { 200 } else { 206 });
-    response
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()
-        .expect("body")
+    all_bytes(response)
 }
 
 #[test]
 fn buildkit_v2_export_and_import() {
-    let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start(data.path());
-    let client = V2 {
-        base: format!("{}/", server.url),
-        token: server.token("octo/app", "refs/heads/main", None, false),
-    };
+    let (_data, _server, base, token) = started();
+    let client = V2 { base, token };
     let layer = bytes(11, 5 * 1024 * 1024 / 2);
     let blob_key = format!("buildkit-blob-1-sha256:{}", hex(&Sha256::digest(&layer)));
     assert!(client.load(&blob_key).is_none());
