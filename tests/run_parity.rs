@@ -245,6 +245,46 @@ const HOST_CASES: &[Case] = &[
     },
 ];
 
+/// act users' habits that must keep working under `kiln run` (host mode).
+const ACT_HABIT_CASES: &[Case] = &[
+    Case {
+        args: &[
+            "workflow_dispatch",
+            "-e",
+            "event.json",
+            "--input",
+            "count=5",
+        ],
+        ..case(
+            "act-dispatch-payload-inputs",
+            &["dispatch payload inputs ok"],
+        )
+    },
+    Case {
+        args: &[
+            "--action-offline-mode",
+            "--local-repository",
+            "https://github.com/octo/greeter@v1=greeter",
+            "--local-repository",
+            "https://github.com/octo/shared.git@v2=shared",
+        ],
+        ..case(
+            "act-local-repository-url",
+            &[
+                "remote action from the url form ok",
+                "reusable workflow from the url form ok",
+            ],
+        )
+    },
+    Case {
+        absent: &["SHOULD-NOT-RUN"],
+        ..case(
+            "act-env",
+            &["local-only step ran", "ACT is true in local runs"],
+        )
+    },
+];
+
 /// Cases that need containers (job container, services, Docker actions).
 const DOCKER_CASES: &[Case] = &[case(
     "docker-container-services",
@@ -344,6 +384,7 @@ fn every_case_folder_is_listed() {
     let listed: Vec<&str> = HOST_CASES
         .iter()
         .chain(DOCKER_CASES)
+        .chain(ACT_HABIT_CASES)
         .map(|c| c.name)
         .collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/parity");
@@ -360,6 +401,11 @@ fn every_case_folder_is_listed() {
 #[test]
 fn host_cases_match_github() {
     run_all(HOST_CASES, "host");
+}
+
+#[test]
+fn act_habit_cases_keep_working() {
+    run_all(ACT_HABIT_CASES, "host");
 }
 
 #[test]

@@ -255,3 +255,59 @@ async fn remote_actions_come_from_the_cache_or_fail_clearly_offline() {
         "{log}"
     );
 }
+
+/// `kiln run -C dir` on a directory inside a larger repository (as the examples are): checkout
+/// writes that directory's files at the commit, executable bits kept, without the rest of the
+/// repository, and touches neither the repository's index nor its work tree.
+#[tokio::test]
+async fn checkout_of_a_directory_inside_a_repository_gives_its_files_at_the_commit() {
+    let mut setup = Setup::new();
+    setup.write("outer.txt", "outside the directory");
+    setup.write("nested/src/a.txt", "committed");
+    setup.write("nested/tool.sh", "#!/bin/sh\necho tool ran\n");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(
+        setup.repo.join("nested/tool.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    init_git(&setup);
+    setup.write("nested/src/a.txt", "changed after the commit");
+    setup.write("nested/untracked.txt", "never committed");
+    let outer = setup.repo.clone();
+    setup.repo = outer.join("nested");
+    let yaml = r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - id: co
+        uses: actions/checkout@v4
+      - run: |
+          test "$(cat src/a.txt)" = committed
+          test ! -e outer.txt && test ! -e nested && test ! -e untracked.txt
+          ./tool.sh
+          echo "commit ${{ steps.co.outputs.commit }}"
+"#;
+    let ran = setup.run(yaml, "j").await;
+    let log = ran.log_text();
+    assert_eq!(ran.result.conclusion, Conclusion::Success, "{log}");
+    assert!(log.contains("tool ran"), "{log}");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&outer)
+        .output()
+        .expect("git runs");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert!(log.contains(&format!("commit {head}")), "{log}");
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(&outer)
+        .output()
+        .expect("git runs");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        " M nested/src/a.txt\n?? nested/untracked.txt\n"
+    );
+}

@@ -50,7 +50,8 @@ pub struct Args {
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
 
-    /// The event payload (JSON), the `github.event` context.
+    /// The event payload (JSON), the `github.event` context; its `inputs` object also gives
+    /// workflow_dispatch and workflow_call inputs (below --input-file and --input).
     #[arg(short = 'e', long = "eventpath", value_name = "EVENT.json")]
     pub event_path: Option<PathBuf>,
 
@@ -70,7 +71,8 @@ pub struct Args {
     #[arg(long = "input-file", value_name = "FILE")]
     pub input_file: Option<PathBuf>,
 
-    /// Use a local directory for a remote action or reusable workflow (repeatable).
+    /// Use a local directory for a remote action or reusable workflow (repeatable); the
+    /// repository may be written as its URL: `https://github.com/OWNER/REPO@REF=PATH`.
     #[arg(long = "local-repository", value_name = "OWNER/REPO@REF=PATH")]
     pub local_repositories: Vec<String>,
 

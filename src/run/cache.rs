@@ -13,15 +13,18 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::platform::ExecutorKind;
+use super::platform::{ExecutorKind, DEFAULT_IMAGE};
 use super::setup::ExecutorChoice;
 use crate::cmd::run::Args;
+
+mod host_address;
 
 /// A job token outlives any local run; tokens are scoped to the repository and ref anyway.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub struct RunCache {
-    pub endpoint: CacheEndpoint,
+    /// None when no address containers can reach was found: the description says why.
+    pub endpoint: Option<CacheEndpoint>,
     /// Where it is, for the run's first lines.
     pub description: String,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
@@ -59,7 +62,7 @@ pub async fn start(
         };
         return Ok(Some(RunCache {
             description: format!("cache: {url}"),
-            endpoint: CacheEndpoint { url, token },
+            endpoint: Some(CacheEndpoint { url, token }),
             server: None,
         }));
     }
@@ -75,17 +78,36 @@ pub async fn start(
     let service = CacheService::open(ServiceConfig::new(&data_dir))
         .with_context(|| format!("cannot open the cache in {}", data_dir.display()))?;
 
-    // Container jobs reach the host through the Docker bridge's gateway; host jobs and the
-    // built-in cache step (which runs in this process) reach that address too. Host-only
-    // runs listen on loopback alone.
-    let advertised = match (executor.kind, &executor.docker) {
-        (ExecutorKind::Docker, Some(docker)) => bridge_gateway(docker.client()).await,
-        _ => None,
+    // Container jobs reach this machine at an address on Docker's bridge; host jobs and the
+    // built-in cache step (which runs in this process) reach that address too. Host-only runs
+    // listen on loopback alone. Where containers cannot reach it, no job gets the cache: a URL
+    // that works for some of a run's jobs only would fail the others in confusing ways.
+    let (bind_ip, reached) = match (executor.kind, &executor.docker) {
+        (ExecutorKind::Docker, Some(docker)) => {
+            match host_address::find(docker.client(), &platform_images(&args.platforms)).await {
+                Ok(found) => (found.ip, Some(found.found)),
+                Err(why) => return Ok(Some(unreachable_from_containers(&why))),
+            }
+        }
+        _ => (IpAddr::V4(Ipv4Addr::LOCALHOST), None),
     };
-    let bind_ip = advertised.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind_ip, 0))
-        .await
-        .with_context(|| format!("cannot listen on {bind_ip} for the embedded cache server"))?;
+    let listener = match (
+        tokio::net::TcpListener::bind(SocketAddr::new(bind_ip, 0)).await,
+        &reached,
+    ) {
+        (Ok(listener), _) => listener,
+        // A daemon on another machine or in a VM reports a bridge this machine does not have.
+        (Err(error), Some(how)) => {
+            return Ok(Some(unreachable_from_containers(&format!(
+                "{bind_ip}, {how}, is not an address kiln can listen on here: {error}"
+            ))))
+        }
+        (Err(error), None) => {
+            return Err(error).with_context(|| {
+                format!("cannot listen on {bind_ip} for the embedded cache server")
+            })
+        }
+    };
     let address = listener
         .local_addr()
         .context("embedded cache server address")?;
@@ -113,12 +135,15 @@ pub async fn start(
         .await;
     });
     let url = format!("http://{address}/");
+    let reached = reached
+        .map(|how| format!("; containers reach it at {bind_ip}, {how}"))
+        .unwrap_or_default();
     Ok(Some(RunCache {
         description: format!(
-            "cache: embedded server at {url} (data in {})",
+            "cache: embedded server at {url} (data in {}{reached})",
             data_dir.display()
         ),
-        endpoint: CacheEndpoint { url, token },
+        endpoint: Some(CacheEndpoint { url, token }),
         server: Some((shutdown, task)),
     }))
 }
@@ -136,19 +161,62 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("kiln").join("cache"))
 }
 
-/// The gateway of Docker's default bridge network: the host as containers see it.
-async fn bridge_gateway(docker: &bollard::Docker) -> Option<IpAddr> {
-    let network = docker
-        .inspect_network(
-            "bridge",
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-        .ok()?;
-    network
-        .ipam?
-        .config?
-        .into_iter()
-        .filter_map(|c| c.gateway)
-        .find_map(|g| g.parse().ok())
+/// The run's cache when container jobs could not reach the embedded server: none, and a
+/// first line that says why and what to do.
+fn unreachable_from_containers(why: &str) -> RunCache {
+    RunCache {
+        description: format!(
+            "cache: none for this run: no address of this machine that containers can reach was found ({why}); \
+             actions/cache steps will warn and miss. Pass --cache-server URL --cache-token TOKEN \
+             for a server containers can reach, or --no-cache"
+        ),
+        endpoint: None,
+        server: None,
+    }
+}
+
+/// The images the run's jobs may use, to ask one of them (when present) for its route.
+fn platform_images(platform_flags: &[String]) -> Vec<String> {
+    let mut images = vec![DEFAULT_IMAGE.to_owned()];
+    for flag in platform_flags {
+        if let Some((_, image)) = flag.split_once('=') {
+            let image = image.trim();
+            if image != "-self-hosted" && !images.iter().any(|i| i == image) {
+                images.push(image.to_owned());
+            }
+        }
+    }
+    images
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_images_to_ask_are_the_runs_platform_images() {
+        let flags = [
+            "ubuntu-latest=node:20".to_owned(),
+            "self-hosted=-self-hosted".to_owned(),
+            "gpu= node:20 ".to_owned(),
+            "arm=kiln-base:bookworm".to_owned(),
+        ];
+        assert_eq!(platform_images(&flags), [DEFAULT_IMAGE, "node:20"]);
+    }
+
+    #[test]
+    fn an_unreachable_server_gives_jobs_no_url_and_says_why_first() {
+        let cache = unreachable_from_containers("the bridge network reports no gateway");
+        assert!(cache.endpoint.is_none());
+        assert!(cache.server.is_none());
+        assert!(
+            cache.description.starts_with("cache: none for this run: ")
+                && cache
+                    .description
+                    .contains("(the bridge network reports no gateway)")
+                && cache.description.contains("--cache-server URL"),
+            "{}",
+            cache.description
+        );
+    }
 }

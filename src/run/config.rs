@@ -33,6 +33,8 @@ pub enum ConfigError {
     },
     #[error("cannot read the event payload {path}: {detail}")]
     Event { path: String, detail: String },
+    #[error("the event payload's {what}: workflow_dispatch inputs are strings, numbers or booleans (`{{\"inputs\": {{\"name\": \"value\"}}}}`)")]
+    PayloadInput { what: String },
 }
 
 /// Values given on the command line or in files, later entries winning.
@@ -116,24 +118,47 @@ pub fn parse_matrix_filters(values: &[String]) -> Result<Vec<(String, String)>, 
         .collect()
 }
 
-/// `--local-repository owner/repo@ref=PATH`, PATH relative to `dir`.
+/// `--local-repository owner/repo@ref=PATH`, PATH relative to `dir`. The repository may also
+/// be written as act users write it, as its URL: `https://github.com/owner/repo@ref=PATH`
+/// (any host; a `.git` suffix is dropped). Keys are `owner/repo@ref`.
 pub fn parse_local_repositories(
     dir: &Path,
     values: &[String],
 ) -> Result<Vec<(String, PathBuf)>, ConfigError> {
     values
         .iter()
-        .map(|value| match value.split_once('=') {
-            Some((key, path)) if key.contains('/') && key.contains('@') && !path.is_empty() => {
-                Ok((key.to_owned(), dir.join(path)))
+        .map(|value| {
+            let parsed = value
+                .split_once('=')
+                .filter(|(_, path)| !path.is_empty())
+                .and_then(|(repository, path)| Some((repository_key(repository)?, path)));
+            match parsed {
+                Some((key, path)) => Ok((key, dir.join(path))),
+                None => Err(ConfigError::Malformed {
+                    flag: "--local-repository",
+                    value: value.clone(),
+                    expected: "OWNER/REPO@REF=PATH or https://github.com/OWNER/REPO@REF=PATH",
+                }),
             }
-            _ => Err(ConfigError::Malformed {
-                flag: "--local-repository",
-                value: value.clone(),
-                expected: "OWNER/REPO@REF=PATH",
-            }),
         })
         .collect()
+}
+
+/// `owner/repo@ref` from `owner/repo@ref` or `SCHEME://HOST/owner/repo[.git]@ref`.
+fn repository_key(text: &str) -> Option<String> {
+    let (repository, git_ref) = text.trim().rsplit_once('@')?;
+    let path = match repository.split_once("://") {
+        Some((scheme, rest)) if !scheme.is_empty() => rest.split_once('/')?.1,
+        Some(_) => return None,
+        None => repository,
+    };
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let mut segments = path.split('/');
+    let (owner, name) = (segments.next()?, segments.next()?);
+    let valid = |part: &str| !part.is_empty() && !part.contains(char::is_whitespace);
+    (segments.next().is_none() && valid(owner) && valid(name) && valid(git_ref))
+        .then(|| format!("{owner}/{name}@{git_ref}"))
 }
 
 /// The event payload from `-e FILE`.
@@ -148,6 +173,47 @@ pub fn read_event(path: &Path) -> Result<serde_json::Value, ConfigError> {
         return Err(error("the payload must be a JSON object".to_owned()));
     }
     Ok(value)
+}
+
+/// The inputs of an event payload (`{"inputs": {"name": "value"}}`), as GitHub's
+/// `workflow_dispatch` payload and act's `-e FILE` hold them. Numbers and booleans are taken
+/// as their text (the declared type reads them back); `null` counts as not given.
+pub fn payload_inputs(payload: &serde_json::Value) -> Result<Vec<(String, String)>, ConfigError> {
+    let inputs = match payload.get("inputs") {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Object(inputs)) => inputs,
+        Some(other) => {
+            return Err(ConfigError::PayloadInput {
+                what: format!("`inputs` is {}, not an object", json_kind(other)),
+            })
+        }
+    };
+    let mut pairs = Vec::new();
+    for (name, value) in inputs {
+        let text = match value {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Bool(_) | serde_json::Value::Number(_) => value.to_string(),
+            other => {
+                return Err(ConfigError::PayloadInput {
+                    what: format!("`inputs.{name}` is {}", json_kind(other)),
+                })
+            }
+        };
+        pairs.push((name.clone(), text));
+    }
+    Ok(pairs)
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// Pairs into an expression object (case-insensitive names, later wins).
@@ -305,6 +371,101 @@ mod tests {
             vec![("os".into(), "linux".into())]
         );
         assert!(parse_local_repositories(Path::new("."), &["octo/x=dir".into()]).is_err());
+    }
+
+    #[test]
+    fn local_repositories_are_named_by_owner_repo_and_ref_also_from_their_url() {
+        let dir = Path::new("/work");
+        let parsed = parse_local_repositories(
+            dir,
+            &[
+                "octo/tools@v1=tools".into(),
+                "https://github.com/octo/shared@main=../shared".into(),
+                "http://ghe.example.com/Corp/Lib.git@release/2.x=/abs/lib".into(),
+                "https://github.com/octo/trail/@v2=t".into(),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            parsed,
+            [
+                ("octo/tools@v1".to_owned(), dir.join("tools")),
+                ("octo/shared@main".to_owned(), dir.join("../shared")),
+                ("Corp/Lib@release/2.x".to_owned(), PathBuf::from("/abs/lib")),
+                ("octo/trail@v2".to_owned(), dir.join("t")),
+            ]
+        );
+        for bad in [
+            "octo/x=dir",
+            "octo/x@=dir",
+            "octo@v1=dir",
+            "octo/x/y@v1=dir",
+            "https://github.com@v1=dir",
+            "https://github.com/octo@v1=dir",
+            "://github.com/octo/x@v1=dir",
+            "octo/x@v1=",
+            "octo/x@v1",
+        ] {
+            let error = parse_local_repositories(dir, &[bad.into()]).expect_err(bad);
+            assert!(
+                error
+                    .to_string()
+                    .contains("https://github.com/OWNER/REPO@REF=PATH"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn payload_inputs_are_read_as_text_and_satisfy_required_inputs() {
+        let payload = serde_json::json!({
+            "ref": "refs/heads/main",
+            "inputs": {"environment": "staging", "debug": true, "count": 3, "unset": null}
+        });
+        let pairs = payload_inputs(&payload).expect("valid");
+        let expected: Vec<(String, String)> = [
+            ("environment", "staging"),
+            ("debug", "true"),
+            ("count", "3"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(pairs, expected);
+        let yaml = "on:\n  workflow_dispatch:\n    inputs:\n      environment:\n        required: true\n      debug:\n        type: boolean\n      count:\n        type: number\n        default: 1\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        let workflow = kiln_workflow::parse_workflow("w.yml", yaml)
+            .value
+            .expect("valid workflow");
+        let inputs =
+            inputs_for(&workflow, "w", "workflow_dispatch", &pairs).expect("required input given");
+        assert_eq!(
+            inputs
+                .get("environment")
+                .map(Value::to_display_string)
+                .as_deref(),
+            Some("staging")
+        );
+        assert!(matches!(inputs.get("debug"), Some(Value::Bool(true))));
+        assert!(matches!(inputs.get("count"), Some(Value::Number(n)) if *n == 3.0));
+        // Without the payload the required input is missing, as before.
+        assert!(inputs_for(&workflow, "w", "workflow_dispatch", &[]).is_err());
+
+        assert!(payload_inputs(&serde_json::json!({"ref": "x"}))
+            .expect("no inputs")
+            .is_empty());
+        for (bad, says) in [
+            (
+                serde_json::json!({"inputs": ["a"]}),
+                "`inputs` is an array, not an object",
+            ),
+            (
+                serde_json::json!({"inputs": {"x": {"y": 1}}}),
+                "`inputs.x` is an object",
+            ),
+        ] {
+            let error = payload_inputs(&bad).expect_err("malformed");
+            assert!(error.to_string().contains(says), "{error}");
+        }
     }
 
     #[test]

@@ -103,12 +103,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             renderer.flush();
             return Ok(ExitCode::SUCCESS);
         }
-        let values = setup::read_values(&dir, &args)?;
         let event = args
             .event_path
             .as_deref()
             .map(|p| config::read_event(&dir.join(p)))
             .transpose()?;
+        let values = setup::read_values(&dir, &args, event.as_ref())?;
         let matrix_filter = config::parse_matrix_filters(&args.matrix)?;
         let run_id = github::new_run_id();
         let token = values
@@ -138,7 +138,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(cache) = &run_cache {
             renderer.notice(&cache.description);
         }
-        let endpoint = run_cache.as_ref().map(|c| c.endpoint.clone());
+        let endpoint = run_cache.as_ref().and_then(|c| c.endpoint.clone());
         let prepared = setup::prepare(
             &args,
             executor,

@@ -65,12 +65,29 @@ pub async fn choose_executor(flag: Option<ExecutorFlag>) -> anyhow::Result<Execu
     }
 }
 
-/// Secrets, vars, inputs and env from flags and dotenv files (flags win over files).
-pub fn read_values(dir: &Path, args: &Args) -> anyhow::Result<RunValues> {
+/// Secrets, vars, inputs and env from flags and dotenv files (flags win over files). A
+/// `workflow_dispatch` or `workflow_call` run also takes the inputs of the event payload
+/// (`-e FILE` holding `{"inputs": {...}}`, as act users write it), below both.
+pub fn read_values(
+    dir: &Path,
+    args: &Args,
+    event: Option<&serde_json::Value>,
+) -> anyhow::Result<RunValues> {
+    let mut inputs = match event {
+        Some(payload) if matches!(args.event.as_str(), "workflow_dispatch" | "workflow_call") => {
+            config::payload_inputs(payload)?
+        }
+        _ => Vec::new(),
+    };
+    inputs.extend(config::read_pairs(
+        dir,
+        args.input_file.as_deref(),
+        ".input",
+    )?);
     let mut values = RunValues {
         secrets: config::read_pairs(dir, args.secret_file.as_deref(), ".secrets")?,
         vars: config::read_pairs(dir, args.var_file.as_deref(), ".vars")?,
-        inputs: config::read_pairs(dir, args.input_file.as_deref(), ".input")?,
+        inputs,
         env: config::read_pairs(dir, args.env_file.as_deref(), ".env")?,
     };
     values.secrets.extend(config::parse_secrets(&args.secrets)?);
@@ -81,6 +98,17 @@ pub fn read_values(dir: &Path, args: &Args) -> anyhow::Result<RunValues> {
         .inputs
         .extend(config::parse_assignments("--input", &args.inputs)?);
     Ok(values)
+}
+
+/// What every job's environment starts from in `kiln run`: `ACT=true`, as act sets it, so
+/// workflows written for act keep skipping what only makes sense on GitHub
+/// (`if: ${{ !env.ACT }}`), then the `--env-file` values; those and the workflow's own `env:`
+/// may set `ACT` otherwise. Jobs the scheduler dispatches are not local runs: it is not set
+/// there.
+fn local_run_env(env_file: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = vec![("ACT".to_owned(), "true".to_owned())];
+    env.extend(env_file.iter().cloned());
+    env
 }
 
 /// Everything the driver loop needs, and what must be undone when the run ends.
@@ -186,7 +214,7 @@ pub fn prepare(
     let artifact_dir = args.artifact_dir.as_ref().map(|d| repo.root.join(d));
     let run_dir = create_run_dir(run_id, artifact_dir.as_deref())?;
     let shared = RunShared {
-        env_file: values.env.clone(),
+        env_file: local_run_env(&values.env),
         secrets: values
             .secrets
             .iter()
@@ -210,4 +238,74 @@ pub fn prepare(
         local: Some(local),
         docker,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(line: &[&str]) -> Args {
+        Cli::parse_from(std::iter::once("kiln").chain(line.iter().copied())).args
+    }
+
+    /// The value a workflow sees: the last one given for the name.
+    fn input(values: &RunValues, name: &str) -> Option<String> {
+        values
+            .inputs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn payload_inputs_come_below_the_input_file_and_the_flags() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join(".input"), "from_file=file\nboth=file\n").expect("write");
+        let payload = serde_json::json!({"inputs": {
+            "only_payload": "payload", "from_file": "payload", "both": "payload", "flag": "payload"
+        }});
+        let dispatch = args(&[
+            "workflow_dispatch",
+            "--input",
+            "flag=flag",
+            "--input",
+            "both=flag",
+        ]);
+        let values = read_values(dir.path(), &dispatch, Some(&payload)).expect("values");
+        assert_eq!(input(&values, "only_payload").as_deref(), Some("payload"));
+        assert_eq!(input(&values, "from_file").as_deref(), Some("file"));
+        assert_eq!(input(&values, "both").as_deref(), Some("flag"));
+        assert_eq!(input(&values, "flag").as_deref(), Some("flag"));
+        // Other events have no inputs context from their payload.
+        let push = read_values(dir.path(), &args(&["push"]), Some(&payload)).expect("values");
+        assert_eq!(input(&push, "only_payload"), None);
+        let call =
+            read_values(dir.path(), &args(&["workflow_call"]), Some(&payload)).expect("values");
+        assert_eq!(input(&call, "only_payload").as_deref(), Some("payload"));
+    }
+
+    #[test]
+    fn local_runs_set_act_below_the_env_file() {
+        assert_eq!(local_run_env(&[]), [("ACT".to_owned(), "true".to_owned())]);
+        let env = local_run_env(&[
+            ("A".to_owned(), "1".to_owned()),
+            ("ACT".to_owned(), "".to_owned()),
+        ]);
+        assert_eq!(
+            env.first().map(|(k, v)| (k.as_str(), v.as_str())),
+            Some(("ACT", "true"))
+        );
+        assert_eq!(
+            env.last().map(|(k, v)| (k.as_str(), v.as_str())),
+            Some(("ACT", ""))
+        );
+    }
 }

@@ -280,3 +280,21 @@ pub fn steps(job: &serde_json::Value) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// Whether Docker tests can run: the daemon answers (else a `SKIPPED:` line, or a failure
+/// under `KILN_REQUIRE_DOCKER=1`) and the base image `ubuntu-latest` maps to is built.
+pub fn docker_with_base_image() -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match kiln_runner::testing::require_docker().await {
+            Some(docker) => {
+                kiln_runner::testing::ensure_base_image(&docker).await;
+                true
+            }
+            None => false,
+        }
+    })
+}

@@ -17,7 +17,12 @@ const SECTIONS: &[(&str, usize)] = &[
 ];
 
 fn main() {
-    let path = support::conformance_dir().join("runner-extra.json");
+    let Some(data) =
+        support::conformance_dir("runner_extra (env_file, output_file, workflow_commands)")
+    else {
+        return;
+    };
+    let path = data.join("runner-extra.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let data: Json = serde_json::from_str(&text).expect("runner-extra.json is valid JSON");
