@@ -38,6 +38,10 @@ pub enum CacheError {
     TooLarge(String),
     #[error("archive entry {entry:?} refused: {reason}")]
     UnsafeArchiveEntry { entry: String, reason: String },
+    /// A restore (or a confined save) refused to touch a path: it goes through a symlink, leads
+    /// out of where the restore writes, or would create a symlink that does.
+    #[error("path {path} refused: {reason}")]
+    UnsafePath { path: PathBuf, reason: String },
     #[error("cache server request failed: {0}")]
     Http(String),
     #[error("cache server answered {status}: {message}")]

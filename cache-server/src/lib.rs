@@ -10,6 +10,7 @@
 //!
 //! The library never prints; errors are [`CacheError`].
 
+mod beneath;
 mod cdc;
 pub mod chunks;
 pub mod client;

@@ -702,7 +702,10 @@ fn a_confined_restore_stays_inside_the_workspace() {
     std::os::unix::fs::symlink(outside.path(), planted.path().join("sub")).unwrap();
     let refused = client.restore(&confined_request(planted.path(), "k", &["sub/deps"]));
     let err = refused.expect_err("a symlink out of the workspace must be refused");
-    assert!(err.to_string().contains("leads out of it"), "{err}");
+    assert!(
+        err.to_string().contains("goes through the symlink"),
+        "{err}"
+    );
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 
     // Nor does a confined save read files behind such a symlink.
@@ -717,7 +720,7 @@ fn a_confined_restore_stays_inside_the_workspace() {
         version: None,
     });
     let err = exfiltrate.expect_err("files behind a symlink out of the workspace are not read");
-    assert!(err.to_string().contains("leads out of it"), "{err}");
+    assert!(err.to_string().contains("leads out of"), "{err}");
     let miss = client
         .restore(&confined_request(d, "k2", &["sub/deps"]))
         .unwrap();
