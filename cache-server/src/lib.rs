@@ -22,6 +22,7 @@ pub mod index;
 pub mod metrics;
 mod prechunk;
 mod ranges;
+mod sharing;
 pub mod store;
 pub mod token;
 pub mod unpack;
