@@ -14,6 +14,7 @@ use axum::body::Bytes;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -201,6 +202,17 @@ pub fn verify_chunk(encoded: &[u8], digest: &Digest) -> Result<u64> {
     with_verified_raw(encoded, digest, |raw| raw.len() as u64)
 }
 
+/// [`verify_chunk`] for bytes a client sent: a mismatch is the client's error (nothing was
+/// stored, nothing removed), not a corrupt stored chunk.
+pub fn verify_upload(encoded: &[u8], digest: &Digest) -> Result<u64> {
+    verify_chunk(encoded, digest).map_err(|e| match e {
+        CacheError::CorruptChunk { digest, reason } => {
+            CacheError::DigestMismatch { digest, reason }
+        }
+        other => other,
+    })
+}
+
 /// Decodes `encoded`, checks the raw bytes against `digest` and hands them to `take`. A raw
 /// chunk is checked in place; a zstd one is decoded into a buffer the thread keeps, so checking
 /// chunk after chunk faults in no fresh pages. `take` must not decode chunks itself.
@@ -335,6 +347,9 @@ const SYNC_THREADS: usize = 8;
 pub struct ChunkStore {
     root: PathBuf,
     tmp: PathBuf,
+    /// Names this store's temp files apart from those of other stores on the same directory
+    /// (other processes, see `sharing`): two writing one chunk at once must not share a file.
+    tmp_prefix: String,
     tmp_counter: AtomicU64,
     /// Chunks this process has synced. Starts empty, so after a restart chunks written by a
     /// killed process are synced again before a new entry may use them (cheap when clean).
@@ -344,26 +359,35 @@ pub struct ChunkStore {
 }
 
 impl ChunkStore {
-    pub fn open(data_dir: &Path) -> Result<Self> {
+    /// Opens the chunk files of `data_dir`. `alone`: no other process has the directory open
+    /// (see `sharing`), so temp files found there are garbage of a killed server.
+    pub fn open(data_dir: &Path, alone: bool) -> Result<Self> {
+        static STORES: AtomicU64 = AtomicU64::new(0);
         let root = data_dir.join("chunks");
         let tmp = data_dir.join("tmp");
-        fs::create_dir_all(&root).map_err(|e| CacheError::io("create", &root, e))?;
+        crate::token::create_private_dir(&root)?;
         // All 256 shard directories up front: made on first use instead, a new store's first
         // saves paid a directory creation (an inode and its block) per shard, about 2 % of a save.
         for shard in 0..=255u8 {
             let dir = root.join(format!("{shard:02x}"));
-            match fs::create_dir(&dir) {
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(CacheError::io("create", &dir, e)),
             }
         }
-        // Temp files left by a killed server are garbage: nothing refers to them.
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| CacheError::io("create", &tmp, e))?;
+        if alone {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        crate::token::create_private_dir(&tmp)?;
         Ok(ChunkStore {
             root,
             tmp,
+            tmp_prefix: format!(
+                "{}.{}",
+                std::process::id(),
+                STORES.fetch_add(1, Ordering::Relaxed)
+            ),
             tmp_counter: AtomicU64::new(0),
             durable: Mutex::new(HashSet::new()),
             unsynced: Mutex::new(HashSet::new()),
@@ -382,7 +406,7 @@ impl ChunkStore {
     /// Stores an already encoded chunk after verifying it. Returns the stored size and the
     /// uncompressed length (from the one verifying decode: decoding is most of the cost).
     pub fn put_encoded(&self, digest: &Digest, encoded: &[u8]) -> Result<(u64, u64)> {
-        let raw_len = verify_chunk(encoded, digest)?;
+        let raw_len = verify_upload(encoded, digest)?;
         self.write_atomically(digest, encoded)?;
         Ok((encoded.len() as u64, raw_len))
     }
@@ -403,7 +427,9 @@ impl ChunkStore {
             return Ok(());
         }
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.tmp.join(format!("{}-{n}", digest.to_hex()));
+        let tmp = self
+            .tmp
+            .join(format!("{}-{}-{n}", digest.to_hex(), self.tmp_prefix));
         let header = stored_form(encoded);
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
@@ -639,7 +665,7 @@ mod tests {
     #[test]
     fn make_durable_syncs_once_and_rejects_missing_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path()).unwrap();
+        let store = ChunkStore::open(dir.path(), true).unwrap();
         let raw = b"durable".repeat(1000);
         let d = Digest::of(&raw);
         store.put_raw(&d, &raw, 3).unwrap();
@@ -659,13 +685,13 @@ mod tests {
         let raw = b"left by a killed server".repeat(100);
         let d = Digest::of(&raw);
         let path = {
-            let first = ChunkStore::open(dir.path()).unwrap();
+            let first = ChunkStore::open(dir.path(), true).unwrap();
             first.put_raw(&d, &raw, 3).unwrap();
             first.path_of(&d)
         };
         // A torn write: the name exists but the bytes never reached the disk.
         fs::write(&path, b"").unwrap();
-        let second = ChunkStore::open(dir.path()).unwrap();
+        let second = ChunkStore::open(dir.path(), true).unwrap();
         assert!(matches!(
             second.make_durable(&[d]),
             Err(CacheError::CorruptChunk { .. })
@@ -675,7 +701,7 @@ mod tests {
     #[test]
     fn each_stored_form_reads_back_verified() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path()).unwrap();
+        let store = ChunkStore::open(dir.path(), true).unwrap();
         let text = b"compressible text, ".repeat(5000);
         let d = Digest::of(&text);
         let encoded = encode_chunk(&text, 3);
@@ -731,7 +757,7 @@ mod tests {
     #[test]
     fn store_round_trip_and_detects_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path()).unwrap();
+        let store = ChunkStore::open(dir.path(), true).unwrap();
         let raw = b"hello chunk".repeat(100);
         let d = Digest::of(&raw);
         store.put_raw(&d, &raw, 3).unwrap();

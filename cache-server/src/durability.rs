@@ -201,10 +201,7 @@ fn sync_batch(chunks: &ChunkStore, index: &Mutex<Index>, batch: Vec<Job>) -> u64
                 | CacheError::MissingChunk(hex) = &e
                 {
                     if let Ok(d) = Digest::from_hex(hex) {
-                        let mut index = lock_index(index);
-                        if index.forget_chunk(&d).is_ok() {
-                            let _ = chunks.remove(&d);
-                        }
+                        let _ = lock_index(index).forget_chunk(&d, |d| chunks.remove(d));
                     }
                 }
                 tracing::warn!(error = %e, entry = job.entry, "syncing a cache entry failed; a restart drops it");

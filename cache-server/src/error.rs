@@ -38,6 +38,18 @@ pub enum CacheError {
     TooLarge(String),
     #[error("archive entry {entry:?} refused: {reason}")]
     UnsafeArchiveEntry { entry: String, reason: String },
+    /// A restore (or a confined save) refused to touch a path: it goes through a symlink, leads
+    /// out of where the restore writes, or would create a symlink that does.
+    #[error("path {path} refused: {reason}")]
+    UnsafePath { path: PathBuf, reason: String },
+    #[error("{0} holds no kiln cache (no token.key): check the path, or start `kiln cache serve --data` on it once to create one")]
+    NoCache(PathBuf),
+    #[error("the cache's signing key or data are open to other users ({detail}): whoever can read the key can mint tokens for any repository. Fix: {fix} (and if others may have read the key already, delete it instead: a new one is made, and tokens minted with the old one stop working)")]
+    Exposed { detail: String, fix: String },
+    #[error("chunk {digest} does not match its name: {reason}; nothing was stored (the client sent other bytes than it named)")]
+    DigestMismatch { digest: String, reason: String },
+    #[error("chunk {0} is not in any entry this token can read")]
+    UnknownChunk(String),
     #[error("cache server request failed: {0}")]
     Http(String),
     #[error("cache server answered {status}: {message}")]

@@ -3,7 +3,7 @@
 
 use crate::digest::{decode_chunk_list, encode_chunk_list, ChunkRef, Digest};
 use crate::error::{CacheError, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -235,6 +235,44 @@ impl Index {
             tx.commit()?;
             Ok(())
         })
+    }
+
+    /// The subset of `digests` that are stored and used by a committed entry of `repo` in one of
+    /// `scopes`: what a token of that repository may learn exists, and fetch.
+    pub fn readable_chunks(
+        &self,
+        digests: &[Digest],
+        repo: &str,
+        scopes: &[String],
+    ) -> Result<HashSet<Digest>> {
+        let mut readable = HashSet::new();
+        if scopes.is_empty() {
+            return Ok(readable);
+        }
+        let marks = vec!["?"; scopes.len()].join(", ");
+        let sql = format!(
+            "SELECT 1 FROM entry_chunks JOIN entries ON entries.id = entry_chunks.entry_id
+             WHERE entry_chunks.digest = ?1 AND entries.committed = 1 AND entries.repo = ?2
+             AND entries.scope IN ({marks})
+             AND EXISTS (SELECT 1 FROM chunks WHERE chunks.digest = ?1) LIMIT 1"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        for d in digests {
+            let args = [
+                rusqlite::types::Value::Blob(d.0.to_vec()),
+                rusqlite::types::Value::Text(repo.to_string()),
+            ]
+            .into_iter()
+            .chain(
+                scopes
+                    .iter()
+                    .map(|s| rusqlite::types::Value::Text(s.clone())),
+            );
+            if stmt.exists(params_from_iter(args))? {
+                readable.insert(*d);
+            }
+        }
+        Ok(readable)
     }
 
     /// The subset of `digests` already stored.
@@ -472,9 +510,16 @@ impl Index {
         Ok(out)
     }
 
-    /// Removes a chunk's record and every entry (committed or not) that uses it.
-    pub fn forget_chunk(&mut self, digest: &Digest) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+    /// Removes a chunk's record and every entry (committed or not) that uses it; `remove`
+    /// deletes its file inside the same transaction (see [`Index::collect_garbage`]).
+    pub fn forget_chunk(
+        &mut self,
+        digest: &Digest,
+        remove: impl FnOnce(&Digest) -> Result<()>,
+    ) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let ids: Vec<i64> = {
             let mut stmt = tx.prepare("SELECT entry_id FROM entry_chunks WHERE digest = ?1")?;
             let rows = stmt.query_map(params![&digest.0[..]], |r| r.get(0))?;
@@ -488,6 +533,7 @@ impl Index {
             "DELETE FROM chunks WHERE digest = ?1",
             params![&digest.0[..]],
         )?;
+        remove(digest)?;
         tx.commit()?;
         Ok(ids.len())
     }
@@ -508,9 +554,10 @@ impl Index {
         Ok(n)
     }
 
-    /// Deletes the least recently used committed entry, keeping at least one. Returns false when
-    /// there was nothing to delete.
-    pub fn evict_least_recently_used(&mut self) -> Result<bool> {
+    /// Deletes the least recently used committed entry other than `keep` (the entry just
+    /// committed, when eviction runs at a commit), keeping at least one. Returns false when there
+    /// was nothing to delete.
+    pub fn evict_least_recently_used(&mut self, keep: Option<u64>) -> Result<bool> {
         let committed: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM entries WHERE committed = 1",
             [],
@@ -519,11 +566,19 @@ impl Index {
         if committed <= 1 {
             return Ok(false);
         }
-        let id: i64 = self.conn.query_row(
-            "SELECT id FROM entries WHERE committed = 1 ORDER BY last_access ASC, id ASC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )?;
+        let keep = keep.map_or(-1, |k| k as i64);
+        let Some(id) = self
+            .conn
+            .query_row(
+                "SELECT id FROM entries WHERE committed = 1 AND id != ?1
+                 ORDER BY last_access ASC, id ASC LIMIT 1",
+                params![keep],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            return Ok(false);
+        };
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM entry_chunks WHERE entry_id = ?1", params![id])?;
         tx.execute("DELETE FROM entries WHERE id = ?1", params![id])?;
@@ -531,22 +586,53 @@ impl Index {
         Ok(true)
     }
 
-    /// Removes the records of chunks no entry pins and returns them; the caller deletes the
-    /// files while still holding the index lock, so no upload can pin them in between.
-    pub fn collect_garbage(&mut self) -> Result<Vec<Digest>> {
-        let mut stmt = self.conn.prepare(
-            "DELETE FROM chunks WHERE NOT EXISTS
-             (SELECT 1 FROM entry_chunks WHERE entry_chunks.digest = chunks.digest) RETURNING digest",
-        )?;
-        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let bytes = row?;
-            if let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice()) {
-                out.push(Digest(arr));
+    /// Removes the records of chunks no entry pins, and their files (`remove`) inside the same
+    /// write transaction: an upload pinning one of them meanwhile (in this process or another on
+    /// the same store) either pinned it first, and it is kept, or waits for this transaction
+    /// and then finds it gone and stores it again. Returns how many were removed.
+    pub fn collect_garbage(
+        &mut self,
+        mut remove: impl FnMut(&Digest) -> Result<()>,
+    ) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let garbage: Vec<Digest> = {
+            let mut stmt = tx.prepare(
+                "DELETE FROM chunks WHERE NOT EXISTS
+                 (SELECT 1 FROM entry_chunks WHERE entry_chunks.digest = chunks.digest) RETURNING digest",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Ok(arr) = <[u8; 32]>::try_from(row?.as_slice()) {
+                    out.push(Digest(arr));
+                }
+            }
+            out
+        };
+        for d in &garbage {
+            remove(d)?;
+        }
+        tx.commit()?;
+        Ok(garbage.len())
+    }
+
+    /// Stored bytes of the chunks among `digests` (distinct) that the store holds.
+    pub fn stored_bytes_of(&self, digests: &[Digest]) -> Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT stored FROM chunks WHERE digest = ?1")?;
+        let mut total = 0u64;
+        for d in digests {
+            if let Some(n) = stmt
+                .query_row(params![&d.0[..]], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                total = total.saturating_add(n as u64);
             }
         }
-        Ok(out)
+        Ok(total)
     }
 
     /// Total stored (compressed) bytes of all chunks.

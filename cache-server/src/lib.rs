@@ -10,6 +10,7 @@
 //!
 //! The library never prints; errors are [`CacheError`].
 
+mod beneath;
 mod cdc;
 pub mod chunks;
 pub mod client;
@@ -21,6 +22,7 @@ pub mod index;
 pub mod metrics;
 mod prechunk;
 mod ranges;
+mod sharing;
 pub mod store;
 pub mod token;
 pub mod unpack;

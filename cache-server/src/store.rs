@@ -8,11 +8,10 @@ use crate::error::{CacheError, Result};
 use crate::index::{EntryRecord, Index, MatchKind, Reservation};
 use crate::prechunk::{Prechunk, WorkerSlots};
 use crate::ranges::RangeSet;
+use crate::sharing::{DirLock, Opened};
 use dashmap::DashMap;
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -89,10 +88,14 @@ struct UploadState {
     /// Chunks the index pins to this upload (native uploads): a chunk sent after the client
     /// asked whether it was missing is pinned already and needs no second index write.
     pinned: HashSet<Digest>,
+    /// Chunks this upload sent (verified), and their raw bytes: what the upload itself may be
+    /// told is present, and what bounds its size.
+    sent: HashSet<Digest>,
+    sent_raw: u64,
 }
 
 /// Accounting of archive writes past an entry's limit is cheaper than the disk filling up.
-const MAX_META_BYTES: usize = 64 << 20;
+pub(crate) const MAX_META_BYTES: usize = 64 << 20;
 
 pub struct CacheStore {
     cfg: StoreConfig,
@@ -102,6 +105,9 @@ pub struct CacheStore {
     uploads: DashMap<u64, Arc<Mutex<UploadState>>>,
     durability: Durability,
     cutters: Arc<WorkerSlots>,
+    /// Held while the store is open (the last field, so dropped after the syncs are done), so a
+    /// process starting meanwhile leaves this one's uploads alone.
+    _dir_lock: DirLock,
 }
 
 pub fn now_ms() -> i64 {
@@ -139,21 +145,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl CacheStore {
-    /// Opens (or creates) the store. Uploads that were in flight when a previous server died are
-    /// discarded here: their reservations vanish, so the same key can be saved again. So are
-    /// entries committed but never confirmed durable, and then every chunk nothing pins (the
-    /// chunks of those entries may be torn).
+    /// Opens (or creates) the store. When no other process has it open (see `sharing`), uploads
+    /// that were in flight when a previous server died are discarded here: their reservations
+    /// vanish, so the same key can be saved again. So are entries committed but never confirmed
+    /// durable, and then every chunk nothing pins (the chunks of those entries may be torn).
+    /// When others have it open, all of that may be their work in progress and is left alone.
     pub fn open(cfg: StoreConfig) -> Result<Self> {
-        fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| CacheError::io("create", &cfg.data_dir, e))?;
-        let chunks = Arc::new(ChunkStore::open(&cfg.data_dir)?);
+        crate::token::create_private_dir(&cfg.data_dir)?;
         let index_path = cfg.data_dir.join("index.sqlite");
+        let uploads_dir = cfg.data_dir.join("uploads");
         let mut index = Index::open(&index_path)?;
-        let dropped = index.drop_all_reservations()? + index.drop_non_durable()?;
+        let mut dropped = 0;
+        let (dir_lock, opened) = DirLock::acquire(&cfg.data_dir, || {
+            dropped = index.drop_all_reservations()? + index.drop_non_durable()?;
+            let _ = fs::remove_dir_all(&uploads_dir);
+            Ok(())
+        })?;
+        crate::token::create_private_dir(&uploads_dir)?;
+        let chunks = Arc::new(ChunkStore::open(&cfg.data_dir, opened == Opened::Alone)?);
         if dropped > 0 {
-            for d in index.collect_garbage()? {
-                chunks.remove(&d)?;
-            }
+            index.collect_garbage(|d| chunks.remove(d))?;
         }
         let index = Arc::new(Mutex::new(index));
         let durability = Durability::start(
@@ -164,9 +175,6 @@ impl CacheStore {
             Index::checkpointer(&index_path).ok(),
             cfg.sync_batch_delay,
         );
-        let uploads_dir = cfg.data_dir.join("uploads");
-        let _ = fs::remove_dir_all(&uploads_dir);
-        fs::create_dir_all(&uploads_dir).map_err(|e| CacheError::io("create", &uploads_dir, e))?;
         Ok(CacheStore {
             cfg,
             chunks,
@@ -175,6 +183,7 @@ impl CacheStore {
             uploads: DashMap::new(),
             durability,
             cutters: Arc::default(),
+            _dir_lock: dir_lock,
         })
     }
 
@@ -200,43 +209,6 @@ impl CacheStore {
 
     pub fn chunk_path(&self, digest: &Digest) -> PathBuf {
         self.chunks.path_of(digest)
-    }
-
-    /// Reserves `(scope, key, version)` for an archive upload (GitHub APIs).
-    pub fn reserve_archive(&self, res: Reservation) -> Result<u64> {
-        let id = lock(&self.index).reserve(&res, now_ms())?;
-        let path = self.uploads_dir.join(format!("{id}.part"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| CacheError::io("create upload file", &path, e));
-        let file = match file {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = lock(&self.index).abandon(id);
-                return Err(e);
-            }
-        };
-        let state = UploadState {
-            reservation: res,
-            archive: Some(ArchiveUpload {
-                file: Arc::new(file),
-                writing: Arc::default(),
-                path,
-                received: RangeSet::default(),
-                prechunk: Arc::default(),
-                blocks: Default::default(),
-                last_activity: Instant::now(),
-            }),
-            last_activity: Instant::now(),
-            uploaded: 0,
-            pinned: HashSet::new(),
-        };
-        self.uploads.insert(id, Arc::new(Mutex::new(state)));
-        Ok(id)
     }
 
     fn upload(&self, id: u64) -> Result<Arc<Mutex<UploadState>>> {
@@ -267,266 +239,66 @@ impl CacheStore {
         Ok(state.reservation.clone())
     }
 
+    /// The most one entry may hold: the configured entry limit, and never more than the whole
+    /// store's budget (such an entry could only be evicted at once).
+    pub fn entry_limit(&self) -> u64 {
+        self.cfg.max_entry_size.min(self.cfg.max_size)
+    }
+
     fn check_bounds(&self, offset: u64, len: u64) -> Result<u64> {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| CacheError::BadRequest("range overflows".into()))?;
-        if end > self.cfg.max_entry_size {
+        let limit = self.entry_limit();
+        if end > limit {
             return Err(CacheError::TooLarge(format!(
-                "an entry may hold at most {} bytes",
-                self.cfg.max_entry_size
+                "an entry may hold at most {limit} bytes (the entry limit, or the store's --max-size)"
             )));
         }
         Ok(end)
     }
 
-    /// Writes archive bytes at `offset` (v1 PATCH, v2 Put Blob). Ranges may arrive out of order.
-    pub fn write_archive(&self, id: u64, offset: u64, data: &[u8]) -> Result<()> {
-        let end = self.check_bounds(offset, data.len() as u64)?;
-        let upload = self.upload(id)?;
-        let (file, writing, path) = {
-            let mut state = lock(&upload);
-            state.last_activity = Instant::now();
-            let arch = state
-                .archive
-                .as_mut()
-                .ok_or(CacheError::UnknownUpload(id))?;
-            (
-                Arc::clone(&arch.file),
-                Arc::clone(&arch.writing),
-                arch.path.clone(),
-            )
-        };
-        {
-            let _writing = lock(&writing);
-            file.write_all_at(data, offset)
-                .map_err(|e| CacheError::io("write upload", &path, e))?;
-        }
-        let (prechunk, contiguous) = {
-            let mut state = lock(&upload);
-            state.uploaded += data.len() as u64;
-            let Some(arch) = state.archive.as_mut() else {
-                return Ok(());
-            };
-            arch.received.insert(offset, end);
-            arch.last_activity = Instant::now();
-            (Arc::clone(&arch.prechunk), arch.received.contiguous_end())
-        };
-        prechunk.note_write(offset);
-        if self.cutters.try_take() {
-            if prechunk.claim(contiguous) {
-                self.start_prechunk(id, prechunk, file, upload);
-            } else {
-                self.cutters.put_back();
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts the thread that cuts an archive upload while it arrives (see `prechunk`).
-    fn start_prechunk(
-        &self,
-        id: u64,
-        prechunk: Arc<Prechunk>,
-        file: Arc<File>,
-        upload: Arc<Mutex<UploadState>>,
-    ) {
-        let (index, chunks, level) = (
-            Arc::clone(&self.index),
-            Arc::clone(&self.chunks),
-            self.cfg.zstd_level,
-        );
-        let worker = Arc::clone(&prechunk);
-        let slots = Arc::clone(&self.cutters);
-        let spawned = std::thread::Builder::new()
-            .name(format!("kiln-cache-cut-{id}"))
-            .spawn(move || {
-                struct Slot(Arc<WorkerSlots>);
-                impl Drop for Slot {
-                    fn drop(&mut self) {
-                        self.0.put_back();
-                    }
-                }
-                let _slot = Slot(slots);
-                let contiguous = || {
-                    lock(&upload)
-                        .archive
-                        .as_ref()
-                        .map_or(0, |a| a.received.contiguous_end())
-                };
-                worker.run(&file, contiguous, |digest, raw| {
-                    store_chunk(&index, &chunks, level, id, digest, raw)
-                });
-            });
-        if spawned.is_err() {
-            // No thread: the commit cuts everything, as it would without prechunking.
-            self.cutters.put_back();
-            prechunk.give_up();
-        }
-    }
-
-    /// Stores one Azure block (v2 Put Block). Re-sending the same block id replaces it, which
-    /// is what SDK retries expect.
-    pub fn put_block(&self, id: u64, block_id: &str, data: &[u8]) -> Result<()> {
-        if block_id.is_empty() || block_id.len() > 1024 {
-            return Err(CacheError::BadRequest(
-                "block id must be 1 to 1024 characters".into(),
-            ));
-        }
-        self.check_bounds(0, data.len() as u64)?;
-        let upload = self.upload(id)?;
-        let dir = self.uploads_dir.join(format!("{id}.blocks"));
-        fs::create_dir_all(&dir).map_err(|e| CacheError::io("create", &dir, e))?;
-        let path = dir.join(blake3::hash(block_id.as_bytes()).to_hex().as_str());
-        fs::write(&path, data).map_err(|e| CacheError::io("write block", &path, e))?;
-        let mut state = lock(&upload);
-        state.last_activity = Instant::now();
-        state.uploaded += data.len() as u64;
-        let arch = state
-            .archive
-            .as_mut()
-            .ok_or(CacheError::UnknownUpload(id))?;
-        if arch.blocks.len() >= 100_000 && !arch.blocks.contains_key(block_id) {
-            return Err(CacheError::TooLarge("more than 100000 blocks".into()));
-        }
-        arch.blocks
-            .insert(block_id.to_string(), (path, data.len() as u64));
-        Ok(())
-    }
-
-    /// Assembles blocks in the order of the committed block list (v2 Put Block List).
-    pub fn commit_block_list(&self, id: u64, block_ids: &[String]) -> Result<u64> {
-        let upload = self.upload(id)?;
-        // The blocks replace whatever Put Blob wrote: cuts made of that are void. (Not under
-        // the upload's lock: the worker takes it to see how much has arrived.)
-        let prechunk = lock(&upload)
-            .archive
-            .as_ref()
-            .map(|a| Arc::clone(&a.prechunk));
-        if let Some(prechunk) = prechunk {
-            let _ = prechunk.finish();
-        }
-        let (file, writing, path, parts) = {
-            let state = lock(&upload);
-            let arch = state
-                .archive
-                .as_ref()
-                .ok_or(CacheError::UnknownUpload(id))?;
-            let mut parts = Vec::with_capacity(block_ids.len());
-            for b in block_ids {
-                let (p, len) = arch.blocks.get(b).ok_or_else(|| {
-                    CacheError::BadRequest(format!("block list names unknown block {b:?}"))
-                })?;
-                parts.push((p.clone(), *len));
-            }
-            (
-                Arc::clone(&arch.file),
-                Arc::clone(&arch.writing),
-                arch.path.clone(),
-                parts,
-            )
-        };
-        let _writing = lock(&writing);
-        let mut offset = 0u64;
-        for (p, len) in &parts {
-            self.check_bounds(offset, *len)?;
-            let data = fs::read(p).map_err(|e| CacheError::io("read block", p, e))?;
-            file.write_all_at(&data, offset)
-                .map_err(|e| CacheError::io("write upload", &path, e))?;
-            offset += len;
-        }
-        file.set_len(offset)
-            .map_err(|e| CacheError::io("truncate", &path, e))?;
-        let mut state = lock(&upload);
-        if let Some(arch) = state.archive.as_mut() {
-            arch.received = RangeSet::default();
-            arch.received.insert(0, offset);
-        }
-        Ok(offset)
-    }
-
-    /// Checks that exactly `size` bytes arrived, chunks them, and makes the entry visible.
-    pub fn finalize_archive(&self, id: u64, size: u64) -> Result<UploadStats> {
-        let upload = self.upload(id)?;
-        let prechunk = lock(&upload)
-            .archive
-            .as_ref()
-            .map(|a| Arc::clone(&a.prechunk))
-            .ok_or(CacheError::UnknownUpload(id))?;
-        // Before the file may be truncated below: the worker must not read during that.
-        let cut = prechunk.finish();
-        let (path, uploaded) = {
-            let state = lock(&upload);
-            let arch = state
-                .archive
-                .as_ref()
-                .ok_or(CacheError::UnknownUpload(id))?;
-            if !arch.received.covers(0, size) || arch.received.end() != size {
-                return Err(CacheError::IncompleteUpload {
-                    id,
-                    reason: format!(
-                        "expected {size} bytes, received {} bytes ending at {}",
-                        arch.received.total(),
-                        arch.received.end()
-                    ),
-                });
-            }
-            // Drop bytes past `size` (a retried, longer Put Blob may have left some).
-            arch.file
-                .set_len(size)
-                .map_err(|e| CacheError::io("truncate", &arch.path, e))?;
-            (arch.path.clone(), state.uploaded)
-        };
-        let mut file = File::open(&path).map_err(|e| CacheError::io("open upload", &path, e))?;
-        // The worker's cuts hold if it read nothing past the final size (a cut depends only on
-        // the bytes it looked at, and those are all still there); then only the tail is left.
-        let (mut manifest, mut dedup_saved, from) = match cut {
-            Some(c) if c.read_upto <= size => (c.manifest, c.dedup_saved, c.upto),
-            _ => (Vec::new(), 0u64, 0),
-        };
-        file.seek(SeekFrom::Start(from))
-            .map_err(|e| CacheError::io("read upload", &path, e))?;
-        for chunk in crate::cdc::StreamChunker::new(file) {
-            let chunk = chunk.map_err(|e| CacheError::io("read upload", &path, e))?;
-            let digest = Digest::of(&chunk.data);
-            if self.store_chunk_for(id, &digest, &chunk.data)? {
-                dedup_saved += chunk.data.len() as u64;
-            }
-            manifest.push(ChunkRef {
-                digest,
-                len: chunk.data.len() as u32,
-            });
-        }
-        self.commit(id, size, &manifest, &[])?;
-        Ok(UploadStats {
-            uploaded,
-            dedup_saved,
-            cut_while_uploading: from,
-        })
-    }
-
-    /// Pins and stores one chunk of an upload. Returns true when it was already stored.
-    fn store_chunk_for(&self, id: u64, digest: &Digest, raw: &[u8]) -> Result<bool> {
-        store_chunk(
-            &self.index,
-            &self.chunks,
-            self.cfg.zstd_level,
-            id,
-            digest,
-            raw,
-        )
-    }
-
     /// Makes the entry visible now and durable in the background (see `durability`).
+    /// `--max-size` holds at every commit, not only at the next maintenance: least recently
+    /// used entries are evicted until the store fits again, and an entry that alone takes more
+    /// than the whole budget is refused (and its reservation dropped) instead of committed.
     fn commit(&self, id: u64, size: u64, manifest: &[ChunkRef], meta: &[u8]) -> Result<()> {
-        lock(&self.index).commit(id, size, manifest, meta, now_ms())?;
-        self.discard_upload_files(id);
         let mut digests: Vec<Digest> = manifest.iter().map(|c| c.digest).collect();
         digests.sort();
         digests.dedup();
+        {
+            let mut index = lock(&self.index);
+            let own = index.stored_bytes_of(&digests)?;
+            if own > self.cfg.max_size {
+                index.abandon(id)?;
+                drop(index);
+                self.discard_upload_files(id);
+                return Err(CacheError::TooLarge(format!(
+                    "the entry takes {own} bytes stored, more than the cache's whole budget of {} bytes (--max-size)",
+                    self.cfg.max_size
+                )));
+            }
+            index.commit(id, size, manifest, meta, now_ms())?;
+            self.evict_to_budget(&mut index, Some(id))?;
+        }
+        self.discard_upload_files(id);
         self.durability
             .submit(&self.chunks, &self.index, id, digests);
         Ok(())
+    }
+
+    /// Evicts least recently used entries (never `keep`) and collects their chunks until the
+    /// stored bytes fit the budget or nothing more can go. Returns (entries, chunks) removed.
+    fn evict_to_budget(&self, index: &mut Index, keep: Option<u64>) -> Result<(usize, usize)> {
+        let (mut entries, mut chunks) = (0, 0);
+        while index.stored_bytes()? > self.cfg.max_size {
+            if !index.evict_least_recently_used(keep)? {
+                break;
+            }
+            entries += 1;
+            chunks += self.collect_garbage(index)?;
+        }
+        Ok((entries, chunks))
     }
 
     fn discard_upload_files(&self, id: u64) {
@@ -546,6 +318,8 @@ impl CacheStore {
                 last_activity: Instant::now(),
                 uploaded: 0,
                 pinned: HashSet::new(),
+                sent: HashSet::new(),
+                sent_raw: 0,
             })),
         );
         Ok(id)
@@ -554,16 +328,35 @@ impl CacheStore {
     /// Pins a batch of the chunks upload `id` will use and answers which of them the client
     /// must send. Pinning first means a chunk reported present cannot be collected before the
     /// commit, even if every entry that used it is evicted meanwhile.
-    pub fn missing_chunks(&self, id: u64, chunks: &[ChunkRef]) -> Result<NativeReservation> {
+    ///
+    /// Present means present for this client: used by an entry its token can read (its
+    /// repository, `read_scopes`) or sent by this upload already. A chunk only other
+    /// repositories use is reported missing, so the answer never tells whether some content
+    /// exists elsewhere on the server; the client sends it, and the server checks it and keeps
+    /// the copy it has.
+    pub fn missing_chunks(
+        &self,
+        id: u64,
+        chunks: &[ChunkRef],
+        read_scopes: &[String],
+    ) -> Result<NativeReservation> {
         let upload = self.upload(id)?;
-        lock(&upload).last_activity = Instant::now();
+        let repo = {
+            let mut state = lock(&upload);
+            state.last_activity = Instant::now();
+            state.reservation.repo.clone()
+        };
         let digests: Vec<Digest> = chunks.iter().map(|c| c.digest).collect();
-        let known = {
+        let mut known = {
             let mut index = lock(&self.index);
             index.pin(id, &digests)?;
-            index.known_chunks(&digests)?
+            index.readable_chunks(&digests, &repo, read_scopes)?
         };
-        lock(&upload).pinned.extend(digests.iter().copied());
+        {
+            let mut state = lock(&upload);
+            state.pinned.extend(digests.iter().copied());
+            known.extend(digests.iter().filter(|d| state.sent.contains(d)));
+        }
         let mut missing = Vec::new();
         let mut seen = HashSet::new();
         let mut dedup_saved = 0;
@@ -584,18 +377,41 @@ impl CacheStore {
         })
     }
 
-    /// Stores one encoded chunk sent by a native client, after verifying it.
+    /// Stores one encoded chunk sent by a native client, after verifying it. A chunk the store
+    /// holds already (for other entries) is verified and not written again. Returns the bytes
+    /// written.
     pub fn put_native_chunk(&self, id: u64, digest: &Digest, encoded: &[u8]) -> Result<u64> {
         let upload = self.upload(id)?;
         if !lock(&upload).pinned.contains(digest) {
             lock(&self.index).pin(id, std::slice::from_ref(digest))?;
             lock(&upload).pinned.insert(*digest);
         }
-        let (stored, raw_len) = self.chunks.put_encoded(digest, encoded)?;
-        lock(&self.index).add_chunk(digest, stored, raw_len)?;
+        let held = !lock(&self.index)
+            .known_chunks(std::slice::from_ref(digest))?
+            .is_empty();
+        let (stored, raw_len) = if held {
+            (0, crate::chunks::verify_upload(encoded, digest)?)
+        } else {
+            self.chunks.put_encoded(digest, encoded)?
+        };
         let mut state = lock(&upload);
+        if !state.sent.contains(digest) {
+            let sent_raw = state.sent_raw.saturating_add(raw_len);
+            if sent_raw > self.entry_limit() {
+                return Err(CacheError::TooLarge(format!(
+                    "the upload's chunks hold more than {} bytes (the entry limit, or the store's --max-size)",
+                    self.entry_limit()
+                )));
+            }
+            state.sent_raw = sent_raw;
+            state.sent.insert(*digest);
+        }
         state.last_activity = Instant::now();
         state.uploaded += encoded.len() as u64;
+        drop(state);
+        if !held {
+            lock(&self.index).add_chunk(digest, stored, raw_len)?;
+        }
         Ok(stored)
     }
 
@@ -613,6 +429,7 @@ impl CacheStore {
             )));
         }
         let sum: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+        self.check_bounds(0, sum)?;
         if sum != size {
             return Err(CacheError::BadRequest(format!(
                 "chunk lengths add up to {sum} bytes, not the declared {size}"
@@ -636,7 +453,13 @@ impl CacheStore {
         if let Some(p) = prechunk {
             let _ = p.finish();
         }
-        lock(&self.index).abandon(id)?;
+        {
+            let mut index = lock(&self.index);
+            index.abandon(id)?;
+            // What only this upload held goes now, not at the next maintenance: an upload
+            // refused for its size must not leave the store over its budget.
+            self.collect_garbage(&mut index)?;
+        }
         self.discard_upload_files(id);
         Ok(())
     }
@@ -666,6 +489,18 @@ impl CacheStore {
         self.quarantine_on_failure(digest, self.chunks.read_raw(digest))
     }
 
+    /// Fails with `UnknownChunk` unless an entry of `repo` in one of `scopes` uses the chunk:
+    /// a token may fetch (or have rechecked) only what it can read, and learns nothing about
+    /// what other repositories store (the answer is the same as for a chunk nobody stored).
+    pub fn check_readable(&self, digest: &Digest, repo: &str, scopes: &[String]) -> Result<()> {
+        let readable =
+            lock(&self.index).readable_chunks(std::slice::from_ref(digest), repo, scopes)?;
+        if readable.is_empty() {
+            return Err(CacheError::UnknownChunk(digest.to_hex()));
+        }
+        Ok(())
+    }
+
     /// Reads a chunk's encoded bytes, verified without decoding (the client checks the raw
     /// digest); quarantines it like [`Self::read_chunk`].
     pub fn read_chunk_encoded(&self, digest: &Digest) -> Result<axum::body::Bytes> {
@@ -688,10 +523,7 @@ impl CacheStore {
 
     /// Removes a bad chunk and every entry using it. Best effort: the caller already fails.
     fn forget_chunk(&self, digest: &Digest) {
-        let mut index = lock(&self.index);
-        if index.forget_chunk(digest).is_ok() {
-            let _ = self.chunks.remove(digest);
-        }
+        let _ = lock(&self.index).forget_chunk(digest, |d| self.chunks.remove(d));
     }
 
     /// Expires idle uploads and unused entries, evicts least recently used entries above the
@@ -716,22 +548,14 @@ impl CacheStore {
         let mut index = lock(&self.index);
         report.entries_expired = index.expire_unused(cutoff)?;
         report.chunks_deleted += self.collect_garbage(&mut index)?;
-        while index.stored_bytes()? > self.cfg.max_size {
-            if !index.evict_least_recently_used()? {
-                break;
-            }
-            report.entries_evicted += 1;
-            report.chunks_deleted += self.collect_garbage(&mut index)?;
-        }
+        let (entries, chunks) = self.evict_to_budget(&mut index, None)?;
+        report.entries_evicted += entries;
+        report.chunks_deleted += chunks;
         Ok(report)
     }
 
     fn collect_garbage(&self, index: &mut Index) -> Result<usize> {
-        let garbage = index.collect_garbage()?;
-        for d in &garbage {
-            self.chunks.remove(d)?;
-        }
-        Ok(garbage.len())
+        index.collect_garbage(|d| self.chunks.remove(d))
     }
 
     /// Entry count, chunk count and stored bytes, for `/metrics`.
@@ -750,6 +574,9 @@ pub struct MaintenanceReport {
     pub entries_evicted: usize,
     pub chunks_deleted: usize,
 }
+
+#[path = "store_archive.rs"]
+mod archive;
 
 #[cfg(test)]
 #[path = "store_prechunk_tests.rs"]

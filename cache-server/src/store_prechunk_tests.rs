@@ -151,7 +151,10 @@ fn a_block_list_replacing_a_put_blob_voids_its_cuts() {
         .enumerate()
         .map(|(i, block)| {
             let id_text = format!("block-{i:04}");
-            store.put_block(id, &id_text, block).unwrap();
+            store.write_block(id, &id_text, 0, block).unwrap();
+            store
+                .finish_block(id, &id_text, block.len() as u64)
+                .unwrap();
             id_text
         })
         .collect();

@@ -7,8 +7,62 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const KEY_FILE: &str = "token.key";
+
+/// Creates `dir` and its missing parents with mode 0700 (less the umask): the cache's data are
+/// nobody else's to read.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| CacheError::io("create", dir, e))
+}
+
+/// Refuses a key other users may read or write (they may have minted tokens with it already),
+/// and closes a data directory they could enter (it is the cache's own: nothing in it is
+/// anyone else's to read).
+fn check_private(data_dir: &Path, key: &Path) -> Result<()> {
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .map_err(|e| CacheError::io("inspect", p, e))
+    };
+    let key_mode = mode(key)?;
+    if key_mode & 0o077 != 0 {
+        return Err(CacheError::Exposed {
+            detail: format!("{} is mode {key_mode:03o}", key.display()),
+            fix: format!("chmod 600 {}", shell_quote(key)),
+        });
+    }
+    let dir_mode = mode(data_dir)?;
+    if dir_mode & 0o077 != 0 {
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(dir_mode & 0o700))
+            .map_err(|e| CacheError::Exposed {
+                detail: format!(
+                    "{} is mode {dir_mode:03o} and cannot be closed to others ({e})",
+                    data_dir.display()
+                ),
+                fix: format!("chmod 700 {}", shell_quote(data_dir)),
+            })?;
+    }
+    Ok(())
+}
+
+fn shell_quote(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%".contains(&b))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -37,28 +91,59 @@ impl Secret {
         Ok(Secret(bytes.to_vec()))
     }
 
-    /// Reads `<data_dir>/token.key`, creating it with 32 random bytes on first use.
+    /// Reads `<data_dir>/token.key`, creating it (and the directory, mode 0700) with 32 random
+    /// bytes on first use. See [`Secret::load`] for the permissions it insists on.
     pub fn load_or_create(data_dir: &Path) -> Result<Self> {
-        let path = data_dir.join("token.key");
-        match std::fs::read(&path) {
-            Ok(bytes) => Secret::from_bytes(bytes.trim_ascii()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|e| CacheError::io("create", data_dir, e))?;
-                let mut raw = [0u8; 32];
-                let urandom = Path::new("/dev/urandom");
-                let mut f =
-                    std::fs::File::open(urandom).map_err(|e| CacheError::io("open", urandom, e))?;
-                std::io::Read::read_exact(&mut f, &mut raw)
-                    .map_err(|e| CacheError::io("read", urandom, e))?;
-                let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-                let tmp = data_dir.join("token.key.tmp");
-                std::fs::write(&tmp, &hex).map_err(|e| CacheError::io("write", &tmp, e))?;
-                std::fs::rename(&tmp, &path).map_err(|e| CacheError::io("rename", &path, e))?;
-                Secret::from_bytes(hex.as_bytes())
+        let path = data_dir.join(KEY_FILE);
+        if !path.exists() {
+            create_private_dir(data_dir)?;
+            let mut raw = [0u8; 32];
+            let urandom = Path::new("/dev/urandom");
+            let mut f =
+                std::fs::File::open(urandom).map_err(|e| CacheError::io("open", urandom, e))?;
+            std::io::Read::read_exact(&mut f, &mut raw)
+                .map_err(|e| CacheError::io("read", urandom, e))?;
+            let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            // A name of this process's own: two servers starting at once each write theirs and
+            // the first rename wins; the key is re-read below either way.
+            let tmp = data_dir.join(format!("{KEY_FILE}.{}.tmp", std::process::id()));
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, hex.as_bytes()));
+            written.map_err(|e| CacheError::io("write", &tmp, e))?;
+            // Never replace a key another process made meanwhile: tokens it minted must stay valid.
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(CacheError::io("create", &path, e));
+                }
             }
-            Err(e) => Err(CacheError::io("read", path, e)),
+            let _ = std::fs::remove_file(&tmp);
         }
+        Secret::load(data_dir)
+    }
+
+    /// Reads `<data_dir>/token.key` of an existing cache. Whoever can read the key can mint a
+    /// token for any repository, so a key or a data directory other users can read or write is
+    /// refused, with the commands that fix it; so is a directory that holds no key (a mistyped
+    /// `--data` would otherwise hand out tokens no server accepts).
+    pub fn load(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(KEY_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CacheError::NoCache(data_dir.to_path_buf()));
+            }
+            Err(e) => return Err(CacheError::io("read", path, e)),
+        };
+        check_private(data_dir, &path)?;
+        Secret::from_bytes(bytes.trim_ascii())
     }
 
     fn mac(&self, data: &[u8]) -> Vec<u8> {

@@ -1,12 +1,14 @@
-//! Safe extraction: archive entries and tree listings may only create things inside the target
-//! directory. Absolute paths, `..`, paths through symlinks, symlinks pointing outside, hard links
-//! to outside, and device files are refused with a clear error before anything is written there.
+//! Safe extraction of stock `actions/cache` archives: entries may only create things beneath the
+//! target directory. Absolute paths, `..` and device files are refused here; every write goes
+//! through [`crate::beneath`] (no symlink followed, links checked to stay inside), the mechanism
+//! every restore writes with.
 
+use crate::beneath::{Beneath, ParentDir};
 use crate::error::{CacheError, Result};
 use std::collections::HashSet;
-use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// Most entries one archive may hold; bounds the bookkeeping below.
 const MAX_ENTRIES: usize = 10_000_000;
@@ -39,83 +41,6 @@ pub fn safe_relative(entry: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Checks that a symlink at `link` (relative to the target) with `target` stays inside.
-pub fn check_symlink_target(entry: &str, link: &Path, target: &Path) -> Result<()> {
-    if target.is_absolute() {
-        return Err(refuse(
-            entry,
-            format!(
-                "the symlink points to the absolute path {}",
-                target.display()
-            ),
-        ));
-    }
-    let mut depth: i64 = link.components().count() as i64 - 1;
-    for comp in target.components() {
-        match comp {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(refuse(entry, "the symlink target is absolute"))
-            }
-        }
-        if depth < 0 {
-            return Err(refuse(
-                entry,
-                format!(
-                    "the symlink points outside the target ({})",
-                    target.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Tracks symlinks created so far, so later entries cannot be written through them.
-#[derive(Default)]
-pub struct LinkGuard {
-    links: HashSet<PathBuf>,
-}
-
-impl LinkGuard {
-    /// Refuses `rel` when any proper ancestor of it is a symlink this extraction created.
-    pub fn check(&self, entry: &str, rel: &Path) -> Result<()> {
-        if self.links.is_empty() {
-            return Ok(());
-        }
-        let mut ancestor = rel.parent();
-        while let Some(a) = ancestor {
-            if a.as_os_str().is_empty() {
-                break;
-            }
-            if self.links.contains(a) {
-                return Err(refuse(
-                    entry,
-                    format!("the path goes through the symlink {}", a.display()),
-                ));
-            }
-            ancestor = a.parent();
-        }
-        Ok(())
-    }
-
-    pub fn add(&mut self, rel: PathBuf) {
-        self.links.insert(rel);
-    }
-}
-
-/// Removes whatever is at `path` (but not a directory) so a new file or link replaces it
-/// rather than writing through an existing symlink.
-pub fn clear_path(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => fs::remove_file(path).map_err(|e| CacheError::io("replace", path, e)),
-        Err(_) => Ok(()),
-    }
-}
-
 /// What an extraction created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnpackStats {
@@ -126,12 +51,15 @@ pub struct UnpackStats {
 }
 
 /// Extracts a tar stream into `target`, refusing unsafe entries (see the module docs). An
-/// error leaves what was extracted before it; nothing is ever written outside `target`.
+/// error leaves what was extracted before it; nothing is ever written outside `target`, nor
+/// through a symlink inside it (an earlier entry's, an earlier restore's, or one already there).
 pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
-    fs::create_dir_all(target).map_err(|e| CacheError::io("create", target, e))?;
+    let beneath = Arc::new(Beneath::at(target));
+    let target = &crate::beneath::lexical(target);
+    beneath.create_dir_all(target)?;
+    let mut files = ParentDir::new(Arc::clone(&beneath));
     let mut archive = tar::Archive::new(reader);
     let mut stats = UnpackStats::default();
-    let mut guard = LinkGuard::default();
     let mut regular: HashSet<PathBuf> = HashSet::new();
     let entries = archive
         .entries()
@@ -150,29 +78,36 @@ pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
             .to_string_lossy()
             .into_owned();
         let rel = safe_relative(&raw_path)?;
-        guard.check(&raw_path, &rel)?;
-        let dest = target.join(&rel);
         let kind = entry.header().entry_type();
-        if !rel.as_os_str().is_empty() {
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(|e| CacheError::io("create", parent, e))?;
+        if rel.as_os_str().is_empty() {
+            match kind {
+                tar::EntryType::Directory => continue,
+                tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink => continue,
+                _ => {
+                    return Err(refuse(
+                        &raw_path,
+                        "only a directory can be the target itself",
+                    ))
+                }
             }
+        }
+        let dest = target.join(&rel);
+        if let Some(parent) = dest.parent() {
+            beneath.create_dir_all(parent)?;
         }
         match kind {
             tar::EntryType::Directory => {
-                fs::create_dir_all(&dest).map_err(|e| CacheError::io("create", &dest, e))?;
+                // A directory replaces a file or link there; one already there is kept.
+                beneath.clear(&dest)?;
+                beneath.create_dir_all(&dest)?;
                 stats.dirs += 1;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if rel.as_os_str().is_empty() {
-                    return Err(refuse(
-                        &raw_path,
-                        "a file cannot replace the target directory",
-                    ));
-                }
-                clear_path(&dest)?;
                 let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-                let mut out = open_new_file(&dest, mode)?;
+                let mut out = files.create(&dest, mode, true)?;
                 let n = std::io::copy(&mut entry, &mut out)
                     .map_err(|e| CacheError::io("extract", &dest, e))?;
                 stats.files += 1;
@@ -185,17 +120,8 @@ pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
                     .map_err(|e| CacheError::io("read link of", &dest, e))?
                     .ok_or_else(|| refuse(&raw_path, "the symlink has no target"))?
                     .into_owned();
-                if rel.as_os_str().is_empty() {
-                    return Err(refuse(
-                        &raw_path,
-                        "a symlink cannot replace the target directory",
-                    ));
-                }
-                check_symlink_target(&raw_path, &rel, &link_target)?;
-                clear_path(&dest)?;
-                std::os::unix::fs::symlink(&link_target, &dest)
-                    .map_err(|e| CacheError::io("create symlink", &dest, e))?;
-                guard.add(rel);
+                beneath.clear(&dest)?;
+                beneath.symlink(&link_target, &dest)?;
                 stats.symlinks += 1;
             }
             tar::EntryType::Link => {
@@ -214,9 +140,8 @@ pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
                         ),
                     ));
                 }
-                clear_path(&dest)?;
-                fs::hard_link(target.join(&source_rel), &dest)
-                    .map_err(|e| CacheError::io("create hard link", &dest, e))?;
+                beneath.clear(&dest)?;
+                beneath.hard_link(&target.join(&source_rel), &dest)?;
                 stats.files += 1;
             }
             tar::EntryType::XGlobalHeader
@@ -234,20 +159,10 @@ pub fn unpack_tar<R: Read>(reader: R, target: &Path) -> Result<UnpackStats> {
     Ok(stats)
 }
 
-fn open_new_file(path: &Path, mode: u32) -> Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode | 0o600)
-        .open(path)
-        .map_err(|e| CacheError::io("create", path, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -340,19 +255,147 @@ mod tests {
             let target = dir.path().join("t");
             let err = unpack_tar(&data[..], &target).expect_err(name);
             assert!(
-                matches!(err, CacheError::UnsafeArchiveEntry { .. }),
+                matches!(
+                    err,
+                    CacheError::UnsafeArchiveEntry { .. } | CacheError::UnsafePath { .. }
+                ),
                 "{name}: {err}"
             );
             assert!(!dir.path().join("evil").exists());
         }
     }
 
+    fn link(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
+        let mut l = header(tar::EntryType::Symlink, 0);
+        b.append_link(&mut l, path, target).unwrap();
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str) {
+        let mut h = header(tar::EntryType::Regular, 5);
+        raw_name(&mut h, path);
+        b.append(&h, &b"pwned"[..]).unwrap();
+    }
+
+    fn dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
+        let mut h = header(tar::EntryType::Directory, 0);
+        b.append_data(&mut h, path, &b""[..]).unwrap();
+    }
+
+    /// The target is `scratch/work/ws`; nothing may appear in `scratch` or `scratch/work`
+    /// besides it.
+    fn assert_contained(scratch: &Path) {
+        let names = |p: &Path| -> Vec<String> {
+            fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(scratch), vec!["work"]);
+        assert_eq!(names(&scratch.join("work")), vec!["ws"]);
+    }
+
+    fn refused(result: Result<UnpackStats>) -> String {
+        match result {
+            Err(e @ (CacheError::UnsafePath { .. } | CacheError::UnsafeArchiveEntry { .. })) => {
+                e.to_string()
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Chains of links, each harmless by its text, within one archive: the escaping link is
+    /// refused when it would be created, and nothing is written through any link.
     #[test]
-    fn symlink_targets() {
-        assert!(check_symlink_target("e", Path::new("a/b"), Path::new("../c")).is_ok());
-        assert!(check_symlink_target("e", Path::new("a/b"), Path::new("../../c")).is_err());
-        assert!(check_symlink_target("e", Path::new("a"), Path::new("/etc")).is_err());
-        assert!(safe_relative("a/./b/").is_ok());
-        assert!(safe_relative("a/../b").is_err());
+    fn chains_of_links_in_one_archive_are_refused() {
+        let archives: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "climb after a name",
+                tar_with(|b| {
+                    dir(b, "d");
+                    link(b, "d/l1", "..");
+                    link(b, "d/l2", "l1/..");
+                    file(b, "d/l2/pwned");
+                }),
+            ),
+            (
+                "write through an inside link",
+                tar_with(|b| {
+                    link(b, "l", ".");
+                    file(b, "l/pwned");
+                }),
+            ),
+            (
+                "deep chain to the root",
+                tar_with(|b| {
+                    dir(b, "a/b");
+                    link(b, "a/b/up", "../..");
+                    link(b, "a/b/root", "up/../../../../../../../../../..");
+                    file(b, "a/b/root/tmp/pwned");
+                }),
+            ),
+            ("absolute target", tar_with(|b| link(b, "abs", "/tmp"))),
+            (
+                "relative climb out",
+                tar_with(|b| link(b, "d/up", "../../..")),
+            ),
+        ];
+        for (name, data) in archives {
+            let scratch = tempfile::tempdir().unwrap();
+            let target = scratch.path().join("work/ws");
+            let err = refused(unpack_tar(&data[..], &target));
+            assert!(!err.is_empty(), "{name}");
+            assert_contained(scratch.path());
+        }
+    }
+
+    /// Across two archives: the first leaves links whose targets stay inside, the second tries
+    /// to write through them; and a link planted in the workspace by something else (an older
+    /// kiln, the job) is not written through either.
+    #[test]
+    fn a_later_archive_cannot_write_through_links_already_there() {
+        let scratch = tempfile::tempdir().unwrap();
+        let target = scratch.path().join("work/ws");
+        let first = tar_with(|b| {
+            dir(b, "d/real");
+            link(b, "d/l1", "..");
+            link(b, "d/in", "real");
+        });
+        unpack_tar(&first[..], &target).unwrap();
+        assert_eq!(fs::read_link(target.join("d/l1")).unwrap(), Path::new(".."));
+        std::os::unix::fs::symlink("l1/..", target.join("d/l2")).unwrap();
+        for path in ["d/l2/pwned", "d/l1/pwned", "d/in/pwned", "d/l2/x/y"] {
+            let second = tar_with(|b| file(b, path));
+            let err = refused(unpack_tar(&second[..], &target));
+            assert!(err.contains("goes through the symlink"), "{path}: {err}");
+        }
+        let third = tar_with(|b| link(b, "d/l3", "l2/x"));
+        let err = refused(unpack_tar(&third[..], &target));
+        assert!(err.contains("resolves out of"), "{err}");
+        assert!(!target.join("d/real/pwned").exists());
+        assert_contained(scratch.path());
+    }
+
+    /// A directory that already exists in the workspace: links in it may climb as far as its
+    /// depth, no further; a file entry replaces a link rather than writing through it.
+    #[test]
+    fn links_in_an_existing_directory_climb_no_further_than_its_depth() {
+        let scratch = tempfile::tempdir().unwrap();
+        let target = scratch.path().join("work/ws");
+        fs::create_dir_all(target.join("src/lib")).unwrap();
+        let ok = tar_with(|b| {
+            link(b, "src/lib/up", "../..");
+            link(b, "src/lib/sibling", "../other");
+        });
+        unpack_tar(&ok[..], &target).unwrap();
+        let out = tar_with(|b| link(b, "src/lib/out", "../../.."));
+        let err = refused(unpack_tar(&out[..], &target));
+        assert!(err.contains("points outside"), "{err}");
+        // A file where a link is replaces the link; the link's target is untouched.
+        fs::write(scratch.path().join("work/keep"), b"keep").unwrap();
+        std::os::unix::fs::symlink("../../keep", target.join("f")).unwrap();
+        let replace = tar_with(|b| file(b, "f"));
+        unpack_tar(&replace[..], &target).unwrap();
+        assert_eq!(fs::read(target.join("f")).unwrap(), b"pwned");
+        assert_eq!(fs::read(scratch.path().join("work/keep")).unwrap(), b"keep");
     }
 }

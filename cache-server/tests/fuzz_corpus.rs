@@ -1,49 +1,57 @@
-//! Replays the committed fuzz corpus for the tar extractor (cache-server/fuzz): no input may
-//! panic or create anything outside the target, and the hand-made hostile seeds are refused.
+//! Replays the committed fuzz corpus of the archive restore (fuzz/corpus/unpack_tar) through
+//! the fuzz target's own code: no input may panic, create anything outside the workspace or
+//! leave a symlink resolving outside it, and the hand-made hostile seeds are refused (each
+//! archive of a two-archive seed as expected).
 
-use kiln_cache::unpack::unpack_tar;
 use kiln_cache::CacheError;
 use std::path::Path;
 
+#[path = "../../fuzz/common/unpack_tar.rs"]
+mod unpack_tar;
+
+fn refused<T: std::fmt::Debug>(result: &kiln_cache::Result<T>) -> bool {
+    matches!(
+        result,
+        Err(CacheError::UnsafeArchiveEntry { .. } | CacheError::UnsafePath { .. })
+    )
+}
+
 #[test]
 fn corpus_replays_safely() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/unpack_tar");
-    let hostile = [
-        "dotdot",
-        "absolute",
-        "symlink_escape",
-        "through_link",
-        "hardlink_out",
-        "device",
-        "fifo",
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/unpack_tar");
+    // Seed name -> whether each of its archives must be refused.
+    let expected: &[(&str, &[bool])] = &[
+        ("dotdot", &[true]),
+        ("absolute", &[true]),
+        ("symlink_escape", &[true]),
+        ("through_link", &[true]),
+        ("hardlink_out", &[true]),
+        ("device", &[true]),
+        ("fifo", &[true]),
+        ("benign", &[false]),
+        ("chain_climb", &[true]),
+        ("chain_deep", &[true]),
+        ("chain_inside_write", &[true]),
+        ("absolute_link", &[true]),
+        ("two_chain", &[true, false]),
+        ("two_inside_link", &[false, true]),
+        ("two_link_through_link", &[false, true]),
+        ("two_benign", &[false, false]),
     ];
     let mut count = 0;
+    let mut seen = Vec::new();
     for entry in std::fs::read_dir(&corpus).unwrap() {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let result = unpack_tar(&data[..], &dir.path().join("t"));
-        let outside: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n != "t")
-            .collect();
-        assert!(
-            outside.is_empty(),
-            "{}: created {outside:?} outside the target",
-            path.display()
-        );
+        let results = unpack_tar::run(&data);
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if hostile.contains(&name.as_str()) {
-            assert!(
-                matches!(result, Err(CacheError::UnsafeArchiveEntry { .. })),
-                "{name}: {result:?}"
-            );
-        }
-        if name == "benign" {
-            assert_eq!(std::fs::read(dir.path().join("t/a/l")).unwrap(), b"hello");
+        if let Some((_, refusals)) = expected.iter().find(|(n, _)| *n == name) {
+            let got: Vec<bool> = results.iter().map(refused).collect();
+            assert_eq!(&got, refusals, "{name}: {results:?}");
+            seen.push(name);
         }
         count += 1;
     }
-    assert!(count >= 9, "the corpus has only {count} inputs");
+    assert_eq!(seen.len(), expected.len(), "seeds missing: only {seen:?}");
+    assert!(count >= 20, "the corpus has only {count} inputs");
 }

@@ -456,15 +456,18 @@ fn eviction_by_age_and_size_keeps_what_is_referenced() {
         restore(&client, dst.path(), "a", &[], &["a"]),
         RestoreOutcome::Hit { .. }
     ));
+    let store = server.service.store();
+    let chunks_before = chunk_files(data.path()).len();
     write(&src.path().join("d/data.bin"), &bytes(77, 1 << 20));
     assert!(matches!(
         save(&client, src.path(), "d", &["d"]),
         SaveOutcome::Saved(_)
     ));
-    let store = server.service.store();
-    let chunks_before = chunk_files(data.path()).len();
+    // The commit of "d" evicted "b" already: maintenance finds the store within its budget.
+    let (_, _, stored) = store.totals().unwrap();
+    assert!(stored <= (3 << 20) + (1 << 19), "{stored}");
     let report = store.maintain(SystemTime::now()).unwrap();
-    assert_eq!(report.entries_evicted, 1, "{report:?}");
+    assert_eq!(report.entries_evicted, 0, "{report:?}");
     assert_eq!(
         restore(&client, dst.path(), "b", &[], &["b"]),
         RestoreOutcome::Miss
@@ -480,7 +483,7 @@ fn eviction_by_age_and_size_keeps_what_is_referenced() {
     }
     let chunks_after = chunk_files(data.path()).len();
     assert!(
-        chunks_after < chunks_before && chunks_after >= 3,
+        chunks_after <= chunks_before + 1 && chunks_after >= 3,
         "{chunks_before} -> {chunks_after}"
     );
     let later = SystemTime::now() + Duration::from_secs(8 * 24 * 3600);
@@ -507,9 +510,14 @@ fn chunks_pinned_by_an_upload_survive_eviction() {
         digest: Digest::of(&raw),
         len: raw.len() as u32,
     };
+    let main = vec!["refs/heads/main".to_string()];
     let first = store.reserve_native(res("old")).unwrap();
     assert_eq!(
-        store.missing_chunks(first, &[chunk]).unwrap().missing.len(),
+        store
+            .missing_chunks(first, &[chunk], &main)
+            .unwrap()
+            .missing
+            .len(),
         1
     );
     store
@@ -525,7 +533,7 @@ fn chunks_pinned_by_an_upload_survive_eviction() {
     // A second upload learns the chunk is present; then every entry using it expires.
     let second = store.reserve_native(res("new")).unwrap();
     assert!(store
-        .missing_chunks(second, &[chunk])
+        .missing_chunks(second, &[chunk], &main)
         .unwrap()
         .missing
         .is_empty());
@@ -702,7 +710,10 @@ fn a_confined_restore_stays_inside_the_workspace() {
     std::os::unix::fs::symlink(outside.path(), planted.path().join("sub")).unwrap();
     let refused = client.restore(&confined_request(planted.path(), "k", &["sub/deps"]));
     let err = refused.expect_err("a symlink out of the workspace must be refused");
-    assert!(err.to_string().contains("leads out of it"), "{err}");
+    assert!(
+        err.to_string().contains("goes through the symlink"),
+        "{err}"
+    );
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 
     // Nor does a confined save read files behind such a symlink.
@@ -717,7 +728,7 @@ fn a_confined_restore_stays_inside_the_workspace() {
         version: None,
     });
     let err = exfiltrate.expect_err("files behind a symlink out of the workspace are not read");
-    assert!(err.to_string().contains("leads out of it"), "{err}");
+    assert!(err.to_string().contains("leads out of"), "{err}");
     let miss = client
         .restore(&confined_request(d, "k2", &["sub/deps"]))
         .unwrap();

@@ -118,7 +118,8 @@ fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    let secret = kiln_cache::Secret::load_or_create(&data)
+    // Only an existing cache: a mistyped --data must not mint a key no server uses.
+    let secret = kiln_cache::Secret::load(&data)
         .with_context(|| format!("reading the signing key in {}", data.display()))?;
     let token = kiln_cache::token::mint(
         &secret,
@@ -185,6 +186,33 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token_args(data: PathBuf) -> TokenArgs {
+        TokenArgs {
+            repo: "o/r".into(),
+            git_ref: "main".into(),
+            base_ref: None,
+            read_only: false,
+            ttl: Duration::from_secs(60),
+            data: Some(data),
+        }
+    }
+
+    #[test]
+    fn token_refuses_a_directory_without_a_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let typo = dir.path().join("cahce");
+        let err = token(token_args(typo.clone())).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("holds no kiln cache"),
+            "{err:#}"
+        );
+        assert!(!typo.exists(), "a mistyped --data was created");
+        // A directory that holds a cache works.
+        let data = dir.path().join("cache");
+        kiln_cache::Secret::load_or_create(&data).unwrap();
+        assert!(token(token_args(data)).is_ok());
+    }
 
     #[test]
     fn sizes_and_durations() {

@@ -73,8 +73,8 @@ pub async fn start(
             "cannot find a cache directory: set HOME or XDG_CACHE_HOME, or pass --cache-dir",
         )?,
     };
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the cache directory {}", data_dir.display()))?;
+    // Created (mode 0700) by the store; another kiln process may have it open too, which the
+    // store handles (see kiln_cache's `sharing`).
     let service = CacheService::open(ServiceConfig::new(&data_dir))
         .with_context(|| format!("cannot open the cache in {}", data_dir.display()))?;
 

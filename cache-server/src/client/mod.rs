@@ -2,7 +2,6 @@
 //! `path:` patterns under a key, over the native chunk API. Blocking; run it on a blocking
 //! thread from async code.
 
-mod beneath;
 mod fetch;
 pub mod glob;
 mod restore;

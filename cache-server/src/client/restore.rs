@@ -2,22 +2,21 @@
 //! (see `write`; file creation, not bandwidth, dominates on real filesystems). Files that
 //! already exist with the same size and digest are left alone and their chunks not fetched.
 
-use super::beneath::Beneath;
 use super::fetch::OrderedFetch;
 use super::glob::parse_patterns;
 use super::tree::{self, FileDigest, Kind, PieceHasher, TreeEntry};
-use super::write::{write_files, FilePlan, ParentDir};
+use super::write::{write_files, FilePlan};
 use super::{CacheClient, PathContext};
+use crate::beneath::{check_link_target, Beneath, ParentDir};
 use crate::digest::ChunkRef;
 use crate::error::{CacheError, Result};
 use crate::http::native::to_refs;
-use crate::unpack::{check_symlink_target, clear_path, safe_relative, LinkGuard};
+use crate::unpack::safe_relative;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use std::collections::HashMap;
-use std::fs;
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -106,40 +105,41 @@ impl PieceLayout {
     }
 }
 
-/// What is at `path`, compared with a file of `size` bytes and the listing's digest.
+/// What is at `path`, compared with a file of `size` bytes and the listing's digest. Looked at
+/// through `dir` (no symlink followed on the way): a path the restore could not write is never
+/// taken as already restored.
 fn compare_found(
+    dir: &mut ParentDir,
     path: &Path,
     size: u64,
     expected: &[u8; 32],
     kind: FileDigest,
     layout: &PieceLayout,
 ) -> Found {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return Found::Nothing;
+    let st = match dir.stat(path) {
+        Ok(None) => return Found::Nothing,
+        Ok(Some(st)) => st,
+        Err(_) => return Found::Other,
     };
-    if meta.is_file() && meta.len() == size && same_content(path, size, expected, kind, layout) {
-        Found::Same
-    } else {
-        Found::Other
+    let is_file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    if !is_file || st.st_size as u64 != size {
+        return Found::Other;
+    }
+    // The stat saw a regular file; whatever replaced it since is not followed or waited on.
+    match dir.open_read(path) {
+        Ok(f) if same_content(&f, size, expected, kind, layout) => Found::Same,
+        _ => Found::Other,
     }
 }
 
-/// Whether the regular file at `path`, of `size` bytes, has the listing's digest.
+/// Whether the open file `f`, of `size` bytes, has the listing's digest.
 fn same_content(
-    path: &Path,
+    mut f: &File,
     size: u64,
     expected: &[u8; 32],
     kind: FileDigest,
     layout: &PieceLayout,
 ) -> bool {
-    // The stat saw a regular file; whatever replaced it since is not followed or waited on.
-    let Ok(mut f) = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    else {
-        return false;
-    };
     let by_pieces = kind.by_pieces();
     let mut piece = 0usize;
     let mut hasher = PieceHasher::new(kind, layout.whole_chunk(piece));
@@ -182,21 +182,6 @@ fn same_content(
     digest == *expected
 }
 
-/// `unpack::clear_path`, inside the anchor when confined.
-fn clear(beneath: Option<&Arc<Beneath>>, path: &Path) -> Result<()> {
-    match beneath {
-        Some(b) => b.clear(path),
-        None => clear_path(path),
-    }
-}
-
-fn create_dir_all(beneath: Option<&Arc<Beneath>>, dir: &Path) -> Result<()> {
-    match beneath {
-        Some(b) => b.create_dir_all(dir),
-        None => fs::create_dir_all(dir).map_err(|e| CacheError::io("create", dir, e)),
-    }
-}
-
 fn path_bytes(path: &Path) -> &[u8] {
     path.as_os_str().as_encoded_bytes()
 }
@@ -221,7 +206,7 @@ fn depth(path: &Path) -> usize {
 /// file create, and a tree has thousands of directories. A thread takes all the new children
 /// of one parent at a time: creating entries locks the parent directory, so threads spread
 /// over different parents instead of spinning on one parent's lock.
-fn make_fresh_dirs(mut dirs: Vec<&Path>, beneath: Option<&Arc<Beneath>>) -> Result<()> {
+fn make_fresh_dirs(mut dirs: Vec<&Path>, beneath: &Arc<Beneath>) -> Result<()> {
     // Depth, then parent: each key computed once (comparing `Path`s parses their components).
     dirs.sort_by_cached_key(|d| (depth(d), parent_bytes(d)));
     let mut rest = dirs.as_slice();
@@ -244,17 +229,17 @@ fn make_fresh_dirs(mut dirs: Vec<&Path>, beneath: Option<&Arc<Beneath>>) -> Resu
             let handles: Vec<_> = (0..MKDIR_THREADS.min(siblings.len()))
                 .map(|_| {
                     scope.spawn(|| -> Result<()> {
-                        let mut parent = ParentDir::confined(beneath.cloned());
+                        let mut parent = ParentDir::new(Arc::clone(beneath));
                         while let Some(group) = siblings.get(next.fetch_add(1, Ordering::Relaxed)) {
                             for dir in *group {
                                 match parent.mkdir(dir) {
                                     Ok(()) => {}
                                     // A file's parent created on the way (create_dir_all).
-                                    Err(e)
-                                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                                    Err(CacheError::Io { source, .. })
+                                        if source.kind() == std::io::ErrorKind::AlreadyExists
                                             && fs::symlink_metadata(dir)
                                                 .is_ok_and(|m| m.is_dir()) => {}
-                                    Err(e) => return Err(CacheError::io("create", dir, e)),
+                                    Err(e) => return Err(e),
                                 }
                             }
                         }
@@ -314,30 +299,21 @@ impl CacheClient {
             });
         }
         let chunks = to_refs(&hit.chunks)?;
-        let beneath = if req.context.confine {
-            Some(Arc::new(Beneath::open(&req.context.workspace)?))
-        } else {
-            None
-        };
         let result = if hit.kind == "archive" {
-            if beneath.is_some() {
-                return Err(CacheError::Protocol(
-                    "an archive saved by stock actions/cache is not restored into a confined workspace; save it with kiln's client".into(),
-                ));
-            }
+            // Paths in an archive are relative to the workspace, as actions/cache writes them.
             self.restore_archive(&chunks, &req.context.workspace)
         } else {
             let meta = STANDARD
                 .decode(hit.meta.as_bytes())
                 .map_err(|_| CacheError::Protocol("tree listing is not base64".into()))?;
             let (listing, digest_kind) = tree::decode(&meta)?;
-            self.restore_tree(
-                &listing,
-                digest_kind,
-                &chunks,
-                &tree::roots(&patterns),
-                beneath.as_ref(),
-            )
+            let roots = tree::roots(&patterns);
+            let beneath = Arc::new(Beneath::for_restore(
+                &req.context.workspace,
+                &roots,
+                req.context.confine,
+            ));
+            self.restore_tree(&listing, digest_kind, &chunks, &roots, &beneath)
         };
         match result {
             Ok(stats) => Ok(RestoreOutcome::Hit {
@@ -405,9 +381,15 @@ impl CacheClient {
     }
 
     /// Checks the whole listing before touching the disk: roots exist, paths stay inside their
-    /// root, nothing is written through a symlink of the entry, symlinks point inside.
-    fn plan_tree(listing: &[TreeEntry], roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
-        let mut guards: HashMap<u32, LinkGuard> = HashMap::new();
+    /// root and beneath where the restore writes, nothing is written beneath a symlink of the
+    /// entry, and symlinks point inside (`beneath::check_link_target`, the check the writer
+    /// makes again when it creates them).
+    fn plan_tree(
+        listing: &[TreeEntry],
+        roots: &[PathBuf],
+        beneath: &Beneath,
+    ) -> Result<Vec<PathBuf>> {
+        let mut links: HashSet<&Path> = HashSet::new();
         let mut dests = Vec::with_capacity(listing.len());
         for e in listing {
             let root =
@@ -422,25 +404,44 @@ impl CacheClient {
                         ),
                     })?;
             let rel = safe_relative(&e.rel)?;
-            if e.kind == Kind::Symlink {
-                if rel.as_os_str().is_empty() {
-                    return Err(CacheError::UnsafeArchiveEntry {
-                        entry: root.display().to_string(),
-                        reason: "a cached path that is itself a symlink is not restored".into(),
-                    });
-                }
-                check_symlink_target(&e.rel, &rel, Path::new(&e.link))?;
-                guards.entry(e.root).or_default().add(rel.clone());
+            if e.kind == Kind::Symlink && rel.as_os_str().is_empty() {
+                return Err(CacheError::UnsafeArchiveEntry {
+                    entry: root.display().to_string(),
+                    reason: "a cached path that is itself a symlink is not restored".into(),
+                });
             }
-            dests.push(if rel.as_os_str().is_empty() {
+            let dest = if rel.as_os_str().is_empty() {
                 root.clone()
             } else {
                 root.join(&rel)
-            });
+            };
+            let below_anchor = beneath.relative(&dest)?;
+            if e.kind == Kind::Symlink {
+                check_link_target(below_anchor, Path::new(&e.link)).map_err(|reason| {
+                    CacheError::UnsafePath {
+                        path: dest.clone(),
+                        reason,
+                    }
+                })?;
+            }
+            dests.push(dest);
         }
-        for e in listing {
-            if let Some(g) = guards.get(&e.root) {
-                g.check(&e.rel, &safe_relative(&e.rel)?)?;
+        for (e, dest) in listing.iter().zip(&dests) {
+            if e.kind == Kind::Symlink {
+                links.insert(dest);
+            }
+        }
+        if !links.is_empty() {
+            for dest in &dests {
+                if let Some(link) = dest.ancestors().skip(1).find(|a| links.contains(a)) {
+                    return Err(CacheError::UnsafePath {
+                        path: dest.clone(),
+                        reason: format!(
+                            "its path goes through {}, a symlink the entry itself creates",
+                            link.display()
+                        ),
+                    });
+                }
             }
         }
         Ok(dests)
@@ -452,15 +453,15 @@ impl CacheClient {
         digest_kind: FileDigest,
         chunks: &[ChunkRef],
         roots: &[PathBuf],
-        beneath: Option<&Arc<Beneath>>,
+        beneath: &Arc<Beneath>,
     ) -> Result<RestoreStats> {
-        let dests = Self::plan_tree(listing, roots)?;
+        let dests = Self::plan_tree(listing, roots, beneath)?;
         let total: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-        let listed: u64 = listing
+        let listed = listing
             .iter()
             .filter(|e| e.kind == Kind::File)
-            .map(|e| e.size)
-            .sum();
+            .try_fold(0u64, |sum, e| sum.checked_add(e.size))
+            .ok_or_else(|| CacheError::Protocol("the listing's file sizes overflow".into()))?;
         if total != listed {
             return Err(CacheError::Protocol(format!(
                 "entry holds {total} bytes but its listing {listed}"
@@ -502,12 +503,12 @@ impl CacheClient {
                         let fresh = match fs::symlink_metadata(dest) {
                             Ok(m) if m.is_dir() => false,
                             Ok(_) => {
-                                clear(beneath, dest)?;
+                                beneath.clear(dest)?;
                                 true
                             }
                             Err(_) => true,
                         };
-                        create_dir_all(beneath, dest)?;
+                        beneath.create_dir_all(dest)?;
                         made_dirs.insert(key, fresh);
                     }
                 }
@@ -518,7 +519,7 @@ impl CacheClient {
                             Some(fresh) => *fresh,
                             None => {
                                 let fresh = fs::symlink_metadata(parent).is_err();
-                                create_dir_all(beneath, parent)?;
+                                beneath.create_dir_all(parent)?;
                                 made_dirs.insert(key, fresh);
                                 fresh
                             }
@@ -555,15 +556,25 @@ impl CacheClient {
             let results = Mutex::new(vec![Found::Other; present.len()]);
             std::thread::scope(|scope| {
                 for _ in 0..COMPARE_THREADS.min(present.len()) {
-                    scope.spawn(|| loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((fi, layout, digest)) = present.get(i) else {
-                            return;
-                        };
-                        let f: &FilePlan = &files[*fi];
-                        let found = compare_found(&f.dest, f.size, digest, digest_kind, layout);
-                        if let Ok(mut r) = results.lock() {
-                            r[i] = found;
+                    scope.spawn(|| {
+                        let mut dir = ParentDir::new(Arc::clone(beneath));
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some((fi, layout, digest)) = present.get(i) else {
+                                return;
+                            };
+                            let f: &FilePlan = &files[*fi];
+                            let found = compare_found(
+                                &mut dir,
+                                &f.dest,
+                                f.size,
+                                digest,
+                                digest_kind,
+                                layout,
+                            );
+                            if let Ok(mut r) = results.lock() {
+                                r[i] = found;
+                            }
                         }
                     });
                 }
@@ -581,30 +592,13 @@ impl CacheClient {
         stats.chunks_fetched = written.chunks;
         for (e, dest) in listing.iter().zip(&dests) {
             if e.kind == Kind::Symlink {
-                match beneath {
-                    Some(b) => {
-                        b.remove_all(dest)?;
-                        b.symlink(Path::new(&e.link), dest)?;
-                    }
-                    None => {
-                        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
-                            fs::remove_dir_all(dest)
-                                .map_err(|err| CacheError::io("replace", dest, err))?;
-                        }
-                        clear_path(dest)?;
-                        std::os::unix::fs::symlink(&e.link, dest)
-                            .map_err(|err| CacheError::io("create symlink", dest, err))?;
-                    }
-                }
+                beneath.remove_all(dest)?;
+                beneath.symlink(Path::new(&e.link), dest)?;
             }
         }
         for (e, dest) in listing.iter().zip(&dests).rev() {
             if e.kind == Kind::Dir {
-                match beneath {
-                    Some(b) => b.set_dir_mode(dest, e.mode | 0o700)?,
-                    None => fs::set_permissions(dest, fs::Permissions::from_mode(e.mode | 0o700))
-                        .map_err(|err| CacheError::io("set mode of", dest, err))?,
-                }
+                beneath.set_dir_mode(dest, e.mode | 0o700)?;
             }
         }
         Ok(stats)

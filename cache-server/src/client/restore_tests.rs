@@ -59,9 +59,10 @@ fn compare_matches_every_listing_format_and_catches_one_changed_byte() {
             ]),
         ),
     ];
+    let open = || File::open(&path).unwrap();
     for (kind, digest) in &expected {
         assert!(
-            same_content(&path, 3_000, digest, *kind, &layout),
+            same_content(&open(), 3_000, digest, *kind, &layout),
             "{kind:?}"
         );
     }
@@ -72,12 +73,14 @@ fn compare_matches_every_listing_format_and_catches_one_changed_byte() {
     std::fs::write(&path, &changed).unwrap();
     for (kind, digest) in &expected {
         assert!(
-            !same_content(&path, 3_000, digest, *kind, &layout),
+            !same_content(&open(), 3_000, digest, *kind, &layout),
             "{kind:?}"
         );
     }
+    let mut parent = ParentDir::new(Arc::new(Beneath::at(dir.path())));
     assert_eq!(
         compare_found(
+            &mut parent,
             &dir.path().join("missing"),
             3_000,
             &expected[2].1,
@@ -88,8 +91,9 @@ fn compare_matches_every_listing_format_and_catches_one_changed_byte() {
     );
 }
 
-/// The compare stats first; if the path changes to a symlink or a FIFO before it is opened,
-/// the symlink is not followed and the FIFO is not waited on: the file is just not the same.
+/// The compare looks without following anything: a symlink (to the same bytes) is not the
+/// file, a FIFO is not waited on, and a file reached through a symlinked directory is not taken
+/// as restored (the writer could not write there).
 #[test]
 fn compare_does_not_follow_or_wait_on_what_replaced_a_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,29 +102,28 @@ fn compare_does_not_follow_or_wait_on_what_replaced_a_file() {
     std::fs::write(&real, &data).unwrap();
     let layout = PieceLayout::of(&[100], 0, 100);
     let digest = *blake3::hash(&data).as_bytes();
-    assert!(same_content(
-        &real,
-        100,
-        &digest,
-        FileDigest::Blake3,
-        &layout
-    ));
+    let mut parent = ParentDir::new(Arc::new(Beneath::at(dir.path())));
+    let mut found =
+        |path: &Path| compare_found(&mut parent, path, 100, &digest, FileDigest::Blake3, &layout);
+    assert_eq!(found(&real), Found::Same);
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    assert!(!same_content(
-        &link,
-        100,
-        &digest,
-        FileDigest::Blake3,
-        &layout
-    ));
+    assert_eq!(found(&link), Found::Other);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/f"), &data).unwrap();
+    std::os::unix::fs::symlink("sub", dir.path().join("through")).unwrap();
+    assert_eq!(found(&dir.path().join("sub/f")), Found::Same);
+    assert_eq!(found(&dir.path().join("through/f")), Found::Other);
     let fifo = dir.path().join("fifo");
     let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a NUL-terminated path that lives for the call.
     assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
     let (tx, rx) = std::sync::mpsc::channel();
+    let anchor = dir.path().to_path_buf();
     std::thread::spawn(move || {
-        let _ = tx.send(same_content(
+        let mut parent = ParentDir::new(Arc::new(Beneath::at(&anchor)));
+        let _ = tx.send(compare_found(
+            &mut parent,
             &fifo,
             100,
             &digest,
@@ -130,6 +133,69 @@ fn compare_does_not_follow_or_wait_on_what_replaced_a_file() {
     });
     assert_eq!(
         rx.recv_timeout(std::time::Duration::from_secs(10)),
-        Ok(false)
+        Ok(Found::Other)
     );
+}
+
+fn entry(kind: Kind, root: u32, rel: &str, link: &str) -> TreeEntry {
+    TreeEntry {
+        kind,
+        root,
+        rel: rel.into(),
+        mode: 0o755,
+        mtime_secs: 0,
+        mtime_nanos: 0,
+        size: 0,
+        blake3: [0; 32],
+        link: link.into(),
+    }
+}
+
+/// A crafted listing is checked whole before anything is written: links are judged from the
+/// anchor (the workspace), not from their root, so a root deep in the workspace may link to a
+/// sibling; chains, climbs past the top, absolute targets and entries below the entry's own
+/// links are refused, and the refusal names the path.
+#[test]
+fn the_plan_refuses_hostile_listings_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let roots = vec![ws.join("a/b"), ws.join("c")];
+    let beneath = Beneath::for_restore(&ws, &roots, false);
+    let plan = |listing: &[TreeEntry]| CacheClient::plan_tree(listing, &roots, &beneath);
+    let ok = plan(&[
+        entry(Kind::Dir, 0, "", ""),
+        entry(Kind::Symlink, 0, "x", "../../c/y"),
+        entry(Kind::Symlink, 1, "l1", ".."),
+        entry(Kind::File, 1, "f", ""),
+    ])
+    .unwrap();
+    assert_eq!(ok[1], ws.join("a/b/x"));
+    for (listing, expect) in [
+        (
+            vec![
+                entry(Kind::Symlink, 1, "l1", ".."),
+                entry(Kind::Symlink, 1, "l2", "l1/.."),
+            ],
+            "after naming a directory",
+        ),
+        (
+            vec![entry(Kind::Symlink, 0, "x", "../../..")],
+            "points outside",
+        ),
+        (vec![entry(Kind::Symlink, 1, "abs", "/etc")], "absolute"),
+        (
+            vec![
+                entry(Kind::Symlink, 1, "in", "."),
+                entry(Kind::File, 1, "in/f", ""),
+            ],
+            "a symlink the entry itself creates",
+        ),
+    ] {
+        let err = plan(&listing).unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}");
+        assert!(err.contains(&ws.display().to_string()), "{err}");
+    }
+    assert!(plan(&[entry(Kind::Symlink, 0, "", "x")]).is_err());
+    assert!(plan(&[entry(Kind::File, 5, "f", "")]).is_err());
+    assert!(!ws.exists(), "the plan wrote something");
 }

@@ -2,11 +2,10 @@
 //! the server which chunks it lacks (batch by batch, so memory stays bounded), upload only those,
 //! then commit the chunk list and the tree listing.
 
-use super::beneath::Beneath;
 use super::glob::parse_patterns;
 use super::tree::{self, FileStats, Kind, TreeEntry};
-use super::write::ParentDir;
 use super::{status_error, CacheClient, PathContext};
+use crate::beneath::{Beneath, ParentDir};
 use crate::cdc::{ChunkBytes, StreamChunker};
 use crate::chunks::encode_chunk_into;
 use crate::digest::{ChunkRef, Digest};
@@ -239,11 +238,10 @@ impl CacheClient {
             &req.context.workspace,
             req.context.home.as_deref(),
         )?;
-        let beneath = if req.context.confine {
-            Some(Arc::new(Beneath::open(&req.context.workspace)?))
-        } else {
-            None
-        };
+        let beneath = Arc::new(Beneath::for_save(
+            &req.context.workspace,
+            req.context.confine,
+        ));
         // The walk runs on its own thread and hands files to the reader as it finds them, so
         // reading and uploading start before the last directory is listed.
         let (file_tx, file_rx) = channel::<FileSource>();
@@ -327,9 +325,9 @@ impl CacheClient {
         id: u64,
         files: Receiver<FileSource>,
         walker: std::thread::JoinHandle<Result<Vec<TreeEntry>>>,
-        beneath: Option<Arc<Beneath>>,
+        beneath: Arc<Beneath>,
     ) -> Result<SaveStats> {
-        let reader = ConcatReader::new(files, ParentDir::confined(beneath));
+        let reader = ConcatReader::new(files, ParentDir::new(beneath));
         let starts = Arc::clone(&reader.starts);
         let opened = Arc::clone(&reader.opened);
         // Chunks in flight (this queue and the workers' batches) pin the windows they were cut
@@ -573,7 +571,7 @@ mod tests {
             .unwrap();
         }
         drop(tx);
-        let mut reader = ConcatReader::new(rx, ParentDir::default());
+        let mut reader = ConcatReader::new(rx, ParentDir::new(Arc::new(Beneath::unconfined())));
         let mut out = Vec::new();
         reader.read_to_end(&mut out)?;
         let opened = reader.opened.lock().unwrap().clone();

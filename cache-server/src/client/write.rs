@@ -6,17 +6,14 @@
 //! filesystems, runs on every thread at once, and consecutive chunks (different directories)
 //! go to different threads, so creates rarely queue on one directory's lock.
 
-use super::beneath::{clear_at, Beneath};
 use super::CacheClient;
+use crate::beneath::{Beneath, ParentDir};
 use crate::digest::ChunkRef;
 use crate::error::{CacheError, Result};
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,144 +50,6 @@ pub(super) struct Written {
     pub chunks: u64,
 }
 
-/// The directory a writer thread last created a file in, held open so that each file is
-/// created by name inside it (openat) rather than by walking its whole path again: files come
-/// in path order, a directory's files mostly together, and on a tree of small files the path
-/// walks are about a tenth of the kernel's work.
-#[derive(Default)]
-pub(super) struct ParentDir {
-    path: PathBuf,
-    fd: Option<OwnedFd>,
-    /// Directories are opened beneath this anchor (see `beneath`), when set.
-    beneath: Option<Arc<Beneath>>,
-}
-
-impl ParentDir {
-    pub(super) fn confined(beneath: Option<Arc<Beneath>>) -> Self {
-        ParentDir {
-            beneath,
-            ..ParentDir::default()
-        }
-    }
-
-    /// Creates `dest` for writing. `O_CREAT | O_EXCL` never follows a symlink that appeared
-    /// since the plan; whatever the plan saw there is removed first, by name in its directory.
-    fn create(&mut self, dest: &Path, mode: u32, exists: bool) -> Result<File> {
-        if exists {
-            if let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) {
-                let dir = self.open(parent)?;
-                let name = CString::new(name.as_bytes()).map_err(|_| {
-                    CacheError::io(
-                        "replace",
-                        dest,
-                        std::io::Error::other("the name holds a NUL byte"),
-                    )
-                })?;
-                clear_at(dir, &name).map_err(|e| CacheError::io("replace", dest, e))?;
-            }
-        }
-        self.open_at(
-            dest,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            mode | 0o600,
-            "create",
-        )
-    }
-
-    /// Opens the regular file `path` for reading, by name inside its parent (a save reads a
-    /// directory's files one after another). The walk listed a regular file there; if it has
-    /// become a symlink since, that is refused rather than followed (a job must not get a file
-    /// outside the cached paths into the cache that way), and a FIFO does not block the open.
-    pub(super) fn open_read(&mut self, path: &Path) -> Result<File> {
-        self.open_at(
-            path,
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-            0,
-            "open",
-        )
-    }
-
-    fn open_at(
-        &mut self,
-        path: &Path,
-        flags: libc::c_int,
-        mode: u32,
-        action: &'static str,
-    ) -> Result<File> {
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(CacheError::io(
-                action,
-                path,
-                std::io::Error::other("the path has no parent directory"),
-            ));
-        };
-        let dir = self.open(parent)?;
-        let name = CString::new(name.as_bytes()).map_err(|_| {
-            CacheError::io(
-                action,
-                path,
-                std::io::Error::other("the name holds a NUL byte"),
-            )
-        })?;
-        // SAFETY: `dir` is an open directory descriptor and `name` a NUL-terminated string, both
-        // alive for the call; the descriptor returned is owned by the File built from it alone.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.as_ptr(),
-                flags | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(CacheError::io(
-                action,
-                path,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `fd` was just returned by openat and nothing else owns it.
-        Ok(unsafe { File::from_raw_fd(fd) })
-    }
-
-    /// Makes directory `path` (mode 0777 less the umask, as mkdir(2) does) inside its parent.
-    pub(super) fn mkdir(&mut self, path: &Path) -> std::io::Result<()> {
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(std::io::Error::other("the path has no parent directory"));
-        };
-        let dir = self
-            .open(parent)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let name = CString::new(name.as_bytes())
-            .map_err(|_| std::io::Error::other("the name holds a NUL byte"))?;
-        // SAFETY: `dir` is an open directory descriptor and `name` a NUL-terminated string.
-        if unsafe { libc::mkdirat(dir, name.as_ptr(), 0o777) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-
-    fn open(&mut self, parent: &Path) -> Result<RawFd> {
-        if let Some(fd) = self.fd.as_ref().filter(|_| self.path == parent) {
-            return Ok(fd.as_raw_fd());
-        }
-        let dir = match &self.beneath {
-            Some(beneath) => beneath.open_dir(parent)?,
-            // O_PATH: a handle to name things in, not to read; it follows a symlinked root as
-            // opening the full path would.
-            None => OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                .open(parent)
-                .map(OwnedFd::from)
-                .map_err(|e| CacheError::io("open directory", parent, e))?,
-        };
-        self.path = parent.to_path_buf();
-        Ok(self.fd.insert(dir).as_raw_fd())
-    }
-}
-
 fn finish_file(file: &File, dest: &Path, mtime: Option<SystemTime>) -> Result<()> {
     if let Some(t) = mtime {
         file.set_modified(t)
@@ -219,7 +78,7 @@ struct OpenFile {
 /// Shared state of one restore's writer pool.
 struct Pool<'a> {
     client: &'a CacheClient,
-    beneath: Option<Arc<Beneath>>,
+    beneath: Arc<Beneath>,
     files: &'a [FilePlan],
     /// Indices into `files` of the files with bytes, in stream order.
     streamed: Vec<usize>,
@@ -235,7 +94,7 @@ struct Pool<'a> {
 
 impl Pool<'_> {
     fn run_thread(&self) -> Result<()> {
-        let mut dir = ParentDir::confined(self.beneath.clone());
+        let mut dir = ParentDir::new(Arc::clone(&self.beneath));
         while !self.failed.load(Ordering::Relaxed) {
             let Some(&index) = self.order.get(self.next.fetch_add(1, Ordering::Relaxed)) else {
                 return Ok(());
@@ -347,7 +206,7 @@ pub(super) fn write_files(
     client: &CacheClient,
     files: &[FilePlan],
     chunks: &[ChunkRef],
-    beneath: Option<&Arc<Beneath>>,
+    beneath: &Arc<Beneath>,
 ) -> Result<Written> {
     let mut chunk_starts = Vec::with_capacity(chunks.len());
     let mut pos = 0u64;
@@ -370,7 +229,7 @@ pub(super) fn write_files(
         }
     }
     let mut empty_written = 0;
-    let mut dir = ParentDir::confined(beneath.cloned());
+    let mut dir = ParentDir::new(Arc::clone(beneath));
     for f in files.iter().filter(|f| !f.skip && f.size == 0) {
         write_whole(&mut dir, f, &[])?;
         empty_written += 1;
@@ -378,7 +237,7 @@ pub(super) fn write_files(
     let order: Vec<usize> = (0..chunks.len()).filter(|&i| wanted[i]).collect();
     let pool = Pool {
         client,
-        beneath: beneath.cloned(),
+        beneath: Arc::clone(beneath),
         files,
         streamed,
         chunks,

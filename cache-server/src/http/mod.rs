@@ -60,6 +60,26 @@ pub struct CacheService {
     metrics: Metrics,
     cfg: ServiceConfig,
     chunk_bodies: BodyBuffers,
+    body_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// Request bodies held in memory at once, across all requests, in KiB (JSON documents and
+/// chunks; archive bodies are streamed to disk and not counted). A body is read only once its
+/// share is free (its declared length, or its endpoint's limit when it declares none): many
+/// large requests at once wait for each other instead of growing the server without bound.
+const BODY_BUDGET_KIB: usize = 256 << 10;
+
+/// A request body read whole, holding its share of the body budget until dropped.
+pub(super) struct HeldBody {
+    pub bytes: Bytes,
+    _share: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for HeldBody {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl CacheService {
@@ -77,6 +97,7 @@ impl CacheService {
             metrics: Metrics::default(),
             cfg,
             chunk_bodies: BodyBuffers::default(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
         }))
     }
 
@@ -146,8 +167,54 @@ impl CacheService {
     }
 
     fn url_expiry(&self) -> u64 {
-        token::unix_now() + self.cfg.url_ttl.as_secs()
+        token::unix_now().saturating_add(self.cfg.url_ttl.as_secs())
     }
+
+    /// Waits for the share of the body budget a body of at most `max` bytes needs (what it
+    /// declares, when it declares a length); a body declaring more than `max` is refused at once.
+    async fn body_share(
+        &self,
+        headers: &HeaderMap,
+        max: usize,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let declared = declared_length(headers)?;
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(CacheError::TooLarge(format!(
+                "this request's body may be at most {max} bytes"
+            )));
+        }
+        let bytes = declared.map_or(max, |n| n as usize);
+        let kib = bytes.div_ceil(1024).clamp(1, BODY_BUDGET_KIB) as u32;
+        Arc::clone(&self.body_budget)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|e| CacheError::Task(format!("the request body budget closed: {e}")))
+    }
+
+    /// Reads a whole body of at most `max` bytes (a JSON document), within the body budget.
+    async fn read_body(&self, headers: &HeaderMap, body: Body, max: usize) -> Result<HeldBody> {
+        let share = self.body_share(headers, max).await?;
+        let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
+            CacheError::TooLarge(format!("request body over {max} bytes or unreadable: {e}"))
+        })?;
+        Ok(HeldBody {
+            bytes,
+            _share: share,
+        })
+    }
+}
+
+/// The `Content-Length` a request declares, if any.
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| CacheError::BadRequest("Content-Length is not a number".into()))
+        })
+        .transpose()
 }
 
 /// Runs `f` on the blocking pool (the store does file and SQLite I/O).
@@ -157,19 +224,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| CacheError::Task(e.to_string()))?
 }
 
-/// Streams a request body into an archive upload at `offset`, refusing more than `max` bytes.
-/// Writes happen in 4 MiB batches so a 128 MiB block never sits in memory whole.
-async fn stream_into_upload(
-    store: &Arc<CacheStore>,
-    id: u64,
-    mut offset: u64,
-    body: Body,
-    max: u64,
-) -> Result<u64> {
+/// Where [`stream_body`] puts each batch: `(offset in the body, bytes)`, on the blocking pool.
+type BodySink = Arc<dyn Fn(u64, &[u8]) -> Result<()> + Send + Sync>;
+
+/// Streams a request body to `write(offset, bytes)` (run on the blocking pool), refusing more
+/// than `max` bytes. Writes happen in 4 MiB batches so a 128 MiB block never sits in memory
+/// whole. Returns the body's length.
+async fn stream_body(body: Body, max: u64, write: BodySink) -> Result<u64> {
     const BATCH: usize = 4 << 20;
     let mut body = body;
-    let mut buf: Vec<u8> = Vec::with_capacity(BATCH.min(max as usize + 1));
+    let mut buf: Vec<u8> = Vec::with_capacity(BATCH.min(max.saturating_add(1) as usize));
     let mut total = 0u64;
+    let mut offset = 0u64;
     loop {
         let frame =
             body.frame().await.transpose().map_err(|e| {
@@ -177,7 +243,7 @@ async fn stream_into_upload(
             })?;
         let done = frame.is_none();
         if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
-            total += data.len() as u64;
+            total = total.saturating_add(data.len() as u64);
             if total > max {
                 return Err(CacheError::TooLarge(format!(
                     "body exceeds the declared {max} bytes"
@@ -187,15 +253,37 @@ async fn stream_into_upload(
         }
         if (done && !buf.is_empty()) || buf.len() >= BATCH {
             let batch = std::mem::replace(&mut buf, Vec::with_capacity(BATCH));
-            let store = Arc::clone(store);
             let at = offset;
             offset += batch.len() as u64;
-            blocking(move || store.write_archive(id, at, &batch)).await?;
+            let write = Arc::clone(&write);
+            blocking(move || write(at, &batch)).await?;
         }
         if done {
             return Ok(total);
         }
     }
+}
+
+/// Streams a request body into an archive upload at `offset` (v1 PATCH, v2 Put Blob).
+async fn stream_into_upload(
+    store: &Arc<CacheStore>,
+    id: u64,
+    offset: u64,
+    body: Body,
+    max: u64,
+) -> Result<u64> {
+    let store = Arc::clone(store);
+    stream_body(
+        body,
+        max,
+        Arc::new(move |at, data| {
+            let at = offset
+                .checked_add(at)
+                .ok_or_else(|| CacheError::BadRequest("range overflows".into()))?;
+            store.write_archive(id, at, data)
+        }),
+    )
+    .await
 }
 
 /// Buffers that uploaded chunks are collected into, kept for the next upload. A chunk arrives
@@ -227,7 +315,8 @@ impl BodyBuffers {
     }
 }
 
-/// Reads a whole body of at most `max` bytes into `out`, replacing what it held.
+/// Reads a whole body of at most `max` bytes into `out`, replacing what it held. The caller
+/// holds the body's share of the budget ([`CacheService::body_share`]).
 async fn read_body_into(body: Body, max: usize, out: &mut Vec<u8>) -> Result<()> {
     out.clear();
     let mut body = body;
@@ -249,13 +338,6 @@ async fn read_body_into(body: Body, max: usize, out: &mut Vec<u8>) -> Result<()>
     Ok(())
 }
 
-/// Reads a whole body of at most `max` bytes.
-async fn read_body(body: Body, max: usize) -> Result<Bytes> {
-    axum::body::to_bytes(body, max).await.map_err(|e| {
-        CacheError::TooLarge(format!("request body over {max} bytes or unreadable: {e}"))
-    })
-}
-
 fn status_of(err: &CacheError) -> StatusCode {
     match err {
         CacheError::AlreadyExists { .. } => StatusCode::CONFLICT,
@@ -263,11 +345,12 @@ fn status_of(err: &CacheError) -> StatusCode {
         | CacheError::Protocol(_)
         | CacheError::BadPattern { .. }
         | CacheError::IncompleteUpload { .. }
+        | CacheError::DigestMismatch { .. }
         | CacheError::UnsafeArchiveEntry { .. } => StatusCode::BAD_REQUEST,
         CacheError::Forbidden(_) => StatusCode::FORBIDDEN,
         CacheError::BadToken(_) => StatusCode::UNAUTHORIZED,
         CacheError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        CacheError::UnknownUpload(_) => StatusCode::NOT_FOUND,
+        CacheError::UnknownUpload(_) | CacheError::UnknownChunk(_) => StatusCode::NOT_FOUND,
         CacheError::MissingChunk(_) | CacheError::CorruptChunk { .. } => StatusCode::GONE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -432,4 +515,44 @@ pub fn serve_until_interrupted(
         };
         serve(listener, service, shutdown).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declaring(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, n.to_string().parse().unwrap());
+        h
+    }
+
+    /// Large bodies wait for each other instead of all being held at once.
+    #[test]
+    fn request_bodies_share_one_memory_budget() {
+        let data = tempfile::tempdir().unwrap();
+        let svc = CacheService::open(ServiceConfig::new(data.path())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let max = BODY_BUDGET_KIB * 1024;
+            let first = svc.body_share(&declaring(max / 4 * 3), max).await.unwrap();
+            let half = declaring(max / 2);
+            let second = svc.body_share(&half, max);
+            tokio::pin!(second);
+            let waited = tokio::time::timeout(Duration::from_millis(200), second.as_mut()).await;
+            assert!(
+                waited.is_err(),
+                "the second body was let in over the budget"
+            );
+            drop(first);
+            let got = tokio::time::timeout(Duration::from_secs(5), second).await;
+            assert!(matches!(got, Ok(Ok(_))));
+            // More than the endpoint allows is refused at once.
+            let err = svc.body_share(&declaring(2048), 1024).await.unwrap_err();
+            assert!(matches!(err, CacheError::TooLarge(_)), "{err}");
+        });
+    }
 }

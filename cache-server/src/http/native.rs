@@ -2,8 +2,7 @@
 //! answers which are missing, only those travel; restores fetch verified chunks in parallel.
 
 use super::{
-    blocking, lookup_keys, read_body, read_body_into, validate_key, validate_version, CacheService,
-    JsonError,
+    blocking, lookup_keys, read_body_into, validate_key, validate_version, CacheService, JsonError,
 };
 use crate::chunks::MAX_ENCODED_CHUNK;
 use crate::digest::{ChunkRef, Digest};
@@ -18,6 +17,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use serde::Deserialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Wire types shared with the client.
@@ -95,7 +96,44 @@ pub mod wire {
 
 use wire::*;
 
-const MAX_JSON: usize = 128 << 20;
+/// Bodies of the small JSON requests (lookup: at most 10 keys of 512 characters; reserve).
+const MAX_SMALL_JSON: usize = 64 << 10;
+/// A `missing` batch: kiln's client asks about 4 chunks at a time.
+const MAX_MISSING_CHUNKS: usize = 4096;
+/// About 90 bytes of JSON per chunk named.
+const WIRE_CHUNK_BYTES: usize = 100;
+const MAX_MISSING_BODY: usize = MAX_MISSING_CHUNKS * WIRE_CHUNK_BYTES;
+
+/// The largest commit document an entry within the store's limits needs: its listing in
+/// base64, and a chunk list (every chunk but the last is at least `CHUNK_MIN` long).
+fn max_commit_body(entry_limit: u64) -> usize {
+    let chunks = entry_limit / u64::from(crate::chunks::CHUNK_MIN) + 2;
+    let listing = crate::store::MAX_META_BYTES.div_ceil(3) * 4;
+    listing.saturating_add((chunks as usize).saturating_mul(WIRE_CHUNK_BYTES)) + 4096
+}
+
+/// A chunk as a request names it, borrowed from the body (no allocation per chunk).
+#[derive(Deserialize)]
+struct ChunkIn<'a> {
+    #[serde(borrow)]
+    d: Cow<'a, str>,
+    n: u32,
+}
+
+#[derive(Deserialize)]
+struct MissingIn<'a> {
+    #[serde(borrow)]
+    chunks: Vec<ChunkIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CommitIn<'a> {
+    size: u64,
+    #[serde(borrow)]
+    chunks: Vec<ChunkIn<'a>>,
+    #[serde(borrow)]
+    meta: Cow<'a, str>,
+}
 
 pub(super) fn routes() -> Router<Arc<CacheService>> {
     Router::new()
@@ -110,26 +148,28 @@ pub(super) fn routes() -> Router<Arc<CacheService>> {
         .layer(DefaultBodyLimit::disable())
 }
 
-pub(crate) fn to_refs(chunks: &[WireChunk]) -> Result<Vec<ChunkRef>, CacheError> {
-    chunks
-        .iter()
-        .map(|c| {
-            if c.n == 0 || c.n > crate::chunks::CHUNK_MAX {
-                return Err(CacheError::BadRequest(format!(
-                    "chunk length {} is outside 1..={}",
-                    c.n,
-                    crate::chunks::CHUNK_MAX
-                )));
-            }
-            Ok(ChunkRef {
-                digest: Digest::from_hex(&c.d)?,
-                len: c.n,
-            })
-        })
-        .collect()
+fn chunk_ref(d: &str, n: u32) -> Result<ChunkRef, CacheError> {
+    if n == 0 || n > crate::chunks::CHUNK_MAX {
+        return Err(CacheError::BadRequest(format!(
+            "chunk length {n} is outside 1..={}",
+            crate::chunks::CHUNK_MAX
+        )));
+    }
+    Ok(ChunkRef {
+        digest: Digest::from_hex(d)?,
+        len: n,
+    })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CacheError> {
+pub(crate) fn to_refs(chunks: &[WireChunk]) -> Result<Vec<ChunkRef>, CacheError> {
+    chunks.iter().map(|c| chunk_ref(&c.d, c.n)).collect()
+}
+
+fn refs_in(chunks: &[ChunkIn<'_>]) -> Result<Vec<ChunkRef>, CacheError> {
+    chunks.iter().map(|c| chunk_ref(&c.d, c.n)).collect()
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, CacheError> {
     serde_json::from_slice(body).map_err(|e| CacheError::BadRequest(format!("invalid JSON: {e}")))
 }
 
@@ -139,7 +179,7 @@ async fn lookup(
     body: Body,
 ) -> Result<Response, JsonError> {
     let access = svc.access(&headers)?;
-    let req: LookupRequest = parse(&read_body(body, 1 << 20).await?)?;
+    let req: LookupRequest = parse(&svc.read_body(&headers, body, MAX_SMALL_JSON).await?)?;
     validate_version(&req.version)?;
     let mut it = req.keys.into_iter();
     let primary = it
@@ -192,7 +232,7 @@ async fn reserve(
 ) -> Result<Response, JsonError> {
     let access = svc.access(&headers)?;
     let scope = access.require_write()?.to_string();
-    let req: ReserveRequest = parse(&read_body(body, 1 << 20).await?)?;
+    let req: ReserveRequest = parse(&svc.read_body(&headers, body, MAX_SMALL_JSON).await?)?;
     validate_key(&req.key)?;
     validate_version(&req.version)?;
     let res = Reservation {
@@ -213,11 +253,21 @@ async fn missing(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, JsonError> {
-    let res = writable(&svc, &headers, id)?;
-    let req: MissingRequest = parse(&read_body(body, MAX_JSON).await?)?;
-    let chunks = to_refs(&req.chunks)?;
+    let (res, access) = writable(&svc, &headers, id)?;
+    let body = svc.read_body(&headers, body, MAX_MISSING_BODY).await?;
+    let req: MissingIn = parse(&body)?;
+    if req.chunks.len() > MAX_MISSING_CHUNKS {
+        return Err(CacheError::TooLarge(format!(
+            "ask about at most {MAX_MISSING_CHUNKS} chunks at a time"
+        ))
+        .into());
+    }
+    let chunks = refs_in(&req.chunks)?;
+    drop(req);
+    drop(body);
     let store = Arc::clone(&svc.store);
-    let r = blocking(move || store.missing_chunks(id, &chunks)).await?;
+    let scopes = access.read_scopes;
+    let r = blocking(move || store.missing_chunks(id, &chunks, &scopes)).await?;
     svc.metrics.add(
         &res.repo,
         &res.scope,
@@ -230,8 +280,12 @@ async fn missing(
     .into_response())
 }
 
-/// Checks the token may write upload `id`.
-fn writable(svc: &CacheService, headers: &HeaderMap, id: u64) -> Result<Reservation, CacheError> {
+/// Checks the token may write upload `id`; its reservation and what the token grants.
+fn writable(
+    svc: &CacheService,
+    headers: &HeaderMap,
+    id: u64,
+) -> Result<(Reservation, crate::token::Access), CacheError> {
     let access = svc.access(headers)?;
     let scope = access.require_write()?;
     let res = svc.store.reservation(id)?;
@@ -240,7 +294,7 @@ fn writable(svc: &CacheService, headers: &HeaderMap, id: u64) -> Result<Reservat
             "upload {id} belongs to another repository or scope"
         )));
     }
-    Ok(res)
+    Ok((res, access))
 }
 
 async fn put_chunk(
@@ -249,8 +303,9 @@ async fn put_chunk(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, JsonError> {
-    let res = writable(&svc, &headers, id)?;
+    let (res, _) = writable(&svc, &headers, id)?;
     let digest = Digest::from_hex(&digest)?;
+    let _share = svc.body_share(&headers, MAX_ENCODED_CHUNK).await?;
     let mut data = svc.chunk_bodies.take();
     if let Err(e) = read_body_into(body, MAX_ENCODED_CHUNK, &mut data).await {
         svc.chunk_bodies.give(data);
@@ -274,13 +329,18 @@ async fn commit(
     body: Body,
 ) -> Result<Response, JsonError> {
     writable(&svc, &headers, id)?;
-    let req: CommitRequest = parse(&read_body(body, MAX_JSON).await?)?;
-    let chunks = to_refs(&req.chunks)?;
+    let limit = max_commit_body(svc.store.entry_limit());
+    let body = svc.read_body(&headers, body, limit).await?;
+    let req: CommitIn = parse(&body)?;
+    let chunks = refs_in(&req.chunks)?;
     let meta = STANDARD
         .decode(req.meta.as_bytes())
         .map_err(|_| CacheError::BadRequest("meta is not base64".into()))?;
+    let size = req.size;
+    drop(req);
+    drop(body);
     let store = Arc::clone(&svc.store);
-    blocking(move || store.commit_native(id, req.size, &chunks, &meta)).await?;
+    blocking(move || store.commit_native(id, size, &chunks, &meta)).await?;
     Ok(Json(CommitResponse { entry_id: id }).into_response())
 }
 
@@ -303,7 +363,12 @@ async fn get_chunk(
     let access = svc.access(&headers)?;
     let digest = Digest::from_hex(&digest)?;
     let store = Arc::clone(&svc.store);
-    let encoded = blocking(move || store.read_chunk_encoded(&digest)).await?;
+    let (repo, scopes) = (access.repo.clone(), access.read_scopes.clone());
+    let encoded = blocking(move || {
+        store.check_readable(&digest, &repo, &scopes)?;
+        store.read_chunk_encoded(&digest)
+    })
+    .await?;
     let scope = access.read_scopes.first().cloned().unwrap_or_default();
     svc.metrics.add(
         &access.repo,
@@ -327,9 +392,13 @@ async fn recheck_chunk(
     Path(digest): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, JsonError> {
-    svc.access(&headers)?;
+    let access = svc.access(&headers)?;
     let digest = Digest::from_hex(&digest)?;
     let store = Arc::clone(&svc.store);
-    blocking(move || store.recheck_chunk(&digest)).await?;
+    blocking(move || {
+        store.check_readable(&digest, &access.repo, &access.read_scopes)?;
+        store.recheck_chunk(&digest)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

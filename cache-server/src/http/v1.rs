@@ -145,21 +145,30 @@ struct ReserveBody {
     cache_size: Option<i64>,
 }
 
+/// Bodies of the JSON requests (reserve, commit): a key, a version and a size.
+const MAX_JSON_BODY: usize = 64 << 10;
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CacheError> {
+    serde_json::from_slice(body)
+        .map_err(|e| CacheError::BadRequest(format!("request JSON does not match: {e}")))
+}
+
 async fn reserve(
     State(svc): State<Arc<CacheService>>,
     headers: HeaderMap,
-    Json(body): Json<ReserveBody>,
+    body: Body,
 ) -> Result<Response, V1Error> {
+    let body: ReserveBody = parse(&svc.read_body(&headers, body, MAX_JSON_BODY).await?)?;
     let access = svc.access(&headers)?;
     let scope = access.require_write()?.to_string();
     validate_key(&body.key)?;
     validate_version(&body.version)?;
     if let Some(size) = body.cache_size {
-        if size < 0 || size as u64 > svc.store.config().max_entry_size {
+        if size < 0 || size as u64 > svc.store.entry_limit() {
             return Err(CacheError::BadRequest(format!(
                 "Cache size of ~{} MB ({size} B) is over the data cap limit of {} B",
                 size.max(0) >> 20,
-                svc.store.config().max_entry_size
+                svc.store.entry_limit()
             ))
             .into());
         }
@@ -211,7 +220,10 @@ fn content_range(headers: &HeaderMap) -> Result<(u64, u64), CacheError> {
     if end < start {
         return Err(bad());
     }
-    Ok((start, end + 1))
+    let end = end.checked_add(1).ok_or_else(|| {
+        CacheError::BadRequest(format!("Content-Range end {end} is past any entry's size"))
+    })?;
+    Ok((start, end))
 }
 
 async fn upload(
@@ -248,8 +260,9 @@ async fn commit(
     State(svc): State<Arc<CacheService>>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
-    Json(body): Json<CommitBody>,
+    body: Body,
 ) -> Result<Response, V1Error> {
+    let body: CommitBody = parse(&svc.read_body(&headers, body, MAX_JSON_BODY).await?)?;
     let id = upload_id(&params)?;
     writable(&svc, &headers, id).await?;
     if body.size < 0 {

@@ -3,7 +3,7 @@
 
 use super::download::request_id;
 use super::{
-    blocking, lookup_keys, read_body, stream_into_upload, validate_key, validate_version,
+    blocking, lookup_keys, stream_body, stream_into_upload, validate_key, validate_version,
     CacheService, JsonError,
 };
 use crate::error::CacheError;
@@ -24,7 +24,9 @@ const SERVICE: &str = "/twirp/github.actions.results.api.v1.CacheService";
 /// Largest single Put Blob / Put Block body (the SDKs use at most 128 MiB / 64 MiB... and
 /// 4000 MiB is Azure's own block limit, far more than any cache client sends).
 const MAX_BLOB_BODY: u64 = 256 << 20;
-const MAX_TWIRP_BODY: usize = 1 << 20;
+const MAX_TWIRP_BODY: usize = 64 << 10;
+/// A block list names at most 100,000 blocks (of ids up to 1,024 characters in the SDKs' base64).
+const MAX_BLOCK_LIST_BODY: usize = 16 << 20;
 
 pub(super) fn routes() -> Router<Arc<CacheService>> {
     Router::new()
@@ -82,7 +84,7 @@ async fn twirp(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, JsonError> {
-    let body = read_body(body, MAX_TWIRP_BODY).await?;
+    let body = svc.read_body(&headers, body, MAX_TWIRP_BODY).await?;
     let access = svc.access(&headers)?;
     match method.as_str() {
         "CreateCacheEntry" => {
@@ -280,13 +282,19 @@ async fn blob_put(
                 .get("blockid")
                 .cloned()
                 .ok_or_else(|| CacheError::BadRequest("comp=block needs a blockid".into()))?;
-            let data = read_body(body, MAX_BLOB_BODY as usize).await?;
+            let (store, id_of_block) = (Arc::clone(&svc.store), block_id.clone());
+            let len = stream_body(
+                body,
+                MAX_BLOB_BODY,
+                Arc::new(move |at, data| store.write_block(id, &id_of_block, at, data)),
+            )
+            .await?;
             let store = Arc::clone(&svc.store);
-            blocking(move || store.put_block(id, &block_id, &data)).await?;
+            blocking(move || store.finish_block(id, &block_id, len)).await?;
             Ok(created())
         }
         Some("blocklist") => {
-            let data = read_body(body, 16 << 20).await?;
+            let data = svc.read_body(&headers, body, MAX_BLOCK_LIST_BODY).await?;
             let xml = std::str::from_utf8(&data)
                 .map_err(|_| CacheError::BadRequest("block list is not UTF-8".into()))?;
             let ids = parse_block_list(xml)?;
