@@ -308,11 +308,10 @@ impl<'a> StepSink<'a> {
                     .effects
                     .fail("Required field 'name' is missing in ##[set-env] command.".into()),
             },
-            "add-path" => {
-                if self.admit("add-path", "PATH", &command.data) {
-                    self.effects.path.push(command.data);
-                }
+            "add-path" if self.admit("add-path", "PATH", &command.data) => {
+                self.effects.path.push(command.data)
             }
+            "add-path" => {}
             // Problem matchers and the internal repo-path command have no effect in kiln.
             _ => {}
         }

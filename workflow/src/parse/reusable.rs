@@ -500,7 +500,6 @@ pub fn result_size(root: &Node, file_name: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::parse::{parse_workflow_with, ParseOptions};
 
     fn call_errors(uses: &str) -> (Vec<String>, Vec<String>) {
