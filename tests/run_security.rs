@@ -14,24 +14,25 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(300);
 const IMAGE: &str = "kiln-base:bookworm";
 /// Links in the chain: each climbs one directory more than the one before, from the workspace
-/// to the filesystem root (workspaces are far less than this deep).
-const CHAIN: usize = 40;
+/// to the filesystem root (workspaces are far less deep; the kernel follows at most 40 links in
+/// one path).
+const CHAIN: usize = 24;
 
-/// A `run:` step making `d/l1 -> ..`, `d/lN -> l(N-1)/..` up to `CHAIN` and `d/root -> lCHAIN`:
-/// each link stays inside by its text alone; together `d/root` is `/`.
+/// A `run:` step making `d/x/l1 -> ..`, `d/x/lN -> l(N-1)/..` up to `CHAIN` and
+/// `d/x/root -> lCHAIN`: each link stays inside `d` by its text alone; together `d/x/root` is `/`.
 fn plant_chain() -> String {
     format!(
         r#"      - run: |
-          mkdir -p d && ln -s .. d/l1
-          for i in $(seq 2 {CHAIN}); do ln -s "l$((i - 1))/.." "d/l$i"; done
-          ln -s l{CHAIN} d/root
+          mkdir -p d/x && ln -s .. d/x/l1
+          for i in $(seq 2 {CHAIN}); do ln -s "l$((i - 1))/.." "d/x/l$i"; done
+          ln -s l{CHAIN} d/x/root
 "#
     )
 }
 
 /// The first run's workflow: entry `write` (for `path: d/**/pwned`) holds the file
-/// `d/root/<target>/pwned` as real directories; entry `links` (for `path: d`) holds `d/l1 -> ..`,
-/// `d/lN -> l(N-1)/..` and `d/root -> l40`, so that after it `d/root` is `/`.
+/// `d/x/root/<target>/pwned` as real directories; entry `links` (for `path: d`) holds the chain
+/// of [`plant_chain`], so that after it `d/x/root` is `/`.
 fn save_workflow(target: &Path) -> String {
     let inside = target.display().to_string();
     let inside = inside.trim_start_matches('/');
@@ -42,7 +43,7 @@ jobs:
   save:
     runs-on: ubuntu-latest
     steps:
-      - run: mkdir -p "d/root/{inside}" && echo pwned > "d/root/{inside}/pwned"
+      - run: mkdir -p "d/x/root/{inside}" && echo pwned > "d/x/root/{inside}/pwned"
       - uses: actions/cache/save@v4
         with:
           path: d/**/pwned
@@ -81,7 +82,7 @@ jobs:
         run: |
           echo "links=${{{{ steps.links.outputs.cache-hit }}}}" >> "$GITHUB_OUTPUT"
           echo "write=${{{{ steps.write.outputs.cache-hit }}}}" >> "$GITHUB_OUTPUT"
-          echo "root=$(test -L d/root && echo link || echo none)" >> "$GITHUB_OUTPUT"
+          echo "root=$(test -L d/x/root && echo link || echo none)" >> "$GITHUB_OUTPUT"
     outputs:
       links: ${{{{ steps.look.outputs.links }}}}
       write: ${{{{ steps.look.outputs.write }}}}
