@@ -199,3 +199,28 @@ fn the_plan_refuses_hostile_listings_before_writing() {
     assert!(plan(&[entry(Kind::File, 5, "f", "")]).is_err());
     assert!(!ws.exists(), "the plan wrote something");
 }
+
+/// File sizes in a hostile listing that add up past 2^64 are refused, not wrapped around to
+/// match the entry's bytes.
+#[test]
+fn listing_sizes_that_overflow_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let roots = vec![ws.join("d")];
+    let beneath = Arc::new(Beneath::for_restore(&ws, &roots, false));
+    let mut big = entry(Kind::File, 0, "a", "");
+    big.size = u64::MAX / 2 + 1;
+    let listing = vec![
+        big.clone(),
+        TreeEntry {
+            rel: "b".into(),
+            ..big
+        },
+    ];
+    let client = CacheClient::new("http://127.0.0.1:9", "token");
+    let err = client
+        .restore_tree(&listing, FileDigest::MixedPieces, &[], &roots, &beneath)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("overflow"), "{err}");
+}
