@@ -21,8 +21,10 @@ pub mod index;
 pub mod metrics;
 mod prechunk;
 mod ranges;
+pub mod stats;
 pub mod store;
 pub mod token;
+pub mod units;
 pub mod unpack;
 
 pub use error::{CacheError, Result};

@@ -34,6 +34,8 @@ pub struct StoreConfig {
     /// How long the background sync waits after a commit for more commits to sync with it.
     /// Entries are visible at once either way; a crash inside the wait loses them (a miss).
     pub sync_batch_delay: Duration,
+    /// How long the lookup record (`kiln cache stats`) keeps its events.
+    pub stats_retention: Duration,
 }
 
 impl StoreConfig {
@@ -46,6 +48,7 @@ impl StoreConfig {
             max_entry_size: 10 << 30,
             zstd_level: 3,
             sync_batch_delay: Duration::ZERO,
+            stats_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -89,6 +92,8 @@ struct UploadState {
     /// Chunks the index pins to this upload (native uploads): a chunk sent after the client
     /// asked whether it was missing is pinned already and needs no second index write.
     pinned: HashSet<Digest>,
+    /// Bytes the client did not send because their chunks were stored (native uploads).
+    dedup_saved: u64,
 }
 
 /// Accounting of archive writes past an entry's limit is cheaper than the disk filling up.
@@ -130,6 +135,25 @@ fn store_chunk(
     let stored = chunks.put_raw(digest, raw, level)?;
     lock(index).add_chunk(digest, stored, raw.len() as u64)?;
     Ok(false)
+}
+
+/// Writes one event of the lookup record. A failure only loses the event: the lookup or save
+/// it describes has happened and must not fail because of its bookkeeping.
+#[allow(clippy::too_many_arguments)]
+fn record_event(
+    index: &Index,
+    at_ms: i64,
+    repo: &str,
+    scope: &str,
+    key: &str,
+    event: crate::stats::Event,
+    bytes: u64,
+    dedup: u64,
+) {
+    if let Err(e) = crate::stats::record(index.conn(), at_ms, repo, scope, key, event, bytes, dedup)
+    {
+        tracing::warn!(error = %e, "cache stats: an event could not be recorded");
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -234,6 +258,7 @@ impl CacheStore {
             last_activity: Instant::now(),
             uploaded: 0,
             pinned: HashSet::new(),
+            dedup_saved: 0,
         };
         self.uploads.insert(id, Arc::new(Mutex::new(state)));
         Ok(id)
@@ -497,7 +522,7 @@ impl CacheStore {
                 len: chunk.data.len() as u32,
             });
         }
-        self.commit(id, size, &manifest, &[])?;
+        self.commit(id, size, &manifest, &[], dedup_saved)?;
         Ok(UploadStats {
             uploaded,
             dedup_saved,
@@ -518,8 +543,34 @@ impl CacheStore {
     }
 
     /// Makes the entry visible now and durable in the background (see `durability`).
-    fn commit(&self, id: u64, size: u64, manifest: &[ChunkRef], meta: &[u8]) -> Result<()> {
-        lock(&self.index).commit(id, size, manifest, meta, now_ms())?;
+    fn commit(
+        &self,
+        id: u64,
+        size: u64,
+        manifest: &[ChunkRef],
+        meta: &[u8],
+        dedup_saved: u64,
+    ) -> Result<()> {
+        let (reservation, uploaded) = {
+            let upload = self.upload(id)?;
+            let state = lock(&upload);
+            (state.reservation.clone(), state.uploaded)
+        };
+        let now = now_ms();
+        {
+            let mut index = lock(&self.index);
+            index.commit(id, size, manifest, meta, now)?;
+            record_event(
+                &index,
+                now,
+                &reservation.repo,
+                &reservation.scope,
+                &reservation.key,
+                crate::stats::Event::Save,
+                uploaded,
+                dedup_saved,
+            );
+        }
         self.discard_upload_files(id);
         let mut digests: Vec<Digest> = manifest.iter().map(|c| c.digest).collect();
         digests.sort();
@@ -546,6 +597,7 @@ impl CacheStore {
                 last_activity: Instant::now(),
                 uploaded: 0,
                 pinned: HashSet::new(),
+                dedup_saved: 0,
             })),
         );
         Ok(id)
@@ -577,6 +629,7 @@ impl CacheStore {
                 missing.push(c.digest);
             }
         }
+        lock(&upload).dedup_saved += dedup_saved;
         Ok(NativeReservation {
             id,
             missing,
@@ -619,8 +672,11 @@ impl CacheStore {
             )));
         }
         let upload = self.upload(id)?;
-        let uploaded = lock(&upload).uploaded;
-        self.commit(id, size, chunks, meta)?;
+        let (uploaded, dedup_saved) = {
+            let state = lock(&upload);
+            (state.uploaded, state.dedup_saved)
+        };
+        self.commit(id, size, chunks, meta, dedup_saved)?;
         Ok(uploaded)
     }
 
@@ -649,7 +705,26 @@ impl CacheStore {
         version: &str,
         allow_tree: bool,
     ) -> Result<Option<(EntryRecord, MatchKind)>> {
-        lock(&self.index).lookup(repo, scopes, keys, version, allow_tree, now_ms())
+        let now = now_ms();
+        let mut index = lock(&self.index);
+        let found = index.lookup(repo, scopes, keys, version, allow_tree, now)?;
+        let (event, bytes) = match &found {
+            Some((entry, MatchKind::Exact)) => (crate::stats::Event::ExactHit, entry.size),
+            Some((entry, MatchKind::Partial)) => (crate::stats::Event::RestoreKeyHit, entry.size),
+            None => (crate::stats::Event::Miss, 0),
+        };
+        // Attributed to the job's own scope, as the metrics are.
+        let scope = scopes.first().map(String::as_str).unwrap_or_default();
+        let key = keys.first().map(String::as_str).unwrap_or_default();
+        record_event(&index, now, repo, scope, key, event, bytes, 0);
+        Ok(found)
+    }
+
+    /// The lookup record totalled since `since_ms` (of one repository, when given), for
+    /// `kiln cache stats`.
+    pub fn stats(&self, repo: Option<&str>, since_ms: i64) -> Result<crate::stats::StatsReport> {
+        let index = lock(&self.index);
+        crate::stats::query(index.conn(), repo, since_ms, now_ms())
     }
 
     pub fn list(&self, repo: &str, scopes: &[String], key: &str) -> Result<Vec<EntryRecord>> {
@@ -714,6 +789,8 @@ impl CacheStore {
             .unwrap_or(0);
         let cutoff = now_ms - self.cfg.max_unused.as_millis() as i64;
         let mut index = lock(&self.index);
+        let stats_cutoff = now_ms - self.cfg.stats_retention.as_millis() as i64;
+        crate::stats::expire(index.conn(), stats_cutoff)?;
         report.entries_expired = index.expire_unused(cutoff)?;
         report.chunks_deleted += self.collect_garbage(&mut index)?;
         while index.stored_bytes()? > self.cfg.max_size {

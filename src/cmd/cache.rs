@@ -30,7 +30,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Budget for stored bytes; least recently used entries are evicted above it (e.g. 20GiB).
-    #[arg(long, default_value = "20GiB", value_parser = parse_size)]
+    #[arg(long, default_value = "20GiB", value_parser = kiln_cache::units::parse_size)]
     pub max_size: u64,
     /// Entries not used for this many days are removed.
     #[arg(long, default_value_t = 7)]
@@ -134,34 +134,6 @@ fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `20GiB`, `512MiB`, `10GB`, `1048576`.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 20GiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
 /// `90s`, `30m`, `6h`, `2d`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -188,9 +160,9 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
-        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
-        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
-        assert!(parse_size("5 parsecs").is_err());
+        assert_eq!(kiln_cache::units::parse_size("20GiB"), Ok(20 << 30));
+        assert_eq!(kiln_cache::units::parse_size("10GB"), Ok(10_000_000_000));
+        assert!(kiln_cache::units::parse_size("5 parsecs").is_err());
         assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(21_600)));
         assert!(parse_duration("6y").is_err());
     }
