@@ -121,6 +121,12 @@ pub fn hash_files_in(
     Ok(digest::combine(&digests))
 }
 
+/// hashFiles()'s result from the digests of the matched files, in order: SHA-256 over the
+/// raw per-file digests, lowercase hex, "" for none (for callers that keep per-file digests).
+pub fn combine_digests(digests: &[[u8; 32]]) -> String {
+    digest::combine(digests)
+}
+
 /// The files hashFiles() would hash, in GitHub's order, as absolute paths under the
 /// workspace's real path (useful for `kiln hash-files --list` and for tests).
 pub fn matched_files(
