@@ -1,10 +1,15 @@
-//! What the cached paths hold, modelled: the replay cannot run the build that fills them, so
-//! an entry's content is a list of chunks of a set average size, and every save changes a set
+//! What the cached paths hold. When every `path:` of a step names files tracked in the commit
+//! (a vendored directory, generated sources), the replay saves those real files, cut into
+//! chunks as a save cuts them and compressed as the store compresses them. Otherwise (build
+//! output, `~/.cargo`, anything the replay cannot produce without running the build) the
+//! content is modelled: a list of chunks of a set average size, every save changing a set
 //! share of the chunks of the content it starts from (the restored entry, or on a miss the
-//! step's last saved content). Bytes and deduplication figures are therefore estimates, and
-//! the report says so with the model that produced them.
+//! step's last saved content). Bytes and deduplication figures of modelled steps are
+//! estimates, and the report says so with the model that produced them.
 
 use crate::error::{BenchError, Result};
+use crate::tree::Objects;
+use kiln_cache::digest::Digest;
 use kiln_cache::units::parse_size;
 use serde::Serialize;
 
@@ -94,6 +99,38 @@ impl ContentModel {
     pub fn compressed(&self, n: usize) -> u64 {
         (n as f64 * self.chunk as f64 * self.ratio).round() as u64
     }
+}
+
+/// One chunk of real content: its name, raw length and the bytes the store keeps.
+pub struct RealChunk {
+    pub digest: Digest,
+    pub raw: u64,
+    pub encoded: Vec<u8>,
+}
+
+/// The zstd level kiln's saves use.
+const ZSTD_LEVEL: i32 = 3;
+
+/// The chunks a save of these files (blob ids, in listing order) sends: their contents
+/// concatenated and cut where the store's chunker cuts, each compressed as stored.
+pub fn real_chunks(objects: &Objects, blobs: &[String]) -> Result<Vec<RealChunk>> {
+    let mut data = Vec::new();
+    for blob in blobs {
+        data.extend_from_slice(&objects.blob(blob)?);
+    }
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let len = kiln_cache::cut_length(&data[at..]).max(1);
+        let piece = &data[at..at + len];
+        chunks.push(RealChunk {
+            digest: Digest::of(piece),
+            raw: len as u64,
+            encoded: kiln_cache::chunks::encode_chunk(piece, ZSTD_LEVEL),
+        });
+        at += len;
+    }
+    Ok(chunks)
 }
 
 /// Local speeds that turn bytes into time, in MB/s (10^6 bytes). The defaults are the medians

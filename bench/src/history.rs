@@ -5,9 +5,12 @@
 //! Without `--branches` the first-parent history of the revision is replayed, every commit a
 //! push to the default branch. With it, every local branch takes part: the default branch's
 //! first-parent commits are pushes to it; the commits a merge into it brought in are replayed
-//! as a pull request's runs (`refs/pull/N/merge`, base the default branch, numbered in merge
-//! order); commits only on another branch are pushes to that branch. A pull request's run is
-//! replayed on the head commit's tree (GitHub runs it on the merge of head into base).
+//! as a pull request's runs (`refs/pull/N/merge`, base the default branch; N and the head
+//! branch are read from GitHub's merge message `Merge pull request #N from owner/branch`, or
+//! the branch from git's `Merge branch 'name'`, else numbered in merge order); commits only
+//! on another branch are pushes to that branch. A pull request's run is replayed on the head
+//! commit's tree (GitHub runs it on the merge of head into base, a commit that is not in the
+//! history).
 
 use crate::error::{BenchError, Result};
 use crate::git::{CommitInfo, Repo};
@@ -33,6 +36,8 @@ pub struct Run {
     pub reads: Vec<String>,
     pub event: &'static str,
     pub base_ref: String,
+    /// A pull request's head branch (`github.head_ref`); empty for pushes.
+    pub head_ref: String,
 }
 
 /// The branch a repository's history is replayed as: `--default-branch`, else the branch
@@ -64,6 +69,7 @@ pub fn plan(repo: &Repo, selection: &Selection, branches: bool, default: &str) -
         scope,
         event: "push",
         base_ref: String::new(),
+        head_ref: String::new(),
     };
     if !branches {
         let commits = match selection {
@@ -91,12 +97,20 @@ pub fn plan(repo: &Repo, selection: &Selection, branches: bool, default: &str) -
             reason: "no such local branch; name it with --default-branch".into(),
         })?;
     let mainline = repo.commits(&["--first-parent", &default_tip])?;
-    let mut scope_of: HashMap<String, (String, &'static str)> = HashMap::new();
+    // Commit -> (scope, event, head branch).
+    let mut scope_of: HashMap<String, (String, &'static str, String)> = HashMap::new();
     let on_main: HashSet<&str> = mainline.iter().map(|c| c.oid.as_str()).collect();
-    let mut pr = 0;
     for commit in &mainline {
-        scope_of.insert(commit.oid.clone(), (default_ref.clone(), "push"));
+        scope_of.insert(
+            commit.oid.clone(),
+            (default_ref.clone(), "push", String::new()),
+        );
     }
+    let mut used: HashSet<u64> = mainline
+        .iter()
+        .filter_map(|c| merged_pull_request(&c.subject).0)
+        .collect();
+    let mut next = 1;
     for merge in mainline.iter().filter(|c| c.parents.len() >= 2) {
         let side = repo.commits(&[&format!("{}..{}", merge.parents[0], merge.parents[1])])?;
         let side: Vec<_> = side
@@ -106,9 +120,23 @@ pub fn plan(repo: &Repo, selection: &Selection, branches: bool, default: &str) -
         if side.is_empty() {
             continue;
         }
-        pr += 1;
+        let (number, head) = merged_pull_request(&merge.subject);
+        let number = number.unwrap_or_else(|| {
+            while used.contains(&next) {
+                next += 1;
+            }
+            used.insert(next);
+            next
+        });
         for c in side {
-            scope_of.insert(c.oid, (format!("refs/pull/{pr}/merge"), "pull_request"));
+            scope_of.insert(
+                c.oid,
+                (
+                    format!("refs/pull/{number}/merge"),
+                    "pull_request",
+                    head.clone(),
+                ),
+            );
         }
     }
     let refs = repo.git(&["for-each-ref", "--format=%(refname)", "refs/heads"])?;
@@ -121,7 +149,7 @@ pub fn plan(repo: &Repo, selection: &Selection, branches: bool, default: &str) -
         for c in repo.commits(&[&format!("{default_ref}..{branch}")])? {
             scope_of
                 .entry(c.oid)
-                .or_insert((branch.to_string(), "push"));
+                .or_insert((branch.to_string(), "push", String::new()));
         }
     }
     let mut args = vec!["--date-order"];
@@ -135,10 +163,11 @@ pub fn plan(repo: &Repo, selection: &Selection, branches: bool, default: &str) -
     Ok(ordered
         .into_iter()
         .map(|commit| {
-            let (scope, event) = scope_of
-                .get(&commit.oid)
-                .cloned()
-                .unwrap_or((default_ref.clone(), "push"));
+            let (scope, event, head_ref) = scope_of.get(&commit.oid).cloned().unwrap_or((
+                default_ref.clone(),
+                "push",
+                String::new(),
+            ));
             if event == "pull_request" {
                 Run {
                     commit,
@@ -146,10 +175,48 @@ pub fn plan(repo: &Repo, selection: &Selection, branches: bool, default: &str) -
                     scope,
                     event,
                     base_ref: default.to_string(),
+                    head_ref,
                 }
             } else {
                 push(commit, scope)
             }
         })
         .collect())
+}
+
+/// The pull request number and head branch a merge commit's message names: GitHub's
+/// `Merge pull request #12 from owner/branch`, or git's `Merge branch 'branch'`.
+fn merged_pull_request(subject: &str) -> (Option<u64>, String) {
+    if let Some(rest) = subject.strip_prefix("Merge pull request #") {
+        let (number, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        let head = rest
+            .strip_prefix("from ")
+            .map(|r| r.split_once('/').map_or(r, |(_, branch)| branch))
+            .unwrap_or_default();
+        return (number.parse().ok(), head.trim().to_string());
+    }
+    let head = subject
+        .strip_prefix("Merge branch '")
+        .and_then(|r| r.split_once('\''))
+        .map(|(branch, _)| branch.to_string())
+        .unwrap_or_default();
+    (None, head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merged_pull_request;
+
+    #[test]
+    fn merge_messages_name_the_pull_request_and_branch() {
+        assert_eq!(
+            merged_pull_request("Merge pull request #42 from octo/feature/x"),
+            (Some(42), "feature/x".to_string())
+        );
+        assert_eq!(
+            merged_pull_request("Merge branch 'topic' into main"),
+            (None, "topic".to_string())
+        );
+        assert_eq!(merged_pull_request("Fix the build"), (None, String::new()));
+    }
 }

@@ -13,6 +13,7 @@ pub mod git;
 pub mod history;
 pub mod replay;
 pub mod report;
+pub mod setup;
 pub mod steps;
 pub mod tree;
 
@@ -22,7 +23,7 @@ use content::{ContentModel, Speeds};
 use history::Selection;
 use kiln_workflow::model::{Param, Template};
 use kiln_workflow::value::Value;
-use replay::{ReplaySetup, Workflows};
+use replay::{KeyOverride, ReplaySetup, Workflows};
 use report::{BenchReport, Comparison};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,8 +40,11 @@ pub struct BenchOptions {
     pub default_branch: Option<String>,
     pub content: ContentModel,
     pub speeds: Speeds,
-    /// Another primary key for every cache step, replayed on the same history.
+    /// Another primary key, replayed on the same history (`--compare-key`)...
     pub compare_key: Option<String>,
+    /// ...for the step this names (`--compare-step`: its name, id, `job / step`, or
+    /// `workflow: job / step`); required when the history has more than one cache step.
+    pub compare_step: Option<String>,
     /// Where the replay's stores go (a fresh temporary directory inside it); default: /dev/shm
     /// when it exists (the store syncs its files; memory makes that free), else the system's
     /// temporary directory.
@@ -84,6 +88,35 @@ fn scratch_dir(given: Option<&Path>) -> Result<tempfile::TempDir> {
         .tempdir_in(base)?)
 }
 
+/// `--compare-key` replaces one step's key: `--compare-step` must name a step of the replay,
+/// and may be left out only when there is one.
+fn check_compare_step(
+    steps: &[report::StepReport],
+    selector: Option<&str>,
+    key: &str,
+) -> Result<()> {
+    let mut labels: Vec<String> = steps.iter().map(|s| s.label()).collect();
+    labels.sort();
+    labels.dedup();
+    let bad = |reason: String| BenchError::BadOption {
+        what: "--compare-key",
+        value: key.to_string(),
+        reason,
+    };
+    match selector {
+        Some(name) if !steps.iter().any(|s| s.is_named(name)) => Err(bad(format!(
+            "--compare-step {name:?} names none of the cache steps: {}",
+            labels.join("; ")
+        ))),
+        None if labels.len() > 1 => Err(bad(format!(
+            "the history has {} cache steps; name the one to compare with --compare-step (its name, id, `job / step` or one of: {})",
+            labels.len(),
+            labels.join("; ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Replays the history and returns the report.
 pub fn bench_cache(options: &BenchOptions) -> Result<BenchReport> {
     let repo = Arc::new(git::Repo::open(&options.repo)?);
@@ -125,14 +158,20 @@ pub fn bench_cache(options: &BenchOptions) -> Result<BenchReport> {
     let comparison = match &options.compare_key {
         Some(text) => {
             let key = key_param(text)?;
+            check_compare_step(&steps, options.compare_step.as_deref(), text)?;
             let setup = ReplaySetup {
                 store_dir: &scratch.path().join("compare"),
                 ..setup
             };
+            let key_override = KeyOverride {
+                key,
+                step: options.compare_step.clone(),
+            };
             let (totals, steps, commits) =
-                replay::replay_runs(&setup, &runs, &workflows, Some(key))?;
+                replay::replay_runs(&setup, &runs, &workflows, Some(key_override))?;
             Some(Comparison {
                 key: text.clone(),
+                step: options.compare_step.clone(),
                 totals,
                 steps,
                 commits,
@@ -140,6 +179,7 @@ pub fn bench_cache(options: &BenchOptions) -> Result<BenchReport> {
         }
         None => None,
     };
+    let bytes_are_estimates = steps.iter().any(|s| s.content != "real");
     Ok(BenchReport {
         repository,
         workflow_override: options
@@ -148,7 +188,7 @@ pub fn bench_cache(options: &BenchOptions) -> Result<BenchReport> {
             .map(|p| p.to_string_lossy().into_owned()),
         default_branch: default,
         branches: options.branches,
-        bytes_are_estimates: true,
+        bytes_are_estimates,
         content_model: options.content.clone(),
         speeds: options.speeds.clone(),
         totals,

@@ -1,15 +1,17 @@
-//! The replay loop: for each run, oldest first, every cache step's key is evaluated over the
-//! commit's tree, looked up in a real kiln cache store with the run's readable scopes (exact
-//! key, prefixes, restore keys, scope by scope, as the server does for a job), and saved on a
-//! miss into the run's own scope, as the step would (write-once: a key already saved there is
-//! a conflict, as on GitHub). Restores run in step order, then saves in reverse order, as
-//! post steps do.
+//! The replay loop: for each run, oldest first, every job leg's cache steps run in step order.
+//! A step's key is evaluated over the commit's tree, looked up in a real kiln cache store with
+//! the run's readable scopes (exact key, prefixes, restore keys, scope by scope, as the server
+//! does for a job), and saved into the run's own scope as the step would: `actions/cache/save`
+//! at its place, `actions/cache` and `setup-*` in the job's post phase (in reverse step order)
+//! unless the primary key hit exactly. Entries are write-once: a key already saved in the
+//! scope is a conflict, as on GitHub.
 
-use crate::content::{millis, ContentModel, Speeds};
+use crate::content::{millis, real_chunks, ContentModel, Speeds};
 use crate::error::{BenchError, Result};
 use crate::history::Run;
 use crate::report::{Bytes, CommitReport, KeyChange, StepOutcome, StepReport, Timing, Totals};
-use crate::steps::{discover, CacheKind, CacheStepDef, EvaluatedKey, RunFacts};
+use crate::steps::StepOutputs;
+use crate::steps::{discover, steps_context, CacheKind, CacheStepDef, EvaluatedKey, RunFacts};
 use crate::tree::{CommitTree, Objects};
 use kiln_cache::client::tree_version;
 use kiln_cache::digest::{ChunkRef, Digest};
@@ -18,6 +20,7 @@ use kiln_cache::{CacheError, CacheStore, StoreConfig};
 use kiln_workflow::model::Param;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Where a run's cache steps come from.
 pub enum Workflows {
@@ -28,6 +31,7 @@ pub enum Workflows {
 }
 
 /// Reads and parses workflow files of a commit, once per blob.
+#[derive(Default)]
 struct WorkflowCache {
     parsed: HashMap<String, std::result::Result<Vec<CacheStepDef>, String>>,
 }
@@ -93,6 +97,13 @@ fn subtree(objects: &Objects, root: &str, path: &[&str]) -> Result<Option<String
     Ok(Some(current))
 }
 
+/// `--compare-key`: another primary key for the steps `step` names (every step when None).
+#[derive(Clone, Debug)]
+pub struct KeyOverride {
+    pub key: Param,
+    pub step: Option<String>,
+}
+
 /// Accumulates one replay.
 struct Replay<'a> {
     objects: &'a Objects,
@@ -101,16 +112,31 @@ struct Replay<'a> {
     store: CacheStore,
     model: ContentModel,
     speeds: Speeds,
-    key_override: Option<Param>,
-    fresh: HashMap<Digest, u64>,
+    key_override: Option<KeyOverride>,
+    /// Synthetic chunks: their counter, whose bytes the store holds for them.
+    synthetic: HashMap<Digest, u64>,
     next_chunk: u64,
+    /// Raw and compressed size of every chunk the replay saved.
+    sizes: HashMap<Digest, (u64, u64)>,
+    /// Real chunks already computed for a list of blobs (the same files under another key).
+    real: HashMap<Vec<String>, Arc<Vec<(Digest, u64, u64)>>>,
     last_content: HashMap<String, Vec<Digest>>,
     last_key: HashMap<(String, String), EvaluatedKey>,
     rows: Vec<StepReport>,
     row_of: HashMap<(String, String), usize>,
     family_of: HashMap<String, String>,
-    saved_by_row: Vec<(HashSet<Digest>, u64)>,
+    /// Per row: every chunk its saves stored, its saves' archive sizes, and how many saves
+    /// used real and modelled content.
+    saved_by_row: Vec<RowStore>,
     commits: Vec<CommitReport>,
+}
+
+#[derive(Default)]
+struct RowStore {
+    chunks: HashSet<Digest>,
+    archive_bytes: u64,
+    real_saves: u64,
+    modelled_saves: u64,
 }
 
 struct PendingSave {
@@ -118,6 +144,8 @@ struct PendingSave {
     label: String,
     key: String,
     version: String,
+    /// `path:` lines: real content when the commit tracks them all.
+    paths: Vec<String>,
     base: Option<Vec<Digest>>,
     outcome: usize,
 }
@@ -131,20 +159,31 @@ impl Replay<'_> {
             return row;
         }
         self.rows.push(StepReport {
-            workflow: def.workflow.clone(),
-            job: def.job.clone(),
+            workflow: def.leg.workflow.clone(),
+            job: def.leg.job.clone(),
             step: def.step.clone(),
+            step_id: def.id.clone(),
             uses: def.uses.clone(),
             key_family: family.to_string(),
+            content: "modelled".into(),
             counts: Default::default(),
             chunked: Bytes::default(),
             archive: Bytes::default(),
             timing: Timing::default(),
             key_changes: Vec::new(),
         });
-        self.saved_by_row.push((HashSet::new(), 0));
+        self.saved_by_row.push(RowStore::default());
         self.row_of.insert(id, self.rows.len() - 1);
         self.rows.len() - 1
+    }
+
+    fn def_for(&self, original: &CacheStepDef) -> CacheStepDef {
+        match &self.key_override {
+            Some(o) if o.step.as_deref().is_none_or(|s| original.is_named(s)) => {
+                original.with_key(o.key.clone())
+            }
+            _ => original.clone(),
+        }
     }
 
     fn run(
@@ -162,6 +201,7 @@ impl Replay<'_> {
             event_name: run.event.to_string(),
             run_number: number,
             base_ref: run.base_ref.clone(),
+            head_ref: run.head_ref.clone(),
         };
         let mut report = CommitReport {
             sha: run.commit.oid.clone(),
@@ -171,27 +211,64 @@ impl Replay<'_> {
             steps: Vec::new(),
             skipped_workflows: skipped,
         };
+        // The jobs of a run are replayed as if they ran at the same time: every leg's lookups
+        // before any save, so legs sharing a key all miss and all but one save conflict, as
+        // on GitHub. discover() lists a leg's steps together, in step order.
         let mut saves = Vec::new();
+        for leg in defs.chunk_by(|a, b| Arc::ptr_eq(&a.leg, &b.leg)) {
+            saves.extend(self.run_leg(leg, run, &tree, &facts, &mut report)?);
+        }
+        for save in saves {
+            let (result, uploaded, whole) = self.save(&save, run, &tree)?;
+            let step = &mut report.steps[save.outcome];
+            step.save = Some(result.into());
+            step.uploaded = uploaded;
+            step.archive_uploaded = whole;
+        }
+        self.commits.push(report);
+        Ok(())
+    }
+
+    fn run_leg(
+        &mut self,
+        defs: &[CacheStepDef],
+        run: &Run,
+        tree: &CommitTree<'_>,
+        facts: &RunFacts,
+        report: &mut CommitReport,
+    ) -> Result<Vec<PendingSave>> {
+        let mut outputs: Vec<(usize, StepOutputs)> = Vec::new();
+        let mut saves = Vec::new();
+        let mut post_saves = Vec::new();
         for original in defs {
-            let def = match &self.key_override {
-                Some(key) => original.with_key(key.clone()),
-                None => original.clone(),
-            };
+            let def = self.def_for(original);
             let label = def.label();
-            let evaluated = match def.evaluate(&tree, &facts) {
-                Ok(e) => e,
-                Err(message) => {
+            let steps = steps_context(&def.leg, def.index, &outputs);
+            let evaluated = match def.evaluate(tree, facts, &steps) {
+                Ok(Some(e)) => e,
+                other => {
                     let family = self.family_of.get(&label).cloned().unwrap_or_default();
                     let row = self.row(&def, &family);
-                    self.rows[row].counts.errors += 1;
+                    let counts = &mut self.rows[row].counts;
+                    let (outcome, error) = match other {
+                        Err(message) => {
+                            counts.errors += 1;
+                            ("error", Some(message))
+                        }
+                        _ => {
+                            counts.skipped += 1;
+                            ("skipped", None)
+                        }
+                    };
                     report.steps.push(StepOutcome {
                         step: row,
-                        outcome: "error".into(),
+                        outcome: outcome.into(),
                         key: String::new(),
                         matched_key: None,
                         save: None,
                         uploaded: 0,
-                        error: Some(message),
+                        archive_uploaded: 0,
+                        error,
                     });
                     continue;
                 }
@@ -208,6 +285,7 @@ impl Replay<'_> {
                 matched_key: None,
                 save: None,
                 uploaded: 0,
+                archive_uploaded: 0,
                 error: None,
             };
             let mut exact = false;
@@ -236,7 +314,7 @@ impl Replay<'_> {
                         }
                         outcome.matched_key = Some(entry.key.clone());
                         let content: Vec<Digest> = entry.chunks.iter().map(|c| c.digest).collect();
-                        self.restored(row, content.len());
+                        self.restored(row, &content);
                         base = Some(content);
                     }
                     None => {
@@ -244,37 +322,50 @@ impl Replay<'_> {
                         outcome.outcome = "miss".into();
                     }
                 }
+                outputs.push((
+                    def.index,
+                    StepOutputs {
+                        cache_hit: outcome.matched_key.as_ref().map(|_| exact),
+                        primary_key: evaluated.key.clone(),
+                        matched_key: outcome.matched_key.clone(),
+                    },
+                ));
             }
             report.steps.push(outcome);
-            let saves_now = match def.kind {
-                CacheKind::Save => true,
-                CacheKind::Restore => false,
-                CacheKind::Cache | CacheKind::Setup => !exact,
+            let save = PendingSave {
+                row,
+                label,
+                key: evaluated.key,
+                version,
+                paths: evaluated.paths,
+                base,
+                outcome: report.steps.len() - 1,
             };
-            if saves_now {
-                saves.push(PendingSave {
-                    row,
-                    label,
-                    key: evaluated.key,
-                    version,
-                    base,
-                    outcome: report.steps.len() - 1,
-                });
+            match def.kind {
+                CacheKind::Save => saves.push(save),
+                CacheKind::Restore => {}
+                CacheKind::Cache | CacheKind::Setup if !exact => post_saves.push(save),
+                CacheKind::Cache | CacheKind::Setup => {}
             }
         }
-        for save in saves.into_iter().rev() {
-            let (result, uploaded) = self.save(&save, run)?;
-            let step = &mut report.steps[save.outcome];
-            step.save = Some(result.into());
-            step.uploaded = uploaded;
-        }
-        self.commits.push(report);
-        Ok(())
+        // Post steps run last, in reverse order.
+        saves.extend(post_saves.into_iter().rev());
+        Ok(saves)
     }
 
-    fn restored(&mut self, row: usize, chunks: usize) {
-        let bytes = self.model.compressed(chunks);
-        let raw = chunks as u64 * self.model.chunk;
+    fn compressed_of(&self, content: &[Digest]) -> (u64, u64) {
+        content.iter().fold((0, 0), |(raw, packed), d| {
+            let (r, p) = self
+                .sizes
+                .get(d)
+                .copied()
+                .unwrap_or((self.model.chunk, self.model.compressed(1)));
+            (raw + r, packed + p)
+        })
+    }
+
+    fn restored(&mut self, row: usize, content: &[Digest]) {
+        let (raw, bytes) = self.compressed_of(content);
         let r = &mut self.rows[row];
         r.chunked.downloaded += bytes;
         r.archive.downloaded += bytes;
@@ -291,28 +382,7 @@ impl Replay<'_> {
         });
         if let Some(before) = before {
             if before.key != now.key {
-                let mut causes = Vec::new();
-                let old: HashMap<&str, &str> = before
-                    .hashed
-                    .iter()
-                    .map(|(p, b)| (p.as_str(), b.as_str()))
-                    .collect();
-                let new: HashSet<&str> = now.hashed.iter().map(|(p, _)| p.as_str()).collect();
-                for (path, blob) in &now.hashed {
-                    match old.get(path.as_str()) {
-                        None => causes.push(format!("{path} (added)")),
-                        Some(b) if *b != blob => causes.push(format!("{path} (changed)")),
-                        _ => {}
-                    }
-                }
-                for (path, _) in &before.hashed {
-                    if !new.contains(path.as_str()) {
-                        causes.push(format!("{path} (removed)"));
-                    }
-                }
-                if causes.is_empty() {
-                    causes.push("key expression".into());
-                }
+                let causes = key_change_causes(before, now);
                 let changes = &mut self.rows[row].key_changes;
                 if changes.len() < MAX_KEY_CHANGES {
                     changes.push(KeyChange {
@@ -328,40 +398,89 @@ impl Replay<'_> {
         self.last_key.insert(id, now.clone());
     }
 
-    fn fresh_chunk(&mut self) -> Digest {
+    fn synthetic_chunk(&mut self) -> Digest {
         self.next_chunk += 1;
         let digest = Digest::of(&self.next_chunk.to_le_bytes());
-        self.fresh.insert(digest, self.next_chunk);
+        self.synthetic.insert(digest, self.next_chunk);
+        self.sizes
+            .insert(digest, (self.model.chunk, self.model.compressed(1)));
         digest
     }
 
-    /// The content a save writes: what it started from with the model's churn applied.
-    fn content_for(&mut self, save: &PendingSave) -> Vec<Digest> {
+    /// Modelled content of a save: what it started from with the model's churn applied.
+    fn modelled_content(&mut self, save: &PendingSave) -> Vec<Digest> {
         let n = self.model.chunks();
         let base = save
             .base
             .clone()
+            .filter(|b| b.iter().all(|d| self.synthetic.contains_key(d)))
             .or_else(|| self.last_content.get(&save.label).cloned());
         match base {
             Some(mut content) if !content.is_empty() => {
                 // A model changed between saves (or an entry of another shape): fill or cut.
                 content.truncate(n);
                 while content.len() < n {
-                    content.push(self.fresh_chunk());
+                    content.push(self.synthetic_chunk());
                 }
                 let changed = self.model.changed_chunks();
                 // Which chunks change rotates from save to save.
                 let start = (self.next_chunk as usize) % n;
                 for i in 0..changed {
-                    content[(start + i) % n] = self.fresh_chunk();
+                    content[(start + i) % n] = self.synthetic_chunk();
                 }
                 content
             }
-            _ => (0..n).map(|_| self.fresh_chunk()).collect(),
+            _ => (0..n).map(|_| self.synthetic_chunk()).collect(),
         }
     }
 
-    fn save(&mut self, save: &PendingSave, run: &Run) -> Result<(&'static str, u64)> {
+    /// Real content when every path names tracked files: the chunks, and the encoded bytes of
+    /// those computed now (the store may need them).
+    fn real_content(
+        &mut self,
+        save: &PendingSave,
+        tree: &CommitTree<'_>,
+    ) -> Result<Option<(Vec<Digest>, HashMap<Digest, Vec<u8>>)>> {
+        let mut blobs = Vec::new();
+        let mut any = false;
+        for line in &save.paths {
+            match tree.tracked_files(line) {
+                Some(files) => {
+                    any = true;
+                    blobs.extend(files.into_iter().map(|(_, blob)| blob));
+                }
+                None => return Ok(None),
+            }
+        }
+        if !any {
+            return Ok(None);
+        }
+        let mut encoded = HashMap::new();
+        let chunks = match self.real.get(&blobs) {
+            Some(known) => Arc::clone(known),
+            None => {
+                let mut list = Vec::new();
+                for chunk in real_chunks(self.objects, &blobs)? {
+                    let size = (chunk.raw, chunk.encoded.len() as u64);
+                    self.sizes.insert(chunk.digest, size);
+                    list.push((chunk.digest, size.0, size.1));
+                    encoded.insert(chunk.digest, chunk.encoded);
+                }
+                let list = Arc::new(list);
+                self.real.insert(blobs.clone(), Arc::clone(&list));
+                list
+            }
+        };
+        let digests = chunks.iter().map(|(d, _, _)| *d).collect();
+        Ok(Some((digests, encoded)))
+    }
+
+    fn save(
+        &mut self,
+        save: &PendingSave,
+        run: &Run,
+        tree: &CommitTree<'_>,
+    ) -> Result<(&'static str, u64, u64)> {
         let reservation = Reservation {
             repo: self.repository.clone(),
             scope: run.scope.clone(),
@@ -373,54 +492,83 @@ impl Replay<'_> {
             Ok(id) => id,
             Err(CacheError::AlreadyExists { .. }) => {
                 self.rows[save.row].counts.save_conflicts += 1;
-                return Ok(("conflict", 0));
+                return Ok(("conflict", 0, 0));
             }
             Err(e) => return Err(e.into()),
         };
-        let content = self.content_for(save);
+        let (content, mut encoded, real) = match self.real_content(save, tree)? {
+            Some((content, encoded)) => (content, encoded, true),
+            None => (self.modelled_content(save), HashMap::new(), false),
+        };
         let refs: Vec<ChunkRef> = content
             .iter()
-            .map(|d| ChunkRef { digest: *d, len: 8 })
+            .map(|d| ChunkRef {
+                digest: *d,
+                len: self.sizes.get(d).map_or(8, |s| s.0 as u32),
+            })
             .collect();
         let answer = self.store.missing_chunks(id, &refs)?;
         for digest in &answer.missing {
-            let counter = *self
-                .fresh
-                .get(digest)
-                .ok_or_else(|| BenchError::BadObject {
-                    oid: digest.to_hex(),
-                    reason: "the store lost a chunk of an earlier save".into(),
-                })?;
-            let encoded = kiln_cache::chunks::encode_chunk(&counter.to_le_bytes(), 0);
-            self.store.put_native_chunk(id, digest, &encoded)?;
+            let bytes = match (encoded.remove(digest), self.synthetic.get(digest)) {
+                (Some(bytes), _) => bytes,
+                (None, Some(counter)) => {
+                    kiln_cache::chunks::encode_chunk(&counter.to_le_bytes(), 0)
+                }
+                (None, None) => {
+                    return Err(BenchError::BadObject {
+                        oid: digest.to_hex(),
+                        reason: "the replay's store lost a chunk of an earlier save".into(),
+                    })
+                }
+            };
+            self.store.put_native_chunk(id, digest, &bytes)?;
         }
-        self.store
-            .commit_native(id, refs.len() as u64 * 8, &refs, &[])?;
-        let n = content.len();
-        let uploaded = self.model.compressed(answer.missing.len());
-        let raw = n as u64 * self.model.chunk;
+        let entry_raw: u64 = refs.iter().map(|r| u64::from(r.len)).sum();
+        self.store.commit_native(id, entry_raw, &refs, &[])?;
+        let missing: HashSet<Digest> = answer.missing.iter().copied().collect();
+        let sent: Vec<Digest> = content
+            .iter()
+            .filter(|d| missing.contains(d))
+            .copied()
+            .collect();
+        let (_, uploaded) = self.compressed_of(&sent);
+        let (raw, whole) = self.compressed_of(&content);
         let row = &mut self.rows[save.row];
         row.counts.saves += 1;
         row.chunked.uploaded += uploaded;
-        row.chunked.dedup_saved += self.model.compressed(n - answer.missing.len());
-        row.archive.uploaded += self.model.compressed(n);
+        row.chunked.dedup_saved += whole - uploaded;
+        row.archive.uploaded += whole;
         row.timing.kiln_save_ms += millis(raw, self.speeds.kiln_save);
         row.timing.archive_save_ms += millis(raw, self.speeds.archive_save);
-        let (set, entries) = &mut self.saved_by_row[save.row];
-        set.extend(content.iter().copied());
-        *entries += 1;
+        let store = &mut self.saved_by_row[save.row];
+        store.chunks.extend(content.iter().copied());
+        store.archive_bytes += whole;
+        if real {
+            store.real_saves += 1;
+        } else {
+            store.modelled_saves += 1;
+        }
         self.last_content.insert(save.label.clone(), content);
-        Ok(("saved", uploaded))
+        Ok(("saved", uploaded, whole))
     }
 
     fn finish(mut self) -> (Totals, Vec<StepReport>, Vec<CommitReport>) {
         let mut totals = Totals::default();
         let mut all = HashSet::new();
-        for (row, (set, entries)) in self.rows.iter_mut().zip(&self.saved_by_row) {
-            row.chunked.stored = self.model.compressed(set.len());
-            row.archive.stored = *entries * self.model.compressed(self.model.chunks());
+        let rows = std::mem::take(&mut self.rows);
+        let mut out = Vec::with_capacity(rows.len());
+        for (mut row, store) in rows.into_iter().zip(&self.saved_by_row) {
+            let chunks: Vec<Digest> = store.chunks.iter().copied().collect();
+            row.chunked.stored = self.compressed_of(&chunks).1;
+            row.archive.stored = store.archive_bytes;
+            row.content = match (store.real_saves, store.modelled_saves) {
+                (0, _) => "modelled",
+                (_, 0) => "real",
+                _ => "mixed",
+            }
+            .into();
             row.counts.finish();
-            all.extend(set.iter().copied());
+            all.extend(chunks);
             totals.counts.add(&row.counts);
             for (t, r) in [
                 (&mut totals.chunked, &row.chunked),
@@ -435,12 +583,43 @@ impl Replay<'_> {
             totals.timing.kiln_save_ms += row.timing.kiln_save_ms;
             totals.timing.archive_restore_ms += row.timing.archive_restore_ms;
             totals.timing.archive_save_ms += row.timing.archive_save_ms;
+            out.push(row);
         }
         // Steps share chunks in one store: the total is the union, not the sum.
-        totals.chunked.stored = self.model.compressed(all.len());
+        let all: Vec<Digest> = all.into_iter().collect();
+        totals.chunked.stored = self.compressed_of(&all).1;
         totals.counts.finish();
-        (totals, self.rows, self.commits)
+        (totals, out, self.commits)
     }
+}
+
+/// Why a step's primary key changed: the files of its hashFiles() patterns that were added,
+/// changed or removed, or `key expression` when those files are the same.
+fn key_change_causes(before: &EvaluatedKey, now: &EvaluatedKey) -> Vec<String> {
+    let mut causes = Vec::new();
+    let old: HashMap<&str, &str> = before
+        .hashed
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_str()))
+        .collect();
+    let new: HashSet<&str> = now.hashed.iter().map(|(p, _)| p.as_str()).collect();
+    for (path, blob) in &now.hashed {
+        match old.get(path.as_str()) {
+            None => causes.push(format!("{path} (added)")),
+            Some(b) if *b != blob => causes.push(format!("{path} (changed)")),
+            _ => {}
+        }
+    }
+    for (path, _) in &before.hashed {
+        if !new.contains(path.as_str()) {
+            causes.push(format!("{path} (removed)"));
+        }
+    }
+    causes.dedup();
+    if causes.is_empty() {
+        causes.push("key expression".into());
+    }
+    causes
 }
 
 /// Everything one replay needs besides the runs.
@@ -453,13 +632,13 @@ pub struct ReplaySetup<'a> {
     pub store_dir: &'a Path,
 }
 
-/// Replays `runs` into a fresh store under `setup.store_dir`; `key_override` replaces every
-/// step's primary key (`--compare-key`).
+/// Replays `runs` into a fresh store under `setup.store_dir`; `key_override` replaces the
+/// primary key of the steps it names (`--compare-key`).
 pub fn replay_runs(
     setup: &ReplaySetup<'_>,
     runs: &[Run],
     workflows: &Workflows,
-    key_override: Option<Param>,
+    key_override: Option<KeyOverride>,
 ) -> Result<(Totals, Vec<StepReport>, Vec<CommitReport>)> {
     let mut config = StoreConfig::new(setup.store_dir);
     config.max_size = u64::MAX;
@@ -472,8 +651,10 @@ pub fn replay_runs(
         model: setup.model.clone(),
         speeds: setup.speeds.clone(),
         key_override,
-        fresh: HashMap::new(),
+        synthetic: HashMap::new(),
         next_chunk: 0,
+        sizes: HashMap::new(),
+        real: HashMap::new(),
         last_content: HashMap::new(),
         last_key: HashMap::new(),
         rows: Vec::new(),
@@ -482,9 +663,7 @@ pub fn replay_runs(
         saved_by_row: Vec::new(),
         commits: Vec::new(),
     };
-    let mut cache = WorkflowCache {
-        parsed: HashMap::new(),
-    };
+    let mut cache = WorkflowCache::default();
     for (i, run) in runs.iter().enumerate() {
         let (defs, skipped) = match workflows {
             Workflows::Fixed(defs) => (defs.clone(), Vec::new()),

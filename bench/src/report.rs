@@ -21,6 +21,8 @@ pub struct Counts {
     pub save_conflicts: u64,
     /// Key evaluations that failed (the run would have failed the step).
     pub errors: u64,
+    /// Runs in which a job or step `if:` skipped the step (no lookup).
+    pub skipped: u64,
 }
 
 impl Counts {
@@ -44,10 +46,12 @@ impl Counts {
         self.saves += other.saves;
         self.save_conflicts += other.save_conflicts;
         self.errors += other.errors;
+        self.skipped += other.skipped;
     }
 }
 
-/// Bytes moved and kept, compressed, by one way of caching.
+/// Bytes moved and kept, compressed, by one way of caching. Estimates where the step's
+/// content is modelled (see `content`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Bytes {
     pub uploaded: u64,
@@ -85,8 +89,13 @@ pub struct StepReport {
     pub workflow: String,
     pub job: String,
     pub step: String,
+    /// The step's `id:`, when it has one.
+    pub step_id: Option<String>,
     pub uses: String,
     pub key_family: String,
+    /// Where the saved bytes come from: `real` (every path is tracked in the commit),
+    /// `modelled` (the content model), or `mixed` (some saves each way).
+    pub content: String,
     #[serde(flatten)]
     pub counts: Counts,
     /// kiln's chunked store.
@@ -102,7 +111,8 @@ pub struct StepReport {
 pub struct StepOutcome {
     /// Index into `steps`.
     pub step: usize,
-    /// `exact`, `restore-key`, `miss`, `save-only` (a save step does no lookup), or `error`.
+    /// `exact`, `restore-key`, `miss`, `save-only` (a save step does no lookup), `skipped` (an
+    /// `if:` skipped it), or `error`.
     pub outcome: String,
     pub key: String,
     pub matched_key: Option<String>,
@@ -110,6 +120,8 @@ pub struct StepOutcome {
     pub save: Option<String>,
     /// Compressed bytes the chunked store received for this save.
     pub uploaded: u64,
+    /// Compressed bytes a whole-archive cache (GitHub's) would have uploaded for it.
+    pub archive_uploaded: u64,
     pub error: Option<String>,
 }
 
@@ -126,6 +138,21 @@ pub struct CommitReport {
     pub skipped_workflows: Vec<String>,
 }
 
+impl StepReport {
+    /// `workflow: job / step`, the label `--compare-step` and the tables use.
+    pub fn label(&self) -> String {
+        format!("{}: {} / {}", self.workflow, self.job, self.step)
+    }
+
+    /// Whether `selector` names this step: its name, id, `job / step` or the whole label.
+    pub fn is_named(&self, selector: &str) -> bool {
+        selector == self.step
+            || self.step_id.as_deref() == Some(selector)
+            || selector == format!("{} / {}", self.job, self.step)
+            || selector == self.label()
+    }
+}
+
 /// Totals over every step.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Totals {
@@ -136,10 +163,13 @@ pub struct Totals {
     pub timing: Timing,
 }
 
-/// The same history with another primary key (`--compare-key`).
+/// The same history with another primary key for some steps (`--compare-key`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
+    /// The key expression.
     pub key: String,
+    /// `--compare-step`, or null when the key replaced every cache step's.
+    pub step: Option<String>,
     pub totals: Totals,
     pub steps: Vec<StepReport>,
     pub commits: Vec<CommitReport>,
@@ -152,7 +182,7 @@ pub struct BenchReport {
     pub workflow_override: Option<String>,
     pub default_branch: String,
     pub branches: bool,
-    /// True: bytes come from the content model, not from real files.
+    /// True when some step's bytes come from the content model rather than real files.
     pub bytes_are_estimates: bool,
     pub content_model: ContentModel,
     pub speeds: Speeds,

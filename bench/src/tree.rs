@@ -181,6 +181,57 @@ impl<'a> CommitTree<'a> {
             .map(|r| r.oid)
     }
 
+    /// The files (path relative to the workspace, blob id) a `path:` line of a cache step names
+    /// when it is tracked in this commit: the file itself, or every file below the directory,
+    /// in name order. None when the path is not in the tree (built output, `~`, globs...).
+    /// Links are not followed (the cache keeps them as links).
+    pub fn tracked_files(&self, line: &str) -> Option<Vec<(String, String)>> {
+        let rel = line.trim().trim_start_matches("./").trim_end_matches('/');
+        if rel.is_empty()
+            || rel.starts_with(['~', '/', '!'])
+            || rel.contains(['*', '?', '[', '{'])
+            || rel.split('/').any(|c| c == "..")
+        {
+            return None;
+        }
+        let found = self
+            .resolve(&format!("{}/{rel}", self.cwd), false, 0)
+            .ok()?;
+        let mut files = Vec::new();
+        match found.kind {
+            EntryKind::File => files.push((rel.to_string(), found.oid)),
+            EntryKind::Directory => self.collect(rel, &found, &mut files).ok()?,
+            _ => return None,
+        }
+        Some(files)
+    }
+
+    fn collect(
+        &self,
+        rel: &str,
+        dir: &Resolved,
+        out: &mut Vec<(String, String)>,
+    ) -> io::Result<()> {
+        let mut entries: Vec<TreeEntry> = self.entries_of(dir)?.to_vec();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        for entry in entries {
+            let path = format!("{rel}/{}", String::from_utf8_lossy(&entry.name));
+            match (entry.kind(), entry.mode & 0o170000 == MODE_GITLINK) {
+                (EntryKind::File, _) => out.push((path, entry.oid)),
+                (EntryKind::Directory, false) => {
+                    let sub = Resolved {
+                        kind: EntryKind::Directory,
+                        oid: entry.oid,
+                        real: String::new(),
+                    };
+                    self.collect(&path, &sub, out)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn resolve(&self, path: &str, follow_last: bool, depth: usize) -> io::Result<Resolved> {
         let relative = if path == self.cwd {
             ""
