@@ -10,7 +10,7 @@
 
 use crate::error::Result;
 use rusqlite::{params, Connection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What happened.
@@ -97,7 +97,7 @@ pub(crate) fn expire(conn: &Connection, cutoff_ms: i64) -> Result<usize> {
 }
 
 /// Lookups and their outcomes, and bytes, for one group of events.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     pub lookups: u64,
     pub exact_hits: u64,
@@ -152,7 +152,7 @@ impl Tally {
 }
 
 /// One repository, key family and scope.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupStats {
     pub repository: String,
     pub key_family: String,
@@ -165,7 +165,7 @@ pub struct GroupStats {
 }
 
 /// One day (UTC) of one repository and key family.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DayStats {
     /// `YYYY-MM-DD`.
     pub day: String,
@@ -176,7 +176,7 @@ pub struct DayStats {
 }
 
 /// What `kiln cache stats` shows.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsReport {
     /// Events from this time on (ms since the epoch).
     pub since_ms: i64,
@@ -188,6 +188,31 @@ pub struct StatsReport {
     /// null when the report is limited to one repository (chunks are shared between them).
     pub store_entries: Option<u64>,
     pub store_chunk_bytes: Option<u64>,
+}
+
+/// Reads the lookup record of the store in `data_dir` without opening the store: read-only,
+/// so it is safe next to a running server (opening the store would drop its uploads).
+pub fn read(data_dir: &std::path::Path, repo: Option<&str>, since_ms: i64) -> Result<StatsReport> {
+    let path = data_dir.join("index.sqlite");
+    if !path.is_file() {
+        return Err(crate::CacheError::BadRequest(format!(
+            "{} does not exist: is {} a cache server's data directory?",
+            path.display(),
+            data_dir.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let has_record: bool = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cache_events'")?
+        .exists([])?;
+    if !has_record {
+        return Err(crate::CacheError::BadRequest(format!(
+            "the store in {} has no lookup record yet: start this version's server on it once",
+            data_dir.display()
+        )));
+    }
+    query(&conn, repo, since_ms, crate::store::now_ms())
 }
 
 /// Totals the events since `since_ms` (of `repo` only, when given).

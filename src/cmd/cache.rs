@@ -1,6 +1,7 @@
 //! `kiln cache serve` and `kiln cache token`: run the content-addressed cache server alone, and
 //! mint job tokens for scripts, tests and other CI systems.
 
+use crate::cmd::output::{emit, Format};
 use anyhow::{bail, Context};
 use kiln_cache::{CacheService, ServiceConfig, TokenRequest};
 use std::path::PathBuf;
@@ -19,6 +20,32 @@ pub enum CacheCommand {
     Serve(ServeArgs),
     /// Print a job token for this server (set it as ACTIONS_RUNTIME_TOKEN).
     Token(TokenArgs),
+    /// What the server saw: lookups, hits and misses, bytes, per repository, key family and scope.
+    Stats(StatsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// A running server; needs a job token of the repository (--token, else $KILN_CACHE_TOKEN).
+    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    pub url: Option<String>,
+    /// A server's data directory, read directly (read-only; every repository).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Job token for --url (see `kiln cache token`).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Only this repository (owner/name).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Only events of this recent period, e.g. 30d, 12h (default: everything kept).
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write DIR/cache-stats.{txt,json,html} instead of printing.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +99,43 @@ pub fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         CacheCommand::Serve(a) => serve(a),
         CacheCommand::Token(a) => token(a),
+        CacheCommand::Stats(a) => stats(a),
     }
+}
+
+fn stats(a: StatsArgs) -> anyhow::Result<ExitCode> {
+    let since_ms = match a.since {
+        Some(d) => kiln_cache::store::now_ms() - d.as_millis() as i64,
+        None => 0,
+    };
+    let mut report = match (&a.url, &a.data) {
+        (Some(url), _) => {
+            let from_env = std::env::var("KILN_CACHE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            let Some(token) = a.token.as_ref().or(from_env.as_ref()) else {
+                bail!("--url needs a job token of the repository: --token TOKEN or KILN_CACHE_TOKEN (kiln cache token mints one)");
+            };
+            kiln_cache::client::CacheClient::new(url, token)
+                .stats(since_ms)
+                .with_context(|| format!("asking {url} for its statistics"))?
+        }
+        (None, Some(data)) => kiln_cache::stats::read(data, a.repo.as_deref(), since_ms)
+            .with_context(|| format!("reading the statistics in {}", data.display()))?,
+        (None, None) => bail!("name a server with --url URL or a data directory with --data DIR"),
+    };
+    if let Some(repo) = &a.repo {
+        // A token's report covers its own repository; --repo must agree with it.
+        report.groups.retain(|g| &g.repository == repo);
+        report.days.retain(|d| &d.repository == repo);
+    }
+    let text = match a.format {
+        Format::Table => crate::cmd::stats::table(&report),
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Html => crate::cmd::stats::html(&report),
+    };
+    emit(&text, a.out.as_deref(), "cache-stats", a.format)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
