@@ -137,21 +137,18 @@ fn store_chunk(
     Ok(false)
 }
 
-/// Writes one event of the lookup record. A failure only loses the event: the lookup or save
-/// it describes has happened and must not fail because of its bookkeeping.
-#[allow(clippy::too_many_arguments)]
+/// Writes one event of the lookup record for `(repo, scope, key)`. A failure only loses the
+/// event: the lookup or save it describes has happened and must not fail for its bookkeeping.
 fn record_event(
     index: &Index,
     at_ms: i64,
-    repo: &str,
-    scope: &str,
-    key: &str,
+    (repo, scope, key): (&str, &str, &str),
     event: crate::stats::Event,
     bytes: u64,
     dedup: u64,
 ) {
-    if let Err(e) = crate::stats::record(index.conn(), at_ms, repo, scope, key, event, bytes, dedup)
-    {
+    let recorded = crate::stats::record(index.conn(), at_ms, repo, scope, key, event, bytes, dedup);
+    if let Err(e) = recorded {
         tracing::warn!(error = %e, "cache stats: an event could not be recorded");
     }
 }
@@ -522,7 +519,8 @@ impl CacheStore {
                 len: chunk.data.len() as u32,
             });
         }
-        self.commit(id, size, &manifest, &[], dedup_saved)?;
+        lock(&upload).dedup_saved = dedup_saved;
+        self.commit(id, size, &manifest, &[])?;
         Ok(UploadStats {
             uploaded,
             dedup_saved,
@@ -543,30 +541,23 @@ impl CacheStore {
     }
 
     /// Makes the entry visible now and durable in the background (see `durability`).
-    fn commit(
-        &self,
-        id: u64,
-        size: u64,
-        manifest: &[ChunkRef],
-        meta: &[u8],
-        dedup_saved: u64,
-    ) -> Result<()> {
-        let (reservation, uploaded) = {
+    fn commit(&self, id: u64, size: u64, manifest: &[ChunkRef], meta: &[u8]) -> Result<()> {
+        let (reservation, uploaded, dedup_saved) = {
             let upload = self.upload(id)?;
             let state = lock(&upload);
-            (state.reservation.clone(), state.uploaded)
+            (state.reservation.clone(), state.uploaded, state.dedup_saved)
         };
         let now = now_ms();
         {
             let mut index = lock(&self.index);
             index.commit(id, size, manifest, meta, now)?;
+            let saved = crate::stats::Event::Save;
+            let r = &reservation;
             record_event(
                 &index,
                 now,
-                &reservation.repo,
-                &reservation.scope,
-                &reservation.key,
-                crate::stats::Event::Save,
+                (&r.repo, &r.scope, &r.key),
+                saved,
                 uploaded,
                 dedup_saved,
             );
@@ -672,11 +663,8 @@ impl CacheStore {
             )));
         }
         let upload = self.upload(id)?;
-        let (uploaded, dedup_saved) = {
-            let state = lock(&upload);
-            (state.uploaded, state.dedup_saved)
-        };
-        self.commit(id, size, chunks, meta, dedup_saved)?;
+        let uploaded = lock(&upload).uploaded;
+        self.commit(id, size, chunks, meta)?;
         Ok(uploaded)
     }
 
@@ -716,15 +704,15 @@ impl CacheStore {
         // Attributed to the job's own scope, as the metrics are.
         let scope = scopes.first().map(String::as_str).unwrap_or_default();
         let key = keys.first().map(String::as_str).unwrap_or_default();
-        record_event(&index, now, repo, scope, key, event, bytes, 0);
+        record_event(&index, now, (repo, scope, key), event, bytes, 0);
         Ok(found)
     }
 
     /// The lookup record totalled since `since_ms` (of one repository, when given), for
-    /// `kiln cache stats`.
+    /// `kiln cache stats`: read on a connection of its own, so a long query never holds up
+    /// lookups and saves.
     pub fn stats(&self, repo: Option<&str>, since_ms: i64) -> Result<crate::stats::StatsReport> {
-        let index = lock(&self.index);
-        crate::stats::query(index.conn(), repo, since_ms, now_ms())
+        crate::stats::read(&self.cfg.data_dir, repo, since_ms)
     }
 
     pub fn list(&self, repo: &str, scopes: &[String], key: &str) -> Result<Vec<EntryRecord>> {

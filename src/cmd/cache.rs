@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// Base URL put into download/upload URLs (default: the Host the client used).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// How long the lookup record behind `kiln cache stats` keeps its events (e.g. 90d, 12h).
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    pub stats_retention: Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -154,6 +157,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = ServiceConfig::new(&data);
     cfg.store.max_size = a.max_size;
     cfg.store.max_unused = Duration::from_secs(a.max_unused_days.saturating_mul(86_400));
+    cfg.store.stats_retention = a.stats_retention;
     cfg.default_branch = a.default_branch_name;
     cfg.public_url = a.public_url;
     for pair in &a.default_branches {
