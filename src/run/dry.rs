@@ -76,6 +76,7 @@ impl LegRunner for DryRun {
                         name,
                         outcome: Conclusion::Success,
                         conclusion: Conclusion::Success,
+                        cache: None,
                     });
                 }
             }

@@ -198,6 +198,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect();
         renderer.summary(&shown);
+        summary::print_caches(&shown);
         summary::print(&shown);
         if let Some(summary_dir) = &args.summary_dir {
             summary::write(&dir.join(summary_dir), &reports)?;
@@ -356,6 +357,7 @@ fn convert_report(engine: &Engine, file: &WorkflowFile, event: &str) -> RunRepor
                         name: s.name,
                         outcome: s.outcome,
                         conclusion: s.conclusion,
+                        cache: s.cache,
                     })
                     .collect(),
             })

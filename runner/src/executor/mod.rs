@@ -187,6 +187,9 @@ pub struct JobResult {
     pub error: Option<String>,
     /// Every step summary, in step order (masked).
     pub summaries: Vec<String>,
+    /// What cache steps did, by index in `steps` (a composite step's entry is its last cache
+    /// step's).
+    pub caches: std::collections::BTreeMap<usize, kiln_workflow::StepCache>,
 }
 
 /// Runs one job leg to its end. Never panics on input; everything the job created is removed
