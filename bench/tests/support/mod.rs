@@ -1,5 +1,6 @@
 //! A throw-away git repository whose commits the tests write file by file, with fixed dates so
 //! the replay order is known.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
