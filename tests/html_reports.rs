@@ -4,8 +4,10 @@
 //! Skips loudly without Chromium, and fails instead under `KILN_REQUIRE_CHROMIUM=1` (.ci/run
 //! sets it and installs Debian's `chromium`).
 
+mod bench_support;
 mod run_support;
 
+use bench_support::{lockfile_history, OUTCOMES};
 use kiln_cache::digest::{ChunkRef, Digest};
 use kiln_cache::index::{EntryKind, Reservation};
 use kiln_cache::{CacheStore, StoreConfig};
@@ -105,52 +107,13 @@ fn dot_kinds(svg: &str) -> Vec<&str> {
         .collect()
 }
 
-fn git(dir: &Path, args: &[&str], clock: i64) {
-    let date = format!("{clock} +0000");
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .env("GIT_AUTHOR_DATE", &date)
-        .env("GIT_COMMITTER_DATE", &date)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
-
-const WORKFLOW: &str = r#"on: push
-jobs:
-  build:
-    runs-on: ubuntu-latest
-    steps:
-      - name: cargo cache
-        uses: actions/cache@v4
-        with:
-          path: target
-          key: ${{ runner.os }}-cargo-${{ hashFiles('Cargo.lock') }}
-          restore-keys: ${{ runner.os }}-cargo-
-"#;
-
 #[test]
 fn the_bench_report_draws_an_outcome_per_commit_and_bytes_over_time() {
     let Some(browser) = chromium() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"], 0);
-    std::fs::create_dir_all(repo.join(".github/workflows")).unwrap();
-    std::fs::write(repo.join(".github/workflows/ci.yml"), WORKFLOW).unwrap();
-    // Lock files per commit: miss, exact, restore-key, exact, restore-key.
-    for (i, lock) in ["a", "a", "b", "b", "c"].iter().enumerate() {
-        std::fs::write(repo.join("Cargo.lock"), lock).unwrap();
-        std::fs::write(repo.join("n.txt"), i.to_string()).unwrap();
-        let clock = 1_700_000_000 + 60 * i as i64;
-        git(&repo, &["add", "-A"], clock);
-        git(&repo, &["commit", "-qm", &format!("c{i}")], clock);
-    }
+    let repo = lockfile_history(dir.path());
     let out = dir.path().join("out");
     let (status, _, err) = kiln(
         &repo,
@@ -169,10 +132,7 @@ fn the_bench_report_draws_an_outcome_per_commit_and_bytes_over_time() {
     let dom = rendered_dom(&browser, &out.join("cache-bench.html"));
 
     let outcomes = chart(&dom, "outcomes");
-    assert_eq!(
-        dot_kinds(outcomes),
-        ["miss", "exact", "restore-key", "exact", "restore-key"]
-    );
+    assert_eq!(dot_kinds(outcomes), OUTCOMES);
     assert!(outcomes.contains("commit (oldest first)"), "x axis label");
     for legend in ["exact hit", "restore-key hit", "miss"] {
         assert!(outcomes.contains(&format!(">{legend}<")), "legend {legend}");
