@@ -3,6 +3,7 @@
 //! share it.
 
 mod cmd;
+mod html;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
     Cache(cmd::cache::CacheArgs),
     /// Build the local images Docker jobs run in.
     Image(cmd::image::ImageArgs),
+    /// Benchmark: replay a repository's history through the cache.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::HashFiles(args) => cmd::hash_files::run(args),
         Command::Cache(args) => cmd::cache::run(args),
         Command::Image(args) => cmd::image::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -155,7 +155,13 @@ impl Index {
                 "ALTER TABLE entries ADD COLUMN durable INTEGER NOT NULL DEFAULT 1",
             )?;
         }
+        crate::stats::migrate(&conn)?;
         Ok(Index { conn })
+    }
+
+    /// The connection, for the lookup record (`stats`).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// A connection of its own for checkpointing the log off the request path.

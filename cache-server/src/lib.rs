@@ -23,10 +23,15 @@ pub mod metrics;
 mod prechunk;
 mod ranges;
 mod sharing;
+pub mod stats;
 pub mod store;
 pub mod token;
+pub mod units;
 pub mod unpack;
 
+/// Where the content-defined chunker cuts: kiln-bench chunks a commit's tracked files the way
+/// a save would.
+pub use cdc::cut_length;
 pub use error::{CacheError, Result};
 pub use http::{serve, serve_until_interrupted, CacheService, ServiceConfig};
 pub use store::{CacheStore, StoreConfig};

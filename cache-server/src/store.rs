@@ -33,6 +33,8 @@ pub struct StoreConfig {
     /// How long the background sync waits after a commit for more commits to sync with it.
     /// Entries are visible at once either way; a crash inside the wait loses them (a miss).
     pub sync_batch_delay: Duration,
+    /// How long the lookup record (`kiln cache stats`) keeps its events.
+    pub stats_retention: Duration,
 }
 
 impl StoreConfig {
@@ -45,6 +47,7 @@ impl StoreConfig {
             max_entry_size: 10 << 30,
             zstd_level: 3,
             sync_batch_delay: Duration::ZERO,
+            stats_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -92,6 +95,8 @@ struct UploadState {
     /// told is present, and what bounds its size.
     sent: HashSet<Digest>,
     sent_raw: u64,
+    /// Bytes the client did not send because their chunks were stored (native uploads).
+    dedup_saved: u64,
 }
 
 /// Accounting of archive writes past an entry's limit is cheaper than the disk filling up.
@@ -136,6 +141,22 @@ fn store_chunk(
     let stored = chunks.put_raw(digest, raw, level)?;
     lock(index).add_chunk(digest, stored, raw.len() as u64)?;
     Ok(false)
+}
+
+/// Writes one event of the lookup record for `(repo, scope, key)`. A failure only loses the
+/// event: the lookup or save it describes has happened and must not fail for its bookkeeping.
+fn record_event(
+    index: &Index,
+    at_ms: i64,
+    (repo, scope, key): (&str, &str, &str),
+    event: crate::stats::Event,
+    bytes: u64,
+    dedup: u64,
+) {
+    let recorded = crate::stats::record(index.conn(), at_ms, repo, scope, key, event, bytes, dedup);
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e, "cache stats: an event could not be recorded");
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -263,6 +284,11 @@ impl CacheStore {
     /// used entries are evicted until the store fits again, and an entry that alone takes more
     /// than the whole budget is refused (and its reservation dropped) instead of committed.
     fn commit(&self, id: u64, size: u64, manifest: &[ChunkRef], meta: &[u8]) -> Result<()> {
+        let (reservation, uploaded, dedup_saved) = {
+            let upload = self.upload(id)?;
+            let state = lock(&upload);
+            (state.reservation.clone(), state.uploaded, state.dedup_saved)
+        };
         let mut digests: Vec<Digest> = manifest.iter().map(|c| c.digest).collect();
         digests.sort();
         digests.dedup();
@@ -278,7 +304,11 @@ impl CacheStore {
                     self.cfg.max_size
                 )));
             }
-            index.commit(id, size, manifest, meta, now_ms())?;
+            let now = now_ms();
+            index.commit(id, size, manifest, meta, now)?;
+            let r = &reservation;
+            let saved = crate::stats::Event::Save;
+            record_event(&index, now, (&r.repo, &r.scope, &r.key), saved, uploaded, dedup_saved);
             self.evict_to_budget(&mut index, Some(id))?;
         }
         self.discard_upload_files(id);
@@ -320,6 +350,7 @@ impl CacheStore {
                 pinned: HashSet::new(),
                 sent: HashSet::new(),
                 sent_raw: 0,
+                dedup_saved: 0,
             })),
         );
         Ok(id)
@@ -370,6 +401,7 @@ impl CacheStore {
                 missing.push(c.digest);
             }
         }
+        lock(&upload).dedup_saved += dedup_saved;
         Ok(NativeReservation {
             id,
             missing,
@@ -472,7 +504,26 @@ impl CacheStore {
         version: &str,
         allow_tree: bool,
     ) -> Result<Option<(EntryRecord, MatchKind)>> {
-        lock(&self.index).lookup(repo, scopes, keys, version, allow_tree, now_ms())
+        let now = now_ms();
+        let mut index = lock(&self.index);
+        let found = index.lookup(repo, scopes, keys, version, allow_tree, now)?;
+        let (event, bytes) = match &found {
+            Some((entry, MatchKind::Exact)) => (crate::stats::Event::ExactHit, entry.size),
+            Some((entry, MatchKind::Partial)) => (crate::stats::Event::RestoreKeyHit, entry.size),
+            None => (crate::stats::Event::Miss, 0),
+        };
+        // Attributed to the job's own scope, as the metrics are.
+        let scope = scopes.first().map(String::as_str).unwrap_or_default();
+        let key = keys.first().map(String::as_str).unwrap_or_default();
+        record_event(&index, now, (repo, scope, key), event, bytes, 0);
+        Ok(found)
+    }
+
+    /// The lookup record totalled since `since_ms` (of one repository, when given), for
+    /// `kiln cache stats`: read on a connection of its own, so a long query never holds up
+    /// lookups and saves.
+    pub fn stats(&self, repo: Option<&str>, since_ms: i64) -> Result<crate::stats::StatsReport> {
+        crate::stats::read(&self.cfg.data_dir, repo, since_ms)
     }
 
     pub fn list(&self, repo: &str, scopes: &[String], key: &str) -> Result<Vec<EntryRecord>> {
@@ -546,6 +597,8 @@ impl CacheStore {
             .unwrap_or(0);
         let cutoff = now_ms - self.cfg.max_unused.as_millis() as i64;
         let mut index = lock(&self.index);
+        let stats_cutoff = now_ms - self.cfg.stats_retention.as_millis() as i64;
+        crate::stats::expire(index.conn(), stats_cutoff)?;
         report.entries_expired = index.expire_unused(cutoff)?;
         report.chunks_deleted += self.collect_garbage(&mut index)?;
         let (entries, chunks) = self.evict_to_budget(&mut index, None)?;

@@ -48,6 +48,7 @@ impl CacheStore {
             last_activity: Instant::now(),
             uploaded: 0,
             pinned: HashSet::new(),
+            dedup_saved: 0,
             sent: HashSet::new(),
             sent_raw: 0,
         };
@@ -314,6 +315,7 @@ impl CacheStore {
                 len: chunk.data.len() as u32,
             });
         }
+        lock(&upload).dedup_saved = dedup_saved;
         self.commit(id, size, &manifest, &[])?;
         Ok(UploadStats {
             uploaded,

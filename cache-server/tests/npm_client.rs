@@ -2,117 +2,17 @@
 //! restore-key hit, miss, conflict on a second save, scope isolation, corruption.
 //! Needs node and `cd tests/npm && npm ci` (done by .ci/run); fails loudly without them.
 
+#[path = "../../tests/npm/harness.rs"]
+mod npm;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use npm::{require_node, Api, NpmJob};
+use std::path::Path;
 use support::{bytes, write, TestServer};
 
-#[derive(Clone, Copy, Debug)]
-enum Api {
-    V1,
-    V2,
-}
-
-fn npm_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/npm")
-}
-
-fn require_node() {
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "node is not installed: install Node.js 20+, then run `cd tests/npm && npm ci`"
-    );
-    assert!(
-        npm_dir()
-            .join("node_modules/@actions/cache/package.json")
-            .is_file(),
-        "the npm client is missing: run `cd tests/npm && npm ci`"
-    );
-}
-
-struct Job<'a> {
-    server: &'a TestServer,
-    api: Api,
-    token: String,
-    git_ref: String,
-    workspace: PathBuf,
-    temp: PathBuf,
-}
-
-impl Job<'_> {
-    /// Runs the driver; returns its result and its whole output (for assertion messages).
-    fn run_logged(&self, args: &[&str]) -> (serde_json::Value, String) {
-        let mut cmd = Command::new("node");
-        cmd.arg(npm_dir().join("driver.mjs"))
-            .args(args)
-            .current_dir(&self.workspace)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.temp)
-            .env("GITHUB_WORKSPACE", &self.workspace)
-            .env("RUNNER_TEMP", &self.temp)
-            .env("GITHUB_REF", &self.git_ref)
-            .env("GITHUB_SERVER_URL", "https://github.com")
-            .env("ACTIONS_RUNTIME_TOKEN", &self.token)
-            .env("CACHE_PATHS", "data")
-            .env("RUNNER_DEBUG", "1");
-        match self.api {
-            Api::V1 => cmd.env("ACTIONS_CACHE_URL", format!("{}/", self.server.url)),
-            Api::V2 => cmd
-                .env("ACTIONS_RESULTS_URL", format!("{}/", self.server.url))
-                .env("ACTIONS_CACHE_SERVICE_V2", "true"),
-        };
-        let out = cmd.output().expect("run node");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("KILN_RESULT "))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no result from node: {stdout}\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            });
-        (
-            serde_json::from_str(line).unwrap(),
-            format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
-        )
-    }
-
-    fn save(&self, key: &str) -> i64 {
-        let (v, log) = self.run_logged(&["save", key]);
-        eprintln!("save {key}:\n{log}");
-        v["cacheId"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("save {key}: {v}\n{log}"))
-    }
-
-    fn restore(&self, key: &str, restore_keys: &[&str]) -> Option<String> {
-        let mut args = vec!["restore", key];
-        args.extend_from_slice(restore_keys);
-        let (v, log) = self.run_logged(&args);
-        assert!(v.get("error").is_none(), "restore {key}: {v}\n{log}");
-        // Shown by the test harness only when the test fails.
-        eprintln!("restore {key}:\n{log}");
-        v["matchedKey"].as_str().map(str::to_string)
-    }
-}
-
-fn job<'a>(server: &'a TestServer, api: Api, git_ref: &str, root: &Path, name: &str) -> Job<'a> {
-    let workspace = root.join(name).join("ws");
-    let temp = root.join(name).join("tmp");
-    std::fs::create_dir_all(&workspace).unwrap();
-    std::fs::create_dir_all(&temp).unwrap();
-    Job {
-        server,
-        api,
-        token: server.token("o/r", git_ref, None, false),
-        git_ref: git_ref.into(),
-        workspace,
-        temp,
-    }
+fn job(server: &TestServer, api: Api, git_ref: &str, root: &Path, name: &str) -> NpmJob {
+    let token = server.token("o/r", git_ref, None, false);
+    NpmJob::new(&server.url, api, token, git_ref, root, name)
 }
 
 fn scenario(api: Api, big: bool) {

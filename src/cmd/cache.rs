@@ -1,6 +1,7 @@
 //! `kiln cache serve` and `kiln cache token`: run the content-addressed cache server alone, and
 //! mint job tokens for scripts, tests and other CI systems.
 
+use crate::cmd::output::{emit, Format};
 use anyhow::{bail, Context};
 use kiln_cache::{CacheService, ServiceConfig, TokenRequest};
 use std::path::PathBuf;
@@ -19,6 +20,32 @@ pub enum CacheCommand {
     Serve(ServeArgs),
     /// Print a job token for this server (set it as ACTIONS_RUNTIME_TOKEN).
     Token(TokenArgs),
+    /// What the server saw: lookups, hits and misses, bytes, per repository, key family and scope.
+    Stats(StatsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// A running server; needs a job token of the repository (--token, else $KILN_CACHE_TOKEN).
+    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    pub url: Option<String>,
+    /// A server's data directory, read directly (read-only; every repository).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Job token for --url (see `kiln cache token`).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Only this repository (owner/name).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Only events of this recent period, e.g. 30d, 12h (default: everything kept).
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write DIR/cache-stats.{txt,json,html} instead of printing.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -30,7 +57,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Budget for stored bytes; least recently used entries are evicted above it (e.g. 20GiB).
-    #[arg(long, default_value = "20GiB", value_parser = parse_size)]
+    #[arg(long, default_value = "20GiB", value_parser = kiln_cache::units::parse_size)]
     pub max_size: u64,
     /// Entries not used for this many days are removed.
     #[arg(long, default_value_t = 7)]
@@ -44,6 +71,9 @@ pub struct ServeArgs {
     /// Base URL put into download/upload URLs (default: the Host the client used).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// How long the lookup record behind `kiln cache stats` keeps its events (e.g. 90d, 12h).
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    pub stats_retention: Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +102,43 @@ pub fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         CacheCommand::Serve(a) => serve(a),
         CacheCommand::Token(a) => token(a),
+        CacheCommand::Stats(a) => stats(a),
     }
+}
+
+fn stats(a: StatsArgs) -> anyhow::Result<ExitCode> {
+    let since_ms = match a.since {
+        Some(d) => kiln_cache::store::now_ms() - d.as_millis() as i64,
+        None => 0,
+    };
+    let mut report = match (&a.url, &a.data) {
+        (Some(url), _) => {
+            let from_env = std::env::var("KILN_CACHE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            let Some(token) = a.token.as_ref().or(from_env.as_ref()) else {
+                bail!("--url needs a job token of the repository: --token TOKEN or KILN_CACHE_TOKEN (kiln cache token mints one)");
+            };
+            kiln_cache::client::CacheClient::new(url, token)
+                .stats(since_ms)
+                .with_context(|| format!("asking {url} for its statistics"))?
+        }
+        (None, Some(data)) => kiln_cache::stats::read(data, a.repo.as_deref(), since_ms)
+            .with_context(|| format!("reading the statistics in {}", data.display()))?,
+        (None, None) => bail!("name a server with --url URL or a data directory with --data DIR"),
+    };
+    if let Some(repo) = &a.repo {
+        // A token's report covers its own repository; --repo must agree with it.
+        report.groups.retain(|g| &g.repository == repo);
+        report.days.retain(|d| &d.repository == repo);
+    }
+    let text = match a.format {
+        Format::Table => crate::cmd::stats::table(&report),
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Html => crate::cmd::stats::html(&report),
+    };
+    emit(&text, a.out.as_deref(), "cache-stats", a.format)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -91,6 +157,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = ServiceConfig::new(&data);
     cfg.store.max_size = a.max_size;
     cfg.store.max_unused = Duration::from_secs(a.max_unused_days.saturating_mul(86_400));
+    cfg.store.stats_retention = a.stats_retention;
     cfg.default_branch = a.default_branch_name;
     cfg.public_url = a.public_url;
     for pair in &a.default_branches {
@@ -133,34 +200,6 @@ fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
     )?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// `20GiB`, `512MiB`, `10GB`, `1048576`.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 20GiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (use KiB, MiB, GiB, TiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// `90s`, `30m`, `6h`, `2d`.
@@ -216,9 +255,9 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
-        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
-        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
-        assert!(parse_size("5 parsecs").is_err());
+        assert_eq!(kiln_cache::units::parse_size("20GiB"), Ok(20 << 30));
+        assert_eq!(kiln_cache::units::parse_size("10GB"), Ok(10_000_000_000));
+        assert!(kiln_cache::units::parse_size("5 parsecs").is_err());
         assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(21_600)));
         assert!(parse_duration("6y").is_err());
     }

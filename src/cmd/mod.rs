@@ -1,8 +1,11 @@
+pub mod bench;
 pub mod cache;
 pub mod expr;
 pub mod hash_files;
 pub mod image;
+pub mod output;
 pub mod plan;
 pub mod run;
+pub mod stats;
 pub mod validate;
 pub(crate) mod workflow_files;

@@ -77,6 +77,7 @@ impl LegRunner for DryRun {
                         name,
                         outcome: Conclusion::Success,
                         conclusion: Conclusion::Success,
+                        cache: None,
                     });
                 }
             }

@@ -226,7 +226,7 @@ async fn check_images(
     Ok(())
 }
 
-fn completion(result: JobResult) -> JobCompletion {
+fn completion(mut result: JobResult) -> JobCompletion {
     JobCompletion {
         conclusion: result.conclusion,
         outputs: result.outputs,
@@ -236,11 +236,13 @@ fn completion(result: JobResult) -> JobCompletion {
         steps: result
             .steps
             .into_iter()
-            .map(|s| StepRecord {
+            .enumerate()
+            .map(|(i, s)| StepRecord {
                 id: s.id,
                 name: s.name,
                 outcome: s.outcome,
                 conclusion: s.conclusion,
+                cache: result.caches.remove(&i),
             })
             .collect(),
     }

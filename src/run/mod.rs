@@ -227,6 +227,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect();
         renderer.summary(&shown);
+        summary::print_caches(&shown);
         summary::print(&shown);
         if let Some(summary_dir) = &args.summary_dir {
             summary::write(&dir.join(summary_dir), &reports)?;
@@ -387,6 +388,7 @@ fn convert_report(engine: &Engine, file: &WorkflowFile, event: &str) -> RunRepor
                         name: s.name,
                         outcome: s.outcome,
                         conclusion: s.conclusion,
+                        cache: s.cache,
                     })
                     .collect(),
             })

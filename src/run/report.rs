@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indexmap::IndexMap;
-use kiln_workflow::Conclusion;
+use kiln_workflow::{Conclusion, StepCache};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +45,9 @@ pub struct StepReport {
     pub name: String,
     pub outcome: Conclusion,
     pub conclusion: Conclusion,
+    /// What a cache step did (lookup, matched key, bytes restored, save); `null` for other
+    /// steps. docs/run.md documents the fields.
+    pub cache: Option<StepCache>,
 }
 
 impl JobReport {
@@ -149,6 +152,15 @@ mod tests {
                     name: "Run echo".into(),
                     outcome: Conclusion::Failure,
                     conclusion: Conclusion::Success,
+                    cache: Some(StepCache {
+                        key: "deps-2".into(),
+                        lookup: Some(kiln_workflow::CacheLookup::RestoreKey),
+                        matched_key: Some("deps-1".into()),
+                        restored_bytes: 10,
+                        save: Some(kiln_workflow::CacheSave::Saved),
+                        saved_bytes: 12,
+                        uploaded_bytes: 3,
+                    }),
                 }],
                 summary: Some("# Done\n".into()),
             }],
@@ -160,5 +172,21 @@ mod tests {
         assert_eq!(json["conclusion"], "success");
         assert_eq!(json["jobs"][0]["matrix"]["n"], 1);
         assert_eq!(json["jobs"][0]["summary"], "# Done\n");
+        let cache = &json["jobs"][0]["steps"][0]["cache"];
+        assert_eq!(cache["lookup"], "restore-key");
+        assert_eq!(cache["matched_key"], "deps-1");
+        assert_eq!(cache["save"], "saved");
+        assert_eq!(
+            (
+                &cache["restored_bytes"],
+                &cache["saved_bytes"],
+                &cache["uploaded_bytes"]
+            ),
+            (
+                &serde_json::json!(10),
+                &serde_json::json!(12),
+                &serde_json::json!(3)
+            )
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! each job's summary after the result table, between delimiter lines, and with
 //! `--summary-dir DIR` also writes them to `DIR/<workflow>/<job>.md`. Step summaries arrive
 //! masked and within GitHub's 1 MiB limit per step (the executor refuses larger ones with an
-//! error annotation).
+//! error annotation). Before them, one line per cache step says what it did.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -10,6 +10,8 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use super::report::RunReport;
+use crate::cmd::output::human;
+use kiln_workflow::{CacheSave, StepCache};
 
 /// One job's document: its steps' summaries in step order, each ending with a line break so
 /// the next one starts on a line of its own.
@@ -49,6 +51,69 @@ pub fn print(reports: &[RunReport]) {
                 "\n──── summary of {name} ────\n{summary}──── end of summary of {name} ────\n"
             );
         }
+    }
+    let _ = out.flush();
+}
+
+/// One line per cache step of the run: `job / step: restore-key hit (deps-1), 12.0 MiB
+/// restored; saved deps-2 (14.1 MiB, 2.0 MiB sent)`.
+pub fn cache_lines(reports: &[RunReport]) -> Vec<String> {
+    let several = reports.len() > 1;
+    let mut lines = Vec::new();
+    for report in reports {
+        for job in &report.jobs {
+            for step in &job.steps {
+                if let Some(cache) = &step.cache {
+                    let job = label(report, &job.name, several);
+                    lines.push(format!("{job} / {}: {}", step.name, describe(cache)));
+                }
+            }
+        }
+    }
+    lines
+}
+
+fn describe(cache: &StepCache) -> String {
+    let mut parts = Vec::new();
+    if let Some(lookup) = cache.lookup {
+        let mut text = lookup.as_str().to_owned();
+        match &cache.matched_key {
+            Some(matched) if *matched != cache.key => text.push_str(&format!(" ({matched})")),
+            _ if lookup == kiln_workflow::CacheLookup::Miss => {
+                text.push_str(&format!(" ({})", cache.key))
+            }
+            _ => {}
+        }
+        if cache.restored_bytes > 0 {
+            text.push_str(&format!(", {} restored", human(cache.restored_bytes)));
+        }
+        parts.push(text);
+    }
+    match cache.save {
+        Some(CacheSave::Saved) => parts.push(format!(
+            "saved {} ({}, {} sent)",
+            cache.key,
+            human(cache.saved_bytes),
+            human(cache.uploaded_bytes)
+        )),
+        Some(CacheSave::Exists) => parts.push(format!("not saved: {} exists", cache.key)),
+        Some(CacheSave::NothingToSave) => parts.push("not saved: no files".to_owned()),
+        Some(CacheSave::Failed) => parts.push("save failed".to_owned()),
+        Some(CacheSave::NotNeeded) | None => {}
+    }
+    parts.join("; ")
+}
+
+/// Prints the cache lines under the result table.
+pub fn print_caches(reports: &[RunReport]) {
+    let lines = cache_lines(reports);
+    if lines.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\nCACHE");
+    for line in lines {
+        let _ = writeln!(out, "{line}");
     }
     let _ = out.flush();
 }

@@ -22,5 +22,5 @@ pub use parse::{
     parse_action, parse_workflow, parse_workflow_with, ParseOptions, ParseResult, PermissionsPolicy,
 };
 pub use pinning::unpinned_uses;
-pub use status::Conclusion;
+pub use status::{CacheLookup, CacheSave, Conclusion, StepCache};
 pub use value::{Kind, Object, Value};

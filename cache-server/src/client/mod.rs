@@ -147,6 +147,17 @@ impl CacheClient {
         serde_json::from_slice(&bytes).map_err(|e| CacheError::Protocol(format!("{path}: {e}")))
     }
 
+    /// The server's lookup record of the token's repository since `since_ms`
+    /// (`kiln cache stats --url`).
+    pub fn stats(&self, since_ms: i64) -> Result<crate::stats::StatsReport> {
+        let path = format!("/stats?since_ms={since_ms}");
+        let (status, bytes) = self.exchange("GET", &path, None)?;
+        if !(200..300).contains(&status) {
+            return Err(status_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CacheError::Protocol(format!("{path}: {e}")))
+    }
+
     fn lookup(&self, keys: &[String], version: &str) -> Result<LookupResponse> {
         self.json(
             "/native/v1/lookup",

@@ -4,6 +4,7 @@
 
 mod download;
 pub mod native;
+mod stats;
 mod v1;
 mod v2;
 
@@ -122,6 +123,7 @@ impl CacheService {
             .merge(v2::routes())
             .merge(native::routes())
             .merge(download::routes())
+            .merge(stats::routes())
             .route("/metrics", get(metrics_text))
             .route("/healthz", get(|| async { "ok\n" }))
             .with_state(Arc::clone(self))

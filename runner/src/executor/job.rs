@@ -94,6 +94,8 @@ pub struct JobRunner {
     /// The job-level `steps` context, for job outputs and post steps.
     pub job_steps: Object,
     pub records: Vec<StepRecord>,
+    /// What cache steps did, by the index their step's record takes in `records`.
+    pub caches: std::collections::BTreeMap<usize, kiln_workflow::StepCache>,
     pub post_steps: Vec<PostStep>,
     /// Pre/post bookkeeping of the job's actions.
     pub stages: crate::actions::Stages,
@@ -171,6 +173,7 @@ pub async fn run(
                 finished_at: SystemTime::now(),
                 error: Some(error),
                 summaries: Vec::new(),
+                caches: Default::default(),
             };
         }
     };
@@ -203,6 +206,7 @@ pub async fn run(
         finished_at: SystemTime::now(),
         error,
         summaries: std::mem::take(&mut runner.summaries),
+        caches: std::mem::take(&mut runner.caches),
     }
 }
 
@@ -255,6 +259,7 @@ impl JobRunner {
             status: ScopeStatus::default(),
             job_steps: Object::new(),
             records: Vec::new(),
+            caches: Default::default(),
             post_steps: Vec::new(),
             stages: Default::default(),
             sequence: 0,

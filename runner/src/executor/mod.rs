@@ -191,6 +191,9 @@ pub struct JobResult {
     pub error: Option<String>,
     /// Every step summary, in step order (masked).
     pub summaries: Vec<String>,
+    /// What cache steps did, by index in `steps` (a composite step's entry is its last cache
+    /// step's).
+    pub caches: std::collections::BTreeMap<usize, kiln_workflow::StepCache>,
 }
 
 /// How a running job is told to stop.

@@ -100,6 +100,8 @@ pub struct StepRecord {
     pub name: String,
     pub outcome: Conclusion,
     pub conclusion: Conclusion,
+    /// What the step did with the cache, when it is a cache step (passed through to reports).
+    pub cache: Option<kiln_workflow::StepCache>,
 }
 
 /// Something the driver should tell the user about.

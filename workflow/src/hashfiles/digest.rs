@@ -1,11 +1,9 @@
 //! Hashing the ordered file list: every file's SHA-256 in parallel, then one SHA-256 over
 //! the raw 32-byte digests in list order (what the runner's `hashFiles.ts` computes).
 
+use super::source::FileSource;
 use super::HashFilesError;
 use sha2::{Digest, Sha256};
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -25,6 +23,7 @@ pub(crate) type FileDigest = [u8; 32];
 /// The digest of each file, in order, or the error of the earliest file that failed (the
 /// one GitHub, hashing sequentially, would report).
 pub(crate) fn digest_files(
+    source: &dyn FileSource,
     files: &[String],
     threads: usize,
     deadline: Instant,
@@ -33,6 +32,7 @@ pub(crate) fn digest_files(
     let next_index = AtomicUsize::new(0);
     let earliest_failure = AtomicUsize::new(usize::MAX);
     let queue = Queue {
+        source,
         files,
         next_index: &next_index,
         earliest_failure: &earliest_failure,
@@ -95,6 +95,7 @@ pub(crate) fn combine(digests: &[FileDigest]) -> String {
 
 /// Files handed out by a shared index, so a few large files do not leave a worker idle.
 struct Queue<'a> {
+    source: &'a dyn FileSource,
     files: &'a [String],
     next_index: &'a AtomicUsize,
     earliest_failure: &'a AtomicUsize,
@@ -127,7 +128,8 @@ impl Queue<'_> {
                         seconds: super::GITHUB_TIMEOUT.as_secs(),
                     })
                 } else {
-                    digest_file(&self.files[index], &mut buffer, self.deadline)
+                    self.source
+                        .sha256(&self.files[index], &mut buffer, self.deadline)
                 };
             match outcome {
                 Ok(digest) => batch.digests.push((index, digest)),
@@ -139,33 +141,4 @@ impl Queue<'_> {
             }
         }
     }
-}
-
-fn digest_file(
-    path: &str,
-    buffer: &mut [u8],
-    deadline: Instant,
-) -> Result<FileDigest, HashFilesError> {
-    let failed = |action, source| HashFilesError::Io {
-        action,
-        path: PathBuf::from(path),
-        source,
-    };
-    let mut file = File::open(path).map_err(|source| failed("open", source))?;
-    let mut hasher = Sha256::new();
-    loop {
-        let read = match file.read(buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(failed("read", source)),
-        };
-        hasher.update(&buffer[..read]);
-        if read == buffer.len() && Instant::now() > deadline {
-            return Err(HashFilesError::TimedOut {
-                seconds: super::GITHUB_TIMEOUT.as_secs(),
-            });
-        }
-    }
-    Ok(hasher.finalize().into())
 }

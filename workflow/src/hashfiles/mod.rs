@@ -14,7 +14,10 @@
 mod digest;
 mod glob;
 mod pattern;
+mod source;
 mod walk;
+
+pub use source::{DirEntry, EntryKind, FileSource, LocalFiles};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -91,18 +94,37 @@ pub fn hash_files_with(
     args: &[String],
     options: &HashFilesOptions,
 ) -> Result<String, HashFilesError> {
+    let cwd = real_workspace(workspace)?;
+    hash_files_in(&LocalFiles, &cwd, args, options)
+}
+
+/// `hashFiles(args...)` over any [`FileSource`]: `cwd` is the workspace as the source names it
+/// (an absolute path with links resolved, as the runner's `process.cwd()`). `~` patterns root
+/// at `$HOME` as on the local file system.
+pub fn hash_files_in(
+    source: &dyn FileSource,
+    cwd: &str,
+    args: &[String],
+    options: &HashFilesOptions,
+) -> Result<String, HashFilesError> {
     let deadline = Instant::now() + GITHUB_TIMEOUT;
-    let prepared = Prepared::new(workspace, args, options)?;
-    let outcome = prepared.walk(deadline);
+    let prepared = Prepared::new(cwd, args, options)?;
+    let outcome = prepared.walk(source, deadline);
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         threads => threads,
     };
-    let digests = digest::digest_files(&outcome.files, threads, deadline)?;
+    let digests = digest::digest_files(source, &outcome.files, threads, deadline)?;
     if let Some(error) = outcome.error {
         return Err(error);
     }
     Ok(digest::combine(&digests))
+}
+
+/// hashFiles()'s result from the digests of the matched files, in order: SHA-256 over the
+/// raw per-file digests, lowercase hex, "" for none (for callers that keep per-file digests).
+pub fn combine_digests(digests: &[[u8; 32]]) -> String {
+    digest::combine(digests)
 }
 
 /// The files hashFiles() would hash, in GitHub's order, as absolute paths under the
@@ -112,11 +134,23 @@ pub fn matched_files(
     args: &[String],
     options: &HashFilesOptions,
 ) -> Result<Vec<PathBuf>, HashFilesError> {
-    let prepared = Prepared::new(workspace, args, options)?;
-    let outcome = prepared.walk(Instant::now() + GITHUB_TIMEOUT);
+    let cwd = real_workspace(workspace)?;
+    matched_files_in(&LocalFiles, &cwd, args, options)
+        .map(|files| files.into_iter().map(PathBuf::from).collect())
+}
+
+/// [`matched_files`] over any [`FileSource`], as the source names the paths.
+pub fn matched_files_in(
+    source: &dyn FileSource,
+    cwd: &str,
+    args: &[String],
+    options: &HashFilesOptions,
+) -> Result<Vec<String>, HashFilesError> {
+    let prepared = Prepared::new(cwd, args, options)?;
+    let outcome = prepared.walk(source, Instant::now() + GITHUB_TIMEOUT);
     match outcome.error {
         Some(error) => Err(error),
-        None => Ok(outcome.files.into_iter().map(PathBuf::from).collect()),
+        None => Ok(outcome.files),
     }
 }
 
@@ -129,12 +163,12 @@ struct Prepared {
 
 impl Prepared {
     fn new(
-        workspace: &Path,
+        cwd: &str,
         args: &[String],
         options: &HashFilesOptions,
     ) -> Result<Prepared, HashFilesError> {
         let (follow_option, lines) = split_arguments(args)?;
-        let cwd = real_workspace(workspace)?;
+        let cwd = cwd.to_string();
         let home = std::env::var("HOME").ok().filter(|home| !home.is_empty());
         let roots = pattern::Roots {
             cwd: &cwd,
@@ -148,8 +182,9 @@ impl Prepared {
         })
     }
 
-    fn walk(&self, deadline: Instant) -> walk::WalkOutcome {
+    fn walk(&self, source: &dyn FileSource, deadline: Instant) -> walk::WalkOutcome {
         walk::walk(&walk::WalkSettings {
+            source,
             patterns: &self.patterns,
             cwd: &self.cwd,
             follow_symbolic_links: self.follow_symbolic_links,

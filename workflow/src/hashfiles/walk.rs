@@ -7,8 +7,8 @@
 //! (`d_type`) stands in for `lstat`, and only symbolic links are `stat`ed.
 
 use super::pattern::{self, Pattern, MATCH_FILE, MATCH_NONE};
+use super::source::{EntryKind, FileSource};
 use super::{glob::Scratch, HashFilesError};
-use std::fs::{self, FileType};
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -26,6 +26,7 @@ pub(crate) struct WalkOutcome {
 const DEADLINE_CHECK_INTERVAL: usize = 256;
 
 pub(crate) struct WalkSettings<'a> {
+    pub source: &'a dyn FileSource,
     pub patterns: &'a [Pattern],
     /// The real workspace path: only files under `cwd/` are hashed.
     pub cwd: &'a str,
@@ -44,8 +45,8 @@ struct Pending {
     path: String,
     /// Depth, roots being 1: keeps the symlink-cycle chain in step with the walk.
     level: usize,
-    /// The type `readdir` reported for the entry itself (not following links).
-    entry_type: Option<FileType>,
+    /// The kind `readdir` reported for the entry itself (not following links).
+    entry_type: Option<EntryKind>,
     /// The raw name was not UTF-8. Node only ever sees it decoded with U+FFFD, so any
     /// `stat` of the path it builds fails as if the file did not exist.
     mangled_name: bool,
@@ -63,10 +64,11 @@ enum Found {
 
 fn walk_into(settings: &WalkSettings<'_>, files: &mut Vec<String>) -> Result<(), HashFilesError> {
     let follow = settings.follow_symbolic_links;
+    let source = settings.source;
     let workspace_prefix = format!("{}/", settings.cwd);
     let mut stack: Vec<Pending> = Vec::new();
     for root in pattern::search_paths(settings.patterns) {
-        match fs::symlink_metadata(&root) {
+        match source.lstat(&root) {
             Ok(_) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(source) => return Err(io_error("inspect", &root, source)),
@@ -99,14 +101,14 @@ fn walk_into(settings: &WalkSettings<'_>, files: &mut Vec<String>) -> Result<(),
         {
             continue;
         }
-        let Some(found) = inspect(&item, follow)? else {
+        let Some(found) = inspect(source, &item, follow)? else {
             continue;
         };
         match found {
             Found::Directory => {
                 // A matched directory is yielded too, but hashFiles skips directories.
                 let real_path = if follow {
-                    let real = real_path_of(&item)?;
+                    let real = real_path_of(source, &item)?;
                     while traversal_chain.len() >= item.level {
                         traversal_chain.pop();
                     }
@@ -118,16 +120,27 @@ fn walk_into(settings: &WalkSettings<'_>, files: &mut Vec<String>) -> Result<(),
                 } else {
                     None
                 };
-                push_children(&item, real_path, &mut stack)?;
+                push_children(source, &item, real_path, &mut stack)?;
             }
             _ if kind & MATCH_FILE == 0 => {}
             // Matched, but outside the workspace: hashFiles ignores it before any stat.
             _ if !item.path.starts_with(&workspace_prefix) => {}
             Found::RegularFile => files.push(item.path),
-            Found::Symlink => match fs::metadata(&item.path) {
-                Ok(target) if target.is_dir() => {}
-                Ok(target) if target.is_file() => files.push(item.path),
-                Ok(target) => return Err(special_file(&item.path, &target.file_type())),
+            Found::Symlink => match source.stat(&item.path) {
+                Ok(EntryKind::Directory) => {}
+                Ok(EntryKind::File) => files.push(item.path),
+                Ok(EntryKind::Special(kind)) => {
+                    return Err(HashFilesError::NotRegularFile {
+                        path: PathBuf::from(item.path),
+                        kind,
+                    })
+                }
+                Ok(EntryKind::Symlink) => {
+                    return Err(HashFilesError::NotRegularFile {
+                        path: PathBuf::from(item.path),
+                        kind: "a symbolic link that cannot be resolved",
+                    })
+                }
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {
                     return Err(HashFilesError::BrokenSymlink {
                         path: PathBuf::from(item.path),
@@ -150,7 +163,11 @@ fn walk_into(settings: &WalkSettings<'_>, files: &mut Vec<String>) -> Result<(),
 
 /// `lstat` (default) or `stat` (following links) of a path the patterns care about.
 /// `Ok(None)`: following links, the path is a broken link (or vanished), which Node omits.
-fn inspect(item: &Pending, follow: bool) -> Result<Option<Found>, HashFilesError> {
+fn inspect(
+    source: &dyn FileSource,
+    item: &Pending,
+    follow: bool,
+) -> Result<Option<Found>, HashFilesError> {
     if item.mangled_name {
         if follow {
             return Ok(None);
@@ -159,70 +176,66 @@ fn inspect(item: &Pending, follow: bool) -> Result<Option<Found>, HashFilesError
             path: PathBuf::from(&item.path),
         });
     }
-    let file_type = match item.entry_type {
-        Some(file_type) if !(follow && file_type.is_symlink()) => file_type,
+    let kind = match item.entry_type {
+        Some(kind) if !(follow && kind == EntryKind::Symlink) => kind,
         _ => {
-            let metadata = if follow {
-                fs::metadata(&item.path)
+            let found = if follow {
+                source.stat(&item.path)
             } else {
-                fs::symlink_metadata(&item.path)
+                source.lstat(&item.path)
             };
-            match metadata {
-                Ok(metadata) => metadata.file_type(),
+            match found {
+                Ok(kind) => kind,
                 Err(error) if follow && error.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(source) => return Err(io_error("inspect", &item.path, source)),
+                Err(error) => return Err(io_error("inspect", &item.path, error)),
             }
         }
     };
-    Ok(Some(if file_type.is_dir() {
-        Found::Directory
-    } else if file_type.is_file() {
-        Found::RegularFile
-    } else if file_type.is_symlink() {
-        Found::Symlink
-    } else {
-        Found::Special(special_kind(&file_type))
+    Ok(Some(match kind {
+        EntryKind::Directory => Found::Directory,
+        EntryKind::File => Found::RegularFile,
+        EntryKind::Symlink => Found::Symlink,
+        EntryKind::Special(kind) => Found::Special(kind),
     }))
 }
 
 /// The directory's real path for cycle detection. A plain directory listed by a directory
 /// whose real path is known needs no syscall.
-fn real_path_of(item: &Pending) -> Result<Rc<str>, HashFilesError> {
-    let listed_as_directory = item.entry_type.is_some_and(|t| t.is_dir());
+fn real_path_of(source: &dyn FileSource, item: &Pending) -> Result<Rc<str>, HashFilesError> {
+    let listed_as_directory = item.entry_type == Some(EntryKind::Directory);
     if let (true, Some(parent)) = (listed_as_directory, &item.parent_real_path) {
         let name = item.path.rsplit('/').next().unwrap_or_default();
         let separator = if parent.ends_with('/') { "" } else { "/" };
         return Ok(Rc::from(format!("{parent}{separator}{name}")));
     }
-    let real =
-        fs::canonicalize(&item.path).map_err(|source| io_error("resolve", &item.path, source))?;
-    match real.into_os_string().into_string() {
+    match source.real_path(&item.path) {
         Ok(real) => Ok(Rc::from(real)),
-        Err(_) => Err(HashFilesError::InvalidFileName {
-            path: PathBuf::from(&item.path),
-        }),
+        Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+            Err(HashFilesError::InvalidFileName {
+                path: PathBuf::from(&item.path),
+            })
+        }
+        Err(error) => Err(io_error("resolve", &item.path, error)),
     }
 }
 
 fn push_children(
+    source: &dyn FileSource,
     item: &Pending,
     real_path: Option<Rc<str>>,
     stack: &mut Vec<Pending>,
 ) -> Result<(), HashFilesError> {
-    let listing = fs::read_dir(&item.path)
-        .map_err(|source| io_error("read the directory", &item.path, source))?;
-    let mut children = Vec::new();
-    for entry in listing {
-        let entry = entry.map_err(|source| io_error("read the directory", &item.path, source))?;
-        children.push((entry.file_name(), entry.file_type().ok()));
-    }
-    // `OsString` orders by raw bytes on Unix: libuv's `strcmp`.
-    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut children = source
+        .read_dir(&item.path)
+        .map_err(|error| io_error("read the directory", &item.path, error))?;
+    // Raw bytes order: libuv's `strcmp`.
+    children.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let separator = if item.path.ends_with('/') { "" } else { "/" };
-    for (name, entry_type) in children.into_iter().rev() {
-        let (name, mangled_name) = match name.into_string() {
+    for child in children.into_iter().rev() {
+        let entry_type = child.kind;
+        let (name, mangled_name) = match String::from_utf8(child.name) {
             Ok(name) => (name, false),
-            Err(raw) => (raw.to_string_lossy().into_owned(), true),
+            Err(raw) => (String::from_utf8_lossy(raw.as_bytes()).into_owned(), true),
         };
         stack.push(Pending {
             path: format!("{}{separator}{name}", item.path),
@@ -233,28 +246,6 @@ fn push_children(
         });
     }
     Ok(())
-}
-
-fn special_kind(file_type: &FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if file_type.is_fifo() {
-        "a named pipe"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else {
-        "not a regular file"
-    }
-}
-
-fn special_file(path: &str, file_type: &FileType) -> HashFilesError {
-    HashFilesError::NotRegularFile {
-        path: PathBuf::from(path),
-        kind: special_kind(file_type),
-    }
 }
 
 fn io_error(action: &'static str, path: &str, source: io::Error) -> HashFilesError {

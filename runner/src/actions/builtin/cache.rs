@@ -11,7 +11,7 @@ use kiln_cache::client::{
     SaveRequest,
 };
 use kiln_workflow::commands::AnnotationLevel;
-use kiln_workflow::Conclusion;
+use kiln_workflow::{CacheLookup, CacheSave as SaveResult, Conclusion, StepCache};
 
 use super::{input, BuiltinResult};
 use crate::executor::job::{JobRunner, PostStep};
@@ -58,6 +58,15 @@ pub struct CacheSave {
     paths: Vec<String>,
     /// The key the restore found, if any: an exact hit means there is nothing new to save.
     matched_key: Option<String>,
+    /// The index of the step's record, whose cache report the save completes.
+    record: usize,
+}
+
+/// A save's result and sizes, for the step's cache report.
+struct Saved {
+    result: SaveResult,
+    bytes: u64,
+    uploaded: u64,
 }
 
 /// A multi-line input as `actions/cache` reads it: one entry per line, `! x` written as `!x`,
@@ -110,6 +119,17 @@ fn required<'a>(inputs: &'a IndexMap<String, String>, name: &str) -> Result<&'a 
     input(inputs, name).ok_or_else(|| format!("Input required and not supplied: {name}"))
 }
 
+impl Saved {
+    /// A save that stored nothing, and why.
+    fn failed(result: SaveResult) -> Saved {
+        Saved {
+            result,
+            bytes: 0,
+            uploaded: 0,
+        }
+    }
+}
+
 impl JobRunner {
     pub(super) async fn cache_step(
         &mut self,
@@ -123,9 +143,17 @@ impl JobRunner {
             if paths.is_empty() {
                 return Err("Input required and not supplied: path".to_owned());
             }
-            if !self.save_cache(ctx, &key, &paths).await {
+            let saved = self.save_cache(ctx, &key, &paths).await;
+            if saved.result != SaveResult::Saved {
                 self.cache_warning(ctx, "Cache save failed.");
             }
+            self.report_cache(StepCache {
+                key,
+                save: Some(saved.result),
+                saved_bytes: saved.bytes,
+                uploaded_bytes: saved.uploaded,
+                ..StepCache::default()
+            });
             return Ok(Vec::new());
         }
         let key = required(inputs, "key")?.to_owned();
@@ -146,6 +174,11 @@ impl JobRunner {
             // false and the step succeeds, even with `fail-on-cache-miss`.
             self.cache_warning(ctx, NOT_CONFIGURED);
             outputs.push(("cache-hit".to_owned(), "false".to_owned()));
+            self.report_cache(StepCache {
+                key,
+                lookup: Some(CacheLookup::Unavailable),
+                ..StepCache::default()
+            });
             return Ok(outputs);
         };
         let request = RestoreRequest {
@@ -162,10 +195,18 @@ impl JobRunner {
                 return Err("The operation was canceled.".to_owned());
             }
         };
+        let mut lookup = CacheLookup::Miss;
+        let mut restored_bytes = 0;
         let matched_key = match restored {
             Ok(Ok(RestoreOutcome::Hit {
                 matched_key, stats, ..
             })) => {
+                lookup = if is_exact_match(&key, Some(&matched_key)) {
+                    CacheLookup::Exact
+                } else {
+                    CacheLookup::RestoreKey
+                };
+                restored_bytes = stats.bytes_written;
                 let message = if lookup_only {
                     format!("Cache found and can be restored from key: {matched_key}")
                 } else {
@@ -184,13 +225,22 @@ impl JobRunner {
             }
             Ok(Err(error)) => {
                 self.cache_warning(ctx, &format!("Failed to restore: {error}"));
+                lookup = CacheLookup::Unavailable;
                 None
             }
             Err(join) => {
                 self.cache_warning(ctx, &format!("Failed to restore: {join}"));
+                lookup = CacheLookup::Unavailable;
                 None
             }
         };
+        let record = self.report_cache(StepCache {
+            key: key.clone(),
+            lookup: Some(lookup),
+            matched_key: matched_key.clone(),
+            restored_bytes,
+            ..StepCache::default()
+        });
         match &matched_key {
             Some(matched) => {
                 let exact = is_exact_match(&key, Some(matched));
@@ -226,6 +276,7 @@ impl JobRunner {
                         primary_key: key,
                         paths,
                         matched_key,
+                        record,
                     }),
                 },
             });
@@ -236,33 +287,47 @@ impl JobRunner {
     /// The post phase of `actions/cache`: saves unless the restore was an exact hit. Never
     /// fails the job.
     pub(crate) async fn cache_post(&mut self, ctx: &StepCtx, save: CacheSave) -> Conclusion {
-        if is_exact_match(&save.primary_key, save.matched_key.as_deref()) {
+        let saved = if is_exact_match(&save.primary_key, save.matched_key.as_deref()) {
             let message = format!(
                 "Cache hit occurred on the primary key {}, not saving cache.",
                 save.primary_key
             );
             self.emitter.log(&self.log, &ctx.name, &message);
+            Saved::failed(SaveResult::NotNeeded)
         } else {
-            self.save_cache(ctx, &save.primary_key, &save.paths).await;
+            self.save_cache(ctx, &save.primary_key, &save.paths).await
+        };
+        if let Some(report) = self.caches.get_mut(&save.record) {
+            report.save = Some(saved.result);
+            report.saved_bytes = saved.bytes;
+            report.uploaded_bytes = saved.uploaded;
         }
         Conclusion::Success
     }
 
-    /// Saves `paths` under `key`; problems become warnings. True when an entry was stored.
-    async fn save_cache(&mut self, ctx: &StepCtx, key: &str, paths: &[String]) -> bool {
+    /// Records what a cache step did against the record its step will take (the enclosing
+    /// step's, inside a composite action); returns that index.
+    fn report_cache(&mut self, report: StepCache) -> usize {
+        let record = self.records.len();
+        self.caches.insert(record, report);
+        record
+    }
+
+    /// Saves `paths` under `key`; problems become warnings.
+    async fn save_cache(&mut self, ctx: &StepCtx, key: &str, paths: &[String]) -> Saved {
         let Some(client) = self.cache_client() else {
             self.cache_warning(ctx, NOT_CONFIGURED);
-            return false;
+            return Saved::failed(SaveResult::Failed);
         };
         if let Err(message) = validate_keys(key, &[]) {
             self.cache_warning(ctx, &message);
-            return false;
+            return Saved::failed(SaveResult::Failed);
         }
         let context = match self.cache_paths(paths) {
             Ok(context) => context,
             Err(message) => {
                 self.cache_warning(ctx, &message);
-                return false;
+                return Saved::failed(SaveResult::Failed);
             }
         };
         let request = SaveRequest {
@@ -279,7 +344,11 @@ impl JobRunner {
                     stats.files, stats.bytes, stats.chunks_uploaded, stats.chunks, stats.bytes_uploaded
                 );
                 self.emitter.log(&self.log, &ctx.name, &message);
-                true
+                Saved {
+                    result: SaveResult::Saved,
+                    bytes: stats.bytes,
+                    uploaded: stats.bytes_uploaded,
+                }
             }
             Ok(Ok(SaveOutcome::AlreadyExists)) => {
                 // actions/cache reports this at info level: another job got there first.
@@ -287,26 +356,26 @@ impl JobRunner {
                     "Failed to save: Unable to reserve cache with key {key}, another job may be creating this cache."
                 );
                 self.emitter.log(&self.log, &ctx.name, &message);
-                false
+                Saved::failed(SaveResult::Exists)
             }
             Ok(Ok(SaveOutcome::NothingToSave)) => {
                 self.cache_warning(
                     ctx,
                     "Path Validation Error: Path(s) specified in the action for caching do(es) not exist, hence no cache is being saved.",
                 );
-                false
+                Saved::failed(SaveResult::NothingToSave)
             }
             Ok(Ok(SaveOutcome::Denied(message))) => {
                 self.cache_warning(ctx, &format!("Failed to save: {message}"));
-                false
+                Saved::failed(SaveResult::Failed)
             }
             Ok(Err(error)) => {
                 self.cache_warning(ctx, &format!("Failed to save: {error}"));
-                false
+                Saved::failed(SaveResult::Failed)
             }
             Err(join) => {
                 self.cache_warning(ctx, &format!("Failed to save: {join}"));
-                false
+                Saved::failed(SaveResult::Failed)
             }
         }
     }
