@@ -507,7 +507,7 @@ impl Replay<'_> {
                 len: self.sizes.get(d).map_or(8, |s| s.0 as u32),
             })
             .collect();
-        let answer = self.store.missing_chunks(id, &refs)?;
+        let answer = self.store.missing_chunks(id, &refs, &run.reads)?;
         for digest in &answer.missing {
             let bytes = match (encoded.remove(digest), self.synthetic.get(digest)) {
                 (Some(bytes), _) => bytes,

@@ -4,7 +4,7 @@
 //! know exactly (the Python version the action resolved, the image's release) come from the
 //! inputs as written and the job's `runs-on` label; the report's key families show them.
 
-use kiln_workflow::model::{Pairs, Param};
+use kiln_workflow::model::{Param, WithMap};
 
 /// A setup action's cache, as the workflow configures it.
 #[derive(Clone, Debug)]
@@ -47,15 +47,15 @@ pub struct Platform<'a> {
     pub release: &'a str,
 }
 
-fn with_param<'a>(with: &'a Pairs<Param>, name: &str) -> Option<&'a Param> {
-    with.iter()
+fn with_param<'a>(with: &'a WithMap, name: &str) -> Option<&'a Param> {
+    with.pairs()
         .find(|(k, _)| k.value.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
 }
 
 /// The cache a setup step configures, or None when it does not cache. `cache:` must be
 /// written literally to be recognised (an expression there is read as written).
-pub fn setup_cache(action: &str, major: Option<u32>, with: &Pairs<Param>) -> Option<SetupCache> {
+pub fn setup_cache(action: &str, major: Option<u32>, with: &WithMap) -> Option<SetupCache> {
     let literal = |name: &str| {
         with_param(with, name).map(|p| match &p.template {
             Some(t) => t.raw.clone(),

@@ -14,12 +14,12 @@
 use crate::setup::{setup_cache, LockFiles, Platform, SetupCache};
 use crate::tree::CommitTree;
 use kiln_workflow::eval::{
-    evaluate_condition, evaluate_nested, evaluate_param, evaluate_to_string,
+    evaluate_condition, evaluate_env, evaluate_tree, evaluate_param, evaluate_to_string,
 };
 use kiln_workflow::expr::EvalContext;
 use kiln_workflow::hashfiles::{self, FileSource, HashFilesOptions};
 use kiln_workflow::model::{
-    Condition, JobKind, Matrix, Pairs, Param, RunsOn, Step, StepAction, Template, Workflow,
+    Condition, EnvMap, JobKind, Matrix, Param, WithMap, RunsOn, Step, StepAction, Workflow,
 };
 use kiln_workflow::value::{Object, Value};
 use std::cell::RefCell;
@@ -72,7 +72,7 @@ pub struct LegInfo {
     release: String,
     condition: Condition,
     matrix: Object,
-    env: [Pairs<Template>; 2],
+    env: [EnvMap; 2],
     /// Every job id of the workflow (`needs.<id>.result` is `success`).
     jobs: Vec<String>,
     /// The ids of the job's steps, in order, with whether each is a cache step.
@@ -93,7 +93,7 @@ pub struct CacheStepDef {
     pub kind: CacheKind,
     key: KeySource,
     condition: Condition,
-    env: Pairs<Template>,
+    env: EnvMap,
 }
 
 /// A key evaluated for one commit.
@@ -194,11 +194,11 @@ pub fn discover(file: &str, workflow: &Workflow) -> Vec<CacheStepDef> {
 /// or it is computed by an expression (its keys then see an empty `matrix`).
 fn matrix_legs(matrix: Option<&Matrix>) -> Vec<(Object, Vec<String>)> {
     let single = || vec![(Object::new(), Vec::new())];
-    let Some(Matrix::Mapping { value, .. }) = matrix else {
+    let Some(Matrix::Mapping(value)) = matrix else {
         return single();
     };
     let ctx = KeyContext::bare(Object::new());
-    let Ok(Value::Object(evaluated)) = evaluate_nested(value, &ctx) else {
+    let Ok(Value::Object(evaluated)) = evaluate_tree(value, &ctx) else {
         return single();
     };
     match kiln_workflow::matrix::expand(&evaluated) {
@@ -292,8 +292,8 @@ fn matrix_contexts(matrix: &Object) -> Object {
     contexts
 }
 
-fn with_param<'a>(with: &'a Pairs<Param>, name: &str) -> Option<&'a Param> {
-    with.iter()
+fn with_param<'a>(with: &'a WithMap, name: &str) -> Option<&'a Param> {
+    with.pairs()
         .find(|(k, _)| k.value.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
 }
@@ -528,11 +528,11 @@ impl CacheStepDef {
         }
         let mut env = Object::new();
         for level in self.leg.env.iter().chain(std::iter::once(&self.env)) {
-            for (name, template) in level {
-                let value = evaluate_to_string(template, &ctx).map_err(|e| e.to_string())?;
-                env.insert(name.value.as_str(), Value::string(value));
-                ctx.contexts.insert("env", Value::object(env.clone()));
+            let evaluated = evaluate_env(level, &ctx).map_err(|e| e.to_string())?;
+            for (name, value) in evaluated {
+                env.insert(name.as_str(), Value::string(value));
             }
+            ctx.contexts.insert("env", Value::object(env.clone()));
         }
         if !evaluate_condition(&self.condition, &ctx).map_err(|e| e.to_string())? {
             return Ok(None);

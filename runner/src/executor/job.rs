@@ -15,7 +15,7 @@ use kiln_workflow::Conclusion;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{github_with, job_context, RunnerInfo};
+use super::context::{job_context, RunnerInfo};
 use super::files::{thousands, ValueBudget, MAX_VALUE_BYTES};
 use super::job_keys::{JobKeys, JobScope};
 use super::layout::JobLayout;
