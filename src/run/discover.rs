@@ -305,9 +305,10 @@ mod tests {
         std::fs::create_dir_all(&wf).expect("mkdir");
         let callee = "on:\n  workflow_call:\njobs:\n  inner:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo in\n";
         std::fs::write(wf.join("callee.yml"), callee).expect("write");
-        std::fs::create_dir_all(other.path().join("w")).expect("mkdir");
-        std::fs::write(other.path().join("w/remote.yml"), callee).expect("write");
-        let caller = "on: push\njobs:\n  a:\n    uses: ./.github/workflows/callee.yml\n  b:\n    uses: octo/lib/w/remote.yml@v1\n";
+        let other_wf = other.path().join(".github/workflows");
+        std::fs::create_dir_all(&other_wf).expect("mkdir");
+        std::fs::write(other_wf.join("remote.yml"), callee).expect("write");
+        let caller = "on: push\njobs:\n  a:\n    uses: ./.github/workflows/callee.yml\n  b:\n    uses: octo/lib/.github/workflows/remote.yml@v1\n";
         std::fs::write(wf.join("caller.yml"), caller).expect("write");
         let locals = vec![("octo/lib@v1".to_owned(), other.path().to_path_buf())];
         let source = CalleeSource {
