@@ -517,9 +517,20 @@ impl Beneath {
 
     /// Sets the mode of directory `path`, never through a symlink.
     pub(crate) fn set_dir_mode(&self, path: &Path, mode: u32) -> Result<()> {
-        let (dir, name) = self.parent_of(path)?;
-        let fd = open_child_dir(dir.as_raw_fd(), &name, libc::O_RDONLY)
-            .map_err(|e| CacheError::io("set mode of", path, e))?;
+        // An anchor (a `path:` root outside the workspace, `~/.npm`) has no parent beneath
+        // any anchor: it is reopened from its own descriptor.
+        let anchor = match self.resolve {
+            Resolve::Follow => None,
+            _ => Some(self.locate(path)?).filter(|(_, rel)| rel.as_os_str().is_empty()),
+        };
+        let opened = match anchor {
+            Some((anchor, _)) => open_child_dir(self.anchor_fd(anchor)?, c".", libc::O_RDONLY),
+            None => {
+                let (dir, name) = self.parent_of(path)?;
+                open_child_dir(dir.as_raw_fd(), &name, libc::O_RDONLY)
+            }
+        };
+        let fd = opened.map_err(|e| CacheError::io("set mode of", path, e))?;
         // SAFETY: an open descriptor.
         if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
             return Err(CacheError::io("set mode of", path, last_error()));
