@@ -3,6 +3,7 @@
 //! drive the same state machine. See docs/engine.md for the rules it applies.
 
 pub mod engine;
+pub mod store;
 
 pub use engine::{
     ContainerEval, Dispatch, Engine, EngineError, EngineEvent, EngineOptions, JobCompletion,
