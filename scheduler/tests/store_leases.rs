@@ -308,6 +308,7 @@ fn a_completion_needs_the_current_lease_and_is_idempotent() {
     let store = open(dir.path());
     let run_id = run(&store, "k");
     let job_id = queue(&store, &run_id, 0, &["linux"], T0);
+    let waiting = queue(&store, &run_id, 1, &["gpu"], T0);
     let (runner, _) = register(&store, "r", &["linux"]);
     let a = lease(&store, &runner.id, "p", T0).unwrap();
     store
@@ -363,12 +364,16 @@ fn a_completion_needs_the_current_lease_and_is_idempotent() {
     assert!(store.list_runners().unwrap()[0].running_job_ids.is_empty());
     // The payload (it carries the run's secrets) does not outlive the job.
     let conn = rusqlite::Connection::open(dir.path().join("scheduler.db")).unwrap();
-    let payload: Option<Vec<u8>> = conn
-        .query_row("SELECT payload FROM jobs WHERE id = ?1", [&job_id], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(payload, None);
+    let payloads = |id: &str| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM job_payloads WHERE job_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(payloads(&job_id), 0);
+    assert_eq!(payloads(&waiting), 1, "a queued job keeps its payload");
 }
 
 #[test]

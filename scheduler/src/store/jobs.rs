@@ -306,8 +306,10 @@ impl SqliteTx<'_> {
     fn assignment(&self, job_id: &str) -> Result<Option<Assignment>> {
         sql::one(
             self.conn,
-            "SELECT l.lease_id, l.attempt, l.expires_ms, j.run, j.payload
-             FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.job_id = ?1",
+            "SELECT l.lease_id, l.attempt, l.expires_ms, j.run, p.payload
+             FROM leases l JOIN jobs j ON j.id = l.job_id
+                 LEFT JOIN job_payloads p ON p.job_id = l.job_id
+             WHERE l.job_id = ?1",
             [job_id],
             "reading an assignment",
             |r| {
@@ -331,7 +333,7 @@ impl SqliteTx<'_> {
         for set in self.state.label_sets.matching(runner_labels) {
             let head: Option<(String, i64)> = sql::one(
                 self.conn,
-                "SELECT id, queue_order FROM jobs WHERE label_set = ?1 AND state = 2
+                "SELECT id, queue_order FROM jobs WHERE state = 2 AND label_set = ?1
                  ORDER BY queue_order LIMIT 1",
                 [set],
                 "searching the queue",
@@ -358,7 +360,7 @@ impl SqliteTx<'_> {
         let attempt: Option<u32> = sql::one(
             self.conn,
             "UPDATE jobs SET state = 4, conclusion = ?2, message = ?3, finished_ms = ?4,
-                 payload = NULL, waiting_reason = ''
+                 waiting_reason = ''
              WHERE id = ?1 AND state != 4 RETURNING attempt",
             params![job_id, conclusion.as_str(), message, now],
             "concluding a job",
@@ -368,6 +370,8 @@ impl SqliteTx<'_> {
             return Ok(false);
         };
         end_lease(self.conn, job_id)?;
+        let sql = "DELETE FROM job_payloads WHERE job_id = ?1";
+        sql::exec(self.conn, sql, [job_id], "concluding a job")?;
         logs::seal(self.conn, job_id, attempt)?;
         self.changes.watched = true;
         Ok(true)
@@ -409,15 +413,21 @@ impl JobsTx for SqliteTx<'_> {
         let order = self.state.next_queue_order;
         let changed = sql::exec(
             self.conn,
-            "UPDATE jobs SET state = 2, runs_on = ?2, label_set = ?3, payload = ?4,
-                 queued_ms = ?5, queue_order = ?6
+            "UPDATE jobs SET state = 2, runs_on = ?2, label_set = ?3, queued_ms = ?4,
+                 queue_order = ?5
              WHERE id = ?1 AND state = 1",
-            params![job_id, to_json(runs_on), set, payload, now, order],
+            params![job_id, to_json(runs_on), set, now, order],
             "queueing a job",
         )?;
         if changed == 0 {
             return self.existing(job_id, false);
         }
+        sql::exec(
+            self.conn,
+            "INSERT INTO job_payloads(job_id, payload) VALUES (?1, ?2)",
+            params![job_id, payload],
+            "queueing a job",
+        )?;
         self.state.next_queue_order += 1;
         self.changes.watched = true;
         self.changes.queued = true;

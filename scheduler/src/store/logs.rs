@@ -83,8 +83,7 @@ pub(crate) fn seal(conn: &Connection, job_id: &str, attempt: u32) -> Result<()> 
         return Ok(());
     };
     let raw = encode_block(&lines);
-    let data = zstd::bulk::compress(&raw, ZSTD_LEVEL)
-        .map_err(StoreError::io("compress log lines of job", job_id))?;
+    let data = compress(&raw).map_err(StoreError::io("compress log lines of job", job_id))?;
     let action = "storing a log block";
     sql::exec(
         conn,
@@ -114,6 +113,24 @@ pub(crate) fn seal(conn: &Connection, job_id: &str, attempt: u32) -> Result<()> 
         action,
     )?;
     Ok(())
+}
+
+thread_local! {
+    /// A compression context costs more to set up than compressing a block: each writing
+    /// thread keeps one.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        compressor.compress(raw)
+    })
 }
 
 fn read_tail(
