@@ -177,7 +177,7 @@ fn unfinished_runs_are_listed_for_replay_with_their_ops_in_order() {
         .into_iter()
         .map(|r| r.id)
         .collect();
-    assert_eq!(unfinished, [a.clone()]);
+    assert_eq!(unfinished, std::slice::from_ref(&a));
     let ops = store.run_ops(&a).unwrap();
     assert_eq!(
         ops.iter().map(|o| o.seq).collect::<Vec<_>>(),

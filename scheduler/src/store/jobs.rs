@@ -587,7 +587,7 @@ impl JobsTx for SqliteTx<'_> {
         };
         self.mark_done(&job_ref.job_id, result.conclusion, &result.error, finished)?;
         let job = get_job(self.conn, &job_ref.job_id)?.ok_or_else(|| not_found(&job_ref.job_id))?;
-        Ok(Completion::Completed(job))
+        Ok(Completion::Completed(Box::new(job)))
     }
 
     fn conclude_job(

@@ -254,7 +254,7 @@ pub struct JobResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
     /// The job is done now.
-    Completed(JobRecord),
+    Completed(Box<JobRecord>),
     /// The same ref completed it before; nothing changed.
     AlreadyCompleted,
 }
