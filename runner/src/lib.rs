@@ -8,5 +8,7 @@ pub mod backend;
 pub mod executor;
 pub mod image;
 pub mod mask;
+pub mod platform;
+pub mod summary;
 #[cfg(feature = "test-support")]
 pub mod testing;
