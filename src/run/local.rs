@@ -347,6 +347,7 @@ impl LegRunner for LocalRunner {
                 offline: shared.offline,
                 local_repositories: shared.local_repositories.clone(),
                 cache: shared.cache.clone(),
+                artifacts: None,
             };
             if !dependants.is_empty() {
                 start_dependants(&request, &backend, dependants, &prestarts);
