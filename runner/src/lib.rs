@@ -4,6 +4,7 @@
 //! `ensure_base_image`).
 
 pub mod actions;
+pub mod agent;
 pub mod backend;
 pub mod executor;
 pub mod image;
@@ -12,3 +13,4 @@ pub mod platform;
 pub mod summary;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod transfer;

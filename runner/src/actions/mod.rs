@@ -22,6 +22,7 @@ use crate::executor::step::StepCtx;
 
 pub use builtin::{ArtifactServer, CacheSave};
 pub use docker::{remove_action_images, ContainerRun, ACTION_IMAGE_LABEL};
+pub(crate) use resolve::git;
 pub use resolve::{parse_uses, ActionRef};
 pub use stages::Stages;
 

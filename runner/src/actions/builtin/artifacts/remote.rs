@@ -5,9 +5,8 @@
 //!
 //! Blocking (ureq): call it from a blocking thread.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,15 +77,7 @@ type Result<T> = std::result::Result<T, String>;
 
 impl ArtifactServer {
     fn agent() -> ureq::Agent {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // The token must never follow a redirect to another host.
-            .max_redirects(0)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_per_read(Some(Duration::from_secs(120)))
-            .timeout_per_write(Some(Duration::from_secs(120)))
-            .build();
-        ureq::Agent::new_with_config(config)
+        crate::transfer::http_agent()
     }
 
     fn artifact_url(&self, name: &str) -> String {
@@ -220,57 +211,16 @@ impl ArtifactServer {
             if status != 200 {
                 return Err(status_error(response, &what, status));
             }
-            // One byte more than promised is enough to know the file is not what the
-            // manifest says; the server cannot make the runner read more.
-            let mut body = response
-                .into_body()
-                .into_with_config()
-                .reader()
-                .take(file.size.saturating_add(1));
-            write_verified(&mut body, &destination, file).map_err(|e| format!("{what}: {e}"))?;
+            crate::transfer::receive_verified(
+                response.into_body().into_reader(),
+                &destination,
+                file.size,
+                &file.blake3,
+            )
+            .map_err(|e| format!("{what}: {e}"))?;
         }
         Ok(())
     }
-}
-
-/// Streams `body` into `destination` through a temporary file, then checks size and digest.
-fn write_verified(body: &mut impl Read, destination: &Path, file: &ManifestFile) -> Result<()> {
-    let parent = destination
-        .parent()
-        .ok_or_else(|| format!("{} has no parent folder", destination.display()))?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let mut staging = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempfile_in(parent)
-        .map_err(|e| format!("cannot write in {}: {e}", parent.display()))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    let mut buffer = vec![0u8; 64 << 10];
-    loop {
-        let read = body
-            .read(&mut buffer)
-            .map_err(|e| format!("reading the file failed: {e}"))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        size += read as u64;
-        staging
-            .write_all(&buffer[..read])
-            .map_err(|e| format!("cannot write {}: {e}", destination.display()))?;
-    }
-    let digest = hasher.finalize().to_hex().to_string();
-    if size != file.size || !digest.eq_ignore_ascii_case(&file.blake3) {
-        return Err(format!(
-            "the file arrived damaged ({size} bytes, blake3 {digest}; expected {} bytes, blake3 {})",
-            file.size, file.blake3
-        ));
-    }
-    staging
-        .persist(destination)
-        .map_err(|e| format!("cannot write {}: {}", destination.display(), e.error))?;
-    Ok(())
 }
 
 /// `file` relative to `root`, `/`-separated; names must be UTF-8 to travel in URLs.
