@@ -76,19 +76,6 @@ pub(crate) fn job_request(
     }
     contexts.insert("secrets", Value::object(secrets_context));
     let artifacts = endpoint(&spec.artifacts).map(|(url, token)| ArtifactServer { url, token });
-    let mut masked: Vec<String> = secrets
-        .values()
-        .filter(|v| !v.is_empty())
-        .map(|v| (*v).clone())
-        .collect();
-    // The runner's own tokens never reach a step, but an error message might quote one.
-    masked.extend(artifacts.iter().map(|a| a.token.clone()));
-    if let Some(pb::source::Origin::Snapshot(snapshot)) =
-        spec.source.as_ref().and_then(|s| s.origin.as_ref())
-    {
-        masked.push(snapshot.token.clone());
-    }
-    masked.retain(|v| !v.is_empty());
     Ok(JobRequest {
         name: spec.name.clone(),
         job_id: spec.job_path.clone(),
@@ -114,7 +101,7 @@ pub(crate) fn job_request(
             0 => DEFAULT_TIMEOUT,
             ms => Duration::from_millis(ms),
         },
-        secrets: masked,
+        secrets: masked_values(spec),
         source_repo: place.source_repo,
         dirs: place.dirs,
         action_cache: options.action_cache.clone(),
@@ -124,6 +111,24 @@ pub(crate) fn job_request(
         cache: endpoint(&spec.cache).map(|(url, token)| CacheEndpoint { url, token }),
         artifacts,
     })
+}
+
+/// Every value the job's log must never show: its secrets, and the runner's own tokens for the
+/// artifact store, the snapshot and the cache (no step sees those, but a message might quote
+/// one).
+pub(crate) fn masked_values(spec: &pb::JobSpec) -> Vec<String> {
+    let mut values: Vec<String> = spec.secrets.values().cloned().collect();
+    values.sort();
+    for endpoint in [&spec.artifacts, &spec.cache].into_iter().flatten() {
+        values.push(endpoint.token.clone());
+    }
+    if let Some(pb::source::Origin::Snapshot(snapshot)) =
+        spec.source.as_ref().and_then(|s| s.origin.as_ref())
+    {
+        values.push(snapshot.token.clone());
+    }
+    values.retain(|v| !v.is_empty());
+    values
 }
 
 fn contexts(json: &str) -> Result<Object, String> {

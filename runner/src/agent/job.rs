@@ -25,6 +25,7 @@ use crate::actions::remove_action_images;
 use crate::backend::HostBackend;
 use crate::executor::{run_job, JobEvent, JobRequest, JobResult, RunDirs};
 use crate::image::ImageChecks;
+use crate::mask::Masker;
 use crate::platform::Platform;
 
 /// The step label of the runner's own lines about the job.
@@ -159,10 +160,14 @@ async fn execute(
     let started_at = SystemTime::now();
     let note = {
         let events = events.clone();
+        let mut masker = Masker::new();
+        for value in convert::masked_values(spec) {
+            masker.add(&value);
+        }
         move |line: String| {
             let _ = events.send(JobEvent::Log {
                 step: SETUP.to_owned(),
-                line,
+                line: masker.mask(&line).into_owned(),
             });
         }
     };

@@ -32,6 +32,22 @@ pub(crate) enum Source {
     },
 }
 
+/// A URL as the job's log may show it: without the password of `user:password@host`.
+fn redacted(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -39,7 +55,7 @@ impl std::fmt::Debug for Source {
             Source::Snapshot { sha, digest, .. } => {
                 write!(f, "Snapshot({digest} at {sha})")
             }
-            Source::Git { sha, url } => write!(f, "Git({url} at {sha})"),
+            Source::Git { sha, url } => write!(f, "Git({} at {sha})", redacted(url)),
         }
     }
 }
@@ -105,9 +121,13 @@ impl Sources {
             }
             Source::Git { sha, url } => {
                 check_sha(sha)?;
-                let cache = self.remote(url, sha).await?;
+                let shown = redacted(url);
+                let cache = self
+                    .remote(url, sha)
+                    .await
+                    .map_err(|e| e.replace(url.as_str(), &shown))?;
                 clone_at(&cache.to_string_lossy(), dest, sha).await?;
-                note(format!("Checked out {url} at {sha}"));
+                note(format!("Checked out {shown} at {sha}"));
                 Ok(())
             }
         }
@@ -450,6 +470,19 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(kept, [format!("{}.bundle", blake3::hash(&bytes).to_hex())]);
+    }
+
+    #[test]
+    fn passwords_in_git_urls_are_not_shown() {
+        assert_eq!(
+            redacted("https://bot:s3cret@git.example/o/r.git"),
+            "https://bot:***@git.example/o/r.git"
+        );
+        assert_eq!(
+            redacted("https://git.example/o/r"),
+            "https://git.example/o/r"
+        );
+        assert_eq!(redacted("/srv/git/r"), "/srv/git/r");
     }
 
     #[tokio::test]
