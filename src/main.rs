@@ -35,6 +35,8 @@ enum Command {
     Cache(cmd::cache::CacheArgs),
     /// Build the local images Docker jobs run in.
     Image(cmd::image::ImageArgs),
+    /// Register this machine as a runner of a kiln scheduler, and run its jobs.
+    Runner(cmd::runner::RunnerArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::HashFiles(args) => cmd::hash_files::run(args),
         Command::Cache(args) => cmd::cache::run(args),
         Command::Image(args) => cmd::image::run(args),
+        Command::Runner(args) => cmd::runner::run(args),
     };
     match result {
         Ok(code) => code,

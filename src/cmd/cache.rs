@@ -135,7 +135,7 @@ fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `20GiB`, `512MiB`, `10GB`, `1048576`.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
