@@ -72,7 +72,15 @@ pub(crate) async fn run(
     let platform = match &shared.executor {
         // A host runner runs every job it was given here: the scheduler matched its labels.
         Executor::Host => Ok(Platform::Host),
-        Executor::Docker(_) => shared.platforms.resolve_or_explain(&spec.runs_on),
+        Executor::Docker(_) => match (
+            shared.platforms.resolve_or_explain(&spec.runs_on),
+            &spec.container,
+        ) {
+            // The scheduler matched the labels already; a job with its own container needs
+            // no platform image to run in Docker.
+            (Err(_), Some(container)) => Ok(Platform::Image(container.image.clone())),
+            (platform, _) => platform,
+        },
     };
     let docker = match (&platform, shared.executor.docker()) {
         (Ok(Platform::Image(_)), Some(docker)) => Some(docker.clone()),

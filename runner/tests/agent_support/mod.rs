@@ -71,15 +71,26 @@ impl Agent {
 }
 
 pub async fn start_agent(fake: &FakeScheduler, capacity: usize, once: bool) -> Agent {
-    let credentials = credentials(fake).await;
     let work = tempfile::tempdir().expect("work dir");
-    let platforms = PlatformMap::new(&[], ExecutorKind::Host).expect("platforms");
-    let mut config = AgentConfig::new(
-        credentials,
-        work.path().join("work"),
-        Executor::Host,
-        platforms,
-    );
+    start_agent_on(fake, capacity, once, Executor::Host, &[], work).await
+}
+
+/// A runner with this executor, `-P` mappings and work directory (`work/work`).
+pub async fn start_agent_on(
+    fake: &FakeScheduler,
+    capacity: usize,
+    once: bool,
+    executor: Executor,
+    platforms: &[String],
+    work: tempfile::TempDir,
+) -> Agent {
+    let credentials = credentials(fake).await;
+    let kind = match executor {
+        Executor::Host => ExecutorKind::Host,
+        Executor::Docker(_) => ExecutorKind::Docker,
+    };
+    let platforms = PlatformMap::new(platforms, kind).expect("platforms");
+    let mut config = AgentConfig::new(credentials, work.path().join("work"), executor, platforms);
     config.capacity = capacity;
     config.once = once;
     config.retry_cap = Duration::from_millis(500);
