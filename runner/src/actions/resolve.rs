@@ -180,6 +180,8 @@ pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
         // which runs a command.
         .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
         .stdin(std::process::Stdio::null())
+        // A job stopped mid-clone must not leave git writing into its folder.
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| format!("cannot run git: {e}"))?;
