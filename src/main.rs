@@ -38,6 +38,8 @@ enum Command {
     Image(cmd::image::ImageArgs),
     /// Benchmark: replay a repository's history through the cache.
     Bench(cmd::bench::BenchArgs),
+    /// Register this machine as a runner of a kiln scheduler, and run its jobs.
+    Runner(cmd::runner::RunnerArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Cache(args) => cmd::cache::run(args),
         Command::Image(args) => cmd::image::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Runner(args) => cmd::runner::run(args),
     };
     match result {
         Ok(code) => code,

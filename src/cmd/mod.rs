@@ -7,5 +7,6 @@ pub mod output;
 pub mod plan;
 pub mod run;
 pub mod stats;
+pub mod runner;
 pub mod validate;
 pub(crate) mod workflow_files;

@@ -15,7 +15,7 @@ mod local;
 pub mod platform;
 pub mod render;
 pub mod report;
-mod setup;
+pub mod setup;
 pub mod signals;
 pub mod summary;
 
