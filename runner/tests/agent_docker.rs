@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use agent_support::{spec, start_agent_on, Agent};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
-use kiln_proto::v1 as pb;
 use kiln_runner::agent::fake::FakeScheduler;
 use kiln_runner::agent::{AgentEvent, AgentExit, Executor, JobOutcome};
 use kiln_runner::backend::{DockerBackend, JOB_KEY_LABEL};
@@ -199,10 +198,10 @@ async fn a_missing_image_fails_the_job_with_the_fix() {
     };
     let fake = FakeScheduler::start().await;
     let mut job = spec("no-image", "      - run: echo never\n");
-    job.container = Some(pb::ContainerSpec {
-        image: "kiln-test-no-such-image:1".to_owned(),
-        ..Default::default()
-    });
+    job.workflow_yaml = job.workflow_yaml.replace(
+        "    runs-on: linux\n",
+        "    runs-on: linux\n    container: kiln-test-no-such-image:1\n",
+    );
     fake.queue(job);
     let work = tempfile::tempdir().unwrap();
     let mut agent = start_agent_on(&fake, 1, true, Executor::Docker(docker), &[], work).await;

@@ -15,7 +15,7 @@ use kiln_runner::platform::{ExecutorKind, PlatformMap};
 use kiln_workflow::Conclusion;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cmd::cache::parse_size;
+use kiln_cache::units::parse_size;
 use crate::cmd::run::ExecutorFlag;
 use crate::run::config::parse_local_repositories;
 use crate::run::report::rfc3339;

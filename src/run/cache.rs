@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::platform::{ExecutorKind, DEFAULT_IMAGE};
+use super::platform::ExecutorKind;
+use kiln_runner::platform::DEFAULT_IMAGE;
 use super::setup::ExecutorChoice;
 use crate::cmd::run::Args;
 

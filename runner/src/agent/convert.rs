@@ -16,7 +16,6 @@ use kiln_workflow::Conclusion;
 use super::source::Source;
 use super::ExecOptions;
 use crate::actions::ArtifactServer;
-use crate::backend::{ContainerSpec, ServiceSpec};
 use crate::executor::{AnnotationEvent, CacheEndpoint, JobRequest, JobResult, RunDirs, StepRecord};
 
 /// GitHub's default `timeout-minutes`, for a spec that leaves it at 0.
@@ -35,6 +34,18 @@ pub(crate) struct JobPlace {
     pub dirs: RunDirs,
     /// Docker: the image of a job without `container:`.
     pub platform_image: Option<String>,
+}
+
+/// Whether the job of `spec` declares a `container:` (the workflow parsed as `job_request`
+/// parses it; one that does not parse says no, and fails later with the reason).
+pub(crate) fn declares_container(spec: &pb::JobSpec) -> bool {
+    let parsed = kiln_workflow::parse_workflow(&spec.workflow_path, &spec.workflow_yaml);
+    let job_id = spec.job_path.rsplit('/').next().unwrap_or(&spec.job_path);
+    parsed
+        .value
+        .as_ref()
+        .and_then(|workflow| workflow.job(job_id))
+        .is_some_and(|job| job.container.is_some())
 }
 
 /// The executor's request for `spec`. The workflow is parsed again here; a workflow that does
@@ -83,19 +94,6 @@ pub(crate) fn job_request(
         workflow: Arc::new(workflow),
         contexts,
         env: pairs(&spec.env),
-        container: spec.container.as_ref().map(container),
-        services: spec
-            .services
-            .iter()
-            .map(|service| ServiceSpec {
-                name: service.name.clone(),
-                container: service
-                    .container
-                    .as_ref()
-                    .map(container)
-                    .unwrap_or_default(),
-            })
-            .collect(),
         platform_image: place.platform_image,
         timeout: match spec.timeout_ms {
             0 => DEFAULT_TIMEOUT,
@@ -150,18 +148,6 @@ fn pairs(values: &[pb::KeyValue]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn container(spec: &pb::ContainerSpec) -> ContainerSpec {
-    ContainerSpec {
-        image: spec.image.clone(),
-        env: pairs(&spec.env),
-        ports: spec.ports.clone(),
-        volumes: spec.volumes.clone(),
-        options: spec.options.clone(),
-        credentials: (!spec.username.is_empty())
-            .then(|| (spec.username.clone(), spec.password.clone())),
-    }
-}
-
 fn endpoint(endpoint: &Option<pb::Endpoint>) -> Option<(String, String)> {
     endpoint
         .as_ref()
@@ -209,6 +195,7 @@ pub(crate) fn failed_before_start(started_at: SystemTime, error: String) -> JobR
         finished_at: SystemTime::now(),
         error: Some(error),
         summaries: Vec::new(),
+        caches: Default::default(),
     }
 }
 
@@ -336,19 +323,6 @@ jobs:
                     value: "2".to_owned(),
                 },
             ],
-            container: Some(pb::ContainerSpec {
-                image: "alpine:3".to_owned(),
-                username: "u".to_owned(),
-                password: "p".to_owned(),
-                ..Default::default()
-            }),
-            services: vec![pb::ServiceSpec {
-                name: "db".to_owned(),
-                container: Some(pb::ContainerSpec {
-                    image: "postgres:16".to_owned(),
-                    ..Default::default()
-                }),
-            }],
             runs_on: vec!["linux".to_owned()],
             timeout_ms: 0,
             source: None,
@@ -387,9 +361,7 @@ jobs:
         assert_eq!(secrets["TOKEN"], "s3cret");
         assert!(request.secrets.contains(&"s3cret".to_owned()));
         assert!(request.secrets.contains(&"artifact-token".to_owned()));
-        let container = request.container.unwrap();
-        assert_eq!(container.credentials, Some(("u".into(), "p".into())));
-        assert_eq!(request.services[0].container.image, "postgres:16");
+        assert!(!declares_container(&spec()));
         assert_eq!(request.timeout, DEFAULT_TIMEOUT);
         assert_eq!(request.cache.unwrap().token, "cache-token");
         assert_eq!(request.artifacts.unwrap().url, "http://sched:1/runs/1");

@@ -72,14 +72,13 @@ pub(crate) async fn run(
     let platform = match &shared.executor {
         // A host runner runs every job it was given here: the scheduler matched its labels.
         Executor::Host => Ok(Platform::Host),
-        Executor::Docker(_) => match (
-            shared.platforms.resolve_or_explain(&spec.runs_on),
-            &spec.container,
-        ) {
+        Executor::Docker(_) => match shared.platforms.resolve_or_explain(&spec.runs_on) {
             // The scheduler matched the labels already; a job with its own container needs
-            // no platform image to run in Docker.
-            (Err(_), Some(container)) => Ok(Platform::Image(container.image.clone())),
-            (platform, _) => platform,
+            // no platform image to run in Docker (the executor runs it in that container's).
+            Err(_) if convert::declares_container(&spec) => {
+                Ok(Platform::Image(crate::platform::DEFAULT_IMAGE.to_owned()))
+            }
+            platform => platform,
         },
     };
     let docker = match (&platform, shared.executor.docker()) {
@@ -223,11 +222,13 @@ async fn prepare(
     };
     let request = convert::job_request(spec, place, &shared.options)?;
     if let (Some(docker), Some(image)) = (shared.executor.docker(), &platform_image) {
-        let mut images = vec![request
-            .container
-            .as_ref()
-            .map_or_else(|| image.clone(), |c| c.image.clone())];
-        images.extend(request.services.iter().map(|s| s.container.image.clone()));
+        // A job with `container:` runs in that image, known only once the executor evaluated
+        // it; the backend reports a missing one, as it does a missing service image.
+        let images = if request.job.container.is_none() {
+            vec![image.clone()]
+        } else {
+            Vec::new()
+        };
         ImageChecks::default()
             .require(docker.client(), &images)
             .await?;

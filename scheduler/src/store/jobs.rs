@@ -222,6 +222,7 @@ impl RawJob {
                     name: s.name,
                     outcome: conclusion_from_str(&s.outcome)?,
                     conclusion: conclusion_from_str(&s.conclusion)?,
+                    cache: None,
                 })
             })
             .collect::<Result<_>>()?;
