@@ -38,14 +38,12 @@ use report::{JobReport, RunReport, StepReport};
 use signals::Signals;
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let dir = match &args.directory {
-        Some(dir) => dir.clone(),
-        None => std::env::current_dir().context("cannot determine the current directory")?,
-    };
+    let dir = args.request.dir()?;
     let repo = RepoState::read(&dir);
     let local_repositories = config::parse_local_repositories(&dir, &args.local_repositories)?;
     let target = dir.join(
-        args.workflows
+        args.request
+            .workflows
             .as_deref()
             .unwrap_or(".github/workflows".as_ref()),
     );
@@ -61,10 +59,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     if args.list || args.graph {
         let selected: Vec<&WorkflowFile> = files
             .iter()
-            .filter(|f| f.triggers_on(&args.event))
+            .filter(|f| f.triggers_on(&args.request.event))
             .collect();
         let text = if args.list {
-            listing::list(&selected, args.job.as_deref())
+            listing::list(&selected, args.request.job.as_deref())
         } else {
             listing::graph(&selected)
         };
@@ -98,18 +96,14 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             renderer.notice(&format!(
                 "no workflow in {} runs on `{}`",
                 target.display(),
-                args.event
+                args.request.event
             ));
             renderer.flush();
             return Ok(ExitCode::SUCCESS);
         }
-        let event = args
-            .event_path
-            .as_deref()
-            .map(|p| config::read_event(&dir.join(p)))
-            .transpose()?;
-        let values = setup::read_values(&dir, &args, event.as_ref())?;
-        let matrix_filter = config::parse_matrix_filters(&args.matrix)?;
+        let event = args.request.read_event(&dir)?;
+        let values = setup::read_values(&dir, &args.request, event.as_ref())?;
+        let matrix_filter = config::parse_matrix_filters(&args.request.matrix)?;
         let run_id = github::new_run_id();
         let token = values
             .secrets
@@ -125,7 +119,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             let github = github_context(
                 &repo,
                 &GithubInputs {
-                    event_name: &args.event,
+                    event_name: &args.request.event,
                     event: event.clone(),
                     workflow_name: &first.name(),
                     workflow_path: &first.display_path,
@@ -191,7 +185,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             reports = runs
                 .iter()
                 .zip(&selected)
-                .map(|(run, file)| convert_report(&run.engine, file, &args.event))
+                .map(|(run, file)| convert_report(&run.engine, file, &args.request.event))
                 .collect();
         }
         // Cleanup runs whatever happened above: errors are reported after it. Signals that
@@ -262,12 +256,12 @@ struct RunInputs<'a> {
 impl RunInputs<'_> {
     /// The engine of one workflow, with its contexts.
     fn workflow_run(&self, file: &WorkflowFile, prefix: String) -> anyhow::Result<WorkflowRun> {
-        discover::require_loaded_calls(file, self.args.job.as_deref())?;
+        discover::require_loaded_calls(file, self.args.request.job.as_deref())?;
         let name = file.name();
         let github = github_context(
             self.repo,
             &GithubInputs {
-                event_name: &self.args.event,
+                event_name: &self.args.request.event,
                 event: self.event.clone(),
                 workflow_name: &name,
                 workflow_path: &file.display_path,
@@ -275,11 +269,16 @@ impl RunInputs<'_> {
                 run_id: self.run_id,
             },
         );
-        let inputs = inputs_for(&file.workflow, &name, &self.args.event, &self.values.inputs)?;
+        let inputs = inputs_for(
+            &file.workflow,
+            &name,
+            &self.args.request.event,
+            &self.values.inputs,
+        )?;
         check_call_secrets(
             &file.workflow,
             &name,
-            &self.args.event,
+            &self.args.request.event,
             &self.values.secrets,
         )?;
         let spec = RunSpec {
@@ -289,7 +288,7 @@ impl RunInputs<'_> {
             inputs,
             vars: object_of(&self.values.vars),
             secrets: object_of(&self.values.secrets),
-            job_filter: self.args.job.clone(),
+            job_filter: self.args.request.job.clone(),
             matrix_filter: self.matrix_filter.to_vec(),
         };
         let options = EngineOptions {
@@ -331,15 +330,15 @@ fn select_workflows<'a>(
 ) -> anyhow::Result<Vec<&'a WorkflowFile>> {
     let mut selected = Vec::new();
     for file in files {
-        if !file.triggers_on(&args.event) {
+        if !file.triggers_on(&args.request.event) {
             let events = file.events().join(", ");
             renderer.notice(&format!(
                 "skipping {}: runs on {events}, not on {}",
-                file.display_path, args.event
+                file.display_path, args.request.event
             ));
             continue;
         }
-        if let Some(job) = &args.job {
+        if let Some(job) = &args.request.job {
             if file.workflow.job(job).is_none() {
                 continue;
             }
@@ -349,12 +348,12 @@ fn select_workflows<'a>(
         }
         selected.push(file);
     }
-    if let Some(job) = &args.job {
+    if let Some(job) = &args.request.job {
         anyhow::ensure!(
             !selected.is_empty(),
             "no workflow triggered by `{}` has a job `{job}`; list the jobs with `kiln run {} -l`",
-            args.event,
-            args.event
+            args.request.event,
+            args.request.event
         );
     }
     Ok(selected)

@@ -16,6 +16,7 @@ use super::github::RepoState;
 use super::local::{LocalRunner, RunShared};
 use super::platform::{ExecutorKind, PlatformMap};
 use super::render::Renderer;
+use crate::cmd::request::RequestFlags;
 use crate::cmd::run::{Args, ExecutorFlag};
 use kiln_runner::executor::CacheEndpoint;
 
@@ -70,7 +71,7 @@ pub async fn choose_executor(flag: Option<ExecutorFlag>) -> anyhow::Result<Execu
 /// (`-e FILE` holding `{"inputs": {...}}`, as act users write it), below both.
 pub fn read_values(
     dir: &Path,
-    args: &Args,
+    args: &RequestFlags,
     event: Option<&serde_json::Value>,
 ) -> anyhow::Result<RunValues> {
     let mut inputs = match event {
