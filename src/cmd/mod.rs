@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod cache;
+pub mod control;
 pub mod expr;
 pub mod hash_files;
 pub mod image;
@@ -9,5 +10,6 @@ pub mod request;
 pub mod run;
 pub mod runner;
 pub mod stats;
+pub mod submit;
 pub mod validate;
 pub(crate) mod workflow_files;

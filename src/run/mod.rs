@@ -142,7 +142,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             run_id,
             endpoint,
         )?;
-        let prefixes = workflow_prefixes(&selected);
+        let prefixes = workflow_prefixes(
+            &selected
+                .iter()
+                .map(|f| (f.name(), f.display_path.clone()))
+                .collect::<Vec<_>>(),
+        );
         let mut runs = Vec::new();
         let mut failure = None;
         let shared = RunInputs {
@@ -304,16 +309,14 @@ impl RunInputs<'_> {
     }
 }
 
-/// The `[workflow/job]` prefix of each workflow: its name, or its file when two workflows
-/// running together share a name, so every line says where it came from.
-fn workflow_prefixes(selected: &[&WorkflowFile]) -> Vec<String> {
-    let names: Vec<String> = selected.iter().map(|f| f.name()).collect();
-    selected
+/// The `[workflow/job]` prefix of each workflow, given as (name, file): its name, or its file
+/// when two workflows running together share a name, so every line says where it came from.
+pub fn workflow_prefixes(workflows: &[(String, String)]) -> Vec<String> {
+    workflows
         .iter()
-        .zip(&names)
-        .map(|(file, name)| {
-            if names.iter().filter(|other| *other == name).count() > 1 {
-                file.display_path.clone()
+        .map(|(name, file)| {
+            if workflows.iter().filter(|other| other.0 == *name).count() > 1 {
+                file.clone()
             } else {
                 name.clone()
             }
