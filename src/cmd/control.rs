@@ -84,8 +84,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let control = Control::connect(&args.connect)?;
     let runs = runtime()?.block_on(async {
+        let control = Control::connect(&args.connect)?;
         call!(
             &control,
             list_runs,
@@ -123,8 +123,8 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let control = Control::connect(&args.connect)?;
     runtime()?.block_on(async {
+        let control = Control::connect(&args.connect)?;
         let run = get_run(&control, &args.run).await?;
         let only_job = match &args.job {
             None => None,
@@ -149,8 +149,8 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
-    let control = Control::connect(&args.connect)?;
     runtime()?.block_on(async {
+        let control = Control::connect(&args.connect)?;
         call!(
             &control,
             cancel_run,
@@ -168,9 +168,9 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn rerun(args: RerunArgs) -> anyhow::Result<ExitCode> {
-    let control = Control::connect(&args.connect)?;
     // Not retried: each call starts an attempt.
     let run = runtime()?.block_on(async {
+        let control = Control::connect(&args.connect)?;
         control
             .rpc
             .clone()
@@ -195,8 +195,8 @@ pub fn rerun(args: RerunArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn runners(args: RunnersArgs) -> anyhow::Result<ExitCode> {
-    let control = Control::connect(&args.connect)?;
     let runners = runtime()?.block_on(async {
+        let control = Control::connect(&args.connect)?;
         call!(&control, list_runners, pb::ListRunnersRequest {})
             .map_err(|status| control.explain(&status))
     })?;

@@ -45,12 +45,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let values = setup::read_values(&dir, &args.request, event.as_ref())?;
     let matrix = config::parse_matrix_filters(&args.request.matrix)?;
     let workflows_path = workflows_path(&dir, args.request.workflows.as_deref())?;
-    let control = Control::connect(&args.connect)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Inside the runtime: the channel's connection task needs one.
+        let control = Control::connect(&args.connect)?;
         let snapshot = snapshot::create(&dir)?;
         snapshot::upload(&control, &snapshot).await?;
         let pairs = |pairs: &[(String, String)]| -> Vec<pb::KeyValue> {
