@@ -314,11 +314,7 @@ impl Follow {
         if !job.name.is_empty() {
             view.name = job.name.clone();
         }
-        if !self
-            .only_job
-            .as_deref()
-            .is_none_or(|only| only == job.job_id)
-        {
+        if !self.shown(&job.job_id) {
             return;
         }
         let prefix = self.prefix(run_id, &job.job_id);

@@ -280,16 +280,21 @@ mod tests {
             "--input",
             "both=flag",
         ]);
-        let values = read_values(dir.path(), &dispatch, Some(&payload)).expect("values");
+        let values = read_values(dir.path(), &dispatch.request, Some(&payload)).expect("values");
         assert_eq!(input(&values, "only_payload").as_deref(), Some("payload"));
         assert_eq!(input(&values, "from_file").as_deref(), Some("file"));
         assert_eq!(input(&values, "both").as_deref(), Some("flag"));
         assert_eq!(input(&values, "flag").as_deref(), Some("flag"));
         // Other events have no inputs context from their payload.
-        let push = read_values(dir.path(), &args(&["push"]), Some(&payload)).expect("values");
+        let push =
+            read_values(dir.path(), &args(&["push"]).request, Some(&payload)).expect("values");
         assert_eq!(input(&push, "only_payload"), None);
-        let call =
-            read_values(dir.path(), &args(&["workflow_call"]), Some(&payload)).expect("values");
+        let call = read_values(
+            dir.path(),
+            &args(&["workflow_call"]).request,
+            Some(&payload),
+        )
+        .expect("values");
         assert_eq!(input(&call, "only_payload").as_deref(), Some("payload"));
     }
 

@@ -199,7 +199,7 @@ impl ControlService for Service {
                 ..r.clone()
             })
             .collect();
-        runs.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms));
+        runs.sort_by_key(|run| std::cmp::Reverse(run.created_unix_ms));
         runs.truncate(limit);
         Ok(Response::new(pb::ListRunsResponse { runs }))
     }
