@@ -4,6 +4,8 @@
 //! the distributed scheduler's durable state (docs/scheduler.md).
 
 pub mod engine;
+pub mod grpc;
+pub mod service;
 pub mod store;
 
 pub use engine::{
