@@ -38,6 +38,17 @@ pub enum RunnerCommand {
     Register(RegisterArgs),
     /// Take jobs from the scheduler this runner is registered with, and run them.
     Start(StartArgs),
+    /// Started by `start` beside itself: waits for that runner to end, however it ends
+    /// (SIGKILL included), then ends every process its host jobs left running.
+    #[command(hide = true)]
+    Guard(GuardArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GuardArgs {
+    /// The runner's process id.
+    #[arg(long)]
+    pub runner_pid: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,6 +115,9 @@ pub struct StartArgs {
 }
 
 pub fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
+    if let RunnerCommand::Guard(args) = &args.command {
+        return guard(args.runner_pid);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,7 +125,61 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         RunnerCommand::Register(args) => runtime.block_on(register(args)),
         RunnerCommand::Start(args) => runtime.block_on(start(args)),
+        RunnerCommand::Guard(_) => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// Starts the guard of this runner: a process of its own (own process group, so a
+/// terminal's Ctrl-C reaches only the runner) that holds the read end of a pipe whose write
+/// end only this runner has. The pipe closes when the runner ends, even by SIGKILL, which no
+/// signal handler sees; the guard then ends what the runner's host jobs left behind, as the
+/// runner does itself when a job ends normally. Steps never inherit the write end (it is
+/// close-on-exec).
+fn start_guard() -> anyhow::Result<(std::process::Child, std::process::ChildStdin)> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe()
+        .context("cannot find the kiln executable for the runner's guard")?;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "runner",
+            "guard",
+            "--runner-pid",
+            &std::process::id().to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the runner's guard process")?;
+    let pipe = child
+        .stdin
+        .take()
+        .context("the runner's guard has no pipe")?;
+    Ok((child, pipe))
+}
+
+/// `kiln runner guard`: see [`start_guard`].
+fn guard(runner_pid: u32) -> anyhow::Result<ExitCode> {
+    use std::io::Read as _;
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        // SAFETY: ignoring a signal installs no handler code.
+        unsafe {
+            let _ = nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigIgn);
+        }
+    }
+    // Nothing is ever written: the read returns when the runner's end of the pipe closes.
+    let mut sink = [0u8; 64];
+    while std::io::stdin().read(&mut sink).is_ok_and(|n| n > 0) {}
+    let left = kiln_runner::backend::end_jobs_of_process(runner_pid);
+    if !left.is_empty() {
+        eprintln!("kiln runner guard: processes of the runner's jobs could not be ended: {left:?}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_dir(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
@@ -191,6 +259,15 @@ async fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
+    let (mut guard, guard_pipe) = start_guard()?;
+    let exit = run_agent(args).await;
+    // A runner that ends by itself has ended its jobs: the guard finds nothing and exits.
+    drop(guard_pipe);
+    let _ = tokio::task::spawn_blocking(move || guard.wait()).await;
+    exit
+}
+
+async fn run_agent(args: StartArgs) -> anyhow::Result<ExitCode> {
     let dir = config_dir(args.config.as_ref())?;
     let credentials = Credentials::load(&dir)?;
     let executor = choose_executor(args.executor).await?;
