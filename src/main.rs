@@ -40,6 +40,8 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Register this machine as a runner of a kiln scheduler, and run its jobs.
     Runner(cmd::runner::RunnerArgs),
+    /// Run the scheduler: registered runners take the jobs of submitted runs from it.
+    Scheduler(cmd::scheduler::SchedulerArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Image(args) => cmd::image::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Runner(args) => cmd::runner::run(args),
+        Command::Scheduler(args) => cmd::scheduler::run(args),
     };
     match result {
         Ok(code) => code,

@@ -168,7 +168,11 @@ fn save(store: &CacheStore, key: &str, content: &[u8]) {
         digest: Digest::of(content),
         len: content.len() as u32,
     }];
-    for d in store.missing_chunks(id, &refs, &["refs/heads/main".to_string()]).unwrap().missing {
+    for d in store
+        .missing_chunks(id, &refs, &["refs/heads/main".to_string()])
+        .unwrap()
+        .missing
+    {
         let encoded = kiln_cache::chunks::encode_chunk(content, 0);
         store.put_native_chunk(id, &d, &encoded).unwrap();
     }

@@ -14,12 +14,12 @@
 use crate::setup::{setup_cache, LockFiles, Platform, SetupCache};
 use crate::tree::CommitTree;
 use kiln_workflow::eval::{
-    evaluate_condition, evaluate_env, evaluate_tree, evaluate_param, evaluate_to_string,
+    evaluate_condition, evaluate_env, evaluate_param, evaluate_to_string, evaluate_tree,
 };
 use kiln_workflow::expr::EvalContext;
 use kiln_workflow::hashfiles::{self, FileSource, HashFilesOptions};
 use kiln_workflow::model::{
-    Condition, EnvMap, JobKind, Matrix, Param, WithMap, RunsOn, Step, StepAction, Workflow,
+    Condition, EnvMap, JobKind, Matrix, Param, RunsOn, Step, StepAction, WithMap, Workflow,
 };
 use kiln_workflow::value::{Object, Value};
 use std::cell::RefCell;

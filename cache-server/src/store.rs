@@ -308,7 +308,14 @@ impl CacheStore {
             index.commit(id, size, manifest, meta, now)?;
             let r = &reservation;
             let saved = crate::stats::Event::Save;
-            record_event(&index, now, (&r.repo, &r.scope, &r.key), saved, uploaded, dedup_saved);
+            record_event(
+                &index,
+                now,
+                (&r.repo, &r.scope, &r.key),
+                saved,
+                uploaded,
+                dedup_saved,
+            );
             self.evict_to_budget(&mut index, Some(id))?;
         }
         self.discard_upload_files(id);

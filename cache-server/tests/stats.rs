@@ -21,7 +21,9 @@ fn save(store: &CacheStore, scope: &str, key: &str, content: &[u8]) {
         digest,
         len: content.len() as u32,
     }];
-    let answer = store.missing_chunks(id, &refs, &[scope.to_string()]).unwrap();
+    let answer = store
+        .missing_chunks(id, &refs, &[scope.to_string()])
+        .unwrap();
     for d in &answer.missing {
         store
             .put_native_chunk(id, d, &kiln_cache::chunks::encode_chunk(content, 0))

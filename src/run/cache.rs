@@ -14,9 +14,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::platform::ExecutorKind;
-use kiln_runner::platform::DEFAULT_IMAGE;
 use super::setup::ExecutorChoice;
 use crate::cmd::run::Args;
+use kiln_runner::platform::DEFAULT_IMAGE;
 
 mod host_address;
 

@@ -9,6 +9,7 @@
 //! The service is synchronous over the store (SQLite); the gRPC layer calls it from blocking
 //! threads, except [`Scheduler::poll`], which waits asynchronously.
 
+pub mod artifacts;
 mod core;
 pub mod events;
 pub mod job;
