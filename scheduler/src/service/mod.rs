@@ -233,6 +233,7 @@ impl Scheduler {
                 source: request.source.clone(),
                 repository: request.repository.clone(),
                 git_ref: request.git_ref.clone(),
+                carried: Vec::new(),
             };
             // Parsed here too, so a run that cannot start is refused before anything is
             // stored.
@@ -344,12 +345,89 @@ impl Scheduler {
         })
     }
 
-    /// Re-running only the failed jobs needs the engine to take over the successful jobs'
-    /// results from the earlier attempt, which it cannot yet.
+    /// Starts the next attempt of a finished run that did not succeed: legs that succeeded
+    /// keep their result (dependants see their outputs) and do not run again; the others run
+    /// as the engine decides, as GitHub's "re-run failed jobs" does.
     pub fn rerun_failed(&self, run_id: &str) -> Result<Submission> {
-        Err(ServiceError::Unimplemented(format!(
-            "re-running the failed jobs of run {run_id} is not built yet; submit the run again"
-        )))
+        let previous = self
+            .store
+            .get_run(run_id)?
+            .ok_or_else(|| ServiceError::NotFound(format!("run '{run_id}' does not exist")))?;
+        if previous.state != RunState::Done {
+            return Err(ServiceError::Invalid(format!(
+                "run {run_id} is still running; wait for it or cancel it, then re-run it"
+            )));
+        }
+        if previous.conclusion == Some(Conclusion::Success) {
+            return Err(ServiceError::Invalid(format!(
+                "run {run_id} succeeded: no job failed, so there is nothing to re-run"
+            )));
+        }
+        let mut stored = StoredRun::from_spec(run_id, &self.store.run_spec(run_id)?)?;
+        let mut carried = Vec::new();
+        for job in self.store.jobs_of_run(run_id)? {
+            if job.conclusion != Some(Conclusion::Success) {
+                continue;
+            }
+            // A leg carried into the previous attempt keeps its first result (its job row
+            // holds no outputs).
+            let earlier = stored
+                .carried
+                .iter()
+                .find(|c| c.job_path == job.job_path && c.name == job.name)
+                .cloned();
+            carried.push(earlier.unwrap_or_else(|| {
+                stored::CarriedJob {
+                    job_path: job.job_path.clone(),
+                    name: job.name.clone(),
+                    from_attempt: previous.attempt,
+                    completion: stored::StoredCompletion {
+                        conclusion: Conclusion::Success,
+                        outputs: job.outputs.clone(),
+                        started_ms: job.started_ms.unwrap_or(0),
+                        finished_ms: job.finished_ms.unwrap_or(0),
+                        steps: job
+                            .steps
+                            .iter()
+                            .map(|s| stored::StoredStep {
+                                id: s.id.clone(),
+                                name: s.name.clone(),
+                                outcome: s.outcome,
+                                conclusion: s.conclusion,
+                            })
+                            .collect(),
+                        summary: job.summary.clone(),
+                    },
+                }
+            }));
+        }
+        stored.carried = carried;
+        let attempt = previous.attempt + 1;
+        if let serde_json::Value::Object(github) = &mut stored.planned.github {
+            github.insert(
+                "run_attempt".to_owned(),
+                serde_json::Value::String(attempt.to_string()),
+            );
+        }
+        let new_run = NewRun {
+            workflow_name: previous.workflow_name.clone(),
+            workflow_path: previous.workflow_path.clone(),
+            event_name: previous.event_name.clone(),
+            sha: previous.sha.clone(),
+            git_ref: previous.git_ref.clone(),
+            attempt,
+            rerun_of: Some(previous.id.clone()),
+            spec: stored.to_spec(),
+        };
+        let now = self.now();
+        self.mutate(|core, tx| {
+            let submission = tx.submit("", std::slice::from_ref(&new_run), &[], now)?;
+            for run in &submission.runs {
+                tx.append_event(&run.id, &EventPayload::Run.encode(), now)?;
+                core.start_run(tx, &run.id, stored.clone(), now)?;
+            }
+            Ok(submission)
+        })
     }
 
     /// The periodic work: leases that ran out (re-queued, or concluded after too many
