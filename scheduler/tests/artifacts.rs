@@ -139,3 +139,24 @@ fn uploads_and_commits_that_do_not_match_are_refused() {
         Err(ArtifactError::NotFound(_))
     ));
 }
+
+#[test]
+fn artifacts_are_removed_after_the_retention() {
+    let h = Harness::new(&[(".github/workflows/one.yml", ONE_JOB)]);
+    let run = h.submit(&[]);
+    let store = RunArtifacts::open(h.s(), &run).unwrap();
+    let file = put(&store, "u", b"kept a while");
+    store
+        .commit(h.s(), "logs", "u", false, vec![at("l.txt", &file)])
+        .unwrap();
+    h.clock.advance(89 * 24 * 3600 * 1000);
+    h.s().tick().unwrap();
+    assert!(store.manifest("logs").is_ok(), "still within 90 days");
+    h.clock.advance(2 * 24 * 3600 * 1000);
+    h.s().tick().unwrap();
+    assert!(matches!(
+        store.manifest("logs"),
+        Err(ArtifactError::NotFound(_))
+    ));
+    assert!(h.s().store().list_artifacts(&run).unwrap().is_empty());
+}

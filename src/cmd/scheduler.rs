@@ -41,6 +41,9 @@ pub struct SchedulerArgs {
     /// How long a job may wait for a runner with its labels before it fails.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub queue_timeout: Duration,
+    /// How long a run's artifacts are kept.
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
+    pub artifact_retention: Duration,
     /// The URL runners reach this scheduler at (default: http://ADDR of --listen).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
@@ -108,6 +111,7 @@ async fn serve(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         poll_timeout: args.poll_timeout,
         queue_timeout: args.queue_timeout,
         public_url: public_url.clone(),
+        artifact_retention: args.artifact_retention,
         ..ServiceConfig::default()
     };
     let cache_dir = args.data.join("cache");

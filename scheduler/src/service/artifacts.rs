@@ -291,6 +291,11 @@ impl RunArtifacts {
         Ok(found)
     }
 
+    /// Removes artifact `name` (the retention ran out).
+    pub fn remove(&self, name: &str) {
+        let _ = std::fs::remove_dir_all(artifact_dir(&self.dir, name));
+    }
+
     /// Where the bytes of `path` in artifact `name` are, and their size.
     pub fn file(&self, name: &str, path: &str) -> Result<(PathBuf, u64), ArtifactError> {
         check_path(path)?;

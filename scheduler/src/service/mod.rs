@@ -87,6 +87,8 @@ pub struct ServiceConfig {
     pub public_url: String,
     /// How long a job's cache token is valid (the longest a job may run, and then some).
     pub cache_token_ttl: Duration,
+    /// How long artifacts are kept after they were stored.
+    pub artifact_retention: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -98,6 +100,7 @@ impl Default for ServiceConfig {
             queue_timeout: Duration::from_secs(24 * 3600),
             public_url: "http://127.0.0.1:8470".to_owned(),
             cache_token_ttl: Duration::from_secs(7 * 3600),
+            artifact_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -475,7 +478,22 @@ impl Scheduler {
             }
             Ok(())
         })?;
+        self.expire_artifacts()?;
         self.update_waiting_reasons()
+    }
+
+    /// Forgets the artifacts older than the retention and removes their files.
+    fn expire_artifacts(&self) -> Result<()> {
+        let before = self
+            .now()
+            .saturating_sub(millis(self.config.artifact_retention));
+        let expired = self.store.write(|tx| tx.expire_artifacts(before))?;
+        for artifact in expired {
+            if let Ok(run) = artifacts::RunArtifacts::open(self, &artifact.run_id) {
+                run.remove(&artifact.name);
+            }
+        }
+        Ok(())
     }
 
     /// Says, on each queued job, when no registered runner has all of its labels.
