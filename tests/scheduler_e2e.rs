@@ -751,3 +751,31 @@ async fn reqwest_get(url: &str, token: &str) -> u16 {
     let text = String::from_utf8_lossy(&response);
     text.split(' ').nth(1).unwrap().parse().unwrap()
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_scheduler_while_a_watch_stream_is_open() {
+    let home = tempfile::tempdir().unwrap();
+    let mut sched = Sched::start(&home.path().join("data"), free_port()).await;
+    let mut control = sched.control().await;
+    let mut stream = control
+        .client
+        .watch_run(control.req(pb::WatchRunRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let watcher = tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
+    let pid = sched.child.id().unwrap();
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), sched.child.wait())
+        .await
+        .expect("the scheduler stops in time")
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{}", sched.log());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(sched.log().contains("stopping"), "{}", sched.log());
+    let _ = tokio::time::timeout(Duration::from_secs(5), watcher).await;
+}

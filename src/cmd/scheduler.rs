@@ -49,6 +49,9 @@ pub struct SchedulerArgs {
     pub public_url: Option<String>,
 }
 
+/// How long a stop waits for open calls (long polls, watch streams) before cutting them.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -180,22 +183,34 @@ async fn serve(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
 
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let shutdown = {
+        let stopping = stopping.clone();
+        async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            eprintln!("kiln scheduler: stopping");
+            stopping.notify_one();
         }
-        eprintln!("kiln scheduler: stopping");
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,
-        )
-        .await
-        .context("the scheduler's server failed")?;
+        );
+    // Long polls and watch streams would hold a graceful stop open; they are cut after a
+    // grace (their clients retry or resume), since every accepted call is committed already.
+    tokio::select! {
+        served = server => served.context("the scheduler's server failed")?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => eprintln!("kiln scheduler: calls still open after {}s were cut", STOP_GRACE.as_secs()),
+    }
     ticker.abort();
     maintenance.abort();
     let store = cache.store().clone();
