@@ -311,6 +311,18 @@ fn repo(dir: &Path, workflows: &[(&str, &str)]) -> PathBuf {
     repo
 }
 
+/// Waits until a step wrote `mark` into the file `marks`.
+async fn wait_for_mark(marks: &Path, mark: &str) {
+    let deadline = Instant::now() + LIMIT;
+    while !std::fs::read_to_string(marks)
+        .unwrap_or_default()
+        .contains(mark)
+    {
+        assert!(Instant::now() < deadline, "the step never wrote {mark}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn conclusion(run: &pb::RunSummary) -> pb::Conclusion {
     pb::Conclusion::try_from(run.conclusion).unwrap()
 }
@@ -471,14 +483,7 @@ async fn kill_a_runner_mid_job(home: &Path) -> (pb::RunSummary, Vec<String>) {
             })
         })
         .await;
-    let deadline = Instant::now() + LIMIT;
-    while !std::fs::read_to_string(&marks)
-        .unwrap_or_default()
-        .contains("start")
-    {
-        assert!(Instant::now() < deadline, "the step never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_mark(&marks, "start").await;
     first.sigkill().await;
     let _second = Runner::start(&sched, home, "second", "linux").await;
     let run = control.done(&runs[0]).await;
@@ -538,14 +543,7 @@ async fn the_scheduler_killed_mid_run_and_restarted_finishes_the_run_once() {
         })
         .await;
     // Killed while the step runs (not while the runner fetches the snapshot).
-    let deadline = Instant::now() + LIMIT;
-    while !std::fs::read_to_string(&marks)
-        .unwrap_or_default()
-        .contains("a-start")
-    {
-        assert!(Instant::now() < deadline, "the step never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_mark(&marks, "a-start").await;
     sched.kill().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sched = Sched::start(&data, port).await;

@@ -113,12 +113,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         let values = setup::read_values(&dir, &args, event.as_ref())?;
         let matrix_filter = config::parse_matrix_filters(&args.matrix)?;
         let run_id = github::new_run_id();
-        let token = values
-            .secrets
-            .iter()
-            .rev()
-            .find(|(k, _)| k.eq_ignore_ascii_case("GITHUB_TOKEN"))
-            .map(|(_, v)| v.as_str());
+        let token = config::github_token(&values.secrets);
         // The cache is scoped to the repository and ref, which every workflow of the run shares.
         let run_cache = if args.dry_run {
             None

@@ -9,7 +9,7 @@ use std::path::{Component, Path};
 use kiln_scheduler::service::{Plan, PlannedRun, RunPlanner, SubmitRequest};
 use kiln_workflow::Value;
 
-use super::config::RunValues;
+use super::config::{github_token, RunValues};
 use super::discover::{load_workflows, workflow_paths, CalleeSource};
 use super::github::{new_run_id, GithubInputs, RepoState};
 use super::{select, workflow_contexts};
@@ -95,12 +95,7 @@ fn plan(request: &SubmitRequest, checkout: &Path) -> anyhow::Result<Plan> {
         inputs: request.inputs.clone(),
         env: request.env.clone(),
     };
-    let token = request
-        .secrets
-        .iter()
-        .rev()
-        .find(|(k, _)| k.eq_ignore_ascii_case("GITHUB_TOKEN"))
-        .map(|(_, v)| v.as_str());
+    let token = github_token(&request.secrets);
     let run_id = new_run_id();
     let loaded = callees.loaded.borrow().clone();
     let mut runs = Vec::new();
@@ -143,4 +138,89 @@ fn plan(request: &SubmitRequest, checkout: &Path) -> anyhow::Result<Plan> {
 
 fn last_wins(pairs: &[(String, String)]) -> BTreeMap<String, String> {
     pairs.iter().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, path: &str, text: &str) {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+
+    fn request(event: &str) -> SubmitRequest {
+        SubmitRequest {
+            event_name: event.to_owned(),
+            repository: "octo/app".to_owned(),
+            git_ref: "refs/heads/main".to_owned(),
+            secrets: vec![("TOKEN".to_owned(), "s".to_owned())],
+            ..SubmitRequest::default()
+        }
+    }
+
+    #[test]
+    fn a_submission_is_planned_as_kiln_run_would_with_every_callee_text_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let callee = "on: workflow_call\njobs:\n  inner:\n    runs-on: linux\n    steps:\n      - run: 'true'\n";
+        write(dir.path(), ".github/workflows/callee.yml", callee);
+        write(
+            dir.path(),
+            ".github/workflows/ci.yml",
+            "name: CI\non: push\njobs:\n  call:\n    uses: ./.github/workflows/callee.yml\n",
+        );
+        write(
+            dir.path(),
+            ".github/workflows/release.yml",
+            "on: release\njobs:\n  r:\n    runs-on: linux\n    steps:\n      - run: 'true'\n",
+        );
+        let plan = DiscoveryPlanner.plan(&request("push"), dir.path()).unwrap();
+        assert_eq!(plan.runs.len(), 1, "only the workflow on push");
+        let run = &plan.runs[0];
+        assert_eq!(run.workflow_path, ".github/workflows/ci.yml");
+        assert_eq!(
+            run.callees
+                .get("./.github/workflows/callee.yml")
+                .map(String::as_str),
+            Some(callee)
+        );
+        assert_eq!(run.github["repository"], "octo/app");
+        assert_eq!(run.github["ref"], "refs/heads/main");
+        assert_eq!(run.secrets.get("TOKEN").map(String::as_str), Some("s"));
+        assert!(
+            plan.notices
+                .iter()
+                .any(|n| n.contains("skipping .github/workflows/release.yml")),
+            "{:?}",
+            plan.notices
+        );
+        let none = DiscoveryPlanner
+            .plan(&request("schedule"), dir.path())
+            .unwrap();
+        assert!(none.runs.is_empty());
+        assert!(
+            none.notices.iter().any(|n| n.contains("no workflow")),
+            "{:?}",
+            none.notices
+        );
+    }
+
+    #[test]
+    fn a_workflow_path_outside_the_repository_and_bad_workflows_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outside = request("push");
+        outside.workflows_path = "../elsewhere".to_owned();
+        let refused = DiscoveryPlanner.plan(&outside, dir.path()).unwrap_err();
+        assert!(refused.contains("stay inside"), "{refused}");
+        write(
+            dir.path(),
+            ".github/workflows/bad.yml",
+            "on: push\njobs: 3\n",
+        );
+        let refused = DiscoveryPlanner
+            .plan(&request("push"), dir.path())
+            .unwrap_err();
+        assert!(refused.contains("bad.yml"), "{refused}");
+    }
 }
