@@ -123,6 +123,16 @@ struct Runner {
 
 impl Runner {
     async fn start(sched: &Sched, home: &Path, name: &str, labels: &str) -> Runner {
+        Runner::start_with(sched, home, name, labels, &["--executor", "host"]).await
+    }
+
+    async fn start_with(
+        sched: &Sched,
+        home: &Path,
+        name: &str,
+        labels: &str,
+        executor: &[&str],
+    ) -> Runner {
         let config = home.join(name);
         let registered = tokio::time::timeout(
             LIMIT,
@@ -149,14 +159,8 @@ impl Runner {
         assert!(registered.status.success(), "{registered:?}");
         let log = home.join(format!("{name}.log"));
         let child = kiln()
-            .args([
-                "runner",
-                "start",
-                "--config",
-                &config.display().to_string(),
-                "--executor",
-                "host",
-            ])
+            .args(["runner", "start", "--config", &config.display().to_string()])
+            .args(executor)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::null())
             .spawn()
@@ -396,6 +400,40 @@ async fn a_matrix_fans_out_over_three_runners_and_fans_in_with_artifacts() {
         job(&run, "collect").conclusion,
         pb::Conclusion::Success as i32
     );
+}
+
+#[tokio::test]
+async fn a_matrix_fans_out_over_three_docker_runners_and_fans_in_with_artifacts() {
+    let Some(docker) = kiln_runner::testing::require_docker().await else {
+        return;
+    };
+    let image = kiln_runner::testing::ensure_busybox_image(&docker).await;
+    let platform = format!("linux={image}");
+    let home = tempfile::tempdir().unwrap();
+    let sched = Sched::start(&home.path().join("data"), free_port()).await;
+    let mut runners = Vec::new();
+    for name in ["d1", "d2", "d3"] {
+        let executor = ["--executor", "docker", "-P", platform.as_str()];
+        runners.push(Runner::start_with(&sched, home.path(), name, "linux", &executor).await);
+    }
+    let repo = repo(home.path(), &[("fan.yml", FAN)]);
+    let mut control = sched.control().await;
+    let runs = control.submit(&repo).await;
+    let run = control.done(&runs[0]).await;
+    assert_eq!(
+        conclusion(&run),
+        pb::Conclusion::Success,
+        "{run:#?}\n{}",
+        std::fs::read_to_string(&runners[0].log).unwrap_or_default()
+    );
+    let mut legs: Vec<&str> = run
+        .jobs
+        .iter()
+        .filter(|j| j.job_path == "build")
+        .map(|j| j.runner_name.as_str())
+        .collect();
+    legs.sort();
+    assert_eq!(legs, ["d1", "d2", "d3"], "one leg on each runner");
 }
 
 const CACHE: &str = r#"on: push
