@@ -54,6 +54,8 @@ enum Command {
     Rerun(cmd::control::RerunArgs),
     /// List a scheduler's registered runners.
     Runners(cmd::control::RunnersArgs),
+    /// Run the scheduler: registered runners take the jobs of submitted runs from it.
+    Scheduler(cmd::scheduler::SchedulerArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => cmd::control::cancel(args),
         Command::Rerun(args) => cmd::control::rerun(args),
         Command::Runners(args) => cmd::control::runners(args),
+        Command::Scheduler(args) => cmd::scheduler::run(args),
     };
     match result {
         Ok(code) => code,

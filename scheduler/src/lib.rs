@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod grpc;
+pub mod http;
 pub mod service;
 pub mod store;
 

@@ -528,3 +528,100 @@ fn a_poll_waits_for_a_job_and_returns_it_when_one_is_queued() {
         assert_eq!(again.job_ref, job.job_ref);
     });
 }
+
+const RERUN: &str = "on: push
+jobs:
+  setup:
+    runs-on: linux
+    outputs:
+      v: ${{ steps.s.outputs.v }}
+    steps:
+      - id: s
+        run: echo v=42 >> $GITHUB_OUTPUT
+  test:
+    needs: setup
+    runs-on: linux
+    strategy:
+      fail-fast: false
+      matrix:
+        n: [1, 2]
+    steps:
+      - run: echo ${{ needs.setup.outputs.v }}
+  ship:
+    needs: test
+    runs-on: linux
+    steps:
+      - run: 'true'
+";
+
+#[test]
+fn rerunning_the_failed_jobs_keeps_the_successful_ones_and_their_outputs() {
+    let mut h = Harness::new(&[(".github/workflows/rerun.yml", RERUN)]);
+    let first = h.submit(&[]);
+    let runner = h.runner("r", &["linux"]);
+    let setup = h.take(&runner, "setup");
+    h.s()
+        .complete(&setup.job_ref, &result(Conclusion::Success, &[("v", "42")]))
+        .unwrap();
+    let a = h.lease(&runner).unwrap();
+    let b = h.lease(&runner).unwrap();
+    let (passed, failed) = if a.payload.name == "test (1)" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    h.finish(&passed, Conclusion::Success);
+    assert!(
+        matches!(h.s().rerun_failed(&first), Err(ServiceError::Invalid(_))),
+        "a running run is not re-run"
+    );
+    h.finish(&failed, Conclusion::Failure);
+    assert_eq!(h.run(&first).conclusion, Some(Conclusion::Failure));
+
+    let rerun = h.s().rerun_failed(&first).unwrap();
+    let second = rerun.runs[0].id.clone();
+    assert_eq!(rerun.runs[0].attempt, 2);
+    assert_eq!(rerun.runs[0].rerun_of.as_deref(), Some(first.as_str()));
+    let again = h.take(&runner, "test (2)");
+    assert!(
+        h.lease(&runner).is_none(),
+        "setup and test (1) do not run again"
+    );
+    let contexts: serde_json::Value = serde_json::from_str(&again.payload.contexts_json).unwrap();
+    assert_eq!(
+        contexts["needs"]["setup"]["outputs"]["v"], "42",
+        "{contexts}"
+    );
+    assert_eq!(contexts["github"]["run_attempt"], "2");
+    h.restart();
+    h.finish(&again, Conclusion::Success);
+    let ship = h.take(&runner, "ship");
+    h.finish(&ship, Conclusion::Success);
+    let run = h.run(&second);
+    assert_eq!(run.conclusion, Some(Conclusion::Success));
+    let mut lines = h.job_lines(&second);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "setup=success",
+            "ship=success",
+            "test (1)=success",
+            "test (2)=success"
+        ]
+    );
+    let setup_job = h
+        .jobs(&second)
+        .into_iter()
+        .find(|j| j.name == "setup")
+        .unwrap();
+    assert!(
+        setup_job.message.contains("attempt 1"),
+        "{}",
+        setup_job.message
+    );
+    assert!(
+        matches!(h.s().rerun_failed(&second), Err(ServiceError::Invalid(_))),
+        "nothing failed"
+    );
+}

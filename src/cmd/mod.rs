@@ -9,6 +9,7 @@ pub mod plan;
 pub mod request;
 pub mod run;
 pub mod runner;
+pub mod scheduler;
 pub mod stats;
 pub mod submit;
 pub mod validate;

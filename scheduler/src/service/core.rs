@@ -33,6 +33,9 @@ pub(crate) struct Core {
     pub coordinator: Arc<Mutex<Coordinator<String>>>,
     /// Legs the engines asked to stop, not yet handled.
     stops: VecDeque<(String, LegId)>,
+    /// Legs of a rerun that succeeded in the earlier attempt: completed with that attempt's
+    /// result instead of running again.
+    carries: VecDeque<(String, LegId, StoredCompletion)>,
 }
 
 type TxResult<T> = Result<T, StoreError>;
@@ -49,77 +52,39 @@ impl Core {
     /// are queued again idempotently (a job queued before stays as it is).
     pub fn load(store: &dyn Store, now: UnixMs) -> Result<Core, ServiceError> {
         let mut core = Core::default();
-        let runs = store.unfinished_runs()?;
         let mut rebuilt = Vec::new();
-        for record in runs {
-            let stored = StoredRun::from_spec(&record.id, &store.run_spec(&record.id)?)?;
-            let ops = store
-                .run_ops(&record.id)?
-                .into_iter()
-                .map(|op| Op::decode(&record.id, op.seq, &op.op))
-                .collect::<Result<Vec<Op>, ServiceError>>()?;
-            let answers: Vec<_> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Admissions(a) => Some(a.iter().map(|a| (*a).into())),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            let spec = stored.run_spec()?;
-            let root = spec.workflow.clone();
-            let mut engine = Engine::with_concurrency(
-                spec,
-                EngineOptions::default(),
-                Box::new(Replayed::new(answers)),
-            )
-            .map_err(|e| ServiceError::Invalid(format!("run {}: {e}", record.id)))?;
-            let mut dispatches = engine.poll();
-            for op in ops {
-                match op {
-                    Op::Complete { leg, completion } => {
-                        engine.complete(LegId(leg), completion.completion());
+        let mut broken = Vec::new();
+        for record in store.unfinished_runs()? {
+            match rebuild(store, &record.id) {
+                Ok((run, dispatches)) => {
+                    let mut run = run;
+                    run.engine.set_concurrency(Box::new(SharedConcurrency::new(
+                        record.id.clone(),
+                        core.coordinator.clone(),
+                    )));
+                    if let Ok(mut coordinator) = core.coordinator.lock() {
+                        coordinator.restore(record.id.clone(), &run.engine.group_holdings());
                     }
-                    Op::CancelRun => {
-                        engine.cancel_run();
-                    }
-                    Op::Group(effect) => {
-                        engine.apply_group_effect(GroupEffect::from(&effect));
-                    }
-                    Op::Admissions(_) => continue,
+                    rebuilt.push((record.id.clone(), dispatches));
+                    core.runs.insert(record.id.clone(), run);
                 }
-                dispatches.extend(engine.poll());
+                // One run that cannot be rebuilt (stored by another kiln, damaged) fails
+                // alone, with the reason; the others go on.
+                Err(error) => broken.push((record.id.clone(), error.to_string())),
             }
-            engine.take_admissions();
-            engine.events();
-            engine.set_concurrency(Box::new(SharedConcurrency::new(
-                record.id.clone(),
-                core.coordinator.clone(),
-            )));
-            if let Ok(mut coordinator) = core.coordinator.lock() {
-                coordinator.restore(record.id.clone(), &engine.group_holdings());
-            }
-            rebuilt.push((record.id.clone(), dispatches));
-            core.runs.insert(
-                record.id.clone(),
-                LiveRun {
-                    engine,
-                    stored,
-                    root,
-                },
-            );
         }
         store.write_tx(&mut |tx| {
             for (run_id, dispatches) in &rebuilt {
                 for dispatch in dispatches {
-                    core.enqueue(tx, run_id, dispatch, now)?;
+                    core.enqueue(tx, run_id, dispatch, now, false)?;
                 }
             }
-            // A run whose last op finished it but which was not marked done (cannot happen
-            // in one transaction; kept for logs written by hand).
-            let ids: Vec<String> = core.runs.keys().cloned().collect();
-            for id in ids {
-                core.finish_if_done(tx, &id, now)?;
+            for (run_id, error) in &broken {
+                let text =
+                    format!("the scheduler could not rebuild this run after a restart: {error}");
+                tx.append_event(run_id, &EventPayload::Notice(text).encode(), now)?;
+                tx.finish_run(run_id, Conclusion::Failure, now)?;
+                tx.append_event(run_id, &EventPayload::Run.encode(), now)?;
             }
             Ok(())
         })?;
@@ -226,19 +191,21 @@ impl Core {
             tx.append_event(run_id, &EventPayload::Notice(text).encode(), now)?;
         }
         for dispatch in &dispatches {
-            self.enqueue(tx, run_id, dispatch, now)?;
+            self.enqueue(tx, run_id, dispatch, now, true)?;
         }
         self.finish_if_done(tx, run_id, now)
     }
 
     /// Records a dispatched leg as a job and puts it in the queue (once: a replay finds it
-    /// there).
+    /// there). With `carry`, a leg of a rerun that succeeded in the earlier attempt is
+    /// concluded with that result instead (a replay has it in the op log already).
     fn enqueue(
-        &self,
+        &mut self,
         tx: &mut dyn StoreTx,
         run_id: &str,
         dispatch: &Dispatch,
         now: UnixMs,
+        carry: bool,
     ) -> TxResult<()> {
         let Some(run) = self.runs.get(run_id) else {
             return Ok(());
@@ -249,6 +216,22 @@ impl Core {
             job_path: dispatch.job_id.clone(),
             name: dispatch.name.clone(),
         })?;
+        let carried = run
+            .stored
+            .carried
+            .iter()
+            .find(|c| c.job_path == dispatch.job_id && c.name == dispatch.name);
+        if let (true, Some(carried)) = (carry, carried) {
+            let message = format!(
+                "not run again: it succeeded in attempt {}",
+                carried.from_attempt
+            );
+            tx.conclude_job(&id, carried.completion.conclusion, &message, now)?;
+            tx.append_event(run_id, &EventPayload::Job(id).encode(), now)?;
+            self.carries
+                .push_back((run_id.to_owned(), dispatch.leg, carried.completion.clone()));
+            return Ok(());
+        }
         let payload = JobPayload::new(run_id, &run.stored, &run.root, dispatch).map_err(invalid)?;
         if tx.enqueue(&id, &dispatch.runs_on, &payload.encode(), now)? {
             tx.append_event(run_id, &EventPayload::Job(id).encode(), now)?;
@@ -275,6 +258,14 @@ impl Core {
         loop {
             if let Some((run_id, leg)) = self.stops.pop_front() {
                 self.stop_leg(tx, &run_id, leg, now)?;
+                continue;
+            }
+            if let Some((run_id, leg, completion)) = self.carries.pop_front() {
+                let op = Op::Complete {
+                    leg: leg.0,
+                    completion,
+                };
+                self.apply_one(tx, &run_id, op, now)?;
                 continue;
             }
             let effects = match self.coordinator.lock() {
@@ -333,4 +324,57 @@ impl Core {
             JobState::Done => Ok(()),
         }
     }
+}
+
+/// One run's engine rebuilt by replaying its op log (the recorded admissions answer its
+/// concurrency questions), with every leg the replay dispatched.
+fn rebuild(store: &dyn Store, run_id: &str) -> Result<(LiveRun, Vec<Dispatch>), ServiceError> {
+    let stored = StoredRun::from_spec(run_id, &store.run_spec(run_id)?)?;
+    let ops = store
+        .run_ops(run_id)?
+        .into_iter()
+        .map(|op| Op::decode(run_id, op.seq, &op.op))
+        .collect::<Result<Vec<Op>, ServiceError>>()?;
+    let answers: Vec<_> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Admissions(a) => Some(a.iter().map(|a| (*a).into())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let spec = stored.run_spec()?;
+    let root = spec.workflow.clone();
+    let mut engine = Engine::with_concurrency(
+        spec,
+        EngineOptions::default(),
+        Box::new(Replayed::new(answers)),
+    )
+    .map_err(|e| ServiceError::Invalid(format!("run {run_id}: {e}")))?;
+    let mut dispatches = engine.poll();
+    for op in ops {
+        match op {
+            Op::Complete { leg, completion } => {
+                engine.complete(LegId(leg), completion.completion());
+            }
+            Op::CancelRun => {
+                engine.cancel_run();
+            }
+            Op::Group(effect) => {
+                engine.apply_group_effect(GroupEffect::from(&effect));
+            }
+            Op::Admissions(_) => continue,
+        }
+        dispatches.extend(engine.poll());
+    }
+    engine.take_admissions();
+    engine.events();
+    Ok((
+        LiveRun {
+            engine,
+            stored,
+            root,
+        },
+        dispatches,
+    ))
 }

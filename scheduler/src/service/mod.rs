@@ -9,6 +9,7 @@
 //! The service is synchronous over the store (SQLite); the gRPC layer calls it from blocking
 //! threads, except [`Scheduler::poll`], which waits asynchronously.
 
+pub mod artifacts;
 mod core;
 pub mod events;
 pub mod job;
@@ -86,6 +87,8 @@ pub struct ServiceConfig {
     pub public_url: String,
     /// How long a job's cache token is valid (the longest a job may run, and then some).
     pub cache_token_ttl: Duration,
+    /// How long artifacts are kept after they were stored.
+    pub artifact_retention: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -97,6 +100,7 @@ impl Default for ServiceConfig {
             queue_timeout: Duration::from_secs(24 * 3600),
             public_url: "http://127.0.0.1:8470".to_owned(),
             cache_token_ttl: Duration::from_secs(7 * 3600),
+            artifact_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -232,6 +236,7 @@ impl Scheduler {
                 source: request.source.clone(),
                 repository: request.repository.clone(),
                 git_ref: request.git_ref.clone(),
+                carried: Vec::new(),
             };
             // Parsed here too, so a run that cannot start is refused before anything is
             // stored.
@@ -343,12 +348,89 @@ impl Scheduler {
         })
     }
 
-    /// Re-running only the failed jobs needs the engine to take over the successful jobs'
-    /// results from the earlier attempt, which it cannot yet.
+    /// Starts the next attempt of a finished run that did not succeed: legs that succeeded
+    /// keep their result (dependants see their outputs) and do not run again; the others run
+    /// as the engine decides, as GitHub's "re-run failed jobs" does.
     pub fn rerun_failed(&self, run_id: &str) -> Result<Submission> {
-        Err(ServiceError::Unimplemented(format!(
-            "re-running the failed jobs of run {run_id} is not built yet; submit the run again"
-        )))
+        let previous = self
+            .store
+            .get_run(run_id)?
+            .ok_or_else(|| ServiceError::NotFound(format!("run '{run_id}' does not exist")))?;
+        if previous.state != RunState::Done {
+            return Err(ServiceError::Invalid(format!(
+                "run {run_id} is still running; wait for it or cancel it, then re-run it"
+            )));
+        }
+        if previous.conclusion == Some(Conclusion::Success) {
+            return Err(ServiceError::Invalid(format!(
+                "run {run_id} succeeded: no job failed, so there is nothing to re-run"
+            )));
+        }
+        let mut stored = StoredRun::from_spec(run_id, &self.store.run_spec(run_id)?)?;
+        let mut carried = Vec::new();
+        for job in self.store.jobs_of_run(run_id)? {
+            if job.conclusion != Some(Conclusion::Success) {
+                continue;
+            }
+            // A leg carried into the previous attempt keeps its first result (its job row
+            // holds no outputs).
+            let earlier = stored
+                .carried
+                .iter()
+                .find(|c| c.job_path == job.job_path && c.name == job.name)
+                .cloned();
+            carried.push(earlier.unwrap_or_else(|| {
+                stored::CarriedJob {
+                    job_path: job.job_path.clone(),
+                    name: job.name.clone(),
+                    from_attempt: previous.attempt,
+                    completion: stored::StoredCompletion {
+                        conclusion: Conclusion::Success,
+                        outputs: job.outputs.clone(),
+                        started_ms: job.started_ms.unwrap_or(0),
+                        finished_ms: job.finished_ms.unwrap_or(0),
+                        steps: job
+                            .steps
+                            .iter()
+                            .map(|s| stored::StoredStep {
+                                id: s.id.clone(),
+                                name: s.name.clone(),
+                                outcome: s.outcome,
+                                conclusion: s.conclusion,
+                            })
+                            .collect(),
+                        summary: job.summary.clone(),
+                    },
+                }
+            }));
+        }
+        stored.carried = carried;
+        let attempt = previous.attempt + 1;
+        if let serde_json::Value::Object(github) = &mut stored.planned.github {
+            github.insert(
+                "run_attempt".to_owned(),
+                serde_json::Value::String(attempt.to_string()),
+            );
+        }
+        let new_run = NewRun {
+            workflow_name: previous.workflow_name.clone(),
+            workflow_path: previous.workflow_path.clone(),
+            event_name: previous.event_name.clone(),
+            sha: previous.sha.clone(),
+            git_ref: previous.git_ref.clone(),
+            attempt,
+            rerun_of: Some(previous.id.clone()),
+            spec: stored.to_spec(),
+        };
+        let now = self.now();
+        self.mutate(|core, tx| {
+            let submission = tx.submit("", std::slice::from_ref(&new_run), &[], now)?;
+            for run in &submission.runs {
+                tx.append_event(&run.id, &EventPayload::Run.encode(), now)?;
+                core.start_run(tx, &run.id, stored.clone(), now)?;
+            }
+            Ok(submission)
+        })
     }
 
     /// The periodic work: leases that ran out (re-queued, or concluded after too many
@@ -396,7 +478,22 @@ impl Scheduler {
             }
             Ok(())
         })?;
+        self.expire_artifacts()?;
         self.update_waiting_reasons()
+    }
+
+    /// Forgets the artifacts older than the retention and removes their files.
+    fn expire_artifacts(&self) -> Result<()> {
+        let before = self
+            .now()
+            .saturating_sub(millis(self.config.artifact_retention));
+        let expired = self.store.write(|tx| tx.expire_artifacts(before))?;
+        for artifact in expired {
+            if let Ok(run) = artifacts::RunArtifacts::open(self, &artifact.run_id) {
+                run.remove(&artifact.name);
+            }
+        }
+        Ok(())
     }
 
     /// Says, on each queued job, when no registered runner has all of its labels.

@@ -28,6 +28,20 @@ pub struct StoredRun {
     pub source: Option<SourceSpec>,
     pub repository: String,
     pub git_ref: String,
+    /// For a rerun of the failed jobs: the legs that succeeded in the earlier attempt.
+    #[serde(default)]
+    pub carried: Vec<CarriedJob>,
+}
+
+/// A leg a rerun does not run again: its earlier attempt's result stands (dependants see its
+/// outputs), as GitHub's "re-run failed jobs" keeps successful jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarriedJob {
+    pub job_path: String,
+    /// The leg's display name (the matrix values tell legs of one job apart).
+    pub name: String,
+    pub from_attempt: u32,
+    pub completion: StoredCompletion,
 }
 
 impl StoredRun {

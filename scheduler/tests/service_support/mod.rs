@@ -77,7 +77,7 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub clock: Arc<TestClock>,
     pub planner: Arc<MemoryPlanner>,
-    pub sched: Option<Scheduler>,
+    pub sched: Option<Arc<Scheduler>>,
 }
 
 pub fn config() -> ServiceConfig {
@@ -119,7 +119,7 @@ impl Harness {
             self.clock.clone(),
         )
         .unwrap();
-        self.sched = Some(sched);
+        self.sched = Some(Arc::new(sched));
     }
 
     /// Drops the scheduler without any shutdown, as SIGKILL would, and opens it again.
@@ -130,6 +130,10 @@ impl Harness {
 
     pub fn s(&self) -> &Scheduler {
         self.sched.as_ref().unwrap()
+    }
+
+    pub fn arc(&self) -> Arc<Scheduler> {
+        self.sched.clone().unwrap()
     }
 
     pub fn submit(&self, secrets: &[(&str, &str)]) -> String {
