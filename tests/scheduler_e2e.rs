@@ -546,8 +546,6 @@ async fn a_runner_killed_while_it_holds_a_job_loses_it_to_another_runner() {
 }
 
 #[tokio::test]
-#[ignore = "a SIGKILLed runner's host step keeps running: kiln-runner starts steps with \
-            posix_spawn in a new session and sets no parent-death signal (runner/src/backend/spawn.rs)"]
 async fn nothing_a_killed_runner_started_writes_afterwards() {
     let home = tempfile::tempdir().unwrap();
     let (_, marks) = kill_a_runner_mid_job(home.path()).await;
