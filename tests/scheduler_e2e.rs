@@ -603,6 +603,49 @@ async fn the_scheduler_killed_mid_run_and_restarted_finishes_the_run_once() {
     );
 }
 
+/// `kiln submit` itself, as a user runs it, follows the run while the scheduler is SIGKILLed
+/// and started again: it ends with the run's result, and each line a step printed shows once.
+#[tokio::test]
+async fn kiln_submit_keeps_following_across_a_scheduler_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let marks = home.path().join("marks");
+    let workflow = format!(
+        "on: push\njobs:\n  a:\n    runs-on: linux\n    steps:\n      - run: echo line-a-start && echo a-start >> {m} && sleep 4 && echo line-a-end\n  b:\n    needs: a\n    runs-on: linux\n    steps:\n      - run: echo line-b\n",
+        m = marks.display()
+    );
+    let data = home.path().join("data");
+    let port = free_port();
+    let mut sched = Sched::start(&data, port).await;
+    let _runner = Runner::start(&sched, home.path(), "r", "linux").await;
+    let repo = repo(home.path(), &[("two.yml", &workflow)]);
+    let output = home.path().join("submit.out");
+    let mut submit = kiln()
+        .args(["submit", "--url", &sched.url()])
+        .env("KILN_TOKEN", sched.token("control-token"))
+        .current_dir(&repo)
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_mark(&marks, "a-start").await;
+    sched.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sched = Sched::start(&data, port).await;
+    let status = tokio::time::timeout(LIMIT, submit.wait())
+        .await
+        .expect("kiln submit ends with the run")
+        .unwrap();
+    let printed = std::fs::read_to_string(&output).unwrap();
+    assert!(status.success(), "{status}\n{printed}\n{}", sched.log());
+    for line in ["line-a-start", "line-a-end", "line-b"] {
+        let shown = printed
+            .lines()
+            .filter(|l| l.rsplit("] ").next().map(str::trim) == Some(line))
+            .count();
+        assert_eq!(shown, 1, "`{line}` shown {shown} times:\n{printed}");
+    }
+}
+
 fn group_workflow(cancel_in_progress: bool) -> String {
     format!(
         "on: push\nconcurrency:\n  group: deploy\n  cancel-in-progress: {cancel_in_progress}\njobs:\n  deploy:\n    runs-on: linux\n    steps:\n      - run: sleep 3\n"
