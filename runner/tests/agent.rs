@@ -110,6 +110,24 @@ async fn a_job_runs_and_reports_steps_logs_outputs_in_order_despite_lost_replies
             (2, finished)
         ]
     );
+    // A step's end reaches the scheduler after the lines it printed: who follows the run
+    // sees them between its start and its end.
+    let lines = &state.logs["job-1"];
+    for (report, stored) in state.steps.iter().zip(&state.lines_before_step) {
+        if report.phase == finished {
+            let printed = lines
+                .values()
+                .filter(|l| l.step_index == report.index as i32)
+                .map(|l| l.seq as usize)
+                .max()
+                .unwrap_or(0);
+            assert!(
+                *stored >= printed,
+                "step {} ended with {stored} lines stored, before its line {printed}",
+                report.index
+            );
+        }
+    }
     assert!(
         state.leases["job-1"].renewals >= 1,
         "the lease was never renewed"

@@ -48,6 +48,8 @@ pub struct FakeState {
     /// Stored log lines per job, by sequence number.
     pub logs: BTreeMap<String, BTreeMap<u64, pb::LogLine>>,
     pub steps: Vec<pb::ReportStepRequest>,
+    /// For each report in `steps`: the lines of its job stored when it arrived.
+    pub lines_before_step: Vec<usize>,
     pub completions: Vec<pb::CompleteJobRequest>,
     pub calls: Vec<CallRecord>,
     pub polls: Vec<pb::PollJobRequest>,
@@ -84,6 +86,7 @@ impl FakeState {
             leases: BTreeMap::new(),
             logs: BTreeMap::new(),
             steps: Vec::new(),
+            lines_before_step: Vec::new(),
             completions: Vec::new(),
             calls: Vec::new(),
             polls: Vec::new(),
@@ -340,6 +343,12 @@ impl RunnerService for Service {
             .iter()
             .any(|s| s.job == request.job && s.index == request.index && s.phase == request.phase);
         if !repeated {
+            let stored = request
+                .job
+                .as_ref()
+                .and_then(|job| state.logs.get(&job.job_id))
+                .map_or(0, |lines| lines.len());
+            state.lines_before_step.push(stored);
             state.steps.push(request);
         }
         Ok(Response::new(pb::ReportStepResponse {

@@ -127,6 +127,11 @@ impl LogBuffer {
         self.pending.is_empty() && self.dropped == 0
     }
 
+    /// Whether every line up to `seq` is acknowledged.
+    pub(crate) fn acked_through(&self, seq: u64) -> bool {
+        self.pending.front().is_none_or(|p| p.line.seq > seq)
+    }
+
     /// The highest sequence number given to a line: CompleteJob's `last_log_seq`.
     pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq

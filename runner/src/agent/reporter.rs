@@ -110,7 +110,10 @@ pub(crate) struct Reporter {
     retry_cap: Duration,
     logs: LogBuffer,
     steps: Steps,
-    reports: VecDeque<pb::ReportStepRequest>,
+    /// Step reports to send, each with the last log line produced before it: a report goes
+    /// only once those lines are acknowledged, so whoever follows the run sees a step's lines
+    /// between its start and its end, as `kiln run` shows them.
+    reports: VecDeque<(pb::ReportStepRequest, u64)>,
     cancel_noted: bool,
 }
 
@@ -148,8 +151,8 @@ impl Reporter {
         match event {
             JobEvent::StepStarted { id, name } => {
                 let index = self.steps.started();
-                self.reports
-                    .push_back(convert::step_report(&self.job, index, &id, &name, None));
+                let report = convert::step_report(&self.job, index, &id, &name, None);
+                self.reports.push_back((report, self.logs.last_seq()));
             }
             JobEvent::StepFinished {
                 id,
@@ -159,13 +162,9 @@ impl Reporter {
                 ..
             } => {
                 let index = self.steps.finished();
-                self.reports.push_back(convert::step_report(
-                    &self.job,
-                    index,
-                    &id,
-                    &name,
-                    Some((outcome, conclusion)),
-                ));
+                let ended = Some((outcome, conclusion));
+                let report = convert::step_report(&self.job, index, &id, &name, ended);
+                self.reports.push_back((report, self.logs.last_seq()));
             }
             JobEvent::Log { line, .. } => {
                 self.logs.push(self.steps.current(), unix_ms, &line, now);
@@ -258,10 +257,15 @@ impl Reporter {
                     s.renew(request).await
                 }));
             }
-            let logs_due = self
-                .logs
-                .due_at()
-                .map(|due| if finishing { now } else { due });
+            // A step report waiting for the lines before it makes them due now.
+            let report_waits = self
+                .reports
+                .front()
+                .is_some_and(|(_, after)| !self.logs.acked_through(*after));
+            let logs_due =
+                self.logs
+                    .due_at()
+                    .map(|due| if finishing || report_waits { now } else { due });
             if append.is_none() && append_retry.ready(now) && logs_due.is_some_and(|d| now >= d) {
                 let lines = self.logs.batch();
                 append_through = lines.last().map_or(0, |l| l.seq);
@@ -273,8 +277,8 @@ impl Reporter {
                     s.append_logs(request).await
                 }));
             }
-            if report.is_none() && report_retry.ready(now) {
-                if let Some(request) = self.reports.front().cloned() {
+            if report.is_none() && report_retry.ready(now) && !report_waits {
+                if let Some((request, _)) = self.reports.front().cloned() {
                     report = Some(boxed(scheduler.clone(), move |s| async move {
                         s.report_step(request).await
                     }));
