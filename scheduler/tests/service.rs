@@ -132,11 +132,16 @@ fn a_job_no_runner_can_take_fails_after_the_queue_timeout() {
     h.clock.advance(2_000);
     h.s().tick().unwrap();
     let jobs = h.jobs(&run_id);
+    let (builds, rest): (Vec<_>, Vec<_>) = jobs.iter().partition(|j| j.job_path == "build");
+    assert_eq!(builds.len(), 3);
     assert!(
-        jobs.iter()
-            .all(|j| j.conclusion == Some(Conclusion::Failure) && !j.message.is_empty()),
-        "{jobs:?}"
+        builds
+            .iter()
+            .all(|j| j.conclusion == Some(Conclusion::Failure) && j.message.contains("queue")),
+        "{builds:?}"
     );
+    assert_eq!(rest.len(), 1, "ship, which never ran: {rest:?}");
+    assert_eq!(rest[0].conclusion, Some(Conclusion::Skipped));
     let run = h.run(&run_id);
     assert_eq!(run.state, RunState::Done);
     assert_eq!(run.conclusion, Some(Conclusion::Failure));
@@ -228,6 +233,16 @@ fn a_job_that_failed_by_itself_is_not_retried() {
         2,
         "{lines:?}"
     );
+    assert!(
+        lines.contains(&"ship=skipped".to_owned()),
+        "a job that never ran is listed too: {lines:?}"
+    );
+    let ship = h
+        .jobs(&run_id)
+        .into_iter()
+        .find(|j| j.name == "ship")
+        .unwrap();
+    assert!(!ship.message.is_empty(), "with the reason");
 }
 
 const TWO_STAGES: &str = "on: push
