@@ -108,19 +108,23 @@ fn artifact_error(error: ArtifactError) -> Response {
 }
 
 /// The run whose artifacts the request's token opens.
-fn run_artifacts(scheduler: &Scheduler, headers: &HeaderMap) -> Result<RunArtifacts, Response> {
-    let token = bearer(headers).ok_or_else(unauthorized)?;
+fn run_artifacts(
+    scheduler: &Scheduler,
+    headers: &HeaderMap,
+) -> Result<RunArtifacts, Box<Response>> {
+    let refused = |response: Response| Box::new(response);
+    let token = bearer(headers).ok_or_else(|| refused(unauthorized()))?;
     let run_id = scheduler
         .keys()
         .check_artifacts_token(token)
-        .ok_or_else(unauthorized)?;
-    RunArtifacts::open(scheduler, &run_id).map_err(artifact_error)
+        .ok_or_else(|| refused(unauthorized()))?;
+    RunArtifacts::open(scheduler, &run_id).map_err(|e| refused(artifact_error(e)))
 }
 
 async fn list(State(scheduler): State<Arc<Scheduler>>, headers: HeaderMap) -> Response {
     let artifacts = match run_artifacts(&scheduler, &headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match artifacts.list() {
         Ok(manifests) => {
@@ -141,7 +145,7 @@ async fn manifest(
 ) -> Response {
     let artifacts = match run_artifacts(&scheduler, &headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match artifacts.manifest(&name) {
         Ok(m) => Json(m).into_response(),
@@ -156,7 +160,7 @@ async fn download(
 ) -> Response {
     let artifacts = match run_artifacts(&scheduler, &headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match artifacts.file(&name, &path) {
         Ok((file, size)) => file_body(file, size).await,
@@ -178,7 +182,7 @@ async fn upload(
 ) -> Response {
     let artifacts = match run_artifacts(&scheduler, &headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if let Err(e) = crate::service::artifacts::check_name(&name)
         .and_then(|()| crate::service::artifacts::check_path(&path))
@@ -247,7 +251,7 @@ async fn commit(
 ) -> Response {
     let artifacts = match run_artifacts(&scheduler, &headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let upload = query.get("upload").cloned().unwrap_or_default();
     let overwrite = query.get("overwrite").is_some_and(|v| v == "true");

@@ -132,11 +132,16 @@ fn a_job_no_runner_can_take_fails_after_the_queue_timeout() {
     h.clock.advance(2_000);
     h.s().tick().unwrap();
     let jobs = h.jobs(&run_id);
+    let (builds, rest): (Vec<_>, Vec<_>) = jobs.iter().partition(|j| j.job_path == "build");
+    assert_eq!(builds.len(), 3);
     assert!(
-        jobs.iter()
-            .all(|j| j.conclusion == Some(Conclusion::Failure) && !j.message.is_empty()),
-        "{jobs:?}"
+        builds
+            .iter()
+            .all(|j| j.conclusion == Some(Conclusion::Failure) && j.message.contains("queue")),
+        "{builds:?}"
     );
+    assert_eq!(rest.len(), 1, "ship, which never ran: {rest:?}");
+    assert_eq!(rest[0].conclusion, Some(Conclusion::Skipped));
     let run = h.run(&run_id);
     assert_eq!(run.state, RunState::Done);
     assert_eq!(run.conclusion, Some(Conclusion::Failure));
@@ -228,6 +233,16 @@ fn a_job_that_failed_by_itself_is_not_retried() {
         2,
         "{lines:?}"
     );
+    assert!(
+        lines.contains(&"ship=skipped".to_owned()),
+        "a job that never ran is listed too: {lines:?}"
+    );
+    let ship = h
+        .jobs(&run_id)
+        .into_iter()
+        .find(|j| j.name == "ship")
+        .unwrap();
+    assert!(!ship.message.is_empty(), "with the reason");
 }
 
 const TWO_STAGES: &str = "on: push
@@ -623,5 +638,88 @@ fn rerunning_the_failed_jobs_keeps_the_successful_ones_and_their_outputs() {
     assert!(
         matches!(h.s().rerun_failed(&second), Err(ServiceError::Invalid(_))),
         "nothing failed"
+    );
+}
+
+#[test]
+fn a_submitted_git_url_never_runs_a_command_on_the_scheduler() {
+    let h = Harness::new(&[(".github/workflows/one.yml", ONE_JOB)]);
+    let marker = h.dir.path().join("pwned");
+    for url in [
+        format!("ext::sh -c touch% {}", marker.display()),
+        "--upload-pack=touch /tmp/x".to_owned(),
+        String::new(),
+    ] {
+        let mut request = request(&[]);
+        request.source = Some(SourceSpec {
+            sha: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+            origin: SourceOrigin::Git { url: url.clone() },
+        });
+        let refused = h.s().submit(&request, "");
+        assert!(
+            matches!(&refused, Err(ServiceError::Invalid(m)) if m.contains("is not a git URL the scheduler clones")),
+            "refused before git runs: {url}: {refused:?}"
+        );
+    }
+    assert!(!marker.exists(), "the ext:: command ran");
+    let mut request = request(&[]);
+    request.source = Some(SourceSpec {
+        sha: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+        origin: SourceOrigin::Snapshot {
+            digest: "ab".repeat(32),
+            size: 1,
+        },
+    });
+    let refused = h.s().submit(&request, "").unwrap_err();
+    assert!(refused.to_string().contains("never uploaded"), "{refused}");
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "git {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_submission_is_planned_over_its_source_at_its_commit() {
+    let h = Harness::new(&[(".github/workflows/one.yml", ONE_JOB)]);
+    let origin = tempfile::tempdir().unwrap();
+    git(origin.path(), &["init", "-q"]);
+    std::fs::write(origin.path().join("first.txt"), "1").unwrap();
+    git(origin.path(), &["add", "-A"]);
+    git(origin.path(), &["commit", "-qm", "one"]);
+    let sha = git(origin.path(), &["rev-parse", "HEAD"]);
+    std::fs::write(origin.path().join("later.txt"), "2").unwrap();
+    git(origin.path(), &["add", "-A"]);
+    git(origin.path(), &["commit", "-qm", "two"]);
+    let mut request = request(&[]);
+    request.source = Some(SourceSpec {
+        sha: sha.clone(),
+        origin: SourceOrigin::Git {
+            url: origin.path().display().to_string(),
+        },
+    });
+    let submission = h.s().submit(&request, "").unwrap();
+    assert_eq!(submission.runs[0].sha, sha);
+    assert_eq!(
+        *h.planner.checkouts.lock().unwrap(),
+        [vec!["first.txt".to_owned()]],
+        "the checkout is at the submitted commit"
+    );
+    let runner = h.runner("r", &["linux"]);
+    let job = h.lease(&runner).unwrap();
+    let source = job.payload.source.unwrap();
+    assert_eq!(source.sha, sha);
+    assert!(
+        job.snapshot.is_none(),
+        "a git source has no snapshot endpoint"
     );
 }

@@ -40,6 +40,9 @@ pub(crate) struct Core {
 
 type TxResult<T> = Result<T, StoreError>;
 
+/// The first leg number of the rows of jobs that never ran (see `finish_if_done`).
+pub(crate) const UNRUN_LEGS: u32 = 1 << 30;
+
 /// A failure while applying an op that is not the store's: kept apart so the transaction
 /// rolls back and the caller sees it.
 fn invalid(error: ServiceError) -> StoreError {
@@ -246,8 +249,22 @@ impl Core {
         if !run.engine.is_finished() {
             return Ok(());
         }
-        let conclusion = run.engine.report().conclusion;
-        tx.finish_run(run_id, conclusion, now)?;
+        let report = run.engine.report();
+        // Jobs the engine concluded without running them (skipped, failed to start) get a
+        // row too, so the finished run lists every job as `kiln run`'s report does. Their leg
+        // numbers lie above any real leg's, and are given once, when the run finishes.
+        let unrun = report.jobs.iter().filter(|job| job.leg.is_none());
+        for (index, job) in unrun.enumerate() {
+            let id = tx.add_job(&NewJob {
+                run_id: run_id.to_owned(),
+                leg: UNRUN_LEGS + u32::try_from(index).unwrap_or(0),
+                job_path: job.id.clone(),
+                name: job.name.clone(),
+            })?;
+            let message = job.message.clone().unwrap_or_default();
+            tx.conclude_job(&id, job.conclusion, &message, now)?;
+        }
+        tx.finish_run(run_id, report.conclusion, now)?;
         tx.append_event(run_id, &EventPayload::Run.encode(), now)?;
         self.runs.remove(run_id);
         Ok(())

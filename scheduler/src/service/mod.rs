@@ -140,6 +140,7 @@ impl Scheduler {
         let cache_dir = store.data_dir().root().join("cache");
         let cache = kiln_cache::token::Secret::load_or_create(&cache_dir)
             .map_err(|e| ServiceError::Invalid(format!("the cache's signing key: {e}")))?;
+        remove_scratch(store.data_dir().root());
         let now = clock.now_ms();
         let ttl = millis(config.lease_ttl);
         store.write(|tx| tx.extend_leases(now + ttl))?;
@@ -285,12 +286,23 @@ impl Scheduler {
                 }
                 self.store.data_dir().snapshot_path(digest)?
             }
-            SourceOrigin::Git { url } => url.into(),
+            SourceOrigin::Git { url } => {
+                if url.trim().is_empty() || url.starts_with('-') || url.contains("::") {
+                    return Err(ServiceError::Invalid(format!(
+                        "`{url}` is not a git URL the scheduler clones (http, https, ssh, git or a path)"
+                    )));
+                }
+                url.into()
+            }
         };
         let git = |args: &[&std::ffi::OsStr]| -> Result<()> {
             let output = std::process::Command::new("git")
                 .args(args)
                 .env("GIT_TERMINAL_PROMPT", "0")
+                // A submitted URL must not make the scheduler run a command (`ext::`) or read
+                // through another transport than these.
+                .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+                .env("GIT_PROTOCOL_FROM_USER", "0")
                 .stdin(std::process::Stdio::null())
                 .output()
                 .map_err(|e| ServiceError::Invalid(format!("cannot run git: {e}")))?;
@@ -535,6 +547,18 @@ impl Scheduler {
             }
             Ok(())
         })?)
+    }
+}
+
+/// Removes the planning checkouts a killed scheduler left behind (`plan-*`).
+fn remove_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("plan-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

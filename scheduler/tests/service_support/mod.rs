@@ -39,11 +39,20 @@ pub struct MemoryPlanner {
     pub workflows: Mutex<Vec<(String, String)>>,
     pub callees: Mutex<BTreeMap<String, String>>,
     pub plans: Mutex<u32>,
+    /// The names in each checkout the planner was given, sorted.
+    pub checkouts: Mutex<Vec<Vec<String>>>,
 }
 
 impl RunPlanner for MemoryPlanner {
-    fn plan(&self, request: &SubmitRequest, _checkout: &Path) -> std::result::Result<Plan, String> {
+    fn plan(&self, request: &SubmitRequest, checkout: &Path) -> std::result::Result<Plan, String> {
         *self.plans.lock().unwrap() += 1;
+        let mut names: Vec<String> = std::fs::read_dir(checkout)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".git")
+            .collect();
+        names.sort();
+        self.checkouts.lock().unwrap().push(names);
         let workflows = self.workflows.lock().unwrap().clone();
         let callees = self.callees.lock().unwrap().clone();
         let runs = workflows
