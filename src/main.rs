@@ -4,6 +4,7 @@
 
 mod cmd;
 mod html;
+mod remote;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,23 @@ enum Command {
     Image(cmd::image::ImageArgs),
     /// Benchmark: replay a repository's history through the cache.
     Bench(cmd::bench::BenchArgs),
+    /// Register this machine as a runner of a kiln scheduler, and run its jobs.
+    Runner(cmd::runner::RunnerArgs),
+    /// Run the workflows an event triggers on a kiln scheduler, from this repository's
+    /// working copy, and follow them.
+    Submit(Box<cmd::submit::Args>),
+    /// List a scheduler's recent runs.
+    Runs(cmd::control::RunsArgs),
+    /// Print a run's log lines, or follow them.
+    Logs(cmd::control::LogsArgs),
+    /// Cancel a run on a scheduler.
+    Cancel(cmd::control::CancelArgs),
+    /// Run a finished run's failed jobs again.
+    Rerun(cmd::control::RerunArgs),
+    /// List a scheduler's registered runners.
+    Runners(cmd::control::RunnersArgs),
+    /// Run the scheduler: registered runners take the jobs of submitted runs from it.
+    Scheduler(cmd::scheduler::SchedulerArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +69,14 @@ fn main() -> ExitCode {
         Command::Cache(args) => cmd::cache::run(args),
         Command::Image(args) => cmd::image::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Runner(args) => cmd::runner::run(args),
+        Command::Submit(args) => cmd::submit::run(*args),
+        Command::Runs(args) => cmd::control::runs(args),
+        Command::Logs(args) => cmd::control::logs(args),
+        Command::Cancel(args) => cmd::control::cancel(args),
+        Command::Rerun(args) => cmd::control::rerun(args),
+        Command::Runners(args) => cmd::control::runners(args),
+        Command::Scheduler(args) => cmd::scheduler::run(args),
     };
     match result {
         Ok(code) => code,

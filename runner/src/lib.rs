@@ -4,9 +4,13 @@
 //! `ensure_base_image`).
 
 pub mod actions;
+pub mod agent;
 pub mod backend;
 pub mod executor;
 pub mod image;
 pub mod mask;
+pub mod platform;
+pub mod summary;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod transfer;

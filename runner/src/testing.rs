@@ -97,20 +97,11 @@ pub fn process_running(pid: i32) -> bool {
 /// Every container and network carrying kiln's job label, as `container KEY` / `network KEY`
 /// (KEY is the job key), for checking through the Docker API that nothing was left behind.
 pub async fn labelled_objects(docker: &DockerBackend) -> Vec<String> {
-    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
+    use bollard::query_parameters::ListNetworksOptionsBuilder;
     use std::collections::HashMap;
     let label = crate::backend::JOB_KEY_LABEL;
     let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-    let containers = docker
-        .client()
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .expect("list containers");
+    let containers = containers_with_label(docker, label).await;
     let networks = docker
         .client()
         .list_networks(Some(
@@ -134,4 +125,23 @@ pub async fn labelled_objects(docker: &DockerBackend) -> Vec<String> {
             .map(|n| format!("network {}", key(n.labels.as_ref()))),
     );
     found
+}
+
+/// The containers, running or not, that match a label filter (`KEY` or `KEY=VALUE`).
+pub async fn containers_with_label(
+    docker: &DockerBackend,
+    filter: &str,
+) -> Vec<bollard::models::ContainerSummary> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let filters = std::collections::HashMap::from([("label".to_owned(), vec![filter.to_owned()])]);
+    docker
+        .client()
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("list containers")
 }

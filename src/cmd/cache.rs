@@ -203,7 +203,7 @@ fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `90s`, `30m`, `6h`, `2d`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -1,11 +1,16 @@
 pub mod bench;
 pub mod cache;
+pub mod control;
 pub mod expr;
 pub mod hash_files;
 pub mod image;
 pub mod output;
 pub mod plan;
+pub mod request;
 pub mod run;
+pub mod runner;
+pub mod scheduler;
 pub mod stats;
+pub mod submit;
 pub mod validate;
 pub(crate) mod workflow_files;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 
+use crate::cmd::request::RequestFlags;
 use crate::run;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -18,58 +19,12 @@ pub enum ExecutorFlag {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The event to simulate; workflows that do not trigger on it are not run.
-    #[arg(default_value = "push")]
-    pub event: String,
-
-    /// A workflow file or a directory of them.
-    #[arg(short = 'W', long = "workflows", value_name = "PATH")]
-    pub workflows: Option<PathBuf>,
-
-    /// Run only this job (its needs are not run, as in act).
-    #[arg(short = 'j', long = "job", value_name = "JOB")]
-    pub job: Option<String>,
-
-    /// Run only matrix legs with this value (repeatable): `--matrix os:ubuntu-latest`.
-    #[arg(long = "matrix", value_name = "KEY:VALUE")]
-    pub matrix: Vec<String>,
+    #[command(flatten)]
+    pub request: RequestFlags,
 
     /// Map a runs-on label to an image, or to the host with `LABEL=-self-hosted` (repeatable).
     #[arg(short = 'P', long = "platform", value_name = "LABEL=IMAGE")]
     pub platforms: Vec<String>,
-
-    /// A secret: `NAME=VALUE`, or `NAME` to take the value from the environment (repeatable).
-    #[arg(short = 's', long = "secret", value_name = "NAME[=VALUE]")]
-    pub secrets: Vec<String>,
-
-    /// Secrets in dotenv format (default: `.secrets` when it exists).
-    #[arg(long = "secret-file", value_name = "FILE")]
-    pub secret_file: Option<PathBuf>,
-
-    /// Environment variables for every job, in dotenv format (default: `.env` when it exists).
-    #[arg(long = "env-file", value_name = "FILE")]
-    pub env_file: Option<PathBuf>,
-
-    /// The event payload (JSON), the `github.event` context; its `inputs` object also gives
-    /// workflow_dispatch and workflow_call inputs (below --input-file and --input).
-    #[arg(short = 'e', long = "eventpath", value_name = "EVENT.json")]
-    pub event_path: Option<PathBuf>,
-
-    /// A configuration variable, the `vars` context (repeatable).
-    #[arg(long = "var", value_name = "NAME=VALUE")]
-    pub vars: Vec<String>,
-
-    /// Variables in dotenv format (default: `.vars` when it exists).
-    #[arg(long = "var-file", value_name = "FILE")]
-    pub var_file: Option<PathBuf>,
-
-    /// A workflow input, the `inputs` context (repeatable).
-    #[arg(long = "input", value_name = "NAME=VALUE")]
-    pub inputs: Vec<String>,
-
-    /// Inputs in dotenv format (default: `.input` when it exists).
-    #[arg(long = "input-file", value_name = "FILE")]
-    pub input_file: Option<PathBuf>,
 
     /// Use a local directory for a remote action or reusable workflow (repeatable); the
     /// repository may be written as its URL: `https://github.com/OWNER/REPO@REF=PATH`.
@@ -140,10 +95,6 @@ pub struct Args {
     /// Where artifacts are stored (default: under the run's directory).
     #[arg(long = "artifact-dir", value_name = "DIR")]
     pub artifact_dir: Option<PathBuf>,
-
-    /// Run in this directory instead of the current one (the repository root).
-    #[arg(short = 'C', long = "directory", value_name = "DIR")]
-    pub directory: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::platform::{ExecutorKind, DEFAULT_IMAGE};
+use super::platform::ExecutorKind;
 use super::setup::ExecutorChoice;
 use crate::cmd::run::Args;
+use kiln_runner::platform::DEFAULT_IMAGE;
 
 mod host_address;
 

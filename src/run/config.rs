@@ -217,6 +217,15 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 }
 
 /// Pairs into an expression object (case-insensitive names, later wins).
+/// The `GITHUB_TOKEN` secret, when given (the last one wins): the `github.token` of a run.
+pub fn github_token(secrets: &[(String, String)]) -> Option<&str> {
+    secrets
+        .iter()
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case("GITHUB_TOKEN"))
+        .map(|(_, v)| v.as_str())
+}
+
 pub fn object_of(pairs: &[(String, String)]) -> Object {
     let mut object = Object::new();
     for (name, value) in pairs {

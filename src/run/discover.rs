@@ -87,6 +87,9 @@ pub struct CalleeSource<'a> {
     pub sha: &'a str,
     /// Warnings of the loads since the last [`CalleeSource::take_warnings`].
     pub warnings: RefCell<Vec<String>>,
+    /// The text of every callee loaded, by its `uses:` value: what a scheduler stores to
+    /// parse the run again, identically, after a restart.
+    pub loaded: RefCell<std::collections::BTreeMap<String, String>>,
 }
 
 impl CalleeSource<'_> {
@@ -222,7 +225,16 @@ pub fn load_workflows(
     paths: &[PathBuf],
     callees: &CalleeSource,
 ) -> Result<Vec<WorkflowFile>, DiscoverError> {
-    let resolver = |uses: &str| callees.load(uses);
+    let resolver = |uses: &str| {
+        let loaded = callees.load(uses);
+        if let Some((_, text)) = &loaded {
+            callees
+                .loaded
+                .borrow_mut()
+                .insert(uses.to_owned(), text.clone());
+        }
+        loaded
+    };
     let options = ParseOptions {
         resolver: Some(&resolver),
         ..ParseOptions::default()
@@ -317,6 +329,7 @@ mod tests {
             repository: "octo/app",
             sha: NO_COMMIT,
             warnings: RefCell::default(),
+            loaded: RefCell::default(),
         };
         let files = load_workflows(&[wf.join("caller.yml")], &source).expect("valid");
         assert_eq!(files[0].display_path, ".github/workflows/caller.yml");
@@ -339,6 +352,7 @@ mod tests {
             repository: "octo/app",
             sha: NO_COMMIT,
             warnings: RefCell::default(),
+            loaded: RefCell::default(),
         };
         let files = load_workflows(&[wf.join("caller.yml")], &source).expect("valid");
         let found = unloaded_calls(&files[0].workflow, None);
@@ -370,6 +384,7 @@ mod tests {
             repository: "octo/app",
             sha: NO_COMMIT,
             warnings: RefCell::default(),
+            loaded: RefCell::default(),
         };
         let error = load_workflows(&[path], &source).expect_err("invalid");
         assert!(error.to_string().contains("bad.yml:"), "{error}");

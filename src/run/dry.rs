@@ -14,13 +14,7 @@ use super::platform::{Platform, PlatformMap};
 
 /// The platform a leg runs on, or why it is skipped.
 pub fn platform_for(platforms: &PlatformMap, dispatch: &Dispatch) -> Result<Platform, String> {
-    platforms.resolve(&dispatch.runs_on).ok_or_else(|| {
-        let label = dispatch.runs_on.first().map(String::as_str).unwrap_or("LABEL");
-        format!(
-            "runs-on [{}] maps to no platform; map it with `-P {label}=IMAGE` or `-P {label}=-self-hosted`",
-            dispatch.runs_on.join(", ")
-        )
-    })
+    platforms.resolve_or_explain(&dispatch.runs_on)
 }
 
 /// How a step is named in logs before evaluation: its `name:` as written, else GitHub's

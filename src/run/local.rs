@@ -13,7 +13,7 @@ use kiln_runner::executor::{
     prestart, run_job_with, AnnotationEvent, CacheEndpoint, JobEvent, JobRequest, JobResult,
     JobStop, Prestarted, RunDirs,
 };
-use kiln_runner::image::image_exists;
+use kiln_runner::image::ImageChecks;
 use kiln_scheduler::engine::{Dispatch, JobCompletion, StepRecord};
 use kiln_workflow::model::{Job, JobKind, RunsOn};
 use kiln_workflow::Conclusion;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::deferred::DeferredCleanup;
 use super::driver::{EventSender, LegEvent, LegFuture, LegRunner};
 use super::dry::platform_for;
-use super::platform::{Platform, PlatformMap, DEFAULT_IMAGE};
+use super::platform::{Platform, PlatformMap};
 
 /// What every job of the run shares.
 pub struct RunShared {
@@ -46,9 +46,8 @@ pub struct LocalRunner {
     docker: Option<(DockerBackend, Arc<DeferredCleanup>)>,
     host: Arc<DeferredCleanup>,
     pub shared: Arc<RunShared>,
-    /// Images looked up in the daemon's store: each once per run, also when the legs of a
-    /// matrix ask for it at the same moment.
-    known_images: Arc<Mutex<HashMap<String, ImageLookup>>>,
+    /// Images looked up in the daemon's store: each once per run.
+    known_images: Arc<ImageChecks>,
     prestarts: Arc<Prestarts>,
 }
 
@@ -154,7 +153,7 @@ impl LocalRunner {
             }),
             host: Arc::new(DeferredCleanup::new(Arc::new(HostBackend::new()))),
             shared: Arc::new(shared),
-            known_images: Arc::new(Mutex::new(HashMap::new())),
+            known_images: Arc::default(),
             prestarts: Arc::default(),
         }
     }
@@ -188,42 +187,6 @@ impl LocalRunner {
         }
         chosen
     }
-}
-
-/// The error a job shows when its image is not in the daemon's store.
-fn missing_image(image: &str) -> String {
-    if image == DEFAULT_IMAGE || image.starts_with("kiln-base:") {
-        format!("image {image} is not available locally and kiln does not pull images: build it with `kiln image build --tag {image}`")
-    } else {
-        format!("image {image} is not available locally and kiln does not pull images: `docker pull {image}` (or `docker load`) first, or map the label to another image with -P")
-    }
-}
-
-/// Whether an image is in the daemon's store, once the first lookup answered.
-type ImageLookup = Arc<tokio::sync::OnceCell<bool>>;
-
-/// Looks each image up once; `Err` names the first missing one with the fix.
-async fn check_images(
-    docker: &DockerBackend,
-    known: &Mutex<HashMap<String, ImageLookup>>,
-    images: Vec<String>,
-) -> Result<(), String> {
-    for image in images {
-        let lookup = match known.lock() {
-            Ok(mut known) => known.entry(image.clone()).or_default().clone(),
-            Err(_) => ImageLookup::default(),
-        };
-        // Concurrent legs wait for the first one's answer; a failed lookup is not kept, so
-        // the next leg asks again.
-        let present = *lookup
-            .get_or_try_init(|| image_exists(docker.client(), &image))
-            .await
-            .map_err(|e| format!("cannot look up image {image}: {e}"))?;
-        if !present {
-            return Err(missing_image(&image));
-        }
-    }
-    Ok(())
 }
 
 fn completion(mut result: JobResult) -> JobCompletion {
@@ -346,7 +309,7 @@ impl LegRunner for LocalRunner {
                         } else {
                             Vec::new()
                         };
-                        if let Err(message) = check_images(&docker, &known_images, images).await {
+                        if let Err(message) = known_images.require(docker.client(), &images).await {
                             keep_for_finish(prestarted);
                             return fail(message);
                         }
@@ -373,6 +336,7 @@ impl LegRunner for LocalRunner {
                 offline: shared.offline,
                 local_repositories: shared.local_repositories.clone(),
                 cache: shared.cache.clone(),
+                artifacts: None,
             };
             if !dependants.is_empty() {
                 start_dependants(&request, &backend, dependants, &prestarts);

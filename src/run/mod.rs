@@ -12,10 +12,11 @@ pub mod dry;
 pub mod github;
 pub mod listing;
 mod local;
+pub mod planner;
 pub mod platform;
 pub mod render;
 pub mod report;
-mod setup;
+pub mod setup;
 pub mod signals;
 pub mod summary;
 
@@ -38,14 +39,12 @@ use report::{JobReport, RunReport, StepReport};
 use signals::Signals;
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let dir = match &args.directory {
-        Some(dir) => dir.clone(),
-        None => std::env::current_dir().context("cannot determine the current directory")?,
-    };
+    let dir = args.request.dir()?;
     let repo = RepoState::read(&dir);
     let local_repositories = config::parse_local_repositories(&dir, &args.local_repositories)?;
     let target = dir.join(
-        args.workflows
+        args.request
+            .workflows
             .as_deref()
             .unwrap_or(".github/workflows".as_ref()),
     );
@@ -55,16 +54,17 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         repository: &repo.repository,
         sha: &repo.sha,
         warnings: Default::default(),
+        loaded: Default::default(),
     };
     let files = load_workflows(&workflow_paths(&target, &repo.root)?, &callees)?;
 
     if args.list || args.graph {
         let selected: Vec<&WorkflowFile> = files
             .iter()
-            .filter(|f| f.triggers_on(&args.event))
+            .filter(|f| f.triggers_on(&args.request.event))
             .collect();
         let text = if args.list {
-            listing::list(&selected, args.job.as_deref())
+            listing::list(&selected, args.request.job.as_deref())
         } else {
             listing::graph(&selected)
         };
@@ -98,25 +98,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             renderer.notice(&format!(
                 "no workflow in {} runs on `{}`",
                 target.display(),
-                args.event
+                args.request.event
             ));
             renderer.flush();
             return Ok(ExitCode::SUCCESS);
         }
-        let event = args
-            .event_path
-            .as_deref()
-            .map(|p| config::read_event(&dir.join(p)))
-            .transpose()?;
-        let values = setup::read_values(&dir, &args, event.as_ref())?;
-        let matrix_filter = config::parse_matrix_filters(&args.matrix)?;
+        let event = args.request.read_event(&dir)?;
+        let values = setup::read_values(&dir, &args.request, event.as_ref())?;
+        let matrix_filter = config::parse_matrix_filters(&args.request.matrix)?;
         let run_id = github::new_run_id();
-        let token = values
-            .secrets
-            .iter()
-            .rev()
-            .find(|(k, _)| k.eq_ignore_ascii_case("GITHUB_TOKEN"))
-            .map(|(_, v)| v.as_str());
+        let token = config::github_token(&values.secrets);
         // The cache is scoped to the repository and ref, which every workflow of the run shares.
         let run_cache = if args.dry_run {
             None
@@ -125,7 +116,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             let github = github_context(
                 &repo,
                 &GithubInputs {
-                    event_name: &args.event,
+                    event_name: &args.request.event,
                     event: event.clone(),
                     workflow_name: &first.name(),
                     workflow_path: &first.display_path,
@@ -148,7 +139,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             run_id,
             endpoint,
         )?;
-        let prefixes = workflow_prefixes(&selected);
+        let prefixes = workflow_prefixes(
+            &selected
+                .iter()
+                .map(|f| (f.name(), f.display_path.clone()))
+                .collect::<Vec<_>>(),
+        );
         let mut runs = Vec::new();
         let mut failure = None;
         let shared = RunInputs {
@@ -191,7 +187,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             reports = runs
                 .iter()
                 .zip(&selected)
-                .map(|(run, file)| convert_report(&run.engine, file, &args.event))
+                .map(|(run, file)| convert_report(&run.engine, file, &args.request.event))
                 .collect();
         }
         // Cleanup runs whatever happened above: errors are reported after it. Signals that
@@ -262,25 +258,19 @@ struct RunInputs<'a> {
 impl RunInputs<'_> {
     /// The engine of one workflow, with its contexts.
     fn workflow_run(&self, file: &WorkflowFile, prefix: String) -> anyhow::Result<WorkflowRun> {
-        discover::require_loaded_calls(file, self.args.job.as_deref())?;
-        let name = file.name();
-        let github = github_context(
+        let (github, inputs) = workflow_contexts(
+            file,
             self.repo,
             &GithubInputs {
-                event_name: &self.args.event,
+                event_name: &self.args.request.event,
                 event: self.event.clone(),
-                workflow_name: &name,
+                workflow_name: &file.name(),
                 workflow_path: &file.display_path,
                 token: self.token,
                 run_id: self.run_id,
             },
-        );
-        let inputs = inputs_for(&file.workflow, &name, &self.args.event, &self.values.inputs)?;
-        check_call_secrets(
-            &file.workflow,
-            &name,
-            &self.args.event,
-            &self.values.secrets,
+            self.values,
+            self.args.request.job.as_deref(),
         )?;
         let spec = RunSpec {
             workflow: file.workflow.clone(),
@@ -289,7 +279,7 @@ impl RunInputs<'_> {
             inputs,
             vars: object_of(&self.values.vars),
             secrets: object_of(&self.values.secrets),
-            job_filter: self.args.job.clone(),
+            job_filter: self.args.request.job.clone(),
             matrix_filter: self.matrix_filter.to_vec(),
         };
         let options = EngineOptions {
@@ -305,16 +295,32 @@ impl RunInputs<'_> {
     }
 }
 
-/// The `[workflow/job]` prefix of each workflow: its name, or its file when two workflows
-/// running together share a name, so every line says where it came from.
-fn workflow_prefixes(selected: &[&WorkflowFile]) -> Vec<String> {
-    let names: Vec<String> = selected.iter().map(|f| f.name()).collect();
-    selected
+/// The `github` and `inputs` contexts of one workflow of a run, after the checks GitHub makes
+/// before it starts one (reusable workflows loaded, required inputs and secrets given).
+/// `kiln run` and the scheduler's planner build them alike.
+pub fn workflow_contexts(
+    file: &WorkflowFile,
+    repo: &RepoState,
+    github: &GithubInputs,
+    values: &config::RunValues,
+    job: Option<&str>,
+) -> anyhow::Result<(kiln_workflow::Object, kiln_workflow::Object)> {
+    discover::require_loaded_calls(file, job)?;
+    let name = file.name();
+    let context = github_context(repo, github);
+    let inputs = inputs_for(&file.workflow, &name, github.event_name, &values.inputs)?;
+    check_call_secrets(&file.workflow, &name, github.event_name, &values.secrets)?;
+    Ok((context, inputs))
+}
+
+/// The `[workflow/job]` prefix of each workflow, given as (name, file): its name, or its file
+/// when two workflows running together share a name, so every line says where it came from.
+pub fn workflow_prefixes(workflows: &[(String, String)]) -> Vec<String> {
+    workflows
         .iter()
-        .zip(&names)
-        .map(|(file, name)| {
-            if names.iter().filter(|other| *other == name).count() > 1 {
-                file.display_path.clone()
+        .map(|(name, file)| {
+            if workflows.iter().filter(|other| other.0 == *name).count() > 1 {
+                file.clone()
             } else {
                 name.clone()
             }
@@ -322,42 +328,54 @@ fn workflow_prefixes(selected: &[&WorkflowFile]) -> Vec<String> {
         .collect()
 }
 
-/// The workflows triggered by the event (and, with `-j`, holding that job). Every workflow
-/// left out is named with the reason, so a typo in the event is visible.
+/// The workflows triggered by the event (and, with `-j`, holding that job), rendering why
+/// each other one is left out (see [`select`]).
 fn select_workflows<'a>(
     files: &'a [WorkflowFile],
     args: &Args,
     renderer: &mut Renderer,
 ) -> anyhow::Result<Vec<&'a WorkflowFile>> {
+    let (selected, notices) = select(files, &args.request.event, args.request.job.as_deref())?;
+    for notice in notices {
+        renderer.notice(&notice);
+    }
+    Ok(selected)
+}
+
+/// The workflows triggered by `event` (and, with `-j`, holding that job), and a notice for
+/// every workflow left out (with the reason, so a typo in the event is visible) and every
+/// warning of the selected files. `kiln run` and the scheduler's planner select alike.
+pub fn select<'a>(
+    files: &'a [WorkflowFile],
+    event: &str,
+    job: Option<&str>,
+) -> anyhow::Result<(Vec<&'a WorkflowFile>, Vec<String>)> {
     let mut selected = Vec::new();
+    let mut notices = Vec::new();
     for file in files {
-        if !file.triggers_on(&args.event) {
+        if !file.triggers_on(event) {
             let events = file.events().join(", ");
-            renderer.notice(&format!(
-                "skipping {}: runs on {events}, not on {}",
-                file.display_path, args.event
+            notices.push(format!(
+                "skipping {}: runs on {events}, not on {event}",
+                file.display_path
             ));
             continue;
         }
-        if let Some(job) = &args.job {
+        if let Some(job) = job {
             if file.workflow.job(job).is_none() {
                 continue;
             }
         }
-        for warning in &file.warnings {
-            renderer.notice(&warning.to_string());
-        }
+        notices.extend(file.warnings.iter().map(ToString::to_string));
         selected.push(file);
     }
-    if let Some(job) = &args.job {
+    if let Some(job) = job {
         anyhow::ensure!(
             !selected.is_empty(),
-            "no workflow triggered by `{}` has a job `{job}`; list the jobs with `kiln run {} -l`",
-            args.event,
-            args.event
+            "no workflow triggered by `{event}` has a job `{job}`; list the jobs with `kiln run {event} -l`"
         );
     }
-    Ok(selected)
+    Ok((selected, notices))
 }
 
 /// The engine's account of the run in the report's shape.

@@ -16,6 +16,7 @@ use super::github::RepoState;
 use super::local::{LocalRunner, RunShared};
 use super::platform::{ExecutorKind, PlatformMap};
 use super::render::Renderer;
+use crate::cmd::request::RequestFlags;
 use crate::cmd::run::{Args, ExecutorFlag};
 use kiln_runner::executor::CacheEndpoint;
 
@@ -70,7 +71,7 @@ pub async fn choose_executor(flag: Option<ExecutorFlag>) -> anyhow::Result<Execu
 /// (`-e FILE` holding `{"inputs": {...}}`, as act users write it), below both.
 pub fn read_values(
     dir: &Path,
-    args: &Args,
+    args: &RequestFlags,
     event: Option<&serde_json::Value>,
 ) -> anyhow::Result<RunValues> {
     let mut inputs = match event {
@@ -279,16 +280,21 @@ mod tests {
             "--input",
             "both=flag",
         ]);
-        let values = read_values(dir.path(), &dispatch, Some(&payload)).expect("values");
+        let values = read_values(dir.path(), &dispatch.request, Some(&payload)).expect("values");
         assert_eq!(input(&values, "only_payload").as_deref(), Some("payload"));
         assert_eq!(input(&values, "from_file").as_deref(), Some("file"));
         assert_eq!(input(&values, "both").as_deref(), Some("flag"));
         assert_eq!(input(&values, "flag").as_deref(), Some("flag"));
         // Other events have no inputs context from their payload.
-        let push = read_values(dir.path(), &args(&["push"]), Some(&payload)).expect("values");
+        let push =
+            read_values(dir.path(), &args(&["push"]).request, Some(&payload)).expect("values");
         assert_eq!(input(&push, "only_payload"), None);
-        let call =
-            read_values(dir.path(), &args(&["workflow_call"]), Some(&payload)).expect("values");
+        let call = read_values(
+            dir.path(),
+            &args(&["workflow_call"]).request,
+            Some(&payload),
+        )
+        .expect("values");
         assert_eq!(input(&call, "only_payload").as_deref(), Some("payload"));
     }
 

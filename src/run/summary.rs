@@ -13,18 +13,7 @@ use super::report::RunReport;
 use crate::cmd::output::human;
 use kiln_workflow::{CacheSave, StepCache};
 
-/// One job's document: its steps' summaries in step order, each ending with a line break so
-/// the next one starts on a line of its own.
-pub fn job_summary(steps: &[String]) -> String {
-    let mut document = String::new();
-    for step in steps {
-        document.push_str(step);
-        if !step.ends_with('\n') {
-            document.push('\n');
-        }
-    }
-    document
-}
+pub use kiln_runner::summary::job_summary;
 
 /// `job`, or `workflow/job` when several workflows ran.
 fn label(report: &RunReport, job: &str, several: bool) -> String {
@@ -158,13 +147,6 @@ pub fn write(dir: &Path, reports: &[RunReport]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn step_summaries_are_joined_on_their_own_lines() {
-        let steps = ["# One".to_owned(), "two\n".to_owned(), "three".to_owned()];
-        assert_eq!(job_summary(&steps), "# One\ntwo\nthree\n");
-        assert_eq!(job_summary(&[]), "");
-    }
 
     #[test]
     fn names_never_leave_their_folder() {

@@ -19,8 +19,9 @@ use kiln_workflow::Conclusion;
 use crate::executor::job::{Frame, JobRunner};
 use crate::executor::step::StepCtx;
 
-pub use builtin::CacheSave;
+pub use builtin::{ArtifactServer, CacheSave};
 pub use docker::{remove_action_images, ContainerRun, ACTION_IMAGE_LABEL};
+pub(crate) use resolve::git;
 pub use resolve::{parse_uses, ActionRef};
 pub use stages::Stages;
 

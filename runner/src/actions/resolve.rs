@@ -322,7 +322,12 @@ pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
         .args(args)
         .current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
+        // URLs come from workflows and schedulers: never through git's `ext::` transport,
+        // which runs a command.
+        .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
         .stdin(std::process::Stdio::null())
+        // A job stopped mid-clone must not leave git writing into its folder.
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| format!("cannot run git: {e}"))?;

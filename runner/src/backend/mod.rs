@@ -30,7 +30,7 @@ pub use error::BackendError;
 pub use host::{host_base_env, HostBackend};
 pub use lines::LineSplitter;
 pub use names::sanitize_name;
-pub use tracking::{cgroup_tracking_available, Tracking, TRACKING_VARIABLE};
+pub use tracking::{cgroup_tracking_available, end_jobs_of_process, Tracking, TRACKING_VARIABLE};
 
 /// Everything a backend needs to set up one job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -54,7 +54,8 @@ pub enum Tracking {
 /// The tracking of one job.
 #[derive(Debug)]
 pub(crate) struct JobTracking {
-    /// `RUNNER_TRACKING_ID`'s value: `kiln_` and 128 random bits.
+    /// `RUNNER_TRACKING_ID`'s value: `kiln_<pid of this kiln>_` and 128 random bits, so
+    /// what a kiln process started can be found after it died ([`end_jobs_of_process`]).
     id: String,
     /// The job's cgroup, where its processes go.
     cgroup: Mutex<Option<PathBuf>>,
@@ -62,7 +63,7 @@ pub(crate) struct JobTracking {
 
 impl JobTracking {
     pub fn start(tracking: Tracking) -> JobTracking {
-        let id = format!("kiln_{}", random_hex());
+        let id = format!("{}{}", owner_prefix(std::process::id()), random_hex());
         let cgroup = match tracking {
             Tracking::Auto => create_job_cgroup(&id),
             Tracking::Environment => None,
@@ -109,8 +110,42 @@ impl JobTracking {
             kill_cgroup(dir);
         }
         let entry = format!("{TRACKING_VARIABLE}={}", self.id);
-        kill_marked(entry.as_bytes())
+        kill_marked(entry.as_bytes(), Match::Whole)
     }
+}
+
+/// The start of the tracking ids of the jobs kiln process `pid` runs.
+fn owner_prefix(pid: u32) -> String {
+    format!("kiln_{pid}_")
+}
+
+/// Ends every process of every host job that kiln process `pid` started (it died without
+/// ending them: SIGKILL, a crash), through their cgroups and their marker; removes those
+/// cgroups. For a process that watches kiln and outlives it (`kiln runner start`'s guard).
+/// Returns the pids that could not be ended.
+pub fn end_jobs_of_process(pid: u32) -> Vec<i32> {
+    let prefix = owner_prefix(pid);
+    if let Some(own) = own_cgroup_dir() {
+        let jobs = fs::read_dir(own).into_iter().flatten().flatten();
+        for job in jobs {
+            let name = job.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".kiln-job") {
+                kill_cgroup(&job.path());
+            }
+        }
+    }
+    let entry = format!("{TRACKING_VARIABLE}={prefix}");
+    kill_marked(entry.as_bytes(), Match::Prefix)
+}
+
+/// How a process's variable is compared with the entry looked for.
+#[derive(Clone, Copy)]
+enum Match {
+    /// `RUNNER_TRACKING_ID=<the job's id>` exactly.
+    Whole,
+    /// `RUNNER_TRACKING_ID=kiln_<pid>_` followed by any job's id.
+    Prefix,
 }
 
 /// The children of `pid`'s main thread (a step's shell has no other).
@@ -219,10 +254,10 @@ fn cgroup_members(dir: &Path) -> Vec<i32> {
 
 /// Stops, then kills, every process whose environment holds `entry`; returns those that
 /// could not be ended.
-fn kill_marked(entry: &[u8]) -> Vec<i32> {
+fn kill_marked(entry: &[u8], how: Match) -> Vec<i32> {
     // Stopped processes cannot fork: stop rounds go on until a scan finds nothing new.
     for _ in 0..SCAN_ROUNDS {
-        let running: Vec<i32> = marked_processes(entry)
+        let running: Vec<i32> = marked_processes(entry, how)
             .into_iter()
             .filter(|&pid| process_state(pid) != Some('T'))
             .collect();
@@ -230,16 +265,16 @@ fn kill_marked(entry: &[u8]) -> Vec<i32> {
             break;
         }
         for pid in running {
-            signal_if_marked(pid, entry, Signal::SIGSTOP);
+            signal_if_marked(pid, entry, how, Signal::SIGSTOP);
         }
     }
-    for pid in marked_processes(entry) {
-        signal_if_marked(pid, entry, Signal::SIGKILL);
+    for pid in marked_processes(entry, how) {
+        signal_if_marked(pid, entry, how, Signal::SIGKILL);
     }
     // SIGKILL is delivered to stopped processes too; give them a moment to be gone.
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
-        let left: Vec<i32> = marked_processes(entry)
+        let left: Vec<i32> = marked_processes(entry, how)
             .into_iter()
             .filter(|&pid| !matches!(process_state(pid), Some('Z' | 'X') | None))
             .collect();
@@ -251,18 +286,18 @@ fn kill_marked(entry: &[u8]) -> Vec<i32> {
 }
 
 /// Every process (but kiln) whose environment holds `entry` as one of its variables.
-fn marked_processes(entry: &[u8]) -> Vec<i32> {
+fn marked_processes(entry: &[u8], how: Match) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me && has_entry(pid, entry))
+        .filter(|&pid| pid != me && has_entry(pid, entry, how))
         .collect()
 }
 
-fn has_entry(pid: i32, entry: &[u8]) -> bool {
+fn has_entry(pid: i32, entry: &[u8], how: Match) -> bool {
     let Ok(file) = fs::File::open(format!("/proc/{pid}/environ")) else {
         return false;
     };
@@ -274,7 +309,10 @@ fn has_entry(pid: i32, entry: &[u8]) -> bool {
     {
         return false;
     }
-    environ.split(|&b| b == 0).any(|variable| variable == entry)
+    environ.split(|&b| b == 0).any(|variable| match how {
+        Match::Whole => variable == entry,
+        Match::Prefix => variable.starts_with(entry),
+    })
 }
 
 /// The state letter of `/proc/PID/stat` (`R`, `S`, `T`, `Z`...).
@@ -284,11 +322,11 @@ fn process_state(pid: i32) -> Option<char> {
 }
 
 /// Signals `pid` only if, once a pidfd pins it, it is still a process holding `entry`.
-fn signal_if_marked(pid: i32, entry: &[u8], signal: Signal) {
+fn signal_if_marked(pid: i32, entry: &[u8], how: Match, signal: Signal) {
     let Some(pidfd) = pidfd_open(pid) else {
         return;
     };
-    if !has_entry(pid, entry) {
+    if !has_entry(pid, entry, how) {
         return;
     }
     // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
@@ -319,7 +357,9 @@ mod tests {
         let a = JobTracking::start(Tracking::Environment);
         let b = JobTracking::start(Tracking::Environment);
         assert_ne!(a.id, b.id);
-        assert_eq!(a.id.len(), "kiln_".len() + 32);
+        let prefix = owner_prefix(std::process::id());
+        assert!(a.id.starts_with(&prefix), "{}", a.id);
+        assert_eq!(a.id.len(), prefix.len() + 32);
         assert_eq!(a.variable().0, "RUNNER_TRACKING_ID");
     }
 
@@ -337,8 +377,8 @@ mod tests {
             .env(name, format!("{value}x"))
             .spawn()
             .unwrap();
-        let found = marked_processes(entry.as_bytes());
-        let left = kill_marked(entry.as_bytes());
+        let found = marked_processes(entry.as_bytes(), Match::Whole);
+        let left = kill_marked(entry.as_bytes(), Match::Whole);
         let other_alive = process_state(prefixed.id() as i32).is_some_and(|s| s != 'Z');
         let _ = prefixed.kill();
         let _ = prefixed.wait();
@@ -347,5 +387,36 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
         assert!(other_alive, "a process with another id was signalled");
         assert!(!status.success(), "the marked process was killed");
+    }
+
+    #[test]
+    fn the_jobs_of_a_dead_kiln_process_are_ended_and_no_others() {
+        // Pids no live kiln has: the prefixes of two "dead" kiln processes.
+        let (dead, other) = (4_000_000_001u32, 4_000_000_002u32);
+        let sleeper = |owner: u32| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env(
+                    TRACKING_VARIABLE,
+                    format!("{}{}", owner_prefix(owner), random_hex()),
+                )
+                .spawn()
+                .unwrap()
+        };
+        let (mut first, mut second, mut unrelated) = (sleeper(dead), sleeper(dead), sleeper(other));
+        let left = end_jobs_of_process(dead);
+        let unrelated_alive = process_state(unrelated.id() as i32).is_some_and(|s| s != 'Z');
+        let _ = unrelated.kill();
+        let _ = unrelated.wait();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(
+            !first.wait().unwrap().success(),
+            "a job process of the dead kiln survived"
+        );
+        assert!(
+            !second.wait().unwrap().success(),
+            "a job process of the dead kiln survived"
+        );
+        assert!(unrelated_alive, "another kiln's job process was signalled");
     }
 }

@@ -70,6 +70,8 @@ pub struct JobRequest {
     /// The kiln cache server for `actions/cache` and for stock cache clients in steps. `None`:
     /// the built-in cache steps warn and miss.
     pub cache: Option<CacheEndpoint>,
+    /// The scheduler's artifact store of the run. `None`: artifacts live in `dirs.artifacts()`.
+    pub artifacts: Option<crate::actions::ArtifactServer>,
 }
 
 /// Where the job's cache lives and the job token for it (`CacheService::mint_token`).

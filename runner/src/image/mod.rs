@@ -7,6 +7,7 @@
 
 mod base;
 mod busybox;
+mod checks;
 pub mod sources;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use tokio::process::Command;
 
 pub use base::{build_base_image, build_base_image_blocking, BaseImageOptions, DEFAULT_BASE_TAG};
 pub use busybox::{build_busybox_image, BUSYBOX_TEST_PAGE, BUSYBOX_TEST_TAG};
+pub use checks::{missing_image, ImageChecks};
 
 use crate::backend::BackendError;
 

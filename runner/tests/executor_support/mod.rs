@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_runner::actions::ArtifactServer;
 use kiln_runner::backend::{Backend, HostBackend};
 use kiln_runner::executor::{run_job, CacheEndpoint, JobEvent, JobRequest, JobResult, RunDirs};
 use kiln_workflow::value::{Object, Value};
@@ -52,6 +53,8 @@ pub struct Setup {
     pub timeout: Duration,
     /// The cache server jobs use; `None` (the default) runs them without one.
     pub cache: Option<CacheEndpoint>,
+    /// The artifact store jobs use; `None` (the default) keeps artifacts in the run directory.
+    pub artifacts: Option<ArtifactServer>,
     /// `github.event_name` and `github.event` (default: a push with an empty payload).
     pub event: (String, Value),
 }
@@ -69,6 +72,7 @@ impl Setup {
             offline: true,
             timeout: Duration::from_secs(120),
             cache: None,
+            artifacts: None,
             event: ("push".to_owned(), Value::object(Object::new())),
         }
     }
@@ -120,6 +124,7 @@ impl Setup {
             offline: self.offline,
             local_repositories: Vec::new(),
             cache: self.cache.clone(),
+            artifacts: self.artifacts.clone(),
         }
     }
 

@@ -98,10 +98,11 @@ impl Engine {
         }
         let created = self.nodes.len() - first_node;
         self.open_nodes += created;
-        // A called workflow's own `concurrency`, evaluated with its inputs.
+        // A called workflow's own `concurrency`, evaluated with its inputs; the run's own
+        // was evaluated when the engine was made.
         let group = match parent {
             Some(_) => self.workflow_group_with(&plan, &inputs),
-            None => None,
+            None => self.run_group.clone(),
         };
         self.scopes.push(Scope {
             plan,
@@ -113,9 +114,11 @@ impl Engine {
             remaining: created,
             cancelled: None,
             group: None,
+            group_held: false,
             held: Vec::new(),
         });
         let holds = match group {
+            Some(group) if created > 0 && parent.is_none() => !self.enter_group(Entry::Run, &group),
             Some(group) if created > 0 => !self.enter_call_group(scope_index, group),
             _ => false,
         };
@@ -472,6 +475,7 @@ impl Engine {
             completion: None,
             message: None,
             cancel_requested: false,
+            group_held: false,
         });
         self.nodes[node_index].legs.push(leg_index);
         if let Some(error) = error {

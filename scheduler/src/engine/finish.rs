@@ -161,12 +161,15 @@ impl Engine {
     /// All jobs of one reusable-workflow invocation concluded: evaluate the caller's outputs
     /// from `on.workflow_call.outputs` and count the invocation as one part of the caller.
     pub(super) fn finish_invocation(&mut self, scope_index: usize) {
-        if let Some(key) = self.scopes[scope_index]
-            .group
-            .as_ref()
-            .map(|g| g.key.clone())
-        {
-            self.release_entry(&key, Entry::Call(scope_index));
+        let (group, entry) = match scope_index {
+            0 => (self.run_group.as_ref(), Entry::Run),
+            _ => (
+                self.scopes[scope_index].group.as_ref(),
+                Entry::Call(scope_index),
+            ),
+        };
+        if let Some(key) = group.map(|g| g.key.clone()) {
+            self.release_entry(&key, entry);
         }
         let scope = &self.scopes[scope_index];
         let Some(parent) = scope.parent else { return };

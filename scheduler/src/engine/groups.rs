@@ -1,44 +1,97 @@
-//! Concurrency groups: at most one running and one pending entry per group, as on GitHub.
-//! An entry is a job leg (job-level `concurrency`) or one invocation of a called workflow
-//! with its own workflow-level `concurrency`; such an invocation starts its jobs only once it
-//! holds the group.
+//! Concurrency groups as one run sees them: at most one running and one pending entry per
+//! group, as on GitHub. An entry is the run (workflow-level `concurrency`), a job leg
+//! (job-level `concurrency`) or one invocation of a called workflow with its own
+//! workflow-level `concurrency`; a run or an invocation starts its jobs only once it holds
+//! the group. Whether the group is free is the [`Concurrency`]'s answer (groups are shared
+//! by every run of a driver); what that does to other entries comes back as effects.
 
+use super::concurrency::{Admission, Concurrency, GroupEffect, GroupEntry, GroupHolding};
 use super::keys::GroupSpec;
 use super::{Engine, EngineEvent, Entry, LegId};
 
+/// Where the engine's entries get their answers.
+pub(super) enum Groups {
+    /// Driven alone: the engine keeps its own groups and applies their effects itself.
+    Private(super::concurrency::Coordinator<()>),
+    /// Driven with other runs: the driver applies the effects (to this and other engines).
+    Shared(Box<dyn Concurrency>),
+}
+
+impl Groups {
+    fn enter(&mut self, entry: GroupEntry, group: &GroupSpec) -> Admission {
+        let request = group.request();
+        match self {
+            Groups::Private(c) => c.enter((), entry, &request),
+            Groups::Shared(c) => c.enter(entry, &request),
+        }
+    }
+
+    fn leave(&mut self, entry: GroupEntry, key: &str) {
+        match self {
+            Groups::Private(c) => c.leave((), entry, key),
+            Groups::Shared(c) => c.leave(entry, key),
+        }
+    }
+}
+
+fn leg_id(leg: usize) -> LegId {
+    LegId(u32::try_from(leg).unwrap_or(u32::MAX))
+}
+
+impl Entry {
+    pub(super) fn public(self) -> GroupEntry {
+        match self {
+            Entry::Run => GroupEntry::Run,
+            Entry::Call(scope) => GroupEntry::Call(u32::try_from(scope).unwrap_or(u32::MAX)),
+            Entry::Leg(leg) => GroupEntry::Leg(leg_id(leg)),
+        }
+    }
+}
+
 impl Engine {
-    /// An entry enters its group: it runs when the group is free (returns true); otherwise it
-    /// becomes the group's pending entry, replacing (cancelling) an older pending one, and
-    /// with `cancel-in-progress` the running entry is cancelled too.
+    fn entry_of(&self, public: GroupEntry) -> Option<Entry> {
+        match public {
+            GroupEntry::Run => Some(Entry::Run),
+            GroupEntry::Call(scope) => {
+                let scope = usize::try_from(scope).ok()?;
+                (scope < self.scopes.len() && scope > 0).then_some(Entry::Call(scope))
+            }
+            GroupEntry::Leg(leg) => self.leg_index(leg).map(Entry::Leg),
+        }
+    }
+
+    /// An entry enters its group: true when it may run now; otherwise it waits as the
+    /// group's pending entry until granted (or cancelled by a newer one).
     pub(super) fn enter_group(&mut self, entry: Entry, group: &GroupSpec) -> bool {
-        let slot = self.groups.entry(group.key.clone()).or_default();
-        let Some(running) = slot.running else {
-            slot.running = Some(entry);
-            return true;
-        };
-        let reason = format!(
-            "Canceling since a higher priority waiting request for '{}' exists",
-            group.shown
-        );
-        if let Some(pending) = slot.pending.take() {
-            self.cancel_entry(pending, &reason);
+        let admission = self.groups.enter(entry.public(), group);
+        self.admissions.push(admission);
+        match admission {
+            Admission::Run => {
+                self.set_held(entry, true);
+                true
+            }
+            Admission::Pend => {
+                let (leg, name) = match entry {
+                    Entry::Leg(leg) => (Some(leg_id(leg)), self.legs[leg].name.clone()),
+                    Entry::Call(scope) => (None, self.call_name(scope)),
+                    Entry::Run => (None, self.workflow_name.clone()),
+                };
+                self.events.push(EngineEvent::LegPending {
+                    leg,
+                    name,
+                    group: group.shown.clone(),
+                });
+                false
+            }
         }
-        if let Some(slot) = self.groups.get_mut(&group.key) {
-            slot.pending = Some(entry);
+    }
+
+    fn set_held(&mut self, entry: Entry, held: bool) {
+        match entry {
+            Entry::Leg(leg) => self.legs[leg].group_held = held,
+            Entry::Call(scope) => self.scopes[scope].group_held = held,
+            Entry::Run => self.scopes[0].group_held = held,
         }
-        let (leg, name) = match entry {
-            Entry::Leg(leg) => (Some(LegId(leg as u32)), self.legs[leg].name.clone()),
-            Entry::Call(scope) => (None, self.call_name(scope)),
-        };
-        self.events.push(EngineEvent::LegPending {
-            leg,
-            name,
-            group: group.shown.clone(),
-        });
-        if group.cancel_in_progress {
-            self.cancel_entry(running, &reason);
-        }
-        false
     }
 
     /// A called workflow's invocation with a workflow-level group: true when its jobs may
@@ -96,6 +149,15 @@ impl Engine {
                 // Jobs held back for the group are decided now, and so cancelled.
                 self.release_held(scope);
             }
+            // Still waiting: none of its jobs ever starts. Holding the group
+            // (`cancel-in-progress`): cancelled as a user's cancel is.
+            Entry::Run if !self.scopes[0].group_held => {
+                self.cancel_scope(0, reason, 0);
+                self.release_held(0);
+            }
+            Entry::Run => {
+                self.cancel_run_because(reason);
+            }
         }
     }
 
@@ -104,19 +166,51 @@ impl Engine {
         self.ready_nodes.extend(held);
     }
 
-    /// The entry leaves its group; the pending entry, if any, takes its place.
-    pub(super) fn release_entry(&mut self, key: &str, entry: Entry) {
-        let Some(slot) = self.groups.get_mut(key) else {
-            return;
-        };
-        if slot.running == Some(entry) {
-            slot.running = slot.pending.take();
-            if let Some(Entry::Call(scope)) = slot.running {
-                self.release_held(scope);
+    /// A group decision about one of this run's entries (from the driver, or from the
+    /// engine's own groups when driven alone).
+    pub(super) fn apply_effect(&mut self, effect: GroupEffect) {
+        match effect {
+            GroupEffect::Grant(public) => {
+                let Some(entry) = self.entry_of(public) else {
+                    return;
+                };
+                self.set_held(entry, true);
+                match entry {
+                    Entry::Call(scope) => self.release_held(scope),
+                    Entry::Run => self.release_held(0),
+                    // `poll()` dispatches a queued leg once it holds its group.
+                    Entry::Leg(_) => {}
+                }
             }
-        } else if slot.pending == Some(entry) {
-            slot.pending = None;
+            GroupEffect::Cancel { entry, reason } => {
+                if let Some(entry) = self.entry_of(entry) {
+                    self.cancel_entry(entry, &reason);
+                }
+            }
         }
+    }
+
+    /// Applies the effects of an engine driven alone until none is left.
+    pub(super) fn settle_private_groups(&mut self) {
+        loop {
+            let effects = match &mut self.groups {
+                Groups::Private(c) => c.take_effects(),
+                Groups::Shared(_) => return,
+            };
+            if effects.is_empty() {
+                return;
+            }
+            for ((), effect) in effects {
+                self.apply_effect(effect);
+            }
+            self.advance();
+        }
+    }
+
+    /// The entry leaves its group; the pending entry, if any, is granted it.
+    pub(super) fn release_entry(&mut self, key: &str, entry: Entry) {
+        self.set_held(entry, false);
+        self.groups.leave(entry.public(), key);
     }
 
     pub(super) fn release_group(&mut self, leg_index: usize) {
@@ -131,23 +225,66 @@ impl Engine {
         self.release_entry(&key, Entry::Leg(leg_index));
     }
 
-    /// Run cancellation: invocations still waiting for their group give up the wait; their
-    /// jobs are decided at once (and, the run being cancelled, do not run unless their
-    /// condition says so).
+    /// Run cancellation: the run and the invocations still waiting for their group give up
+    /// the wait; their jobs are decided at once (and, the run being cancelled, do not run
+    /// unless their condition says so).
     pub(super) fn release_waiting_calls(&mut self) {
-        let waiting: Vec<usize> = self
-            .groups
-            .values_mut()
-            .filter_map(|slot| match slot.pending {
-                Some(Entry::Call(scope)) => {
-                    slot.pending = None;
-                    Some(scope)
-                }
-                _ => None,
-            })
-            .collect();
-        for scope in waiting {
-            self.release_held(scope);
+        for scope in 0..self.scopes.len() {
+            let waiting = !self.scopes[scope].group_held && !self.scopes[scope].held.is_empty();
+            let key = match (scope, &self.scopes[scope].group) {
+                (0, _) => self.run_group.as_ref().map(|g| g.key.clone()),
+                (_, group) => group.as_ref().map(|g| g.key.clone()),
+            };
+            if let (true, Some(key)) = (waiting, key) {
+                let entry = if scope == 0 {
+                    Entry::Run
+                } else {
+                    Entry::Call(scope)
+                };
+                self.groups.leave(entry.public(), &key);
+                self.release_held(scope);
+            }
         }
+    }
+
+    /// What this run holds or waits for, for a coordinator rebuilt after a restart.
+    pub fn group_holdings(&self) -> Vec<GroupHolding> {
+        let mut holdings = Vec::new();
+        let waiting_or_held = |held: bool, waiting: bool| held || waiting;
+        if let Some(group) = &self.run_group {
+            let scope = &self.scopes[0];
+            if waiting_or_held(scope.group_held, !scope.held.is_empty()) && !self.is_finished() {
+                holdings.push(GroupHolding {
+                    entry: GroupEntry::Run,
+                    group: group.request(),
+                    held: scope.group_held,
+                });
+            }
+        }
+        for (index, scope) in self.scopes.iter().enumerate().skip(1) {
+            if let Some(group) = &scope.group {
+                if scope.remaining > 0 && waiting_or_held(scope.group_held, !scope.held.is_empty())
+                {
+                    holdings.push(GroupHolding {
+                        entry: Entry::Call(index).public(),
+                        group: group.request(),
+                        held: scope.group_held,
+                    });
+                }
+            }
+        }
+        for (index, leg) in self.legs.iter().enumerate() {
+            let Some(group) = leg.keys.as_ref().and_then(|k| k.concurrency.as_ref()) else {
+                continue;
+            };
+            if leg.state != super::LegState::Done {
+                holdings.push(GroupHolding {
+                    entry: Entry::Leg(index).public(),
+                    group: group.request(),
+                    held: leg.group_held,
+                });
+            }
+        }
+        holdings
     }
 }

@@ -22,6 +22,16 @@ pub(crate) struct GroupSpec {
     pub cancel_in_progress: bool,
 }
 
+impl GroupSpec {
+    pub fn request(&self) -> super::GroupRequest {
+        super::GroupRequest {
+            key: self.key.clone(),
+            shown: self.shown.clone(),
+            cancel_in_progress: self.cancel_in_progress,
+        }
+    }
+}
+
 pub(crate) struct LegKeys {
     pub runs_on: Vec<String>,
     pub timeout_minutes: f64,

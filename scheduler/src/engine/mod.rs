@@ -6,6 +6,7 @@
 //! a `Scope` per invocation); a node that runs is split into `Leg`s (one per matrix
 //! combination), or, for a reusable-workflow call, into invocations (child scopes).
 
+mod concurrency;
 mod context;
 mod decide;
 mod finish;
@@ -15,13 +16,18 @@ mod plan;
 mod report;
 mod types;
 
+pub use concurrency::{
+    Admission, Concurrency, Coordinator, GroupEffect, GroupEntry, GroupHolding, GroupRequest,
+    Replayed, SharedConcurrency,
+};
 pub use types::*;
 
+use groups::Groups;
 use indexmap::IndexMap;
 use keys::{GroupSpec, LegKeys};
 use kiln_workflow::{Conclusion, Object, Value};
 use plan::Plan;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub struct Engine {
@@ -40,7 +46,10 @@ pub struct Engine {
     ready_nodes: VecDeque<usize>,
     /// Legs created but not yet dispatched, in creation order.
     queued: Vec<usize>,
-    groups: HashMap<String, Group>,
+    /// Where entries ask whether their concurrency group is free.
+    groups: Groups,
+    /// The answers `groups` gave, in order, until the driver takes them (to record them).
+    admissions: Vec<Admission>,
     run_cancelled: bool,
     events: Vec<EngineEvent>,
     /// Running legs the driver must stop, gathered while an operation runs.
@@ -64,6 +73,8 @@ struct Scope {
     cancelled: Option<String>,
     /// A called workflow's own workflow-level `concurrency` group.
     group: Option<GroupSpec>,
+    /// The invocation (the run, for the root scope) holds its group.
+    group_held: bool,
     /// Jobs ready to start that wait until the invocation holds its group.
     held: Vec<usize>,
 }
@@ -121,19 +132,15 @@ struct Leg {
     completion: Option<JobCompletion>,
     message: Option<String>,
     cancel_requested: bool,
+    /// The leg holds its job-level concurrency group (or has none to wait for).
+    group_held: bool,
 }
 
-/// One concurrency group: GitHub allows one running and one pending entry.
-#[derive(Default)]
-struct Group {
-    running: Option<Entry>,
-    pending: Option<Entry>,
-}
-
-/// What holds or waits for a concurrency group: a job leg, or one invocation (scope) of a
-/// called workflow with a workflow-level `concurrency`.
+/// What holds or waits for a concurrency group: the run, a job leg, or one invocation
+/// (scope) of a called workflow with a workflow-level `concurrency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
+    Run,
     Leg(usize),
     Call(usize),
 }
@@ -144,6 +151,21 @@ impl Engine {
     }
 
     pub fn with_options(spec: RunSpec, options: EngineOptions) -> Result<Engine, EngineError> {
+        Engine::build(spec, options, Groups::Private(Coordinator::default()))
+    }
+
+    /// An engine whose concurrency groups are shared with other runs through `concurrency`
+    /// (see [`Coordinator`]): the driver applies the group effects that concern this run
+    /// with [`Engine::apply_group_effect`].
+    pub fn with_concurrency(
+        spec: RunSpec,
+        options: EngineOptions,
+        concurrency: Box<dyn Concurrency>,
+    ) -> Result<Engine, EngineError> {
+        Engine::build(spec, options, Groups::Shared(concurrency))
+    }
+
+    fn build(spec: RunSpec, options: EngineOptions, groups: Groups) -> Result<Engine, EngineError> {
         let plan = Plan::build(spec.workflow.clone(), 0)?;
         if plan.jobs.is_empty() {
             return Err(EngineError::NoJobs);
@@ -178,7 +200,8 @@ impl Engine {
             legs: Vec::new(),
             ready_nodes: VecDeque::new(),
             queued: Vec::new(),
-            groups: HashMap::new(),
+            groups,
+            admissions: Vec::new(),
             run_cancelled: false,
             events: Vec::new(),
             to_cancel: Vec::new(),
@@ -197,6 +220,7 @@ impl Engine {
         };
         engine.add_scope(root, only);
         engine.advance();
+        engine.settle_private_groups();
         Ok(engine)
     }
 
@@ -204,6 +228,7 @@ impl Engine {
     /// groups). Call after `new()` and after every `complete()` or `cancel_run()`.
     pub fn poll(&mut self) -> Vec<Dispatch> {
         self.advance();
+        self.settle_private_groups();
         let mut dispatches = Vec::new();
         let mut kept = Vec::with_capacity(self.queued.len());
         let queued = std::mem::take(&mut self.queued);
@@ -213,12 +238,8 @@ impl Engine {
                 continue;
             }
             let node = &self.nodes[leg.node];
-            let group_blocks = leg
-                .keys
-                .as_ref()
-                .and_then(|k| k.concurrency.as_ref())
-                .and_then(|g| self.groups.get(&g.key))
-                .is_some_and(|g| g.running != Some(Entry::Leg(leg_index)));
+            let group_blocks =
+                !leg.group_held && leg.keys.as_ref().is_some_and(|k| k.concurrency.is_some());
             if group_blocks || node.running >= node.max_parallel {
                 kept.push(leg_index);
                 continue;
@@ -249,15 +270,46 @@ impl Engine {
             self.fail_fast_calls(index);
         }
         self.advance();
+        self.settle_private_groups();
         std::mem::take(&mut self.to_cancel)
+    }
+
+    /// Applies a concurrency group's decision about one of this run's entries (from a
+    /// [`Coordinator`] shared with other runs). Returns the running legs to stop.
+    pub fn apply_group_effect(&mut self, effect: GroupEffect) -> Vec<LegId> {
+        self.apply_effect(effect);
+        self.advance();
+        self.settle_private_groups();
+        std::mem::take(&mut self.to_cancel)
+    }
+
+    /// The answers the engine's concurrency gave since the last call, in order: what a
+    /// driver records to rebuild the engine by replay (with [`Replayed`]).
+    pub fn take_admissions(&mut self) -> Vec<Admission> {
+        std::mem::take(&mut self.admissions)
+    }
+
+    /// Switches where entries ask (after a replay, from the recorded answers to the live
+    /// coordinator).
+    pub fn set_concurrency(&mut self, concurrency: Box<dyn Concurrency>) {
+        self.groups = Groups::Shared(concurrency);
     }
 
     /// Cancels the run (Ctrl-C). Returns the running legs to stop: a leg whose job condition
     /// still holds when the run is cancelled (`always()`, `cancelled()`) keeps running, and
     /// jobs not yet started run later only if their condition holds.
     pub fn cancel_run(&mut self) -> Vec<LegId> {
+        self.cancel_run_because("the run was cancelled");
+        self.advance();
+        self.settle_private_groups();
+        std::mem::take(&mut self.to_cancel)
+    }
+
+    /// Cancels the run as a user does (running legs whose condition no longer holds are
+    /// stopped; jobs not yet started run only if their condition says so).
+    fn cancel_run_because(&mut self, reason: &str) {
         if self.run_cancelled {
-            return Vec::new();
+            return;
         }
         self.run_cancelled = true;
         self.release_waiting_calls();
@@ -271,11 +323,9 @@ impl Engine {
                 continue;
             }
             for leg_index in self.nodes[node_index].legs.clone() {
-                self.cancel_leg(leg_index, "the run was cancelled");
+                self.cancel_leg(leg_index, reason);
             }
         }
-        self.advance();
-        std::mem::take(&mut self.to_cancel)
     }
 
     /// True once every job has concluded.

@@ -7,6 +7,7 @@ mod cache;
 mod checkout;
 mod setup;
 
+pub use artifacts::ArtifactServer;
 pub use cache::CacheSave;
 
 use indexmap::IndexMap;
@@ -74,8 +75,8 @@ impl JobRunner {
         };
         let result = match builtin {
             Builtin::Checkout => self.checkout(ctx, &inputs).await,
-            Builtin::UploadArtifact => self.upload_artifact(ctx, &inputs),
-            Builtin::DownloadArtifact => self.download_artifact(ctx, &inputs),
+            Builtin::UploadArtifact => self.upload_artifact(ctx, &inputs).await,
+            Builtin::DownloadArtifact => self.download_artifact(ctx, &inputs).await,
             Builtin::Setup(tool) => self.setup_tool(ctx, tool, &inputs).await,
             Builtin::Cache(step) => self.cache_step(ctx, step, &inputs).await,
         };

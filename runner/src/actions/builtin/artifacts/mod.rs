@@ -1,5 +1,7 @@
 //! `actions/upload-artifact@v4` and `actions/download-artifact@v4`, stored under the run's
-//! artifact folder (`<artifacts>/<name>/`), so the jobs of one run share them.
+//! artifact folder (`<artifacts>/<name>/`) so the jobs of one run share them, or, for a job a
+//! runner got from a scheduler, in the scheduler's artifact store ([`ArtifactServer`]), where
+//! the jobs of the run meet whichever runner ran them.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -14,8 +16,129 @@ use crate::executor::step::StepCtx;
 /// Characters the artifact service refuses in names.
 const INVALID_NAME_CHARS: &[char] = &['"', ':', '<', '>', '|', '*', '?', '\r', '\n', '\\', '/'];
 
+mod remote;
+
+pub use remote::ArtifactServer;
+
+/// Where the run's artifacts are: the run directory (`kiln run`), or the scheduler's store
+/// (a job a runner got from a scheduler).
+enum Store {
+    Local(PathBuf),
+    Remote(ArtifactServer),
+}
+
+impl Store {
+    /// Runs a blocking request of the remote store on a blocking thread.
+    async fn remote<T: Send + 'static>(
+        server: &ArtifactServer,
+        call: impl FnOnce(ArtifactServer) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || call(server))
+            .await
+            .map_err(|e| format!("the artifact request stopped: {e}"))?
+    }
+
+    /// Stores `files` (under `root`) as artifact `name`: (artifact id, artifact url).
+    async fn put(
+        &self,
+        name: &str,
+        root: PathBuf,
+        files: Vec<PathBuf>,
+        overwrite: bool,
+        staging_key: &str,
+    ) -> Result<(String, String), String> {
+        match self {
+            Store::Local(store) => {
+                let dest = store.join(name);
+                if dest.exists() {
+                    if !overwrite {
+                        return Err(format!(
+                            "Failed to CreateArtifact: an artifact with the name `{name}` already exists in this run (set `overwrite: true` to replace it)"
+                        ));
+                    }
+                    std::fs::remove_dir_all(&dest)
+                        .map_err(|e| format!("cannot replace artifact {name}: {e}"))?;
+                }
+                let staging = store.join(format!(".upload-{staging_key}-{name}"));
+                for file in &files {
+                    let relative = file.strip_prefix(&root).unwrap_or(file);
+                    copy_file(file, &staging.join(relative))?;
+                }
+                std::fs::rename(&staging, &dest)
+                    .map_err(|e| format!("cannot store artifact {name}: {e}"))?;
+                Ok((artifact_id(name), format!("file://{}", dest.display())))
+            }
+            Store::Remote(server) => {
+                let name = name.to_owned();
+                let stored = Self::remote(server, move |server| {
+                    server.upload(&name, &root, &files, overwrite)
+                })
+                .await?;
+                Ok((stored.id, stored.url))
+            }
+        }
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, String> {
+        match self {
+            Store::Local(store) => Ok(store.join(name).is_dir()),
+            Store::Remote(server) => {
+                let name = name.to_owned();
+                Self::remote(server, move |server| server.exists(&name)).await
+            }
+        }
+    }
+
+    /// Every artifact of the run, sorted by name.
+    async fn names(&self) -> Result<Vec<String>, String> {
+        match self {
+            Store::Local(store) => {
+                let mut names: Vec<String> = std::fs::read_dir(store)
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            .filter(|e| e.path().is_dir())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| !n.starts_with('.'))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort();
+                Ok(names)
+            }
+            Store::Remote(server) => Self::remote(server, |server| server.names()).await,
+        }
+    }
+
+    async fn fetch(&self, name: &str, target: PathBuf) -> Result<(), String> {
+        match self {
+            Store::Local(store) => copy_tree(&store.join(name), &target),
+            Store::Remote(server) => {
+                let name = name.to_owned();
+                Self::remote(server, move |server| server.download(&name, &target)).await
+            }
+        }
+    }
+
+    /// Where a log line says the artifact went.
+    fn describe(&self, name: &str) -> String {
+        match self {
+            Store::Local(store) => store.join(name).display().to_string(),
+            Store::Remote(server) => format!("{}/artifacts", server.url.trim_end_matches('/')),
+        }
+    }
+}
+
 impl JobRunner {
-    pub(super) fn upload_artifact(
+    fn artifact_store(&self) -> Store {
+        match &self.req.artifacts {
+            Some(server) => Store::Remote(server.clone()),
+            None => Store::Local(self.req.dirs.artifacts()),
+        }
+    }
+
+    pub(super) async fn upload_artifact(
         &mut self,
         ctx: &StepCtx,
         inputs: &IndexMap<String, String>,
@@ -41,46 +164,25 @@ impl JobRunner {
                 }
             };
         }
-        let dest = self.req.dirs.artifacts().join(name);
-        if dest.exists() {
-            if input(inputs, "overwrite") != Some("true") {
-                return Err(format!(
-                    "Failed to CreateArtifact: an artifact with the name `{name}` already exists in this run (set `overwrite: true` to replace it)"
-                ));
-            }
-            std::fs::remove_dir_all(&dest)
-                .map_err(|e| format!("cannot replace artifact {name}: {e}"))?;
-        }
-        let staging = self
-            .req
-            .dirs
-            .artifacts()
-            .join(format!(".upload-{}-{}", self.key, name));
-        for file in &files {
-            let relative = file.strip_prefix(&root).unwrap_or(file);
-            copy_file(file, &staging.join(relative))?;
-        }
-        std::fs::rename(&staging, &dest)
-            .map_err(|e| format!("cannot store artifact {name}: {e}"))?;
+        let store = self.artifact_store();
+        let count = files.len();
+        let overwrite = input(inputs, "overwrite") == Some("true");
+        let (id, url) = store.put(name, root, files, overwrite, &self.key).await?;
         self.emitter.log(
             &self.log,
             &ctx.name,
             &format!(
-                "Artifact {name} stored with {} file(s) at {}",
-                files.len(),
-                dest.display()
+                "Artifact {name} stored with {count} file(s) at {}",
+                store.describe(name)
             ),
         );
         Ok(vec![
-            ("artifact-id".to_owned(), artifact_id(name)),
-            (
-                "artifact-url".to_owned(),
-                format!("file://{}", dest.display()),
-            ),
+            ("artifact-id".to_owned(), id),
+            ("artifact-url".to_owned(), url),
         ])
     }
 
-    pub(super) fn download_artifact(
+    pub(super) async fn download_artifact(
         &mut self,
         ctx: &StepCtx,
         inputs: &IndexMap<String, String>,
@@ -89,10 +191,10 @@ impl JobRunner {
             Some(path) => self.workspace_path(path)?,
             None => self.paths.workspace.clone(),
         };
-        let store = self.req.dirs.artifacts();
+        let store = self.artifact_store();
         let selected: Vec<(String, bool)> = match input(inputs, "name") {
             Some(name) => {
-                if !store.join(name).is_dir() {
+                if !store.exists(name).await? {
                     return Err(format!(
                         "Unable to download artifact(s): Artifact not found for name: {name}"
                     ));
@@ -105,18 +207,9 @@ impl JobRunner {
                     None => None,
                 };
                 let merge = input(inputs, "merge-multiple") == Some("true");
-                let mut names: Vec<String> = std::fs::read_dir(&store)
-                    .map(|entries| {
-                        entries
-                            .flatten()
-                            .filter(|e| e.path().is_dir())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .filter(|n| !n.starts_with('.'))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                names.sort();
-                names
+                store
+                    .names()
+                    .await?
                     .into_iter()
                     .filter(|n| pattern.as_ref().is_none_or(|p| p.is_match(n)))
                     .map(|n| (n, merge))
@@ -129,7 +222,7 @@ impl JobRunner {
             } else {
                 dest.join(name)
             };
-            copy_tree(&store.join(name), &target)?;
+            store.fetch(name, target).await?;
         }
         self.emitter.log(
             &self.log,

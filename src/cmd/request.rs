@@ -1,0 +1,84 @@
+//! The flags that say what to run, shared by `kiln run` (which runs it here) and `kiln
+//! submit` (which sends it to a scheduler): one definition, so both read the same values the
+//! same way.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::run::config;
+
+#[derive(Debug, clap::Args)]
+pub struct RequestFlags {
+    /// The event to simulate; workflows that do not trigger on it are not run.
+    #[arg(default_value = "push")]
+    pub event: String,
+
+    /// A workflow file or a directory of them.
+    #[arg(short = 'W', long = "workflows", value_name = "PATH")]
+    pub workflows: Option<PathBuf>,
+
+    /// Run only this job (its needs are not run, as in act).
+    #[arg(short = 'j', long = "job", value_name = "JOB")]
+    pub job: Option<String>,
+
+    /// Run only matrix legs with this value (repeatable): `--matrix os:ubuntu-latest`.
+    #[arg(long = "matrix", value_name = "KEY:VALUE")]
+    pub matrix: Vec<String>,
+
+    /// A secret: `NAME=VALUE`, or `NAME` to take the value from the environment (repeatable).
+    #[arg(short = 's', long = "secret", value_name = "NAME[=VALUE]")]
+    pub secrets: Vec<String>,
+
+    /// Secrets in dotenv format (default: `.secrets` when it exists).
+    #[arg(long = "secret-file", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Environment variables for every job, in dotenv format (default: `.env` when it exists).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// The event payload (JSON), the `github.event` context; its `inputs` object also gives
+    /// workflow_dispatch and workflow_call inputs (below --input-file and --input).
+    #[arg(short = 'e', long = "eventpath", value_name = "EVENT.json")]
+    pub event_path: Option<PathBuf>,
+
+    /// A configuration variable, the `vars` context (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+
+    /// Variables in dotenv format (default: `.vars` when it exists).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_file: Option<PathBuf>,
+
+    /// A workflow input, the `inputs` context (repeatable).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
+
+    /// Inputs in dotenv format (default: `.input` when it exists).
+    #[arg(long = "input-file", value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+
+    /// Run in this directory instead of the current one (the repository root).
+    #[arg(short = 'C', long = "directory", value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+}
+
+impl RequestFlags {
+    /// The repository root the command works in: `-C DIR`, else the current directory.
+    pub fn dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.directory {
+            Some(dir) => Ok(dir.clone()),
+            None => std::env::current_dir().context("cannot determine the current directory"),
+        }
+    }
+
+    /// The `-e FILE` payload, when given.
+    pub fn read_event(&self, dir: &Path) -> anyhow::Result<Option<serde_json::Value>> {
+        Ok(self
+            .event_path
+            .as_deref()
+            .map(|path| config::read_event(&dir.join(path)))
+            .transpose()?)
+    }
+}
