@@ -70,6 +70,9 @@ pub(crate) struct Sources {
     snapshot_cache_bytes: u64,
     /// One lock per bundle digest or remote URL: concurrent jobs of one run fetch once.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// How long a download that failed for a passing reason is tried again (within a lease
+    /// the job's renewals keep).
+    retry_for: std::time::Duration,
 }
 
 impl Sources {
@@ -80,6 +83,7 @@ impl Sources {
             max_snapshot_bytes,
             snapshot_cache_bytes,
             locks: Mutex::default(),
+            retry_for: std::time::Duration::from_secs(60),
         }
     }
 
@@ -178,9 +182,40 @@ impl Sources {
             token.to_owned(),
             path.clone(),
         );
-        tokio::task::spawn_blocking(move || download(&url, &token, &digest_owned, size, &target))
-            .await
-            .map_err(|e| format!("the snapshot download stopped: {e}"))??;
+        // A scheduler restarting or briefly away answers again soon: the job's lease is kept
+        // by its renewals meanwhile, so the download is tried again for a while first.
+        let started = std::time::Instant::now();
+        let mut delay = SNAPSHOT_RETRY_FIRST;
+        loop {
+            let (digest, url, token, target) = (
+                digest_owned.clone(),
+                url.clone(),
+                token.clone(),
+                target.clone(),
+            );
+            let fetched =
+                tokio::task::spawn_blocking(move || download(&url, &token, &digest, size, &target))
+                    .await
+                    .map_err(|e| format!("the snapshot download stopped: {e}"))?;
+            match fetched {
+                Ok(()) => break,
+                Err(Fetch::Final(error)) => return Err(error),
+                Err(Fetch::Transient(error)) if started.elapsed() + delay < self.retry_for => {
+                    note(format!(
+                        "{error}; trying again in {:.1} s",
+                        delay.as_secs_f64()
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(SNAPSHOT_RETRY_MAX);
+                }
+                Err(Fetch::Transient(error)) => {
+                    return Err(format!(
+                        "{error} (gave up after {} s)",
+                        started.elapsed().as_secs()
+                    ))
+                }
+            }
+        }
         self.evict(digest);
         Ok(path)
     }
@@ -300,26 +335,42 @@ fn short(digest: &str) -> &str {
     &digest[..12.min(digest.len())]
 }
 
+/// The first wait before a snapshot download is tried again, and the longest.
+const SNAPSHOT_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const SNAPSHOT_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a download failed: worth asking again (no connection, the scheduler busy or failing
+/// for now), or not (refused, gone, damaged).
+enum Fetch {
+    Transient(String),
+    Final(String),
+}
+
 /// Downloads the bundle to `target`, which it gets once its size and digest are checked.
-fn download(url: &str, token: &str, digest: &str, size: u64, target: &Path) -> Result<(), String> {
+fn download(url: &str, token: &str, digest: &str, size: u64, target: &Path) -> Result<(), Fetch> {
     let response = crate::transfer::http_agent()
         .get(url)
         .header("Authorization", &format!("Bearer {token}"))
         .call()
-        .map_err(|e| format!("cannot download the snapshot from {url}: {e}"))?;
+        .map_err(|e| Fetch::Transient(format!("cannot download the snapshot from {url}: {e}")))?;
     let status = response.status().as_u16();
+    if matches!(status, 408 | 429 | 500..=599) {
+        return Err(Fetch::Transient(format!(
+            "downloading the snapshot from {url} failed: HTTP {status}"
+        )));
+    }
     if status != 200 {
         let hint = match status {
             401 | 403 => ": the scheduler refused the job's token",
             404 => ": the scheduler no longer has it",
             _ => "",
         };
-        return Err(format!(
+        return Err(Fetch::Final(format!(
             "downloading the snapshot from {url} failed: HTTP {status}{hint}"
-        ));
+        )));
     }
     crate::transfer::receive_verified(response.into_body().into_reader(), target, size, digest)
-        .map_err(|e| format!("the snapshot from {url}: {e}"))
+        .map_err(|e| Fetch::Final(format!("the snapshot from {url}: {e}")))
 }
 
 #[cfg(test)]
@@ -470,6 +521,92 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(kept, [format!("{}.bundle", blake3::hash(&bytes).to_hex())]);
+    }
+
+    #[tokio::test]
+    async fn a_scheduler_briefly_away_is_asked_again_and_a_refusal_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        let sha = repo(&root.path().join("origin"), "a.txt");
+        let bundle_path = root.path().join("b.bundle");
+        let origin = root.path().join("origin");
+        run(
+            &origin,
+            &[
+                "bundle",
+                "create",
+                "-q",
+                bundle_path.to_str().unwrap(),
+                "HEAD",
+            ],
+        );
+        let bytes = std::fs::read(&bundle_path).unwrap();
+        // The first two requests find the scheduler failing (it restarts), the third works.
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let body = bytes.clone();
+        let app = axum::Router::new().route(
+            "/snap",
+            get(move || {
+                let body = body.clone();
+                let hit = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if hit < 2 {
+                        StatusCode::SERVICE_UNAVAILABLE.into_response()
+                    } else {
+                        body.into_response()
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/snap", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let notes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let noted = notes.clone();
+        let note = move |line: String| noted.lock().unwrap().push(line);
+        let sources = Sources::new(&root.path().join("work"), 1 << 30, 1 << 30);
+        let dest = root.path().join("job").join("source");
+        sources
+            .checkout(&snapshot(&sha, &bytes, &url, "any"), &dest, &note)
+            .await
+            .unwrap();
+        assert_eq!(run(&dest, &["rev-parse", "HEAD"]), sha);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        let retries = notes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| n.contains("HTTP 503") && n.contains("trying again"))
+            .count();
+        assert_eq!(retries, 2, "{:?}", notes.lock().unwrap());
+
+        // A refusal is final at once; nothing listening is asked again until the window ends.
+        let (refusing, refused_hits) = serve(bytes.clone()).await;
+        let mut quick = Sources::new(&root.path().join("work2"), 1 << 30, 1 << 30);
+        quick.retry_for = Duration::from_millis(600);
+        let error = quick
+            .checkout(
+                &snapshot(&sha, &bytes, &refusing, "bad"),
+                &root.path().join("x1"),
+                &quiet,
+            )
+            .await
+            .unwrap_err();
+        assert!(error.contains("HTTP 401"), "{error}");
+        assert_eq!(refused_hits.load(Ordering::SeqCst), 1);
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/snap", listener.local_addr().unwrap())
+        };
+        let error = quick
+            .checkout(
+                &snapshot(&sha, &bytes, &closed, "any"),
+                &root.path().join("x2"),
+                &quiet,
+            )
+            .await
+            .unwrap_err();
+        assert!(error.contains("gave up after"), "{error}");
     }
 
     #[test]
