@@ -213,9 +213,11 @@ async fn a_runner_refused_from_the_start_says_so_at_once() {
 #[tokio::test]
 async fn draining_lets_the_running_job_finish_and_report() {
     let fake = FakeScheduler::start().await;
+    // Lines reach the fake in batches up to a second late: the step must still be running
+    // when the drain comes, or the runner would rightly take the next job before it.
     fake.queue(spec(
         "a",
-        "      - run: echo started; sleep 1; echo finished\n",
+        "      - run: echo started; sleep 4; echo finished\n",
     ));
     fake.queue(spec("b", "      - run: echo b\n"));
     let mut agent = start_agent(&fake, 1, false).await;
