@@ -447,22 +447,22 @@ mod tests {
 
     fn quiet(_: String) {}
 
+    /// A repository with one commit under `root/origin`, its sha and a bundle of it.
+    fn bundled_repo(root: &Path) -> (String, Vec<u8>) {
+        let origin = root.join("origin");
+        let sha = repo(&origin, "a.txt");
+        let bundle = root.join("b.bundle");
+        run(
+            &origin,
+            &["bundle", "create", "-q", bundle.to_str().unwrap(), "HEAD"],
+        );
+        (sha, std::fs::read(&bundle).unwrap())
+    }
+
     #[tokio::test]
     async fn a_snapshot_is_downloaded_once_checked_and_cloned_at_its_commit() {
         let root = tempfile::tempdir().unwrap();
-        let sha = repo(&root.path().join("origin"), "a.txt");
-        let bundle_path = root.path().join("b.bundle");
-        run(
-            &root.path().join("origin"),
-            &[
-                "bundle",
-                "create",
-                "-q",
-                bundle_path.to_str().unwrap(),
-                "HEAD",
-            ],
-        );
-        let bytes = std::fs::read(&bundle_path).unwrap();
+        let (sha, bytes) = bundled_repo(root.path());
         let (url, hits) = serve(bytes.clone()).await;
         let sources = Sources::new(&root.path().join("work"), 1 << 30, 1 << 30);
         let source = snapshot(&sha, &bytes, &url, "good");
@@ -526,20 +526,7 @@ mod tests {
     #[tokio::test]
     async fn a_scheduler_briefly_away_is_asked_again_and_a_refusal_is_not() {
         let root = tempfile::tempdir().unwrap();
-        let sha = repo(&root.path().join("origin"), "a.txt");
-        let bundle_path = root.path().join("b.bundle");
-        let origin = root.path().join("origin");
-        run(
-            &origin,
-            &[
-                "bundle",
-                "create",
-                "-q",
-                bundle_path.to_str().unwrap(),
-                "HEAD",
-            ],
-        );
-        let bytes = std::fs::read(&bundle_path).unwrap();
+        let (sha, bytes) = bundled_repo(root.path());
         // The first two requests find the scheduler failing (it restarts), the third works.
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
