@@ -1,39 +1,25 @@
 //! `kiln runner register` and `kiln runner start` through the built binary, against the fake
 //! scheduler of kiln-runner's test support: what an operator types, sees and scripts against.
 
+mod cli_support;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
+use cli_support::{kiln_command, output_within, text};
 use kiln_proto::v1 as pb;
 use kiln_runner::agent::fake::{FakeScheduler, REGISTRATION_TOKEN};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn kiln() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
+    kiln_command()
 }
 
 async fn output(command: &mut tokio::process::Command) -> Output {
-    tokio::time::timeout(LIMIT, command.output())
-        .await
-        .expect("kiln finished in time")
-        .expect("kiln runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    output_within(command, LIMIT).await
 }
 
 fn job(steps: &str) -> pb::JobSpec {

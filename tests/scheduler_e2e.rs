@@ -370,13 +370,14 @@ jobs:
       - run: cat all/leg-1.txt all/leg-2.txt all/leg-3.txt | sort | tr '\n' ' ' | grep -x 'leg 1 leg 2 leg 3 '
 "#;
 
-#[tokio::test]
-async fn a_matrix_fans_out_over_three_runners_and_fans_in_with_artifacts() {
+/// Runs FAN on three runners started with `executor` and checks that each took one leg and
+/// the fan-in succeeded.
+async fn fan_out_and_in(names: [&str; 3], executor: &[&str]) {
     let home = tempfile::tempdir().unwrap();
     let sched = Sched::start(&home.path().join("data"), free_port()).await;
     let mut runners = Vec::new();
-    for name in ["r1", "r2", "r3"] {
-        runners.push(Runner::start(&sched, home.path(), name, "linux").await);
+    for name in names {
+        runners.push(Runner::start_with(&sched, home.path(), name, "linux", executor).await);
     }
     let repo = repo(home.path(), &[("fan.yml", FAN)]);
     let mut control = sched.control().await;
@@ -395,11 +396,16 @@ async fn a_matrix_fans_out_over_three_runners_and_fans_in_with_artifacts() {
         .map(|j| j.runner_name.as_str())
         .collect();
     legs.sort();
-    assert_eq!(legs, ["r1", "r2", "r3"], "one leg on each runner");
+    assert_eq!(legs, names, "one leg on each runner");
     assert_eq!(
         job(&run, "collect").conclusion,
         pb::Conclusion::Success as i32
     );
+}
+
+#[tokio::test]
+async fn a_matrix_fans_out_over_three_runners_and_fans_in_with_artifacts() {
+    fan_out_and_in(["r1", "r2", "r3"], &["--executor", "host"]).await;
 }
 
 #[tokio::test]
@@ -409,31 +415,11 @@ async fn a_matrix_fans_out_over_three_docker_runners_and_fans_in_with_artifacts(
     };
     let image = kiln_runner::testing::ensure_busybox_image(&docker).await;
     let platform = format!("linux={image}");
-    let home = tempfile::tempdir().unwrap();
-    let sched = Sched::start(&home.path().join("data"), free_port()).await;
-    let mut runners = Vec::new();
-    for name in ["d1", "d2", "d3"] {
-        let executor = ["--executor", "docker", "-P", platform.as_str()];
-        runners.push(Runner::start_with(&sched, home.path(), name, "linux", &executor).await);
-    }
-    let repo = repo(home.path(), &[("fan.yml", FAN)]);
-    let mut control = sched.control().await;
-    let runs = control.submit(&repo).await;
-    let run = control.done(&runs[0]).await;
-    assert_eq!(
-        conclusion(&run),
-        pb::Conclusion::Success,
-        "{run:#?}\n{}",
-        std::fs::read_to_string(&runners[0].log).unwrap_or_default()
-    );
-    let mut legs: Vec<&str> = run
-        .jobs
-        .iter()
-        .filter(|j| j.job_path == "build")
-        .map(|j| j.runner_name.as_str())
-        .collect();
-    legs.sort();
-    assert_eq!(legs, ["d1", "d2", "d3"], "one leg on each runner");
+    fan_out_and_in(
+        ["d1", "d2", "d3"],
+        &["--executor", "docker", "-P", &platform],
+    )
+    .await;
 }
 
 const CACHE: &str = r#"on: push

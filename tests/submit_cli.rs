@@ -1,12 +1,14 @@
 //! `kiln submit`, `kiln runs`, `kiln logs`, `kiln cancel`, `kiln rerun` and `kiln runners`
 //! through the built binary, against a scripted ControlService on a loopback port.
 
+mod cli_support;
 mod control_support;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
+use cli_support::{kiln_command, output_within, text};
 use control_support::{FakeControl, TOKEN};
 use kiln_proto::v1 as pb;
 use pb::run_event::Kind;
@@ -16,32 +18,17 @@ const WORKFLOW: &str =
     "name: ci\non: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - id: hello\n        run: echo one\n";
 
 fn kiln(fake: &FakeControl, dir: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+    let mut command = kiln_command();
     command
         .current_dir(dir)
         .env("KILN_URL", fake.url())
         .env("KILN_TOKEN", TOKEN)
-        .env_remove("KILN_REGISTRATION_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env_remove("KILN_REGISTRATION_TOKEN");
     command
 }
 
 async fn output(command: &mut tokio::process::Command) -> Output {
-    tokio::time::timeout(LIMIT, command.output())
-        .await
-        .expect("kiln finished in time")
-        .expect("kiln runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    output_within(command, LIMIT).await
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
