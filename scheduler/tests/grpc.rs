@@ -338,3 +338,113 @@ async fn a_runner_runs_a_job_over_grpc_and_a_watcher_sees_it_all_then_the_end() 
     assert_eq!(runners.runners.len(), 1);
     assert_eq!(runners.runners[0].name, "r");
 }
+
+async fn register_runner(runner: &mut RunnerServiceClient<Channel>, name: &str) -> String {
+    runner
+        .register(pb::RegisterRequest {
+            registration_token: REGISTRATION.to_owned(),
+            name: name.to_owned(),
+            labels: vec!["linux".to_owned()],
+            protocol_version: kiln_proto::PROTOCOL_VERSION,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runner_token
+}
+
+/// Every job-scoped call checks that the calling runner holds the lease: a second registered
+/// runner with a valid token of its own, given the first one's JobRef, is refused with
+/// PERMISSION_DENIED on each call, and the holder then completes the job as if nothing
+/// happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_cannot_act_on_a_lease_another_runner_holds() {
+    let h = Harness::new(&[(".github/workflows/one.yml", ONE_JOB)]);
+    let channel = serve(&h).await;
+    let mut runner = RunnerServiceClient::new(channel.clone());
+    let holder = register_runner(&mut runner, "holder").await;
+    let intruder = register_runner(&mut runner, "intruder").await;
+    let run_id = h.submit(&[]);
+    let job = runner
+        .poll_job(bearer(
+            pb::PollJobRequest {
+                poll_id: "p".to_owned(),
+                free_slots: 1,
+            },
+            &holder,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .expect("a job");
+    let job_ref = job.r#ref.unwrap();
+    let line = pb::AppendLogsRequest {
+        job: Some(job_ref.clone()),
+        lines: vec![pb::LogLine {
+            seq: 1,
+            step_index: 0,
+            unix_ms: T0,
+            text: "forged".to_owned(),
+        }],
+    };
+    let step = pb::ReportStepRequest {
+        job: Some(job_ref.clone()),
+        index: 0,
+        phase: pb::StepPhase::Started as i32,
+        step_id: "__run".to_owned(),
+        name: "forged".to_owned(),
+        unix_ms: T0,
+        ..Default::default()
+    };
+    let complete = |conclusion: pb::Conclusion, lines: u64| pb::CompleteJobRequest {
+        job: Some(job_ref.clone()),
+        conclusion: conclusion as i32,
+        last_log_seq: lines,
+        ..Default::default()
+    };
+    let renew = pb::RenewLeaseRequest {
+        job: Some(job_ref.clone()),
+    };
+    let denied = |result: Result<(), tonic::Status>| {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("another runner"), "{status:?}");
+    };
+    denied(
+        runner
+            .renew_lease(bearer(renew.clone(), &intruder))
+            .await
+            .map(drop),
+    );
+    denied(
+        runner
+            .append_logs(bearer(line.clone(), &intruder))
+            .await
+            .map(drop),
+    );
+    denied(runner.report_step(bearer(step, &intruder)).await.map(drop));
+    denied(
+        runner
+            .complete_job(bearer(complete(pb::Conclusion::Failure, 0), &intruder))
+            .await
+            .map(drop),
+    );
+
+    runner.renew_lease(bearer(renew, &holder)).await.unwrap();
+    let ack = runner
+        .append_logs(bearer(line, &holder))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.acked_seq, 1, "the intruder's line was not stored");
+    runner
+        .complete_job(bearer(complete(pb::Conclusion::Success, 1), &holder))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.run(&run_id).conclusion,
+        Some(kiln_workflow::Conclusion::Success)
+    );
+}

@@ -71,7 +71,7 @@ fn a_run_fans_out_to_runners_and_fans_in_to_success() {
     );
 
     for job in &jobs {
-        h.s().renew(&job.job_ref).unwrap();
+        h.s().renew(&h.holder(&job.job_ref), &job.job_ref).unwrap();
         h.finish(job, Conclusion::Success);
     }
     let ship = h.take(&runners[1], "ship");
@@ -164,7 +164,7 @@ fn a_lost_lease_is_queued_again_and_fails_after_three_losses() {
     for attempt in 1..=3 {
         let job = h.take(&runner, "only");
         assert_eq!(job.job_ref.attempt, attempt);
-        h.s().renew(&job.job_ref).unwrap();
+        h.s().renew(&h.holder(&job.job_ref), &job.job_ref).unwrap();
         refs.push(job.job_ref.clone());
         h.clock.advance(TTL_MS + 1);
         h.s().tick().unwrap();
@@ -178,7 +178,11 @@ fn a_lost_lease_is_queued_again_and_fails_after_three_losses() {
         job.message
     );
     assert_eq!(h.run(&run_id).conclusion, Some(Conclusion::Failure));
-    let late = h.s().complete(&refs[0], &result(Conclusion::Success, &[]));
+    let late = h.s().complete(
+        &h.holder(&refs[0]),
+        &refs[0],
+        &result(Conclusion::Success, &[]),
+    );
     assert!(
         matches!(late, Err(ServiceError::Store(StoreError::Stale { .. }))),
         "a stale lease's late completion is refused: {late:?}"
@@ -192,18 +196,27 @@ fn a_late_completion_from_a_lost_lease_is_refused_and_the_new_attempt_counts() {
     let a = h.runner("a", &["linux"]);
     let b = h.runner("b", &["linux"]);
     let first = h.take(&a, "only");
-    h.s().renew(&first.job_ref).unwrap();
+    h.s()
+        .renew(&h.holder(&first.job_ref), &first.job_ref)
+        .unwrap();
     h.clock.advance(TTL_MS + 1);
     h.s().tick().unwrap();
     let second = h.take(&b, "only");
-    let late = h
-        .s()
-        .complete(&first.job_ref, &result(Conclusion::Failure, &[]));
+    let late = h.s().complete(
+        &h.holder(&first.job_ref),
+        &first.job_ref,
+        &result(Conclusion::Failure, &[]),
+    );
     assert!(matches!(
         late,
         Err(ServiceError::Store(StoreError::Stale { .. }))
     ));
-    assert!(h.s().renew(&first.job_ref).is_err(), "renewal refused too");
+    assert!(
+        h.s()
+            .renew(&h.holder(&first.job_ref), &first.job_ref)
+            .is_err(),
+        "renewal refused too"
+    );
     h.finish(&second, Conclusion::Success);
     h.finish(&second, Conclusion::Success);
     assert_eq!(h.run(&run_id).conclusion, Some(Conclusion::Success));
@@ -272,7 +285,10 @@ fn cancelling_a_run_concludes_queued_jobs_and_flags_running_ones() {
     h.s().cancel_run(&run_id).unwrap();
     let lines = h.job_lines(&run_id);
     assert!(lines.contains(&"second=cancelled".to_owned()), "{lines:?}");
-    let status = h.s().renew(&running.job_ref).unwrap();
+    let status = h
+        .s()
+        .renew(&h.holder(&running.job_ref), &running.job_ref)
+        .unwrap();
     assert!(status.cancel_requested, "the runner learns it on renewal");
     let (cancel, stale) = h
         .s()
@@ -338,7 +354,10 @@ fn cancel_in_progress_stops_the_running_submission_of_the_group() {
     let job = h.lease(&runner).unwrap();
     let second = h.submit(&[]);
     assert!(
-        h.s().renew(&job.job_ref).unwrap().cancel_requested,
+        h.s()
+            .renew(&h.holder(&job.job_ref), &job.job_ref)
+            .unwrap()
+            .cancel_requested,
         "the first run's job is told to stop"
     );
     h.finish(&job, Conclusion::Cancelled);
@@ -372,14 +391,16 @@ fn a_restart_rebuilds_every_run_and_loses_or_doubles_nothing() {
     let done = h.lease(&runner).unwrap();
     h.finish(&done, Conclusion::Success);
     let held = h.lease(&runner).unwrap();
-    h.s().renew(&held.job_ref).unwrap();
+    h.s()
+        .renew(&h.holder(&held.job_ref), &held.job_ref)
+        .unwrap();
     h.clock.advance(TTL_MS - 100);
     h.restart();
     assert_eq!(h.s().live_runs(), std::slice::from_ref(&run_id));
     h.clock.advance(TTL_MS - 100);
     h.s().tick().unwrap();
     assert!(
-        h.s().renew(&held.job_ref).is_ok(),
+        h.s().renew(&h.holder(&held.job_ref), &held.job_ref).is_ok(),
         "the restart grace kept the lease alive past its old expiry"
     );
     let queued = h.lease(&runner).unwrap();
@@ -576,7 +597,11 @@ fn rerunning_the_failed_jobs_keeps_the_successful_ones_and_their_outputs() {
     let runner = h.runner("r", &["linux"]);
     let setup = h.take(&runner, "setup");
     h.s()
-        .complete(&setup.job_ref, &result(Conclusion::Success, &[("v", "42")]))
+        .complete(
+            &h.holder(&setup.job_ref),
+            &setup.job_ref,
+            &result(Conclusion::Success, &[("v", "42")]),
+        )
         .unwrap();
     let a = h.lease(&runner).unwrap();
     let b = h.lease(&runner).unwrap();

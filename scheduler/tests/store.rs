@@ -39,7 +39,13 @@ fn migrations_apply_from_empty_and_a_reopen_keeps_everything() {
         let (runner, token) = register(&store, "builder", &["linux"]);
         let assignment = lease(&store, &runner.id, "poll-1", T0).unwrap();
         store
-            .write(|tx| tx.append_logs(&assignment.job_ref, &[line(1), line(2)]))
+            .write(|tx| {
+                tx.append_logs(
+                    &assignment.runner_id,
+                    &assignment.job_ref,
+                    &[line(1), line(2)],
+                )
+            })
             .unwrap();
         (run_id, job_id, token)
     };

@@ -143,7 +143,7 @@ fn renewal_extends_only_the_current_lease() {
     let (runner, _) = register(&store, "r", &["linux"]);
     let a = lease(&store, &runner.id, "p", T0).unwrap();
     let renewed = store
-        .write(|tx| tx.renew(&a.job_ref, T0 + 1_000, TTL))
+        .write(|tx| tx.renew(&a.runner_id, &a.job_ref, T0 + 1_000, TTL))
         .unwrap();
     assert_eq!(renewed.expires_ms, T0 + 1_000 + TTL);
     assert!(!renewed.cancel_requested);
@@ -154,10 +154,10 @@ fn renewal_extends_only_the_current_lease() {
     wrong_attempt.attempt = 2;
     for stale in [wrong_lease, wrong_attempt] {
         let err = store
-            .write(|tx| tx.renew(&stale, T0 + 1_000, TTL))
+            .write(|tx| tx.renew(&runner.id, &stale, T0 + 1_000, TTL))
             .unwrap_err();
         assert!(matches!(err, StoreError::Stale { .. }), "{err}");
-        assert!(store.lease_status(&stale).is_err());
+        assert!(store.lease_status(&runner.id, &stale).is_err());
     }
     // Past its expiry the lease is lost; its job goes to the next lease, and the old ref stays
     // refused.
@@ -169,11 +169,11 @@ fn renewal_extends_only_the_current_lease() {
     assert_eq!(b.job_ref.job_id, a.job_ref.job_id);
     assert_ne!(b.job_ref.lease_id, a.job_ref.lease_id);
     let err = store
-        .write(|tx| tx.renew(&a.job_ref, T0 + 5_000, TTL))
+        .write(|tx| tx.renew(&a.runner_id, &a.job_ref, T0 + 5_000, TTL))
         .unwrap_err();
     assert!(matches!(err, StoreError::Stale { .. }), "{err}");
     assert!(store
-        .write(|tx| tx.renew(&b.job_ref, T0 + 5_000, TTL))
+        .write(|tx| tx.renew(&b.runner_id, &b.job_ref, T0 + 5_000, TTL))
         .is_ok());
 }
 
@@ -188,7 +188,9 @@ fn a_lost_confirmed_lease_requeues_as_the_next_attempt_and_fails_after_three() {
     for attempt in 1..=MAX_ATTEMPTS {
         let a = lease(&store, &runner.id, &format!("p{attempt}"), now).unwrap();
         assert_eq!(a.job_ref.attempt, attempt);
-        store.write(|tx| tx.renew(&a.job_ref, now, TTL)).unwrap();
+        store
+            .write(|tx| tx.renew(&a.runner_id, &a.job_ref, now, TTL))
+            .unwrap();
         assert!(store
             .write(|tx| tx.expire_leases(now + TTL - 1))
             .unwrap()
@@ -246,7 +248,7 @@ fn an_unconfirmed_lease_expires_without_counting_an_attempt() {
     // A log line confirms a lease as a renewal does.
     let a = lease(&store, &runner.id, "logged", T0).unwrap();
     store
-        .write(|tx| tx.append_logs(&a.job_ref, &[line(1)]))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &[line(1)]))
         .unwrap();
     let expired = store.write(|tx| tx.expire_leases(T0 + TTL)).unwrap();
     assert!(expired[0].counted);
@@ -264,7 +266,9 @@ fn on_restart_every_lease_gets_the_grace_of_a_full_ttl() {
         let (runner, _) = register(&store, "r", &["linux"]);
         let a = lease(&store, &runner.id, "p1", T0).unwrap();
         let b = lease(&store, &runner.id, "p2", T0).unwrap();
-        store.write(|tx| tx.renew(&b.job_ref, T0, 60_000)).unwrap();
+        store
+            .write(|tx| tx.renew(&b.runner_id, &b.job_ref, T0, 60_000))
+            .unwrap();
         (a, b)
     };
     // The scheduler was down longer than the TTL.
@@ -279,16 +283,22 @@ fn on_restart_every_lease_gets_the_grace_of_a_full_ttl() {
         .unwrap()
         .is_empty());
     assert_eq!(
-        store.lease_status(&a.job_ref).unwrap().expires_ms,
+        store
+            .lease_status(&a.runner_id, &a.job_ref)
+            .unwrap()
+            .expires_ms,
         restart + TTL
     );
     // A lease that ran longer keeps its own expiry.
     assert_eq!(
-        store.lease_status(&b.job_ref).unwrap().expires_ms,
+        store
+            .lease_status(&b.runner_id, &b.job_ref)
+            .unwrap()
+            .expires_ms,
         T0 + 60_000
     );
     let renewed = store
-        .write(|tx| tx.renew(&a.job_ref, restart + 1, TTL))
+        .write(|tx| tx.renew(&a.runner_id, &a.job_ref, restart + 1, TTL))
         .unwrap();
     assert_eq!(renewed.expires_ms, restart + 1 + TTL);
     // Without renewal the grace runs out like any lease.
@@ -312,11 +322,11 @@ fn a_completion_needs_the_current_lease_and_is_idempotent() {
     let (runner, _) = register(&store, "r", &["linux"]);
     let a = lease(&store, &runner.id, "p", T0).unwrap();
     store
-        .write(|tx| tx.append_logs(&a.job_ref, &[line(1), line(2)]))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &[line(1), line(2)]))
         .unwrap();
 
     let err = store
-        .write(|tx| tx.complete_job(&a.job_ref, &success(3), T0 + 30))
+        .write(|tx| tx.complete_job(&a.runner_id, &a.job_ref, &success(3), T0 + 30))
         .unwrap_err();
     assert!(
         matches!(
@@ -332,12 +342,12 @@ fn a_completion_needs_the_current_lease_and_is_idempotent() {
     let mut stale = a.job_ref.clone();
     stale.lease_id = "f".repeat(32);
     let err = store
-        .write(|tx| tx.complete_job(&stale, &success(2), T0 + 30))
+        .write(|tx| tx.complete_job(&runner.id, &stale, &success(2), T0 + 30))
         .unwrap_err();
     assert!(matches!(err, StoreError::Stale { .. }), "{err}");
 
     let done = store
-        .write(|tx| tx.complete_job(&a.job_ref, &success(2), T0 + 30))
+        .write(|tx| tx.complete_job(&a.runner_id, &a.job_ref, &success(2), T0 + 30))
         .unwrap();
     let Completion::Completed(job) = done else {
         panic!("the first completion completes: {done:?}");
@@ -350,16 +360,16 @@ fn a_completion_needs_the_current_lease_and_is_idempotent() {
         (Some(T0 + 10), Some(T0 + 20))
     );
     let again = store
-        .write(|tx| tx.complete_job(&a.job_ref, &success(2), T0 + 40))
+        .write(|tx| tx.complete_job(&a.runner_id, &a.job_ref, &success(2), T0 + 40))
         .unwrap();
     assert_eq!(again, Completion::AlreadyCompleted);
     let err = store
-        .write(|tx| tx.complete_job(&stale, &success(2), T0 + 40))
+        .write(|tx| tx.complete_job(&runner.id, &stale, &success(2), T0 + 40))
         .unwrap_err();
     assert!(matches!(err, StoreError::Stale { .. }), "{err}");
     // The lease is gone, so the runner's other calls are refused.
     assert!(store
-        .write(|tx| tx.renew(&a.job_ref, T0 + 40, TTL))
+        .write(|tx| tx.renew(&a.runner_id, &a.job_ref, T0 + 40, TTL))
         .is_err());
     assert!(store.list_runners().unwrap()[0].running_job_ids.is_empty());
     // The payload (it carries the run's secrets) does not outlive the job.
@@ -431,13 +441,18 @@ fn cancellation_reaches_the_runner_and_survives_a_lost_lease() {
     );
     assert!(
         store
-            .write(|tx| tx.renew(&a.job_ref, T0, TTL))
+            .write(|tx| tx.renew(&a.runner_id, &a.job_ref, T0, TTL))
             .unwrap()
             .cancel_requested
     );
-    assert!(store.lease_status(&a.job_ref).unwrap().cancel_requested);
+    assert!(
+        store
+            .lease_status(&a.runner_id, &a.job_ref)
+            .unwrap()
+            .cancel_requested
+    );
     let ack = store
-        .write(|tx| tx.append_logs(&a.job_ref, &[line(1)]))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &[line(1)]))
         .unwrap();
     assert!(ack.cancel_requested);
 
@@ -495,9 +510,81 @@ fn replaying_job_writes_changes_nothing() {
         .unwrap();
     let job = store.get_job(&id).unwrap().unwrap();
     assert_eq!((job.state, job.name.as_str()), (JobState::Running, "job 0"));
-    assert!(store.lease_status(&a.job_ref).is_ok());
+    assert!(store.lease_status(&a.runner_id, &a.job_ref).is_ok());
     assert!(matches!(
         store.write(|tx| tx.enqueue("9.9", &[], b"", T0)),
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// A runner's token authorises only the leases it holds: another registered runner that
+/// learned a lease id (from a log, a proxy, a shared host) can neither keep the job alive,
+/// nor write its steps or logs, nor conclude it. The holder is not disturbed by the attempts.
+#[test]
+fn only_the_holder_of_a_lease_may_act_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let run_id = run(&store, "k");
+    queue(&store, &run_id, 0, &["linux"], T0);
+    let (holder, _) = register(&store, "holder", &["linux"]);
+    let (other, _) = register(&store, "other", &["linux"]);
+    let a = lease(&store, &holder.id, "p", T0).unwrap();
+    assert_eq!(a.runner_id, holder.id);
+    let step = StepReport {
+        index: 0,
+        phase: StepPhase::Started,
+        step_id: "build".into(),
+        name: "Build".into(),
+        outcome: None,
+        conclusion: None,
+        unix_ms: T0 + 1,
+    };
+    let not_holder = |err: StoreError| {
+        assert!(matches!(err, StoreError::NotHolder { .. }), "{err}");
+        assert!(err.to_string().contains("another runner"), "{err}");
+    };
+    not_holder(
+        store
+            .write(|tx| tx.renew(&other.id, &a.job_ref, T0 + 10, TTL))
+            .unwrap_err(),
+    );
+    not_holder(store.lease_status(&other.id, &a.job_ref).unwrap_err());
+    not_holder(
+        store
+            .write(|tx| tx.report_step(&other.id, &a.job_ref, &step))
+            .unwrap_err(),
+    );
+    not_holder(
+        store
+            .write(|tx| tx.append_logs(&other.id, &a.job_ref, &[line(1)]))
+            .unwrap_err(),
+    );
+    not_holder(
+        store
+            .write(|tx| tx.complete_job(&other.id, &a.job_ref, &success(0), T0 + 20))
+            .unwrap_err(),
+    );
+
+    // Nothing the other runner sent was kept: the holder's line 1 is new, its lease unchanged.
+    assert_eq!(
+        store
+            .lease_status(&holder.id, &a.job_ref)
+            .unwrap()
+            .expires_ms,
+        T0 + TTL
+    );
+    let ack = store
+        .write(|tx| tx.append_logs(&holder.id, &a.job_ref, &[line(1)]))
+        .unwrap();
+    assert_eq!(ack.acked_seq, 1);
+    assert!(
+        store
+            .write(|tx| tx.report_step(&holder.id, &a.job_ref, &step))
+            .unwrap()
+            .new
+    );
+    let done = store
+        .write(|tx| tx.complete_job(&holder.id, &a.job_ref, &success(1), T0 + 30))
+        .unwrap();
+    assert!(matches!(done, Completion::Completed(_)));
 }

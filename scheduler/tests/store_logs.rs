@@ -41,22 +41,22 @@ fn appended_lines_are_stored_once_and_gaps_refused() {
     let mut changes = store.subscribe_changes();
     changes.mark_unchanged();
     let ack = store
-        .write(|tx| tx.append_logs(&a.job_ref, &lines(1..=10)))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &lines(1..=10)))
         .unwrap();
     assert_eq!((ack.acked_seq, ack.appended), (10, 10));
     assert!(changes.has_changed().unwrap(), "new lines wake watchers");
     // A resent batch overlapping the stored lines adds only the new ones.
     let ack = store
-        .write(|tx| tx.append_logs(&a.job_ref, &lines(5..=15)))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &lines(5..=15)))
         .unwrap();
     assert_eq!((ack.acked_seq, ack.appended), (15, 5));
     let ack = store
-        .write(|tx| tx.append_logs(&a.job_ref, &lines(1..=15)))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &lines(1..=15)))
         .unwrap();
     assert_eq!((ack.acked_seq, ack.appended), (15, 0));
 
     let err = store
-        .write(|tx| tx.append_logs(&a.job_ref, &lines(17..=20)))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &lines(17..=20)))
         .unwrap_err();
     assert!(
         matches!(
@@ -72,7 +72,7 @@ fn appended_lines_are_stored_once_and_gaps_refused() {
     assert!(err.to_string().contains("resend from line 16"), "{err}");
     let shuffled = vec![line(16), line(18)];
     assert!(store
-        .write(|tx| tx.append_logs(&a.job_ref, &shuffled))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &shuffled))
         .is_err());
 
     let read = store.read_logs(&a.job_ref.job_id, 1, 0, 1_000).unwrap();
@@ -82,7 +82,7 @@ fn appended_lines_are_stored_once_and_gaps_refused() {
     let mut stale = a.job_ref.clone();
     stale.lease_id = "0".repeat(32);
     let err = store
-        .write(|tx| tx.append_logs(&stale, &lines(16..=16)))
+        .write(|tx| tx.append_logs(&a.runner_id, &stale, &lines(16..=16)))
         .unwrap_err();
     assert!(matches!(err, StoreError::Stale { .. }), "{err}");
 }
@@ -98,7 +98,7 @@ fn logs_read_across_compressed_blocks_and_the_tail_while_running_and_after_reope
         for start in (1..=total).step_by(64) {
             let batch = lines(start..=(start + 63).min(total));
             store
-                .write(|tx| tx.append_logs(&a.job_ref, &batch))
+                .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &batch))
                 .unwrap();
         }
         let job_id = &a.job_ref.job_id;
@@ -125,7 +125,7 @@ fn logs_read_across_compressed_blocks_and_the_tail_while_running_and_after_reope
         assert!(store.read_logs(job_id, 2, 0, 10).unwrap().is_empty());
 
         store
-            .write(|tx| tx.complete_job(&a.job_ref, &success(total), T0 + 50))
+            .write(|tx| tx.complete_job(&a.runner_id, &a.job_ref, &success(total), T0 + 50))
             .unwrap();
         let (blocks, tail) = layout(dir.path(), job_id);
         assert_eq!(
@@ -154,7 +154,7 @@ fn stored_blocks_are_compressed() {
     let a = leased_job(&store);
     let batch = lines(1..=LOG_BLOCK_LINES);
     store
-        .write(|tx| tx.append_logs(&a.job_ref, &batch))
+        .write(|tx| tx.append_logs(&a.runner_id, &a.job_ref, &batch))
         .unwrap();
     let conn = rusqlite::Connection::open(dir.path().join("scheduler.db")).unwrap();
     let (raw_len, data): (i64, Vec<u8>) = conn
@@ -180,7 +180,7 @@ fn a_lost_attempts_tail_is_sealed_and_the_next_attempt_logs_apart() {
     let first = leased_job(&store);
     let job_id = first.job_ref.job_id.clone();
     store
-        .write(|tx| tx.append_logs(&first.job_ref, &lines(1..=3)))
+        .write(|tx| tx.append_logs(&first.runner_id, &first.job_ref, &lines(1..=3)))
         .unwrap();
     store.write(|tx| tx.expire_leases(T0 + TTL)).unwrap();
     assert_eq!(layout(dir.path(), &job_id), (1, 0));
@@ -188,7 +188,7 @@ fn a_lost_attempts_tail_is_sealed_and_the_next_attempt_logs_apart() {
     let second = lease(&store, &runner.id, "p2", T0 + TTL).unwrap();
     assert_eq!(second.job_ref.attempt, 2);
     let ack = store
-        .write(|tx| tx.append_logs(&second.job_ref, &lines(1..=2)))
+        .write(|tx| tx.append_logs(&second.runner_id, &second.job_ref, &lines(1..=2)))
         .unwrap();
     assert_eq!(ack.acked_seq, 2);
     assert_eq!(store.read_logs(&job_id, 1, 0, 100).unwrap(), lines(1..=3));
@@ -218,24 +218,24 @@ fn step_reports_are_idempotent_per_attempt_index_and_phase() {
         ..started.clone()
     };
     let ack = store
-        .write(|tx| tx.report_step(&a.job_ref, &started))
+        .write(|tx| tx.report_step(&a.runner_id, &a.job_ref, &started))
         .unwrap();
     assert!(ack.new && !ack.cancel_requested);
     assert!(
         !store
-            .write(|tx| tx.report_step(&a.job_ref, &started))
+            .write(|tx| tx.report_step(&a.runner_id, &a.job_ref, &started))
             .unwrap()
             .new
     );
     assert!(
         store
-            .write(|tx| tx.report_step(&a.job_ref, &finished))
+            .write(|tx| tx.report_step(&a.runner_id, &a.job_ref, &finished))
             .unwrap()
             .new
     );
     assert!(
         !store
-            .write(|tx| tx.report_step(&a.job_ref, &finished))
+            .write(|tx| tx.report_step(&a.runner_id, &a.job_ref, &finished))
             .unwrap()
             .new
     );
@@ -247,7 +247,7 @@ fn step_reports_are_idempotent_per_attempt_index_and_phase() {
     let expired = store.write(|tx| tx.expire_leases(T0 + TTL)).unwrap();
     assert!(expired[0].counted);
     let err = store
-        .write(|tx| tx.report_step(&a.job_ref, &finished))
+        .write(|tx| tx.report_step(&a.runner_id, &a.job_ref, &finished))
         .unwrap_err();
     assert!(matches!(err, StoreError::Stale { .. }), "{err}");
 }

@@ -38,12 +38,13 @@ pub fn services(
 }
 
 /// A service failure as a status: stale leases are FAILED_PRECONDITION (the runner stops the
-/// job), the database's own failures are INTERNAL (retried), bad input INVALID_ARGUMENT.
+/// job), another runner's lease PERMISSION_DENIED, the database's own failures are INTERNAL (retried), bad input INVALID_ARGUMENT.
 fn status(error: ServiceError) -> Status {
     let message = error.to_string();
     match error {
         ServiceError::Store(store) => match store {
             StoreError::Stale { .. } => Status::failed_precondition(message),
+            StoreError::NotHolder { .. } => Status::permission_denied(message),
             StoreError::NotFound { .. } => Status::not_found(message),
             StoreError::LogGap { .. } => Status::out_of_range(message),
             // The runner resends the lines it has not had acknowledged, then completes again.
@@ -203,9 +204,12 @@ impl RunnerService for RunnerApi {
         &self,
         request: Request<pb::RenewLeaseRequest>,
     ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
-        self.runner(&request).await?;
+        let runner = self.runner(&request).await?;
         let job = convert::job_ref(request.into_inner().job)?;
-        let lease = blocking(&self.scheduler, move |s| s.renew(&job).map_err(job_status)).await?;
+        let lease = blocking(&self.scheduler, move |s| {
+            s.renew(&runner, &job).map_err(job_status)
+        })
+        .await?;
         Ok(Response::new(pb::RenewLeaseResponse {
             lease_expires_unix_ms: lease.expires_ms,
             cancel_requested: lease.cancel_requested,
@@ -216,12 +220,12 @@ impl RunnerService for RunnerApi {
         &self,
         request: Request<pb::ReportStepRequest>,
     ) -> Result<Response<pb::ReportStepResponse>, Status> {
-        self.runner(&request).await?;
+        let runner = self.runner(&request).await?;
         let request = request.into_inner();
         let report = convert::step_report(&request)?;
         let job = convert::job_ref(request.job)?;
         let ack = blocking(&self.scheduler, move |s| {
-            s.report_step(&job, &report).map_err(job_status)
+            s.report_step(&runner, &job, &report).map_err(job_status)
         })
         .await?;
         Ok(Response::new(pb::ReportStepResponse {
@@ -233,12 +237,12 @@ impl RunnerService for RunnerApi {
         &self,
         request: Request<pb::AppendLogsRequest>,
     ) -> Result<Response<pb::AppendLogsResponse>, Status> {
-        self.runner(&request).await?;
+        let runner = self.runner(&request).await?;
         let request = request.into_inner();
         let job = convert::job_ref(request.job)?;
         let lines = convert::log_lines(request.lines);
         let ack = blocking(&self.scheduler, move |s| {
-            s.append_logs(&job, &lines).map_err(job_status)
+            s.append_logs(&runner, &job, &lines).map_err(job_status)
         })
         .await?;
         Ok(Response::new(pb::AppendLogsResponse {
@@ -251,12 +255,12 @@ impl RunnerService for RunnerApi {
         &self,
         request: Request<pb::CompleteJobRequest>,
     ) -> Result<Response<pb::CompleteJobResponse>, Status> {
-        self.runner(&request).await?;
+        let runner = self.runner(&request).await?;
         let request = request.into_inner();
         let result = convert::job_result(&request)?;
         let job = convert::job_ref(request.job)?;
         blocking(&self.scheduler, move |s| {
-            s.complete(&job, &result).map_err(job_status)
+            s.complete(&runner, &job, &result).map_err(job_status)
         })
         .await?;
         Ok(Response::new(pb::CompleteJobResponse {}))

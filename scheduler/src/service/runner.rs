@@ -128,16 +128,23 @@ impl Scheduler {
         })
     }
 
-    pub fn renew(&self, job_ref: &JobRef) -> Result<LeaseStatus> {
+    pub fn renew(&self, runner: &RunnerRecord, job_ref: &JobRef) -> Result<LeaseStatus> {
         let now = self.now();
         let ttl = millis(self.config.lease_ttl);
-        Ok(self.store.write(|tx| tx.renew(job_ref, now, ttl))?)
+        Ok(self
+            .store
+            .write(|tx| tx.renew(&runner.id, job_ref, now, ttl))?)
     }
 
-    pub fn report_step(&self, job_ref: &JobRef, report: &StepReport) -> Result<StepAck> {
+    pub fn report_step(
+        &self,
+        runner: &RunnerRecord,
+        job_ref: &JobRef,
+        report: &StepReport,
+    ) -> Result<StepAck> {
         let now = self.now();
         Ok(self.store.write(|tx| {
-            let ack = tx.report_step(job_ref, report)?;
+            let ack = tx.report_step(&runner.id, job_ref, report)?;
             if ack.new {
                 let run_id = run_of(&job_ref.job_id);
                 let event = EventPayload::Step {
@@ -155,16 +162,28 @@ impl Scheduler {
         })?)
     }
 
-    pub fn append_logs(&self, job_ref: &JobRef, lines: &[LogLine]) -> Result<LogAck> {
-        Ok(self.store.write(|tx| tx.append_logs(job_ref, lines))?)
+    pub fn append_logs(
+        &self,
+        runner: &RunnerRecord,
+        job_ref: &JobRef,
+        lines: &[LogLine],
+    ) -> Result<LogAck> {
+        Ok(self
+            .store
+            .write(|tx| tx.append_logs(&runner.id, job_ref, lines))?)
     }
 
     /// The job's end as its runner reports it. A repeat of the same completion changes
     /// nothing; a completion for a lease that is no longer current is refused (stale).
-    pub fn complete(&self, job_ref: &JobRef, result: &JobResult) -> Result<()> {
+    pub fn complete(
+        &self,
+        runner: &RunnerRecord,
+        job_ref: &JobRef,
+        result: &JobResult,
+    ) -> Result<()> {
         let now = self.now();
         self.mutate(|core, tx| {
-            let record = match tx.complete_job(job_ref, result, now)? {
+            let record = match tx.complete_job(&runner.id, job_ref, result, now)? {
                 Completion::Completed(record) => record,
                 Completion::AlreadyCompleted => return Ok(()),
             };
@@ -214,12 +233,14 @@ impl Scheduler {
         let mut cancel = Vec::new();
         let mut stale = Vec::new();
         for job_ref in running {
-            match self.store.lease_status(job_ref) {
+            match self.store.lease_status(&runner.id, job_ref) {
                 Ok(status) if status.cancel_requested => cancel.push(job_ref.clone()),
                 Ok(_) => {}
-                Err(StoreError::Stale { .. } | StoreError::NotFound { .. }) => {
-                    stale.push(job_ref.clone())
-                }
+                Err(
+                    StoreError::Stale { .. }
+                    | StoreError::NotFound { .. }
+                    | StoreError::NotHolder { .. },
+                ) => stale.push(job_ref.clone()),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -58,6 +58,14 @@ pub enum StoreError {
         why: String,
     },
 
+    /// The lease is another runner's: a runner's token acts only on the jobs it leased, so a
+    /// runner that learned another's lease id cannot renew, report, log or complete for it.
+    #[error(
+        "job {job_id}: lease {lease_id} belongs to another runner; a runner may act only on the \
+         jobs it leased itself"
+    )]
+    NotHolder { job_id: String, lease_id: String },
+
     #[error("{what} '{id}' does not exist")]
     NotFound { what: &'static str, id: String },
 

@@ -24,7 +24,7 @@ pub trait Jobs {
     fn jobs_of_run(&self, run_id: &str) -> Result<Vec<JobRecord>>;
     /// The lease a ref names, when it is the job's current one; [`StoreError::Stale`]
     /// otherwise (Heartbeat's answer for each job a runner says it runs).
-    fn lease_status(&self, job_ref: &JobRef) -> Result<LeaseStatus>;
+    fn lease_status(&self, runner_id: &str, job_ref: &JobRef) -> Result<LeaseStatus>;
     /// The distinct label sets queued jobs ask for (folded to lower case, sorted), with how
     /// many jobs ask for each: what the waiting reasons are computed from.
     fn queued_label_sets(&self) -> Result<Vec<(Vec<String>, u64)>>;
@@ -57,11 +57,19 @@ pub trait JobsTx {
         ttl_ms: i64,
     ) -> Result<Option<Assignment>>;
     /// Extends the current lease to `now + ttl_ms` and confirms it.
-    fn renew(&mut self, job_ref: &JobRef, now: UnixMs, ttl_ms: i64) -> Result<LeaseStatus>;
-    /// A runner's completion. Refused as stale unless `job_ref` is the current lease; the
+    fn renew(
+        &mut self,
+        runner_id: &str,
+        job_ref: &JobRef,
+        now: UnixMs,
+        ttl_ms: i64,
+    ) -> Result<LeaseStatus>;
+    /// A runner's completion. Refused as stale unless `job_ref` is the current lease (and as
+    /// [`StoreError::NotHolder`] when another runner holds it); the
     /// same completion repeated is [`Completion::AlreadyCompleted`].
     fn complete_job(
         &mut self,
+        runner_id: &str,
         job_ref: &JobRef,
         result: &JobResult,
         now: UnixMs,
@@ -257,22 +265,29 @@ pub(crate) struct Lease {
     pub(crate) cancel_requested: bool,
 }
 
-/// The lease `job_ref` names, or why it is not the current one.
-pub(crate) fn current_lease(conn: &Connection, job_ref: &JobRef) -> Result<Lease> {
-    let row: Option<(String, u32, UnixMs, bool)> = sql::one(
+/// The lease `job_ref` names, when it is the current one and `runner_id` holds it; otherwise
+/// why not.
+pub(crate) fn current_lease(conn: &Connection, runner_id: &str, job_ref: &JobRef) -> Result<Lease> {
+    let row: Option<(String, u32, UnixMs, bool, String)> = sql::one(
         conn,
-        "SELECT l.lease_id, l.attempt, l.expires_ms, j.cancel_requested
+        "SELECT l.lease_id, l.attempt, l.expires_ms, j.cancel_requested, l.runner_id
          FROM leases l JOIN jobs j ON j.id = l.job_id WHERE l.job_id = ?1",
         [&job_ref.job_id],
         "looking a lease up",
         |r| r.try_into(),
     )?;
-    let Some((lease_id, attempt, expires_ms, cancel_requested)) = row else {
+    let Some((lease_id, attempt, expires_ms, cancel_requested, holder)) = row else {
         return Err(StoreError::stale(
             job_ref,
             "the job has no lease now (it was completed, cancelled, or its lease expired)",
         ));
     };
+    if lease_id == job_ref.lease_id && holder != runner_id {
+        return Err(StoreError::NotHolder {
+            job_id: job_ref.job_id.clone(),
+            lease_id: job_ref.lease_id.clone(),
+        });
+    }
     if lease_id != job_ref.lease_id || attempt != job_ref.attempt {
         return Err(StoreError::stale(
             job_ref,
@@ -307,7 +322,7 @@ impl SqliteTx<'_> {
     fn assignment(&self, job_id: &str) -> Result<Option<Assignment>> {
         sql::one(
             self.conn,
-            "SELECT l.lease_id, l.attempt, l.expires_ms, j.run, p.payload
+            "SELECT l.lease_id, l.attempt, l.expires_ms, j.run, p.payload, l.runner_id
              FROM leases l JOIN jobs j ON j.id = l.job_id
                  LEFT JOIN job_payloads p ON p.job_id = l.job_id
              WHERE l.job_id = ?1",
@@ -320,6 +335,7 @@ impl SqliteTx<'_> {
                         lease_id: r.get(0)?,
                         attempt: r.get(1)?,
                     },
+                    runner_id: r.get(5)?,
                     expires_ms: r.get(2)?,
                     run_id: r.get::<_, i64>(3)?.to_string(),
                     payload: r.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default(),
@@ -517,8 +533,14 @@ impl JobsTx for SqliteTx<'_> {
         self.assignment(&job_id)
     }
 
-    fn renew(&mut self, job_ref: &JobRef, now: UnixMs, ttl_ms: i64) -> Result<LeaseStatus> {
-        let lease = current_lease(self.conn, job_ref)?;
+    fn renew(
+        &mut self,
+        runner_id: &str,
+        job_ref: &JobRef,
+        now: UnixMs,
+        ttl_ms: i64,
+    ) -> Result<LeaseStatus> {
+        let lease = current_lease(self.conn, runner_id, job_ref)?;
         let expires_ms = lease.expires_ms.max(now.saturating_add(ttl_ms));
         sql::exec(
             self.conn,
@@ -534,6 +556,7 @@ impl JobsTx for SqliteTx<'_> {
 
     fn complete_job(
         &mut self,
+        runner_id: &str,
         job_ref: &JobRef,
         result: &JobResult,
         now: UnixMs,
@@ -554,7 +577,7 @@ impl JobsTx for SqliteTx<'_> {
             }
             return Err(StoreError::stale(job_ref, "the job is already concluded"));
         }
-        current_lease(self.conn, job_ref)?;
+        current_lease(self.conn, runner_id, job_ref)?;
         let held = logs::held_seq(self.conn, &job_ref.job_id, job_ref.attempt)?;
         if result.last_log_seq > held {
             return Err(StoreError::LogsMissing {
@@ -741,9 +764,9 @@ impl Jobs for SqliteStore {
         self.read(|c| query_jobs(c, &sql, [num]))
     }
 
-    fn lease_status(&self, job_ref: &JobRef) -> Result<LeaseStatus> {
+    fn lease_status(&self, runner_id: &str, job_ref: &JobRef) -> Result<LeaseStatus> {
         self.read(|c| {
-            current_lease(c, job_ref).map(|l| LeaseStatus {
+            current_lease(c, runner_id, job_ref).map(|l| LeaseStatus {
                 expires_ms: l.expires_ms,
                 cancel_requested: l.cancel_requested,
             })

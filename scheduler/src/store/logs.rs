@@ -41,11 +41,21 @@ pub trait Logs {
 pub trait LogsTx {
     /// Records a step's start or end; a repeat of the same (job, attempt, index, phase) is
     /// ignored (`new` false).
-    fn report_step(&mut self, job_ref: &JobRef, report: &StepReport) -> Result<StepAck>;
+    fn report_step(
+        &mut self,
+        runner_id: &str,
+        job_ref: &JobRef,
+        report: &StepReport,
+    ) -> Result<StepAck>;
     /// Appends consecutive lines; lines at or below the highest stored one are ignored, so a
     /// batch may be resent. A batch that starts past the next line is refused
     /// ([`StoreError::LogGap`]).
-    fn append_logs(&mut self, job_ref: &JobRef, lines: &[LogLine]) -> Result<LogAck>;
+    fn append_logs(
+        &mut self,
+        runner_id: &str,
+        job_ref: &JobRef,
+        lines: &[LogLine],
+    ) -> Result<LogAck>;
 }
 
 /// The highest line stored for an attempt (0 when none).
@@ -227,8 +237,13 @@ fn read_logs(
 }
 
 impl LogsTx for SqliteTx<'_> {
-    fn report_step(&mut self, job_ref: &JobRef, report: &StepReport) -> Result<StepAck> {
-        let lease = current_lease(self.conn, job_ref)?;
+    fn report_step(
+        &mut self,
+        runner_id: &str,
+        job_ref: &JobRef,
+        report: &StepReport,
+    ) -> Result<StepAck> {
+        let lease = current_lease(self.conn, runner_id, job_ref)?;
         confirm_lease(self.conn, &job_ref.job_id)?;
         let inserted = sql::exec(
             self.conn,
@@ -255,8 +270,13 @@ impl LogsTx for SqliteTx<'_> {
         })
     }
 
-    fn append_logs(&mut self, job_ref: &JobRef, lines: &[LogLine]) -> Result<LogAck> {
-        let lease = current_lease(self.conn, job_ref)?;
+    fn append_logs(
+        &mut self,
+        runner_id: &str,
+        job_ref: &JobRef,
+        lines: &[LogLine],
+    ) -> Result<LogAck> {
+        let lease = current_lease(self.conn, runner_id, job_ref)?;
         let (job_id, attempt) = (job_ref.job_id.as_str(), job_ref.attempt);
         let mut head = head(self.conn, job_id, attempt)?.unwrap_or(Head {
             max_seq: 0,

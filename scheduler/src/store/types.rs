@@ -186,6 +186,8 @@ pub struct JobRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     pub job_ref: JobRef,
+    /// The runner holding the lease: the only one whose job-scoped calls are accepted.
+    pub runner_id: String,
     pub run_id: String,
     pub expires_ms: UnixMs,
     /// The dispatch payload given to `enqueue`.

@@ -87,6 +87,8 @@ pub struct Harness {
     pub clock: Arc<TestClock>,
     pub planner: Arc<MemoryPlanner>,
     pub sched: Option<Arc<Scheduler>>,
+    /// The runner each lease was given to (by lease id): job-scoped calls must name it.
+    pub holders: Mutex<BTreeMap<String, RunnerRecord>>,
 }
 
 pub fn config() -> ServiceConfig {
@@ -110,6 +112,7 @@ impl Harness {
             clock: Arc::new(TestClock(AtomicI64::new(T0))),
             planner: Arc::new(planner),
             sched: None,
+            holders: Mutex::default(),
         };
         harness.open();
         harness
@@ -164,7 +167,22 @@ impl Harness {
 
     pub fn lease(&self, runner: &RunnerRecord) -> Option<LeasedJob> {
         let poll = format!("poll-{}", rand_id());
-        self.s().lease(runner, &poll).unwrap()
+        let job = self.s().lease(runner, &poll).unwrap()?;
+        self.holders
+            .lock()
+            .unwrap()
+            .insert(job.job_ref.lease_id.clone(), runner.clone());
+        Some(job)
+    }
+
+    /// The runner that leased `job_ref` through [`Harness::lease`].
+    pub fn holder(&self, job_ref: &JobRef) -> RunnerRecord {
+        self.holders
+            .lock()
+            .unwrap()
+            .get(&job_ref.lease_id)
+            .cloned()
+            .expect("the job was leased through Harness::lease")
     }
 
     /// Leases the next job and checks its name.
@@ -178,7 +196,11 @@ impl Harness {
 
     pub fn finish(&self, job: &LeasedJob, conclusion: Conclusion) {
         self.s()
-            .complete(&job.job_ref, &result(conclusion, &[]))
+            .complete(
+                &self.holder(&job.job_ref),
+                &job.job_ref,
+                &result(conclusion, &[]),
+            )
             .unwrap();
     }
 
