@@ -101,7 +101,7 @@ impl Bench {
     }
 
     fn run(&self, tx: &mut dyn StoreTx, job: &JobRef) -> Result<()> {
-        tx.renew(job, T0, TTL)?;
+        tx.renew(&self.runner_id, job, T0, TTL)?;
         let lines: Vec<LogLine> = (1..=20)
             .map(|seq| LogLine {
                 seq,
@@ -110,7 +110,7 @@ impl Bench {
                 text: format!("compiling crate number {seq} of the workspace"),
             })
             .collect();
-        tx.append_logs(job, &lines)?;
+        tx.append_logs(&self.runner_id, job, &lines)?;
         Ok(())
     }
 
@@ -125,7 +125,7 @@ impl Bench {
             finished_ms: T0,
             last_log_seq: 20,
         };
-        tx.complete_job(job, &result, T0)?;
+        tx.complete_job(&self.runner_id, job, &result, T0)?;
         tx.append_op(
             &self.run_id,
             b"{\"Complete\":{\"leg\":1,\"conclusion\":\"success\"}}",
