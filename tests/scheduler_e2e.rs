@@ -842,3 +842,104 @@ async fn sigterm_stops_the_scheduler_while_a_watch_stream_is_open() {
     assert!(sched.log().contains("stopping"), "{}", sched.log());
     let _ = tokio::time::timeout(Duration::from_secs(5), watcher).await;
 }
+
+const REPORTED: &str = r####"on: push
+jobs:
+  build:
+    strategy:
+      matrix:
+        os: [alpha, beta]
+        include:
+          - os: beta
+            extra: { deep: true }
+    runs-on: ubuntu-latest
+    steps:
+      - run: mkdir -p c && echo "${{ matrix.os }}" > c/file
+      - uses: actions/cache@v4
+        with:
+          path: c
+          key: k-${{ matrix.os }}-${{ github.sha }}
+      - run: echo "### built ${{ matrix.os }}" >> "$GITHUB_STEP_SUMMARY"
+"####;
+
+/// `kiln submit --report` writes what `kiln run --report` writes for the same workflow: each
+/// leg's matrix values, its step summary and its cache steps' reports come through the
+/// runner, the scheduler's store and GetRun unchanged.
+#[tokio::test]
+async fn kiln_submit_reports_matrix_summary_and_cache_steps_as_kiln_run_does() {
+    let home = tempfile::tempdir().unwrap();
+    let sched = Sched::start(&home.path().join("data"), free_port()).await;
+    let _runner = Runner::start(&sched, home.path(), "r", "ubuntu-latest").await;
+    let repo = repo(home.path(), &[("reported.yml", REPORTED)]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "reported"]);
+    let submitted = tokio::time::timeout(
+        LIMIT,
+        kiln()
+            .args(["submit", "--url", &sched.url(), "--report", "remote.json"])
+            .env("KILN_TOKEN", sched.token("control-token"))
+            .current_dir(&repo)
+            .output(),
+    )
+    .await
+    .expect("kiln submit ends")
+    .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}\n{}", sched.log());
+    let local = tokio::time::timeout(
+        LIMIT,
+        kiln()
+            .args(["run", "--executor", "host", "--report", "local.json"])
+            .env("XDG_CACHE_HOME", home.path().join("local-cache"))
+            .current_dir(&repo)
+            .output(),
+    )
+    .await
+    .expect("kiln run ends")
+    .unwrap();
+    assert!(local.status.success(), "{local:?}");
+
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(repo.join(name)).unwrap()).unwrap()
+    };
+    let by_name = |report: &serde_json::Value| -> Vec<serde_json::Value> {
+        let mut jobs = report["jobs"].as_array().unwrap().clone();
+        jobs.sort_by_key(|j| j["name"].as_str().unwrap_or_default().to_owned());
+        jobs
+    };
+    let (remote, local) = (by_name(&read("remote.json")), by_name(&read("local.json")));
+    assert_eq!(remote.len(), 2, "{remote:#?}");
+    assert_eq!(remote.len(), local.len());
+    assert_eq!(remote[1]["matrix"]["extra"]["deep"], true, "{remote:#?}");
+    for (remote, local) in remote.iter().zip(&local) {
+        assert_eq!(remote["name"], local["name"]);
+        assert_eq!(
+            remote["matrix"], local["matrix"],
+            "matrix of {}",
+            local["name"]
+        );
+        assert!(remote["summary"].as_str().unwrap().contains("### built"));
+        assert_eq!(
+            remote["summary"], local["summary"],
+            "summary of {}",
+            local["name"]
+        );
+        let caches = |job: &serde_json::Value| -> Vec<serde_json::Value> {
+            job["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["cache"].clone())
+                .collect()
+        };
+        assert!(
+            caches(remote).iter().any(|c| c["save"] == "saved"),
+            "{remote:#?}"
+        );
+        assert_eq!(
+            caches(remote),
+            caches(local),
+            "cache steps of {}",
+            local["name"]
+        );
+    }
+}

@@ -89,6 +89,7 @@ fn job(state: pb::JobState, conclusion: pb::Conclusion) -> pb::JobSummary {
                 name: "Run echo one".into(),
                 outcome: conclusion as i32,
                 conclusion: conclusion as i32,
+                ..Default::default()
             }]
         } else {
             Vec::new()

@@ -441,3 +441,34 @@ fn snapshots_and_artifacts_are_recorded_and_artifacts_expire() {
         .collect();
     assert_eq!(left, ["new"]);
 }
+
+/// A database written before the jobs' matrix column (schema 1) opens with its jobs intact:
+/// migration 2 adds the column, and old jobs read as having no matrix.
+#[test]
+fn a_database_of_schema_one_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run_id, job_id) = {
+        let store = open(dir.path());
+        let run_id = run(&store, "old");
+        let job_id = queue(&store, &run_id, 0, &["linux"], T0);
+        (run_id, job_id)
+    };
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("scheduler.db")).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE jobs DROP COLUMN matrix; DELETE FROM schema_migrations WHERE version > 1;",
+        )
+        .unwrap();
+    }
+    assert_eq!(applied_versions(dir.path()), [1]);
+    let store = open(dir.path());
+    assert_eq!(
+        applied_versions(dir.path()),
+        (1..=schema_version()).collect::<Vec<_>>()
+    );
+    let jobs = store.jobs_of_run(&run_id).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job_id, job_id);
+    assert_eq!(jobs[0].matrix, None);
+    assert_eq!(jobs[0].state, JobState::Queued);
+}

@@ -502,6 +502,7 @@ fn replaying_job_writes_changes_nothing() {
                 leg: 0,
                 job_path: "other".into(),
                 name: "other".into(),
+                matrix: None,
             })?;
             assert_eq!(again, id);
             assert!(!tx.enqueue(&id, &["linux".into()], b"new payload", T0 + 1)?);

@@ -42,8 +42,8 @@ pub fn between(start_ms: i64, end_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(end_ms - start_ms).unwrap_or(0))
 }
 
-/// One run in `kiln run --report`'s shape. The protocol does not carry a leg's matrix
-/// values, its step summary or its cache steps' details: those are `null` here.
+/// One run in `kiln run --report`'s shape. Outputs are sorted by name (the protocol's map
+/// keeps no order); matrix values and cache reports that do not parse are `null`.
 pub fn run_report(run: &pb::RunSummary) -> RunReport {
     RunReport {
         workflow: run.workflow_name.clone(),
@@ -65,7 +65,7 @@ fn job_report(job: &pb::JobSummary) -> JobReport {
     JobReport {
         id: job.job_path.clone(),
         name: job.name.clone(),
-        matrix: None,
+        matrix: parsed(&job.matrix_json),
         conclusion: concluded(job.conclusion),
         outputs: outputs.into_iter().collect::<IndexMap<_, _>>(),
         started_at: time(job.started_unix_ms),
@@ -78,11 +78,19 @@ fn job_report(job: &pb::JobSummary) -> JobReport {
                 name: step.name.clone(),
                 outcome: concluded(step.outcome),
                 conclusion: concluded(step.conclusion),
-                cache: None,
+                cache: parsed(&step.cache_json),
             })
             .collect(),
-        summary: None,
+        summary: (!job.summary.is_empty()).then(|| job.summary.clone()),
     }
+}
+
+/// A JSON field of the protocol; empty means absent.
+fn parsed<T: serde::de::DeserializeOwned>(json: &str) -> Option<T> {
+    if json.is_empty() {
+        return None;
+    }
+    serde_json::from_str(json).ok()
 }
 
 /// `success`, `failure`... or the state while not done.

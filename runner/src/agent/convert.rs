@@ -212,7 +212,12 @@ pub(crate) fn completion(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        steps: result.steps.iter().map(step_result).collect(),
+        steps: result
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(index, step)| step_result(step, result.caches.get(&index)))
+            .collect(),
         error: result.error.clone().unwrap_or_default(),
         summary: crate::summary::job_summary(&result.summaries),
         started_unix_ms: unix_ms(result.started_at),
@@ -221,12 +226,16 @@ pub(crate) fn completion(
     }
 }
 
-fn step_result(step: &StepRecord) -> pb::StepResult {
+fn step_result(step: &StepRecord, cache: Option<&kiln_workflow::StepCache>) -> pb::StepResult {
     pb::StepResult {
         step_id: step.id.clone(),
         name: step.name.clone(),
         outcome: conclusion(step.outcome).into(),
         conclusion: conclusion(step.conclusion).into(),
+        // StepCache is plain data; serializing it cannot fail.
+        cache_json: cache
+            .and_then(|c| serde_json::to_string(c).ok())
+            .unwrap_or_default(),
     }
 }
 

@@ -156,6 +156,19 @@ pub fn pb_log_lines(lines: Vec<LogLine>) -> Vec<pb::LogLine> {
         .collect()
 }
 
+/// A step's cache report as the runner sent it (empty: not a cache step).
+fn step_cache(json: &str) -> Result<Option<kiln_workflow::StepCache>, Status> {
+    if json.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(json).map(Some).map_err(|e| {
+        Status::invalid_argument(format!(
+            "a step's cache_json is not a cache report this scheduler reads ({e}); the runner \
+             and the scheduler should be the same kiln version"
+        ))
+    })
+}
+
 pub fn job_result(request: &pb::CompleteJobRequest) -> Result<JobResult, Status> {
     let steps = request
         .steps
@@ -166,7 +179,7 @@ pub fn job_result(request: &pb::CompleteJobRequest) -> Result<JobResult, Status>
                 name: s.name.clone(),
                 outcome: conclusion(s.outcome, "a step's outcome")?,
                 conclusion: conclusion(s.conclusion, "a step's conclusion")?,
-                cache: None,
+                cache: step_cache(&s.cache_json)?,
             })
         })
         .collect::<Result<Vec<_>, Status>>()?;
@@ -263,10 +276,16 @@ pub fn job_summary(job: JobRecord) -> pb::JobSummary {
                 name: s.name,
                 outcome: pb_conclusion(Some(s.outcome)),
                 conclusion: pb_conclusion(Some(s.conclusion)),
+                cache_json: s
+                    .cache
+                    .and_then(|c| serde_json::to_string(&c).ok())
+                    .unwrap_or_default(),
             })
             .collect(),
         outputs: job.outputs.into_iter().collect(),
         message: job.message,
+        matrix_json: job.matrix.unwrap_or_default(),
+        summary: job.summary,
     }
 }
 

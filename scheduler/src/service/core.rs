@@ -218,6 +218,7 @@ impl Core {
             leg: dispatch.leg.0,
             job_path: dispatch.job_id.clone(),
             name: dispatch.name.clone(),
+            matrix: matrix_json(dispatch.matrix.as_ref()),
         })?;
         let carried = run
             .stored
@@ -260,6 +261,7 @@ impl Core {
                 leg: UNRUN_LEGS + u32::try_from(index).unwrap_or(0),
                 job_path: job.id.clone(),
                 name: job.name.clone(),
+                matrix: matrix_json(job.matrix.as_ref()),
             })?;
             let message = job.message.clone().unwrap_or_default();
             tx.conclude_job(&id, job.conclusion, &message, now)?;
@@ -394,4 +396,13 @@ fn rebuild(store: &dyn Store, run_id: &str) -> Result<(LiveRun, Vec<Dispatch>), 
         },
         dispatches,
     ))
+}
+
+/// A leg's matrix values as the jobs table keeps them (the JSON `kiln run --report` shows).
+fn matrix_json(matrix: Option<&kiln_workflow::value::Object>) -> Option<String> {
+    matrix.map(|m| {
+        kiln_workflow::value::Value::object(m.clone())
+            .to_json()
+            .to_string()
+    })
 }

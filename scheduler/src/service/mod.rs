@@ -391,29 +391,18 @@ impl Scheduler {
                 .iter()
                 .find(|c| c.job_path == job.job_path && c.name == job.name)
                 .cloned();
-            carried.push(earlier.unwrap_or_else(|| {
-                stored::CarriedJob {
-                    job_path: job.job_path.clone(),
-                    name: job.name.clone(),
-                    from_attempt: previous.attempt,
-                    completion: stored::StoredCompletion {
-                        conclusion: Conclusion::Success,
-                        outputs: job.outputs.clone(),
-                        started_ms: job.started_ms.unwrap_or(0),
-                        finished_ms: job.finished_ms.unwrap_or(0),
-                        steps: job
-                            .steps
-                            .iter()
-                            .map(|s| stored::StoredStep {
-                                id: s.id.clone(),
-                                name: s.name.clone(),
-                                outcome: s.outcome,
-                                conclusion: s.conclusion,
-                            })
-                            .collect(),
-                        summary: job.summary.clone(),
-                    },
-                }
+            carried.push(earlier.unwrap_or_else(|| stored::CarriedJob {
+                job_path: job.job_path.clone(),
+                name: job.name.clone(),
+                from_attempt: previous.attempt,
+                completion: stored::StoredCompletion {
+                    conclusion: Conclusion::Success,
+                    outputs: job.outputs.clone(),
+                    started_ms: job.started_ms.unwrap_or(0),
+                    finished_ms: job.finished_ms.unwrap_or(0),
+                    steps: job.steps.iter().map(stored::StoredStep::from).collect(),
+                    summary: job.summary.clone(),
+                },
             }));
         }
         stored.carried = carried;

@@ -197,16 +197,7 @@ impl Scheduler {
                 outputs: result.outputs.clone(),
                 started_ms: result.started_ms,
                 finished_ms: result.finished_ms,
-                steps: result
-                    .steps
-                    .iter()
-                    .map(|s| StoredStep {
-                        id: s.id.clone(),
-                        name: s.name.clone(),
-                        outcome: s.outcome,
-                        conclusion: s.conclusion,
-                    })
-                    .collect(),
+                steps: result.steps.iter().map(StoredStep::from).collect(),
                 summary: result.summary.clone(),
             };
             core.apply(

@@ -264,6 +264,21 @@ pub struct StoredStep {
     pub name: String,
     pub outcome: Conclusion,
     pub conclusion: Conclusion,
+    /// Absent in op logs written before cache steps were reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<kiln_workflow::StepCache>,
+}
+
+impl From<&StepRecord> for StoredStep {
+    fn from(step: &StepRecord) -> StoredStep {
+        StoredStep {
+            id: step.id.clone(),
+            name: step.name.clone(),
+            outcome: step.outcome,
+            conclusion: step.conclusion,
+            cache: step.cache.clone(),
+        }
+    }
 }
 
 fn time_of(ms: i64) -> SystemTime {
@@ -297,7 +312,7 @@ impl StoredCompletion {
                     name: s.name.clone(),
                     outcome: s.outcome,
                     conclusion: s.conclusion,
-                    cache: None,
+                    cache: s.cache.clone(),
                 })
                 .collect(),
             summary: self.summary.clone(),

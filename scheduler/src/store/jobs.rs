@@ -150,7 +150,7 @@ impl LabelSets {
 
 const JOB_COLUMNS: &str = "id, run, leg, job_path, name, runs_on, state, conclusion, attempt, \
      waiting_reason, queued_ms, message, runner_name, started_ms, finished_ms, outputs, steps, \
-     summary, cancel_requested";
+     summary, cancel_requested, matrix";
 
 /// A row's columns before the parts that need decoding are decoded.
 struct RawJob {
@@ -184,6 +184,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RawJob> {
             steps: Vec::new(),
             summary: row.get(17)?,
             cancel_requested: row.get(18)?,
+            matrix: row.get(19)?,
         },
         runs_on: row.get(5)?,
         state: row.get(6)?,
@@ -199,6 +200,8 @@ struct StoredStep {
     name: String,
     outcome: String,
     conclusion: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache: Option<kiln_workflow::StepCache>,
 }
 
 fn steps_to_json(steps: &[StepRecord]) -> String {
@@ -209,6 +212,7 @@ fn steps_to_json(steps: &[StepRecord]) -> String {
             name: s.name.clone(),
             outcome: s.outcome.as_str().into(),
             conclusion: s.conclusion.as_str().into(),
+            cache: s.cache.clone(),
         })
         .collect();
     to_json(&stored)
@@ -230,7 +234,7 @@ impl RawJob {
                     name: s.name,
                     outcome: conclusion_from_str(&s.outcome)?,
                     conclusion: conclusion_from_str(&s.conclusion)?,
-                    cache: None,
+                    cache: s.cache,
                 })
             })
             .collect::<Result<_>>()?;
@@ -410,9 +414,9 @@ impl JobsTx for SqliteTx<'_> {
         let id = job_id(&job.run_id, job.leg);
         let inserted = sql::exec(
             self.conn,
-            "INSERT INTO jobs(id, run, leg, job_path, name, state) VALUES (?1, ?2, ?3, ?4, ?5, 1)
-             ON CONFLICT DO NOTHING",
-            params![id, run, job.leg, job.job_path, job.name],
+            "INSERT INTO jobs(id, run, leg, job_path, name, state, matrix)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING",
+            params![id, run, job.leg, job.job_path, job.name, job.matrix],
             "recording a job",
         )?;
         self.changes.watched |= inserted > 0;

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// `(version, SQL)`, in order, versions from 1 without holes.
-pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, V1)];
+pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, V1), (2, V2)];
 
 /// The highest schema version this kiln knows.
 pub fn known_version() -> u32 {
@@ -195,6 +195,10 @@ CREATE TABLE artifacts(
 ) WITHOUT ROWID;
 CREATE INDEX artifacts_by_age ON artifacts(created_ms);
 ";
+
+/// A leg's matrix values (JSON object text; NULL for a job without a matrix), so GetRun and
+/// `kiln submit --report` show them as `kiln run --report` does.
+const V2: &str = "ALTER TABLE jobs ADD COLUMN matrix TEXT;";
 
 /// Opens a connection with the settings every connection of the store uses. WAL lets readers
 /// run beside the one writer; `synchronous = NORMAL` syncs the log only at checkpoints, so a

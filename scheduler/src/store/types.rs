@@ -144,6 +144,8 @@ pub struct NewJob {
     pub job_path: String,
     /// The display name.
     pub name: String,
+    /// The leg's matrix values as a JSON object; None for a job without a matrix.
+    pub matrix: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +174,8 @@ pub struct JobRecord {
     pub steps: Vec<StepRecord>,
     pub summary: String,
     pub cancel_requested: bool,
+    /// The leg's matrix values as a JSON object; None for a job without a matrix.
+    pub matrix: Option<String>,
 }
 
 /// Identifies one lease of one attempt of a job (the protocol's `JobRef`).

@@ -50,6 +50,7 @@ pub fn queue(store: &SqliteStore, run_id: &str, leg: u32, labels: &[&str], now: 
                 leg,
                 job_path: format!("job{leg}"),
                 name: format!("job {leg}"),
+                matrix: None,
             })?;
             assert!(tx.enqueue(&id, &labels, format!("payload of {id}").as_bytes(), now)?);
             Ok(id)
