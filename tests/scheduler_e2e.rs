@@ -943,3 +943,58 @@ async fn kiln_submit_reports_matrix_summary_and_cache_steps_as_kiln_run_does() {
         );
     }
 }
+
+/// `kiln logs RUN` without --follow prints the lines stored so far of a run still running,
+/// then exits; with the run done it prints them all.
+#[tokio::test]
+async fn kiln_logs_prints_what_a_running_run_has_printed_so_far() {
+    let home = tempfile::tempdir().unwrap();
+    let marks = home.path().join("marks");
+    let release = home.path().join("release");
+    let workflow = format!(
+        "on: push\njobs:\n  slow:\n    runs-on: linux\n    steps:\n      - run: echo early-$((40+2)) && echo started >> {m} && while [ ! -e {r} ]; do sleep 0.1; done && echo late-$((40+2))\n",
+        m = marks.display(),
+        r = release.display()
+    );
+    let sched = Sched::start(&home.path().join("data"), free_port()).await;
+    let _runner = Runner::start(&sched, home.path(), "r", "linux").await;
+    let repo = repo(home.path(), &[("slow.yml", &workflow)]);
+    let mut control = sched.control().await;
+    let run_id = control.submit(&repo).await.remove(0);
+    wait_for_mark(&marks, "started").await;
+    let logs = || async {
+        let out = tokio::time::timeout(
+            LIMIT,
+            kiln()
+                .args(["logs", &run_id, "--url", &sched.url()])
+                .env("KILN_TOKEN", sched.token("control-token"))
+                .output(),
+        )
+        .await
+        .expect("kiln logs without --follow returns")
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The step's first line may reach the scheduler a moment after the mark (the command
+    // line shows the words unexpanded: early-$((40+2)), so only the output matches).
+    let deadline = Instant::now() + LIMIT;
+    let mut printed = logs().await;
+    while !printed.contains("early-42") {
+        assert!(
+            Instant::now() < deadline,
+            "never printed early-42: {printed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        printed = logs().await;
+    }
+    assert!(!printed.contains("late-42"), "{printed}");
+
+    std::fs::write(&release, "").unwrap();
+    let run = control.done(&run_id).await;
+    assert_eq!(conclusion(&run), pb::Conclusion::Success, "{run:#?}");
+    let printed = logs().await;
+    for line in ["early-42", "late-42"] {
+        assert_eq!(printed.matches(line).count(), 1, "{printed}");
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kiln_proto::v1 as pb;
 use kiln_scheduler::store::prelude::*;
-use kiln_scheduler::store::TokenKind;
+use kiln_scheduler::store::{JobRef, LogLine, RunnerRecord, TokenKind};
 use pb::control_service_client::ControlServiceClient;
 use pb::runner_service_client::RunnerServiceClient;
 use service_support::*;
@@ -212,7 +212,7 @@ async fn a_runner_runs_a_job_over_grpc_and_a_watcher_sees_it_all_then_the_end() 
                     run_ids: vec![run_id],
                     after_event_seq: 0,
                     logs: true,
-                    log_cursors: Default::default(),
+                    ..Default::default()
                 },
             )
             .await
@@ -304,6 +304,7 @@ async fn a_runner_runs_a_job_over_grpc_and_a_watcher_sees_it_all_then_the_end() 
             after_event_seq: started_seq,
             logs: true,
             log_cursors: [(job_ref.job_id.clone(), 2)].into_iter().collect(),
+            ..Default::default()
         },
     )
     .await;
@@ -447,4 +448,158 @@ async fn a_runner_cannot_act_on_a_lease_another_runner_holds() {
         h.run(&run_id).conclusion,
         Some(kiln_workflow::Conclusion::Success)
     );
+}
+
+fn stored_lines(from: u64, texts: &[&str]) -> Vec<LogLine> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| LogLine {
+            seq: from + i as u64,
+            step_index: 0,
+            unix_ms: T0,
+            text: text.to_string(),
+        })
+        .collect()
+}
+
+/// `(attempt, text)` of every log line of the events, in order.
+fn log_texts(events: &[pb::RunEvent]) -> Vec<(u32, String)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::run_event::Kind::Logs(logs)) => Some(
+                logs.lines
+                    .iter()
+                    .map(|l| (logs.attempt, l.text.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// A run whose job lost its runner after three lines and is on its second attempt, which
+/// has printed two lines; the run is still running.
+fn run_on_its_second_attempt(h: &Harness) -> (String, RunnerRecord, JobRef) {
+    let run_id = h.submit(&[]);
+    let first = h.runner("first", &["linux"]);
+    let job = h.take(&first, "only");
+    h.s()
+        .append_logs(&first, &job.job_ref, &stored_lines(1, &["a1", "a2", "a3"]))
+        .unwrap();
+    h.clock.advance(TTL_MS + 1);
+    h.s().tick().unwrap();
+    let second = h.runner("second", &["linux"]);
+    let again = h.take(&second, "only");
+    assert_eq!(again.job_ref.attempt, 2);
+    h.s()
+        .append_logs(&second, &again.job_ref, &stored_lines(1, &["b1", "b2"]))
+        .unwrap();
+    (run_id, second, again.job_ref)
+}
+
+/// `stored_only` ends the stream after what is stored, although the run goes on; a cursor
+/// that counts in an earlier attempt gets the rest of that attempt, then the current one
+/// from its first line (sequence numbers start again with each attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_only_watch_ends_and_cursors_count_in_their_attempt() {
+    let h = Harness::new(&[(".github/workflows/one.yml", ONE_JOB)]);
+    let channel = serve(&h).await;
+    let mut control = ControlServiceClient::new(channel);
+    let (run_id, _, job_ref) = run_on_its_second_attempt(&h);
+    let job_id = job_ref.job_id;
+    let watch = |cursor: Option<(u32, u64)>| pb::WatchRunRequest {
+        run_ids: vec![run_id.clone()],
+        logs: true,
+        stored_only: true,
+        log_cursors: cursor
+            .map(|(_, seq)| (job_id.clone(), seq))
+            .into_iter()
+            .collect(),
+        log_cursor_attempts: cursor
+            .map(|(attempt, _)| (job_id.clone(), attempt))
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let text = |pairs: &[(u32, &str)]| -> Vec<(u32, String)> {
+        pairs.iter().map(|(a, t)| (*a, t.to_string())).collect()
+    };
+
+    let fresh = collect(&mut control, watch(None)).await;
+    assert_eq!(log_texts(&fresh), text(&[(2, "b1"), (2, "b2")]));
+    assert!(
+        fresh
+            .iter()
+            .any(|e| matches!(&e.kind, Some(pb::run_event::Kind::Run(_)))),
+        "the run's state is sent too: {fresh:#?}"
+    );
+    let resumed = collect(&mut control, watch(Some((1, 2)))).await;
+    assert_eq!(
+        log_texts(&resumed),
+        text(&[(1, "a3"), (2, "b1"), (2, "b2")])
+    );
+    let current = collect(&mut control, watch(Some((2, 1)))).await;
+    assert_eq!(log_texts(&current), text(&[(2, "b2")]));
+}
+
+/// Watching every run (no ids) streams log lines too: those of unfinished runs, and the last
+/// ones of a run that finishes while watched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_every_run_streams_their_log_lines() {
+    let h = Harness::new(&[(".github/workflows/one.yml", ONE_JOB)]);
+    let channel = serve(&h).await;
+    let mut control = ControlServiceClient::new(channel);
+    let (_, second, job_ref) = run_on_its_second_attempt(&h);
+    let all = collect(
+        &mut control,
+        pb::WatchRunRequest {
+            logs: true,
+            stored_only: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        log_texts(&all),
+        [(2, "b1".to_owned()), (2, "b2".to_owned())]
+    );
+
+    // Followed live: a line written while watching arrives, and so does the run's end.
+    let mut stream = control
+        .watch_run(bearer(
+            pb::WatchRunRequest {
+                logs: true,
+                ..Default::default()
+            },
+            CONTROL,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    h.s()
+        .append_logs(&second, &job_ref, &stored_lines(3, &["b3"]))
+        .unwrap();
+    h.s()
+        .complete(
+            &second,
+            &job_ref,
+            &result(kiln_workflow::Conclusion::Success, &[]),
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    while !log_texts(&seen).contains(&(2, "b3".to_owned()))
+        || !seen.iter().any(|e| {
+            matches!(&e.kind, Some(pb::run_event::Kind::Run(r)) if r.state == pb::RunState::Done as i32)
+        })
+    {
+        let event = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("the line and the run's end arrive")
+            .unwrap()
+            .unwrap();
+        seen.push(event);
+    }
 }

@@ -4,7 +4,7 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, Context as _};
 use clap::ValueEnum;
 use kiln_proto::v1 as pb;
 use serde_json::json;
@@ -130,19 +130,12 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             None => None,
             Some(wanted) => Some(find_job(&run, wanted)?.job_id.clone()),
         };
-        // A stream of a running run ends only when the run does: without --follow there is
-        // no point where "the lines so far" end.
-        if !args.follow && run.state != pb::RunState::Done as i32 {
-            bail!(
-                "run {} is still running; `kiln logs {} --follow` prints its lines as they come",
-                run.run_id,
-                run.run_id
-            );
-        }
         let mut renderer = Renderer::new(args.follow && std::io::stdout().is_terminal());
         let mut follow = Follow::new(std::slice::from_ref(&run), only_job);
+        // Without --follow: the lines stored so far, also of a run still running.
+        follow.stored_only = !args.follow;
         Ok(match follow.run(&control, &mut renderer).await? {
-            Ending::Done => ExitCode::SUCCESS,
+            Ending::Done | Ending::Shown => ExitCode::SUCCESS,
             Ending::Interrupted => ExitCode::from(130),
         })
     })

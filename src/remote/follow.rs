@@ -48,6 +48,8 @@ pub struct Follow {
     progress: u64,
     /// How long the scheduler may stay unreachable.
     pub patience: Duration,
+    /// Show what is stored now and stop, instead of following the runs to their end.
+    pub stored_only: bool,
 }
 
 /// How following ended.
@@ -57,6 +59,8 @@ pub enum Ending {
     Done,
     /// The user interrupted following; the runs go on.
     Interrupted,
+    /// Everything stored was shown (`stored_only`); the runs may go on.
+    Shown,
 }
 
 impl Follow {
@@ -77,6 +81,7 @@ impl Follow {
             step_starts: HashMap::new(),
             progress: 0,
             patience: DEFAULT_PATIENCE,
+            stored_only: false,
         };
         for (run, prefix) in runs.iter().zip(prefixes) {
             follow.runs.insert(
@@ -107,6 +112,12 @@ impl Follow {
                 .iter()
                 .map(|(job, (_, seq))| (job.clone(), *seq))
                 .collect(),
+            log_cursor_attempts: self
+                .log_cursors
+                .iter()
+                .map(|(job, (attempt, _))| (job.clone(), *attempt))
+                .collect(),
+            stored_only: self.stored_only,
         }
     }
 
@@ -130,6 +141,10 @@ impl Follow {
                 }
             };
             match broke {
+                None if self.stored_only => {
+                    renderer.flush();
+                    return Ok(Ending::Shown);
+                }
                 None => {
                     backoff.reset();
                     lost_since = None;
@@ -189,7 +204,7 @@ impl Follow {
             }
         }
         renderer.flush();
-        if self.all_done() {
+        if self.all_done() || self.stored_only {
             return Ok(None);
         }
         // The stream ended before the runs did: ask whether they are done (a run concluded

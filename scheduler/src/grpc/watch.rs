@@ -1,7 +1,9 @@
 //! WatchRun: the store's event rows after the client's sequence number, each sent with the
 //! run's or job's state as it is when sent, and (when asked) the log lines of the watched
-//! runs' jobs after the client's per-job cursors. The stream ends once every watched run is
-//! done and everything up to that point was sent; watching all runs (no ids) never ends.
+//! runs' jobs after the client's per-job cursors (with no ids: of every unfinished run and of
+//! every run an event was just sent for). The stream ends once every watched run is done and
+//! everything up to that point was sent, or after one pass when only what is stored was
+//! asked for; watching all runs (no ids) otherwise never ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,16 +32,22 @@ pub fn watch(
     let (tx, rx) = mpsc::channel(64);
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let attempts = request.log_cursor_attempts;
         let mut watcher = Watcher {
             scheduler,
             run_ids: request.run_ids,
             after: request.after_event_seq,
             logs: request.logs,
+            stored_only: request.stored_only,
             cursors: request
                 .log_cursors
                 .into_iter()
-                .map(|(job, seq)| (job, (0, seq)))
+                .map(|(job, seq)| {
+                    let attempt = attempts.get(&job).copied().unwrap_or(0);
+                    (job, (attempt, seq))
+                })
                 .collect(),
+            evented_runs: Vec::new(),
             tx,
         };
         if let Err(error) = watcher.run(&handle) {
@@ -54,9 +62,13 @@ struct Watcher {
     run_ids: Vec<String>,
     after: u64,
     logs: bool,
+    stored_only: bool,
     /// Per job: the attempt the cursor is for (0: whichever is current) and the last line
     /// sent.
     cursors: HashMap<String, (u32, u64)>,
+    /// Watching every run: the runs the last pass sent events of (a run that just finished
+    /// gets its last lines sent too).
+    evented_runs: Vec<String>,
     tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
 }
 
@@ -82,7 +94,7 @@ impl Watcher {
             if self.pass().is_err() {
                 return Ok(());
             }
-            if finished {
+            if finished || self.stored_only {
                 return Ok(());
             }
             let waited = handle.block_on(async {
@@ -132,6 +144,9 @@ impl Watcher {
             }
             for event in events {
                 self.after = event.seq;
+                if self.run_ids.is_empty() && !self.evented_runs.contains(&event.run_id) {
+                    self.evented_runs.push(event.run_id.clone());
+                }
                 let Ok(payload) = EventPayload::decode(event.seq, &event.payload) else {
                     continue;
                 };
@@ -185,40 +200,70 @@ impl Watcher {
         Ok(())
     }
 
+    /// The runs whose lines a pass sends.
+    fn log_runs(&mut self) -> Vec<String> {
+        if !self.run_ids.is_empty() {
+            return self.run_ids.clone();
+        }
+        let mut runs = std::mem::take(&mut self.evented_runs);
+        let unfinished = self.scheduler.store().unfinished_runs().unwrap_or_default();
+        for run in unfinished {
+            if !runs.contains(&run.id) {
+                runs.push(run.id);
+            }
+        }
+        runs
+    }
+
     fn send_logs(&mut self) -> Result<(), Gone> {
         let store = self.scheduler.store().clone();
-        for run_id in self.run_ids.clone() {
+        for run_id in self.log_runs() {
             let jobs = store.jobs_of_run(&run_id).unwrap_or_default();
             for job in jobs {
                 if job.state < JobState::Running && job.attempt <= 1 {
                     continue;
                 }
-                let (attempt, mut after) = match self.cursors.get(&job.job_id) {
-                    Some((0, seq)) => (job.attempt, *seq),
-                    Some((attempt, seq)) if *attempt == job.attempt => (*attempt, *seq),
-                    _ => (job.attempt, 0),
+                // The rest of the attempt the cursor counts in, then each later one whole.
+                let first = match self.cursors.get(&job.job_id) {
+                    Some(&(attempt, _)) if attempt > 0 && attempt < job.attempt => attempt,
+                    _ => job.attempt,
                 };
-                loop {
-                    let lines = store
-                        .read_logs(&job.job_id, attempt, after, LOG_BATCH)
-                        .unwrap_or_default();
-                    let Some(last) = lines.last() else { break };
-                    after = last.seq;
-                    self.cursors.insert(job.job_id.clone(), (attempt, after));
-                    let full = lines.len() == LOG_BATCH;
-                    self.send(pb::RunEvent {
-                        event_seq: 0,
-                        run_id: run_id.clone(),
-                        kind: Some(pb::run_event::Kind::Logs(pb::JobLogLines {
-                            job_id: job.job_id.clone(),
-                            attempt,
-                            lines: convert::pb_log_lines(lines),
-                        })),
-                    })?;
-                    if !full {
-                        break;
-                    }
+                for attempt in first..=job.attempt {
+                    self.send_attempt_logs(&run_id, &job.job_id, attempt)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn send_attempt_logs(&mut self, run_id: &str, job_id: &str, attempt: u32) -> Result<(), Gone> {
+        let store = self.scheduler.store().clone();
+        let mut after = match self.cursors.get(job_id) {
+            Some(&(0, seq)) => seq,
+            Some(&(at, seq)) if at == attempt => seq,
+            _ => 0,
+        };
+        loop {
+            let lines = store
+                .read_logs(job_id, attempt, after, LOG_BATCH)
+                .unwrap_or_default();
+            // Later passes count in this attempt, even before it has a line.
+            self.cursors.insert(job_id.to_owned(), (attempt, after));
+            let Some(last) = lines.last() else { break };
+            after = last.seq;
+            self.cursors.insert(job_id.to_owned(), (attempt, after));
+            let full = lines.len() == LOG_BATCH;
+            self.send(pb::RunEvent {
+                event_seq: 0,
+                run_id: run_id.to_owned(),
+                kind: Some(pb::run_event::Kind::Logs(pb::JobLogLines {
+                    job_id: job_id.to_owned(),
+                    attempt,
+                    lines: convert::pb_log_lines(lines),
+                })),
+            })?;
+            if !full {
+                break;
             }
         }
         Ok(())
