@@ -462,6 +462,24 @@ async fn the_cache_saved_on_one_runner_is_restored_on_another_and_labels_route_j
         run.jobs.iter().all(|j| j.runner_name != "other"),
         "a runner without the labels never gets a job"
     );
+
+    // One scrape target: the scheduler's gauges and counters beside the embedded cache's.
+    let (code, metrics) = http_get(&format!("{}/metrics", sched.url()), "").await;
+    assert_eq!(code, 200, "{metrics}");
+    for sample in [
+        "kiln_scheduler_jobs_completed_total{conclusion=\"success\"} 2",
+        "kiln_scheduler_jobs_leased_total 2",
+        "kiln_scheduler_jobs{state=\"queued\"} 0",
+        "kiln_scheduler_runs_running 0",
+        "kiln_scheduler_runners{online=\"true\"} 3",
+        "kiln_scheduler_runner_slots{state=\"busy\"} 0",
+        "kiln_cache_entries ",
+    ] {
+        assert!(
+            metrics.contains(sample),
+            "{sample} missing from:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -801,6 +819,11 @@ async fn tokens_are_checked_and_a_stale_lease_cannot_complete() {
 
 /// The status of an HTTP GET with a bearer token (a raw HTTP/1.1 request, to need no client).
 async fn reqwest_get(url: &str, token: &str) -> u16 {
+    http_get(url, token).await.0
+}
+
+/// `(status, body)` of a GET over HTTP/1.1.
+async fn http_get(url: &str, token: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
@@ -812,7 +835,9 @@ async fn reqwest_get(url: &str, token: &str) -> u16 {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response);
-    text.split(' ').nth(1).unwrap().parse().unwrap()
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
 }
 
 #[tokio::test]

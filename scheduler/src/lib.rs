@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod store;
 

@@ -128,6 +128,16 @@ async fn serve(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         Arc::new(SystemClock),
     )?);
 
+    {
+        let scheduler = scheduler.clone();
+        cache.add_metrics_source(Arc::new(move || match scheduler.metrics_text() {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("kiln scheduler: /metrics without the scheduler's part: {error}");
+                String::new()
+            }
+        }));
+    }
     let (runner_service, control_service) = kiln_scheduler::grpc::services(scheduler.clone());
     let app = tonic::service::Routes::new(runner_service)
         .add_service(control_service)

@@ -54,11 +54,16 @@ impl ServiceConfig {
     }
 }
 
+/// Metrics text a service embedding the cache adds to `/metrics` (called on a blocking
+/// thread at each scrape; it may read a database).
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// The cache service: store, signing secret and metrics.
 pub struct CacheService {
     store: Arc<CacheStore>,
     secret: Secret,
     metrics: Metrics,
+    metrics_sources: std::sync::RwLock<Vec<MetricsSource>>,
     cfg: ServiceConfig,
     chunk_bodies: BodyBuffers,
     body_budget: Arc<tokio::sync::Semaphore>,
@@ -96,6 +101,7 @@ impl CacheService {
             store,
             secret,
             metrics: Metrics::default(),
+            metrics_sources: Default::default(),
             cfg,
             chunk_bodies: BodyBuffers::default(),
             body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
@@ -108,6 +114,14 @@ impl CacheService {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Appends `source`'s text to every `/metrics` answer (one port, one scrape target).
+    pub fn add_metrics_source(&self, source: MetricsSource) {
+        self.metrics_sources
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(source);
     }
 
     /// Mints a job token this service accepts.
@@ -393,6 +407,16 @@ async fn metrics_text(
     let store = Arc::clone(&svc.store);
     let totals = blocking(move || store.totals()).await.ok();
     let mut text = svc.metrics.render(totals);
+    let sources = svc
+        .metrics_sources
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let added = blocking(move || {
+        Ok::<_, CacheError>(sources.iter().map(|source| source()).collect::<String>())
+    })
+    .await
+    .unwrap_or_default();
     let (pending, failed) = svc.store.durability_backlog();
     text.push_str(&format!(
         "# HELP kiln_cache_entries_not_durable Committed entries whose chunks are still being synced.\n\
@@ -400,6 +424,7 @@ async fn metrics_text(
          # HELP kiln_cache_durability_failures_total Entries whose chunks could not be synced (a restart drops them).\n\
          # TYPE kiln_cache_durability_failures_total counter\nkiln_cache_durability_failures_total {failed}\n"
     ));
+    text.push_str(&added);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

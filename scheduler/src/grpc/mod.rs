@@ -195,6 +195,9 @@ impl RunnerService for RunnerApi {
             .poll(&runner, &request.poll_id, timeout)
             .await
             .map_err(status)?;
+        if job.is_some() {
+            self.scheduler.counters().leased();
+        }
         Ok(Response::new(pb::PollJobResponse {
             job: job.map(convert::assignment),
         }))
@@ -459,14 +462,11 @@ impl ControlService for ControlApi {
             s.store().list_runners().map_err(|e| status(e.into()))
         })
         .await?;
-        let now = scheduler.now();
-        let silent = i64::try_from(scheduler.config().heartbeat_interval.as_millis() * 3)
-            .unwrap_or(i64::MAX);
         Ok(Response::new(pb::ListRunnersResponse {
             runners: runners
                 .into_iter()
                 .map(|r| {
-                    let online = now.saturating_sub(r.runner.last_seen_ms) <= silent;
+                    let online = scheduler.is_online(&r.runner);
                     convert::runner_info(r, online)
                 })
                 .collect(),

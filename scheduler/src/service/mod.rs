@@ -116,6 +116,7 @@ pub struct Scheduler {
     keys: Keys,
     clock: Arc<dyn Clock>,
     core: Mutex<Core>,
+    counters: crate::metrics::Counters,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -152,6 +153,7 @@ impl Scheduler {
             keys: Keys::new(&secret, cache),
             clock,
             core: Mutex::new(core),
+            counters: Default::default(),
         })
     }
 
@@ -169,6 +171,18 @@ impl Scheduler {
 
     pub fn now(&self) -> UnixMs {
         self.clock.now_ms()
+    }
+
+    /// What runners did since start, for `/metrics`.
+    pub fn counters(&self) -> &crate::metrics::Counters {
+        &self.counters
+    }
+
+    /// Whether a runner called within three heartbeat intervals.
+    pub fn is_online(&self, runner: &crate::store::RunnerRecord) -> bool {
+        let silent =
+            i64::try_from(self.config.heartbeat_interval.as_millis() * 3).unwrap_or(i64::MAX);
+        self.now().saturating_sub(runner.last_seen_ms) <= silent
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {

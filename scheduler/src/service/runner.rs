@@ -182,10 +182,10 @@ impl Scheduler {
         result: &JobResult,
     ) -> Result<()> {
         let now = self.now();
-        self.mutate(|core, tx| {
+        let completed = self.mutate(|core, tx| {
             let record = match tx.complete_job(&runner.id, job_ref, result, now)? {
                 Completion::Completed(record) => record,
-                Completion::AlreadyCompleted => return Ok(()),
+                Completion::AlreadyCompleted => return Ok(false),
             };
             tx.append_event(
                 &record.run_id,
@@ -208,8 +208,13 @@ impl Scheduler {
                     completion,
                 },
                 now,
-            )
-        })
+            )?;
+            Ok(true)
+        })?;
+        if completed {
+            self.counters().completed(result.conclusion);
+        }
+        Ok(())
     }
 
     /// Records that the runner is alive; answers which of the jobs it says it runs were

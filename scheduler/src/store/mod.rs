@@ -27,6 +27,7 @@ mod schema;
 mod secret;
 mod sql;
 mod sqlite;
+mod tallies;
 mod types;
 
 pub use dir::DataDir;
@@ -38,6 +39,7 @@ pub use runs::{Runs, RunsTx};
 pub use schema::known_version as schema_version;
 pub use secret::new_token;
 pub use sqlite::SqliteStore;
+pub use tallies::Tallies;
 pub use types::*;
 
 /// Everything to call the store's methods on `&dyn Store` and `&mut dyn StoreTx`.
