@@ -3,9 +3,12 @@
 //! drive the same state machine. See docs/engine.md for the rules it applies. `store` keeps
 //! the distributed scheduler's durable state (docs/scheduler.md).
 
+pub mod discover;
 pub mod engine;
+pub mod github;
 pub mod grpc;
 pub mod http;
+pub mod request;
 pub mod service;
 pub mod store;
 

@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-
-use crate::run::config;
+use kiln_scheduler::request::{RequestSources, RunRequest, RunTarget};
 
 #[derive(Debug, clap::Args)]
 pub struct RequestFlags {
@@ -73,12 +72,29 @@ impl RequestFlags {
         }
     }
 
-    /// The `-e FILE` payload, when given.
-    pub fn read_event(&self, dir: &Path) -> anyhow::Result<Option<serde_json::Value>> {
-        Ok(self
-            .event_path
-            .as_deref()
-            .map(|path| config::read_event(&dir.join(path)))
-            .transpose()?)
+    /// Which workflows the flags are about; reads nothing.
+    pub fn target(&self) -> RunTarget {
+        RunTarget {
+            event_name: self.event.clone(),
+            workflows: self.workflows.clone(),
+            job: self.job.clone(),
+        }
+    }
+
+    /// The request the flags make: the payload, the dotenv files and the flags read, in the
+    /// repository `dir`.
+    pub fn read(&self, dir: &Path) -> anyhow::Result<RunRequest> {
+        let sources = RequestSources {
+            event_path: self.event_path.clone(),
+            matrix: self.matrix.clone(),
+            secrets: self.secrets.clone(),
+            secret_file: self.secret_file.clone(),
+            vars: self.vars.clone(),
+            var_file: self.var_file.clone(),
+            inputs: self.inputs.clone(),
+            input_file: self.input_file.clone(),
+            env_file: self.env_file.clone(),
+        };
+        Ok(RunRequest::read(dir, self.target(), &sources)?)
     }
 }
