@@ -4,6 +4,7 @@
 //! the distributed scheduler's durable state (docs/scheduler.md).
 
 pub mod discover;
+pub mod drive;
 pub mod engine;
 pub mod github;
 pub mod grpc;

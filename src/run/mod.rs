@@ -1,13 +1,13 @@
-//! The local driver behind `kiln run`: finds the workflows an event triggers, builds their
-//! contexts from the repository, and drives the engine (kiln-scheduler) and the executor
-//! (kiln-runner) in one process.
+//! `kiln run`: the flags become a kiln-scheduler `RunRequest`, the library discovers and
+//! selects the workflows and builds their engines, and its driver runs them here on the
+//! kiln-runner executor adapter (`local`) or the dry run; this module chooses the executor,
+//! starts the embedded cache, wires the signals and renders what happens.
 
 mod cache;
-mod deferred;
-pub mod driver;
 pub mod dry;
 pub mod listing;
 mod local;
+mod observer;
 pub mod platform;
 pub mod render;
 pub mod report;
@@ -21,15 +21,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use kiln_scheduler::discover::{discover, select, WorkflowFile};
+use kiln_scheduler::drive::{drive, DriveOptions, Ending, Executor, WorkflowRun};
 use kiln_scheduler::engine::{Engine, EngineOptions};
 use kiln_scheduler::github::{github_context, new_run_id, GithubInputs, RepoState};
 use kiln_scheduler::request::values::parse_local_repositories;
-use kiln_scheduler::request::RunRequest;
 use kiln_workflow::value::Value;
 use kiln_workflow::Conclusion;
 
 use crate::cmd::run::Args;
-use driver::{drive, Ending, LegRunner, WorkflowRun};
 use render::Renderer;
 use report::{JobReport, RunReport, StepReport};
 use signals::Signals;
@@ -127,11 +126,14 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         );
         let mut runs = Vec::new();
         let mut failure = None;
+        let options = EngineOptions {
+            defer_matrices_from_needs: args.dry_run,
+        };
         for (file, prefix) in selected.iter().zip(prefixes) {
-            match workflow_run(&request, &repo, run_id, args.dry_run, file, prefix) {
+            match WorkflowRun::start(&request, file, &repo, run_id, prefix, options) {
                 Ok(run) => runs.push(run),
                 Err(error) => {
-                    failure = Some(error);
+                    failure = Some(anyhow::Error::from(error));
                     break;
                 }
             }
@@ -143,17 +145,17 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             renderer.notice("interrupted before any job started; cleaning up");
             interrupted = true;
         } else if failure.is_none() {
-            let runner: Arc<dyn LegRunner> = prepared.runner.clone();
+            let executor: Arc<dyn Executor> = prepared.runner.clone();
+            let options = DriveOptions {
+                limit: prepared.parallel,
+                tick: live.then_some(std::time::Duration::from_millis(120)),
+            };
             // Every workflow the event triggers runs at once, as on GitHub, sharing --parallel.
-            let ending = drive(
-                &mut runs,
-                runner,
-                &mut renderer,
-                prepared.parallel,
-                live,
-                &mut signals,
-            )
-            .await;
+            let ending = drive(&mut runs, executor, &mut renderer, &mut signals, options).await;
+            if ending == Ending::Abandoned {
+                renderer.flush();
+                std::process::exit(i32::from(signals.exit_status().unwrap_or(130)));
+            }
             interrupted = ending == Ending::Interrupted;
             reports = runs
                 .iter()
@@ -212,28 +214,6 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             },
         )
-    })
-}
-
-/// The engine of one workflow, with its contexts.
-fn workflow_run(
-    request: &RunRequest,
-    repo: &RepoState,
-    run_id: u64,
-    dry_run: bool,
-    file: &WorkflowFile,
-    prefix: String,
-) -> anyhow::Result<WorkflowRun> {
-    let spec = request.workflow_spec(file, repo, run_id)?;
-    let options = EngineOptions {
-        defer_matrices_from_needs: dry_run,
-    };
-    let engine = Engine::with_options(spec, options)
-        .with_context(|| format!("cannot run {}", file.display_path))?;
-    Ok(WorkflowRun {
-        engine,
-        prefix,
-        workflow: file.workflow.clone(),
     })
 }
 

@@ -9,13 +9,13 @@ use kiln_runner::actions::remove_action_images;
 use kiln_runner::backend::{DockerBackend, DockerConfig};
 use kiln_runner::executor::RunDirs;
 
-use super::driver::LegRunner;
 use super::dry::DryRun;
 use super::local::{LocalRunner, RunShared};
 use super::platform::{ExecutorKind, PlatformMap};
 use super::render::Renderer;
 use crate::cmd::run::{Args, ExecutorFlag};
 use kiln_runner::executor::CacheEndpoint;
+use kiln_scheduler::drive::Executor;
 use kiln_scheduler::github::RepoState;
 use kiln_scheduler::request::RunValues;
 
@@ -78,7 +78,7 @@ fn local_run_env(env_file: &[(String, String)]) -> Vec<(String, String)> {
 
 /// Everything the driver loop needs, and what must be undone when the run ends.
 pub struct Prepared {
-    pub runner: Arc<dyn LegRunner>,
+    pub runner: Arc<dyn Executor>,
     /// Most legs running at once.
     pub parallel: usize,
     /// The run's own directory (workspaces, temp, artifacts unless `--artifact-dir`).
