@@ -124,6 +124,17 @@ impl From<crate::discover::DiscoverError> for PlanError {
 }
 
 impl SubmitRequest {
+    /// Which workflows the submission is about.
+    fn target(&self) -> RunTarget {
+        RunTarget {
+            event_name: self.event_name.clone(),
+            workflows: Some(self.workflows_path.as_str())
+                .filter(|p| !p.is_empty())
+                .map(Into::into),
+            job: Some(self.job.clone()).filter(|j| !j.is_empty()),
+        }
+    }
+
     /// The submission as the request `kiln run` would have made of the same flags.
     fn run_request(&self) -> Result<RunRequest, PlanError> {
         let event = match self.event_json.trim() {
@@ -131,13 +142,7 @@ impl SubmitRequest {
             text => Some(serde_json::from_str(text).map_err(PlanError::Payload)?),
         };
         Ok(RunRequest {
-            target: RunTarget {
-                event_name: self.event_name.clone(),
-                workflows: Some(self.workflows_path.as_str())
-                    .filter(|p| !p.is_empty())
-                    .map(Into::into),
-                job: Some(self.job.clone()).filter(|j| !j.is_empty()),
-            },
+            target: self.target(),
             event,
             matrix_filter: self.matrix.clone(),
             values: RunValues {
@@ -181,13 +186,7 @@ fn plan(submitted: &SubmitRequest, checkout: &Path) -> Result<Plan, PlanError> {
     }
     let root = std::fs::canonicalize(checkout).unwrap_or_else(|_| checkout.to_path_buf());
     let repo = submitted.repo_state(&root);
-    let target = RunTarget {
-        event_name: submitted.event_name.clone(),
-        workflows: Some(submitted.workflows_path.as_str())
-            .filter(|p| !p.is_empty())
-            .map(Into::into),
-        job: Some(submitted.job.clone()).filter(|j| !j.is_empty()),
-    };
+    let target = submitted.target();
     let discovery = discover(&target.workflows_in(&root), &repo, &[])?;
     let (selected, mut notices) =
         select(&discovery.files, &target.event_name, target.job.as_deref())?;
