@@ -98,3 +98,86 @@ impl RequestFlags {
         Ok(RunRequest::read(dir, self.target(), &sources)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        request: RequestFlags,
+    }
+
+    fn pair(pairs: &[(String, String)], name: &str) -> Option<String> {
+        pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn every_flag_reaches_the_request() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = [
+            ("event.json", r#"{"inputs": {"from_payload": "p"}}"#),
+            ("s.env", "FILE_SECRET=fs\n"),
+            ("v.env", "FILE_VAR=fv\n"),
+            ("i.env", "FILE_INPUT=fi\n"),
+            ("e.env", "FILE_ENV=fe\n"),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let line = [
+            "kiln",
+            "workflow_dispatch",
+            "-W",
+            "flows/ci.yml",
+            "-j",
+            "build",
+            "--matrix",
+            "os:linux",
+            "-s",
+            "FLAG_SECRET=s",
+            "--secret-file",
+            "s.env",
+            "--var",
+            "FLAG_VAR=v",
+            "--var-file",
+            "v.env",
+            "--input",
+            "FLAG_INPUT=i",
+            "--input-file",
+            "i.env",
+            "--env-file",
+            "e.env",
+            "-e",
+            "event.json",
+        ];
+        let flags = Cli::parse_from(line).request;
+        let request = flags.read(dir.path()).expect("request");
+        assert_eq!(request.target.event_name, "workflow_dispatch");
+        assert_eq!(
+            request.target.workflows.as_deref(),
+            Some(Path::new("flows/ci.yml"))
+        );
+        assert_eq!(request.target.job.as_deref(), Some("build"));
+        assert_eq!(
+            request.matrix_filter,
+            [("os".to_owned(), "linux".to_owned())]
+        );
+        let values = &request.values;
+        assert_eq!(pair(&values.secrets, "FLAG_SECRET").as_deref(), Some("s"));
+        assert_eq!(pair(&values.secrets, "FILE_SECRET").as_deref(), Some("fs"));
+        assert_eq!(pair(&values.vars, "FLAG_VAR").as_deref(), Some("v"));
+        assert_eq!(pair(&values.vars, "FILE_VAR").as_deref(), Some("fv"));
+        assert_eq!(pair(&values.inputs, "FLAG_INPUT").as_deref(), Some("i"));
+        assert_eq!(pair(&values.inputs, "FILE_INPUT").as_deref(), Some("fi"));
+        assert_eq!(pair(&values.inputs, "from_payload").as_deref(), Some("p"));
+        assert_eq!(pair(&values.env, "FILE_ENV").as_deref(), Some("fe"));
+        assert!(request.event.is_some());
+    }
+}

@@ -1,7 +1,7 @@
-//! The real leg runner: converts the engine's `Dispatch` into the executor's `JobRequest`,
-//! picks the backend from the job's platform, checks that the images exist (kiln never
-//! pulls), forwards the executor's events to the terminal, and converts the result back
-//! into the engine's `JobCompletion`.
+//! The real executor of `kiln run` (kiln-scheduler's `drive::Executor`): converts the
+//! engine's `Dispatch` into kiln-runner's `JobRequest`, picks the backend from the job's
+//! platform, checks that the images exist (kiln never pulls), forwards the executor's events
+//! to the driver, and converts the result back into the engine's `JobCompletion`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! What a run needs before the first job starts: the executor (and why it was chosen), the
-//! secrets/vars/inputs/env values, the platform table and the leg runner.
+//! jobs' environment and secrets to mask, the platform table and the run directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
