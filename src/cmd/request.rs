@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-
-use crate::run::config;
+use kiln_scheduler::request::{RequestSources, RunRequest, RunTarget};
 
 #[derive(Debug, clap::Args)]
 pub struct RequestFlags {
@@ -73,12 +72,112 @@ impl RequestFlags {
         }
     }
 
-    /// The `-e FILE` payload, when given.
-    pub fn read_event(&self, dir: &Path) -> anyhow::Result<Option<serde_json::Value>> {
-        Ok(self
-            .event_path
-            .as_deref()
-            .map(|path| config::read_event(&dir.join(path)))
-            .transpose()?)
+    /// Which workflows the flags are about; reads nothing.
+    pub fn target(&self) -> RunTarget {
+        RunTarget {
+            event_name: self.event.clone(),
+            workflows: self.workflows.clone(),
+            job: self.job.clone(),
+        }
+    }
+
+    /// The request the flags make: the payload, the dotenv files and the flags read, in the
+    /// repository `dir`.
+    pub fn read(&self, dir: &Path) -> anyhow::Result<RunRequest> {
+        let sources = RequestSources {
+            event_path: self.event_path.clone(),
+            matrix: self.matrix.clone(),
+            secrets: self.secrets.clone(),
+            secret_file: self.secret_file.clone(),
+            vars: self.vars.clone(),
+            var_file: self.var_file.clone(),
+            inputs: self.inputs.clone(),
+            input_file: self.input_file.clone(),
+            env_file: self.env_file.clone(),
+        };
+        Ok(RunRequest::read(dir, self.target(), &sources)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        request: RequestFlags,
+    }
+
+    fn pair(pairs: &[(String, String)], name: &str) -> Option<String> {
+        pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn every_flag_reaches_the_request() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = [
+            ("event.json", r#"{"inputs": {"from_payload": "p"}}"#),
+            ("s.env", "FILE_SECRET=fs\n"),
+            ("v.env", "FILE_VAR=fv\n"),
+            ("i.env", "FILE_INPUT=fi\n"),
+            ("e.env", "FILE_ENV=fe\n"),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let line = [
+            "kiln",
+            "workflow_dispatch",
+            "-W",
+            "flows/ci.yml",
+            "-j",
+            "build",
+            "--matrix",
+            "os:linux",
+            "-s",
+            "FLAG_SECRET=s",
+            "--secret-file",
+            "s.env",
+            "--var",
+            "FLAG_VAR=v",
+            "--var-file",
+            "v.env",
+            "--input",
+            "FLAG_INPUT=i",
+            "--input-file",
+            "i.env",
+            "--env-file",
+            "e.env",
+            "-e",
+            "event.json",
+        ];
+        let flags = Cli::parse_from(line).request;
+        let request = flags.read(dir.path()).expect("request");
+        assert_eq!(request.target.event_name, "workflow_dispatch");
+        assert_eq!(
+            request.target.workflows.as_deref(),
+            Some(Path::new("flows/ci.yml"))
+        );
+        assert_eq!(request.target.job.as_deref(), Some("build"));
+        assert_eq!(
+            request.matrix_filter,
+            [("os".to_owned(), "linux".to_owned())]
+        );
+        let values = &request.values;
+        assert_eq!(pair(&values.secrets, "FLAG_SECRET").as_deref(), Some("s"));
+        assert_eq!(pair(&values.secrets, "FILE_SECRET").as_deref(), Some("fs"));
+        assert_eq!(pair(&values.vars, "FLAG_VAR").as_deref(), Some("v"));
+        assert_eq!(pair(&values.vars, "FILE_VAR").as_deref(), Some("fv"));
+        assert_eq!(pair(&values.inputs, "FLAG_INPUT").as_deref(), Some("i"));
+        assert_eq!(pair(&values.inputs, "FILE_INPUT").as_deref(), Some("fi"));
+        assert_eq!(pair(&values.inputs, "from_payload").as_deref(), Some("p"));
+        assert_eq!(pair(&values.env, "FILE_ENV").as_deref(), Some("fe"));
+        assert!(request.event.is_some());
     }
 }

@@ -16,10 +16,10 @@ use kiln_workflow::Conclusion;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cmd::run::ExecutorFlag;
-use crate::run::config::parse_local_repositories;
 use crate::run::report::rfc3339;
 use crate::run::setup::choose_executor;
 use kiln_cache::units::parse_size;
+use kiln_scheduler::request::values::parse_local_repositories;
 
 /// Where `--token` may come from instead, keeping it out of the process list.
 const TOKEN_VARIABLE: &str = "KILN_REGISTRATION_TOKEN";

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use kiln_scheduler::service::planner::DiscoveryPlanner;
 use kiln_scheduler::service::{Scheduler, ServiceConfig, SystemClock};
 use kiln_scheduler::store::prelude::*;
 use kiln_scheduler::store::{SqliteStore, TokenKind};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cmd::cache::parse_duration;
-use crate::run::planner::DiscoveryPlanner;
 
 #[derive(clap::Args, Debug)]
 pub struct SchedulerArgs {

@@ -13,10 +13,10 @@ use kiln_workflow::Conclusion;
 use crate::cmd::request::RequestFlags;
 use crate::remote::follow::{final_summaries, Ending, Follow};
 use crate::remote::{call, convert, snapshot, ConnectFlags, Control};
-use crate::run::github::RepoState;
 use crate::run::render::Renderer;
 use crate::run::report::{self, RunReport};
-use crate::run::{config, setup, summary, workflow_prefixes};
+use crate::run::{summary, workflow_prefixes};
+use kiln_scheduler::github::RepoState;
 
 /// Exit status after the user stopped following, as shells report SIGINT.
 const INTERRUPTED: u8 = 130;
@@ -41,9 +41,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.request.dir()?;
     let repo = RepoState::read(&dir);
-    let event = args.request.read_event(&dir)?;
-    let values = setup::read_values(&dir, &args.request, event.as_ref())?;
-    let matrix = config::parse_matrix_filters(&args.request.matrix)?;
+    let request = args.request.read(&dir)?;
     let workflows_path = workflows_path(&dir, args.request.workflows.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,8 +62,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .collect()
         };
         let run_request = pb::RunRequest {
-            event_name: args.request.event.clone(),
-            event_json: event.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            event_name: request.target.event_name.clone(),
+            event_json: request
+                .event
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
             source: Some(pb::Source {
                 sha: snapshot.sha.clone(),
                 origin: Some(pb::source::Origin::Snapshot(pb::Snapshot {
@@ -78,12 +80,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             r#ref: repo.head_ref.clone().unwrap_or_default(),
             actor: repo.actor.clone(),
             workflows_path,
-            job: args.request.job.clone().unwrap_or_default(),
-            matrix: pairs(&matrix),
-            inputs: pairs(&values.inputs),
-            vars: pairs(&values.vars),
-            secrets: pairs(&values.secrets),
-            env: pairs(&values.env),
+            job: request.target.job.clone().unwrap_or_default(),
+            matrix: pairs(&request.matrix_filter),
+            inputs: pairs(&request.values.inputs),
+            vars: pairs(&request.values.vars),
+            secrets: pairs(&request.values.secrets),
+            env: pairs(&request.values.env),
         };
         // One key for this submission: a retry after a lost reply gets the runs the first
         // call created instead of starting them twice.

@@ -16,9 +16,8 @@ use tokio::task::JoinHandle;
 use super::platform::ExecutorKind;
 use super::setup::ExecutorChoice;
 use crate::cmd::run::Args;
+use kiln_runner::backend::host_address;
 use kiln_runner::platform::DEFAULT_IMAGE;
-
-mod host_address;
 
 /// A job token outlives any local run; tokens are scoped to the repository and ref anyway.
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);

@@ -9,8 +9,8 @@ use kiln_workflow::model::{JobKind, Step, StepAction};
 use kiln_workflow::Conclusion;
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{EventSender, LegEvent, LegFuture, LegRunner};
 use super::platform::{Platform, PlatformMap};
+use kiln_scheduler::drive::{EventSender, Executor, LegEvent, LegFuture};
 
 /// The platform a leg runs on, or why it is skipped.
 pub fn platform_for(platforms: &PlatformMap, dispatch: &Dispatch) -> Result<Platform, String> {
@@ -42,7 +42,7 @@ pub struct DryRun {
     pub platforms: PlatformMap,
 }
 
-impl LegRunner for DryRun {
+impl Executor for DryRun {
     fn admit(&self, dispatch: &Dispatch) -> Result<(), String> {
         platform_for(&self.platforms, dispatch).map(|_| ())
     }

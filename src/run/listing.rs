@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use kiln_workflow::model::{Job, JobKind, Workflow};
 
-use super::discover::WorkflowFile;
+use kiln_scheduler::discover::WorkflowFile;
 
 /// A job's stage: 0 without needs, else one more than its deepest need. Needs naming no job
 /// (the parser reports those) count as stage 0, and the walk is bounded by the job count, so

@@ -1,14 +1,14 @@
-//! The real leg runner: converts the engine's `Dispatch` into the executor's `JobRequest`,
-//! picks the backend from the job's platform, checks that the images exist (kiln never
-//! pulls), forwards the executor's events to the terminal, and converts the result back
-//! into the engine's `JobCompletion`.
+//! The real executor of `kiln run` (kiln-scheduler's `drive::Executor`): converts the
+//! engine's `Dispatch` into kiln-runner's `JobRequest`, picks the backend from the job's
+//! platform, checks that the images exist (kiln never pulls), forwards the executor's events
+//! to the driver, and converts the result back into the engine's `JobCompletion`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_runner::backend::{Backend, DockerBackend, HostBackend};
+use kiln_runner::backend::{Backend, DeferredCleanup, DockerBackend, HostBackend};
 use kiln_runner::executor::{
     prestart, run_job_with, AnnotationEvent, CacheEndpoint, JobEvent, JobRequest, JobResult,
     JobStop, Prestarted, RunDirs,
@@ -20,10 +20,9 @@ use kiln_workflow::Conclusion;
 use tokio::sync::mpsc::unbounded_channel;
 use tokio_util::sync::CancellationToken;
 
-use super::deferred::DeferredCleanup;
-use super::driver::{EventSender, LegEvent, LegFuture, LegRunner};
 use super::dry::platform_for;
 use super::platform::{Platform, PlatformMap};
+use kiln_scheduler::drive::{EventSender, Executor, LegEvent, LegFuture};
 
 /// What every job of the run shares.
 pub struct RunShared {
@@ -250,7 +249,7 @@ fn forward(event: JobEvent, events: &EventSender) {
     }
 }
 
-impl LegRunner for LocalRunner {
+impl Executor for LocalRunner {
     fn admit(&self, dispatch: &Dispatch) -> Result<(), String> {
         platform_for(&self.platforms, dispatch).map(|_| ())
     }

@@ -1,18 +1,13 @@
-//! The local driver behind `kiln run`: finds the workflows an event triggers, builds their
-//! contexts from the repository, and drives the engine (kiln-scheduler) and the executor
-//! (kiln-runner) in one process.
+//! `kiln run`: the flags become a kiln-scheduler `RunRequest`, the library discovers and
+//! selects the workflows and builds their engines, and its driver runs them here on the
+//! kiln-runner executor adapter (`local`) or the dry run; this module chooses the executor,
+//! starts the embedded cache, wires the signals and renders what happens.
 
 mod cache;
-pub mod config;
-mod deferred;
-pub mod discover;
-pub mod dotenv;
-pub mod driver;
 pub mod dry;
-pub mod github;
 pub mod listing;
 mod local;
-pub mod planner;
+mod observer;
 pub mod platform;
 pub mod render;
 pub mod report;
@@ -25,15 +20,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kiln_scheduler::engine::{Engine, EngineOptions, RunSpec};
+use kiln_scheduler::discover::{discover, select, WorkflowFile};
+use kiln_scheduler::drive::{drive, DriveOptions, Ending, Executor, WorkflowRun};
+use kiln_scheduler::engine::{Engine, EngineOptions};
+use kiln_scheduler::github::{github_context, new_run_id, GithubInputs, RepoState};
+use kiln_scheduler::request::values::parse_local_repositories;
 use kiln_workflow::value::Value;
 use kiln_workflow::Conclusion;
 
 use crate::cmd::run::Args;
-use config::{check_call_secrets, inputs_for, object_of};
-use discover::{load_workflows, workflow_paths, CalleeSource, WorkflowFile};
-use driver::{drive, Ending, LegRunner, WorkflowRun};
-use github::{github_context, GithubInputs, RepoState};
 use render::Renderer;
 use report::{JobReport, RunReport, StepReport};
 use signals::Signals;
@@ -41,22 +36,9 @@ use signals::Signals;
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.request.dir()?;
     let repo = RepoState::read(&dir);
-    let local_repositories = config::parse_local_repositories(&dir, &args.local_repositories)?;
-    let target = dir.join(
-        args.request
-            .workflows
-            .as_deref()
-            .unwrap_or(".github/workflows".as_ref()),
-    );
-    let callees = CalleeSource {
-        repo_root: &repo.root,
-        local_repositories: &local_repositories,
-        repository: &repo.repository,
-        sha: &repo.sha,
-        warnings: Default::default(),
-        loaded: Default::default(),
-    };
-    let files = load_workflows(&workflow_paths(&target, &repo.root)?, &callees)?;
+    let local_repositories = parse_local_repositories(&dir, &args.local_repositories)?;
+    let target = args.request.target().workflows_in(&dir);
+    let files = discover(&target, &repo, &local_repositories)?.files;
 
     if args.list || args.graph {
         let selected: Vec<&WorkflowFile> = files
@@ -103,11 +85,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             renderer.flush();
             return Ok(ExitCode::SUCCESS);
         }
-        let event = args.request.read_event(&dir)?;
-        let values = setup::read_values(&dir, &args.request, event.as_ref())?;
-        let matrix_filter = config::parse_matrix_filters(&args.request.matrix)?;
-        let run_id = github::new_run_id();
-        let token = config::github_token(&values.secrets);
+        let request = args.request.read(&dir)?;
+        let run_id = new_run_id();
         // The cache is scoped to the repository and ref, which every workflow of the run shares.
         let run_cache = if args.dry_run {
             None
@@ -116,11 +95,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             let github = github_context(
                 &repo,
                 &GithubInputs {
-                    event_name: &args.request.event,
-                    event: event.clone(),
+                    event_name: &request.target.event_name,
+                    event: request.event.clone(),
                     workflow_name: &first.name(),
                     workflow_path: &first.display_path,
-                    token,
+                    token: request.token(),
                     run_id,
                 },
             );
@@ -134,7 +113,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             &args,
             executor,
             &repo,
-            &values,
+            &request.values,
             &local_repositories,
             run_id,
             endpoint,
@@ -147,20 +126,14 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         );
         let mut runs = Vec::new();
         let mut failure = None;
-        let shared = RunInputs {
-            args: &args,
-            repo: &repo,
-            event: &event,
-            values: &values,
-            matrix_filter: &matrix_filter,
-            token,
-            run_id,
+        let options = EngineOptions {
+            defer_matrices_from_needs: args.dry_run,
         };
         for (file, prefix) in selected.iter().zip(prefixes) {
-            match shared.workflow_run(file, prefix) {
+            match WorkflowRun::start(&request, file, &repo, run_id, prefix, options) {
                 Ok(run) => runs.push(run),
                 Err(error) => {
-                    failure = Some(error);
+                    failure = Some(anyhow::Error::from(error));
                     break;
                 }
             }
@@ -172,17 +145,17 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             renderer.notice("interrupted before any job started; cleaning up");
             interrupted = true;
         } else if failure.is_none() {
-            let runner: Arc<dyn LegRunner> = prepared.runner.clone();
+            let executor: Arc<dyn Executor> = prepared.runner.clone();
+            let options = DriveOptions {
+                limit: prepared.parallel,
+                tick: live.then_some(std::time::Duration::from_millis(120)),
+            };
             // Every workflow the event triggers runs at once, as on GitHub, sharing --parallel.
-            let ending = drive(
-                &mut runs,
-                runner,
-                &mut renderer,
-                prepared.parallel,
-                live,
-                &mut signals,
-            )
-            .await;
+            let ending = drive(&mut runs, executor, &mut renderer, &mut signals, options).await;
+            if ending == Ending::Abandoned {
+                renderer.flush();
+                std::process::exit(i32::from(signals.exit_status().unwrap_or(130)));
+            }
             interrupted = ending == Ending::Interrupted;
             reports = runs
                 .iter()
@@ -244,75 +217,6 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// What every workflow of the run is started from.
-struct RunInputs<'a> {
-    args: &'a Args,
-    repo: &'a RepoState,
-    event: &'a Option<serde_json::Value>,
-    values: &'a config::RunValues,
-    matrix_filter: &'a [(String, String)],
-    token: Option<&'a str>,
-    run_id: u64,
-}
-
-impl RunInputs<'_> {
-    /// The engine of one workflow, with its contexts.
-    fn workflow_run(&self, file: &WorkflowFile, prefix: String) -> anyhow::Result<WorkflowRun> {
-        let (github, inputs) = workflow_contexts(
-            file,
-            self.repo,
-            &GithubInputs {
-                event_name: &self.args.request.event,
-                event: self.event.clone(),
-                workflow_name: &file.name(),
-                workflow_path: &file.display_path,
-                token: self.token,
-                run_id: self.run_id,
-            },
-            self.values,
-            self.args.request.job.as_deref(),
-        )?;
-        let spec = RunSpec {
-            workflow: file.workflow.clone(),
-            workflow_file: file.display_path.clone(),
-            github,
-            inputs,
-            vars: object_of(&self.values.vars),
-            secrets: object_of(&self.values.secrets),
-            job_filter: self.args.request.job.clone(),
-            matrix_filter: self.matrix_filter.to_vec(),
-        };
-        let options = EngineOptions {
-            defer_matrices_from_needs: self.args.dry_run,
-        };
-        let engine = Engine::with_options(spec, options)
-            .with_context(|| format!("cannot run {}", file.display_path))?;
-        Ok(WorkflowRun {
-            engine,
-            prefix,
-            workflow: file.workflow.clone(),
-        })
-    }
-}
-
-/// The `github` and `inputs` contexts of one workflow of a run, after the checks GitHub makes
-/// before it starts one (reusable workflows loaded, required inputs and secrets given).
-/// `kiln run` and the scheduler's planner build them alike.
-pub fn workflow_contexts(
-    file: &WorkflowFile,
-    repo: &RepoState,
-    github: &GithubInputs,
-    values: &config::RunValues,
-    job: Option<&str>,
-) -> anyhow::Result<(kiln_workflow::Object, kiln_workflow::Object)> {
-    discover::require_loaded_calls(file, job)?;
-    let name = file.name();
-    let context = github_context(repo, github);
-    let inputs = inputs_for(&file.workflow, &name, github.event_name, &values.inputs)?;
-    check_call_secrets(&file.workflow, &name, github.event_name, &values.secrets)?;
-    Ok((context, inputs))
-}
-
 /// The `[workflow/job]` prefix of each workflow, given as (name, file): its name, or its file
 /// when two workflows running together share a name, so every line says where it came from.
 pub fn workflow_prefixes(workflows: &[(String, String)]) -> Vec<String> {
@@ -340,42 +244,6 @@ fn select_workflows<'a>(
         renderer.notice(&notice);
     }
     Ok(selected)
-}
-
-/// The workflows triggered by `event` (and, with `-j`, holding that job), and a notice for
-/// every workflow left out (with the reason, so a typo in the event is visible) and every
-/// warning of the selected files. `kiln run` and the scheduler's planner select alike.
-pub fn select<'a>(
-    files: &'a [WorkflowFile],
-    event: &str,
-    job: Option<&str>,
-) -> anyhow::Result<(Vec<&'a WorkflowFile>, Vec<String>)> {
-    let mut selected = Vec::new();
-    let mut notices = Vec::new();
-    for file in files {
-        if !file.triggers_on(event) {
-            let events = file.events().join(", ");
-            notices.push(format!(
-                "skipping {}: runs on {events}, not on {event}",
-                file.display_path
-            ));
-            continue;
-        }
-        if let Some(job) = job {
-            if file.workflow.job(job).is_none() {
-                continue;
-            }
-        }
-        notices.extend(file.warnings.iter().map(ToString::to_string));
-        selected.push(file);
-    }
-    if let Some(job) = job {
-        anyhow::ensure!(
-            !selected.is_empty(),
-            "no workflow triggered by `{event}` has a job `{job}`; list the jobs with `kiln run {event} -l`"
-        );
-    }
-    Ok((selected, notices))
 }
 
 /// The engine's account of the run in the report's shape.

@@ -1,5 +1,5 @@
 //! What a run needs before the first job starts: the executor (and why it was chosen), the
-//! secrets/vars/inputs/env values, the platform table and the leg runner.
+//! jobs' environment and secrets to mask, the platform table and the run directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,16 +9,15 @@ use kiln_runner::actions::remove_action_images;
 use kiln_runner::backend::{DockerBackend, DockerConfig};
 use kiln_runner::executor::RunDirs;
 
-use super::config::{self, RunValues};
-use super::driver::LegRunner;
 use super::dry::DryRun;
-use super::github::RepoState;
 use super::local::{LocalRunner, RunShared};
 use super::platform::{ExecutorKind, PlatformMap};
 use super::render::Renderer;
-use crate::cmd::request::RequestFlags;
 use crate::cmd::run::{Args, ExecutorFlag};
 use kiln_runner::executor::CacheEndpoint;
+use kiln_scheduler::drive::Executor;
+use kiln_scheduler::github::RepoState;
+use kiln_scheduler::request::RunValues;
 
 /// Where the run's jobs go, and the sentence explaining the choice.
 pub struct ExecutorChoice {
@@ -66,41 +65,6 @@ pub async fn choose_executor(flag: Option<ExecutorFlag>) -> anyhow::Result<Execu
     }
 }
 
-/// Secrets, vars, inputs and env from flags and dotenv files (flags win over files). A
-/// `workflow_dispatch` or `workflow_call` run also takes the inputs of the event payload
-/// (`-e FILE` holding `{"inputs": {...}}`, as act users write it), below both.
-pub fn read_values(
-    dir: &Path,
-    args: &RequestFlags,
-    event: Option<&serde_json::Value>,
-) -> anyhow::Result<RunValues> {
-    let mut inputs = match event {
-        Some(payload) if matches!(args.event.as_str(), "workflow_dispatch" | "workflow_call") => {
-            config::payload_inputs(payload)?
-        }
-        _ => Vec::new(),
-    };
-    inputs.extend(config::read_pairs(
-        dir,
-        args.input_file.as_deref(),
-        ".input",
-    )?);
-    let mut values = RunValues {
-        secrets: config::read_pairs(dir, args.secret_file.as_deref(), ".secrets")?,
-        vars: config::read_pairs(dir, args.var_file.as_deref(), ".vars")?,
-        inputs,
-        env: config::read_pairs(dir, args.env_file.as_deref(), ".env")?,
-    };
-    values.secrets.extend(config::parse_secrets(&args.secrets)?);
-    values
-        .vars
-        .extend(config::parse_assignments("--var", &args.vars)?);
-    values
-        .inputs
-        .extend(config::parse_assignments("--input", &args.inputs)?);
-    Ok(values)
-}
-
 /// What every job's environment starts from in `kiln run`: `ACT=true`, as act sets it, so
 /// workflows written for act keep skipping what only makes sense on GitHub
 /// (`if: ${{ !env.ACT }}`), then the `--env-file` values; those and the workflow's own `env:`
@@ -114,7 +78,7 @@ fn local_run_env(env_file: &[(String, String)]) -> Vec<(String, String)> {
 
 /// Everything the driver loop needs, and what must be undone when the run ends.
 pub struct Prepared {
-    pub runner: Arc<dyn LegRunner>,
+    pub runner: Arc<dyn Executor>,
     /// Most legs running at once.
     pub parallel: usize,
     /// The run's own directory (workspaces, temp, artifacts unless `--artifact-dir`).
@@ -244,59 +208,6 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser as _;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
-    fn args(line: &[&str]) -> Args {
-        Cli::parse_from(std::iter::once("kiln").chain(line.iter().copied())).args
-    }
-
-    /// The value a workflow sees: the last one given for the name.
-    fn input(values: &RunValues, name: &str) -> Option<String> {
-        values
-            .inputs
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    #[test]
-    fn payload_inputs_come_below_the_input_file_and_the_flags() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join(".input"), "from_file=file\nboth=file\n").expect("write");
-        let payload = serde_json::json!({"inputs": {
-            "only_payload": "payload", "from_file": "payload", "both": "payload", "flag": "payload"
-        }});
-        let dispatch = args(&[
-            "workflow_dispatch",
-            "--input",
-            "flag=flag",
-            "--input",
-            "both=flag",
-        ]);
-        let values = read_values(dir.path(), &dispatch.request, Some(&payload)).expect("values");
-        assert_eq!(input(&values, "only_payload").as_deref(), Some("payload"));
-        assert_eq!(input(&values, "from_file").as_deref(), Some("file"));
-        assert_eq!(input(&values, "both").as_deref(), Some("flag"));
-        assert_eq!(input(&values, "flag").as_deref(), Some("flag"));
-        // Other events have no inputs context from their payload.
-        let push =
-            read_values(dir.path(), &args(&["push"]).request, Some(&payload)).expect("values");
-        assert_eq!(input(&push, "only_payload"), None);
-        let call = read_values(
-            dir.path(),
-            &args(&["workflow_call"]).request,
-            Some(&payload),
-        )
-        .expect("values");
-        assert_eq!(input(&call, "only_payload").as_deref(), Some("payload"));
-    }
 
     #[test]
     fn local_runs_set_act_below_the_env_file() {

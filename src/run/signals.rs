@@ -5,6 +5,7 @@
 //! cancels the run, and the run then ends like after Ctrl-C, with the status a shell reports
 //! for that signal (128 + its number).
 
+use kiln_scheduler::drive::{Interrupt, Interrupts};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -105,4 +106,11 @@ pub fn describe(number: i32) -> String {
 /// Whether `number` is SIGINT, which a user at the terminal sends (and can send again).
 pub fn is_interrupt(number: i32) -> bool {
     number == SignalKind::interrupt().as_raw_value()
+}
+
+impl Interrupts for Signals {
+    async fn next(&mut self) -> Interrupt {
+        let (signal, count) = self.recv().await;
+        Interrupt { signal, count }
+    }
 }

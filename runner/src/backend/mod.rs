@@ -8,9 +8,11 @@
 //! Output is delivered line by line to a [`LogSink`] while the process runs; nothing is
 //! buffered until the end.
 
+mod deferred;
 mod docker;
 mod error;
 mod host;
+pub mod host_address;
 mod lines;
 mod names;
 pub(crate) mod proctree;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+pub use deferred::DeferredCleanup;
 pub(crate) use docker::DockerOutputLines;
 pub use docker::{DockerBackend, DockerConfig, JOB_KEY_LABEL};
 pub use error::BackendError;

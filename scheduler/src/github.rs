@@ -1,4 +1,4 @@
-//! The `github` context of a local run, built from the repository's git state so that
+//! The `github` context of a run, built from the repository's git state so that
 //! `${{ github.* }}` means what it means on GitHub: sha, ref, repository from the origin
 //! remote, the event payload (from `-e FILE` or a minimal synthesized one), and the run's ids.
 
@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kiln_workflow::value::{Object, Value};
 use serde_json::json;
 
-const NULL_SHA: &str = "0000000000000000000000000000000000000000";
+pub const NULL_SHA: &str = "0000000000000000000000000000000000000000";
 
 /// What git says about the repository `kiln run` was started in.
 #[derive(Debug, Clone)]

@@ -9,10 +9,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::{Backend, BackendError, ExecOutcome, ExecSpec, JobEnv, JobSpec, LogSink};
 use async_trait::async_trait;
-use kiln_runner::backend::{
-    Backend, BackendError, ExecOutcome, ExecSpec, JobEnv, JobSpec, LogSink,
-};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

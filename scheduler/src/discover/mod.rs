@@ -1,17 +1,22 @@
 //! Finding the workflows a run executes: `-W PATH` (a file or a directory, default
 //! `.github/workflows/`), parsed with reusable workflows loaded from the repository (or a
-//! `--local-repository`), then filtered by the event.
+//! `--local-repository`), then selected by the event (and `-j`). `kiln run` and the
+//! scheduler's planner discover and select alike, with [`discover`] and [`select`].
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+pub mod files;
 
 use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_workflow::model::{JobKind, Workflow};
 use kiln_workflow::uses::self_repository_path;
 
-use crate::cmd::workflow_files::{list_workflow_files, read_callee};
+use files::{list_workflow_files, read_callee};
 use kiln_workflow::{parse_workflow_with, Diagnostic, ParseOptions};
+
+/// Where GitHub reads a repository's workflows from.
+pub const DEFAULT_WORKFLOW_DIR: &str = ".github/workflows";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
@@ -30,6 +35,8 @@ pub enum DiscoverError {
     RemoteWorkflowsNotLoaded { file: String, listing: String },
     #[error("{count} workflow file(s) have errors:\n{listing}")]
     Invalid { count: usize, listing: String },
+    #[error("no workflow triggered by `{event}` has a job `{job}`; list the jobs with `kiln run {event} -l`")]
+    NoSuchJob { event: String, job: String },
 }
 
 /// One parsed workflow file.
@@ -274,6 +281,74 @@ pub fn load_workflows(
         });
     }
     Ok(files)
+}
+
+/// The workflows of a repository, parsed, with the text of every reusable workflow they
+/// loaded.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub files: Vec<WorkflowFile>,
+    /// The text of every callee loaded, by its `uses:` value: what a scheduler stores to
+    /// parse a run again, identically, after a restart.
+    pub callees: std::collections::BTreeMap<String, String>,
+}
+
+/// Parses the workflows at `target` (a file or a directory of them) of the repository `repo`,
+/// with callees from the repository (`./`, `$/` at `repo.sha`) and `local_repositories`.
+pub fn discover(
+    target: &Path,
+    repo: &crate::github::RepoState,
+    local_repositories: &[(String, PathBuf)],
+) -> Result<Discovery, DiscoverError> {
+    let callees = CalleeSource {
+        repo_root: &repo.root,
+        local_repositories,
+        repository: &repo.repository,
+        sha: &repo.sha,
+        warnings: RefCell::default(),
+        loaded: RefCell::default(),
+    };
+    let files = load_workflows(&workflow_paths(target, &repo.root)?, &callees)?;
+    Ok(Discovery {
+        files,
+        callees: callees.loaded.into_inner(),
+    })
+}
+
+/// The workflows triggered by `event` (and, with `-j`, holding that job), and a notice for
+/// every workflow left out (with the reason, so a typo in the event is visible) and every
+/// warning of the selected files.
+pub fn select<'a>(
+    files: &'a [WorkflowFile],
+    event: &str,
+    job: Option<&str>,
+) -> Result<(Vec<&'a WorkflowFile>, Vec<String>), DiscoverError> {
+    let mut selected = Vec::new();
+    let mut notices = Vec::new();
+    for file in files {
+        if !file.triggers_on(event) {
+            let events = file.events().join(", ");
+            notices.push(format!(
+                "skipping {}: runs on {events}, not on {event}",
+                file.display_path
+            ));
+            continue;
+        }
+        if let Some(job) = job {
+            if file.workflow.job(job).is_none() {
+                continue;
+            }
+        }
+        notices.extend(file.warnings.iter().map(ToString::to_string));
+        selected.push(file);
+    }
+    match job {
+        Some(job) if selected.is_empty() => Err(DiscoverError::NoSuchJob {
+            event: event.to_owned(),
+            job: job.to_owned(),
+        }),
+        _ => Ok((selected, notices)),
+    }
 }
 
 fn relative_display(path: &Path, root: &Path) -> String {

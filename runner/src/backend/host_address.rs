@@ -1,4 +1,5 @@
-//! The address of this machine that job containers can reach, for the embedded cache server.
+//! The address of this machine that job containers can reach: where `kiln run` serves its
+//! embedded cache server to Docker jobs.
 //!
 //! Docker engines report it differently. Newer ones (and any daemon started with `bip`) put
 //! the gateway in the default bridge network's IPAM config; 20.10 as Debian ships it reports
@@ -228,7 +229,7 @@ async fn ask_a_container(docker: &Docker, images: &[String]) -> Result<HostAddre
     // Labelled like job containers, so a probe left behind by a killed kiln is found as one.
     let name = format!("kiln-route-probe-{}", std::process::id());
     let labels = [(
-        kiln_runner::backend::JOB_KEY_LABEL.to_owned(),
+        super::JOB_KEY_LABEL.to_owned(),
         format!("route-probe-{}-0", std::process::id()),
     )];
     let body = ContainerCreateBody {
@@ -396,7 +397,7 @@ mod tests {
     /// bridge's address, and no image is pulled when none is present.
     #[tokio::test]
     async fn a_container_of_a_local_image_names_the_bridge_address() {
-        let Some(docker) = kiln_runner::testing::require_docker().await else {
+        let Some(docker) = crate::testing::require_docker().await else {
             return;
         };
         let missing = vec!["kiln-test-never-present:none".to_owned()];
@@ -410,7 +411,7 @@ mod tests {
             .await
             .is_err());
 
-        let image = kiln_runner::testing::ensure_busybox_image(&docker).await;
+        let image = crate::testing::ensure_busybox_image(&docker).await;
         let found = ask_a_container(docker.client(), &[missing[0].clone(), image.clone()])
             .await
             .expect("the container answers");
