@@ -561,3 +561,37 @@ jobs:
     );
     assert_eq!(off.job("build")["outputs"]["stock-client-env"], "");
 }
+
+/// Concurrency groups are repository-wide: two workflows the same push triggers, in one
+/// group, take turns (the second waits for the first) instead of running at once.
+#[test]
+fn workflows_of_one_push_in_one_concurrency_group_take_turns() {
+    let repo = empty_repo();
+    let scratch = tempfile::tempdir().unwrap();
+    let marks = scratch.path().join("marks");
+    let workflow = |name: &str| {
+        format!(
+            "name: {name}\non: push\nconcurrency: deploy-${{{{ github.ref }}}}\njobs:\n  deploy:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo {name}-start >> {m} && sleep 1 && echo {name}-end >> {m}\n",
+            m = marks.display()
+        )
+    };
+    repo.write(".github/workflows/a.yml", &workflow("a"));
+    repo.write(".github/workflows/b.yml", &workflow("b"));
+    repo.commit();
+    let out = host(repo.path(), &[]);
+    out.assert_success();
+    let order = std::fs::read_to_string(&marks).unwrap();
+    let order: Vec<&str> = order.lines().collect();
+    assert!(
+        order == ["a-start", "a-end", "b-start", "b-end"]
+            || order == ["b-start", "b-end", "a-start", "a-end"],
+        "{order:?}\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("waiting for concurrency group `deploy-refs/heads/main`"),
+        "{}",
+        out.stdout
+    );
+}

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use kiln_scheduler::discover::{discover, select, WorkflowFile};
-use kiln_scheduler::drive::{drive, DriveOptions, Ending, Executor, WorkflowRun};
+use kiln_scheduler::drive::{drive, DriveOptions, Ending, Executor, SharedGroups, WorkflowRun};
 use kiln_scheduler::engine::{Engine, EngineOptions};
 use kiln_scheduler::github::{github_context, new_run_id, GithubInputs, RepoState};
 use kiln_scheduler::request::values::parse_local_repositories;
@@ -129,8 +129,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         let options = EngineOptions {
             defer_matrices_from_needs: args.dry_run,
         };
-        for (file, prefix) in selected.iter().zip(prefixes) {
-            match WorkflowRun::start(&request, file, &repo, run_id, prefix, options) {
+        // Concurrency groups are repository-wide: the workflows of the run share them.
+        let groups = SharedGroups::default();
+        for (index, (file, prefix)) in selected.iter().zip(prefixes).enumerate() {
+            match WorkflowRun::start(
+                &request, file, &repo, run_id, prefix, options, &groups, index,
+            ) {
                 Ok(run) => runs.push(run),
                 Err(error) => {
                     failure = Some(anyhow::Error::from(error));

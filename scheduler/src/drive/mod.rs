@@ -8,11 +8,15 @@
 //! The executor is a trait so that this crate never depends on kiln-runner: the binary
 //! implements it with kiln-runner (and with the dry run). What happens is told to an
 //! [`Observer`] as values; the binary renders them.
+//!
+//! Concurrency groups are repository-wide on GitHub: the workflows of one run share one
+//! [`SharedGroups`], and the group decisions one engine's entries cause for another's (a
+//! pending run granted, an older one cancelled) are applied by the loop.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln_workflow::model::Workflow;
@@ -23,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::discover::WorkflowFile;
 use crate::engine::{
-    Dispatch, Engine, EngineError, EngineEvent, EngineOptions, JobCompletion, LegId,
+    Coordinator, Dispatch, Engine, EngineError, EngineEvent, EngineOptions, JobCompletion, LegId,
+    SharedConcurrency,
 };
 use crate::github::RepoState;
 use crate::request::{RequestError, RunRequest};
@@ -92,16 +97,35 @@ pub enum StartError {
     },
 }
 
+/// The concurrency groups of one local run, shared by its workflows' engines (each engine is
+/// known by its index among the runs given to [`drive`]).
+#[derive(Clone, Default)]
+pub struct SharedGroups(Arc<Mutex<Coordinator<usize>>>);
+
+impl SharedGroups {
+    /// The effects group decisions had on entries of the engines, since the last call.
+    fn take_effects(&self) -> Vec<(usize, crate::engine::GroupEffect)> {
+        self.0
+            .lock()
+            .map(|mut c| c.take_effects())
+            .unwrap_or_default()
+    }
+}
+
 /// One workflow of the run: its engine and its name for `[workflow/job]` prefixes.
 pub struct WorkflowRun {
     pub engine: Engine,
     pub prefix: String,
     /// The workflow the engine runs (the same `Arc` as its dispatches carry).
     pub workflow: Arc<Workflow>,
+    /// Where the engine's concurrency groups live; `None`: in the engine alone.
+    pub groups: Option<SharedGroups>,
 }
 
 impl WorkflowRun {
-    /// The engine of `file`, with the contexts `request` gives it in `repo`.
+    /// The engine of `file`, with the contexts `request` gives it in `repo`. It is the
+    /// `index`th of the runs driven together, and its concurrency groups are `groups`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         request: &RunRequest,
         file: &WorkflowFile,
@@ -109,16 +133,23 @@ impl WorkflowRun {
         run_id: u64,
         prefix: String,
         options: EngineOptions,
+        groups: &SharedGroups,
+        index: usize,
     ) -> Result<WorkflowRun, StartError> {
         let spec = request.workflow_spec(file, repo, run_id)?;
-        let engine = Engine::with_options(spec, options).map_err(|source| StartError::Engine {
-            file: file.display_path.clone(),
-            source,
-        })?;
+        let concurrency = SharedConcurrency::new(index, groups.0.clone());
+        let engine =
+            Engine::with_concurrency(spec, options, Box::new(concurrency)).map_err(|source| {
+                StartError::Engine {
+                    file: file.display_path.clone(),
+                    source,
+                }
+            })?;
         Ok(WorkflowRun {
             engine,
             prefix,
             workflow: file.workflow.clone(),
+            groups: Some(groups.clone()),
         })
     }
 }
@@ -367,6 +398,7 @@ pub async fn drive(
 impl Driver<'_> {
     /// Takes what every engine has made ready, and tells what the engines decided.
     fn poll_all(&mut self, observer: &mut dyn Observer) {
+        self.settle_groups();
         for (index, run) in self.runs.iter_mut().enumerate() {
             self.waiting
                 .extend(run.engine.poll().into_iter().map(|d| (index, d)));
@@ -400,6 +432,39 @@ impl Driver<'_> {
         for cancel in self.runs[leg.0].engine.complete(leg.1, completion) {
             self.cancel_leg((leg.0, cancel));
         }
+        self.settle_groups();
+    }
+
+    /// Applies what one engine's group decisions did to the others (and to itself), until
+    /// no decision is left: a grant lets a pending entry start at the next poll, a
+    /// cancellation stops a running leg or concludes a waiting one.
+    fn settle_groups(&mut self) {
+        let mut seen: Vec<&SharedGroups> = Vec::new();
+        let mut all = Vec::new();
+        for run in self.runs.iter() {
+            if let Some(groups) = &run.groups {
+                if !seen.iter().any(|g| Arc::ptr_eq(&g.0, &groups.0)) {
+                    seen.push(groups);
+                    all.push(groups.clone());
+                }
+            }
+        }
+        for groups in all {
+            loop {
+                let effects = groups.take_effects();
+                if effects.is_empty() {
+                    break;
+                }
+                for (index, effect) in effects {
+                    let Some(run) = self.runs.get_mut(index) else {
+                        continue;
+                    };
+                    for leg in run.engine.apply_group_effect(effect) {
+                        self.cancel_leg((index, leg));
+                    }
+                }
+            }
+        }
     }
 
     /// Stops every running leg without grace and concludes the ones not started.
@@ -417,6 +482,7 @@ impl Driver<'_> {
                 self.cancel_leg((index, leg));
             }
         }
+        self.settle_groups();
     }
 
     fn is_waiting(&self, leg: LegKey) -> bool {

@@ -114,6 +114,11 @@ impl Log {
 }
 
 fn run(prefix: &str, yaml: &str) -> WorkflowRun {
+    run_in(prefix, yaml, None)
+}
+
+/// A run whose concurrency groups are `groups` (as the `index`th run), or its own.
+fn run_in(prefix: &str, yaml: &str, groups: Option<(&SharedGroups, usize)>) -> WorkflowRun {
     let workflow = Arc::new(
         kiln_workflow::parse_workflow("w.yml", yaml)
             .value
@@ -129,10 +134,19 @@ fn run(prefix: &str, yaml: &str) -> WorkflowRun {
         job_filter: None,
         matrix_filter: Vec::new(),
     };
+    let engine = match groups {
+        None => Engine::new(spec),
+        Some((groups, index)) => Engine::with_concurrency(
+            spec,
+            EngineOptions::default(),
+            Box::new(SharedConcurrency::new(index, groups.0.clone())),
+        ),
+    };
     WorkflowRun {
-        engine: Engine::new(spec).expect("engine"),
+        engine: engine.expect("engine"),
         prefix: prefix.to_owned(),
         workflow,
+        groups: groups.map(|(g, _)| g.clone()),
     }
 }
 
@@ -249,4 +263,42 @@ async fn legs_still_running_after_the_grace_are_stopped() {
         .iter()
         .position(|l| l == "s/stubborn: finished Cancelled");
     assert!(grace.is_some() && grace < finished, "{:?}", log.0);
+}
+
+/// Two workflows of one run in one concurrency group take turns (the second waits for the
+/// first), as on GitHub where groups are repository-wide; with `cancel-in-progress` the
+/// second cancels the first's running job instead.
+#[tokio::test]
+async fn workflows_of_one_run_share_their_concurrency_groups() {
+    let groups = SharedGroups::default();
+    let workflow = |cancel: bool, job: &str| {
+        format!(
+            "on: push\nconcurrency:\n  group: deploy\n  cancel-in-progress: {cancel}\njobs:\n  {job}:\n    runs-on: linux\n{STEP}"
+        )
+    };
+    let mut runs = [
+        run_in("first", &workflow(false, "ship"), Some((&groups, 0))),
+        run_in("second", &workflow(false, "ship"), Some((&groups, 1))),
+    ];
+    let (ending, log, fake) = drive_with(&mut runs, 8, &[]).await;
+    assert_eq!(ending, Ending::Finished);
+    assert_eq!(fake.most.load(Ordering::SeqCst), 1, "{:?}", log.0);
+    for run in &runs {
+        assert_eq!(run.engine.report().conclusion, Conclusion::Success);
+    }
+
+    let groups = SharedGroups::default();
+    let mut runs = [
+        run_in("first", &workflow(false, "waits"), Some((&groups, 0))),
+        run_in("second", &workflow(true, "ship"), Some((&groups, 1))),
+    ];
+    let (ending, log, _) = drive_with(&mut runs, 8, &[]).await;
+    assert_eq!(ending, Ending::Finished);
+    assert_eq!(
+        runs[0].engine.report().conclusion,
+        Conclusion::Cancelled,
+        "{:?}",
+        log.0
+    );
+    assert_eq!(runs[1].engine.report().conclusion, Conclusion::Success);
 }
