@@ -97,7 +97,11 @@ impl Scheduler {
 
     /// A lease as the runner gets it: the queued payload, and tokens minted now.
     fn leased_job(&self, assignment: Assignment) -> Result<LeasedJob> {
-        let payload = JobPayload::decode(&assignment.job_ref.job_id, &assignment.payload)?;
+        let job_id = &assignment.job_ref.job_id;
+        let mut payload = JobPayload::decode(job_id, &assignment.payload)?;
+        if payload.needs_text() {
+            payload.join_text(job_id, &*self.run_texts(&assignment.run_id)?)?;
+        }
         let base = self.config.public_url.trim_end_matches('/').to_owned();
         let snapshot = match payload.source.as_ref().map(|s| &s.origin) {
             Some(SourceOrigin::Snapshot { digest, .. }) => Some(Endpoint {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// `(version, SQL)`, in order, versions from 1 without holes.
-pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, V1)];
+pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, V1), (2, V2)];
 
 /// The highest schema version this kiln knows.
 pub fn known_version() -> u32 {
@@ -195,6 +195,13 @@ CREATE TABLE artifacts(
 ) WITHOUT ROWID;
 CREATE INDEX artifacts_by_age ON artifacts(created_ms);
 ";
+
+/// Queued job payloads name their run's workflow text (kept once, in the run's spec) instead
+/// of each carrying a copy; the service joins the text in when the job is leased. The tables
+/// do not change, and payloads queued before still carry their text, which is used as it is.
+/// The version is what matters: a kiln that knows only version 1 would misread the new
+/// payloads, so it refuses the database instead.
+const V2: &str = "";
 
 /// Opens a connection with the settings every connection of the store uses. WAL lets readers
 /// run beside the one writer; `synchronous = NORMAL` syncs the log only at checkpoints, so a
