@@ -44,6 +44,13 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// The commit of a batch of transactions failed; none of its writes happened.
+    #[error(
+        "the scheduler's database could not commit: {0}; check that the disk is not full and \
+         the data directory is writable"
+    )]
+    Commit(String),
+
     #[error("the scheduler's database holds a value it cannot read ({0}); it was changed by hand or is damaged")]
     Corrupt(String),
 

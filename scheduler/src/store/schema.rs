@@ -209,7 +209,11 @@ const V2: &str = "";
 /// lost to a power failure. The log is copied into the database every 16,384 pages (64 MiB)
 /// instead of SQLite's 1,000: the pages a job touches (the queue's index, the newest rows of
 /// jobs, events and logs) are rewritten by every job, and a checkpoint copies each page once
-/// however often the log holds it; the log file is cut back to 64 MiB after each.
+/// however often the log holds it; the log file is cut back to 64 MiB after each. That
+/// automatic checkpoint is only a backstop: the store's checkpoint thread folds the log in
+/// a moment after commits (`checkpoint.rs`), so commits do not wait for it. Temporary
+/// storage (the rows a `RETURNING` statement buffers, the savepoint journals of a batch's
+/// calls) stays in memory instead of temporary files created and deleted per statement.
 pub(crate) fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).ctx("opening the database")?;
     conn.busy_timeout(Duration::from_secs(10))
@@ -220,7 +224,8 @@ pub(crate) fn connect(path: &Path) -> Result<Connection> {
          PRAGMA foreign_keys = OFF;
          PRAGMA wal_autocheckpoint = 16384;
          PRAGMA journal_size_limit = 67108864;
-         PRAGMA cache_size = -8192;",
+         PRAGMA cache_size = -8192;
+         PRAGMA temp_store = MEMORY;",
     )
     .ctx("setting the journal mode")?;
     Ok(conn)
