@@ -43,13 +43,17 @@ impl Scheduler {
 
     /// The runner a bearer token belongs to.
     pub fn authenticate_runner(&self, token: &str) -> Result<RunnerRecord> {
-        self.store.authenticate_runner(token)?.ok_or_else(|| {
-            ServiceError::Unauthenticated(
-                "unknown runner token (the runner was replaced or never registered); register \
-                 the runner again"
-                    .to_owned(),
-            )
-        })
+        self.store
+            .authenticate_runner(token)?
+            .ok_or_else(unknown_runner)
+    }
+
+    /// [`Scheduler::authenticate_runner`]'s answer when it needs no database read, so the
+    /// caller need not move to a blocking thread; None otherwise.
+    pub fn authenticate_runner_cached(&self, token: &str) -> Option<Result<RunnerRecord>> {
+        self.store
+            .cached_runner(token)
+            .map(|known| known.ok_or_else(unknown_runner))
     }
 
     /// Leases the oldest queued job the runner's labels cover, if any.
@@ -250,6 +254,14 @@ impl Scheduler {
         }
         Ok((cancel, stale))
     }
+}
+
+fn unknown_runner() -> ServiceError {
+    ServiceError::Unauthenticated(
+        "unknown runner token (the runner was replaced or never registered); register the \
+         runner again"
+            .to_owned(),
+    )
 }
 
 /// The run a job id belongs to (`<run>.<leg>`).

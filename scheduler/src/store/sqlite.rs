@@ -13,6 +13,7 @@ use super::checkpoint::Checkpointer;
 use super::dir::{create_private_file, DataDir};
 use super::error::{DbContext, Result, StoreError};
 use super::jobs::LabelSets;
+use super::runners::RunnerCache;
 use super::schema;
 use super::types::UnixMs;
 use super::{Store, StoreTx};
@@ -38,6 +39,7 @@ pub struct SqliteStore {
     changes: watch::Sender<u64>,
     queue: watch::Sender<u64>,
     checkpointer: Checkpointer,
+    runners: Mutex<RunnerCache>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -112,6 +114,8 @@ impl WriterState {
 pub(crate) struct Changes {
     pub(crate) watched: bool,
     pub(crate) queued: bool,
+    /// A runner registered (and may have replaced another): cached authentications go.
+    pub(crate) runners: bool,
 }
 
 /// The write transaction handed to [`Store::write_tx`]'s closure.
@@ -145,7 +149,12 @@ impl SqliteStore {
             changes: watch::Sender::new(0),
             queue: watch::Sender::new(0),
             checkpointer,
+            runners: Mutex::default(),
         })
+    }
+
+    pub(crate) fn runner_cache(&self) -> MutexGuard<'_, RunnerCache> {
+        lock(&self.runners)
     }
 
     /// Commits since the store opened (one per batch of calls).
@@ -254,6 +263,7 @@ impl SqliteStore {
                 }
                 open.changes.watched |= changes.watched;
                 open.changes.queued |= changes.queued;
+                open.changes.runners |= changes.runners;
                 Ok(Ok(()))
             }
             Err(e) if alone => {
@@ -290,6 +300,9 @@ impl SqliteStore {
         } else {
             batch.outcome.set(Ok(()));
             self.checkpointer.committed();
+            if batch.changes.runners {
+                self.runner_cache().forget_all();
+            }
             if batch.changes.watched {
                 self.changes.send_modify(|n| *n += 1);
             }
