@@ -10,12 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store_support::*;
 
+/// One store call's closure, sent to a thread of its own.
+type Call = Box<dyn FnOnce(&mut dyn StoreTx) -> Result<()> + Send>;
+
 /// Runs `first` in a call that holds the writer until `others` more calls wait for it, then
 /// runs those calls; returns every call's result, first one first.
 fn batch(
     store: &Arc<SqliteStore>,
     first: impl FnOnce(&mut dyn StoreTx) -> Result<()> + Send + 'static,
-    others: Vec<Box<dyn FnOnce(&mut dyn StoreTx) -> Result<()> + Send>>,
+    others: Vec<Call>,
 ) -> Vec<std::thread::Result<Result<()>>> {
     let waiting_for = others.len();
     let (started, holding) = std::sync::mpsc::channel();
