@@ -334,6 +334,7 @@ async fn throughput(service: &Service) {
     start_slots(service, &tally, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let jobs = 40 * 250;
+    let commits = service.scheduler.store().commits();
     let cpu = cpu_time();
     let start = Instant::now();
     submit(service, wide_workflow(40, 250, LABEL));
@@ -343,12 +344,14 @@ async fn throughput(service: &Service) {
     .await;
     let elapsed = start.elapsed();
     let cpu = cpu_time() - cpu;
+    let commits = service.scheduler.store().commits() - commits;
     stop.notify_waiters();
     println!(
-        "throughput: {jobs} no-op jobs in {:.2} s = {:.0} jobs/s; CPU {:.0} µs per job (whole process: service and the {SLOTS} runner slots)",
+        "throughput: {jobs} no-op jobs in {:.2} s = {:.0} jobs/s; CPU {:.0} µs per job (whole process: service and the {SLOTS} runner slots); {:.2} commits per job",
         elapsed.as_secs_f64(),
         jobs as f64 / elapsed.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / jobs as f64
+        cpu.as_secs_f64() * 1e6 / jobs as f64,
+        commits as f64 / jobs as f64
     );
 }
 

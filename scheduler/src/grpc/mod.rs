@@ -108,6 +108,9 @@ pub struct RunnerApi {
 impl RunnerApi {
     async fn runner<T>(&self, request: &Request<T>) -> Result<RunnerRecord, Status> {
         let token = bearer(request)?;
+        if let Some(known) = self.scheduler.authenticate_runner_cached(&token) {
+            return known.map_err(status);
+        }
         blocking(&self.scheduler, move |s| {
             s.authenticate_runner(&token).map_err(status)
         })

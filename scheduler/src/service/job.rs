@@ -8,7 +8,7 @@ use kiln_workflow::{Object, Value};
 use serde::{Deserialize, Serialize};
 
 use super::planner::SourceSpec;
-use super::stored::StoredRun;
+use super::stored::{RunTexts, StoredRun, TextRef};
 use super::ServiceError;
 use crate::engine::Dispatch;
 use crate::store::JobRef;
@@ -20,7 +20,13 @@ pub struct JobPayload {
     pub job_path: String,
     pub name: String,
     pub workflow_path: String,
+    /// The workflow file's text. Empty in the queue, where `workflow_text` names the run's
+    /// text instead; filled in when the job is leased (see [`JobPayload::join_text`]).
+    /// Payloads queued by an earlier kiln carry the text here and no `workflow_text`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub workflow_yaml: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_text: Option<TextRef>,
     /// The engine's contexts without `secrets`, a JSON object.
     pub contexts_json: String,
     /// The secrets the job sees (a called workflow's are the ones its caller passed).
@@ -41,7 +47,7 @@ impl JobPayload {
         root: &kiln_workflow::model::Workflow,
         dispatch: &Dispatch,
     ) -> Result<JobPayload, ServiceError> {
-        let (workflow_path, workflow_yaml) =
+        let (workflow_path, workflow_text) =
             stored.job_source(root, &dispatch.job_id).ok_or_else(|| {
                 ServiceError::Invalid(format!(
                     "run {run_id}: the workflow text of job `{}` was not stored",
@@ -68,7 +74,8 @@ impl JobPayload {
             job_path: dispatch.job_id.clone(),
             name: dispatch.name.clone(),
             workflow_path,
-            workflow_yaml,
+            workflow_yaml: String::new(),
+            workflow_text: Some(workflow_text),
             contexts_json: Value::object(contexts).to_json().to_string(),
             secrets,
             env: stored.planned.env.clone(),
@@ -87,6 +94,27 @@ impl JobPayload {
     pub fn decode(job_id: &str, bytes: &[u8]) -> Result<JobPayload, ServiceError> {
         serde_json::from_slice(bytes)
             .map_err(|e| ServiceError::Corrupt(format!("job {job_id}'s queued payload: {e}")))
+    }
+
+    /// Whether the payload names one of its run's texts instead of carrying it.
+    pub fn needs_text(&self) -> bool {
+        self.workflow_text.is_some()
+    }
+
+    /// Puts the text the payload names into `workflow_yaml`, as the runner gets it.
+    pub fn join_text(&mut self, job_id: &str, texts: &RunTexts) -> Result<(), ServiceError> {
+        let Some(text) = self.workflow_text.take() else {
+            return Ok(());
+        };
+        let found = texts.get(&text).ok_or_else(|| {
+            ServiceError::Corrupt(format!(
+                "job {job_id}'s payload names the workflow text {text:?}, which its run {} \
+                 does not hold",
+                self.run_id
+            ))
+        })?;
+        self.workflow_yaml = found.to_string();
+        Ok(())
     }
 }
 

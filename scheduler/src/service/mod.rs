@@ -20,6 +20,7 @@ pub mod stored;
 pub mod tokens;
 
 use crate::store::prelude::*;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +33,7 @@ use events::EventPayload;
 pub use job::{Endpoint, JobPayload, LeasedJob};
 pub use planner::{Plan, PlannedRun, RunPlanner, SourceOrigin, SourceSpec, SubmitRequest};
 pub use snapshot::SnapshotWriter;
-use stored::{Op, StoredRun};
+use stored::{Op, RunTexts, StoredRun};
 use tokens::Keys;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +118,14 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     core: Mutex<Core>,
     counters: crate::metrics::Counters,
+    /// The workflow texts of runs whose jobs were leased lately (queued payloads name them;
+    /// see `JobPayload::join_text`), loaded from the runs' stored specs on first use.
+    texts: Mutex<HashMap<String, Arc<RunTexts>>>,
 }
+
+/// Runs whose texts [`Scheduler`] keeps in memory; beyond it one is dropped (and read again
+/// from the store when needed).
+const CACHED_RUN_TEXTS: usize = 64;
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +162,7 @@ impl Scheduler {
             clock,
             core: Mutex::new(core),
             counters: Default::default(),
+            texts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -207,6 +216,28 @@ impl Scheduler {
             }
         }
         Ok(result?)
+    }
+
+    /// The workflow texts of a run, from memory or its stored spec.
+    fn run_texts(&self, run_id: &str) -> Result<Arc<RunTexts>> {
+        let cached = self
+            .texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .cloned();
+        if let Some(texts) = cached {
+            return Ok(texts);
+        }
+        let texts = Arc::new(StoredRun::from_spec(run_id, &self.store.run_spec(run_id)?)?.texts());
+        let mut cache = self.texts.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHED_RUN_TEXTS {
+            if let Some(old) = cache.keys().next().cloned() {
+                cache.remove(&old);
+            }
+        }
+        cache.insert(run_id.to_owned(), texts.clone());
+        Ok(texts)
     }
 
     /// The runs the service is driving now.

@@ -43,13 +43,17 @@ impl Scheduler {
 
     /// The runner a bearer token belongs to.
     pub fn authenticate_runner(&self, token: &str) -> Result<RunnerRecord> {
-        self.store.authenticate_runner(token)?.ok_or_else(|| {
-            ServiceError::Unauthenticated(
-                "unknown runner token (the runner was replaced or never registered); register \
-                 the runner again"
-                    .to_owned(),
-            )
-        })
+        self.store
+            .authenticate_runner(token)?
+            .ok_or_else(unknown_runner)
+    }
+
+    /// [`Scheduler::authenticate_runner`]'s answer when it needs no database read, so the
+    /// caller need not move to a blocking thread; None otherwise.
+    pub fn authenticate_runner_cached(&self, token: &str) -> Option<Result<RunnerRecord>> {
+        self.store
+            .cached_runner(token)
+            .map(|known| known.ok_or_else(unknown_runner))
     }
 
     /// Leases the oldest queued job the runner's labels cover, if any.
@@ -97,7 +101,11 @@ impl Scheduler {
 
     /// A lease as the runner gets it: the queued payload, and tokens minted now.
     fn leased_job(&self, assignment: Assignment) -> Result<LeasedJob> {
-        let payload = JobPayload::decode(&assignment.job_ref.job_id, &assignment.payload)?;
+        let job_id = &assignment.job_ref.job_id;
+        let mut payload = JobPayload::decode(job_id, &assignment.payload)?;
+        if payload.needs_text() {
+            payload.join_text(job_id, &*self.run_texts(&assignment.run_id)?)?;
+        }
         let base = self.config.public_url.trim_end_matches('/').to_owned();
         let snapshot = match payload.source.as_ref().map(|s| &s.origin) {
             Some(SourceOrigin::Snapshot { digest, .. }) => Some(Endpoint {
@@ -242,6 +250,14 @@ impl Scheduler {
         }
         Ok((cancel, stale))
     }
+}
+
+fn unknown_runner() -> ServiceError {
+    ServiceError::Unauthenticated(
+        "unknown runner token (the runner was replaced or never registered); register the \
+         runner again"
+            .to_owned(),
+    )
 }
 
 /// The run a job id belongs to (`<run>.<leg>`).

@@ -122,24 +122,65 @@ impl StoredRun {
         })
     }
 
-    /// The file a job of this run is defined in, and its text: the run's own workflow, or,
-    /// for `caller/build`, the workflow `caller` calls (followed through nested calls).
-    pub fn job_source(&self, root: &Workflow, job_path: &str) -> Option<(String, String)> {
+    /// The file a job of this run is defined in, and which of the run's texts it is: the
+    /// run's own workflow, or, for `caller/build`, the workflow `caller` calls (followed
+    /// through nested calls).
+    pub fn job_source(&self, root: &Workflow, job_path: &str) -> Option<(String, TextRef)> {
         let mut segments: Vec<&str> = job_path.split('/').collect();
         segments.pop()?;
         let mut path = self.planned.workflow_path.clone();
-        let mut text = &self.planned.workflow_text;
+        let mut text = TextRef::Root;
         let mut workflow = root;
         for caller in segments {
             let JobKind::Call(call) = &workflow.job(caller)?.kind else {
                 return None;
             };
             let uses = call.uses.value.as_str();
-            text = self.planned.callees.get(uses)?;
+            self.planned.callees.get(uses)?;
+            text = TextRef::Callee(uses.to_owned());
             path = uses.strip_prefix("./").unwrap_or(uses).to_owned();
             workflow = call.callee.as_deref()?;
         }
-        Some((path, text.clone()))
+        Some((path, text))
+    }
+
+    /// The run's workflow texts, shared.
+    pub fn texts(&self) -> RunTexts {
+        RunTexts {
+            root: self.planned.workflow_text.as_str().into(),
+            callees: self
+                .planned
+                .callees
+                .iter()
+                .map(|(uses, text)| (uses.clone(), text.as_str().into()))
+                .collect(),
+        }
+    }
+}
+
+/// Which of its run's workflow texts a job is defined in. Queued payloads name it instead of
+/// carrying the text (a run's jobs would otherwise each hold a copy of the same file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TextRef {
+    /// The run's own workflow file.
+    Root,
+    /// A reusable workflow the run calls, by its `uses:` value.
+    Callee(String),
+}
+
+/// A run's workflow texts, kept in memory for the jobs leased from it.
+#[derive(Debug, Clone, Default)]
+pub struct RunTexts {
+    pub root: Arc<str>,
+    pub callees: BTreeMap<String, Arc<str>>,
+}
+
+impl RunTexts {
+    pub fn get(&self, text: &TextRef) -> Option<&Arc<str>> {
+        match text {
+            TextRef::Root => Some(&self.root),
+            TextRef::Callee(uses) => self.callees.get(uses),
+        }
     }
 }
 

@@ -44,6 +44,11 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    /// The commit of a batch of calls failed, and none of its writes happened: every call of
+    /// the batch gets the commit's own error, as its message.
+    #[error("{0}")]
+    Commit(String),
+
     #[error("the scheduler's database holds a value it cannot read ({0}); it was changed by hand or is damaged")]
     Corrupt(String),
 

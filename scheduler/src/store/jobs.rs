@@ -99,6 +99,7 @@ pub trait JobsTx {
 }
 
 /// The label sets of queued jobs, cached by the writer (few, never deleted).
+#[derive(Clone)]
 pub(crate) struct LabelSets {
     sets: Vec<(i64, Vec<String>)>,
 }

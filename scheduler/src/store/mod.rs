@@ -17,6 +17,7 @@
 //! [`RunsTx`], [`JobsTx`], [`LogsTx`], [`RunnersTx`] to write); `use
 //! kiln_scheduler::store::prelude::*` brings them all into scope.
 
+mod checkpoint;
 mod dir;
 mod error;
 mod jobs;

@@ -13,6 +13,9 @@ use rusqlite::{params, Connection, Row};
 /// Reading runners and checking tokens.
 pub trait Runners {
     /// The runner a token belongs to; None for an unknown, malformed or replaced token.
+    /// Answers are cached in memory until a runner registers (which may replace one), so
+    /// the record's `last_seen_ms` may be older than its last heartbeat: [`Runners::get_runner`]
+    /// and [`Runners::list_runners`] read it fresh.
     fn authenticate_runner(&self, token: &str) -> Result<Option<RunnerRecord>>;
     fn get_runner(&self, runner_id: &str) -> Result<Option<RunnerRecord>>;
     /// Every runner, by name, with the jobs it holds leases for.
@@ -105,6 +108,7 @@ impl RunnersTx for SqliteTx<'_> {
             "registering a runner",
         )?;
         self.changes.watched = true;
+        self.changes.runners = true;
         let runner = get_runner(self.conn, &id)?.ok_or_else(|| StoreError::NotFound {
             what: "runner",
             id: id.clone(),
@@ -146,9 +150,59 @@ impl RunnersTx for SqliteTx<'_> {
     }
 }
 
+/// Runners by id with their token hashes, as authentication read them: a runner's every call
+/// authenticates, and the answer changes only when a runner registers (its name's earlier
+/// runner is replaced). Entries are dropped after such a commit; a read that began before it
+/// is not remembered (the generation moved).
+#[derive(Default)]
+pub(crate) struct RunnerCache {
+    generation: u64,
+    runners: std::collections::HashMap<String, (Vec<u8>, RunnerRecord)>,
+}
+
+/// Runners kept; beyond, the cache starts over.
+const CACHED_RUNNERS: usize = 4096;
+
+impl RunnerCache {
+    /// Some(answer) when the runner is cached: the record if the token is its own.
+    pub(crate) fn known(&self, runner_id: &str, token: &str) -> Option<Option<RunnerRecord>> {
+        let (hash, runner) = self.runners.get(runner_id)?;
+        Some(token_matches(token, hash).then(|| runner.clone()))
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn remember(&mut self, generation: u64, hash: Vec<u8>, runner: RunnerRecord) {
+        if generation != self.generation {
+            return;
+        }
+        if self.runners.len() >= CACHED_RUNNERS {
+            self.runners.clear();
+        }
+        self.runners.insert(runner.id.clone(), (hash, runner));
+    }
+
+    /// After a commit that registered a runner.
+    pub(crate) fn forget_all(&mut self) {
+        self.generation += 1;
+        self.runners.clear();
+    }
+}
+
 /// The stored hash a token is compared with, found by `sql` from `key`.
 fn stored_hash(conn: &Connection, sql: &str, key: &str) -> Result<Option<Vec<u8>>> {
     sql::one(conn, sql, [key], "checking a token", |r| r.get(0))
+}
+
+impl SqliteStore {
+    /// [`Runners::authenticate_runner`]'s answer when it needs no database read (the runner
+    /// is cached), else None.
+    pub fn cached_runner(&self, token: &str) -> Option<Option<RunnerRecord>> {
+        let id = runner_id_of_token(token)?;
+        self.runner_cache().known(id, token)
+    }
 }
 
 impl Runners for SqliteStore {
@@ -156,12 +210,24 @@ impl Runners for SqliteStore {
         let Some(id) = runner_id_of_token(token) else {
             return Ok(None);
         };
-        self.read(
-            |c| match stored_hash(c, "SELECT token_hash FROM runners WHERE id = ?1", id)? {
-                Some(hash) if token_matches(token, &hash) => get_runner(c, id),
-                _ => Ok(None),
-            },
-        )
+        if let Some(known) = self.runner_cache().known(id, token) {
+            return Ok(known);
+        }
+        let generation = self.runner_cache().generation();
+        let found = self.read(|c| {
+            let hash = stored_hash(c, "SELECT token_hash FROM runners WHERE id = ?1", id)?;
+            Ok(match hash {
+                Some(hash) => get_runner(c, id)?.map(|runner| (hash, runner)),
+                None => None,
+            })
+        })?;
+        let Some((hash, runner)) = found else {
+            return Ok(None);
+        };
+        let matches = token_matches(token, &hash);
+        self.runner_cache()
+            .remember(generation, hash, runner.clone());
+        Ok(matches.then_some(runner))
     }
 
     fn get_runner(&self, runner_id: &str) -> Result<Option<RunnerRecord>> {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// `(version, SQL)`, in order, versions from 1 without holes.
-pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, V1), (2, V2)];
+pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The highest schema version this kiln knows.
 pub fn known_version() -> u32 {
@@ -200,13 +200,24 @@ CREATE INDEX artifacts_by_age ON artifacts(created_ms);
 /// `kiln submit --report` show them as `kiln run --report` does.
 const V2: &str = "ALTER TABLE jobs ADD COLUMN matrix TEXT;";
 
+/// Queued job payloads name their run's workflow text (kept once, in the run's spec) instead
+/// of each carrying a copy; the service joins the text in when the job is leased. The tables
+/// do not change, and payloads queued before still carry their text, which is used as it is.
+/// The version is what matters: a kiln that knows only version 1 would misread the new
+/// payloads, so it refuses the database instead.
+const V3: &str = "";
+
 /// Opens a connection with the settings every connection of the store uses. WAL lets readers
 /// run beside the one writer; `synchronous = NORMAL` syncs the log only at checkpoints, so a
 /// committed transaction survives a crash of the process (SIGKILL) but the last ones may be
 /// lost to a power failure. The log is copied into the database every 16,384 pages (64 MiB)
 /// instead of SQLite's 1,000: the pages a job touches (the queue's index, the newest rows of
 /// jobs, events and logs) are rewritten by every job, and a checkpoint copies each page once
-/// however often the log holds it; the log file is cut back to 64 MiB after each.
+/// however often the log holds it; the log file is cut back to 64 MiB after each. That
+/// automatic checkpoint is only a backstop: the store's checkpoint thread folds the log in
+/// a moment after commits (`checkpoint.rs`), so commits do not wait for it. Temporary
+/// storage (the rows a `RETURNING` statement buffers, the savepoint journals of a batch's
+/// calls) stays in memory instead of temporary files created and deleted per statement.
 pub(crate) fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).ctx("opening the database")?;
     conn.busy_timeout(Duration::from_secs(10))
@@ -217,7 +228,8 @@ pub(crate) fn connect(path: &Path) -> Result<Connection> {
          PRAGMA foreign_keys = OFF;
          PRAGMA wal_autocheckpoint = 16384;
          PRAGMA journal_size_limit = 67108864;
-         PRAGMA cache_size = -8192;",
+         PRAGMA cache_size = -8192;
+         PRAGMA temp_store = MEMORY;",
     )
     .ctx("setting the journal mode")?;
     Ok(conn)
