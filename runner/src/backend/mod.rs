@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use docker::DockerOutputLines;
+pub(crate) use docker::{local_daemon_socket, DockerOutputLines};
 pub use docker::{DockerBackend, DockerConfig, Removed, JOB_KEY_LABEL};
 pub use error::BackendError;
 pub use host::{host_base_env, HostBackend};
