@@ -171,11 +171,15 @@ fn describe(removed: &Removed) -> Vec<String> {
 }
 
 /// Whether the instance label `value` names a `kiln runner start` process alive on this
-/// machine (a pid reused by another program does not count).
+/// machine (a pid reused by another program does not count), or this process, which may
+/// hold several agents (the library's tests do).
 fn runner_process_alive(value: &str) -> bool {
     let Some(pid) = Instance::pid(value) else {
         return false;
     };
+    if pid == std::process::id() {
+        return true;
+    }
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
@@ -202,18 +206,32 @@ mod tests {
 
     #[test]
     fn only_a_live_runner_process_spares_its_objects() {
-        // This test process is alive but is no `kiln runner start`.
-        let this = format!("{}-ab", std::process::id());
-        assert!(!runner_process_alive(&this));
         assert!(!runner_process_alive("4194305-ab"), "no such pid");
         assert!(!runner_process_alive("junk"));
+        // Another agent in this process.
+        assert!(runner_process_alive(&format!("{}-ab", std::process::id())));
+        // Alive, but no `kiln runner start`.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let mut runner = std::process::Command::new("sh")
             .args(["-c", "sleep 30; true", "runner", "start"])
             .spawn()
             .unwrap();
-        let alive = runner_process_alive(&format!("{}-ab", runner.id()));
-        runner.kill().unwrap();
-        runner.wait().unwrap();
+        let other_alive = runner_process_alive(&format!("{}-ab", other.id()));
+        // The child may not have replaced the forked copy of this program yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let runner_value = format!("{}-ab", runner.id());
+        while !runner_process_alive(&runner_value) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let alive = runner_process_alive(&runner_value);
+        for child in [&mut other, &mut runner] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert!(!other_alive, "another program's process is no runner");
         assert!(alive, "a live `runner start` process is spared");
     }
 }
