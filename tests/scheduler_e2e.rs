@@ -1355,3 +1355,53 @@ async fn a_runner_started_again_removes_what_an_earlier_start_left_without_a_job
         "{output}"
     );
 }
+
+/// The guard of a runner whose Docker daemon does not answer still ends, within its bound,
+/// and says on stderr that the containers could not be removed (the next start will).
+#[tokio::test]
+async fn the_guard_ends_in_bounded_time_when_docker_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    // Accepts every connection and never answers.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let started = Instant::now();
+    let mut guard = kiln()
+        .args([
+            "runner",
+            "guard",
+            "--runner-pid",
+            "4194305",
+            "--instance",
+            "4194305-0bad",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The runner's end of the pipe closes: the runner is gone.
+    drop(guard.stdin.take());
+    let out = tokio::time::timeout(Duration::from_secs(60), guard.wait_with_output())
+        .await
+        .expect("the guard ends although Docker does not answer")
+        .unwrap();
+    silent.abort();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("dev.kiln.runner-process=4194305-0bad) could not be removed")
+            && stderr.contains("the runner's next start removes them"),
+        "{stderr}"
+    );
+}
