@@ -133,45 +133,69 @@ impl Runner {
         labels: &str,
         executor: &[&str],
     ) -> Runner {
-        let config = home.join(name);
-        let registered = tokio::time::timeout(
-            LIMIT,
-            kiln()
-                .args([
-                    "runner",
-                    "register",
-                    "--url",
-                    &sched.url(),
-                    "--token",
-                    &sched.token("registration-token"),
-                    "--labels",
-                    labels,
-                    "--name",
-                    name,
-                    "--config",
-                    &config.display().to_string(),
-                ])
-                .output(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(registered.status.success(), "{registered:?}");
-        let log = home.join(format!("{name}.log"));
+        let config = register(sched, home, name, labels).await;
+        Runner::spawn(&config, &home.join(format!("{name}.log")), executor)
+    }
+
+    /// `kiln runner start` of a registered runner; its output goes to `log` (stdout) and
+    /// `log` with `.err` added (stderr, where its guard writes).
+    fn spawn(config: &Path, log: &Path, executor: &[&str]) -> Runner {
         let child = kiln()
             .args(["runner", "start", "--config", &config.display().to_string()])
             .args(executor)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("log.err")).unwrap())
             .spawn()
             .unwrap();
-        Runner { child, log }
+        Runner {
+            child,
+            log: log.to_path_buf(),
+        }
     }
 
     async fn sigkill(&mut self) {
         self.child.start_kill().unwrap();
         let _ = self.child.wait().await;
     }
+
+    /// What the runner printed, and what it (and its guard) wrote to stderr.
+    fn output(&self) -> String {
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+        format!(
+            "{}\nstderr:\n{}",
+            read(&self.log),
+            read(&self.log.with_extension("log.err"))
+        )
+    }
+}
+
+/// Registers runner `name` with its config in `home/name`; returns that directory.
+async fn register(sched: &Sched, home: &Path, name: &str, labels: &str) -> PathBuf {
+    let config = home.join(name);
+    let registered = tokio::time::timeout(
+        LIMIT,
+        kiln()
+            .args([
+                "runner",
+                "register",
+                "--url",
+                &sched.url(),
+                "--token",
+                &sched.token("registration-token"),
+                "--labels",
+                labels,
+                "--name",
+                name,
+                "--config",
+                &config.display().to_string(),
+            ])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(registered.status.success(), "{registered:?}");
+    config
 }
 
 struct Control {
@@ -1022,4 +1046,362 @@ async fn kiln_logs_prints_what_a_running_run_has_printed_so_far() {
     for line in ["early-42", "late-42"] {
         assert_eq!(printed.matches(line).count(), 1, "{printed}");
     }
+}
+
+/// The runner id `kiln runner register` wrote to `config`.
+fn runner_id(config: &Path) -> String {
+    let text = std::fs::read_to_string(config.join("credentials.json")).unwrap();
+    let credentials: serde_json::Value = serde_json::from_str(&text).unwrap();
+    credentials["runner_id"].as_str().unwrap().to_owned()
+}
+
+/// Every container (running or not) and network that carries `label` (`KEY=VALUE`), as
+/// `container NAME` / `network NAME`, each with its runner-process label.
+async fn objects_labelled(
+    docker: &kiln_runner::backend::DockerBackend,
+    label: &str,
+) -> Vec<(String, String)> {
+    use bollard::query_parameters::ListNetworksOptionsBuilder;
+    let process = |labels: Option<&std::collections::HashMap<String, String>>| {
+        labels
+            .and_then(|l| l.get(kiln_runner::agent::RUNNER_PROCESS_LABEL))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut found: Vec<(String, String)> =
+        kiln_runner::testing::containers_with_label(docker, label)
+            .await
+            .into_iter()
+            .map(|c| {
+                let name = c.names.unwrap_or_default().join(",");
+                (format!("container {name}"), process(c.labels.as_ref()))
+            })
+            .collect();
+    let filters = std::collections::HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    let networks = docker
+        .client()
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+        .unwrap();
+    found.extend(networks.into_iter().map(|n| {
+        (
+            format!("network {}", n.name.unwrap_or_default()),
+            process(n.labels.as_ref()),
+        )
+    }));
+    found
+}
+
+fn docker_cli_present() -> bool {
+    std::process::Command::new("docker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// A Docker runner SIGKILLed while its jobs run: its guard removes every container and
+/// network its jobs created (job and service containers, the service network, a Docker
+/// action's container, and one a host step started with `docker run -d` through the job's
+/// socket), all of which carry the runner's id and this start of it.
+#[tokio::test]
+async fn a_killed_docker_runners_guard_removes_its_jobs_containers_and_networks() {
+    let Some(docker) = kiln_runner::testing::require_docker().await else {
+        return;
+    };
+    let image = kiln_runner::testing::ensure_busybox_image(&docker).await;
+    let home = tempfile::tempdir().unwrap();
+    let sched = Sched::start(&home.path().join("data"), free_port()).await;
+    let platform = format!("linux={image}");
+    let mut runner = Runner::start_with(
+        &sched,
+        home.path(),
+        "dk",
+        "linux,host",
+        &[
+            "--executor",
+            "docker",
+            "-P",
+            &platform,
+            "-P",
+            "host=-self-hosted",
+            "--capacity",
+            "2",
+        ],
+    )
+    .await;
+    let id = runner_id(&home.path().join("dk"));
+    let mut workflow = format!(
+        "on: push\njobs:\n  boxed:\n    runs-on: linux\n    services:\n      web:\n        image: {image}\n    steps:\n      - uses: docker://{image}\n        with:\n          entrypoint: sleep\n          args: '300'\n"
+    );
+    // The container a step starts through the job's socket; the host job needs the CLI.
+    let cli = docker_cli_present();
+    if cli {
+        workflow.push_str(&format!(
+            "  hosted:\n    runs-on: host\n    steps:\n      - run: docker run -d --name kiln-guard-e2e-{}-{} {image} sleep 300 && sleep 300\n",
+            std::process::id(),
+            rand_suffix()
+        ));
+    } else {
+        eprintln!("NOTE: no docker CLI here: the container a step starts through the job's socket is not covered");
+    }
+    // Job, service and action containers (and the step's), and the service network.
+    let expected = if cli { 5 } else { 4 };
+    let repo = repo(home.path(), &[("guard.yml", &workflow)]);
+    let mut control = sched.control().await;
+    control.submit(&repo).await;
+    let label = format!("{}={id}", kiln_runner::agent::RUNNER_LABEL);
+    let deadline = Instant::now() + LIMIT;
+    let objects = loop {
+        let objects = objects_labelled(&docker, &label).await;
+        if objects.len() >= expected {
+            break objects;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the jobs' objects never all carried {label}: {objects:?}\n{}",
+            runner.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let this_start = format!("{}-", runner.child.id().unwrap());
+    assert!(
+        objects
+            .iter()
+            .all(|(_, process)| process.starts_with(&this_start)),
+        "every object names this start of the runner ({this_start}...): {objects:?}"
+    );
+
+    runner.sigkill().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = objects_labelled(&docker, &label).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "20 s after the runner was killed, its jobs' objects remain: {left:?}\n{}",
+            runner.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The guard writes its line once the last removal returned, a moment after.
+    let said = "removed the containers and networks its jobs left";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !runner.output().contains(said) {
+        assert!(
+            Instant::now() < deadline,
+            "the guard says what it removed: {}",
+            runner.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates and starts a busybox container (`sleep 300`) with these labels; returns its name.
+async fn labelled_container(
+    docker: &kiln_runner::backend::DockerBackend,
+    image: &str,
+    labels: &[(&str, &str)],
+) -> String {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::CreateContainerOptionsBuilder;
+    let name = format!("kiln-guard-test-{}-{}", std::process::id(), rand_suffix());
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(vec!["sleep".to_owned(), "300".to_owned()]),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::new().name(&name).build();
+    let created = docker
+        .client()
+        .create_container(Some(options), body)
+        .await
+        .unwrap();
+    docker
+        .client()
+        .start_container(&created.id, None)
+        .await
+        .unwrap();
+    name
+}
+
+async fn container_exists(docker: &kiln_runner::backend::DockerBackend, name: &str) -> bool {
+    docker.client().inspect_container(name, None).await.is_ok()
+}
+
+/// A runner started again removes the containers and networks labelled with its id that an
+/// earlier start left, though its work directory holds no job folder naming them; it leaves
+/// alone another runner's, and those of a start of it that still runs.
+#[tokio::test]
+async fn a_runner_started_again_removes_what_an_earlier_start_left_without_a_job_folder() {
+    use kiln_runner::agent::{RUNNER_LABEL, RUNNER_PROCESS_LABEL};
+    let Some(docker) = kiln_runner::testing::require_docker().await else {
+        return;
+    };
+    let image = kiln_runner::testing::ensure_busybox_image(&docker).await;
+    let home = tempfile::tempdir().unwrap();
+    let sched = Sched::start(&home.path().join("data"), free_port()).await;
+    let config = register(&sched, home.path(), "again", "linux").await;
+    let id = runner_id(&config);
+    // A pid above Linux's highest: that start of the runner is gone.
+    let dead = "4194305-0bad";
+    let left = labelled_container(
+        &docker,
+        &image,
+        &[(RUNNER_LABEL, &id), (RUNNER_PROCESS_LABEL, dead)],
+    )
+    .await;
+    let network = format!("kiln-guard-test-{}-{}", std::process::id(), rand_suffix());
+    docker
+        .client()
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            labels: Some(std::collections::HashMap::from([
+                (RUNNER_LABEL.to_owned(), id.clone()),
+                (RUNNER_PROCESS_LABEL.to_owned(), dead.to_owned()),
+            ])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let other_runner = labelled_container(
+        &docker,
+        &image,
+        &[
+            (RUNNER_LABEL, "another-runner"),
+            (RUNNER_PROCESS_LABEL, dead),
+        ],
+    )
+    .await;
+    // A process that looks like a live `kiln runner start` of the same runner.
+    let mut live = std::process::Command::new("sh")
+        .args(["-c", "sleep 120; true", "runner", "start"])
+        .spawn()
+        .unwrap();
+    let live_process = format!("{}-ab", live.id());
+    let live_start = labelled_container(
+        &docker,
+        &image,
+        &[(RUNNER_LABEL, &id), (RUNNER_PROCESS_LABEL, &live_process)],
+    )
+    .await;
+
+    let runner = Runner::spawn(
+        &config,
+        &home.path().join("again.log"),
+        &["--executor", "docker"],
+    );
+    let deadline = Instant::now() + LIMIT;
+    while !runner.output().contains("takes jobs from") {
+        assert!(
+            Instant::now() < deadline,
+            "the runner never started: {}",
+            runner.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = runner.output();
+    let gone = (
+        container_exists(&docker, &left).await,
+        docker
+            .client()
+            .inspect_network(&network, None)
+            .await
+            .is_ok(),
+    );
+    let kept = (
+        container_exists(&docker, &other_runner).await,
+        container_exists(&docker, &live_start).await,
+    );
+    for name in [&left, &other_runner, &live_start] {
+        let _ = docker
+            .client()
+            .remove_container(
+                name,
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await;
+    }
+    let _ = docker.client().remove_network(&network).await;
+    let _ = live.kill();
+    let _ = live.wait();
+    assert_eq!(
+        gone,
+        (false, false),
+        "the earlier start's container and network are removed: {output}"
+    );
+    assert_eq!(
+        kept,
+        (true, true),
+        "another runner's container and a live start's are kept: {output}"
+    );
+    assert!(
+        output.contains(&format!("removed container {left}, left by an earlier run"))
+            && output.contains(&format!("removed network {network}"))
+            && output.contains(&format!("left {live_start} alone")),
+        "{output}"
+    );
+}
+
+/// The guard of a runner whose Docker daemon does not answer still ends, within its bound,
+/// and says on stderr that the containers could not be removed (the next start will).
+#[tokio::test]
+async fn the_guard_ends_in_bounded_time_when_docker_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    // Accepts every connection and never answers.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let started = Instant::now();
+    let mut guard = kiln()
+        .args([
+            "runner",
+            "guard",
+            "--runner-pid",
+            "4194305",
+            "--instance",
+            "4194305-0bad",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The runner's end of the pipe closes: the runner is gone.
+    drop(guard.stdin.take());
+    let out = tokio::time::timeout(Duration::from_secs(60), guard.wait_with_output())
+        .await
+        .expect("the guard ends although Docker does not answer")
+        .unwrap();
+    silent.abort();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("dev.kiln.runner-process=4194305-0bad) could not be removed")
+            && stderr.contains("the runner's next start removes them"),
+        "{stderr}"
+    );
 }

@@ -721,3 +721,64 @@ async fn a_prestart_that_does_not_fit_or_is_not_used_is_removed() {
     assert!(printed.is_some_and(|id| !id.is_empty()));
     assert_nothing_left(&backend, &key).await;
 }
+
+/// Removal by label takes what carries every label given (one start of a runner), leaves
+/// what carries only some of them (another start of the same runner), spares what the caller
+/// spares, and refuses an empty filter, which would match every object of the daemon.
+#[tokio::test]
+async fn objects_are_removed_by_all_of_their_labels_and_never_by_none() {
+    let Some((backend, image, workspace)) = fixture().await else {
+        return;
+    };
+    let runner = format!("runner-{}", std::process::id());
+    let spec_of = |test: &str, start: &str| {
+        let mut spec = job_spec(test, &image, &workspace);
+        spec.services = vec![service("web", &image, "")];
+        spec.labels.push(("dev.kiln.runner".into(), runner.clone()));
+        spec.labels
+            .push(("dev.kiln.runner-process".into(), start.into()));
+        spec
+    };
+    let old = prepare(&backend, &spec_of("by-label-old", "1-a")).await;
+    let new = prepare(&backend, &spec_of("by-label-new", "2-b")).await;
+    assert!(backend.remove_labelled(&[]).await.is_err());
+
+    let removed = backend
+        .remove_labelled(&[
+            ("dev.kiln.runner", &runner),
+            ("dev.kiln.runner-process", "1-a"),
+        ])
+        .await
+        .expect("removal");
+    let mut containers = removed.containers.clone();
+    containers.sort();
+    assert_eq!(
+        (containers, removed.networks.clone()),
+        (
+            vec![
+                format!("kiln-{}-job", old.job_key),
+                format!("kiln-{}-svc-web", old.job_key)
+            ],
+            vec![format!("kiln-{}", old.job_key)]
+        ),
+        "{removed:?}"
+    );
+    assert_nothing_left(&backend, &old.job_key).await;
+
+    let spare_new = |labels: &std::collections::HashMap<String, String>| {
+        labels.get("dev.kiln.runner-process").map(String::as_str) == Some("2-b")
+    };
+    let removed = backend
+        .remove_labelled_but(&[("dev.kiln.runner", &runner)], spare_new)
+        .await
+        .expect("removal");
+    assert!(removed.is_empty(), "{removed:?}");
+    assert_eq!(removed.spared.len(), 3, "{removed:?}");
+    let (outcome, _) = run(&backend, &new, &sh("true")).await;
+    assert_eq!(
+        outcome,
+        ExecOutcome::Exited(0),
+        "the other start's job runs on"
+    );
+    clean_up(&backend, &new).await;
+}

@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use kiln_runner::agent::{
-    default_config_dir, AgentConfig, AgentEvent, AgentExit, Credentials, ExecOptions, Executor,
-    JobOutcome, Registration, Stop,
+    default_config_dir, remove_objects_of_instance, AgentConfig, AgentEvent, AgentExit,
+    Credentials, ExecOptions, Executor, Instance, JobOutcome, Registration, Stop,
+    RUNNER_PROCESS_LABEL,
 };
 use kiln_runner::platform::{ExecutorKind, PlatformMap};
 use kiln_workflow::Conclusion;
@@ -25,6 +26,9 @@ use kiln_scheduler::request::values::parse_local_repositories;
 const TOKEN_VARIABLE: &str = "KILN_REGISTRATION_TOKEN";
 /// Exit status after an interrupt that stopped running jobs, as shells report SIGINT.
 const INTERRUPTED: u8 = 130;
+/// The longest the guard spends removing a dead runner's containers (Docker may be absent,
+/// or too slow to wait for).
+const GUARD_DOCKER_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Debug)]
 pub struct RunnerArgs {
@@ -39,7 +43,8 @@ pub enum RunnerCommand {
     /// Take jobs from the scheduler this runner is registered with, and run them.
     Start(StartArgs),
     /// Started by `start` beside itself: waits for that runner to end, however it ends
-    /// (SIGKILL included), then ends every process its host jobs left running.
+    /// (SIGKILL included), then ends every process its host jobs left running and removes
+    /// the containers and networks its jobs left.
     #[command(hide = true)]
     Guard(GuardArgs),
 }
@@ -49,6 +54,10 @@ pub struct GuardArgs {
     /// The runner's process id.
     #[arg(long)]
     pub runner_pid: u32,
+    /// The runner's start (PID-NONCE), the `dev.kiln.runner-process` label of its jobs'
+    /// containers and networks.
+    #[arg(long)]
+    pub instance: Instance,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,7 +125,7 @@ pub struct StartArgs {
 
 pub fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
     if let RunnerCommand::Guard(args) = &args.command {
-        return guard(args.runner_pid);
+        return guard(args.runner_pid, &args.instance);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,10 +141,12 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<ExitCode> {
 /// Starts the guard of this runner: a process of its own (own process group, so a
 /// terminal's Ctrl-C reaches only the runner) that holds the read end of a pipe whose write
 /// end only this runner has. The pipe closes when the runner ends, even by SIGKILL, which no
-/// signal handler sees; the guard then ends what the runner's host jobs left behind, as the
-/// runner does itself when a job ends normally. Steps never inherit the write end (it is
-/// close-on-exec).
-fn start_guard() -> anyhow::Result<(std::process::Child, std::process::ChildStdin)> {
+/// signal handler sees; the guard then ends what the runner's jobs left behind (host
+/// processes, and the containers and networks labelled with `instance`), as the runner does
+/// itself when a job ends normally. Steps never inherit the write end (it is close-on-exec).
+fn start_guard(
+    instance: &Instance,
+) -> anyhow::Result<(std::process::Child, std::process::ChildStdin)> {
     use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe()
         .context("cannot find the kiln executable for the runner's guard")?;
@@ -145,6 +156,8 @@ fn start_guard() -> anyhow::Result<(std::process::Child, std::process::ChildStdi
             "guard",
             "--runner-pid",
             &std::process::id().to_string(),
+            "--instance",
+            instance.as_str(),
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -159,7 +172,7 @@ fn start_guard() -> anyhow::Result<(std::process::Child, std::process::ChildStdi
 }
 
 /// `kiln runner guard`: see [`start_guard`].
-fn guard(runner_pid: u32) -> anyhow::Result<ExitCode> {
+fn guard(runner_pid: u32, instance: &Instance) -> anyhow::Result<ExitCode> {
     use std::io::Read as _;
     for signal in [
         nix::sys::signal::Signal::SIGINT,
@@ -175,11 +188,42 @@ fn guard(runner_pid: u32) -> anyhow::Result<ExitCode> {
     let mut sink = [0u8; 64];
     while std::io::stdin().read(&mut sink).is_ok_and(|n| n > 0) {}
     let left = kiln_runner::backend::end_jobs_of_process(runner_pid);
+    let mut ended = true;
     if !left.is_empty() {
         eprintln!("kiln runner guard: processes of the runner's jobs could not be ended: {left:?}");
-        return Ok(ExitCode::from(1));
+        ended = false;
     }
-    Ok(ExitCode::SUCCESS)
+    // Containers go after the host processes: a host step could otherwise start another.
+    let removed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the guard's async runtime")?
+        .block_on(remove_objects_of_instance(instance, GUARD_DOCKER_LIMIT));
+    match removed {
+        // No daemon is named on this machine, or the runner left nothing: nothing to say.
+        Ok(None) => {}
+        Ok(Some(removed)) if removed.is_empty() => {}
+        Ok(Some(removed)) => eprintln!(
+            "kiln runner guard: the runner (pid {runner_pid}) ended; removed the containers and networks its jobs left: {}",
+            removed
+                .containers
+                .iter()
+                .chain(&removed.networks)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(error) => {
+            eprintln!(
+                "kiln runner guard: the runner (pid {runner_pid}) ended; its jobs' containers (label {RUNNER_PROCESS_LABEL}={instance}) could not be removed: {error}; the runner's next start removes them"
+            );
+            ended = false;
+        }
+    }
+    Ok(match ended {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    })
 }
 
 fn config_dir(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
@@ -259,15 +303,16 @@ async fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
-    let (mut guard, guard_pipe) = start_guard()?;
-    let exit = run_agent(args).await;
+    let instance = Instance::of_this_process();
+    let (mut guard, guard_pipe) = start_guard(&instance)?;
+    let exit = run_agent(args, instance).await;
     // A runner that ends by itself has ended its jobs: the guard finds nothing and exits.
     drop(guard_pipe);
     let _ = tokio::task::spawn_blocking(move || guard.wait()).await;
     exit
 }
 
-async fn run_agent(args: StartArgs) -> anyhow::Result<ExitCode> {
+async fn run_agent(args: StartArgs, instance: Instance) -> anyhow::Result<ExitCode> {
     let dir = config_dir(args.config.as_ref())?;
     let credentials = Credentials::load(&dir)?;
     let executor = choose_executor(args.executor).await?;
@@ -286,6 +331,7 @@ async fn run_agent(args: StartArgs) -> anyhow::Result<ExitCode> {
         .map_or_else(|| dir.join("work"), absolute);
     let mut config = AgentConfig::new(credentials, work_dir, executor, platforms);
     config.capacity = args.capacity as usize;
+    config.instance = instance;
     config.once = args.once;
     config.max_snapshot_bytes = args.max_snapshot_size;
     config.snapshot_cache_bytes = args.snapshot_cache_size;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Credentials;
+use super::{Credentials, Instance};
 use crate::backend::DockerBackend;
 use crate::platform::PlatformMap;
 
@@ -58,6 +58,9 @@ pub struct AgentConfig {
     /// The longest wait between two attempts of a failed call (exponential backoff with
     /// jitter up to this).
     pub retry_cap: Duration,
+    /// This start of the runner, on its jobs' containers and networks; the binary gives its
+    /// guard the same one.
+    pub instance: Instance,
 }
 
 impl AgentConfig {
@@ -79,6 +82,7 @@ impl AgentConfig {
             max_snapshot_bytes: 2 << 30,
             snapshot_cache_bytes: 8 << 30,
             retry_cap: Duration::from_secs(30),
+            instance: Instance::of_this_process(),
         }
     }
 }

@@ -229,7 +229,9 @@ impl RunnerService for Service {
         }
         let timings = state.timings;
         Ok(Response::new(pb::RegisterResponse {
-            runner_id: format!("runner-{}", request.name),
+            // Unique, as a real scheduler's: a runner removes the containers labelled with
+            // its id at start, and tests of other fakes may run at the same time.
+            runner_id: format!("runner-{}-{}", request.name, super::client::random_id()),
             runner_token: RUNNER_TOKEN.to_owned(),
             heartbeat_interval_ms: timings.heartbeat_interval_ms,
             lease_ttl_ms: timings.lease_ttl_ms,

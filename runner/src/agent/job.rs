@@ -91,6 +91,7 @@ pub(crate) async fn run(
             None => Arc::new(HostBackend::new()),
         },
         docker.clone(),
+        shared.job_labels.clone(),
     ));
     let work = execute(
         &shared,

@@ -16,6 +16,7 @@ mod convert;
 mod credentials;
 #[cfg(feature = "test-support")]
 pub mod fake;
+mod instance;
 mod job;
 mod logs;
 mod reporter;
@@ -36,6 +37,7 @@ pub use config::{AgentConfig, ExecOptions, Executor, Stop};
 pub use credentials::{
     default_config_dir, Credentials, CredentialsError, Timings, CREDENTIALS_FILE,
 };
+pub use instance::{remove_objects_of_instance, Instance, RUNNER_LABEL, RUNNER_PROCESS_LABEL};
 pub use job::JobOutcome;
 pub use run::run;
 
@@ -109,6 +111,10 @@ pub enum AgentError {
     WorkDir(String),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Docker(#[from] crate::backend::BackendError),
+    #[error("Docker did not finish within {seconds} s")]
+    DockerTimeout { seconds: u64 },
 }
 
 /// The cancel and stop tokens of one job.
@@ -132,4 +138,6 @@ pub(crate) struct Shared {
     pub notify: UnboundedSender<AgentEvent>,
     pub retry_cap: Duration,
     pub reachability: std::sync::Arc<run::Reachability>,
+    /// Put on every container and network of the runner's jobs (see [`instance`]).
+    pub job_labels: Vec<(String, String)>,
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use super::client::{answer, random_id, Backoff, Call, Failure, Scheduler};
+use super::instance;
 use super::job::{self, JobEnd, JobOutcome};
 use super::source::Sources;
 use super::workdir::WorkDir;
@@ -60,10 +61,19 @@ pub async fn run(
     stop: Stop,
 ) -> Result<AgentExit, AgentError> {
     let work = WorkDir::open(&config.work_dir)?;
-    for note in work.sweep(config.executor.docker()).await {
+    let credentials = &config.credentials;
+    let mut leftovers = work.sweep(config.executor.docker()).await;
+    leftovers.extend(
+        instance::remove_objects_of_earlier_instances(
+            &config.executor,
+            &credentials.runner_id,
+            &config.instance,
+        )
+        .await,
+    );
+    for note in leftovers {
         let _ = notify.send(AgentEvent::Leftover(note));
     }
-    let credentials = &config.credentials;
     let scheduler = Scheduler::new(credentials)?;
     let capacity = config.capacity.max(1);
     let shared = Arc::new(Shared {
@@ -84,6 +94,7 @@ pub async fn run(
             failing: AtomicBool::new(false),
             notify: notify.clone(),
         }),
+        job_labels: instance::job_labels(&credentials.runner_id, &config.instance),
     });
     let _ = notify.send(AgentEvent::Started {
         name: credentials.name.clone(),

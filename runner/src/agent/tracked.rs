@@ -2,6 +2,8 @@
 //! lease is lost must stop at once, without its `always()` steps or its post steps: the
 //! runner drops the executor's future, and this wrapper then removes what the executor would
 //! have removed at its end (the job's containers, network and processes).
+//!
+//! It is also where the runner's identity joins every job's labels (see `instance`).
 
 use std::sync::{Arc, Mutex};
 
@@ -23,14 +25,21 @@ pub(crate) struct Tracked {
     /// Docker mode: containers started by the job's Docker actions carry its key but are not
     /// in its handle; a sweep by key removes them too.
     docker: Option<DockerBackend>,
+    /// Added to every job's [`JobSpec::labels`].
+    labels: Vec<(String, String)>,
     open: Mutex<Vec<Open>>,
 }
 
 impl Tracked {
-    pub(crate) fn new(inner: Arc<dyn Backend>, docker: Option<DockerBackend>) -> Tracked {
+    pub(crate) fn new(
+        inner: Arc<dyn Backend>,
+        docker: Option<DockerBackend>,
+        labels: Vec<(String, String)>,
+    ) -> Tracked {
         Tracked {
             inner,
             docker,
+            labels,
             open: Mutex::default(),
         }
     }
@@ -75,12 +84,14 @@ impl Backend for Tracked {
         job: &JobSpec,
         cancel: &CancellationToken,
     ) -> Result<JobEnv, BackendError> {
+        let mut job = job.clone();
+        job.labels.extend(self.labels.iter().cloned());
         // Recorded before the first Docker call: a prepare dropped half-way is swept by key.
         self.open().push(Open {
             spec: job.clone(),
             env: None,
         });
-        let prepared = self.inner.prepare(job, cancel).await;
+        let prepared = self.inner.prepare(&job, cancel).await;
         let mut open = self.open();
         match &prepared {
             Ok(env) => {

@@ -170,7 +170,8 @@ impl Backend for HostBackend {
             services: Vec::new(),
             network: None,
             container_id: None,
-            docker_proxy: super::docker::start_job_proxy(&job.job_key),
+            docker_proxy: super::docker::start_job_proxy(job),
+            labels: job.object_labels(),
             handle: Handle::Host {
                 workspace: job.workspace.clone(),
                 processes: Arc::new(HostProcesses::new(self.tracking)),

@@ -27,8 +27,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 pub use deferred::DeferredCleanup;
-pub(crate) use docker::DockerOutputLines;
-pub use docker::{DockerBackend, DockerConfig, JOB_KEY_LABEL};
+pub(crate) use docker::{local_daemon_socket, DockerOutputLines};
+pub use docker::{DockerBackend, DockerConfig, Removed, JOB_KEY_LABEL};
 pub use error::BackendError;
 pub use host::{host_base_env, HostBackend};
 pub use lines::LineSplitter;
@@ -56,8 +56,26 @@ pub struct JobSpec {
     pub workspace_job_path: Option<String>,
     /// Host directories the job also needs (runner temp, file-command dir, tool cache, actions).
     pub extra_mounts: Vec<Mount>,
-    /// Put on every container and network the backend creates.
+    /// Put on every container and network of the job: those the backend creates, its Docker
+    /// actions' containers, and what its steps create through the job's Docker socket (see
+    /// [`JobEnv::labels`]). A registered runner adds its identity here, which is how it and
+    /// its guard find what one of its instances left behind.
     pub labels: Vec<(String, String)>,
+}
+
+impl JobSpec {
+    /// The labels of every object of the job: [`JobSpec::labels`] and [`JOB_KEY_LABEL`] =
+    /// the job key (which no other label may replace: cleanup finds objects by it).
+    pub(crate) fn object_labels(&self) -> Vec<(String, String)> {
+        let mut labels: Vec<(String, String)> = self
+            .labels
+            .iter()
+            .filter(|(name, _)| name != JOB_KEY_LABEL)
+            .cloned()
+            .collect();
+        labels.push((JOB_KEY_LABEL.to_owned(), self.job_key.clone()));
+        labels
+    }
 }
 
 /// The job container (`jobs.<id>.container`), or the platform image standing in for it.
@@ -106,6 +124,8 @@ pub struct JobEnv {
     pub network: Option<String>,
     /// The job container's id (Docker): `job.container.id`.
     pub container_id: Option<String>,
+    /// What every container and network of the job carries ([`JobSpec::object_labels`]).
+    pub(crate) labels: Vec<(String, String)>,
     /// The job's own Docker socket (see `docker::proxy`), while the job is prepared.
     pub(crate) docker_proxy: Option<std::sync::Arc<docker::SocketProxy>>,
     pub(crate) handle: Handle,
@@ -143,6 +163,7 @@ impl JobEnv {
             services: Vec::new(),
             network: None,
             container_id: None,
+            labels: job.object_labels(),
             docker_proxy: None,
             handle: Handle::Unprepared,
         }
@@ -152,6 +173,12 @@ impl JobEnv {
     /// job's label: what its steps and actions should use as the daemon's socket.
     pub fn docker_socket(&self) -> Option<&std::path::Path> {
         self.docker_proxy.as_deref().map(docker::SocketProxy::path)
+    }
+
+    /// The labels every container and network of the job carries, for those created beside
+    /// the backend (Docker actions' containers).
+    pub fn labels(&self) -> std::collections::HashMap<String, String> {
+        self.labels.iter().cloned().collect()
     }
 }
 

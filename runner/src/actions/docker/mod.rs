@@ -10,8 +10,6 @@
 mod container;
 mod image;
 
-use std::collections::HashMap;
-
 use bollard::Docker;
 use indexmap::IndexMap;
 use kiln_workflow::model::DockerRuns;
@@ -23,7 +21,7 @@ pub use self::image::{remove_action_images, ACTION_IMAGE_LABEL};
 use super::builtin::input;
 use super::stages::{PrePlan, StageKey};
 use super::{input_variables, inputs_value, LoadedAction};
-use crate::backend::{sanitize_name, Mount, JOB_KEY_LABEL};
+use crate::backend::{sanitize_name, Mount};
 use crate::executor::job::{Frame, JobRunner, PostStep};
 use crate::executor::status::ScopeStatus;
 use crate::executor::step::{CompositeScope, PostRun, PostWork, Process, ProcessResult, StepCtx};
@@ -276,12 +274,11 @@ impl JobRunner {
             read_only: false,
         }];
         job_mounts.extend(job_env.mounts.iter().cloned());
-        // The job's key labels the container, so the job's cleanup also removes it should
-        // this process be stopped before the step removes it.
-        let labels = HashMap::from([
-            (JOB_KEY_LABEL.to_owned(), job_env.job_key.clone()),
-            ("kiln.job".to_owned(), self.req.name.clone()),
-        ]);
+        // The job's labels (its key, and a registered runner's identity) mark the container,
+        // so the job's cleanup, or the runner's guard, also removes it should this process
+        // be stopped before the step removes it.
+        let mut labels = job_env.labels();
+        labels.insert("kiln.job".to_owned(), self.req.name.clone());
         Ok(ActionContainer {
             docker,
             name: format!(

@@ -5,7 +5,8 @@
 //! network alias, and are waited for until healthy when they have a health check. The job
 //! container is kept alive with `tail -f /dev/null`; every step is a `docker exec` in it.
 //! Everything is labelled with [`JOB_KEY_LABEL`] = the job key, which is how cleanup finds
-//! what to remove, including after a failed or abandoned `prepare`.
+//! what to remove, including after a failed or abandoned `prepare`, and with the job spec's
+//! own labels (a registered runner's identity: see `agent::instance`).
 //!
 //! Images are never pulled unless [`DockerConfig::allow_pull`] is set: a missing image is an
 //! error that says how to provide it.
@@ -75,6 +76,57 @@ pub struct DockerBackend {
     config: DockerConfig,
 }
 
+/// What [`DockerBackend::remove_labelled`] removed, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    /// Containers and networks that matched but were left alone.
+    pub spared: Vec<String>,
+}
+
+impl Removed {
+    /// Nothing was removed.
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.networks.is_empty()
+    }
+
+    /// The objects to remove; those `spare` accepts are noted as spared instead.
+    fn spare(
+        &mut self,
+        objects: Vec<Labelled>,
+        spare: &impl Fn(&HashMap<String, String>) -> bool,
+    ) -> Vec<Labelled> {
+        let (spared, doomed): (Vec<_>, Vec<_>) =
+            objects.into_iter().partition(|o| spare(&o.labels));
+        self.spared.extend(spared.into_iter().map(|o| o.name));
+        doomed
+    }
+}
+
+fn ids(objects: &[Labelled]) -> Vec<String> {
+    objects.iter().map(|o| o.id.clone()).collect()
+}
+
+/// A container or network found by its labels.
+struct Labelled {
+    id: String,
+    /// Without Docker's leading `/`; the id when it has none.
+    name: String,
+    labels: HashMap<String, String>,
+}
+
+impl Labelled {
+    fn new(id: String, name: Option<String>, labels: Option<HashMap<String, String>>) -> Labelled {
+        let name = name.map_or_else(|| id.clone(), |n| n.trim_start_matches('/').to_owned());
+        Labelled {
+            id,
+            name,
+            labels: labels.unwrap_or_default(),
+        }
+    }
+}
+
 /// What cleanup needs to know about a prepared Docker job.
 #[derive(Debug, Clone)]
 pub(crate) struct DockerHandle {
@@ -123,10 +175,39 @@ impl DockerBackend {
     /// Removes every container and network labelled with `job_key`. Used by cleanup and to
     /// undo a half-finished `prepare`.
     pub async fn remove_job_objects(&self, job_key: &str) -> Result<(), BackendError> {
-        let ids = self.labelled_containers(job_key).await?;
-        self.remove_containers(&ids).await?;
-        let networks = self.labelled_networks(job_key).await?;
-        self.remove_networks(&networks).await
+        self.remove_labelled(&[(JOB_KEY_LABEL, job_key)])
+            .await
+            .map(drop)
+    }
+
+    /// Force-removes every container (running or not, with its anonymous volumes) that
+    /// carries all of `labels`, then every network that does; returns their names. At least
+    /// one label is required: an empty filter would match every object of the daemon.
+    pub async fn remove_labelled(&self, labels: &[(&str, &str)]) -> Result<Removed, BackendError> {
+        self.remove_labelled_but(labels, |_| false).await
+    }
+
+    /// [`DockerBackend::remove_labelled`], sparing the objects whose labels `spare` accepts
+    /// (their names are in [`Removed::spared`]).
+    pub async fn remove_labelled_but(
+        &self,
+        labels: &[(&str, &str)],
+        spare: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> Result<Removed, BackendError> {
+        if labels.is_empty() {
+            return Err(BackendError::InvalidSpec(
+                "removing Docker objects by label needs at least one label".into(),
+            ));
+        }
+        let mut removed = Removed::default();
+        let containers = removed.spare(self.containers_labelled(labels).await?, &spare);
+        self.remove_containers(&ids(&containers)).await?;
+        removed.containers = containers.into_iter().map(|o| o.name).collect();
+        // Only now: a network goes once the containers on it are gone.
+        let networks = removed.spare(self.networks_labelled(labels).await?, &spare);
+        self.remove_networks(&ids(&networks)).await?;
+        removed.networks = networks.into_iter().map(|o| o.name).collect();
+        Ok(removed)
     }
 
     /// Ids of the containers labelled with `job_key`, running or not.
@@ -135,16 +216,9 @@ impl DockerBackend {
         job_key: &str,
     ) -> Result<Vec<String>, BackendError> {
         let containers = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&label_filter(job_key))
-                    .build(),
-            ))
-            .await
-            .map_err(|e| BackendError::docker("listing the job's containers", e))?;
-        Ok(containers.into_iter().filter_map(|c| c.id).collect())
+            .containers_labelled(&[(JOB_KEY_LABEL, job_key)])
+            .await?;
+        Ok(containers.into_iter().map(|o| o.id).collect())
     }
 
     /// Ids of the networks labelled with `job_key`.
@@ -152,16 +226,52 @@ impl DockerBackend {
         &self,
         job_key: &str,
     ) -> Result<Vec<String>, BackendError> {
+        let networks = self.networks_labelled(&[(JOB_KEY_LABEL, job_key)]).await?;
+        Ok(networks.into_iter().map(|o| o.id).collect())
+    }
+
+    /// The containers carrying all of `labels`, running or not.
+    async fn containers_labelled(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<Labelled>, BackendError> {
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&label_filter(labels))
+                    .build(),
+            ))
+            .await
+            .map_err(|e| BackendError::docker("listing labelled containers", e))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names.and_then(|names| names.into_iter().next());
+                Some(Labelled::new(c.id?, name, c.labels))
+            })
+            .collect())
+    }
+
+    /// The networks carrying all of `labels`.
+    async fn networks_labelled(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<Labelled>, BackendError> {
         let networks = self
             .docker
             .list_networks(Some(
                 ListNetworksOptionsBuilder::new()
-                    .filters(&label_filter(job_key))
+                    .filters(&label_filter(labels))
                     .build(),
             ))
             .await
-            .map_err(|e| BackendError::docker("listing the job's networks", e))?;
-        Ok(networks.into_iter().filter_map(|n| n.id).collect())
+            .map_err(|e| BackendError::docker("listing labelled networks", e))?;
+        Ok(networks
+            .into_iter()
+            .filter_map(|n| Some(Labelled::new(n.id?, n.name, n.labels)))
+            .collect())
     }
 
     async fn remove_containers(&self, ids: &[String]) -> Result<(), BackendError> {
@@ -191,8 +301,9 @@ impl DockerBackend {
 }
 
 /// A Docker socket of the job's own (see [`proxy`]), labelling what is created through it
-/// with the job's key; `None` without a local daemon socket or where one cannot be served.
-pub(crate) fn start_job_proxy(job_key: &str) -> Option<std::sync::Arc<SocketProxy>> {
+/// with the job's labels ([`JobSpec::object_labels`]); `None` without a local daemon socket
+/// or where one cannot be served.
+pub(crate) fn start_job_proxy(job: &JobSpec) -> Option<std::sync::Arc<SocketProxy>> {
     let daemon = local_daemon_socket()?;
     // Short, as socket paths are limited to 108 bytes; readable by kiln's user only.
     let path = std::env::temp_dir().join(format!(
@@ -200,16 +311,16 @@ pub(crate) fn start_job_proxy(job_key: &str) -> Option<std::sync::Arc<SocketProx
         std::process::id(),
         &super::tracking::random_hex()[..16]
     ));
-    let label = (JOB_KEY_LABEL.to_owned(), job_key.to_owned());
-    SocketProxy::start(path, daemon, label)
+    SocketProxy::start(path, daemon, job.object_labels())
         .ok()
         .map(std::sync::Arc::new)
 }
 
-fn label_filter(job_key: &str) -> HashMap<String, Vec<String>> {
+/// A filter matching objects that carry every one of `labels` (Docker ANDs label filters).
+fn label_filter(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_owned(),
-        vec![format!("{JOB_KEY_LABEL}={job_key}")],
+        labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
     )])
 }
 

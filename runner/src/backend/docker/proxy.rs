@@ -1,11 +1,13 @@
 //! A Docker socket of one job's own. Steps reach the daemon through it (host steps through
 //! `DOCKER_HOST`, containers through the socket mounted in place of the daemon's), and every
-//! container, network and volume they create through it carries the job's label, so the
-//! job's end finds and removes them (a `docker run -d` from a step included).
+//! container, network and volume they create through it carries the job's labels (its key,
+//! and on a registered runner the runner's identity), so the job's end, the runner's guard
+//! and the runner's next start find and remove them (a `docker run -d` from a step included).
 //!
 //! Requests go to the daemon unchanged but for the bodies of `POST /containers/create`,
-//! `/networks/create` and `/volumes/create`, whose `Labels` get the job's label (replacing a
-//! value a step gave it, so no step can label its containers as another job's). Answers
+//! `/networks/create` and `/volumes/create`, whose `Labels` get the job's labels (replacing
+//! values a step gave them, so no step can label its containers as another job's or another
+//! runner's). Answers
 //! come back untouched; after a request that upgrades the connection (`docker attach`,
 //! `docker exec -it`, BuildKit sessions) both directions are copied as they are.
 
@@ -34,15 +36,19 @@ pub struct SocketProxy {
 
 impl SocketProxy {
     /// Serves a new socket at `path` (mode 0600) that forwards to the daemon at `daemon`,
-    /// labelling what is created with `label`.
-    pub fn start(path: PathBuf, daemon: PathBuf, label: (String, String)) -> io::Result<Self> {
+    /// labelling what is created with `labels`.
+    pub fn start(
+        path: PathBuf,
+        daemon: PathBuf,
+        labels: Vec<(String, String)>,
+    ) -> io::Result<Self> {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let created = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             daemon,
-            label,
+            labels,
             created: created.clone(),
         });
         let task = tokio::spawn(async move {
@@ -90,7 +96,7 @@ pub fn local_daemon_socket() -> Option<PathBuf> {
 
 struct Shared {
     daemon: PathBuf,
-    label: (String, String),
+    labels: Vec<(String, String)>,
     created: Arc<AtomicUsize>,
 }
 
@@ -113,7 +119,7 @@ async fn serve(client: UnixStream, shared: &Shared) -> io::Result<()> {
     while let Some(head) = read_head(&mut requests).await? {
         if head.labels_body {
             let body = read_body(&mut requests, &head).await?;
-            let body = with_label(&body, &shared.label);
+            let body = with_labels(&body, &shared.labels);
             upstream_write
                 .write_all(rewrite_length(&head.text, body.len()).as_bytes())
                 .await?;
@@ -307,9 +313,9 @@ async fn skip_trailers(
     Ok(())
 }
 
-/// The creation body with the job's label in its `Labels` (a body that is not a JSON object
+/// The creation body with the job's labels in its `Labels` (a body that is not a JSON object
 /// goes on as it is: the daemon refuses it).
-fn with_label(body: &[u8], (name, value): &(String, String)) -> Vec<u8> {
+fn with_labels(body: &[u8], job_labels: &[(String, String)]) -> Vec<u8> {
     let mut json: serde_json::Value = match serde_json::from_slice(body) {
         Ok(json @ serde_json::Value::Object(_)) => json,
         _ => return body.to_vec(),
@@ -318,7 +324,9 @@ fn with_label(body: &[u8], (name, value): &(String, String)) -> Vec<u8> {
     if !labels.is_object() {
         *labels = serde_json::Value::Object(serde_json::Map::new());
     }
-    labels[name.as_str()] = serde_json::Value::String(value.clone());
+    for (name, value) in job_labels {
+        labels[name.as_str()] = serde_json::Value::String(value.clone());
+    }
     serde_json::to_vec(&json).unwrap_or_else(|_| body.to_vec())
 }
 
@@ -366,7 +374,10 @@ mod tests {
         let proxy = SocketProxy::start(
             dir.path().join("job.sock"),
             dir.path().join("daemon.sock"),
-            ("dev.kiln.job-key".into(), "job-1".into()),
+            vec![
+                ("dev.kiln.job-key".into(), "job-1".into()),
+                ("dev.kiln.runner".into(), "r-1".into()),
+            ],
         )
         .expect("proxy");
         let mut client = UnixStream::connect(proxy.path()).await.expect("connect");
@@ -378,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn creation_bodies_get_the_jobs_label_and_the_rest_passes_unchanged() {
-        let create = r#"{"Image":"busybox","Labels":{"mine":"1","dev.kiln.job-key":"other-job"}}"#;
+        let create = r#"{"Image":"busybox","Labels":{"mine":"1","dev.kiln.job-key":"other-job","dev.kiln.runner":"r-2"}}"#;
         let chunked_network = "{\"Name\":\"n\"}";
         let requests = format!(
             "GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n\
@@ -390,8 +401,9 @@ mod tests {
             chunked_network.len()
         );
         let received = through_proxy(requests.as_bytes()).await;
-        let labelled = r#"{"Image":"busybox","Labels":{"mine":"1","dev.kiln.job-key":"job-1"}}"#;
-        let network = r#"{"Name":"n","Labels":{"dev.kiln.job-key":"job-1"}}"#;
+        let labelled = r#"{"Image":"busybox","Labels":{"mine":"1","dev.kiln.job-key":"job-1","dev.kiln.runner":"r-1"}}"#;
+        let network =
+            r#"{"Name":"n","Labels":{"dev.kiln.job-key":"job-1","dev.kiln.runner":"r-1"}}"#;
         let expected = format!(
             "GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n\
              POST /v1.41/containers/create?name=x HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{labelled}\

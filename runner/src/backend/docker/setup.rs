@@ -18,7 +18,7 @@ use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::options::{parse_options, parse_ports, split_volumes, CreateOptions};
-use super::{DockerBackend, DockerHandle, JOB_KEY_LABEL};
+use super::{DockerBackend, DockerHandle};
 use crate::backend::names::sanitize_name;
 use crate::backend::{
     BackendError, ContainerSpec, Handle, JobEnv, JobSpec, Mount, ServiceInfo, ServiceSpec,
@@ -51,14 +51,12 @@ struct Names {
 impl Names {
     fn new(job: &JobSpec, always_create_network: bool) -> Self {
         let slug = sanitize_name(&job.job_key);
-        let mut labels: HashMap<String, String> = job.labels.iter().cloned().collect();
-        labels.insert(JOB_KEY_LABEL.to_owned(), job.job_key.clone());
         Names {
             network: format!("kiln-{slug}"),
             own_network: always_create_network || !job.services.is_empty(),
             network_id: None,
             job_container: format!("kiln-{slug}-job"),
-            labels,
+            labels: job.object_labels().into_iter().collect(),
             sockets: None,
         }
     }
@@ -117,7 +115,7 @@ pub(super) async fn prepare_job(
         .collect::<Result<Vec<_>, _>>()?;
 
     // Started first: a container that mounts the daemon's socket mounts this one instead.
-    let proxy = super::start_job_proxy(&job.job_key);
+    let proxy = super::start_job_proxy(job);
     let mut names = Names::new(job, backend.config.always_create_network);
     names.sockets = proxy.as_ref().and_then(|proxy| {
         let daemon = super::local_daemon_socket()?;
@@ -202,6 +200,7 @@ pub(super) async fn prepare_job(
         services,
         network: names.network_id.as_ref().map(|_| names.network.clone()),
         container_id: Some(container_id.clone()),
+        labels: job.object_labels(),
         docker_proxy: proxy,
         handle: Handle::Docker(DockerHandle {
             container_id,
