@@ -902,7 +902,12 @@ jobs:
           - os: beta
             extra: { deep: true }
     runs-on: ubuntu-latest
+    outputs:
+      zz_declared_first: ${{ steps.o.outputs.z }}
+      aa_declared_second: ${{ steps.o.outputs.a }}
     steps:
+      - id: o
+        run: printf 'z=1\na=2\n' >> "$GITHUB_OUTPUT"
       - run: mkdir -p c && echo "${{ matrix.os }}" > c/file
       - uses: actions/cache@v4
         with:
@@ -955,6 +960,13 @@ async fn kiln_submit_reports_matrix_summary_and_cache_steps_as_kiln_run_does() {
         jobs.sort_by_key(|j| j["name"].as_str().unwrap_or_default().to_owned());
         jobs
     };
+    // Outputs keep the order the workflow declares them in, as the report's text shows it.
+    for name in ["remote.json", "local.json"] {
+        let text = std::fs::read_to_string(repo.join(name)).unwrap();
+        let first = text.find("zz_declared_first").expect("the first output");
+        let second = text.find("aa_declared_second").expect("the second output");
+        assert!(first < second, "{name}: outputs out of order:\n{text}");
+    }
     let (remote, local) = (by_name(&read("remote.json")), by_name(&read("local.json")));
     assert_eq!(remote.len(), 2, "{remote:#?}");
     assert_eq!(remote.len(), local.len());

@@ -1,6 +1,7 @@
 //! kiln's gRPC protocol: the runner service (registered runners ↔ scheduler) and the control
 //! service (users' commands ↔ scheduler). The `.proto` files under `proto/kiln/v1/` are the
-//! contract, with a comment on every message and field; this crate only compiles them.
+//! contract, with a comment on every message and field; this crate compiles them, and reads
+//! the one convention a message cannot carry by itself ([`outputs_in_order`]).
 //! Other crates convert these types to their own at their edge, so prost types never spread
 //! into the scheduler's or the runner's logic.
 
@@ -11,4 +12,47 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The `kiln.v1` package: messages, clients (`*_client`) and servers (`*_server`).
 pub mod v1 {
     tonic::include_proto!("kiln.v1");
+}
+
+/// A job's outputs in their declared order: `names` first (those `outputs` holds), then any
+/// other entries sorted by name, since a protobuf map keeps no order of its own.
+pub fn outputs_in_order(
+    outputs: &std::collections::HashMap<String, String>,
+    names: &[String],
+) -> Vec<(String, String)> {
+    let mut ordered: Vec<(String, String)> = Vec::with_capacity(outputs.len());
+    for name in names {
+        if let Some(value) = outputs.get(name) {
+            if !ordered.iter().any(|(n, _)| n == name) {
+                ordered.push((name.clone(), value.clone()));
+            }
+        }
+    }
+    let mut rest: Vec<(String, String)> = outputs
+        .iter()
+        .filter(|(name, _)| !names.contains(name))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    rest.sort();
+    ordered.extend(rest);
+    ordered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_follow_their_names_then_the_rest_sorted() {
+        let outputs = [("b", "2"), ("a", "1"), ("z", "26"), ("y", "25")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into_iter()
+            .collect();
+        let names = ["z", "ghost", "b", "z"].map(str::to_owned);
+        let ordered: Vec<String> = outputs_in_order(&outputs, &names)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(ordered, ["z", "b", "a", "y"]);
+    }
 }

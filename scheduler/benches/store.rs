@@ -85,10 +85,8 @@ impl Bench {
             run_id: self.run_id.clone(),
             leg,
             job_path: "build".into(),
-            name: format!(
-                "build ({leg            matrix: None,
-        })"
-            ),
+            name: format!("build ({leg})"),
+            matrix: None,
         })?;
         tx.enqueue(&id, labels, &self.payload, T0)?;
         tx.append_event(&self.run_id, b"{\"job\":\"queued\"}", T0)?;

@@ -42,8 +42,8 @@ pub fn between(start_ms: i64, end_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(end_ms - start_ms).unwrap_or(0))
 }
 
-/// One run in `kiln run --report`'s shape. Outputs are sorted by name (the protocol's map
-/// keeps no order); matrix values and cache reports that do not parse are `null`.
+/// One run in `kiln run --report`'s shape: outputs in their declared order, matrix values,
+/// summaries and cache reports as the runner sent them (`null` when one does not parse).
 pub fn run_report(run: &pb::RunSummary) -> RunReport {
     RunReport {
         workflow: run.workflow_name.clone(),
@@ -55,13 +55,7 @@ pub fn run_report(run: &pb::RunSummary) -> RunReport {
 }
 
 fn job_report(job: &pb::JobSummary) -> JobReport {
-    // prost keeps a map's entries unordered; sorted, the report is the same on every call.
-    let mut outputs: Vec<(String, String)> = job
-        .outputs
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    outputs.sort();
+    let outputs = kiln_proto::outputs_in_order(&job.outputs, &job.output_names);
     JobReport {
         id: job.job_path.clone(),
         name: job.name.clone(),

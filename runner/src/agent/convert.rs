@@ -212,6 +212,7 @@ pub(crate) fn completion(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        output_names: result.outputs.keys().cloned().collect(),
         steps: result
             .steps
             .iter()

@@ -183,12 +183,7 @@ pub fn job_result(request: &pb::CompleteJobRequest) -> Result<JobResult, Status>
             })
         })
         .collect::<Result<Vec<_>, Status>>()?;
-    let mut outputs: Vec<(String, String)> = request
-        .outputs
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    outputs.sort();
+    let outputs = kiln_proto::outputs_in_order(&request.outputs, &request.output_names);
     Ok(JobResult {
         conclusion: conclusion(request.conclusion, "the job's conclusion")?,
         outputs,
@@ -282,6 +277,7 @@ pub fn job_summary(job: JobRecord) -> pb::JobSummary {
                     .unwrap_or_default(),
             })
             .collect(),
+        output_names: job.outputs.iter().map(|(name, _)| name.clone()).collect(),
         outputs: job.outputs.into_iter().collect(),
         message: job.message,
         matrix_json: job.matrix.unwrap_or_default(),
