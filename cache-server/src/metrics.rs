@@ -128,7 +128,8 @@ impl Metrics {
     }
 }
 
-fn escape(v: &str) -> String {
+/// A label value as Prometheus' text format wants it: backslash, quote and newline escaped.
+pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -137,6 +138,11 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 
     #[test]
     fn renders_labels_escaped() {

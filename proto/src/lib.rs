@@ -1,13 +1,27 @@
 //! kiln's gRPC protocol: the runner service (registered runners ↔ scheduler) and the control
 //! service (users' commands ↔ scheduler). The `.proto` files under `proto/kiln/v1/` are the
 //! contract, with a comment on every message and field; this crate compiles them, and reads
-//! the one convention a message cannot carry by itself ([`outputs_in_order`]).
+//! the conventions a message cannot carry by itself ([`outputs_in_order`],
+//! [`client_endpoint`]).
 //! Other crates convert these types to their own at their edge, so prost types never spread
 //! into the scheduler's or the runner's logic.
 
 /// Bumped on any change an older peer cannot ignore; `Register` refuses a runner whose
 /// version differs, with a message naming both.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The connection settings every client of a scheduler uses (runners and users' commands):
+/// a bounded connect, no Nagle delay on small calls, and HTTP/2 pings so a half-open
+/// connection (a scheduler host that vanished) is noticed by the pings instead of by the
+/// next call's deadline.
+pub fn client_endpoint(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    endpoint
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(20))
+        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+}
 
 /// The `kiln.v1` package: messages, clients (`*_client`) and servers (`*_server`).
 pub mod v1 {

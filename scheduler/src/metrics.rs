@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kiln_cache::metrics::escape;
 use kiln_workflow::Conclusion;
 
 use crate::service::{Result, Scheduler};
@@ -47,14 +48,6 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
-/// A label value as the text format wants it: backslash, quote and newline escaped.
-fn escaped(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 impl Scheduler {
     /// The metrics in Prometheus' text format. Reads the store (call it off the async
     /// runtime's workers).
@@ -78,7 +71,7 @@ impl Scheduler {
         );
         let depth: Vec<(String, u64)> = label_sets
             .iter()
-            .map(|(labels, n)| (format!("{{labels=\"{}\"}}", escaped(&labels.join(","))), *n))
+            .map(|(labels, n)| (format!("{{labels=\"{}\"}}", escape(&labels.join(","))), *n))
             .collect();
         family(
             &mut out,
@@ -104,15 +97,21 @@ impl Scheduler {
             "Runs not finished yet.",
             &[(String::new(), tallies.runs_running)],
         );
-        let online = runners.iter().filter(|r| self.is_online(&r.runner)).count() as u64;
+        let online: Vec<_> = runners
+            .iter()
+            .filter(|r| self.is_online(&r.runner))
+            .collect();
         family(
             &mut out,
             "kiln_scheduler_runners",
             "gauge",
             "Registered runners, by whether they called within three heartbeat intervals.",
             &[
-                ("{online=\"true\"}".into(), online),
-                ("{online=\"false\"}".into(), runners.len() as u64 - online),
+                ("{online=\"true\"}".into(), online.len() as u64),
+                (
+                    "{online=\"false\"}".into(),
+                    (runners.len() - online.len()) as u64,
+                ),
             ],
         );
         let (capacity, busy) = runners.iter().filter(|r| self.is_online(&r.runner)).fold(
@@ -160,15 +159,5 @@ impl Scheduler {
             &completed,
         );
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escaped("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

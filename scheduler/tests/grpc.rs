@@ -103,17 +103,7 @@ async fn a_runner_runs_a_job_over_grpc_and_a_watcher_sees_it_all_then_the_end() 
     let mut runner = RunnerServiceClient::new(channel.clone());
     let mut control = ControlServiceClient::new(channel);
 
-    let registered = runner
-        .register(pb::RegisterRequest {
-            registration_token: REGISTRATION.to_owned(),
-            name: "r".to_owned(),
-            labels: vec!["linux".to_owned()],
-            protocol_version: kiln_proto::PROTOCOL_VERSION,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let registered = register_runner(&mut runner, "r").await;
     assert_eq!(registered.lease_ttl_ms, TTL_MS as u32);
     assert_eq!(registered.renew_interval_ms, TTL_MS as u32 / 3);
     let old = runner
@@ -340,7 +330,10 @@ async fn a_runner_runs_a_job_over_grpc_and_a_watcher_sees_it_all_then_the_end() 
     assert_eq!(runners.runners[0].name, "r");
 }
 
-async fn register_runner(runner: &mut RunnerServiceClient<Channel>, name: &str) -> String {
+async fn register_runner(
+    runner: &mut RunnerServiceClient<Channel>,
+    name: &str,
+) -> pb::RegisterResponse {
     runner
         .register(pb::RegisterRequest {
             registration_token: REGISTRATION.to_owned(),
@@ -352,7 +345,6 @@ async fn register_runner(runner: &mut RunnerServiceClient<Channel>, name: &str) 
         .await
         .unwrap()
         .into_inner()
-        .runner_token
 }
 
 /// Every job-scoped call checks that the calling runner holds the lease: a second registered
@@ -364,8 +356,8 @@ async fn a_runner_cannot_act_on_a_lease_another_runner_holds() {
     let h = Harness::new(&[(".github/workflows/one.yml", ONE_JOB)]);
     let channel = serve(&h).await;
     let mut runner = RunnerServiceClient::new(channel.clone());
-    let holder = register_runner(&mut runner, "holder").await;
-    let intruder = register_runner(&mut runner, "intruder").await;
+    let holder = register_runner(&mut runner, "holder").await.runner_token;
+    let intruder = register_runner(&mut runner, "intruder").await.runner_token;
     let run_id = h.submit(&[]);
     let job = runner
         .poll_job(bearer(

@@ -20,8 +20,6 @@ use tonic::{Code, Status};
 
 const URL_VARIABLE: &str = "KILN_URL";
 const TOKEN_VARIABLE: &str = "KILN_TOKEN";
-/// How long establishing a connection may take before the scheduler counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The deadline of every unary call: they only read or store a little.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 /// Attempts of a repeatable call before a transient failure is reported.
@@ -172,12 +170,7 @@ fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
     }
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| anyhow!("the scheduler URL {url} is not valid ({e}); {}", fix()))?;
-    Ok(endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true))
+    Ok(kiln_proto::client_endpoint(endpoint))
 }
 
 /// Codes after which the same call may succeed later: the scheduler is restarting, the

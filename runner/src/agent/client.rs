@@ -16,8 +16,6 @@ use tonic::{Code, Request, Response, Status};
 use super::credentials::{Credentials, Timings};
 use super::AgentError;
 
-/// How long establishing a connection may take before the call counts as failed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The deadline of calls that only store something (steps, logs, completion).
 const STORE_DEADLINE: Duration = Duration::from_secs(30);
 /// What a long poll may take beyond the scheduler's own poll timeout before it is abandoned.
@@ -156,14 +154,7 @@ fn endpoint(url: &str) -> Result<Endpoint, AgentError> {
         ));
     }
     let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(e.to_string()))?;
-    Ok(endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        // Half-open connections (a scheduler host that vanished) are noticed by the pings
-        // instead of by the next call's deadline.
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true))
+    Ok(kiln_proto::client_endpoint(endpoint))
 }
 
 fn client(url: &str, token: Option<&str>) -> Result<Rpc, AgentError> {

@@ -260,6 +260,8 @@ struct Running {
 /// The run's state between iterations of the loop.
 struct Driver<'a> {
     runs: &'a mut [WorkflowRun],
+    /// The distinct concurrency groups the runs share (usually one).
+    groups: Vec<SharedGroups>,
     running: HashMap<LegKey, Running>,
     waiting: VecDeque<(usize, Dispatch)>,
 }
@@ -284,8 +286,15 @@ pub async fn drive(
         let job_ids = run.engine.report().jobs.into_iter().map(|job| job.id);
         executor.plan(&run.workflow, job_ids.collect());
     }
+    let mut groups: Vec<SharedGroups> = Vec::new();
+    for shared in runs.iter().filter_map(|run| run.groups.as_ref()) {
+        if !groups.iter().any(|g| Arc::ptr_eq(&g.0, &shared.0)) {
+            groups.push(shared.clone());
+        }
+    }
     let mut driver = Driver {
         runs,
+        groups,
         running: HashMap::new(),
         waiting: VecDeque::new(),
     };
@@ -439,17 +448,7 @@ impl Driver<'_> {
     /// no decision is left: a grant lets a pending entry start at the next poll, a
     /// cancellation stops a running leg or concludes a waiting one.
     fn settle_groups(&mut self) {
-        let mut seen: Vec<&SharedGroups> = Vec::new();
-        let mut all = Vec::new();
-        for run in self.runs.iter() {
-            if let Some(groups) = &run.groups {
-                if !seen.iter().any(|g| Arc::ptr_eq(&g.0, &groups.0)) {
-                    seen.push(groups);
-                    all.push(groups.clone());
-                }
-            }
-        }
-        for groups in all {
+        for groups in self.groups.clone() {
             loop {
                 let effects = groups.take_effects();
                 if effects.is_empty() {

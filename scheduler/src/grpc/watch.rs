@@ -247,11 +247,8 @@ impl Watcher {
             let lines = store
                 .read_logs(job_id, attempt, after, LOG_BATCH)
                 .unwrap_or_default();
-            // Later passes count in this attempt, even before it has a line.
-            self.cursors.insert(job_id.to_owned(), (attempt, after));
             let Some(last) = lines.last() else { break };
             after = last.seq;
-            self.cursors.insert(job_id.to_owned(), (attempt, after));
             let full = lines.len() == LOG_BATCH;
             self.send(pb::RunEvent {
                 event_seq: 0,
@@ -266,6 +263,8 @@ impl Watcher {
                 break;
             }
         }
+        // Later passes count in this attempt, even before it has a line.
+        self.cursors.insert(job_id.to_owned(), (attempt, after));
         Ok(())
     }
 }
